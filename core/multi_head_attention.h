@@ -1,0 +1,73 @@
+// One multi-head attention layer with Hugging Face / torch.nn.Linear weights (y = x·Wᵀ + b) and
+// the positional encoding it applies.
+#ifndef ATTNSERVE_CORE_MULTI_HEAD_ATTENTION_H_
+#define ATTNSERVE_CORE_MULTI_HEAD_ATTENTION_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/positional_encoding.h"
+#include "core/scaled_dot_product_attention.h"
+
+namespace attnserve {
+
+struct AttentionConfig {
+  int64_t d_model = 0;       // d; >= 1.
+  int64_t num_heads = 0;     // H; >= 1.
+  int64_t num_kv_heads = 0;  // Hkv; 0 = H. Must divide H.
+  int64_t head_dim = 0;      // hd; 0 = d / H (H must divide d).
+  std::optional<float> scale;  // Score scale; unset = 1/sqrt(hd).
+  // Additive encodings are added to the query input (the layer's own sequence) before the
+  // projections; a cross-attention context is used as given.
+  PositionalEncoding encoding;
+};
+
+struct AttentionWeights {
+  std::vector<float> q_proj_weight;  // [H·hd, d]
+  std::vector<float> k_proj_weight;  // [Hkv·hd, d]
+  std::vector<float> v_proj_weight;  // [Hkv·hd, d]
+  std::vector<float> o_proj_weight;  // [d, H·hd]
+  std::vector<float> q_proj_bias;    // [H·hd] or empty (no bias)
+  std::vector<float> k_proj_bias;    // [Hkv·hd] or empty
+  std::vector<float> v_proj_bias;    // [Hkv·hd] or empty
+  std::vector<float> o_proj_bias;    // [d] or empty
+};
+
+struct AttendInputs {
+  const float* query = nullptr;    // [B, Sq, d]
+  int64_t batch = 0;               // B
+  int64_t q_len = 0;               // Sq
+  const float* context = nullptr;  // [B, Sk, d]; nullptr = self-attention (Sk = Sq)
+  int64_t kv_len = 0;              // Sk; ignored for self-attention
+  const int64_t* positions = nullptr;  // [B, Sq] positions of the query tokens, each >= 0
+  bool causal = false;                 // bottom-right aligned
+  std::vector<int64_t> key_lengths;    // [B] valid keys, or empty for all
+};
+
+class MultiHeadAttention {
+ public:
+  // Resolves the config's defaults and checks every weight's size against it.
+  static absl::StatusOr<std::unique_ptr<MultiHeadAttention>> Create(const AttentionConfig& config,
+                                                                    AttentionWeights weights);
+
+  // The config with defaults resolved (num_kv_heads, head_dim set).
+  const AttentionConfig& config() const { return config_; }
+
+  // out: [B, Sq, d]; probs: [B, H, Sq, Sk] or nullptr. Thread-safe (no mutable state).
+  absl::Status Forward(const AttendInputs& inputs, float* out, float* probs) const;
+
+ private:
+  MultiHeadAttention(const AttentionConfig& config, AttentionWeights weights)
+      : config_(config), weights_(std::move(weights)) {}
+
+  AttentionConfig config_;
+  AttentionWeights weights_;
+};
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_CORE_MULTI_HEAD_ATTENTION_H_

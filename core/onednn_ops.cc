@@ -1,0 +1,132 @@
+#include "core/onednn_ops.h"
+
+#include <omp.h>
+
+#include <atomic>
+#include <exception>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+#include "dnnl.hpp"
+
+namespace attnserve {
+namespace {
+
+using dnnl::memory;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+std::atomic<int> g_compute_threads{0};
+
+const dnnl::engine& CpuEngine() {
+  static const dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
+}
+
+// OpenMP's thread count is per calling thread; gRPC handler threads each get it here.
+void ApplyComputeThreads() {
+  const int threads = g_compute_threads.load(std::memory_order_relaxed);
+  if (threads > 0 && omp_get_max_threads() != threads) omp_set_num_threads(threads);
+}
+
+memory Wrap(const memory::desc& md, const void* data) {
+  return memory(md, CpuEngine(), const_cast<void*>(data));
+}
+
+// Runs `body` (which builds and executes primitives on `stream`), turning oneDNN exceptions
+// into an INTERNAL status naming the operation.
+template <typename Body>
+absl::Status RunPrimitives(const char* op, Body body) {
+  ApplyComputeThreads();
+  try {
+    dnnl::stream stream(CpuEngine());
+    body(stream);
+    stream.wait();
+    return absl::OkStatus();
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat(op, ": oneDNN error ", e.status, ": ", e.what()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(op, ": ", e.what()));
+  }
+}
+
+}  // namespace
+
+void SetComputeThreads(int threads) { g_compute_threads.store(threads < 0 ? 0 : threads); }
+
+absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const float* b,
+                    int64_t n, float* y) {
+  return RunPrimitives("linear", [&](dnnl::stream& stream) {
+    const memory::desc x_md({m, k}, dt::f32, tag::ab);
+    const memory::desc w_md({k, n}, dt::f32, tag::ba);  // W [N,K] row-major seen as Wᵀ [K,N]
+    const memory::desc y_md({m, n}, dt::f32, tag::ab);
+    const memory::desc b_md = b != nullptr ? memory::desc({1, n}, dt::f32, tag::ab) : memory::desc();
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(x_md, w_md, b_md, y_md), CpuEngine());
+    std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC, Wrap(x_md, x)}, {DNNL_ARG_WEIGHTS, Wrap(w_md, w)}, {DNNL_ARG_DST, Wrap(y_md, y)}};
+    if (b != nullptr) args.emplace(DNNL_ARG_BIAS, Wrap(b_md, b));
+    dnnl::matmul(pd).execute(stream, args);
+  });
+}
+
+absl::Status SwapMiddleAxes(const float* src, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
+                            float* dst) {
+  return RunPrimitives("swap_middle_axes", [&](dnnl::stream& stream) {
+    // Describe src in dst's logical order [d0, d2, d1, d3] with src's strides.
+    const memory::desc src_md({d0, d2, d1, d3}, dt::f32, {d1 * d2 * d3, d3, d2 * d3, 1});
+    const memory::desc dst_md({d0, d2, d1, d3}, dt::f32, tag::abcd);
+    memory src_mem = Wrap(src_md, src);
+    memory dst_mem = Wrap(dst_md, dst);
+    dnnl::reorder(src_mem, dst_mem).execute(stream, src_mem, dst_mem);
+  });
+}
+
+absl::Status AttentionScoresSoftmax(const float* q, const float* k, const float* mask, int64_t b,
+                                    int64_t hkv, int64_t rows, int64_t sk, int64_t hd, float scale,
+                                    float* probs) {
+  return RunPrimitives("attention_scores", [&](dnnl::stream& stream) {
+    const memory::desc q_md({b, hkv, rows, hd}, dt::f32, tag::abcd);
+    // K [B,Hkv,Sk,hd] row-major seen as Kᵀ [B,Hkv,hd,Sk].
+    const memory::desc kt_md({b, hkv, hd, sk}, dt::f32, tag::abdc);
+    const memory::desc s_md({b, hkv, rows, sk}, dt::f32, tag::abcd);
+    const memory::desc mask_md({b, 1, rows, sk}, dt::f32, tag::abcd);
+
+    // scores = Q·Kᵀ·scale + mask (output scales apply before post-ops).
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(0, {scale});
+    if (mask != nullptr) {
+      dnnl::post_ops ops;
+      ops.append_binary(dnnl::algorithm::binary_add, mask_md);
+      attr.set_post_ops(ops);
+    }
+    const dnnl::matmul::primitive_desc mm_pd(dnnl::matmul::desc(q_md, kt_md, s_md), attr,
+                                             CpuEngine());
+    memory scores = Wrap(s_md, probs);
+    std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC, Wrap(q_md, q)}, {DNNL_ARG_WEIGHTS, Wrap(kt_md, k)}, {DNNL_ARG_DST, scores}};
+    if (mask != nullptr) {
+      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, Wrap(mask_md, mask));
+    }
+    dnnl::matmul(mm_pd).execute(stream, args);
+
+    // probs = softmax(scores) along the key axis, in place.
+    const dnnl::softmax_forward::primitive_desc sm_pd(
+        dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, s_md, 3), CpuEngine());
+    dnnl::softmax_forward(sm_pd).execute(stream, {{DNNL_ARG_SRC, scores}, {DNNL_ARG_DST, scores}});
+  });
+}
+
+absl::Status ProbsTimesValues(const float* probs, const float* v, int64_t b, int64_t hkv,
+                              int64_t rows, int64_t sk, int64_t hd, float* out) {
+  return RunPrimitives("attention_values", [&](dnnl::stream& stream) {
+    const memory::desc p_md({b, hkv, rows, sk}, dt::f32, tag::abcd);
+    const memory::desc v_md({b, hkv, sk, hd}, dt::f32, tag::abcd);
+    const memory::desc o_md({b, hkv, rows, hd}, dt::f32, tag::abcd);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p_md, v_md, o_md), CpuEngine());
+    dnnl::matmul(pd).execute(stream, {{DNNL_ARG_SRC, Wrap(p_md, probs)},
+                                      {DNNL_ARG_WEIGHTS, Wrap(v_md, v)},
+                                      {DNNL_ARG_DST, Wrap(o_md, out)}});
+  });
+}
+
+}  // namespace attnserve

@@ -1,0 +1,42 @@
+// Thin wrappers over oneDNN 2.6 primitives used by the attention core. Each call builds its
+// primitive descriptor for the exact shape; oneDNN's primitive cache makes repeated shapes cheap
+// (runtime dims would fall back from the brgemm kernels to gemm:jit). All buffers are row-major
+// f32 owned by the caller.
+#ifndef ATTNSERVE_CORE_ONEDNN_OPS_H_
+#define ATTNSERVE_CORE_ONEDNN_OPS_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace attnserve {
+
+// Sets the number of OpenMP threads oneDNN uses from now on, on every thread that computes.
+// 0 = OpenMP's default (all cores, or OMP_NUM_THREADS).
+void SetComputeThreads(int threads);
+
+// y[M,N] = x[M,K]·Wᵀ + b; W: [N,K] (torch.nn.Linear layout); b: [N] or nullptr.
+absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const float* b,
+                    int64_t n, float* y);
+
+// dst[a, c, b, d] = src[a, b, c, d] for a src of dims [d0, d1, d2, d3]; e.g. [B, S, H, hd] →
+// [B, H, S, hd]. src and dst must not overlap.
+absl::Status SwapMiddleAxes(const float* src, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
+                            float* dst);
+
+// Batched attention scores, softmax and weighted sum over G query groups sharing one K/V head:
+//   q: [B, Hkv, R, hd]   (R = G·Sq rows: the query heads of one kv head, stacked)
+//   k, v: [B, Hkv, Sk, hd]
+//   mask: [B, 1, R, Sk] additive (0 or −inf), or nullptr for none
+//   probs: [B, Hkv, R, Sk] ← softmax(q·kᵀ·scale + mask) along Sk
+//   out: [B, Hkv, R, hd]   ← probs·v
+// Rows whose mask is all −inf come out of the softmax as NaN; the caller zeroes them.
+absl::Status AttentionScoresSoftmax(const float* q, const float* k, const float* mask, int64_t b,
+                                    int64_t hkv, int64_t rows, int64_t sk, int64_t hd, float scale,
+                                    float* probs);
+absl::Status ProbsTimesValues(const float* probs, const float* v, int64_t b, int64_t hkv,
+                              int64_t rows, int64_t sk, int64_t hd, float* out);
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_CORE_ONEDNN_OPS_H_

@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# Builds the attnserve container image and checks it end to end, offline:
+#   bash deploy/docker/smoke_test.sh            (from the repository root; CI runs it as is)
+#
+# 1. installs podman + runc + debootstrap (and the Python gRPC client packages) from the Debian
+#    mirror if missing;
+# 2. creates the local base image debian:bookworm-slim with debootstrap --variant=minbase (no
+#    registry is reachable here), unless it exists already;
+# 3. builds the image from ./Dockerfile (layers are cached between runs);
+# 4. runs it on free loopback ports (host network namespace), waits until it listens, then
+#    clients/python/smoke_check.py checks grpc.health.v1 SERVING, an Encode against numpy, /metrics;
+# 5. runs the image's HEALTHCHECK once, sends SIGTERM and requires exit status 0 within
+#    ATTNSERVE_SMOKE_STOP_TIMEOUT seconds; removes the container (images stay cached).
+#
+# Everything it creates (podman configs and storage, the base rootfs) lives under
+# $ATTNSERVE_DOCKER_WORK (default /var/tmp/attnserve-docker), so reruns take seconds.
+# Environment knobs (all optional):
+#   ATTNSERVE_DOCKER_WORK            work folder                       (/var/tmp/attnserve-docker)
+#   ATTNSERVE_IMAGE                  image tag to build and run        (localhost/attnserve:smoke)
+#   ATTNSERVE_BUILD_DIR              host build folder holding python/ (build)
+#   ATTNSERVE_PYTHON_STUBS           generated Python stubs            ($ATTNSERVE_BUILD_DIR/python)
+#   ATTNSERVE_DEBIAN_MIRROR          mirror for debootstrap            (the one apt uses)
+#   ATTNSERVE_SMOKE_BUILD_TIMEOUT    seconds for the image build       (3600)
+#   ATTNSERVE_SMOKE_READY_TIMEOUT    seconds for the server to be ready (90)
+#   ATTNSERVE_SMOKE_STOP_TIMEOUT     seconds allowed from SIGTERM to exit (15)
+#   ATTNSERVE_SMOKE_BUILD_JOBS       parallel compile jobs in the image ($(nproc))
+# Exit status: 0 when every check passed; non-zero with a "smoke_test: FAIL:" line otherwise.
+set -euo pipefail
+
+SECONDS=0
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+WORK="${ATTNSERVE_DOCKER_WORK:-/var/tmp/attnserve-docker}"
+IMAGE="${ATTNSERVE_IMAGE:-localhost/attnserve:smoke}"
+BASE_IMAGE="debian:bookworm-slim"
+BUILD_DIR="${ATTNSERVE_BUILD_DIR:-build}"
+STUBS="${ATTNSERVE_PYTHON_STUBS:-$BUILD_DIR/python}"
+BUILD_TIMEOUT="${ATTNSERVE_SMOKE_BUILD_TIMEOUT:-3600}"
+READY_TIMEOUT="${ATTNSERVE_SMOKE_READY_TIMEOUT:-90}"
+STOP_TIMEOUT="${ATTNSERVE_SMOKE_STOP_TIMEOUT:-15}"
+BUILD_JOBS="${ATTNSERVE_SMOKE_BUILD_JOBS:-$(nproc)}"
+PY=/usr/bin/python3   # Debian's python: the one that sees python3-grpcio/protobuf/numpy
+CONTAINER=""
+
+log() { echo "==> [$(printf '%4d' "$SECONDS")s] $*"; }
+
+container_logs() {
+  if [ -n "$CONTAINER" ] && podman container exists "$CONTAINER" 2>/dev/null; then
+    echo "---- last lines of the container log ($CONTAINER) ----" >&2
+    timeout 20 podman logs --tail 60 "$CONTAINER" >&2 2>&1 || true
+    echo "---- end of container log ----" >&2
+  fi
+}
+
+die() {
+  echo "smoke_test: FAIL: $*" >&2
+  container_logs
+  exit 1
+}
+
+# shellcheck disable=SC2317  # invoked by the EXIT trap
+cleanup() {
+  local rc=$?
+  if [ -n "$CONTAINER" ] && podman container exists "$CONTAINER" 2>/dev/null; then
+    timeout 60 podman rm -f --time 2 "$CONTAINER" >/dev/null 2>&1 \
+      || echo "smoke_test: warning: could not remove container $CONTAINER" >&2
+  fi
+  if [ "$rc" -eq 0 ]; then
+    log "smoke test PASSED in ${SECONDS}s"
+  else
+    echo "smoke_test: FAILED (exit $rc) after ${SECONDS}s" >&2
+  fi
+}
+
+# ------------------------------------------------------------------------------------------------
+# 0. Privileges: podman runs rootful here (rootless needs subuid setup and fuse-overlayfs).
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || die "needs root (or passwordless sudo) for apt and podman"
+  log "re-running under sudo"
+  exec sudo -n -E bash "${BASH_SOURCE[0]}" "$@"
+fi
+if [ ! -f Dockerfile ] || [ ! -f scripts/install_deps.sh ]; then
+  die "run from the attnserve repository ($ROOT)"
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+# ------------------------------------------------------------------------------------------------
+# 1. Host packages.
+host_pkgs=(podman runc conmon containernetworking-plugins debootstrap util-linux
+           python3 python3-grpcio python3-protobuf python3-numpy)
+missing=()
+for pkg in "${host_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing host packages: ${missing[*]}"
+  timeout 600 apt-get update -q </dev/null >/dev/null || die "apt-get update failed"
+  timeout 900 apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null \
+    || die "apt-get install ${missing[*]} failed"
+fi
+
+# ------------------------------------------------------------------------------------------------
+# 2. Podman configuration of our own (no system config is read or changed).
+mkdir -p "$WORK/conf" "$WORK/tmp"
+exec 9>"$WORK/lock"
+flock -w 1800 9 || die "another smoke test holds $WORK/lock for over 30 min"
+
+# containers.conf: what works on these hosts (PLATFORM.md, "Containers"): host network namespace
+# (no CNI bridge/iptables needed), ulimits that can't be raised here, runc (crun fails on this
+# cgroup v1 setup), cgroupfs (no systemd), a file event log (no journald).
+cat >"$WORK/conf/containers.conf" <<'EOF'
+[containers]
+netns = "host"
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+log_driver = "k8s-file"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOF
+# No registry: every image is local, so short names never resolve to a remote one.
+cat >"$WORK/conf/registries.conf" <<'EOF'
+unqualified-search-registries = []
+short-name-mode = "permissive"
+EOF
+# Storage: kernel overlay where the work folder supports it, vfs otherwise. The driver is decided
+# once; an existing storage keeps its driver.
+storage_conf="$WORK/conf/storage.conf"
+if [ ! -f "$storage_conf" ] || [ ! -d "$WORK/storage" ]; then
+  driver=vfs
+  probe="$WORK/tmp/overlay-probe"
+  rm -rf "$probe" && mkdir -p "$probe"/{lower,upper,work,merged}
+  if mount -t overlay overlay -o "lowerdir=$probe/lower,upperdir=$probe/upper,workdir=$probe/work" \
+       "$probe/merged" 2>/dev/null; then
+    umount "$probe/merged"
+    driver=overlay
+  fi
+  rm -rf "$probe"
+  cat >"$storage_conf" <<EOF
+[storage]
+driver = "$driver"
+graphroot = "$WORK/storage"
+runroot = "$WORK/run"
+EOF
+fi
+export CONTAINERS_CONF="$WORK/conf/containers.conf"
+export CONTAINERS_STORAGE_CONF="$storage_conf"
+export CONTAINERS_REGISTRIES_CONF="$WORK/conf/registries.conf"
+export TMPDIR="$WORK/tmp"   # podman build's scratch space, next to its storage
+timeout 60 podman info >/dev/null || die "podman does not work with $WORK/conf (podman info failed)"
+log "podman $(podman version --format '{{.Client.Version}}') ready, storage $(sed -n 's/^driver = "\(.*\)"/\1/p' "$storage_conf") under $WORK"
+trap cleanup EXIT
+
+# Containers left over by an interrupted earlier run (the lock guarantees none is in use).
+for old in $(podman ps -a --format '{{.Names}}' | grep '^attnserve-smoke-' || true); do
+  timeout 60 podman rm -f --time 2 "$old" >/dev/null 2>&1 || true
+done
+
+# ------------------------------------------------------------------------------------------------
+# 3. Base image debian:bookworm-slim, built from the Debian mirror apt uses.
+apt_uri() {  # URI of the first apt source for suite $1, without a trailing slash
+  # shellcheck disable=SC2016  # $(...) are apt-get's format fields
+  apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Created-By: Packages' 2>/dev/null \
+    | awk -v s="$1" '$2 == s { sub(/\/$/, "", $1); print $1; exit }'
+}
+if podman image exists "$BASE_IMAGE"; then
+  log "base image $BASE_IMAGE present"
+else
+  mirror="${ATTNSERVE_DEBIAN_MIRROR:-$(apt_uri bookworm)}"
+  mirror="${mirror:-http://deb.debian.org/debian}"
+  security="$(apt_uri bookworm-security)"
+  rootfs="$WORK/rootfs"
+  if [ ! -f "$rootfs/.complete" ]; then
+    log "debootstrap --variant=minbase bookworm from $mirror"
+    rm -rf "$rootfs"
+    timeout 900 debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 \
+      || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap failed (log: $WORK/debootstrap.log)"; }
+    # Make it look like the official slim image: deb822 sources incl. updates/security, no docs
+    # or man pages, no package caches.
+    rm -f "$rootfs/etc/apt/sources.list"
+    {
+      printf 'Types: deb\nURIs: %s\nSuites: bookworm bookworm-updates\nComponents: main\n' "$mirror"
+      printf 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n'
+      if [ -n "$security" ]; then
+        printf '\nTypes: deb\nURIs: %s\nSuites: bookworm-security\nComponents: main\n' "$security"
+        printf 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n'
+      fi
+    } >"$rootfs/etc/apt/sources.list.d/debian.sources"
+    cat >"$rootfs/etc/dpkg/dpkg.cfg.d/docker-slim" <<'EOF'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+EOF
+    cat >"$rootfs/etc/apt/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+EOF
+    find "$rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete 2>/dev/null || true
+    rm -rf "$rootfs"/usr/share/{man,info,groff,lintian,linda}/* "$rootfs"/var/cache/apt/archives/*.deb \
+           "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log \
+           "$rootfs"/tmp/* "$rootfs/debootstrap"
+    : >"$rootfs/etc/resolv.conf"
+    touch "$rootfs/.complete"
+  fi
+  log "importing $rootfs as $BASE_IMAGE"
+  tar --exclude=./.complete -C "$rootfs" -c . \
+    | timeout 600 podman import --change 'CMD ["bash"]' - "localhost/$BASE_IMAGE" >/dev/null \
+    || die "podman import of the base rootfs failed"
+  rm -rf "$rootfs"   # the image holds it now
+fi
+
+# ------------------------------------------------------------------------------------------------
+# 4. The attnserve image.
+log "building $IMAGE (podman build, $BUILD_JOBS jobs; timeout ${BUILD_TIMEOUT}s)"
+build_start=$SECONDS
+timeout "$BUILD_TIMEOUT" podman build --pull=never --network=host --format docker --layers \
+    --build-arg "BUILD_JOBS=$BUILD_JOBS" -t "$IMAGE" -f Dockerfile . </dev/null \
+  || die "image build failed or timed out (see the build output above)"
+log "image built in $((SECONDS - build_start))s: $(podman image inspect --format '{{.Id}} {{.Size}}' "$IMAGE" | awk '{printf "%.12s, %.0f MB", $1, $2/1e6}')"
+user="$(podman image inspect --format '{{.Config.User}}' "$IMAGE")"
+case "$user" in ""|root|0|0:*) die "image runs as root (USER is '$user')";; esac
+
+# ------------------------------------------------------------------------------------------------
+# 5. Python stubs for the client check.
+if [ ! -f "$STUBS/attnserve/v1/attention_service_pb2_grpc.py" ] || [ ! -f "$STUBS/health_pb2_grpc.py" ]; then
+  [ -z "${ATTNSERVE_PYTHON_STUBS:-}" ] || die "ATTNSERVE_PYTHON_STUBS=$STUBS has no generated stubs"
+  log "generating Python stubs into $BUILD_DIR/python"
+  timeout 1200 bash scripts/install_deps.sh build </dev/null || die "scripts/install_deps.sh build failed"
+  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    timeout 600 cmake -S . -B "$BUILD_DIR" -G Ninja -DATTNSERVE_BUILD_TESTS=OFF >/dev/null \
+      || die "cmake configure of $BUILD_DIR failed"
+  fi
+  timeout 600 cmake --build "$BUILD_DIR" --target attnserve_python_stubs \
+    || die "building the attnserve_python_stubs target failed"
+fi
+
+# ------------------------------------------------------------------------------------------------
+# 6. Run the container on free loopback ports.
+read -r GRPC_PORT METRICS_PORT < <("$PY" - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+EOF
+) || die "could not pick free ports"
+CONTAINER="attnserve-smoke-$$"
+log "starting $CONTAINER: gRPC 127.0.0.1:$GRPC_PORT, metrics 127.0.0.1:$METRICS_PORT"
+# Appended flags override the ENTRYPOINT's 0.0.0.0 defaults (last flag wins): with the host network
+# namespace this keeps the service on loopback.
+timeout 60 podman run -d --name "$CONTAINER" --pull=never --network=host \
+    -e "ATTNSERVE_METRICS_PORT=$METRICS_PORT" "$IMAGE" \
+    "--grpc_address=127.0.0.1:$GRPC_PORT" "--metrics_address=127.0.0.1:$METRICS_PORT" >/dev/null \
+  || die "podman run failed"
+
+ready_start=$SECONDS
+until timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$GRPC_PORT" 2>/dev/null; do
+  state="$(podman inspect --format '{{.State.Status}} {{.State.ExitCode}}' "$CONTAINER" 2>/dev/null || echo gone)"
+  case "$state" in
+    running*|created*|configured*) ;;
+    *) die "container stopped before listening (state: $state)";;
+  esac
+  [ $((SECONDS - ready_start)) -lt "$READY_TIMEOUT" ] \
+    || die "server did not listen on 127.0.0.1:$GRPC_PORT within ${READY_TIMEOUT}s"
+  sleep 0.5
+done
+log "listening after $((SECONDS - ready_start))s"
+
+# ------------------------------------------------------------------------------------------------
+# 7. Client checks from the host: health, Encode vs numpy, /metrics.
+timeout $((READY_TIMEOUT + 120)) "$PY" clients/python/smoke_check.py \
+    --address "127.0.0.1:$GRPC_PORT" --metrics_url "http://127.0.0.1:$METRICS_PORT/metrics" \
+    --timeout "$READY_TIMEOUT" --stubs "$STUBS" </dev/null \
+  || die "clients/python/smoke_check.py failed"
+
+# The image's own HEALTHCHECK (bash /dev/tcp GET /metrics; the port comes from ATTNSERVE_METRICS_PORT).
+if [ "$(podman image inspect --format '{{if .Config.Healthcheck}}yes{{end}}' "$IMAGE" 2>/dev/null)" = yes ]; then
+  timeout 60 podman healthcheck run "$CONTAINER" >/dev/null || die "the image's HEALTHCHECK reports unhealthy"
+  log "OK  image HEALTHCHECK passes"
+else
+  log "note: the image has no HEALTHCHECK"
+fi
+
+# ------------------------------------------------------------------------------------------------
+# 8. Graceful stop: SIGTERM must end the server (PID 1) with status 0, promptly.
+log "sending SIGTERM"
+stop_start=$(date +%s%N)
+timeout 30 podman kill --signal TERM "$CONTAINER" >/dev/null || die "podman kill --signal TERM failed"
+if ! code="$(timeout "$STOP_TIMEOUT" podman wait "$CONTAINER")"; then
+  die "container still running ${STOP_TIMEOUT}s after SIGTERM"
+fi
+stop_ms=$(( ($(date +%s%N) - stop_start) / 1000000 ))
+[ "$code" = 0 ] || die "container exited with status $code after SIGTERM (want 0)"
+log "OK  exited with status 0 ${stop_ms} ms after SIGTERM"
+
+timeout 60 podman rm "$CONTAINER" >/dev/null || die "podman rm $CONTAINER failed"
+CONTAINER=""
+exit 0

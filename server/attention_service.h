@@ -1,0 +1,59 @@
+// attnserve.v1.AttentionService: each RPC converts the request, calls the core, and maps the
+// status. Metrics are recorded by the interceptor in server/metrics.h, not here.
+#ifndef ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
+#define ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "attnserve/v1/attention_service.grpc.pb.h"
+#include "server/model_registry.h"
+
+namespace attnserve {
+
+// Per-request bounds, checked before anything request-sized is allocated.
+struct ServiceLimits {
+  int64_t max_batch = 64;               // batch dimension of any input
+  int64_t max_sequence_length = 8192;   // seq / q_len / kv_len
+  // B·H·Sq·Sk, the size of the score matrix one request may need (2^26 f32 = 256 MiB).
+  int64_t max_attention_elements = int64_t{1} << 26;
+};
+
+class AttentionServiceImpl final : public v1::AttentionService::Service {
+ public:
+  // `registry` must outlive the service.
+  AttentionServiceImpl(const ModelRegistry* registry, ServiceLimits limits)
+      : registry_(registry), limits_(limits) {}
+
+  grpc::Status Encode(grpc::ServerContext* context, const v1::EncodeRequest* request,
+                      v1::EncodeResponse* response) override;
+  grpc::Status Attend(grpc::ServerContext* context, const v1::AttendRequest* request,
+                      v1::AttendResponse* response) override;
+  grpc::Status Decode(grpc::ServerContext* context,
+                      grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream)
+      override;
+  grpc::Status ScaledDotProductAttention(grpc::ServerContext* context,
+                                         const v1::SdpaRequest* request,
+                                         v1::SdpaResponse* response) override;
+  grpc::Status PositionBias(grpc::ServerContext* context, const v1::PositionBiasRequest* request,
+                            v1::PositionBiasResponse* response) override;
+  grpc::Status ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,
+                          v1::ListModelsResponse* response) override;
+  grpc::Status GetModel(grpc::ServerContext* context, const v1::GetModelRequest* request,
+                        v1::GetModelResponse* response) override;
+
+ private:
+  absl::Status DoEncode(const v1::EncodeRequest& request, v1::EncodeResponse* response) const;
+  absl::Status DoAttend(const v1::AttendRequest& request, v1::AttendResponse* response) const;
+  absl::Status DoSdpa(const v1::SdpaRequest& request, v1::SdpaResponse* response) const;
+
+  // INVALID_ARGUMENT naming `field` when a batch, sequence or score size exceeds the limits.
+  absl::Status CheckLimits(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len) const;
+
+  const ModelRegistry* registry_;
+  ServiceLimits limits_;
+};
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_SERVER_ATTENTION_SERVICE_H_

@@ -1,0 +1,19 @@
+// attnserve.v1.PositionalEncoding (wire) → attnserve::PositionalEncoding (core parameters).
+#ifndef ATTNSERVE_SERVER_ENCODING_PROTO_H_
+#define ATTNSERVE_SERVER_ENCODING_PROTO_H_
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "attnserve/v1/positional_encoding.pb.h"
+#include "core/positional_encoding.h"
+
+namespace attnserve {
+
+// Applies the proto's documented defaults. `field` prefixes messages ("encoding.sinusoidal.base=…").
+// Kinds this build cannot compute yet answer UNIMPLEMENTED naming the kind.
+absl::StatusOr<PositionalEncoding> EncodingFromProto(const v1::PositionalEncoding& proto,
+                                                     absl::string_view field);
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_SERVER_ENCODING_PROTO_H_

@@ -1,0 +1,152 @@
+// attnserve: the gRPC server binary. Flags live here and only here.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/onednn_ops.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+#include "server/attention_service.h"
+#include "server/metrics.h"
+#include "server/model_registry.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, grpc_address, "0.0.0.0:50051",
+          "host:port the gRPC service listens on; port 0 picks a free port (printed at start)");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9464",
+          "host:port of the Prometheus endpoint (path /metrics); port 0 picks a free port");
+ABSL_FLAG(int32_t, compute_threads, 0,
+          "OpenMP threads per attention computation; 0 = all cores (or OMP_NUM_THREADS)");
+ABSL_FLAG(int32_t, rpc_threads, 0,
+          "most threads gRPC may use to run RPCs concurrently; 0 = gRPC's default");
+ABSL_FLAG(int64_t, max_batch, 64, "largest batch dimension accepted in a request");
+ABSL_FLAG(int64_t, max_sequence_length, 8192, "largest seq / q_len / kv_len accepted");
+ABSL_FLAG(int64_t, max_attention_elements, int64_t{1} << 26,
+          "largest batch·heads·q_len·kv_len (score matrix elements) one request may need");
+ABSL_FLAG(int32_t, max_message_bytes, 64 << 20, "largest gRPC request or response, in bytes");
+ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
+          "on SIGTERM/SIGINT, how long in-flight RPCs may take to finish before being cancelled");
+ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
+
+namespace attnserve {
+namespace {
+
+constexpr char kServiceName[] = "attnserve.v1.AttentionService";
+
+// "0.0.0.0:0" with bound port 1234 → "0.0.0.0:1234".
+std::string WithPort(const std::string& address, int port) {
+  return absl::StrCat(address.substr(0, address.rfind(':')), ":", port);
+}
+
+int Run(const sigset_t& stop_signals) {
+  SetComputeThreads(absl::GetFlag(FLAGS_compute_threads));
+
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> models = ModelRegistry::CreateWithDemoModels();
+  if (!models.ok()) {
+    spdlog::error("loading models failed: {}", models.status().ToString());
+    return 1;
+  }
+  for (const LoadedModel* model : (*models)->List()) {
+    spdlog::info("loaded model {}: {}", model->config.name(), model->config.description());
+  }
+
+  auto metrics_registry = std::make_shared<prometheus::Registry>();
+  ServerMetrics metrics(*metrics_registry);
+  std::unique_ptr<prometheus::Exposer> exposer;
+  const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(metrics_address);
+  } catch (const std::exception& e) {
+    spdlog::error("cannot serve metrics on {}: {}", metrics_address, e.what());
+    return 1;
+  }
+  exposer->RegisterCollectable(metrics_registry);
+
+  ServiceLimits limits;
+  limits.max_batch = absl::GetFlag(FLAGS_max_batch);
+  limits.max_sequence_length = absl::GetFlag(FLAGS_max_sequence_length);
+  limits.max_attention_elements = absl::GetFlag(FLAGS_max_attention_elements);
+  AttentionServiceImpl service(models->get(), limits);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string grpc_address = absl::GetFlag(FLAGS_grpc_address);
+  int grpc_port = 0;
+  builder.AddListeningPort(grpc_address, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
+  builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
+  if (const int rpc_threads = absl::GetFlag(FLAGS_rpc_threads); rpc_threads > 0) {
+    grpc::ResourceQuota quota("attnserve");
+    quota.SetMaxThreads(rpc_threads);
+    builder.SetResourceQuota(quota);
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(metrics.CreateInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || grpc_port == 0) {
+    spdlog::error("cannot listen for gRPC on {}", grpc_address);
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(kServiceName, true);
+  spdlog::info("gRPC listening on {}", WithPort(grpc_address, grpc_port));
+  spdlog::info("metrics listening on http://{}/metrics",
+               WithPort(metrics_address, exposer->GetListeningPorts().front()));
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  spdlog::info("received signal {}; draining", signal_number);
+  // Health turns NOT_SERVING first so load balancers stop sending before the port closes.
+  health->Shutdown();
+  const auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::duration<double>(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
+  server->Shutdown(std::chrono::system_clock::now() + grace);
+  server->Wait();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace attnserve
+
+int main(int argc, char** argv) {
+  // Block the stop signals before any thread exists, so every thread inherits the mask and only
+  // sigwait() in Run() receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  absl::SetFlagsUsageConfig(usage_config);
+  absl::SetProgramUsageMessage(
+      "Transformer attention and positional encodings as a gRPC service.\n"
+      "Serves the built-in demo models; see README.md.");
+  absl::ParseCommandLine(argc, argv);
+
+  spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+  spdlog::flush_on(spdlog::level::info);
+  return attnserve::Run(stop_signals);
+}

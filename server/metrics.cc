@@ -1,0 +1,146 @@
+#include "server/metrics.h"
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_split.h"
+
+namespace attnserve {
+namespace {
+
+// Upper bounds in seconds: 100 µs to 10 s, the span of attention requests from one token to
+// long sequences.
+const prometheus::Histogram::BucketBoundaries& HandlingBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+      0.1,    0.25,    0.5,    1.0,   2.5,    5.0,   10.0};
+  return *buckets;
+}
+
+std::map<std::string, std::string> MethodLabels(absl::string_view full_method,
+                                                absl::string_view type) {
+  // "/attnserve.v1.AttentionService/Encode" → service, method.
+  std::pair<absl::string_view, absl::string_view> parts =
+      absl::StrSplit(absl::StripPrefix(full_method, "/"), absl::MaxSplits('/', 1));
+  return {{"grpc_service", std::string(parts.first)},
+          {"grpc_method", std::string(parts.second)},
+          {"grpc_type", std::string(type)}};
+}
+
+absl::string_view RpcTypeName(grpc::experimental::ServerRpcInfo::Type type) {
+  using Type = grpc::experimental::ServerRpcInfo::Type;
+  switch (type) {
+    case Type::UNARY:
+      return "unary";
+    case Type::CLIENT_STREAMING:
+      return "client_stream";
+    case Type::SERVER_STREAMING:
+      return "server_stream";
+    case Type::BIDI_STREAMING:
+      return "bidi_stream";
+  }
+  return "unknown";
+}
+
+// One per RPC: counts the start when created, the outcome and duration when the status is sent.
+class MetricsInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  MetricsInterceptor(ServerMetrics* metrics, grpc::experimental::ServerRpcInfo* info)
+      : metrics_(metrics),
+        method_(info->method() != nullptr ? info->method() : ""),
+        type_(RpcTypeName(info->type())),
+        start_(std::chrono::steady_clock::now()) {
+    metrics_->RecordStarted(method_, type_);
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start_;
+      metrics_->RecordHandled(method_, type_, methods->GetSendStatus().error_code(),
+                              elapsed.count());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  ServerMetrics* metrics_;
+  std::string method_;
+  absl::string_view type_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+class MetricsInterceptorFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit MetricsInterceptorFactory(ServerMetrics* metrics) : metrics_(metrics) {}
+
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new MetricsInterceptor(metrics_, info);
+  }
+
+ private:
+  ServerMetrics* metrics_;
+};
+
+}  // namespace
+
+absl::string_view StatusCodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "UNKNOWN";
+  }
+}
+
+ServerMetrics::ServerMetrics(prometheus::Registry& registry)
+    : started_(prometheus::BuildCounter()
+                   .Name("grpc_server_started_total")
+                   .Help("RPCs started on the server.")
+                   .Register(registry)),
+      handled_(prometheus::BuildCounter()
+                   .Name("grpc_server_handled_total")
+                   .Help("RPCs completed on the server, by status code.")
+                   .Register(registry)),
+      handling_seconds_(prometheus::BuildHistogram()
+                            .Name("grpc_server_handling_seconds")
+                            .Help("Time from the start of an RPC to its status being sent, in "
+                                  "seconds.")
+                            .Register(registry)) {}
+
+void ServerMetrics::RecordStarted(absl::string_view full_method, absl::string_view type) {
+  started_.Add(MethodLabels(full_method, type)).Increment();
+}
+
+void ServerMetrics::RecordHandled(absl::string_view full_method, absl::string_view type,
+                                  grpc::StatusCode code, double seconds) {
+  std::map<std::string, std::string> labels = MethodLabels(full_method, type);
+  handling_seconds_.Add(labels, HandlingBuckets()).Observe(seconds);
+  labels.emplace("grpc_code", std::string(StatusCodeName(code)));
+  handled_.Add(labels).Increment();
+}
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+ServerMetrics::CreateInterceptorFactory() {
+  return std::make_unique<MetricsInterceptorFactory>(this);
+}
+
+}  // namespace attnserve

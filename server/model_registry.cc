@@ -1,0 +1,128 @@
+#include "server/model_registry.h"
+
+#include <cmath>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/encoding_proto.h"
+#include "server/status_util.h"
+
+namespace attnserve {
+namespace {
+
+// Uniform in ±1/sqrt(fan_in), torch.nn.Linear's default initialisation range.
+std::vector<float> SeededLinear(std::mt19937& rng, int64_t out_features, int64_t in_features) {
+  const float bound = 1.0f / std::sqrt(static_cast<float>(in_features));
+  std::uniform_real_distribution<float> uniform(-bound, bound);
+  std::vector<float> values(out_features * in_features);
+  for (float& value : values) value = uniform(rng);
+  return values;
+}
+
+v1::ModelConfig DemoConfig(const char* name, const char* description, int64_t d_model,
+                           int64_t num_heads, int64_t num_kv_heads, bool biases) {
+  v1::ModelConfig config;
+  config.set_name(name);
+  config.set_description(description);
+  config.set_d_model(d_model);
+  config.set_num_heads(num_heads);
+  config.set_num_kv_heads(num_kv_heads);
+  config.set_qkv_bias(biases);
+  config.set_o_bias(biases);
+  return config;
+}
+
+// Seeded weights matching `config` (defaults resolved).
+AttentionWeights DemoWeights(const v1::ModelConfig& config, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int64_t d = config.d_model();
+  const int64_t q_width = config.num_heads() * config.head_dim();
+  const int64_t kv_width = config.num_kv_heads() * config.head_dim();
+  AttentionWeights weights;
+  weights.q_proj_weight = SeededLinear(rng, q_width, d);
+  weights.k_proj_weight = SeededLinear(rng, kv_width, d);
+  weights.v_proj_weight = SeededLinear(rng, kv_width, d);
+  weights.o_proj_weight = SeededLinear(rng, d, q_width);
+  if (config.qkv_bias()) {
+    weights.q_proj_bias = SeededLinear(rng, q_width, d);
+    weights.k_proj_bias = SeededLinear(rng, kv_width, d);
+    weights.v_proj_bias = SeededLinear(rng, kv_width, d);
+  }
+  if (config.o_bias()) weights.o_proj_bias = SeededLinear(rng, d, q_width);
+  return weights;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateWithDemoModels() {
+  std::unique_ptr<ModelRegistry> registry(new ModelRegistry());
+
+  v1::ModelConfig sinusoidal =
+      DemoConfig("demo-sinusoidal",
+                 "Demo: d_model 512, 8 heads, q/k/v/o biases, Vaswani sinusoidal encoding added "
+                 "to the input; seeded random weights",
+                 512, 8, 8, true);
+  sinusoidal.mutable_encoding()->mutable_sinusoidal()->set_variant(v1::VASWANI);
+
+  v1::ModelConfig gqa = DemoConfig(
+      "demo-nope-gqa",
+      "Demo: d_model 256, 8 query heads sharing 2 key/value heads (GQA), no biases, no "
+      "positional encoding; seeded random weights",
+      256, 8, 2, false);
+  gqa.mutable_encoding()->mutable_none();
+
+  uint32_t seed = 20240601;
+  for (v1::ModelConfig* config : {&sinusoidal, &gqa}) {
+    config->set_head_dim(config->d_model() / config->num_heads());
+    AttentionWeights weights = DemoWeights(*config, seed++);
+    if (absl::Status status = registry->Add(std::move(*config), std::move(weights));
+        !status.ok()) {
+      return status;
+    }
+  }
+  return registry;
+}
+
+absl::Status ModelRegistry::Add(v1::ModelConfig config, AttentionWeights weights) {
+  absl::StatusOr<PositionalEncoding> encoding = EncodingFromProto(config.encoding(), "encoding");
+  if (!encoding.ok()) return WithFieldPrefix(encoding.status(), config.name());
+  AttentionConfig core_config;
+  core_config.d_model = config.d_model();
+  core_config.num_heads = config.num_heads();
+  core_config.num_kv_heads = config.num_kv_heads();
+  core_config.head_dim = config.head_dim();
+  if (config.has_scale()) core_config.scale = static_cast<float>(config.scale());
+  core_config.encoding = *std::move(encoding);
+  absl::StatusOr<std::unique_ptr<MultiHeadAttention>> layer =
+      MultiHeadAttention::Create(core_config, std::move(weights));
+  if (!layer.ok()) return WithFieldPrefix(layer.status(), config.name());
+  // List the resolved defaults so clients see the shapes the layer really uses.
+  config.set_num_kv_heads((*layer)->config().num_kv_heads);
+  config.set_head_dim((*layer)->config().head_dim);
+  std::string name = config.name();
+  models_[name] = LoadedModel{std::move(config), *std::move(layer)};
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const LoadedModel*> ModelRegistry::Find(absl::string_view name) const {
+  auto it = models_.find(name);
+  if (it != models_.end()) return &it->second;
+  std::vector<absl::string_view> names;
+  for (const auto& [model_name, model] : models_) names.push_back(model_name);
+  if (name.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model name is empty; loaded models: ", absl::StrJoin(names, ", ")));
+  }
+  return absl::NotFoundError(absl::StrCat("model=\"", name, "\" is not loaded; loaded models: ",
+                                          absl::StrJoin(names, ", ")));
+}
+
+std::vector<const LoadedModel*> ModelRegistry::List() const {
+  std::vector<const LoadedModel*> models;
+  for (const auto& [name, model] : models_) models.push_back(&model);
+  return models;
+}
+
+}  // namespace attnserve

@@ -1,0 +1,182 @@
+#include "server/tensor_codec.h"
+
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace attnserve {
+namespace {
+
+static_assert(sizeof(float) == 4, "FLOAT32 is IEEE binary32");
+
+int64_t ElementSize(int dtype) {
+  switch (dtype) {
+    case v1::FLOAT32:
+    case v1::INT32:
+      return 4;
+    case v1::BFLOAT16:
+      return 2;
+    case v1::INT64:
+      return 8;
+    default:
+      return 0;
+  }
+}
+
+// Checks the rank, each dim >= 1, and that data holds exactly product(shape)·element_size bytes
+// (compared without overflow: the product is bounded by the byte count on the way).
+absl::StatusOr<int64_t> CheckedElementCount(const v1::Tensor& tensor, absl::string_view field,
+                                            int rank, absl::string_view dims) {
+  if (tensor.shape_size() != rank) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".shape=[",
+                                                   absl::StrJoin(tensor.shape(), ","), "] has rank ",
+                                                   tensor.shape_size(), "; must be ", dims));
+  }
+  const int64_t element_size = ElementSize(tensor.dtype());
+  const int64_t bytes = static_cast<int64_t>(tensor.data().size());
+  int64_t count = 1;
+  for (int i = 0; i < rank; ++i) {
+    const int64_t dim = tensor.shape(i);
+    if (dim < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".shape[", i, "]=", dim, " must be >= 1"));
+    }
+    if (count > bytes / element_size / dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".data has ", bytes, " bytes; shape [", absl::StrJoin(tensor.shape(), ","),
+          "] of ", DataTypeName(tensor.dtype()), " needs more"));
+    }
+    count *= dim;
+  }
+  if (count * element_size != bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".data has ", bytes, " bytes; shape [", absl::StrJoin(tensor.shape(), ","), "] of ",
+        DataTypeName(tensor.dtype()), " needs ", count * element_size));
+  }
+  return count;
+}
+
+}  // namespace
+
+std::string DataTypeName(int dtype) {
+  if (v1::DataType_IsValid(dtype)) return v1::DataType_Name(static_cast<v1::DataType>(dtype));
+  return absl::StrCat(dtype);
+}
+
+float Bfloat16ToFloat(uint16_t bits) {
+  const uint32_t widened = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &widened, sizeof(value));
+  return value;
+}
+
+uint16_t FloatToBfloat16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+
+absl::StatusOr<FloatTensor> DecodeFloatTensor(const v1::Tensor& tensor, absl::string_view field,
+                                              int rank, absl::string_view dims) {
+  if (tensor.dtype() != v1::FLOAT32 && tensor.dtype() != v1::BFLOAT16) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".dtype=", DataTypeName(tensor.dtype()),
+                                                   " must be FLOAT32 or BFLOAT16"));
+  }
+  absl::StatusOr<int64_t> count = CheckedElementCount(tensor, field, rank, dims);
+  if (!count.ok()) return count.status();
+  FloatTensor decoded;
+  decoded.shape.assign(tensor.shape().begin(), tensor.shape().end());
+  decoded.values.resize(*count);
+  const char* data = tensor.data().data();
+  if (tensor.dtype() == v1::FLOAT32) {
+    std::memcpy(decoded.values.data(), data, *count * sizeof(float));
+  } else {
+    for (int64_t i = 0; i < *count; ++i) {
+      uint16_t bits;
+      std::memcpy(&bits, data + 2 * i, sizeof(bits));
+      decoded.values[i] = Bfloat16ToFloat(bits);
+    }
+  }
+  return decoded;
+}
+
+void EncodeFloatTensor(const std::vector<int64_t>& shape, const float* values, v1::DataType dtype,
+                       v1::Tensor* tensor) {
+  int64_t count = 1;
+  for (int64_t dim : shape) count *= dim;
+  tensor->set_dtype(dtype);
+  tensor->mutable_shape()->Assign(shape.begin(), shape.end());
+  std::string* data = tensor->mutable_data();
+  if (dtype == v1::BFLOAT16) {
+    data->resize(count * 2);
+    for (int64_t i = 0; i < count; ++i) {
+      const uint16_t bits = FloatToBfloat16(values[i]);
+      std::memcpy(data->data() + 2 * i, &bits, sizeof(bits));
+    }
+  } else {
+    data->assign(reinterpret_cast<const char*>(values), count * sizeof(float));
+  }
+}
+
+absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
+                                                      absl::string_view ids_field,
+                                                      int64_t position_offset, int64_t batch,
+                                                      int64_t seq) {
+  std::vector<int64_t> positions;
+  if (ids.shape_size() == 0 && ids.data().empty()) {
+    if (position_offset < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("position_offset=", position_offset, " must be >= 0"));
+    }
+    if (position_offset > std::numeric_limits<int64_t>::max() - seq) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("position_offset=", position_offset, " overflows with seq=", seq));
+    }
+    positions.resize(batch * seq);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t t = 0; t < seq; ++t) positions[b * seq + t] = position_offset + t;
+    }
+    return positions;
+  }
+  if (ids.dtype() != v1::INT32 && ids.dtype() != v1::INT64) {
+    return absl::InvalidArgumentError(absl::StrCat(ids_field, ".dtype=", DataTypeName(ids.dtype()),
+                                                   " must be INT32 or INT64"));
+  }
+  const int rank = ids.shape_size() == 1 ? 1 : 2;
+  absl::StatusOr<int64_t> count =
+      CheckedElementCount(ids, ids_field, rank, rank == 1 ? "[seq]" : "[batch, seq]");
+  if (!count.ok()) return count.status();
+  if (ids.shape(rank - 1) != seq || (rank == 2 && ids.shape(0) != batch)) {
+    return absl::InvalidArgumentError(absl::StrCat(ids_field, ".shape=[",
+                                                   absl::StrJoin(ids.shape(), ","),
+                                                   "] must be [", seq, "] or [", batch, ",", seq,
+                                                   "]"));
+  }
+  std::vector<int64_t> values(*count);
+  const char* data = ids.data().data();
+  for (int64_t i = 0; i < *count; ++i) {
+    if (ids.dtype() == v1::INT32) {
+      int32_t value;
+      std::memcpy(&value, data + 4 * i, sizeof(value));
+      values[i] = value;
+    } else {
+      std::memcpy(&values[i], data + 8 * i, sizeof(int64_t));
+    }
+    if (values[i] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(ids_field, "[", i, "]=", values[i], " must be >= 0"));
+    }
+  }
+  positions.resize(batch * seq);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t* row = values.data() + (rank == 2 ? b * seq : 0);
+    std::copy(row, row + seq, positions.begin() + b * seq);
+  }
+  return positions;
+}
+
+}  // namespace attnserve

@@ -1,0 +1,46 @@
+// Conversion between wire tensors (attnserve.v1.Tensor) and float buffers, with validation that
+// names the field: every size is checked before anything is allocated.
+#ifndef ATTNSERVE_SERVER_TENSOR_CODEC_H_
+#define ATTNSERVE_SERVER_TENSOR_CODEC_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "attnserve/v1/tensor.pb.h"
+
+namespace attnserve {
+
+struct FloatTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> values;  // row-major, product(shape) elements
+};
+
+// Decodes a FLOAT32 or BFLOAT16 tensor of the given rank. `dims` names each dimension for
+// messages, e.g. "[batch, seq, d_model]".
+absl::StatusOr<FloatTensor> DecodeFloatTensor(const v1::Tensor& tensor, absl::string_view field,
+                                              int rank, absl::string_view dims);
+
+// Writes values (product(shape) elements) as `dtype` (FLOAT32 or BFLOAT16, round to nearest even).
+void EncodeFloatTensor(const std::vector<int64_t>& shape, const float* values, v1::DataType dtype,
+                       v1::Tensor* tensor);
+
+// Positions [batch·seq]: position_offset + t when `ids` is empty, else the ids (INT32 or INT64,
+// shape [seq] broadcast over the batch, or [batch, seq]). Every position must be >= 0.
+absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
+                                                      absl::string_view ids_field,
+                                                      int64_t position_offset, int64_t batch,
+                                                      int64_t seq);
+
+// "FLOAT32", or the number for values outside the enum.
+std::string DataTypeName(int dtype);
+
+// bfloat16 <-> float32 conversions (round to nearest even; NaN stays NaN).
+float Bfloat16ToFloat(uint16_t bits);
+uint16_t FloatToBfloat16(float value);
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_SERVER_TENSOR_CODEC_H_
