@@ -12,11 +12,12 @@
 namespace attnserve {
 namespace {
 
-// Uniform in ±1/sqrt(fan_in), torch.nn.Linear's default initialisation range.
-std::vector<float> SeededLinear(std::mt19937& rng, int64_t out_features, int64_t in_features) {
-  const float bound = 1.0f / std::sqrt(static_cast<float>(in_features));
+// `count` values uniform in ±1/sqrt(fan_in), torch.nn.Linear's default initialisation range
+// for both weight and bias.
+std::vector<float> SeededUniform(std::mt19937& rng, int64_t count, int64_t fan_in) {
+  const float bound = 1.0f / std::sqrt(static_cast<float>(fan_in));
   std::uniform_real_distribution<float> uniform(-bound, bound);
-  std::vector<float> values(out_features * in_features);
+  std::vector<float> values(count);
   for (float& value : values) value = uniform(rng);
   return values;
 }
@@ -41,16 +42,16 @@ AttentionWeights DemoWeights(const v1::ModelConfig& config, uint32_t seed) {
   const int64_t q_width = config.num_heads() * config.head_dim();
   const int64_t kv_width = config.num_kv_heads() * config.head_dim();
   AttentionWeights weights;
-  weights.q_proj_weight = SeededLinear(rng, q_width, d);
-  weights.k_proj_weight = SeededLinear(rng, kv_width, d);
-  weights.v_proj_weight = SeededLinear(rng, kv_width, d);
-  weights.o_proj_weight = SeededLinear(rng, d, q_width);
+  weights.q_proj_weight = SeededUniform(rng, q_width * d, d);
+  weights.k_proj_weight = SeededUniform(rng, kv_width * d, d);
+  weights.v_proj_weight = SeededUniform(rng, kv_width * d, d);
+  weights.o_proj_weight = SeededUniform(rng, d * q_width, q_width);
   if (config.qkv_bias()) {
-    weights.q_proj_bias = SeededLinear(rng, q_width, d);
-    weights.k_proj_bias = SeededLinear(rng, kv_width, d);
-    weights.v_proj_bias = SeededLinear(rng, kv_width, d);
+    weights.q_proj_bias = SeededUniform(rng, q_width, d);
+    weights.k_proj_bias = SeededUniform(rng, kv_width, d);
+    weights.v_proj_bias = SeededUniform(rng, kv_width, d);
   }
-  if (config.o_bias()) weights.o_proj_bias = SeededLinear(rng, d, q_width);
+  if (config.o_bias()) weights.o_proj_bias = SeededUniform(rng, d, q_width);
   return weights;
 }
 

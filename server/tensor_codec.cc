@@ -26,7 +26,7 @@ int64_t ElementSize(int dtype) {
 }
 
 // Checks the rank, each dim >= 1, and that data holds exactly product(shape)·element_size bytes
-// (compared without overflow: the product is bounded by the byte count on the way).
+// (the product is checked against overflow before it is formed).
 absl::StatusOr<int64_t> CheckedElementCount(const v1::Tensor& tensor, absl::string_view field,
                                             int rank, absl::string_view dims) {
   if (tensor.shape_size() != rank) {
@@ -34,26 +34,27 @@ absl::StatusOr<int64_t> CheckedElementCount(const v1::Tensor& tensor, absl::stri
                                                    absl::StrJoin(tensor.shape(), ","), "] has rank ",
                                                    tensor.shape_size(), "; must be ", dims));
   }
+  for (int i = 0; i < rank; ++i) {
+    if (tensor.shape(i) < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".shape[", i, "]=", tensor.shape(i), " must be >= 1"));
+    }
+  }
   const int64_t element_size = ElementSize(tensor.dtype());
   const int64_t bytes = static_cast<int64_t>(tensor.data().size());
+  const std::string described = absl::StrCat("shape [", absl::StrJoin(tensor.shape(), ","),
+                                             "] of ", DataTypeName(tensor.dtype()));
   int64_t count = 1;
-  for (int i = 0; i < rank; ++i) {
-    const int64_t dim = tensor.shape(i);
-    if (dim < 1) {
+  for (int64_t dim : tensor.shape()) {
+    if (count > std::numeric_limits<int64_t>::max() / element_size / dim) {
       return absl::InvalidArgumentError(
-          absl::StrCat(field, ".shape[", i, "]=", dim, " must be >= 1"));
-    }
-    if (count > bytes / element_size / dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".data has ", bytes, " bytes; shape [", absl::StrJoin(tensor.shape(), ","),
-          "] of ", DataTypeName(tensor.dtype()), " needs more"));
+          absl::StrCat(field, ".data has ", bytes, " bytes; ", described, " needs over 2^63"));
     }
     count *= dim;
   }
   if (count * element_size != bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".data has ", bytes, " bytes; shape [", absl::StrJoin(tensor.shape(), ","), "] of ",
-        DataTypeName(tensor.dtype()), " needs ", count * element_size));
+    return absl::InvalidArgumentError(absl::StrCat(field, ".data has ", bytes, " bytes; ",
+                                                   described, " needs ", count * element_size));
   }
   return count;
 }

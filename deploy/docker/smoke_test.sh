@@ -254,9 +254,10 @@ EOF
 ) || die "could not pick free ports"
 CONTAINER="attnserve-smoke-$$"
 log "starting $CONTAINER: gRPC 127.0.0.1:$GRPC_PORT, metrics 127.0.0.1:$METRICS_PORT"
+# (--health-interval=disable: no systemd timer here; the check runs once below.)
 # Appended flags override the ENTRYPOINT's 0.0.0.0 defaults (last flag wins): with the host network
 # namespace this keeps the service on loopback.
-timeout 60 podman run -d --name "$CONTAINER" --pull=never --network=host \
+timeout 60 podman run -d --name "$CONTAINER" --pull=never --network=host --health-interval=disable \
     -e "ATTNSERVE_METRICS_PORT=$METRICS_PORT" "$IMAGE" \
     "--grpc_address=127.0.0.1:$GRPC_PORT" "--metrics_address=127.0.0.1:$METRICS_PORT" >/dev/null \
   || die "podman run failed"

@@ -1,0 +1,192 @@
+// The whole layer (encoding, projections, attention, output projection) against a
+// double-precision reference written from the torch.nn.Linear / multi-head definitions.
+#include "core/multi_head_attention.h"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/core/reference_attention.h"
+
+namespace attnserve {
+namespace {
+
+using ::attnserve::testing::RandomVector;
+using ::attnserve::testing::ReferenceSdpa;
+using ::attnserve::testing::RelativeError;
+using ::testing::HasSubstr;
+
+constexpr double kRelativeTolerance = 1e-5;
+
+// y[t, o] = Σ_i x[t, i]·W[o, i] + b[o]
+std::vector<double> ReferenceLinear(const std::vector<double>& x, int64_t tokens, int64_t in,
+                                    const std::vector<float>& w, const std::vector<float>& b,
+                                    int64_t out) {
+  std::vector<double> y(tokens * out);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t o = 0; o < out; ++o) {
+      double sum = b.empty() ? 0.0 : b[o];
+      for (int64_t i = 0; i < in; ++i) sum += x[t * in + i] * w[o * in + i];
+      y[t * out + o] = sum;
+    }
+  }
+  return y;
+}
+
+// [B, S, heads·hd] → [B, heads, S, hd]
+std::vector<double> SplitHeads(const std::vector<double>& x, int64_t B, int64_t S, int64_t heads,
+                               int64_t hd) {
+  std::vector<double> y(x.size());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t c = 0; c < hd; ++c)
+          y[((b * heads + h) * S + s) * hd + c] = x[((b * S + s) * heads + h) * hd + c];
+  return y;
+}
+
+struct LayerCase {
+  const char* name;
+  int64_t d, heads, kv_heads, head_dim;
+  bool biases;
+  bool sinusoidal;
+  bool cross;
+  bool causal;
+  std::vector<int64_t> key_lengths;
+  int64_t batch, q_len, kv_len;
+};
+
+class MultiHeadAttentionTest : public ::testing::TestWithParam<LayerCase> {};
+
+TEST_P(MultiHeadAttentionTest, MatchesDoublePrecisionReference) {
+  const LayerCase& c = GetParam();
+  const int64_t hd = c.head_dim;
+  AttentionConfig config;
+  config.d_model = c.d;
+  config.num_heads = c.heads;
+  config.num_kv_heads = c.kv_heads;
+  config.head_dim = c.head_dim;
+  if (c.sinusoidal) config.encoding = SinusoidalParams{};
+
+  AttentionWeights w;
+  const float ws = 1.0f / std::sqrt(static_cast<float>(c.d));
+  w.q_proj_weight = RandomVector(c.heads * hd * c.d, 11, ws);
+  w.k_proj_weight = RandomVector(c.kv_heads * hd * c.d, 12, ws);
+  w.v_proj_weight = RandomVector(c.kv_heads * hd * c.d, 13, ws);
+  w.o_proj_weight = RandomVector(c.d * c.heads * hd, 14, ws);
+  if (c.biases) {
+    w.q_proj_bias = RandomVector(c.heads * hd, 15, 0.1f);
+    w.k_proj_bias = RandomVector(c.kv_heads * hd, 16, 0.1f);
+    w.v_proj_bias = RandomVector(c.kv_heads * hd, 17, 0.1f);
+    w.o_proj_bias = RandomVector(c.d, 18, 0.1f);
+  }
+  const AttentionWeights weights_copy = w;
+  absl::StatusOr<std::unique_ptr<MultiHeadAttention>> layer =
+      MultiHeadAttention::Create(config, std::move(w));
+  ASSERT_TRUE(layer.ok()) << layer.status();
+
+  const int64_t B = c.batch, Sq = c.q_len, Sk = c.cross ? c.kv_len : c.q_len;
+  const auto query = RandomVector(B * Sq * c.d, 21);
+  const auto context = RandomVector(B * Sk * c.d, 22);
+  std::vector<int64_t> positions(B * Sq);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < Sq; ++t) positions[b * Sq + t] = 3 * b + t;  // distinct per row
+
+  AttendInputs inputs;
+  inputs.query = query.data();
+  inputs.batch = B;
+  inputs.q_len = Sq;
+  inputs.context = c.cross ? context.data() : nullptr;
+  inputs.kv_len = Sk;
+  inputs.positions = positions.data();
+  inputs.causal = c.causal;
+  inputs.key_lengths = c.key_lengths;
+  std::vector<float> out(B * Sq * c.d), probs(B * c.heads * Sq * Sk);
+  absl::Status status = (*layer)->Forward(inputs, out.data(), probs.data());
+  ASSERT_TRUE(status.ok()) << status;
+
+  // Reference: x = query + P (Vaswani formula), projections, SDPA, output projection.
+  std::vector<double> x(query.begin(), query.end());
+  if (c.sinusoidal) {
+    for (int64_t t = 0; t < B * Sq; ++t)
+      for (int64_t ch = 0; ch < c.d; ++ch) {
+        const double angle = positions[t] / std::pow(10000.0, 2.0 * (ch / 2) / c.d);
+        x[t * c.d + ch] += ch % 2 == 0 ? std::sin(angle) : std::cos(angle);
+      }
+  }
+  const std::vector<double> kv_in =
+      c.cross ? std::vector<double>(context.begin(), context.end()) : x;
+  const auto q = SplitHeads(ReferenceLinear(x, B * Sq, c.d, weights_copy.q_proj_weight,
+                                            weights_copy.q_proj_bias, c.heads * hd),
+                            B, Sq, c.heads, hd);
+  const auto k = SplitHeads(ReferenceLinear(kv_in, B * Sk, c.d, weights_copy.k_proj_weight,
+                                            weights_copy.k_proj_bias, c.kv_heads * hd),
+                            B, Sk, c.kv_heads, hd);
+  const auto v = SplitHeads(ReferenceLinear(kv_in, B * Sk, c.d, weights_copy.v_proj_weight,
+                                            weights_copy.v_proj_bias, c.kv_heads * hd),
+                            B, Sk, c.kv_heads, hd);
+  const auto attended = ReferenceSdpa(q, k, v, B, c.heads, c.kv_heads, Sq, Sk, hd,
+                                      1.0 / std::sqrt(static_cast<double>(hd)), c.causal,
+                                      c.key_lengths);
+  // [B, H, Sq, hd] → [B, Sq, H·hd]
+  std::vector<double> merged(B * Sq * c.heads * hd);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < c.heads; ++h)
+      for (int64_t s = 0; s < Sq; ++s)
+        for (int64_t ch = 0; ch < hd; ++ch)
+          merged[((b * Sq + s) * c.heads + h) * hd + ch] =
+              attended.out[((b * c.heads + h) * Sq + s) * hd + ch];
+  const auto expected = ReferenceLinear(merged, B * Sq, c.heads * hd, weights_copy.o_proj_weight,
+                                        weights_copy.o_proj_bias, c.d);
+  EXPECT_LT(RelativeError(out, expected), kRelativeTolerance);
+  EXPECT_LT(RelativeError(probs, attended.probs), kRelativeTolerance);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layers, MultiHeadAttentionTest,
+    ::testing::Values(
+        // The demo model's shape: d 512, 8 heads, biases, sinusoidal input encoding.
+        LayerCase{"DemoShapeSinusoidal", 512, 8, 8, 64, true, true, false, false, {}, 2, 9, 9},
+        LayerCase{"DemoShapeCausal", 512, 8, 8, 64, true, true, false, true, {}, 2, 9, 9},
+        LayerCase{"GqaNoBias", 256, 8, 2, 32, false, false, false, true, {}, 2, 7, 7},
+        LayerCase{"HeadDimNotDModelOverHeads", 96, 4, 2, 40, true, false, false, false, {}, 1, 5, 5},
+        LayerCase{"KeyLengths", 64, 4, 4, 16, true, true, false, false, {5, 2}, 2, 5, 5},
+        LayerCase{"CrossAttention", 128, 4, 4, 32, true, true, true, false, {}, 2, 3, 8},
+        LayerCase{"CrossAttentionCausalPadded", 64, 2, 1, 32, false, false, true, true, {6, 4}, 2,
+                  4, 6}),
+    [](const ::testing::TestParamInfo<LayerCase>& info) { return info.param.name; });
+
+TEST(MultiHeadAttentionCreateTest, RejectsInconsistentConfigAndWeights) {
+  AttentionConfig config;
+  config.d_model = 10;
+  config.num_heads = 3;
+  EXPECT_THAT(std::string(MultiHeadAttention::Create(config, {}).status().message()),
+              HasSubstr("num_heads=3 must divide d_model=10"));
+  config.num_heads = 2;
+  config.num_kv_heads = 3;
+  EXPECT_THAT(std::string(MultiHeadAttention::Create(config, {}).status().message()),
+              HasSubstr("num_kv_heads=3 must divide num_heads=2"));
+  config.num_kv_heads = 0;
+  AttentionWeights weights;
+  weights.q_proj_weight.resize(100);
+  weights.k_proj_weight.resize(100);
+  weights.v_proj_weight.resize(99);
+  weights.o_proj_weight.resize(100);
+  EXPECT_THAT(std::string(MultiHeadAttention::Create(config, weights).status().message()),
+              HasSubstr("v_proj.weight has 99 elements; expected 100"));
+  weights.v_proj_weight.resize(100);
+  weights.o_proj_bias.resize(3);
+  EXPECT_THAT(std::string(MultiHeadAttention::Create(config, weights).status().message()),
+              HasSubstr("o_proj.bias has 3 elements; expected 10"));
+  weights.o_proj_bias.clear();
+  absl::StatusOr<std::unique_ptr<MultiHeadAttention>> layer =
+      MultiHeadAttention::Create(config, weights);
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  EXPECT_EQ((*layer)->config().num_kv_heads, 2);
+  EXPECT_EQ((*layer)->config().head_dim, 5);
+}
+
+}  // namespace
+}  // namespace attnserve

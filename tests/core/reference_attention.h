@@ -1,0 +1,84 @@
+// Plain double-precision attention used as the test oracle: straightforward loops written from
+// the definitions, sharing no code with the oneDNN implementation.
+#ifndef ATTNSERVE_TESTS_CORE_REFERENCE_ATTENTION_H_
+#define ATTNSERVE_TESTS_CORE_REFERENCE_ATTENTION_H_
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+namespace attnserve::testing {
+
+inline std::vector<float> RandomVector(size_t count, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> values(count);
+  for (float& value : values) value = normal(rng);
+  return values;
+}
+
+// ‖a − b‖ / ‖b‖.
+inline double RelativeError(const std::vector<float>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    diff += (a[i] - b[i]) * (a[i] - b[i]);
+    norm += b[i] * b[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
+struct ReferenceResult {
+  std::vector<double> out;    // [B, H, Sq, hd]
+  std::vector<double> probs;  // [B, H, Sq, Sk]
+};
+
+// q: [B,H,Sq,hd], k/v: [B,Hkv,Sk,hd] (float or double). Query i of batch b sees key j iff j < key_length[b] and,
+// when causal, j <= i + Sk − Sq. Fully masked rows give zero probabilities and output.
+template <typename T>
+ReferenceResult ReferenceSdpa(const std::vector<T>& q, const std::vector<T>& k,
+                              const std::vector<T>& v, int64_t B, int64_t H,
+                                     int64_t Hkv, int64_t Sq, int64_t Sk, int64_t hd, double scale,
+                                     bool causal, const std::vector<int64_t>& key_lengths) {
+  ReferenceResult result;
+  result.out.assign(B * H * Sq * hd, 0.0);
+  result.probs.assign(B * H * Sq * Sk, 0.0);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t kvh = h / (H / Hkv);
+      for (int64_t i = 0; i < Sq; ++i) {
+        std::vector<double> scores(Sk, -std::numeric_limits<double>::infinity());
+        double max_score = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j < Sk; ++j) {
+          const bool padded = !key_lengths.empty() && j >= key_lengths[b];
+          const bool future = causal && j > i + Sk - Sq;
+          if (padded || future) continue;
+          double dot = 0;
+          for (int64_t c = 0; c < hd; ++c) {
+            dot += static_cast<double>(q[((b * H + h) * Sq + i) * hd + c]) *
+                   k[((b * Hkv + kvh) * Sk + j) * hd + c];
+          }
+          scores[j] = dot * scale;
+          max_score = std::max(max_score, scores[j]);
+        }
+        if (max_score == -std::numeric_limits<double>::infinity()) continue;
+        double total = 0;
+        for (int64_t j = 0; j < Sk; ++j) total += std::exp(scores[j] - max_score);
+        for (int64_t j = 0; j < Sk; ++j) {
+          const double p = std::exp(scores[j] - max_score) / total;
+          result.probs[((b * H + h) * Sq + i) * Sk + j] = p;
+          for (int64_t c = 0; c < hd; ++c) {
+            result.out[((b * H + h) * Sq + i) * hd + c] += p * v[((b * Hkv + kvh) * Sk + j) * hd + c];
+          }
+        }
+      }
+    }
+  }
+  return result;
+}
+
+}  // namespace attnserve::testing
+
+#endif  // ATTNSERVE_TESTS_CORE_REFERENCE_ATTENTION_H_
