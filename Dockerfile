@@ -2,7 +2,7 @@
 #
 #   docker build -t attnserve .            (Docker: DOCKER_BUILDKIT=0 works too)
 #   podman build --format docker -t attnserve .
-#   docker run --rm -p 50051:50051 -p 9464:9464 attnserve [--model_repository=/models ...]
+#   docker run --rm -p 50051:50051 -p 9464:9464 attnserve [--max_batch=16 ...]
 #
 # Arguments after the image name are appended to the ENTRYPOINT flags; a flag given again
 # overrides the default (e.g. --grpc_address=0.0.0.0:8001).
@@ -16,7 +16,6 @@ FROM ${BASE_IMAGE} AS builder
 
 ARG BUILD_JOBS=2
 ARG BUILD_TYPE=Release
-ENV DEBIAN_FRONTEND=noninteractive
 
 # Dependencies first, so that this layer stays cached while the sources change.
 COPY scripts/install_deps.sh /tmp/install_deps.sh
@@ -36,7 +35,6 @@ RUN cmake -S . -B /build -G Ninja \
 # Runtime: shared libraries only, the binary, a non-root user.
 FROM ${BASE_IMAGE} AS runtime
 
-ENV DEBIAN_FRONTEND=noninteractive
 COPY scripts/install_deps.sh /tmp/install_deps.sh
 RUN bash /tmp/install_deps.sh runtime \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /tmp/install_deps.sh \
