@@ -52,7 +52,9 @@ absl::StatusOr<std::unique_ptr<MultiHeadAttention>> MultiHeadAttention::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("head_dim=", resolved.head_dim, " must be >= 1"));
   }
-  if (absl::Status status = ValidateEncoding(resolved.encoding, resolved.d_model); !status.ok()) {
+  if (absl::Status status = ValidateEncoding(resolved.encoding, resolved.d_model,
+                                             resolved.num_heads, resolved.head_dim);
+      !status.ok()) {
     return status;
   }
   const int64_t d = resolved.d_model;
@@ -83,16 +85,28 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
   const int64_t sk = inputs.context != nullptr ? inputs.kv_len : sq;
 
   SdpaShape shape{b, h, hkv, sq, sk, hd};
-  SdpaOptions options{inputs.causal, inputs.key_lengths, config_.scale};
-  if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
-
-  // x = query·1 + P[positions]: [B·Sq, d]
+  SdpaOptions options{inputs.causal, inputs.key_lengths, config_.scale, NoPositionalEncoding{},
+                      {}, {}};
+  // x = query + P[positions] for additive encodings, else the query: [B·Sq, d]
   std::vector<float> x(b * sq * d);
-  if (absl::Status status = ApplyAdditiveEncoding(config_.encoding, inputs.query, inputs.positions,
-                                                  b * sq, d, 1.0f, x.data());
-      !status.ok()) {
-    return status;
+  if (IsAdditive(config_.encoding)) {
+    if (absl::Status status = EncodeEmbeddings(config_.encoding, inputs.query, inputs.positions,
+                                               b * sq, 1, d, 1.0f, 0, x.data());
+        !status.ok()) {
+      return status;
+    }
+  } else {
+    std::copy(inputs.query, inputs.query + b * sq * d, x.begin());
+    options.encoding = config_.encoding;
+    options.q_positions.assign(inputs.positions, inputs.positions + b * sq);
+    if (inputs.context == nullptr) {
+      options.k_positions = options.q_positions;
+    } else {
+      options.k_positions.resize(b * sk);
+      for (int64_t i = 0; i < b * sk; ++i) options.k_positions[i] = i % sk;
+    }
   }
+  if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
   const float* kv_source = inputs.context != nullptr ? inputs.context : x.data();
 
   // Projections [tokens, heads·hd] = [B, S, heads, hd], then to head-major [B, heads, S, hd].

@@ -21,8 +21,9 @@ struct AttentionConfig {
   int64_t num_kv_heads = 0;  // Hkv; 0 = H. Must divide H.
   int64_t head_dim = 0;      // hd; 0 = d / H (H must divide d).
   std::optional<float> scale;  // Score scale; unset = 1/sqrt(hd).
-  // Additive encodings are added to the query input (the layer's own sequence) before the
-  // projections; a cross-attention context is used as given.
+  // Additive encodings (sinusoidal, learned) are added to the query input (the layer's own
+  // sequence) before the projections; a cross-attention context is used as given. RoPE, ALiBi,
+  // T5 and CoPE act inside attention, with cross-attention keys at positions 0..Sk−1.
   PositionalEncoding encoding;
 };
 
@@ -44,6 +45,7 @@ struct AttendInputs {
   const float* context = nullptr;  // [B, Sk, d]; nullptr = self-attention (Sk = Sq)
   int64_t kv_len = 0;              // Sk; ignored for self-attention
   const int64_t* positions = nullptr;  // [B, Sq] positions of the query tokens, each >= 0
+                                       // (self-attention keys share them)
   bool causal = false;                 // bottom-right aligned
   std::vector<int64_t> key_lengths;    // [B] valid keys, or empty for all
 };

@@ -81,38 +81,44 @@ absl::Status SwapMiddleAxes(const float* src, int64_t d0, int64_t d1, int64_t d2
   });
 }
 
-absl::Status AttentionScoresSoftmax(const float* q, const float* k, const float* mask, int64_t b,
-                                    int64_t hkv, int64_t rows, int64_t sk, int64_t hd, float scale,
-                                    float* probs) {
+absl::Status AttentionScores(const float* q, const float* k, const float* bias,
+                             int64_t bias_heads, int64_t b, int64_t hkv, int64_t rows, int64_t sk,
+                             int64_t hd, float scale, float* scores) {
   return RunPrimitives("attention_scores", [&](dnnl::stream& stream) {
     const memory::desc q_md({b, hkv, rows, hd}, dt::f32, tag::abcd);
     // K [B,Hkv,Sk,hd] row-major seen as Kᵀ [B,Hkv,hd,Sk].
     const memory::desc kt_md({b, hkv, hd, sk}, dt::f32, tag::abdc);
     const memory::desc s_md({b, hkv, rows, sk}, dt::f32, tag::abcd);
-    const memory::desc mask_md({b, 1, rows, sk}, dt::f32, tag::abcd);
+    // [B,1,R,Sk] and [B,Hkv,R,Sk] keep the brgemm kernel; [1,H,R,Sk] would fall back to ref.
+    const memory::desc bias_md({b, bias_heads, rows, sk}, dt::f32, tag::abcd);
 
-    // scores = Q·Kᵀ·scale + mask (output scales apply before post-ops).
+    // scores = Q·Kᵀ·scale + bias (output scales apply before post-ops).
     dnnl::primitive_attr attr;
     attr.set_output_scales(0, {scale});
-    if (mask != nullptr) {
+    if (bias != nullptr) {
       dnnl::post_ops ops;
-      ops.append_binary(dnnl::algorithm::binary_add, mask_md);
+      ops.append_binary(dnnl::algorithm::binary_add, bias_md);
       attr.set_post_ops(ops);
     }
-    const dnnl::matmul::primitive_desc mm_pd(dnnl::matmul::desc(q_md, kt_md, s_md), attr,
-                                             CpuEngine());
-    memory scores = Wrap(s_md, probs);
-    std::unordered_map<int, memory> args = {
-        {DNNL_ARG_SRC, Wrap(q_md, q)}, {DNNL_ARG_WEIGHTS, Wrap(kt_md, k)}, {DNNL_ARG_DST, scores}};
-    if (mask != nullptr) {
-      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, Wrap(mask_md, mask));
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(q_md, kt_md, s_md), attr,
+                                          CpuEngine());
+    std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, Wrap(q_md, q)},
+                                            {DNNL_ARG_WEIGHTS, Wrap(kt_md, k)},
+                                            {DNNL_ARG_DST, Wrap(s_md, scores)}};
+    if (bias != nullptr) {
+      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, Wrap(bias_md, bias));
     }
-    dnnl::matmul(mm_pd).execute(stream, args);
+    dnnl::matmul(pd).execute(stream, args);
+  });
+}
 
-    // probs = softmax(scores) along the key axis, in place.
-    const dnnl::softmax_forward::primitive_desc sm_pd(
-        dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, s_md, 3), CpuEngine());
-    dnnl::softmax_forward(sm_pd).execute(stream, {{DNNL_ARG_SRC, scores}, {DNNL_ARG_DST, scores}});
+absl::Status SoftmaxRows(float* data, int64_t rows, int64_t cols) {
+  return RunPrimitives("softmax", [&](dnnl::stream& stream) {
+    const memory::desc md({rows, cols}, dt::f32, tag::ab);
+    memory mem = Wrap(md, data);
+    const dnnl::softmax_forward::primitive_desc pd(
+        dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, md, 1), CpuEngine());
+    dnnl::softmax_forward(pd).execute(stream, {{DNNL_ARG_SRC, mem}, {DNNL_ARG_DST, mem}});
   });
 }
 

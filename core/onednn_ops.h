@@ -24,16 +24,20 @@ absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const 
 absl::Status SwapMiddleAxes(const float* src, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
                             float* dst);
 
-// Batched attention scores, softmax and weighted sum over G query groups sharing one K/V head:
+// Batched attention scores over G query groups sharing one K/V head:
 //   q: [B, Hkv, R, hd]   (R = G·Sq rows: the query heads of one kv head, stacked)
-//   k, v: [B, Hkv, Sk, hd]
-//   mask: [B, 1, R, Sk] additive (0 or −inf), or nullptr for none
-//   probs: [B, Hkv, R, Sk] ← softmax(q·kᵀ·scale + mask) along Sk
-//   out: [B, Hkv, R, hd]   ← probs·v
-// Rows whose mask is all −inf come out of the softmax as NaN; the caller zeroes them.
-absl::Status AttentionScoresSoftmax(const float* q, const float* k, const float* mask, int64_t b,
-                                    int64_t hkv, int64_t rows, int64_t sk, int64_t hd, float scale,
-                                    float* probs);
+//   k: [B, Hkv, Sk, hd]
+//   bias: [B, bias_heads, R, Sk] additive (bias_heads 1 or Hkv; −inf masks), or nullptr
+//   scores: [B, Hkv, R, Sk] ← q·kᵀ·scale + bias
+absl::Status AttentionScores(const float* q, const float* k, const float* bias,
+                             int64_t bias_heads, int64_t b, int64_t hkv, int64_t rows, int64_t sk,
+                             int64_t hd, float scale, float* scores);
+
+// In place softmax over the last axis of data: [rows, cols]. A row of all −inf comes out NaN;
+// callers zero such rows.
+absl::Status SoftmaxRows(float* data, int64_t rows, int64_t cols);
+
+// out: [B, Hkv, R, hd] ← probs [B, Hkv, R, Sk] · v [B, Hkv, Sk, hd]
 absl::Status ProbsTimesValues(const float* probs, const float* v, int64_t b, int64_t hkv,
                               int64_t rows, int64_t sk, int64_t hd, float* out);
 

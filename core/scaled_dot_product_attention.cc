@@ -10,6 +10,8 @@
 namespace attnserve {
 namespace {
 
+constexpr float kMasked = -std::numeric_limits<float>::infinity();
+
 // Number of visible keys for query row i of batch element b: keys [0, VisibleKeys) are seen.
 int64_t VisibleKeys(const SdpaShape& shape, const SdpaOptions& options, int64_t b, int64_t i) {
   int64_t visible = options.key_lengths.empty() ? shape.kv_len : options.key_lengths[b];
@@ -23,6 +25,23 @@ bool NeedsMask(const SdpaShape& shape, const SdpaOptions& options) {
     if (length < shape.kv_len) return true;
   }
   return false;
+}
+
+// Rotates each head of x: [B, heads, S, hd] in place by the positions of its batch element.
+absl::Status RotateHeads(const RopeParams& params, const SdpaShape& shape, int64_t heads,
+                         int64_t seq, const std::vector<int64_t>& positions, int64_t seq_len,
+                         float* x) {
+  for (int64_t b = 0; b < shape.batch; ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      if (absl::Status status = ApplyRope(params, x + (b * heads + h) * seq * shape.head_dim,
+                                          positions.data() + b * seq, seq, 1, shape.head_dim,
+                                          seq_len);
+          !status.ok()) {
+        return status;
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -60,6 +79,35 @@ absl::Status ValidateSdpa(const SdpaShape& shape, const SdpaOptions& options) {
   if (options.scale.has_value() && !std::isfinite(*options.scale)) {
     return absl::InvalidArgumentError(absl::StrCat("scale=", *options.scale, " must be finite"));
   }
+  if (std::holds_alternative<NoPositionalEncoding>(options.encoding)) return absl::OkStatus();
+  if (IsAdditive(options.encoding)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("encoding.", EncodingName(options.encoding),
+                     " is added to embeddings; it cannot be applied inside attention"));
+  }
+  if (absl::Status status = ValidateEncoding(options.encoding, shape.num_heads * shape.head_dim,
+                                             shape.num_heads, shape.head_dim);
+      !status.ok()) {
+    return status;
+  }
+  const struct {
+    const char* name;
+    const std::vector<int64_t>& positions;
+    int64_t expected;
+  } position_sets[] = {{"q_positions", options.q_positions, shape.batch * shape.q_len},
+                       {"k_positions", options.k_positions, shape.batch * shape.kv_len}};
+  for (const auto& set : position_sets) {
+    if (static_cast<int64_t>(set.positions.size()) != set.expected) {
+      return absl::InvalidArgumentError(absl::StrCat(set.name, " has ", set.positions.size(),
+                                                     " entries; must be ", set.expected));
+    }
+    for (size_t t = 0; t < set.positions.size(); ++t) {
+      if (set.positions[t] < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(set.name, "[", t, "]=", set.positions[t], " must be >= 0"));
+      }
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -67,50 +115,95 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
                                        const float* q, const float* k, const float* v, float* out,
                                        float* probs) {
   if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
-  const int64_t group = shape.num_heads / shape.num_kv_heads;
+  const int64_t B = shape.batch, H = shape.num_heads, Hkv = shape.num_kv_heads;
+  const int64_t Sq = shape.q_len, Sk = shape.kv_len, hd = shape.head_dim;
+  const int64_t group = H / Hkv;
   // The `group` query heads of one kv head are contiguous in q: [B, Hkv, group·Sq, hd].
-  const int64_t rows = group * shape.q_len;
-  const int64_t sk = shape.kv_len;
-  const float scale = options.scale.value_or(1.0f / std::sqrt(static_cast<float>(shape.head_dim)));
+  const int64_t rows = group * Sq;
+  const bool t5 = std::holds_alternative<T5BiasParams>(options.encoding);
+  const float scale =
+      options.scale.value_or(t5 ? 1.0f : 1.0f / std::sqrt(static_cast<float>(hd)));
 
   std::vector<float> own_probs;
   if (probs == nullptr) {
-    own_probs.resize(shape.batch * shape.num_heads * shape.q_len * sk);
+    own_probs.resize(B * H * Sq * Sk);
     probs = own_probs.data();
   }
 
-  // mask: [B, 1, group·Sq, Sk], 0 where visible and −inf where masked.
-  std::vector<float> mask;
-  if (NeedsMask(shape, options)) {
-    mask.assign(shape.batch * rows * sk, 0.0f);
-    for (int64_t b = 0; b < shape.batch; ++b) {
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t visible = VisibleKeys(shape, options, b, r % shape.q_len);
-        float* mask_row = mask.data() + (b * rows + r) * sk;
-        std::fill(mask_row + visible, mask_row + sk, -std::numeric_limits<float>::infinity());
+  // RoPE: q' and k' are rotated copies; dynamic scalings see the longest position of the request.
+  std::vector<float> q_rotated, k_rotated;
+  if (const auto* rope = std::get_if<RopeParams>(&options.encoding)) {
+    const int64_t seq_len =
+        1 + std::max(*std::max_element(options.q_positions.begin(), options.q_positions.end()),
+                     *std::max_element(options.k_positions.begin(), options.k_positions.end()));
+    q_rotated.assign(q, q + B * H * Sq * hd);
+    k_rotated.assign(k, k + B * Hkv * Sk * hd);
+    if (absl::Status status =
+            RotateHeads(*rope, shape, H, Sq, options.q_positions, seq_len, q_rotated.data());
+        !status.ok()) {
+      return status;
+    }
+    if (absl::Status status =
+            RotateHeads(*rope, shape, Hkv, Sk, options.k_positions, seq_len, k_rotated.data());
+        !status.ok()) {
+      return status;
+    }
+    q = q_rotated.data();
+    k = k_rotated.data();
+  }
+
+  // bias: [B, 1, group·Sq, Sk] holding the mask (0 or −inf), or [B, Hkv, group·Sq, Sk] holding
+  // ALiBi / T5 bias plus the mask.
+  const bool per_head_bias = std::holds_alternative<AlibiParams>(options.encoding) || t5;
+  const bool masked = NeedsMask(shape, options);
+  const int64_t bias_heads = per_head_bias ? Hkv : 1;
+  std::vector<float> bias;
+  if (per_head_bias || masked) {
+    bias.assign(B * bias_heads * rows * Sk, 0.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      float* batch_bias = bias.data() + b * bias_heads * rows * Sk;
+      // ALiBi / T5 bias [H, Sq, Sk] is [Hkv, group·Sq, Sk] since query head h = kv_head·G + g.
+      if (per_head_bias) {
+        if (absl::Status status = ScoreBiasMap(
+                options.encoding, H, options.q_positions.data() + b * Sq, Sq,
+                options.k_positions.data() + b * Sk, Sk, options.causal, batch_bias);
+            !status.ok()) {
+          return status;
+        }
+      }
+      if (!masked) continue;
+      for (int64_t r = 0; r < bias_heads * rows; ++r) {
+        const int64_t visible = VisibleKeys(shape, options, b, r % Sq);
+        std::fill(batch_bias + r * Sk + visible, batch_bias + (r + 1) * Sk, kMasked);
       }
     }
   }
 
-  if (absl::Status status = AttentionScoresSoftmax(q, k, mask.empty() ? nullptr : mask.data(),
-                                                   shape.batch, shape.num_kv_heads, rows, sk,
-                                                   shape.head_dim, scale, probs);
+  if (absl::Status status = AttentionScores(q, k, bias.empty() ? nullptr : bias.data(),
+                                            bias_heads, B, Hkv, rows, Sk, hd, scale, probs);
       !status.ok()) {
     return status;
   }
+  if (const auto* cope = std::get_if<CopeParams>(&options.encoding)) {
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      AddCopeLogits(*cope, q + bh * Sq * hd, Sq, Sk, hd, probs + bh * Sq * Sk);
+    }
+  }
+  if (absl::Status status = SoftmaxRows(probs, B * H * Sq, Sk); !status.ok()) return status;
+
   // oneDNN's softmax of an all −inf row is NaN; such rows attend to nothing.
-  if (!mask.empty()) {
-    for (int64_t b = 0; b < shape.batch; ++b) {
-      for (int64_t i = 0; i < shape.q_len; ++i) {
+  if (masked) {
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t i = 0; i < Sq; ++i) {
         if (VisibleKeys(shape, options, b, i) > 0) continue;
-        for (int64_t h = 0; h < shape.num_heads; ++h) {
-          float* row = probs + ((b * shape.num_heads + h) * shape.q_len + i) * sk;
-          std::fill(row, row + sk, 0.0f);
+        for (int64_t h = 0; h < H; ++h) {
+          float* row = probs + ((b * H + h) * Sq + i) * Sk;
+          std::fill(row, row + Sk, 0.0f);
         }
       }
     }
   }
-  return ProbsTimesValues(probs, v, shape.batch, shape.num_kv_heads, rows, sk, shape.head_dim, out);
+  return ProbsTimesValues(probs, v, B, Hkv, rows, Sk, hd, out);
 }
 
 }  // namespace attnserve

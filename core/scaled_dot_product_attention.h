@@ -1,5 +1,5 @@
-// Scaled dot-product attention over head-major tensors, with causal and padding masks and
-// grouped K/V heads (GQA/MQA).
+// Scaled dot-product attention over head-major tensors, with causal and padding masks, grouped
+// K/V heads (GQA/MQA) and position-dependent attention (RoPE, ALiBi, T5 bias, CoPE).
 #ifndef ATTNSERVE_CORE_SCALED_DOT_PRODUCT_ATTENTION_H_
 #define ATTNSERVE_CORE_SCALED_DOT_PRODUCT_ATTENTION_H_
 
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/positional_encoding.h"
 
 namespace attnserve {
 
@@ -25,15 +26,24 @@ struct SdpaOptions {
   bool causal = false;
   // Valid keys per batch element (keys j >= key_lengths[b] are masked); empty = all Sk keys.
   std::vector<int64_t> key_lengths;
-  // Score multiplier; unset = 1/sqrt(head_dim).
+  // Score multiplier; unset = 1/sqrt(head_dim), or 1 with a T5 bias (T5 folds the scale into
+  // its weights).
   std::optional<float> scale;
+  // Position-dependent attention: RoPE rotates q and k; ALiBi and T5 add a score bias; CoPE adds
+  // contextual position logits. Additive kinds (sinusoidal, learned) belong to embeddings and are
+  // rejected here; none = plain attention.
+  PositionalEncoding encoding;
+  // Positions of the tokens, required unless encoding is none: q_positions [B·Sq],
+  // k_positions [B·Sk], each >= 0.
+  std::vector<int64_t> q_positions;
+  std::vector<int64_t> k_positions;
 };
 
 // Checks shape (every dim >= 1, H % Hkv == 0) and options (key_lengths size B, values in [0, Sk],
-// scale finite). Messages name the offending field.
+// scale finite, encoding valid for the head shape, positions present). Messages name the field.
 absl::Status ValidateSdpa(const SdpaShape& shape, const SdpaOptions& options);
 
-// out = softmax(q·kᵀ·scale + mask)·v per head.
+// out = softmax(q'·k'ᵀ·scale + bias + mask [+ CoPE])·v per head (q', k' rotated for RoPE).
 //   q: [B, H, Sq, hd]; k, v: [B, Hkv, Sk, hd]; out: [B, H, Sq, hd]
 //   probs: [B, H, Sq, Sk] ← the softmax, or nullptr if not wanted.
 // A query row whose keys are all masked gets zero probabilities and a zero output row.

@@ -1,6 +1,9 @@
 #include "server/attention_service.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -26,20 +29,40 @@ absl::Status CheckComputeDtype(int dtype) {
                                                  " must be FLOAT32 or BFLOAT16"));
 }
 
-// Bias kinds change scores, not embeddings: Encode cannot apply them.
-absl::Status CheckEmbeddingEncoding(const v1::PositionalEncoding& encoding) {
-  switch (encoding.kind_case()) {
-    case v1::PositionalEncoding::kAlibi:
-    case v1::PositionalEncoding::kT5:
-    case v1::PositionalEncoding::kCope: {
-      const std::string& kind =
-          encoding.GetDescriptor()->FindFieldByNumber(encoding.kind_case())->name();
-      return absl::InvalidArgumentError(absl::StrCat(
-          "encoding.", kind, " is a score bias, not an embedding encoding; use PositionBias"));
-    }
-    default:
-      return absl::OkStatus();
+// Decodes a FLOAT32/BFLOAT16 table of exactly `shape` for an encoding that needs one.
+absl::StatusOr<std::shared_ptr<const std::vector<float>>> DecodeTable(
+    const v1::Tensor& tensor, absl::string_view field, absl::string_view dims,
+    const std::vector<int64_t>& shape) {
+  ASSIGN_OR_RETURN(FloatTensor table, DecodeFloatTensor(tensor, field, 2, dims));
+  if (table.shape != shape) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".shape=[",
+                                                   absl::StrJoin(table.shape, ","), "] must be [",
+                                                   absl::StrJoin(shape, ","), "] ", dims));
   }
+  return std::make_shared<const std::vector<float>>(std::move(table.values));
+}
+
+// The request's inline encoding with its tables (T5, CoPE) taken from the request.
+absl::StatusOr<PositionalEncoding> RequestEncoding(const v1::PositionalEncoding& proto,
+                                                   const v1::Tensor& t5_table,
+                                                   const v1::Tensor* cope_pos_emb,
+                                                   int64_t num_heads, int64_t head_dim) {
+  ASSIGN_OR_RETURN(PositionalEncoding encoding, EncodingFromProto(proto, "encoding"));
+  if (auto* t5 = std::get_if<T5BiasParams>(&encoding)) {
+    ASSIGN_OR_RETURN(t5->table, DecodeTable(t5_table, "t5_table", "[num_buckets, num_heads]",
+                                            {t5->num_buckets, num_heads}));
+  } else if (auto* cope = std::get_if<CopeParams>(&encoding)) {
+    if (cope_pos_emb == nullptr) {
+      return absl::InvalidArgumentError("encoding.cope needs a model's position embeddings");
+    }
+    ASSIGN_OR_RETURN(cope->pos_emb, DecodeTable(*cope_pos_emb, "cope_pos_emb",
+                                                "[npos_max, head_dim]",
+                                                {cope->npos_max, head_dim}));
+  } else if (std::holds_alternative<LearnedParams>(encoding)) {
+    return absl::InvalidArgumentError(
+        "encoding.learned needs a model's table: set `model` to a model with learned positions");
+  }
+  return encoding;
 }
 
 }  // namespace
@@ -73,27 +96,57 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
   const int64_t batch = input.shape[0], seq = input.shape[1], d_model = input.shape[2];
   RETURN_IF_ERROR(CheckLimits(batch, 1, seq, 1));
 
-  v1::PositionalEncoding encoding_proto = request.encoding();
+  PositionalEncoding encoding;
+  int64_t num_heads = 0, head_dim = 0;
   if (!request.model().empty()) {
     ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request.model()));
-    if (d_model != model->config.d_model()) {
+    const AttentionConfig& config = model->layer->config();
+    if (d_model != config.d_model) {
       return absl::InvalidArgumentError(absl::StrCat("input.shape[2]=", d_model,
-                                                     " must equal d_model=",
-                                                     model->config.d_model(), " of model=\"",
-                                                     request.model(), "\""));
+                                                     " must equal d_model=", config.d_model,
+                                                     " of model=\"", request.model(), "\""));
     }
-    encoding_proto = model->config.encoding();
+    encoding = config.encoding;
+    num_heads = config.num_heads;
+    head_dim = config.head_dim;
+  } else {
+    ASSIGN_OR_RETURN(encoding, RequestEncoding(request.encoding(), v1::Tensor(), nullptr, 0, 0));
+    num_heads = request.num_heads();
+    head_dim = request.head_dim();
   }
-  RETURN_IF_ERROR(CheckEmbeddingEncoding(encoding_proto));
-  ASSIGN_OR_RETURN(PositionalEncoding encoding, EncodingFromProto(encoding_proto, "encoding"));
-  RETURN_IF_ERROR(WithFieldPrefix(ValidateEncoding(encoding, d_model), "encoding"));
+  if (IsScoreEncoding(encoding)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("encoding.", EncodingName(encoding),
+                     " is a score bias, not an embedding encoding; use PositionBias"));
+  }
+  if (std::holds_alternative<RopeParams>(encoding) && request.model().empty()) {
+    // RoPE rotates per head: the channels split as [num_heads, head_dim].
+    if (num_heads <= 0 && head_dim <= 0) {
+      return absl::InvalidArgumentError("encoding.rope needs num_heads or head_dim");
+    }
+    if (num_heads > 0 && (d_model % num_heads != 0 || (head_dim > 0 && num_heads * head_dim != d_model))) {
+      return absl::InvalidArgumentError(absl::StrCat("num_heads=", num_heads, " and head_dim=",
+                                                     head_dim, " must split d_model=", d_model));
+    }
+    if (num_heads <= 0 && d_model % head_dim != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("head_dim=", head_dim, " must divide d_model=", d_model));
+    }
+    if (num_heads > 0) head_dim = d_model / num_heads;
+    num_heads = d_model / head_dim;
+  } else if (!std::holds_alternative<RopeParams>(encoding)) {
+    num_heads = 1;  // additive kinds treat the channels as one row
+    head_dim = d_model;
+  }
   ASSIGN_OR_RETURN(std::vector<int64_t> positions,
                    ResolvePositions(request.position_ids(), "position_ids",
                                     request.position_offset(), batch, seq));
   const float input_scale = request.has_input_scale() ? request.input_scale() : 1.0f;
 
-  RETURN_IF_ERROR(ApplyAdditiveEncoding(encoding, input.values.data(), positions.data(),
-                                        batch * seq, d_model, input_scale, input.values.data()));
+  RETURN_IF_ERROR(WithFieldPrefix(ValidateEncoding(encoding, d_model, num_heads, head_dim),
+                                  "encoding"));
+  RETURN_IF_ERROR(EncodeEmbeddings(encoding, input.values.data(), positions.data(), batch * seq,
+                                   num_heads, head_dim, input_scale, 0, input.values.data()));
   EncodeFloatTensor(input.shape, input.values.data(), request.input().dtype(),
                     response->mutable_output());
   return absl::OkStatus();
@@ -170,12 +223,6 @@ absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
                                                    "] must equal k.shape=[",
                                                    absl::StrJoin(k.shape, ","), "]"));
   }
-  if (request.has_encoding() &&
-      request.encoding().kind_case() != v1::PositionalEncoding::kNone) {
-    return absl::UnimplementedError(
-        "encoding: inline encodings in ScaledDotProductAttention are not implemented in this "
-        "build yet; leave it unset or none");
-  }
   RETURN_IF_ERROR(CheckComputeDtype(request.compute_dtype()));
   SdpaShape shape{q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3]};
   RETURN_IF_ERROR(CheckLimits(shape.batch, shape.num_heads, shape.q_len, shape.kv_len));
@@ -183,7 +230,25 @@ absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
   options.causal = request.causal();
   options.key_lengths.assign(request.key_lengths().begin(), request.key_lengths().end());
   if (request.has_scale()) options.scale = static_cast<float>(request.scale());
-  RETURN_IF_ERROR(ValidateSdpa(shape, options));
+  if (request.has_encoding()) {
+    ASSIGN_OR_RETURN(options.encoding,
+                     RequestEncoding(request.encoding(), request.t5_table(),
+                                     &request.cope_pos_emb(), shape.num_heads, shape.head_dim));
+    // Keys at position_offset + j, queries bottom-right aligned at position_offset + Sk − Sq + i.
+    const int64_t first_query = request.position_offset() + shape.kv_len - shape.q_len;
+    if (request.position_offset() < 0 || first_query < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "position_offset=", request.position_offset(), " must be >= 0 and >= Sq − Sk=",
+          shape.q_len - shape.kv_len));
+    }
+    for (int64_t b = 0; b < shape.batch; ++b) {
+      for (int64_t i = 0; i < shape.q_len; ++i) options.q_positions.push_back(first_query + i);
+      for (int64_t j = 0; j < shape.kv_len; ++j) {
+        options.k_positions.push_back(request.position_offset() + j);
+      }
+    }
+  }
+  RETURN_IF_ERROR(WithFieldPrefix(ValidateSdpa(shape, options), "request"));
 
   std::vector<float> out(q.values.size());
   std::vector<float> probs;
@@ -199,6 +264,61 @@ absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
     EncodeFloatTensor({shape.batch, shape.num_heads, shape.q_len, shape.kv_len}, probs.data(),
                       v1::FLOAT32, response->mutable_attention());
   }
+  return absl::OkStatus();
+}
+
+absl::Status AttentionServiceImpl::DoPositionBias(const v1::PositionBiasRequest& request,
+                                                  v1::PositionBiasResponse* response) const {
+  PositionalEncoding encoding;
+  int64_t num_heads = request.num_heads();
+  if (!request.model().empty()) {
+    ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request.model()));
+    encoding = model->layer->config().encoding;
+    num_heads = model->layer->config().num_heads;
+  } else {
+    if (num_heads < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("num_heads=", num_heads, " must be >= 1"));
+    }
+    RETURN_IF_ERROR(CheckLimits(1, 1, 1, num_heads));  // bounds the T5 table's size
+    ASSIGN_OR_RETURN(encoding, RequestEncoding(request.encoding(), request.t5_table(), nullptr,
+                                               num_heads, 1));
+  }
+  if (!std::holds_alternative<AlibiParams>(encoding) &&
+      !std::holds_alternative<T5BiasParams>(encoding)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("encoding.", EncodingName(encoding),
+                     " has no fixed score bias; PositionBias serves alibi and t5"));
+  }
+  RETURN_IF_ERROR(WithFieldPrefix(ValidateEncoding(encoding, num_heads, num_heads, 1), "encoding"));
+  const int64_t q_len = request.q_len();
+  const int64_t kv_len = request.kv_len() != 0 ? request.kv_len() : q_len;
+  if (q_len < 1 || kv_len < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("q_len=", q_len, " and kv_len=", kv_len, " must be >= 1"));
+  }
+  RETURN_IF_ERROR(CheckLimits(1, num_heads, q_len, kv_len));
+
+  // Bottom-right aligned: the last query and the last key share a position.
+  std::vector<int64_t> q_positions(q_len), k_positions(kv_len);
+  const int64_t last = std::max(q_len, kv_len) - 1;
+  for (int64_t i = 0; i < q_len; ++i) q_positions[i] = last - (q_len - 1 - i);
+  for (int64_t j = 0; j < kv_len; ++j) k_positions[j] = last - (kv_len - 1 - j);
+  std::vector<float> bias(num_heads * q_len * kv_len);
+  RETURN_IF_ERROR(ScoreBiasMap(encoding, num_heads, q_positions.data(), q_len,
+                               k_positions.data(), kv_len, request.causal(), bias.data()));
+  if (request.causal()) {
+    for (int64_t h = 0; h < num_heads; ++h) {
+      for (int64_t i = 0; i < q_len; ++i) {
+        for (int64_t j = 0; j < kv_len; ++j) {
+          if (k_positions[j] > q_positions[i]) {
+            bias[(h * q_len + i) * kv_len + j] = -std::numeric_limits<float>::infinity();
+          }
+        }
+      }
+    }
+  }
+  EncodeFloatTensor({num_heads, q_len, kv_len}, bias.data(), v1::FLOAT32,
+                    response->mutable_bias());
   return absl::OkStatus();
 }
 
@@ -226,11 +346,9 @@ grpc::Status AttentionServiceImpl::Decode(
 }
 
 grpc::Status AttentionServiceImpl::PositionBias(grpc::ServerContext*,
-                                                const v1::PositionBiasRequest*,
-                                                v1::PositionBiasResponse*) {
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      "PositionBias is not implemented in this build yet: it needs the ALiBi and "
-                      "T5 encodings, which are not available yet");
+                                                const v1::PositionBiasRequest* request,
+                                                v1::PositionBiasResponse* response) {
+  return ToGrpcStatus(DoPositionBias(*request, response));
 }
 
 grpc::Status AttentionServiceImpl::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,

@@ -46,6 +46,8 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   absl::Status DoEncode(const v1::EncodeRequest& request, v1::EncodeResponse* response) const;
   absl::Status DoAttend(const v1::AttendRequest& request, v1::AttendResponse* response) const;
   absl::Status DoSdpa(const v1::SdpaRequest& request, v1::SdpaResponse* response) const;
+  absl::Status DoPositionBias(const v1::PositionBiasRequest& request,
+                              v1::PositionBiasResponse* response) const;
 
   // INVALID_ARGUMENT naming `field` when a batch, sequence or score size exceeds the limits.
   absl::Status CheckLimits(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len) const;

@@ -36,8 +36,7 @@ v1::ModelConfig DemoConfig(const char* name, const char* description, int64_t d_
 }
 
 // Seeded weights matching `config` (defaults resolved).
-AttentionWeights DemoWeights(const v1::ModelConfig& config, uint32_t seed) {
-  std::mt19937 rng(seed);
+AttentionWeights DemoWeights(const v1::ModelConfig& config, std::mt19937& rng) {
   const int64_t d = config.d_model();
   const int64_t q_width = config.num_heads() * config.head_dim();
   const int64_t kv_width = config.num_kv_heads() * config.head_dim();
@@ -55,30 +54,90 @@ AttentionWeights DemoWeights(const v1::ModelConfig& config, uint32_t seed) {
   return weights;
 }
 
+
+// Seeded tables for the encodings that carry learned weights, shaped as the layer needs them.
+absl::Status AttachDemoTables(const v1::ModelConfig& config, std::mt19937& rng,
+                              PositionalEncoding& encoding) {
+  auto normal_table = [&rng](int64_t count, float stddev) {
+    std::normal_distribution<float> normal(0.0f, stddev);
+    auto table = std::make_shared<std::vector<float>>(count);
+    for (float& value : *table) value = normal(rng);
+    return table;
+  };
+  if (auto* learned = std::get_if<LearnedParams>(&encoding)) {
+    // GPT-2 initialises wpe with N(0, 0.02).
+    learned->table = normal_table(config.max_positions() * config.d_model(), 0.02f);
+  } else if (auto* t5 = std::get_if<T5BiasParams>(&encoding)) {
+    t5->table = normal_table(t5->num_buckets * config.num_heads(), 1.0f);
+  } else if (auto* cope = std::get_if<CopeParams>(&encoding)) {
+    cope->pos_emb = normal_table(cope->npos_max * config.head_dim(), 1.0f);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateWithDemoModels() {
   std::unique_ptr<ModelRegistry> registry(new ModelRegistry());
+  std::vector<v1::ModelConfig> configs;
 
-  v1::ModelConfig sinusoidal =
-      DemoConfig("demo-sinusoidal",
-                 "Demo: d_model 512, 8 heads, q/k/v/o biases, Vaswani sinusoidal encoding added "
-                 "to the input; seeded random weights",
-                 512, 8, 8, true);
-  sinusoidal.mutable_encoding()->mutable_sinusoidal()->set_variant(v1::VASWANI);
+  configs.push_back(DemoConfig("demo-sinusoidal",
+                               "Demo: d_model 512, 8 heads, q/k/v/o biases, Vaswani sinusoidal "
+                               "encoding added to the input",
+                               512, 8, 8, true));
+  configs.back().mutable_encoding()->mutable_sinusoidal()->set_variant(v1::VASWANI);
 
-  v1::ModelConfig gqa = DemoConfig(
-      "demo-nope-gqa",
-      "Demo: d_model 256, 8 query heads sharing 2 key/value heads (GQA), no biases, no "
-      "positional encoding; seeded random weights",
-      256, 8, 2, false);
-  gqa.mutable_encoding()->mutable_none();
+  configs.push_back(DemoConfig("demo-nope-gqa",
+                               "Demo: d_model 256, 8 query heads sharing 2 key/value heads (GQA), "
+                               "no biases, no positional encoding",
+                               256, 8, 2, false));
+  configs.back().mutable_encoding()->mutable_none();
+
+  configs.push_back(DemoConfig("demo-learned",
+                               "Demo: d_model 256, 4 heads, biases, learned absolute positions "
+                               "(512-row table, GPT-2 style) added to the input",
+                               256, 4, 4, true));
+  configs.back().mutable_encoding()->mutable_learned();
+  configs.back().set_max_positions(512);
+
+  configs.push_back(DemoConfig("demo-rope",
+                               "Demo: LLaMA-style d_model 256, 8 query heads, 4 key/value heads, "
+                               "no biases, RoPE half-split theta 10000",
+                               256, 8, 4, false));
+  configs.back().mutable_encoding()->mutable_rope()->set_theta(10000);
+
+  configs.push_back(DemoConfig("demo-alibi",
+                               "Demo: BLOOM-style d_model 384, 12 heads (non-power-of-two ALiBi "
+                               "slopes), biases, ALiBi max_bias 8",
+                               384, 12, 12, true));
+  configs.back().mutable_encoding()->mutable_alibi()->set_max_bias(8);
+
+  configs.push_back(DemoConfig("demo-t5",
+                               "Demo: T5-style d_model 256, 8 heads, no biases, no score scaling, "
+                               "bidirectional relative bias (32 buckets, max distance 128)",
+                               256, 8, 8, false));
+  configs.back().mutable_encoding()->mutable_t5();
+  configs.back().set_scale(1.0);
+
+  configs.push_back(DemoConfig("demo-cope",
+                               "Demo: d_model 256, 4 heads, no biases, CoPE with 64 position "
+                               "embeddings (use with causal=true, as trained)",
+                               256, 4, 4, false));
+  configs.back().mutable_encoding()->mutable_cope()->set_npos_max(64);
 
   uint32_t seed = 20240601;
-  for (v1::ModelConfig* config : {&sinusoidal, &gqa}) {
-    config->set_head_dim(config->d_model() / config->num_heads());
-    AttentionWeights weights = DemoWeights(*config, seed++);
-    if (absl::Status status = registry->Add(std::move(*config), std::move(weights));
+  for (v1::ModelConfig& config : configs) {
+    config.set_description(absl::StrCat(config.description(), "; seeded random weights"));
+    config.set_head_dim(config.d_model() / config.num_heads());
+    std::mt19937 rng(seed++);
+    AttentionWeights weights = DemoWeights(config, rng);
+    absl::StatusOr<PositionalEncoding> encoding = EncodingFromProto(config.encoding(), "encoding");
+    if (!encoding.ok()) return encoding.status();
+    if (absl::Status status = AttachDemoTables(config, rng, *encoding); !status.ok()) {
+      return status;
+    }
+    if (absl::Status status =
+            registry->Add(std::move(config), std::move(weights), *std::move(encoding));
         !status.ok()) {
       return status;
     }
@@ -86,16 +145,15 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateWithDemoMode
   return registry;
 }
 
-absl::Status ModelRegistry::Add(v1::ModelConfig config, AttentionWeights weights) {
-  absl::StatusOr<PositionalEncoding> encoding = EncodingFromProto(config.encoding(), "encoding");
-  if (!encoding.ok()) return WithFieldPrefix(encoding.status(), config.name());
+absl::Status ModelRegistry::Add(v1::ModelConfig config, AttentionWeights weights,
+                                PositionalEncoding encoding) {
   AttentionConfig core_config;
   core_config.d_model = config.d_model();
   core_config.num_heads = config.num_heads();
   core_config.num_kv_heads = config.num_kv_heads();
   core_config.head_dim = config.head_dim();
   if (config.has_scale()) core_config.scale = static_cast<float>(config.scale());
-  core_config.encoding = *std::move(encoding);
+  core_config.encoding = std::move(encoding);
   absl::StatusOr<std::unique_ptr<MultiHeadAttention>> layer =
       MultiHeadAttention::Create(core_config, std::move(weights));
   if (!layer.ok()) return WithFieldPrefix(layer.status(), config.name());

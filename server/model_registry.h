@@ -21,9 +21,9 @@ struct LoadedModel {
 
 class ModelRegistry {
  public:
-  // The built-in demo models (seeded random weights):
-  //   demo-sinusoidal: d_model 512, 8 heads, biases, Vaswani sinusoidal encoding added to the input
-  //   demo-nope-gqa:   d_model 256, 8 query heads sharing 2 K/V heads, no biases, no encoding
+  // The built-in demo models, one per encoding family, with seeded random weights and tables:
+  // demo-sinusoidal, demo-nope-gqa, demo-learned, demo-rope, demo-alibi, demo-t5, demo-cope
+  // (their ModelConfig descriptions give the shapes).
   static absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateWithDemoModels();
 
   // NOT_FOUND naming the model and listing the loaded ones; INVALID_ARGUMENT for an empty name.
@@ -34,7 +34,8 @@ class ModelRegistry {
 
  private:
   ModelRegistry() = default;
-  absl::Status Add(v1::ModelConfig config, AttentionWeights weights);
+  // `encoding` is the config's encoding with its tables attached.
+  absl::Status Add(v1::ModelConfig config, AttentionWeights weights, PositionalEncoding encoding);
 
   std::map<std::string, LoadedModel, std::less<>> models_;
 };

@@ -20,6 +20,15 @@ using ::testing::HasSubstr;
 // f32 accumulation over hd ≤ 128 and Sk ≤ 200 stays well inside this (issue #2's bound).
 constexpr double kRelativeTolerance = 1e-5;
 
+SdpaOptions MaskOptions(bool causal, std::vector<int64_t> key_lengths,
+                        std::optional<float> scale = {}) {
+  SdpaOptions options;
+  options.causal = causal;
+  options.key_lengths = std::move(key_lengths);
+  options.scale = scale;
+  return options;
+}
+
 struct SdpaCase {
   const char* name;
   SdpaShape shape;
@@ -36,7 +45,7 @@ TEST_P(SdpaReferenceTest, MatchesDoublePrecisionReference) {
   const auto q = RandomVector(s.batch * s.num_heads * s.q_len * s.head_dim, 1);
   const auto k = RandomVector(s.batch * s.num_kv_heads * s.kv_len * s.head_dim, 2);
   const auto v = RandomVector(s.batch * s.num_kv_heads * s.kv_len * s.head_dim, 3);
-  SdpaOptions options{c.causal, c.key_lengths, c.scale};
+  const SdpaOptions options = MaskOptions(c.causal, c.key_lengths, c.scale);
   std::vector<float> out(q.size()), probs(s.batch * s.num_heads * s.q_len * s.kv_len);
   ASSERT_TRUE(ScaledDotProductAttention(s, options, q.data(), k.data(), v.data(), out.data(),
                                         probs.data())
@@ -76,7 +85,7 @@ TEST(SdpaTest, RowWithNoVisibleKeyIsZeroNotNan) {
   const auto q = RandomVector(8, 4), k = RandomVector(8, 5), v = RandomVector(8, 6);
   std::vector<float> out(8, 123.0f), probs(4, 123.0f);
   ASSERT_TRUE(
-      ScaledDotProductAttention(s, SdpaOptions{false, {0}, {}}, q.data(), k.data(), v.data(),
+      ScaledDotProductAttention(s, MaskOptions(false, {0}), q.data(), k.data(), v.data(),
                                 out.data(), probs.data())
           .ok());
   EXPECT_THAT(out, ::testing::Each(0.0f));
@@ -91,9 +100,9 @@ TEST(SdpaTest, InvalidShapesAndOptionsAreNamed) {
   };
   EXPECT_THAT(message({1, 6, 4, 1, 1, 1}, {}), HasSubstr("num_kv_heads=4 must divide num_heads=6"));
   EXPECT_THAT(message({1, 1, 1, 0, 1, 1}, {}), HasSubstr("q_len=0"));
-  EXPECT_THAT(message({2, 1, 1, 1, 4, 1}, {false, {1}, {}}), HasSubstr("key_lengths has 1"));
-  EXPECT_THAT(message({1, 1, 1, 1, 4, 1}, {false, {5}, {}}), HasSubstr("key_lengths[0]=5"));
-  EXPECT_THAT(message({1, 1, 1, 1, 1, 1}, {false, {}, INFINITY}), HasSubstr("scale=inf"));
+  EXPECT_THAT(message({2, 1, 1, 1, 4, 1}, MaskOptions(false, {1})), HasSubstr("key_lengths has 1"));
+  EXPECT_THAT(message({1, 1, 1, 1, 4, 1}, MaskOptions(false, {5})), HasSubstr("key_lengths[0]=5"));
+  EXPECT_THAT(message({1, 1, 1, 1, 1, 1}, MaskOptions(false, {}, INFINITY)), HasSubstr("scale=inf"));
 }
 
 }  // namespace

@@ -1,0 +1,67 @@
+// Rotary position embedding (RoPE; Su et al., RoFormer) with the Hugging Face rope_scaling
+// variants. Plain parameter structs and functions over row-major float buffers.
+#ifndef ATTNSERVE_CORE_ROPE_H_
+#define ATTNSERVE_CORE_ROPE_H_
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace attnserve {
+
+enum class RopeLayout {
+  kHalfSplit,    // NeoX / HF LLaMA rotate_half: dim k pairs with dim k + r/2.
+  kInterleaved,  // GPT-J / Meta LLaMA: dims (2k, 2k+1) pair.
+};
+
+enum class RopeScalingType { kNone, kLinear, kDynamicNtk, kYarn, kLlama3, kLongRope };
+
+// Fields used by each type (others ignored). Defaults follow Hugging Face modeling_rope_utils.
+struct RopeScaling {
+  RopeScalingType type = RopeScalingType::kNone;
+  double factor = 1.0;                  // linear, dynamic NTK, YaRN, llama3; finite, > 0
+  int64_t original_max_positions = 0;   // dynamic NTK, YaRN, llama3 (0 = 8192), longrope; >= 1
+  double beta_fast = 32.0;              // YaRN
+  double beta_slow = 1.0;               // YaRN
+  double mscale = 0.0;                  // YaRN; 0 = unset (DeepSeek-style mscale)
+  double mscale_all_dim = 0.0;          // YaRN; 0 = unset
+  std::optional<double> attention_factor;  // YaRN, longrope: overrides the derived factor
+  double low_freq_factor = 1.0;         // llama3
+  double high_freq_factor = 4.0;        // llama3; > low_freq_factor
+  std::vector<double> short_factor;     // longrope: r/2 values, each > 0
+  std::vector<double> long_factor;      // longrope: r/2 values, each > 0
+  int64_t max_positions = 0;            // longrope: extended context; >= original_max_positions
+};
+
+struct RopeParams {
+  double theta = 10000.0;   // frequency base; finite, > 1
+  int64_t rotary_dim = 0;   // r: rotated dims per head; 0 = head_dim; even, 2 <= r <= head_dim
+  RopeLayout layout = RopeLayout::kHalfSplit;
+  RopeScaling scaling;
+};
+
+// Checks the parameters for heads of width head_dim. Messages name the parameter as
+// "rope.<name>=<value>" (scalings: "rope.yarn.factor=…").
+absl::Status ValidateRope(const RopeParams& params, int64_t head_dim);
+
+struct RopeFrequencies {
+  std::vector<double> inv_freq;   // [r/2]: the rotation of pair k at position p is p·inv_freq[k]
+  double attention_factor = 1.0;  // multiplies cos and sin (YaRN, longrope)
+};
+
+// The frequencies used for a sequence whose largest position is seq_len − 1 (dynamic NTK and
+// longrope depend on it; others ignore it). Parameters must be valid.
+RopeFrequencies ComputeRopeFrequencies(const RopeParams& params, int64_t head_dim, int64_t seq_len);
+
+// Rotates x in place: x: [tokens, num_heads, head_dim] row-major; token t is at positions[t]
+// (>= 0). Pair (a, b) of head dims becomes (a·c − b·s, b·c + a·s) with c = f·cos(p·inv_k),
+// s = f·sin(p·inv_k), f = attention_factor; dims r..head_dim−1 pass through.
+// seq_len as in ComputeRopeFrequencies; 0 = max(positions) + 1.
+absl::Status ApplyRope(const RopeParams& params, float* x, const int64_t* positions,
+                       int64_t tokens, int64_t num_heads, int64_t head_dim, int64_t seq_len);
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_CORE_ROPE_H_
