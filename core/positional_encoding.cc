@@ -82,7 +82,8 @@ absl::Status ValidateEncoding(const PositionalEncoding& encoding, int64_t d_mode
 
 absl::Status EncodeEmbeddings(const PositionalEncoding& encoding, const float* x,
                               const int64_t* positions, int64_t tokens, int64_t num_heads,
-                              int64_t head_dim, float input_scale, int64_t seq_len, float* out) {
+                              int64_t head_dim, float input_scale, int64_t seq_len, float* out,
+                              PositionTableCache* tables) {
   if (!std::isfinite(input_scale)) {
     return absl::InvalidArgumentError(absl::StrCat("input_scale=", input_scale, " must be finite"));
   }
@@ -106,7 +107,7 @@ absl::Status EncodeEmbeddings(const PositionalEncoding& encoding, const float* x
             return absl::OkStatus();
           },
           [&](const SinusoidalParams& p) {
-            return AddSinusoidal(p, x, positions, tokens, dim, input_scale, out);
+            return AddSinusoidal(p, x, positions, tokens, dim, input_scale, out, tables);
           },
           [&](const LearnedParams& p) {
             return AddLearned(p, x, positions, tokens, dim, input_scale, out);

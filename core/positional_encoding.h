@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "core/alibi.h"
 #include "core/cope.h"
+#include "core/position_table_cache.h"
 #include "core/rope.h"
 #include "core/sinusoidal_encoding.h"
 #include "core/t5_bias.h"
@@ -52,10 +53,11 @@ absl::Status ValidateEncoding(const PositionalEncoding& encoding, int64_t d_mode
 //   score kinds: INVALID_ARGUMENT (they have no embedding form).
 // x, out: [tokens, num_heads·head_dim] row-major, may alias; positions: [tokens], each >= 0.
 // A learned position >= the table's rows is OUT_OF_RANGE naming the limit. seq_len: as for
-// ApplyRope (0 = max position + 1).
+// ApplyRope (0 = max position + 1). `tables` (optional) caches sin/cos tables across calls.
 absl::Status EncodeEmbeddings(const PositionalEncoding& encoding, const float* x,
                               const int64_t* positions, int64_t tokens, int64_t num_heads,
-                              int64_t head_dim, float input_scale, int64_t seq_len, float* out);
+                              int64_t head_dim, float input_scale, int64_t seq_len, float* out,
+                              PositionTableCache* tables = nullptr);
 
 // The fixed score bias of ALiBi or T5: bias [num_heads, q_len, kv_len] for queries at
 // q_positions [q_len] and keys at k_positions [kv_len]. INVALID_ARGUMENT for other kinds (CoPE's

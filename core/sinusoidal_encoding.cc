@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -33,6 +35,16 @@ void Tensor2TensorRow(double min_timescale, double max_timescale, double positio
 }
 
 bool FiniteAbove(double value, double bound) { return std::isfinite(value) && value > bound; }
+
+// Identifies a table exactly: the variant, the raw bits of its parameters, and the width.
+std::string TableKey(const SinusoidalParams& params, int64_t dim) {
+  std::string key = absl::StrCat("sinusoidal:", static_cast<int>(params.variant), ":", dim, ":",
+                                 params.padding_idx, ":");
+  for (double value : {params.base, params.min_timescale, params.max_timescale}) {
+    key.append(reinterpret_cast<const char*>(&value), sizeof(value));
+  }
+  return key;
+}
 
 }  // namespace
 
@@ -91,23 +103,46 @@ void SinusoidalRow(const SinusoidalParams& params, int64_t position, int64_t dim
 }
 
 absl::Status AddSinusoidal(const SinusoidalParams& params, const float* x, const int64_t* positions,
-                           int64_t tokens, int64_t dim, float input_scale, float* out) {
+                           int64_t tokens, int64_t dim, float input_scale, float* out,
+                           PositionTableCache* cache) {
   if (absl::Status status = ValidateSinusoidal(params, dim); !status.ok()) return status;
   if (!std::isfinite(input_scale)) {
     return absl::InvalidArgumentError(absl::StrCat("input_scale=", input_scale, " must be finite"));
   }
+  int64_t max_position = 0;
   for (int64_t t = 0; t < tokens; ++t) {
     if (positions[t] < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("position_ids[", t, "]=", positions[t], " must be >= 0"));
     }
+    max_position = std::max(max_position, positions[t]);
   }
-  std::vector<float> row(dim);
-  for (int64_t t = 0; t < tokens; ++t) {
-    SinusoidalRow(params, positions[t], dim, row.data());
-    const float* x_row = x + t * dim;
-    float* out_row = out + t * dim;
-    for (int64_t c = 0; c < dim; ++c) out_row[c] = x_row[c] * input_scale + row[c];
+  std::shared_ptr<const PositionTableCache::Table> table;
+  if (cache != nullptr) {
+    table = cache->Get(TableKey(params, dim), max_position + 1, dim,
+                       [&](int64_t first, int64_t end, float* rows) {
+#pragma omp parallel for schedule(static)
+                         for (int64_t p = first; p < end; ++p) {
+                           SinusoidalRow(params, p, dim, rows + (p - first) * dim);
+                         }
+                       });
+  }
+#pragma omp parallel
+  {
+    std::vector<float> computed(table == nullptr ? dim : 0);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tokens; ++t) {
+      const float* row;
+      if (table != nullptr) {
+        row = table->values.data() + positions[t] * dim;
+      } else {
+        SinusoidalRow(params, positions[t], dim, computed.data());
+        row = computed.data();
+      }
+      const float* x_row = x + t * dim;
+      float* out_row = out + t * dim;
+      for (int64_t c = 0; c < dim; ++c) out_row[c] = x_row[c] * input_scale + row[c];
+    }
   }
   return absl::OkStatus();
 }

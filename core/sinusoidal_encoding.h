@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "core/position_table_cache.h"
 
 namespace attnserve {
 
@@ -36,8 +37,11 @@ void SinusoidalRow(const SinusoidalParams& params, int64_t position, int64_t dim
 
 // out[t, :] = x[t, :]·input_scale + P[positions[t], :] for t in [0, tokens).
 // x, out: [tokens, dim] row-major (may alias); positions: [tokens], each >= 0.
+// With a cache, rows come from a table computed once per (params, dim); without one (or past
+// the cache's limits) they are computed per token.
 absl::Status AddSinusoidal(const SinusoidalParams& params, const float* x, const int64_t* positions,
-                           int64_t tokens, int64_t dim, float input_scale, float* out);
+                           int64_t tokens, int64_t dim, float input_scale, float* out,
+                           PositionTableCache* cache = nullptr);
 
 }  // namespace attnserve
 

@@ -146,7 +146,7 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
   RETURN_IF_ERROR(WithFieldPrefix(ValidateEncoding(encoding, d_model, num_heads, head_dim),
                                   "encoding"));
   RETURN_IF_ERROR(EncodeEmbeddings(encoding, input.values.data(), positions.data(), batch * seq,
-                                   num_heads, head_dim, input_scale, 0, input.values.data()));
+                                   num_heads, head_dim, input_scale, 0, input.values.data(), &tables_));
   EncodeFloatTensor(input.shape, input.values.data(), request.input().dtype(),
                     response->mutable_output());
   return absl::OkStatus();

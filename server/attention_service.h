@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "attnserve/v1/attention_service.grpc.pb.h"
+#include "core/position_table_cache.h"
 #include "server/model_registry.h"
 
 namespace attnserve {
@@ -54,6 +55,8 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
 
   const ModelRegistry* registry_;
   ServiceLimits limits_;
+  // sin/cos tables shared by all requests (thread-safe).
+  mutable PositionTableCache tables_;
 };
 
 }  // namespace attnserve

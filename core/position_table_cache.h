@@ -1,0 +1,65 @@
+// A thread-safe cache of position tables, so that sin/cos tables are computed once per parameter
+// set instead of once per request. A table's row p depends only on its key (the parameters) and
+// p; tables grow to cover the largest position asked for, within a byte budget.
+#ifndef ATTNSERVE_CORE_POSITION_TABLE_CACHE_H_
+#define ATTNSERVE_CORE_POSITION_TABLE_CACHE_H_
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+
+namespace attnserve {
+
+class PositionTableCache {
+ public:
+  struct Options {
+    int64_t max_bytes = int64_t{256} << 20;  // all tables together; least recently used go first
+    int64_t max_rows = int64_t{1} << 16;     // positions past this are computed directly
+  };
+
+  // A table: `rows` rows of `width` floats, row-major.
+  struct Table {
+    int64_t rows = 0;
+    int64_t width = 0;
+    std::vector<float> values;
+  };
+
+  // Writes rows [first, end) of a table, (end − first)·width floats, into `out`.
+  using RowFiller = std::function<void(int64_t first, int64_t end, float* out)>;
+
+  PositionTableCache() : PositionTableCache(Options{}) {}
+  explicit PositionTableCache(Options options) : options_(options) {}
+
+  // A table for `key` with at least `rows` rows of `width`, filled by `fill` where missing;
+  // nullptr when `rows` or the table's size is past the options (the caller computes directly).
+  // The returned table stays valid while held, even if the cache evicts or regrows it.
+  std::shared_ptr<const Table> Get(const std::string& key, int64_t rows, int64_t width,
+                                   const RowFiller& fill) ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // Bytes held by cached tables.
+  int64_t bytes() const ABSL_LOCKS_EXCLUDED(mutex_);
+
+ private:
+  struct Entry {
+    std::shared_ptr<const Table> table;
+    std::list<std::string>::iterator lru;  // position in lru_ (front = most recent)
+  };
+
+  void EvictUntilFits(int64_t incoming_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+
+  const Options options_;
+  mutable absl::Mutex mutex_;
+  std::unordered_map<std::string, Entry> entries_ ABSL_GUARDED_BY(mutex_);
+  std::list<std::string> lru_ ABSL_GUARDED_BY(mutex_);
+  int64_t bytes_ ABSL_GUARDED_BY(mutex_) = 0;
+};
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_CORE_POSITION_TABLE_CACHE_H_
