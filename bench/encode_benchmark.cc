@@ -63,8 +63,8 @@ void RunEncode(benchmark::State& state, const PositionalEncoding& encoding) {
   PositionTableCache tables;
   const int64_t heads = w.d_model / w.head_dim;
   auto encode = [&] {
-    return EncodeEmbeddings(encoding, w.x.data(), w.positions.data(), w.tokens, heads, w.head_dim,
-                            1.0f, 0, w.out.data(), &tables);
+    return EncodeEmbeddings(encoding, w.out.data(), w.positions.data(), w.tokens, heads,
+                            w.head_dim, 1.0f, 0, w.out.data(), &tables);
   };
   if (absl::Status status = encode(); !status.ok()) {  // warms the table cache
     state.SkipWithError(std::string(status.message()).c_str());

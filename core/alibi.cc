@@ -37,15 +37,15 @@ std::vector<double> AlibiSlopes(const AlibiParams& params, int64_t num_heads) {
   // c <= n, m_h = 2^(−max_bias·(h+1)/c) ...
   const int64_t c = LargestPowerOfTwoAtMost(num_heads);
   for (int64_t h = 0; h < c; ++h) {
-    slopes.push_back(std::exp2(-params.max_bias * static_cast<double>(h + 1) /
-                               static_cast<double>(c)));
+    slopes.push_back(
+        std::exp2(-params.max_bias * static_cast<double>(h + 1) / static_cast<double>(c)));
   }
   // ... then, when n is not a power of two, the first n − c odd-indexed terms (1-based exponents
   // 1, 3, 5, …) of the sequence for 2c, which interleave between the slopes above. n − c < c, so
   // there are always enough of them.
   for (int64_t i = 0; i < num_heads - c; ++i) {
-    slopes.push_back(std::exp2(-params.max_bias * static_cast<double>(2 * i + 1) /
-                               static_cast<double>(2 * c)));
+    slopes.push_back(
+        std::exp2(-params.max_bias * static_cast<double>(2 * i + 1) / static_cast<double>(2 * c)));
   }
   return slopes;
 }
@@ -61,10 +61,10 @@ void AlibiBias(const AlibiParams& params, int64_t num_heads, const int64_t* q_po
       float* row = head + i * kv_len;
       for (int64_t j = 0; j < kv_len; ++j) {
         const double distance = static_cast<double>(q_positions[i] - k_positions[j]);
-        // Causal: −m·(p_i − k_j) for every entry. Where k_j > p_i this is a positive number; the
-        // attention mask removes those entries; the plain formula is written there anyway (rather
-        // than 0 or −inf) so the map stays a pure function of p_i − k_j and masking stays the
-        // mask's job.
+        // Causal: −m·(p_i − k_j) for every entry. Where k_j > p_i this is positive; the attention
+        // mask removes those entries, and the plain formula is written there anyway (rather than
+        // 0 or −inf) so the map stays a pure function of p_i − k_j and masking stays the mask's
+        // job.
         row[j] = static_cast<float>(-m * (causal ? distance : std::fabs(distance)));
       }
     }

@@ -32,14 +32,13 @@ absl::Status ValidateCope(const CopeParams& params, int64_t head_dim) {
         "cope.pos_emb is missing; must hold npos_max·head_dim values");
   }
   if (params.npos_max > std::numeric_limits<int64_t>::max() / head_dim) {
-    return absl::InvalidArgumentError(absl::StrCat("cope.npos_max=", params.npos_max,
-                                                   " times head_dim=", head_dim,
-                                                   " overflows int64"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cope.npos_max=", params.npos_max, " times head_dim=", head_dim, " overflows int64"));
   }
   if (static_cast<int64_t>(params.pos_emb->size()) != params.npos_max * head_dim) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cope.pos_emb has ", params.pos_emb->size(), " values; must be npos_max·head_dim=",
-        params.npos_max * head_dim));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cope.pos_emb has ", params.pos_emb->size(),
+                     " values; must be npos_max·head_dim=", params.npos_max * head_dim));
   }
   return absl::OkStatus();
 }

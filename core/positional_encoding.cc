@@ -114,7 +114,7 @@ absl::Status EncodeEmbeddings(const PositionalEncoding& encoding, const float* x
           },
           [&](const RopeParams& p) {
             scale_into_out();
-            return ApplyRope(p, out, positions, tokens, num_heads, head_dim, seq_len);
+            return ApplyRope(p, out, positions, tokens, num_heads, head_dim, seq_len, tables);
           },
           [&](const auto&) {
             return absl::InvalidArgumentError(

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -75,8 +76,7 @@ std::vector<double> YarnInvFreq(double theta, int64_t r, const RopeScaling& scal
   if (low == high) high += 0.001;  // HF: prevent the singularity.
   std::vector<double> inv(r / 2);
   for (int64_t k = 0; k < r / 2; ++k) {
-    const double pos_freq =
-        std::pow(theta, static_cast<double>(2 * k) / static_cast<double>(r));
+    const double pos_freq = std::pow(theta, static_cast<double>(2 * k) / static_cast<double>(r));
     const double extrapolation = 1.0 / pos_freq;
     const double interpolation = 1.0 / (scaling.factor * pos_freq);
     const double ramp = std::clamp((static_cast<double>(k) - low) / (high - low), 0.0, 1.0);
@@ -88,9 +88,9 @@ std::vector<double> YarnInvFreq(double theta, int64_t r, const RopeScaling& scal
 
 // HF _compute_llama3_parameters applied to the default frequencies.
 void Llama3Adjust(const RopeScaling& scaling, std::vector<double>& inv) {
-  const double length = static_cast<double>(scaling.original_max_positions == 0
-                                                ? kLlama3DefaultOriginalMaxPositions
-                                                : scaling.original_max_positions);
+  const double length =
+      static_cast<double>(scaling.original_max_positions == 0 ? kLlama3DefaultOriginalMaxPositions
+                                                              : scaling.original_max_positions);
   const double low_freq_wavelen = length / scaling.low_freq_factor;
   const double high_freq_wavelen = length / scaling.high_freq_factor;
   for (double& f : inv) {
@@ -109,6 +109,37 @@ void Llama3Adjust(const RopeScaling& scaling, std::vector<double>& inv) {
 
 absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
 
+// One head's rotated dims, half-split: pair k is (lo[k], hi[k]) with hi = lo + r/2. Separate
+// restrict pointers let the compiler vectorise over k.
+void RotateHalfSplit(float* __restrict lo, float* __restrict hi, const float* __restrict cos_row,
+                     const float* __restrict sin_row, int64_t half) {
+  for (int64_t k = 0; k < half; ++k) {
+    const float a = lo[k], b = hi[k];
+    lo[k] = a * cos_row[k] - b * sin_row[k];
+    hi[k] = b * cos_row[k] + a * sin_row[k];
+  }
+}
+
+// One head's rotated dims, interleaved: pair k is (head[2k], head[2k+1]).
+void RotateInterleaved(float* __restrict head, const float* __restrict cos_row,
+                       const float* __restrict sin_row, int64_t half) {
+  for (int64_t k = 0; k < half; ++k) {
+    const float a = head[2 * k], b = head[2 * k + 1];
+    head[2 * k] = a * cos_row[k] - b * sin_row[k];
+    head[2 * k + 1] = b * cos_row[k] + a * sin_row[k];
+  }
+}
+
+// Identifies a cos/sin table exactly: the raw bits of the frequencies and attention factor (the
+// layout only changes which dims pair up, not the table).
+std::string TableKey(const RopeFrequencies& freqs) {
+  std::string key = "rope:";
+  key.append(reinterpret_cast<const char*>(&freqs.attention_factor), sizeof(double));
+  key.append(reinterpret_cast<const char*>(freqs.inv_freq.data()),
+             freqs.inv_freq.size() * sizeof(double));
+  return key;
+}
+
 absl::Status ValidateFactor(const char* name, double factor) {
   if (!FiniteAbove(factor, 0.0)) {
     return Invalid(absl::StrCat("rope.", name, ".factor=", factor, " must be finite and > 0"));
@@ -118,8 +149,8 @@ absl::Status ValidateFactor(const char* name, double factor) {
 
 absl::Status ValidateAttentionFactor(const char* name, const std::optional<double>& factor) {
   if (factor.has_value() && !FiniteAbove(*factor, 0.0)) {
-    return Invalid(absl::StrCat("rope.", name, ".attention_factor=", *factor,
-                                " must be finite and > 0"));
+    return Invalid(
+        absl::StrCat("rope.", name, ".attention_factor=", *factor, " must be finite and > 0"));
   }
   return absl::OkStatus();
 }
@@ -154,15 +185,16 @@ absl::Status ValidateScaling(const RopeScaling& scaling, int64_t r) {
       }
       if (r == 2) {
         // theta' = theta·(…)^(r/(r−2)) has no value at r = 2.
-        return Invalid("rope.rotary_dim=2 must be >= 4 with dynamic_ntk scaling (its exponent "
-                       "rotary_dim/(rotary_dim-2) is undefined at 2)");
+        return Invalid(
+            "rope.rotary_dim=2 must be >= 4 with dynamic_ntk scaling (its exponent "
+            "rotary_dim/(rotary_dim-2) is undefined at 2)");
       }
       return absl::OkStatus();
     case RopeScalingType::kYarn:
       if (absl::Status s = ValidateFactor(name, scaling.factor); !s.ok()) return s;
       if (scaling.original_max_positions < 1) {
-        return Invalid(absl::StrCat("rope.yarn.original_max_positions=",
-                                    scaling.original_max_positions, " must be >= 1"));
+        return Invalid(absl::StrCat(
+            "rope.yarn.original_max_positions=", scaling.original_max_positions, " must be >= 1"));
       }
       if (!FiniteAbove(scaling.beta_slow, 0.0)) {
         return Invalid(
@@ -189,14 +221,14 @@ absl::Status ValidateScaling(const RopeScaling& scaling, int64_t r) {
       }
       if (!std::isfinite(scaling.high_freq_factor) ||
           scaling.high_freq_factor <= scaling.low_freq_factor) {
-        return Invalid(absl::StrCat("rope.llama3.high_freq_factor=", scaling.high_freq_factor,
-                                    " must be finite and > low_freq_factor=",
-                                    scaling.low_freq_factor));
+        return Invalid(
+            absl::StrCat("rope.llama3.high_freq_factor=", scaling.high_freq_factor,
+                         " must be finite and > low_freq_factor=", scaling.low_freq_factor));
       }
       if (scaling.original_max_positions < 0) {
-        return Invalid(absl::StrCat("rope.llama3.original_max_positions=",
-                                    scaling.original_max_positions,
-                                    " must be >= 1 (or 0 for 8192)"));
+        return Invalid(
+            absl::StrCat("rope.llama3.original_max_positions=", scaling.original_max_positions,
+                         " must be >= 1 (or 0 for 8192)"));
       }
       return absl::OkStatus();
     case RopeScalingType::kLongRope:
@@ -213,9 +245,9 @@ absl::Status ValidateScaling(const RopeScaling& scaling, int64_t r) {
                                     scaling.original_max_positions, " must be >= 1"));
       }
       if (scaling.max_positions < scaling.original_max_positions) {
-        return Invalid(absl::StrCat("rope.longrope.max_positions=", scaling.max_positions,
-                                    " must be >= original_max_positions=",
-                                    scaling.original_max_positions));
+        return Invalid(
+            absl::StrCat("rope.longrope.max_positions=", scaling.max_positions,
+                         " must be >= original_max_positions=", scaling.original_max_positions));
       }
       if (!scaling.attention_factor.has_value() && scaling.original_max_positions == 1 &&
           scaling.max_positions > 1) {
@@ -237,19 +269,18 @@ absl::Status ValidateRope(const RopeParams& params, int64_t head_dim) {
     return Invalid(absl::StrCat("rope.theta=", params.theta, " must be finite and > 1"));
   }
   if (params.rotary_dim < 0) {
-    return Invalid(absl::StrCat("rope.rotary_dim=", params.rotary_dim,
-                                " must be >= 0 (0 = head_dim)"));
+    return Invalid(
+        absl::StrCat("rope.rotary_dim=", params.rotary_dim, " must be >= 0 (0 = head_dim)"));
   }
   if (params.rotary_dim > head_dim) {
-    return Invalid(absl::StrCat("rope.rotary_dim=", params.rotary_dim,
-                                " must be <= head_dim=", head_dim));
+    return Invalid(
+        absl::StrCat("rope.rotary_dim=", params.rotary_dim, " must be <= head_dim=", head_dim));
   }
   const int64_t r = RotaryDim(params, head_dim);
   const std::string r_text = params.rotary_dim == 0
                                  ? absl::StrCat("rope.rotary_dim=0 (= head_dim=", r, ")")
                                  : absl::StrCat("rope.rotary_dim=", r);
   if (r % 2 != 0) return Invalid(absl::StrCat(r_text, " must be even"));
-  if (r < 2) return Invalid(absl::StrCat(r_text, " must be >= 2"));
   if (params.layout != RopeLayout::kHalfSplit && params.layout != RopeLayout::kInterleaved) {
     return Invalid("rope.layout is not a known layout");
   }
@@ -274,9 +305,9 @@ RopeFrequencies ComputeRopeFrequencies(const RopeParams& params, int64_t head_di
       const double length = static_cast<double>(scaling.original_max_positions);
       const double seq = std::max(static_cast<double>(seq_len), length);
       const double rd = static_cast<double>(r);
-      const double theta = params.theta * std::pow(scaling.factor * seq / length -
-                                                       (scaling.factor - 1.0),
-                                                   rd / (rd - 2.0));
+      const double theta =
+          params.theta *
+          std::pow(scaling.factor * seq / length - (scaling.factor - 1.0), rd / (rd - 2.0));
       out.inv_freq = DefaultInvFreq(theta, r);
       break;
     }
@@ -290,14 +321,13 @@ RopeFrequencies ComputeRopeFrequencies(const RopeParams& params, int64_t head_di
       break;
     case RopeScalingType::kLongRope: {
       // HF _compute_longrope_parameters: long factors once the sequence passes L.
-      const std::vector<double>& ext = seq_len > scaling.original_max_positions
-                                           ? scaling.long_factor
-                                           : scaling.short_factor;
+      const std::vector<double>& ext =
+          seq_len > scaling.original_max_positions ? scaling.long_factor : scaling.short_factor;
       out.inv_freq.resize(r / 2);
       for (int64_t k = 0; k < r / 2; ++k) {
         out.inv_freq[k] =
-            1.0 / (ext[k] * std::pow(params.theta, static_cast<double>(2 * k) /
-                                                       static_cast<double>(r)));
+            1.0 /
+            (ext[k] * std::pow(params.theta, static_cast<double>(2 * k) / static_cast<double>(r)));
       }
       if (scaling.attention_factor.has_value()) {
         out.attention_factor = *scaling.attention_factor;
@@ -315,8 +345,9 @@ RopeFrequencies ComputeRopeFrequencies(const RopeParams& params, int64_t head_di
   return out;
 }
 
-absl::Status ApplyRope(const RopeParams& params, float* x, const int64_t* positions,
-                       int64_t tokens, int64_t num_heads, int64_t head_dim, int64_t seq_len) {
+absl::Status ApplyRope(const RopeParams& params, float* x, const int64_t* positions, int64_t tokens,
+                       int64_t num_heads, int64_t head_dim, int64_t seq_len,
+                       PositionTableCache* tables) {
   if (absl::Status status = ValidateRope(params, head_dim); !status.ok()) return status;
   if (tokens < 0) return Invalid(absl::StrCat("tokens=", tokens, " must be >= 0"));
   if (num_heads < 1) return Invalid(absl::StrCat("num_heads=", num_heads, " must be >= 1"));
@@ -331,38 +362,55 @@ absl::Status ApplyRope(const RopeParams& params, float* x, const int64_t* positi
     max_position = std::max(max_position, positions[t]);
   }
   if (seq_len == 0) {
-    seq_len = max_position == std::numeric_limits<int64_t>::max() ? max_position
-                                                                   : max_position + 1;
+    seq_len = max_position == std::numeric_limits<int64_t>::max() ? max_position : max_position + 1;
   }
 
   const RopeFrequencies freqs = ComputeRopeFrequencies(params, head_dim, seq_len);
   const int64_t half = static_cast<int64_t>(freqs.inv_freq.size());  // r/2
-  // Pair k is (x[lo(k)], x[lo(k) + stride]): half-split (k, k + r/2), interleaved (2k, 2k+1).
   const bool interleaved = params.layout == RopeLayout::kInterleaved;
-  const int64_t stride = interleaved ? 1 : half;
-  const int64_t step = interleaved ? 2 : 1;
 
-  // cos and sin of each pair's angle, once per token and shared by its heads. They are computed
-  // in double from the double inv_freq and the rotation is done in double, rounding once to
-  // float: more accurate than HF, which builds float32 cos/sin tables from float32 inv_freq
-  // (HF's angle error grows with the position; ours stays at the float rounding of the output).
-  std::vector<double> cos_f(half), sin_f(half);
-  for (int64_t t = 0; t < tokens; ++t) {
-    const double p = static_cast<double>(positions[t]);
-    for (int64_t k = 0; k < half; ++k) {
-      const double angle = p * freqs.inv_freq[k];
-      cos_f[k] = freqs.attention_factor * std::cos(angle);
-      sin_f[k] = freqs.attention_factor * std::sin(angle);
-    }
-    float* token = x + t * num_heads * head_dim;
-    for (int64_t h = 0; h < num_heads; ++h) {
-      float* head = token + h * head_dim;
+  // Row p of the table: [f·cos(p·inv_k) for k < r/2 ‖ f·sin(p·inv_k) for k < r/2], computed in
+  // double from the double inv_freq and rounded once to float. HF builds float32 tables from a
+  // float32 inv_freq, so its angle error grows with the position; ours stays at float rounding.
+  auto fill_rows = [&](int64_t first, int64_t end, float* rows) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = first; p < end; ++p) {
+      float* row = rows + (p - first) * 2 * half;
       for (int64_t k = 0; k < half; ++k) {
-        float* lo = head + k * step;
-        float* hi = lo + stride;
-        const double a = *lo, b = *hi;
-        *lo = static_cast<float>(a * cos_f[k] - b * sin_f[k]);
-        *hi = static_cast<float>(b * cos_f[k] + a * sin_f[k]);
+        const double angle = static_cast<double>(p) * freqs.inv_freq[k];
+        row[k] = static_cast<float>(freqs.attention_factor * std::cos(angle));
+        row[half + k] = static_cast<float>(freqs.attention_factor * std::sin(angle));
+      }
+    }
+  };
+  std::shared_ptr<const PositionTableCache::Table> table;
+  if (tables != nullptr) {
+    table = tables->Get(TableKey(freqs), max_position + 1, 2 * half, fill_rows);
+  }
+
+  // x: [tokens, num_heads, head_dim]; the rotation of a token is shared by its heads.
+#pragma omp parallel
+  {
+    std::vector<float> computed(table == nullptr ? 2 * half : 0);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tokens; ++t) {
+      const float* row;
+      if (table != nullptr) {
+        row = table->values.data() + positions[t] * 2 * half;
+      } else {
+        fill_rows(positions[t], positions[t] + 1, computed.data());
+        row = computed.data();
+      }
+      const float* cos_row = row;
+      const float* sin_row = row + half;
+      float* token = x + t * num_heads * head_dim;
+      for (int64_t h = 0; h < num_heads; ++h) {
+        if (interleaved) {
+          RotateInterleaved(token + h * head_dim, cos_row, sin_row, half);
+        } else {
+          RotateHalfSplit(token + h * head_dim, token + h * head_dim + half, cos_row, sin_row,
+                          half);
+        }
       }
     }
   }

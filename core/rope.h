@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/position_table_cache.h"
 
 namespace attnserve {
 
@@ -58,9 +59,12 @@ RopeFrequencies ComputeRopeFrequencies(const RopeParams& params, int64_t head_di
 // Rotates x in place: x: [tokens, num_heads, head_dim] row-major; token t is at positions[t]
 // (>= 0). Pair (a, b) of head dims becomes (a·c − b·s, b·c + a·s) with c = f·cos(p·inv_k),
 // s = f·sin(p·inv_k), f = attention_factor; dims r..head_dim−1 pass through.
-// seq_len as in ComputeRopeFrequencies; 0 = max(positions) + 1.
+// seq_len as in ComputeRopeFrequencies; 0 = max(positions) + 1. With `tables`, the cos/sin rows
+// come from a table cached per frequency set; without (or past the cache's limits) they are
+// computed per token. Either way cos and sin are computed in double and rounded to float.
 absl::Status ApplyRope(const RopeParams& params, float* x, const int64_t* positions,
-                       int64_t tokens, int64_t num_heads, int64_t head_dim, int64_t seq_len);
+                       int64_t tokens, int64_t num_heads, int64_t head_dim, int64_t seq_len,
+                       PositionTableCache* tables = nullptr);
 
 }  // namespace attnserve
 

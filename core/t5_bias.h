@@ -11,8 +11,8 @@
 namespace attnserve {
 
 struct T5BiasParams {
-  int64_t num_buckets = 32;    // >= 2; even when bidirectional
-  int64_t max_distance = 128;  // > 0
+  int64_t num_buckets = 32;    // >= 2; even and >= 4 when bidirectional
+  int64_t max_distance = 128;  // > max_exact = num_buckets/2 (/4 when bidirectional)
   bool bidirectional = true;   // encoder (true) or decoder/causal (false) buckets
   // Learned table [num_buckets, num_heads] row-major (HF relative_attention_bias.weight).
   std::shared_ptr<const std::vector<float>> table;

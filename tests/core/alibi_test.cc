@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -57,8 +58,8 @@ std::vector<float> Bias(const AlibiParams& params, int64_t heads, const std::vec
 
 TEST(AlibiSlopesTest, TwelveHeadsMatchPublishedValues) {
   // Press et al. / BLOOM, n = 12.
-  const std::vector<double> published = {.5,        .25,        .125,    .0625,
-                                         .03125,    .015625,    .0078125, .00390625,
+  const std::vector<double> published = {.5,        .25,       .125,      .0625,
+                                         .03125,    .015625,   .0078125,  .00390625,
                                          .70710678, .35355339, .17677670, .08838835};
   const std::vector<double> slopes = AlibiSlopes(AlibiParams{}, 12);
   ASSERT_EQ(slopes.size(), published.size());
@@ -129,6 +130,11 @@ struct BiasCase {
   bool causal;
 };
 
+void PrintTo(const BiasCase& c, std::ostream* os) {
+  *os << "heads=" << c.heads << " max_bias=" << c.max_bias << " q_len=" << c.q_positions.size()
+      << " kv_len=" << c.k_positions.size() << " causal=" << c.causal;
+}
+
 class AlibiBiasTest : public ::testing::TestWithParam<BiasCase> {};
 
 TEST_P(AlibiBiasTest, MatchesDoublePrecisionReference) {
@@ -143,13 +149,13 @@ TEST_P(AlibiBiasTest, MatchesDoublePrecisionReference) {
   for (int64_t h = 0; h < c.heads; ++h) {
     for (int64_t i = 0; i < q_len; ++i) {
       for (int64_t j = 0; j < kv_len; ++j) {
-        const double d = static_cast<double>(c.q_positions[i]) -
-                         static_cast<double>(c.k_positions[j]);
+        const double d =
+            static_cast<double>(c.q_positions[i]) - static_cast<double>(c.k_positions[j]);
         // Press et al.: −m·(i − j) causal (written for k_j > p_i too), −m·|i − j| otherwise.
         const double expected = -slopes[h] * (c.causal ? d : std::fabs(d));
-        ExpectRelNear(bias[(h * q_len + i) * kv_len + j], expected, kBiasRelTolerance,
-                      "h=" + std::to_string(h) + " i=" + std::to_string(i) +
-                          " j=" + std::to_string(j));
+        ExpectRelNear(
+            bias[(h * q_len + i) * kv_len + j], expected, kBiasRelTolerance,
+            "h=" + std::to_string(h) + " i=" + std::to_string(i) + " j=" + std::to_string(j));
       }
     }
   }
@@ -161,8 +167,8 @@ INSTANTIATE_TEST_SUITE_P(
         BiasCase{8, 8.0, {0, 1, 2, 3, 4}, {0, 1, 2, 3, 4}, true},
         BiasCase{8, 8.0, {0, 1, 2, 3, 4}, {0, 1, 2, 3, 4}, false},
         BiasCase{12, 8.0, {5, 6, 7}, {0, 1, 2, 3, 4, 5, 6, 7}, true},  // bottom-right decode
-        BiasCase{6, 8.0, {3, 0, 9}, {7, 2, 2, 11}, false},           // arbitrary position ids
-        BiasCase{3, 16.0, {1000, 4097}, {0, 17, 4097, 5000}, true},   // long distances
+        BiasCase{6, 8.0, {3, 0, 9}, {7, 2, 2, 11}, false},             // arbitrary position ids
+        BiasCase{3, 16.0, {1000, 4097}, {0, 17, 4097, 5000}, true},    // long distances
         BiasCase{5, 0.5, {2}, {0, 1, 2, 3}, false}));
 
 TEST(AlibiBiasTest, ZeroOnTheDiagonalAndLinearInDistance) {
