@@ -63,7 +63,7 @@ double YarnAttentionFactor(const RopeScaling& scaling) {
   return YarnGetMscale(scaling.factor, 1.0);
 }
 
-// HF _compute_yarn_parameters (truncate = true).
+// HF _compute_yarn_parameters; `yarn_truncate` rounds the correction range outward to whole dims.
 std::vector<double> YarnInvFreq(double theta, int64_t r, const RopeScaling& scaling) {
   const double length = static_cast<double>(scaling.original_max_positions);
   // The dimension index at which pair k makes n_rot full rotations over `length` positions.
@@ -71,8 +71,14 @@ std::vector<double> YarnInvFreq(double theta, int64_t r, const RopeScaling& scal
     return static_cast<double>(r) * std::log(length / (n_rot * 2.0 * kPi)) /
            (2.0 * std::log(theta));
   };
-  const double low = std::max(std::floor(correction_dim(scaling.beta_fast)), 0.0);
-  double high = std::min(std::ceil(correction_dim(scaling.beta_slow)), static_cast<double>(r - 1));
+  double low = correction_dim(scaling.beta_fast);
+  double high = correction_dim(scaling.beta_slow);
+  if (scaling.yarn_truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, static_cast<double>(r - 1));
   if (low == high) high += 0.001;  // HF: prevent the singularity.
   std::vector<double> inv(r / 2);
   for (int64_t k = 0; k < r / 2; ++k) {

@@ -28,6 +28,7 @@ struct RopeScaling {
   double beta_slow = 1.0;               // YaRN
   double mscale = 0.0;                  // YaRN; 0 = unset (DeepSeek-style mscale)
   double mscale_all_dim = 0.0;          // YaRN; 0 = unset
+  bool yarn_truncate = true;            // YaRN: floor/ceil the correction range (HF `truncate`)
   std::optional<double> attention_factor;  // YaRN, longrope: overrides the derived factor
   double low_freq_factor = 1.0;         // llama3
   double high_freq_factor = 4.0;        // llama3; > low_freq_factor

@@ -29,10 +29,14 @@ absl::Status CheckComputeDtype(int dtype) {
                                                  " must be FLOAT32 or BFLOAT16"));
 }
 
-// Decodes a FLOAT32/BFLOAT16 table of exactly `shape` for an encoding that needs one.
+// Decodes the FLOAT32/BFLOAT16 table an encoding needs, of exactly `shape`.
 absl::StatusOr<std::shared_ptr<const std::vector<float>>> DecodeTable(
-    const v1::Tensor& tensor, absl::string_view field, absl::string_view dims,
-    const std::vector<int64_t>& shape) {
+    const v1::Tensor& tensor, absl::string_view field, absl::string_view encoding,
+    absl::string_view dims, const std::vector<int64_t>& shape) {
+  if (tensor.shape_size() == 0 && tensor.data().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " is required with encoding.", encoding,
+                                                   ": FLOAT32 ", dims));
+  }
   ASSIGN_OR_RETURN(FloatTensor table, DecodeFloatTensor(tensor, field, 2, dims));
   if (table.shape != shape) {
     return absl::InvalidArgumentError(absl::StrCat(field, ".shape=[",
@@ -42,27 +46,33 @@ absl::StatusOr<std::shared_ptr<const std::vector<float>>> DecodeTable(
   return std::make_shared<const std::vector<float>>(std::move(table.values));
 }
 
-// The request's inline encoding with its tables (T5, CoPE) taken from the request.
-absl::StatusOr<PositionalEncoding> RequestEncoding(const v1::PositionalEncoding& proto,
-                                                   const v1::Tensor& t5_table,
-                                                   const v1::Tensor* cope_pos_emb,
-                                                   int64_t num_heads, int64_t head_dim) {
-  ASSIGN_OR_RETURN(PositionalEncoding encoding, EncodingFromProto(proto, "encoding"));
+// Attaches the tables an inline encoding needs (T5, CoPE) from the request; a learned table
+// only comes with a model.
+absl::Status AttachRequestTables(const v1::Tensor& t5_table, const v1::Tensor& cope_pos_emb,
+                                 int64_t num_heads, int64_t head_dim,
+                                 PositionalEncoding& encoding) {
   if (auto* t5 = std::get_if<T5BiasParams>(&encoding)) {
-    ASSIGN_OR_RETURN(t5->table, DecodeTable(t5_table, "t5_table", "[num_buckets, num_heads]",
+    ASSIGN_OR_RETURN(t5->table, DecodeTable(t5_table, "t5_table", "t5", "[num_buckets, num_heads]",
                                             {t5->num_buckets, num_heads}));
   } else if (auto* cope = std::get_if<CopeParams>(&encoding)) {
-    if (cope_pos_emb == nullptr) {
-      return absl::InvalidArgumentError("encoding.cope needs a model's position embeddings");
-    }
-    ASSIGN_OR_RETURN(cope->pos_emb, DecodeTable(*cope_pos_emb, "cope_pos_emb",
+    ASSIGN_OR_RETURN(cope->pos_emb, DecodeTable(cope_pos_emb, "cope_pos_emb", "cope",
                                                 "[npos_max, head_dim]",
                                                 {cope->npos_max, head_dim}));
   } else if (std::holds_alternative<LearnedParams>(encoding)) {
     return absl::InvalidArgumentError(
         "encoding.learned needs a model's table: set `model` to a model with learned positions");
   }
-  return encoding;
+  return absl::OkStatus();
+}
+
+// Score kinds have no embedding form: ALiBi and T5 have a fixed bias map (PositionBias); CoPE's
+// term depends on q and k, so it exists only inside attention.
+absl::Status RejectScoreEncoding(const PositionalEncoding& encoding) {
+  if (!IsScoreEncoding(encoding)) return absl::OkStatus();
+  const bool fixed_bias = !std::holds_alternative<CopeParams>(encoding);
+  return absl::InvalidArgumentError(absl::StrCat(
+      "encoding.", EncodingName(encoding), " is a score bias, not an embedding encoding; use ",
+      fixed_bias ? "PositionBias to see it" : "Attend or ScaledDotProductAttention"));
 }
 
 }  // namespace
@@ -110,15 +120,13 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
     num_heads = config.num_heads;
     head_dim = config.head_dim;
   } else {
-    ASSIGN_OR_RETURN(encoding, RequestEncoding(request.encoding(), v1::Tensor(), nullptr, 0, 0));
+    ASSIGN_OR_RETURN(encoding, EncodingFromProto(request.encoding(), "encoding"));
+    RETURN_IF_ERROR(RejectScoreEncoding(encoding));
+    RETURN_IF_ERROR(AttachRequestTables(v1::Tensor(), v1::Tensor(), 0, 0, encoding));
     num_heads = request.num_heads();
     head_dim = request.head_dim();
   }
-  if (IsScoreEncoding(encoding)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("encoding.", EncodingName(encoding),
-                     " is a score bias, not an embedding encoding; use PositionBias"));
-  }
+  RETURN_IF_ERROR(RejectScoreEncoding(encoding));
   if (std::holds_alternative<RopeParams>(encoding) && request.model().empty()) {
     // RoPE rotates per head: the channels split as [num_heads, head_dim].
     if (num_heads <= 0 && head_dim <= 0) {
@@ -231,9 +239,9 @@ absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
   options.key_lengths.assign(request.key_lengths().begin(), request.key_lengths().end());
   if (request.has_scale()) options.scale = static_cast<float>(request.scale());
   if (request.has_encoding()) {
-    ASSIGN_OR_RETURN(options.encoding,
-                     RequestEncoding(request.encoding(), request.t5_table(),
-                                     &request.cope_pos_emb(), shape.num_heads, shape.head_dim));
+    ASSIGN_OR_RETURN(options.encoding, EncodingFromProto(request.encoding(), "encoding"));
+    RETURN_IF_ERROR(AttachRequestTables(request.t5_table(), request.cope_pos_emb(),
+                                        shape.num_heads, shape.head_dim, options.encoding));
     // Keys at position_offset + j, queries bottom-right aligned at position_offset + Sk − Sq + i.
     const int64_t first_query = request.position_offset() + shape.kv_len - shape.q_len;
     if (request.position_offset() < 0 || first_query < 0) {
@@ -280,8 +288,9 @@ absl::Status AttentionServiceImpl::DoPositionBias(const v1::PositionBiasRequest&
       return absl::InvalidArgumentError(absl::StrCat("num_heads=", num_heads, " must be >= 1"));
     }
     RETURN_IF_ERROR(CheckLimits(1, 1, 1, num_heads));  // bounds the T5 table's size
-    ASSIGN_OR_RETURN(encoding, RequestEncoding(request.encoding(), request.t5_table(), nullptr,
-                                               num_heads, 1));
+    ASSIGN_OR_RETURN(encoding, EncodingFromProto(request.encoding(), "encoding"));
+    RETURN_IF_ERROR(
+        AttachRequestTables(request.t5_table(), v1::Tensor(), num_heads, 1, encoding));
   }
   if (!std::holds_alternative<AlibiParams>(encoding) &&
       !std::holds_alternative<T5BiasParams>(encoding)) {

@@ -75,6 +75,7 @@ absl::StatusOr<RopeParams> RopeFromProto(const v1::RotaryEncoding& r, absl::stri
       scaling.mscale = y.mscale();
       scaling.mscale_all_dim = y.mscale_all_dim();
       if (y.has_attention_factor()) scaling.attention_factor = y.attention_factor();
+      if (y.has_truncate()) scaling.yarn_truncate = y.truncate();
       break;
     }
     case v1::RotaryEncoding::kLlama3: {

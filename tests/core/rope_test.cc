@@ -73,8 +73,11 @@ RefFrequencies RefFreqs(const RopeParams& p, int64_t head_dim, int64_t seq_len) 
         // Solve L·θ^(−2d/r) / (2π) = rotations for d.
         return r * std::log(L / (2 * kPi * rotations)) / (2 * log_theta);
       };
-      const double lo = std::max(0.0, std::floor(dim_for_rotations(s.beta_fast)));
-      double hi = std::min(static_cast<double>(r - 1), std::ceil(dim_for_rotations(s.beta_slow)));
+      // HF truncates the range outward to whole dims unless truncate=false.
+      const double raw_lo = dim_for_rotations(s.beta_fast);
+      const double raw_hi = dim_for_rotations(s.beta_slow);
+      const double lo = std::max(0.0, s.yarn_truncate ? std::floor(raw_lo) : raw_lo);
+      double hi = std::min(static_cast<double>(r - 1), s.yarn_truncate ? std::ceil(raw_hi) : raw_hi);
       if (hi == lo) hi = hi + 0.001;
       for (int64_t k = 0; k < r / 2; ++k) {
         const double t = std::min(1.0, std::max(0.0, (k - lo) / (hi - lo)));
@@ -264,6 +267,9 @@ std::vector<ApplyCase> ApplyCases() {
     yarn_override.scaling.beta_fast = 16;
     yarn_override.scaling.beta_slow = 2;
     cases.push_back({"YarnOverride" + l, yarn_override, 64, 1, Iota(3, 5), 0});
+    RopeParams yarn_untruncated = yarn;
+    yarn_untruncated.scaling.yarn_truncate = false;  // gpt-oss style fractional ramp ends
+    cases.push_back({"YarnUntruncated" + l, yarn_untruncated, 64, 2, Iota(9, 700), 0});
 
     RopeParams yarn_wide = Params(RopeScalingType::kYarn, layout, 16, 100.0);
     yarn_wide.scaling.factor = 3.0;
