@@ -15,40 +15,27 @@ properties (probabilities, masking, causality, batch independence, equivariance)
 against an independent float64 numpy implementation of the formulas in positional_encoding.proto.
 """
 
-import argparse
-import atexit
 import math
 import os
-import pathlib
-import re
 import signal
-import subprocess
 import sys
-import threading
-import time
 import unittest
 import urllib.request
 
 import numpy as np
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import attnserve_testing as at  # noqa: E402
 
-# Filled in by _load_stubs() before any test runs.
-grpc = None
-pb = None          # attnserve.v1.attention_service_pb2
-pb_grpc = None     # attnserve.v1.attention_service_pb2_grpc
-tensor_pb2 = None
-pe_pb2 = None      # attnserve.v1.positional_encoding_pb2
-health_pb2 = None
-health_pb2_grpc = None
-reflection_pb2 = None
-reflection_pb2_grpc = None
-SERVER_PATH = None
+# Parses --server/--stubs and imports the stubs, so the names below are bound.
+UNITTEST_ARGV = at.setup_from_argv()
 
-SERVICE_NAME = "attnserve.v1.AttentionService"
-STARTUP_DEADLINE_S = 20.0
-STOP_DEADLINE_S = 5.0
-RPC_TIMEOUT_S = 10.0
+from attnserve_testing import (  # noqa: E402
+    SERVER_PATH, SERVICE_NAME, STARTUP_DEADLINE_S, RPC_TIMEOUT_S,
+    grpc, pb, tensor_pb2, pe_pb2, health_pb2, health_pb2_grpc, reflection_pb2,
+    reflection_pb2_grpc,
+    ServerProcess, ServerTestCase,
+    f32_tensor, bf16_round, bf16_to_f32, bf16_tensor, int_tensor, to_numpy, parse_exposition)
 
 # Encode against the float64 reference: |got − ref| <= ENC_ATOL + ENC_RTOL·max(|ref|, |x·scale|).
 # The relative part covers the float32 rounding of large inputs (a few ulp of the magnitude).
@@ -60,190 +47,6 @@ BF16_ATOL = 4e-3
 # Attend properties (same computation on equal inputs, or prefix/permutation of them).
 ATTEND_ATOL = 1e-5
 PROB_SUM_ATOL = 1e-5
-
-
-# ---------------------------------------------------------------------------------------------
-# Server process
-# ---------------------------------------------------------------------------------------------
-
-_LIVE_SERVERS = []
-
-
-@atexit.register
-def _kill_leftover_servers():
-    for server in list(_LIVE_SERVERS):
-        if server.proc is not None and server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
-
-
-class ServerProcess:
-    """One attnserve process on free ports; its log is drained by a thread and kept."""
-
-    GRPC_RE = re.compile(r"\bgRPC listening on (\S+)")
-    METRICS_RE = re.compile(r"\bmetrics listening on (http://\S+)")
-
-    def __init__(self, path, extra_args=()):
-        self.args = [str(path), "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
-                     *extra_args]
-        self.proc = None
-        self.grpc_address = None
-        self.metrics_url = None
-        self._lines = []
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._eof = threading.Event()
-
-    def log(self):
-        with self._lock:
-            return "".join(self._lines)
-
-    def _drain(self):
-        for line in self.proc.stdout:
-            with self._lock:
-                self._lines.append(line)
-            m = self.GRPC_RE.search(line)
-            if m:
-                self.grpc_address = m.group(1)
-            m = self.METRICS_RE.search(line)
-            if m:
-                self.metrics_url = m.group(1)
-            if self.grpc_address and self.metrics_url:
-                self._ready.set()
-        self.proc.stdout.close()
-        self._eof.set()
-
-    def start(self, deadline_s=STARTUP_DEADLINE_S):
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, text=True, bufsize=1)
-        _LIVE_SERVERS.append(self)
-        threading.Thread(target=self._drain, daemon=True).start()
-        deadline = time.monotonic() + deadline_s
-        while not self._ready.wait(timeout=0.05):
-            if self.proc.poll() is not None:
-                self._eof.wait(timeout=1.0)
-                raise RuntimeError(f"server exited with {self.proc.returncode} before printing "
-                                   f"its addresses; command {self.args}; log:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"server did not print its gRPC and metrics addresses within "
-                                   f"{deadline_s} s; command {self.args}; log:\n{self.log()}")
-        return self
-
-    def stop(self, sig=signal.SIGTERM, timeout=STOP_DEADLINE_S):
-        """Sends `sig` and returns the exit code, or None if it did not exit within `timeout`."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
-        self._eof.wait(timeout=1.0)
-        if self in _LIVE_SERVERS:
-            _LIVE_SERVERS.remove(self)
-        return rc
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self in _LIVE_SERVERS:
-            _LIVE_SERVERS.remove(self)
-
-
-class ServerTestCase(unittest.TestCase):
-    """Starts one server per test class; tearDownClass asserts a clean SIGTERM exit."""
-
-    SERVER_ARGS = ()
-
-    @classmethod
-    def setUpClass(cls):
-        cls.server = ServerProcess(SERVER_PATH, cls.SERVER_ARGS).start()
-        try:
-            cls.channel = grpc.insecure_channel(cls.server.grpc_address)
-            grpc.channel_ready_future(cls.channel).result(timeout=STARTUP_DEADLINE_S)
-            cls.stub = pb_grpc.AttentionServiceStub(cls.channel)
-        except BaseException:
-            cls.server.kill()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.channel.close()
-        rc = cls.server.stop(signal.SIGTERM)
-        if rc != 0:
-            raise AssertionError(
-                f"{cls.__name__}: server exit code after SIGTERM was "
-                f"{'<no exit within %.0f s>' % STOP_DEADLINE_S if rc is None else rc}, expected 0;"
-                f" log:\n{cls.server.log()}")
-
-    # --- RPC helpers -----------------------------------------------------------------------
-
-    def encode(self, **kwargs):
-        return self.stub.Encode(pb.EncodeRequest(**kwargs), timeout=RPC_TIMEOUT_S)
-
-    def attend(self, **kwargs):
-        return self.stub.Attend(pb.AttendRequest(**kwargs), timeout=RPC_TIMEOUT_S)
-
-    def assertRpcError(self, code, fn, *args, contains=(), **kwargs):
-        """Calls fn and asserts it fails with `code` and details containing every `contains`."""
-        with self.assertRaises(grpc.RpcError) as ctx:
-            fn(*args, **kwargs)
-        err = ctx.exception
-        self.assertEqual(err.code(), code,
-                         f"expected {code.name}, got {err.code().name}: {err.details()!r}")
-        details = err.details() or ""
-        for needle in contains:
-            self.assertIn(needle, details, f"details {details!r} should mention {needle!r}")
-        return details
-
-
-# ---------------------------------------------------------------------------------------------
-# Tensors
-# ---------------------------------------------------------------------------------------------
-
-def f32_tensor(a):
-    a = np.ascontiguousarray(a, dtype="<f4")
-    return tensor_pb2.Tensor(dtype=tensor_pb2.FLOAT32, shape=list(a.shape), data=a.tobytes())
-
-
-def bf16_round(a):
-    """float32 → bfloat16 bits (uint16), round to nearest even (inputs here are finite)."""
-    bits = np.ascontiguousarray(a, dtype="<f4").view("<u4").astype(np.uint64)
-    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-    return rounded.astype("<u2")
-
-
-def bf16_to_f32(bits):
-    return (bits.astype("<u4") << 16).view("<f4")
-
-
-def bf16_tensor(a):
-    bits = bf16_round(a)
-    return tensor_pb2.Tensor(dtype=tensor_pb2.BFLOAT16, shape=list(bits.shape),
-                             data=bits.tobytes())
-
-
-def int_tensor(a, dtype):
-    np_dtype = {tensor_pb2.INT32: "<i4", tensor_pb2.INT64: "<i8"}[dtype]
-    a = np.ascontiguousarray(a, dtype=np_dtype)
-    return tensor_pb2.Tensor(dtype=dtype, shape=list(a.shape), data=a.tobytes())
-
-
-def to_numpy(t):
-    """Decodes a FLOAT32/BFLOAT16 Tensor into a float32 array, checking the byte length."""
-    shape = tuple(t.shape)
-    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if t.dtype == tensor_pb2.FLOAT32:
-        if len(t.data) != 4 * n:
-            raise AssertionError(f"FLOAT32 tensor {shape} has {len(t.data)} bytes, want {4 * n}")
-        return np.frombuffer(t.data, dtype="<f4").reshape(shape).astype(np.float32)
-    if t.dtype == tensor_pb2.BFLOAT16:
-        if len(t.data) != 2 * n:
-            raise AssertionError(f"BFLOAT16 tensor {shape} has {len(t.data)} bytes, want {2 * n}")
-        return bf16_to_f32(np.frombuffer(t.data, dtype="<u2")).reshape(shape)
-    raise AssertionError(f"unexpected dtype {t.dtype}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -807,36 +610,6 @@ class ServiceTest(ServerTestCase):
         self.assertEqual(resp.error_response.error_code, grpc.StatusCode.NOT_FOUND.value[0])
 
 
-# Prometheus text exposition: name{label="value",...} value [timestamp]
-_SAMPLE_RE = re.compile(
-    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+-?\d+)?$')
-_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(?:,|$)')
-
-
-def parse_exposition(text):
-    """Returns [(name, {label: value}, float)] for every sample line; raises on a bad line."""
-    samples = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE_RE.match(line)
-        if not m:
-            raise ValueError(f"line {lineno} is not a sample: {line!r}")
-        labels = {}
-        raw = m.group("labels") or ""
-        pos = 0
-        while pos < len(raw):
-            lm = _LABEL_RE.match(raw, pos)
-            if not lm:
-                raise ValueError(f"line {lineno}: bad labels {raw!r}")
-            labels[lm.group(1)] = (lm.group(2).replace('\\"', '"').replace("\\n", "\n")
-                                   .replace("\\\\", "\\"))
-            pos = lm.end()
-        samples.append((m.group("name"), labels, float(m.group("value"))))
-    return samples
-
-
 class MetricsTest(ServerTestCase):
     N_OK = 3
     N_FAILED = 2
@@ -936,46 +709,5 @@ class GracefulStopTest(unittest.TestCase):
 
 # ---------------------------------------------------------------------------------------------
 
-def _load_stubs(stubs_dir):
-    global grpc, pb, pb_grpc, tensor_pb2, pe_pb2, health_pb2, health_pb2_grpc
-    global reflection_pb2, reflection_pb2_grpc
-    stubs = pathlib.Path(stubs_dir)
-    needed = ["attnserve/v1/attention_service_pb2.py", "attnserve/v1/attention_service_pb2_grpc.py",
-              "attnserve/v1/tensor_pb2.py", "attnserve/v1/positional_encoding_pb2.py",
-              "health_pb2.py", "health_pb2_grpc.py", "reflection_pb2.py",
-              "reflection_pb2_grpc.py"]
-    missing = [n for n in needed if not (stubs / n).is_file()]
-    if missing:
-        sys.exit(f"e2e_test: Python stubs missing under {stubs}: {', '.join(missing)}")
-    sys.path.insert(0, str(stubs))
-    import grpc as grpc_mod
-    from attnserve.v1 import attention_service_pb2, attention_service_pb2_grpc
-    from attnserve.v1 import positional_encoding_pb2
-    from attnserve.v1 import tensor_pb2 as tensor_mod
-    import health_pb2 as h_pb2
-    import health_pb2_grpc as h_pb2_grpc
-    import reflection_pb2 as r_pb2
-    import reflection_pb2_grpc as r_pb2_grpc
-    grpc, pb, pb_grpc = grpc_mod, attention_service_pb2, attention_service_pb2_grpc
-    tensor_pb2, pe_pb2 = tensor_mod, positional_encoding_pb2
-    health_pb2, health_pb2_grpc = h_pb2, h_pb2_grpc
-    reflection_pb2, reflection_pb2_grpc = r_pb2, r_pb2_grpc
-
-
-def main():
-    global SERVER_PATH
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--server", default=os.environ.get("ATTNSERVE_SERVER") or
-                        str(REPO_ROOT / "build" / "server" / "attnserve"))
-    parser.add_argument("--stubs", default=os.environ.get("ATTNSERVE_PYTHON_STUBS") or
-                        str(REPO_ROOT / "build" / "python"))
-    args, rest = parser.parse_known_args()
-    if not os.access(args.server, os.X_OK):
-        sys.exit(f"e2e_test: server binary {args.server} is not executable")
-    SERVER_PATH = os.path.abspath(args.server)
-    _load_stubs(args.stubs)
-    unittest.main(argv=[sys.argv[0]] + rest)
-
-
 if __name__ == "__main__":
-    main()
+    at.run_tests(UNITTEST_ARGV)
