@@ -69,10 +69,14 @@ absl::Status AttachRequestTables(const v1::Tensor& t5_table, const v1::Tensor& c
 // term depends on q and k, so it exists only inside attention.
 absl::Status RejectScoreEncoding(const PositionalEncoding& encoding) {
   if (!IsScoreEncoding(encoding)) return absl::OkStatus();
-  const bool fixed_bias = !std::holds_alternative<CopeParams>(encoding);
-  return absl::InvalidArgumentError(absl::StrCat(
-      "encoding.", EncodingName(encoding), " is a score bias, not an embedding encoding; use ",
-      fixed_bias ? "PositionBias to see it" : "Attend or ScaledDotProductAttention"));
+  const std::string prefix = absl::StrCat("encoding.", EncodingName(encoding),
+                                          " is a score bias, not an embedding encoding; ");
+  if (std::holds_alternative<CopeParams>(encoding)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        prefix, "it depends on q·k, so PositionBias has no fixed map for it either: use Attend "
+                "or ScaledDotProductAttention"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(prefix, "use PositionBias to see it"));
 }
 
 }  // namespace

@@ -13,6 +13,8 @@ addresses from its log, and stops it with SIGTERM in tearDownClass, which fails 
 exits 0. The demo models' weights are seeded-random and not exposed, so Attend is checked through
 properties (probabilities, masking, causality, batch independence, equivariance); Encode is checked
 against an independent float64 numpy implementation of the formulas in positional_encoding.proto.
+The server fixture, argument parsing and tensor helpers live in attnserve_testing.py beside this
+file; the encodings beyond the sinusoidal ones are covered by encodings_e2e_test.py.
 """
 
 import math
