@@ -9,12 +9,12 @@
 
 #include <cstring>
 #include <iostream>
-#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "bench/counter_reporter.h"
 #include "benchmark/benchmark.h"
 #include "core/position_table_cache.h"
 #include "core/positional_encoding.h"
@@ -90,32 +90,15 @@ BENCHMARK(BM_Memcpy)->UseRealTime();
 BENCHMARK(BM_EncodeSinusoidal)->Apply(ThreadArgs);
 BENCHMARK(BM_EncodeRope)->Apply(ThreadArgs);
 
-// Keeps each run's bytes/s so main() can print ratios to memcpy from this same run.
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& run : runs) {
-      if (run.error_occurred || run.run_type != Run::RT_Iteration) continue;
-      auto it = run.counters.find("bytes_per_second");
-      if (it != run.counters.end()) bytes_per_second_[run.benchmark_name()] = it->second.value;
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-  const std::map<std::string, double>& bytes_per_second() const { return bytes_per_second_; }
-
- private:
-  std::map<std::string, double> bytes_per_second_;
-};
-
 }  // namespace
 }  // namespace attnserve
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   absl::ParseCommandLine(argc, argv);
-  attnserve::RatioReporter reporter;
+  attnserve::CounterReporter reporter("bytes_per_second");
   benchmark::RunSpecifiedBenchmarks(&reporter);
-  const auto& rates = reporter.bytes_per_second();
+  const auto& rates = reporter.values();
   auto memcpy_rate = rates.find("BM_Memcpy/real_time");
   if (memcpy_rate == rates.end()) return 0;
   const attnserve::Workload& w = attnserve::SharedWorkload();

@@ -85,8 +85,10 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
   const int64_t sk = inputs.context != nullptr ? inputs.kv_len : sq;
 
   SdpaShape shape{b, h, hkv, sq, sk, hd};
-  SdpaOptions options{inputs.causal, inputs.key_lengths, config_.scale, NoPositionalEncoding{},
-                      {}, {}};
+  SdpaOptions options;
+  options.causal = inputs.causal;
+  options.key_lengths = inputs.key_lengths;
+  options.scale = config_.scale;
   // x = query + P[positions] for additive encodings, else the query: [B·Sq, d]
   std::vector<float> x(b * sq * d);
   if (IsAdditive(config_.encoding)) {

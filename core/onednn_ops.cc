@@ -23,12 +23,6 @@ const dnnl::engine& CpuEngine() {
   return *engine;
 }
 
-// OpenMP's thread count is per calling thread; gRPC handler threads each get it here.
-void ApplyComputeThreads() {
-  const int threads = g_compute_threads.load(std::memory_order_relaxed);
-  if (threads > 0 && omp_get_max_threads() != threads) omp_set_num_threads(threads);
-}
-
 memory Wrap(const memory::desc& md, const void* data) {
   return memory(md, CpuEngine(), const_cast<void*>(data));
 }
@@ -53,6 +47,11 @@ absl::Status RunPrimitives(const char* op, Body body) {
 }  // namespace
 
 void SetComputeThreads(int threads) { g_compute_threads.store(threads < 0 ? 0 : threads); }
+
+void ApplyComputeThreads() {
+  const int threads = g_compute_threads.load(std::memory_order_relaxed);
+  if (threads > 0 && omp_get_max_threads() != threads) omp_set_num_threads(threads);
+}
 
 absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const float* b,
                     int64_t n, float* y) {

@@ -15,6 +15,10 @@ namespace attnserve {
 // 0 = OpenMP's default (all cores, or OMP_NUM_THREADS).
 void SetComputeThreads(int threads);
 
+// Applies SetComputeThreads' setting to the calling thread (OpenMP's thread count is per thread;
+// gRPC handler threads each need it). Every parallel compute entry point calls it first.
+void ApplyComputeThreads();
+
 // y[M,N] = x[M,K]·Wᵀ + b; W: [N,K] (torch.nn.Linear layout); b: [N] or nullptr.
 absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const float* b,
                     int64_t n, float* y);

@@ -5,19 +5,13 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "core/flash_attention.h"
 #include "core/onednn_ops.h"
 
 namespace attnserve {
 namespace {
 
 constexpr float kMasked = -std::numeric_limits<float>::infinity();
-
-// Number of visible keys for query row i of batch element b: keys [0, VisibleKeys) are seen.
-int64_t VisibleKeys(const SdpaShape& shape, const SdpaOptions& options, int64_t b, int64_t i) {
-  int64_t visible = options.key_lengths.empty() ? shape.kv_len : options.key_lengths[b];
-  if (options.causal) visible = std::min(visible, i + shape.kv_len - shape.q_len + 1);
-  return std::max<int64_t>(visible, 0);
-}
 
 bool NeedsMask(const SdpaShape& shape, const SdpaOptions& options) {
   if (options.causal) return true;
@@ -30,12 +24,12 @@ bool NeedsMask(const SdpaShape& shape, const SdpaOptions& options) {
 // Rotates each head of x: [B, heads, S, hd] in place by the positions of its batch element.
 absl::Status RotateHeads(const RopeParams& params, const SdpaShape& shape, int64_t heads,
                          int64_t seq, const std::vector<int64_t>& positions, int64_t seq_len,
-                         float* x) {
+                         PositionTableCache* tables, float* x) {
   for (int64_t b = 0; b < shape.batch; ++b) {
     for (int64_t h = 0; h < heads; ++h) {
       if (absl::Status status = ApplyRope(params, x + (b * heads + h) * seq * shape.head_dim,
                                           positions.data() + b * seq, seq, 1, shape.head_dim,
-                                          seq_len);
+                                          seq_len, tables);
           !status.ok()) {
         return status;
       }
@@ -45,6 +39,18 @@ absl::Status RotateHeads(const RopeParams& params, const SdpaShape& shape, int64
 }
 
 }  // namespace
+
+int64_t VisibleKeyCount(const SdpaShape& shape, const SdpaOptions& options, int64_t b, int64_t i) {
+  int64_t visible = options.key_lengths.empty() ? shape.kv_len : options.key_lengths[b];
+  if (options.causal) visible = std::min(visible, i + shape.kv_len - shape.q_len + 1);
+  return std::max<int64_t>(visible, 0);
+}
+
+float EffectiveScale(const SdpaShape& shape, const SdpaOptions& options) {
+  if (options.scale.has_value()) return *options.scale;
+  if (std::holds_alternative<T5BiasParams>(options.encoding)) return 1.0f;
+  return 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
+}
 
 absl::Status ValidateSdpa(const SdpaShape& shape, const SdpaOptions& options) {
   const struct {
@@ -121,14 +127,7 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
   // The `group` query heads of one kv head are contiguous in q: [B, Hkv, group·Sq, hd].
   const int64_t rows = group * Sq;
   const bool t5 = std::holds_alternative<T5BiasParams>(options.encoding);
-  const float scale =
-      options.scale.value_or(t5 ? 1.0f : 1.0f / std::sqrt(static_cast<float>(hd)));
-
-  std::vector<float> own_probs;
-  if (probs == nullptr) {
-    own_probs.resize(B * H * Sq * Sk);
-    probs = own_probs.data();
-  }
+  const float scale = EffectiveScale(shape, options);
 
   // RoPE: q' and k' are rotated copies; dynamic scalings see the longest position of the request.
   std::vector<float> q_rotated, k_rotated;
@@ -138,18 +137,32 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
                      *std::max_element(options.k_positions.begin(), options.k_positions.end()));
     q_rotated.assign(q, q + B * H * Sq * hd);
     k_rotated.assign(k, k + B * Hkv * Sk * hd);
-    if (absl::Status status =
-            RotateHeads(*rope, shape, H, Sq, options.q_positions, seq_len, q_rotated.data());
+    // Without a shared cache, one for this call still computes each position's cos/sin once.
+    PositionTableCache call_tables;
+    PositionTableCache* tables = options.tables != nullptr ? options.tables : &call_tables;
+    if (absl::Status status = RotateHeads(*rope, shape, H, Sq, options.q_positions, seq_len,
+                                          tables, q_rotated.data());
         !status.ok()) {
       return status;
     }
-    if (absl::Status status =
-            RotateHeads(*rope, shape, Hkv, Sk, options.k_positions, seq_len, k_rotated.data());
+    if (absl::Status status = RotateHeads(*rope, shape, Hkv, Sk, options.k_positions, seq_len,
+                                          tables, k_rotated.data());
         !status.ok()) {
       return status;
     }
     q = q_rotated.data();
     k = k_rotated.data();
+  }
+
+  // Without probabilities to return, the tiled kernel never materialises the scores. CoPE needs
+  // whole rows of gates, so it takes the materialised path below.
+  if (probs == nullptr && !std::holds_alternative<CopeParams>(options.encoding)) {
+    return FlashAttention(shape, options, q, k, v, out);
+  }
+  std::vector<float> own_probs;
+  if (probs == nullptr) {
+    own_probs.resize(B * H * Sq * Sk);
+    probs = own_probs.data();
   }
 
   // bias: [B, 1, group·Sq, Sk] holding the mask (0 or −inf), or [B, Hkv, group·Sq, Sk] holding
@@ -173,7 +186,7 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
       }
       if (!masked) continue;
       for (int64_t r = 0; r < bias_heads * rows; ++r) {
-        const int64_t visible = VisibleKeys(shape, options, b, r % Sq);
+        const int64_t visible = VisibleKeyCount(shape, options, b, r % Sq);
         std::fill(batch_bias + r * Sk + visible, batch_bias + (r + 1) * Sk, kMasked);
       }
     }
@@ -195,7 +208,7 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
   if (masked) {
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t i = 0; i < Sq; ++i) {
-        if (VisibleKeys(shape, options, b, i) > 0) continue;
+        if (VisibleKeyCount(shape, options, b, i) > 0) continue;
         for (int64_t h = 0; h < H; ++h) {
           float* row = probs + ((b * H + h) * Sq + i) * Sk;
           std::fill(row, row + Sk, 0.0f);

@@ -4,10 +4,12 @@
 #define ATTNSERVE_CORE_SCALED_DOT_PRODUCT_ATTENTION_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/position_table_cache.h"
 #include "core/positional_encoding.h"
 
 namespace attnserve {
@@ -37,7 +39,19 @@ struct SdpaOptions {
   // k_positions [B·Sk], each >= 0.
   std::vector<int64_t> q_positions;
   std::vector<int64_t> k_positions;
+  // Caches RoPE's cos/sin tables across calls (thread-safe); unset = a table per call.
+  PositionTableCache* tables = nullptr;
+  // Polled between tiles; when it returns true the computation stops with CANCELLED. Unset =
+  // never cancelled. Called from one thread at a time.
+  std::function<bool()> is_cancelled;
 };
+
+// Keys [0, VisibleKeyCount) are visible to query row i of batch element b (causal bottom-right
+// alignment and key_lengths applied); 0 means the row attends to nothing.
+int64_t VisibleKeyCount(const SdpaShape& shape, const SdpaOptions& options, int64_t b, int64_t i);
+
+// options.scale, else 1 for a T5 bias, else 1/sqrt(head_dim).
+float EffectiveScale(const SdpaShape& shape, const SdpaOptions& options);
 
 // Checks shape (every dim >= 1, H % Hkv == 0) and options (key_lengths size B, values in [0, Sk],
 // scale finite, encoding valid for the head shape, positions present). Messages name the field.

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <random>
 #include <vector>
@@ -35,13 +36,17 @@ struct ReferenceResult {
   std::vector<double> probs;  // [B, H, Sq, Sk]
 };
 
+// Additive score bias(b, h, i, j) for the reference; empty = none.
+using ReferenceBias = std::function<double(int64_t b, int64_t h, int64_t i, int64_t j)>;
+
 // q: [B,H,Sq,hd], k/v: [B,Hkv,Sk,hd] (float or double). Query i of batch b sees key j iff j < key_length[b] and,
 // when causal, j <= i + Sk − Sq. Fully masked rows give zero probabilities and output.
 template <typename T>
 ReferenceResult ReferenceSdpa(const std::vector<T>& q, const std::vector<T>& k,
-                              const std::vector<T>& v, int64_t B, int64_t H,
-                                     int64_t Hkv, int64_t Sq, int64_t Sk, int64_t hd, double scale,
-                                     bool causal, const std::vector<int64_t>& key_lengths) {
+                              const std::vector<T>& v, int64_t B, int64_t H, int64_t Hkv,
+                              int64_t Sq, int64_t Sk, int64_t hd, double scale, bool causal,
+                              const std::vector<int64_t>& key_lengths,
+                              const ReferenceBias& bias = nullptr) {
   ReferenceResult result;
   result.out.assign(B * H * Sq * hd, 0.0);
   result.probs.assign(B * H * Sq * Sk, 0.0);
@@ -60,7 +65,7 @@ ReferenceResult ReferenceSdpa(const std::vector<T>& q, const std::vector<T>& k,
             dot += static_cast<double>(q[((b * H + h) * Sq + i) * hd + c]) *
                    k[((b * Hkv + kvh) * Sk + j) * hd + c];
           }
-          scores[j] = dot * scale;
+          scores[j] = dot * scale + (bias ? bias(b, h, i, j) : 0.0);
           max_score = std::max(max_score, scores[j]);
         }
         if (max_score == -std::numeric_limits<double>::infinity()) continue;

@@ -1,0 +1,39 @@
+// A console reporter that also keeps one counter of every run, so a benchmark's main() can print
+// ratios between benchmarks measured in the same run (the machines are shared and noisy; only
+// ratios within one run are meaningful).
+#ifndef ATTNSERVE_BENCH_COUNTER_REPORTER_H_
+#define ATTNSERVE_BENCH_COUNTER_REPORTER_H_
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+
+namespace attnserve {
+
+class CounterReporter : public benchmark::ConsoleReporter {
+ public:
+  explicit CounterReporter(std::string counter) : counter_(std::move(counter)) {}
+
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      if (run.error_occurred || run.run_type != Run::RT_Iteration) continue;
+      auto it = run.counters.find(counter_);
+      if (it != run.counters.end()) values_[run.benchmark_name()] = it->second.value;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+
+  // Counter value by benchmark name (e.g. "BM_Memcpy/real_time").
+  const std::map<std::string, double>& values() const { return values_; }
+
+ private:
+  std::string counter_;
+  std::map<std::string, double> values_;
+};
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_BENCH_COUNTER_REPORTER_H_

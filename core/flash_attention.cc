@@ -1,0 +1,296 @@
+#include "core/flash_attention.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <tuple>
+#include <optional>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/onednn_ops.h"
+#include "dnnl.hpp"
+
+namespace attnserve {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// e^x for x <= 0 as a polynomial that compilers vectorise (no libm call): x = n·ln2 + r,
+// |r| <= ln2/2, e^r by its degree-6 Taylor polynomial (relative error < 2e-7), 2^n built in the
+// exponent bits. Inputs below −87 (including −inf) give exactly 0, as a masked score must.
+inline float ExpNonPositive(float x) {
+  const bool underflow = x < -87.0f;
+  x = underflow ? -87.0f : x;
+  const float n = std::nearbyint(x * 1.44269504088896341f);
+  const float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof(two_n));
+  return underflow ? 0.0f : p * two_n;
+}
+
+// row[c] ← e^(row[c] − max) for c < n; returns their sum. Built for AVX-512, AVX2 and baseline
+// x86-64, chosen at load time.
+__attribute__((target_clones("avx512f", "avx2", "default"))) float ExpShiftedSum(float* row,
+                                                                                  int64_t n,
+                                                                                  float max) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t c = 0; c < n; ++c) {
+    const float e = ExpNonPositive(row[c] - max);
+    row[c] = e;
+    sum += e;
+  }
+  return sum;
+}
+
+// Sixteen independent lanes: a max reduction compilers vectorise without fast-math.
+__attribute__((target_clones("avx512f", "avx2", "default"))) float RowMax(const float* row,
+                                                                          int64_t n) {
+  constexpr int kLanes = 16;
+  float lanes[kLanes];
+  std::fill(lanes, lanes + kLanes, kNegInf);
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lanes[l] = row[c + l] > lanes[l] ? row[c + l] : lanes[l];
+  }
+  for (; c < n; ++c) lanes[0] = row[c] > lanes[0] ? row[c] : lanes[0];
+  float max = kNegInf;
+  for (int l = 0; l < kLanes; ++l) max = lanes[l] > max ? lanes[l] : max;
+  return max;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void ScaleRow(float* row, int64_t n,
+                                                                           float factor) {
+#pragma omp simd
+  for (int64_t c = 0; c < n; ++c) row[c] *= factor;
+}
+
+// row[c] += −slope·|q_position − k_positions[c]| (equal to −slope·(q − k) on the visible keys of
+// a causal row). Positions as floats (exact below 2^24) keep the loop vectorisable.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void AddAlibiRow(
+    float* row, int64_t n, float slope, float q_position, const float* k_positions) {
+#pragma omp simd
+  for (int64_t c = 0; c < n; ++c) row[c] -= slope * std::fabs(q_position - k_positions[c]);
+}
+
+// T5's bias for one (batch element, head). Its buckets need a logarithm, so when the positions
+// span a modest range the bias is tabulated once per key–query distance d = k − q; otherwise
+// (far-apart explicit ids) each score computes its bucket.
+class T5RowBias {
+ public:
+  T5RowBias(const T5BiasParams& params, int64_t num_heads, int64_t head,
+            const int64_t* q_positions, int64_t q_len, const int64_t* k_positions, int64_t kv_len)
+      : params_(params), num_heads_(num_heads), head_(head) {
+    const auto [q_min, q_max] = std::minmax_element(q_positions, q_positions + q_len);
+    const auto [k_min, k_max] = std::minmax_element(k_positions, k_positions + kv_len);
+    min_distance_ = *k_min - *q_max;
+    const int64_t range = *k_max - *q_min - min_distance_ + 1;
+    if (range > kMaxTabulatedDistances) return;
+    by_distance_.resize(range);
+    for (int64_t d = 0; d < range; ++d) by_distance_[d] = Bias(min_distance_ + d);
+  }
+
+  // row[c] += bias(k_positions[c] − q_position) for c < n.
+  void AddRow(float* row, int64_t n, int64_t q_position, const int64_t* k_positions) const {
+    if (by_distance_.empty()) {
+      for (int64_t c = 0; c < n; ++c) row[c] += Bias(k_positions[c] - q_position);
+      return;
+    }
+    const int64_t offset = -min_distance_ - q_position;
+    for (int64_t c = 0; c < n; ++c) row[c] += by_distance_[k_positions[c] + offset];
+  }
+
+ private:
+  static constexpr int64_t kMaxTabulatedDistances = int64_t{1} << 20;
+
+  float Bias(int64_t distance) const {
+    const int64_t bucket = T5RelativeBucket(distance, params_.bidirectional, params_.num_buckets,
+                                            params_.max_distance);
+    return (*params_.table)[bucket * num_heads_ + head_];
+  }
+
+  const T5BiasParams& params_;
+  const int64_t num_heads_;
+  const int64_t head_;
+  int64_t min_distance_ = 0;
+  std::vector<float> by_distance_;
+};
+
+// Row-major C [M,N] (+)= alpha·op(A)·B through oneDNN matmul primitives built once per shape
+// for this thread (brgemm kernels; the tile shapes repeat, so each is built a handful of times).
+class TileGemm {
+ public:
+  TileGemm() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+
+  // b_transposed: B is stored [N, K] row-major (Kᵀ); accumulate: C += product.
+  void Run(int64_t m, int64_t n, int64_t k, float alpha, const float* a, const float* b,
+           bool b_transposed, bool accumulate, float* c) {
+    using dnnl::memory;
+    const Key key{m, n, k, b_transposed, accumulate, alpha};
+    auto it = primitives_.find(key);
+    if (it == primitives_.end()) {
+      const memory::desc a_md({m, k}, memory::data_type::f32, memory::format_tag::ab);
+      const memory::desc b_md({k, n}, memory::data_type::f32,
+                              b_transposed ? memory::format_tag::ba : memory::format_tag::ab);
+      const memory::desc c_md({m, n}, memory::data_type::f32, memory::format_tag::ab);
+      dnnl::primitive_attr attr;
+      if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+      if (accumulate) {
+        dnnl::post_ops ops;
+        ops.append_sum(1.0f);
+        attr.set_post_ops(ops);
+      }
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine_);
+      it = primitives_.emplace(key, Entry{dnnl::matmul(pd), a_md, b_md, c_md}).first;
+    }
+    Entry& e = it->second;
+    e.primitive.execute(stream_, {{DNNL_ARG_SRC, dnnl::memory(e.a, engine_, const_cast<float*>(a))},
+                                  {DNNL_ARG_WEIGHTS, dnnl::memory(e.b, engine_, const_cast<float*>(b))},
+                                  {DNNL_ARG_DST, dnnl::memory(e.c, engine_, c)}});
+  }
+
+ private:
+  struct Key {
+    int64_t m, n, k;
+    bool b_transposed, accumulate;
+    float alpha;
+    bool operator<(const Key& o) const {
+      return std::tie(m, n, k, b_transposed, accumulate, alpha) <
+             std::tie(o.m, o.n, o.k, o.b_transposed, o.accumulate, o.alpha);
+    }
+  };
+  struct Entry {
+    dnnl::matmul primitive;
+    dnnl::memory::desc a, b, c;
+  };
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::map<Key, Entry> primitives_;
+};
+
+struct Scratch {
+  std::vector<float> scores;  // [q_tile, k_tile]
+  std::vector<float> acc;     // [q_tile, hd] unnormalised output rows
+  std::vector<float> row_max, row_sum;
+};
+
+}  // namespace
+
+absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, const float* q,
+                            const float* k, const float* v, float* out, FlashTiling tiling) {
+  const bool supported = std::holds_alternative<NoPositionalEncoding>(options.encoding) ||
+                         std::holds_alternative<RopeParams>(options.encoding) ||
+                         std::holds_alternative<AlibiParams>(options.encoding) ||
+                         std::holds_alternative<T5BiasParams>(options.encoding);
+  if (!supported) {
+    return absl::InvalidArgumentError(absl::StrCat("FlashAttention cannot apply encoding.",
+                                                   EncodingName(options.encoding)));
+  }
+  const int64_t B = shape.batch, H = shape.num_heads, Hkv = shape.num_kv_heads;
+  const int64_t Sq = shape.q_len, Sk = shape.kv_len, hd = shape.head_dim;
+  const int64_t group = H / Hkv;
+  const int64_t q_tile = std::max<int64_t>(1, std::min(tiling.q_tile, Sq));
+  const int64_t k_tile = std::max<int64_t>(1, std::min(tiling.k_tile, Sk));
+  const int64_t q_tiles = (Sq + q_tile - 1) / q_tile;
+  const float scale = EffectiveScale(shape, options);
+  const auto* alibi = std::get_if<AlibiParams>(&options.encoding);
+  const auto* t5 = std::get_if<T5BiasParams>(&options.encoding);
+  const std::vector<double> slopes = alibi != nullptr ? AlibiSlopes(*alibi, H) : std::vector<double>();
+
+  // ALiBi distances in float; exact for positions below 2^24, and beyond that the bias
+  // (slope × distance) dwarfs any float rounding of it.
+  const std::vector<float> q_pos_f(options.q_positions.begin(), options.q_positions.end());
+  const std::vector<float> k_pos_f(options.k_positions.begin(), options.k_positions.end());
+
+  std::atomic<bool> stop{false};
+  ApplyComputeThreads();
+#pragma omp parallel
+  {
+    Scratch scratch;
+    TileGemm gemm;
+    scratch.scores.resize(q_tile * k_tile);
+    scratch.acc.resize(q_tile * hd);
+    scratch.row_max.resize(q_tile);
+    scratch.row_sum.resize(q_tile);
+    const bool polls = omp_get_thread_num() == 0 && options.is_cancelled != nullptr;
+
+    // Largest query tiles first in causal runs keeps the dynamic schedule balanced.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < B * H * q_tiles; ++item) {
+      if (stop.load(std::memory_order_relaxed)) continue;
+      const int64_t b = item / (H * q_tiles);
+      const int64_t h = (item / q_tiles) % H;
+      const int64_t i0 = (q_tiles - 1 - item % q_tiles) * q_tile;
+      const int64_t rows = std::min(q_tile, Sq - i0);
+      const int64_t kv_head = h / group;
+      const float* q_rows = q + ((b * H + h) * Sq + i0) * hd;
+      const float* k_head = k + (b * Hkv + kv_head) * Sk * hd;
+      const float* v_head = v + (b * Hkv + kv_head) * Sk * hd;
+      const int64_t* q_pos = options.q_positions.empty() ? nullptr : options.q_positions.data() + b * Sq;
+      const int64_t* k_pos = options.k_positions.empty() ? nullptr : options.k_positions.data() + b * Sk;
+      // The last row sees the most keys (visibility never shrinks down the rows).
+      const int64_t keys = VisibleKeyCount(shape, options, b, i0 + rows - 1);
+
+      std::optional<T5RowBias> t5_bias;
+      if (t5 != nullptr) t5_bias.emplace(*t5, H, h, q_pos, Sq, k_pos, Sk);
+
+      std::fill(scratch.acc.begin(), scratch.acc.begin() + rows * hd, 0.0f);
+      std::fill(scratch.row_max.begin(), scratch.row_max.begin() + rows, kNegInf);
+      std::fill(scratch.row_sum.begin(), scratch.row_sum.begin() + rows, 0.0f);
+
+      for (int64_t j0 = 0; j0 < keys; j0 += k_tile) {
+        if (polls && options.is_cancelled()) stop = true;
+        if (stop.load(std::memory_order_relaxed)) break;
+        const int64_t cols = std::min(k_tile, keys - j0);
+        float* scores = scratch.scores.data();
+        // scores [rows, cols] = Q_tile · K_tileᵀ · scale
+        gemm.Run(rows, cols, hd, scale, q_rows, k_head + j0 * hd, true, false, scores);
+        for (int64_t r = 0; r < rows; ++r) {
+          float* row = scores + r * cols;
+          const int64_t visible = std::clamp<int64_t>(
+              VisibleKeyCount(shape, options, b, i0 + r) - j0, 0, cols);
+          if (alibi != nullptr) {
+            AddAlibiRow(row, visible, static_cast<float>(slopes[h]), q_pos_f[b * Sq + i0 + r],
+                        k_pos_f.data() + b * Sk + j0);
+          } else if (t5 != nullptr) {
+            t5_bias->AddRow(row, visible, q_pos[i0 + r], k_pos + j0);
+          }
+          std::fill(row + visible, row + cols, 0.0f);  // masked: probability 0
+          if (visible == 0) continue;
+          // Online softmax: rescale what earlier tiles accumulated to the new row maximum.
+          const float new_max = std::max(scratch.row_max[r], RowMax(row, visible));
+          const float correction = ExpNonPositive(scratch.row_max[r] - new_max);
+          scratch.row_sum[r] = scratch.row_sum[r] * correction + ExpShiftedSum(row, visible, new_max);
+          if (correction != 1.0f) ScaleRow(scratch.acc.data() + r * hd, hd, correction);
+          scratch.row_max[r] = new_max;
+        }
+        // acc [rows, hd] += P [rows, cols] · V_tile [cols, hd]
+        gemm.Run(rows, hd, cols, 1.0f, scores, v_head + j0 * hd, false, true, scratch.acc.data());
+      }
+      float* out_rows = out + ((b * H + h) * Sq + i0) * hd;
+      for (int64_t r = 0; r < rows; ++r) {
+        const float sum = scratch.row_sum[r];
+        const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;  // no visible key: zeros
+        for (int64_t c = 0; c < hd; ++c) out_rows[r * hd + c] = scratch.acc[r * hd + c] * inverse;
+      }
+    }
+  }
+  if (stop) return absl::CancelledError("attention cancelled between tiles");
+  return absl::OkStatus();
+}
+
+}  // namespace attnserve

@@ -1,0 +1,31 @@
+// Tiled scaled dot-product attention with an online softmax (FlashAttention-style). Per
+// (batch, head, query tile) it walks the visible key tiles, keeping running row maxima and sums,
+// so no thread ever holds more than a [q_tile, k_tile] block of scores, and tiles that the causal
+// mask or the key lengths hide are never computed.
+#ifndef ATTNSERVE_CORE_FLASH_ATTENTION_H_
+#define ATTNSERVE_CORE_FLASH_ATTENTION_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "core/scaled_dot_product_attention.h"
+
+namespace attnserve {
+
+struct FlashTiling {
+  int64_t q_tile = 128;     // query rows per work item
+  int64_t k_tile = 1024;   // keys per score block
+};
+
+// out = softmax(q·kᵀ·scale + bias + mask)·v with the ScaledDotProductAttention contract for
+// probs == nullptr. Handles options.encoding none, ALiBi and T5 (bias added per tile); RoPE must
+// already be applied to q and k by the caller; CoPE is not supported (it needs whole rows).
+// Options must be valid (ValidateSdpa). Work items run in parallel over OpenMP threads, each
+// calling oneDNN's GEMM sequentially. options.is_cancelled is polled between tiles.
+//   q: [B, H, Sq, hd]; k, v: [B, Hkv, Sk, hd]; out: [B, H, Sq, hd]
+absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, const float* q,
+                            const float* k, const float* v, float* out, FlashTiling tiling = {});
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_CORE_FLASH_ATTENTION_H_
