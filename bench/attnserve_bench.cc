@@ -67,7 +67,8 @@ PositionalEncoding EncodingNamed(const std::string& name) {
   return NoPositionalEncoding{};
 }
 
-void Sdpa(benchmark::State& state, int64_t seq, bool causal, const std::string& encoding) {
+void Sdpa(benchmark::State& state, ComputeType compute, int64_t seq, bool causal,
+          const std::string& encoding) {
   const SdpaShape shape{1, 12, 12, seq, seq, 64};
   const int64_t elements = shape.num_heads * seq * shape.head_dim;
   const std::vector<float> q = Filled(elements, 1.0f), k = Filled(elements, 1.0f),
@@ -75,6 +76,7 @@ void Sdpa(benchmark::State& state, int64_t seq, bool causal, const std::string& 
   std::vector<float> out(elements);
   SdpaOptions options;
   options.causal = causal;
+  options.compute = compute;
   options.encoding = EncodingNamed(encoding);
   for (int64_t t = 0; t < seq; ++t) options.q_positions.push_back(t);
   options.k_positions = options.q_positions;
@@ -89,7 +91,7 @@ void Sdpa(benchmark::State& state, int64_t seq, bool causal, const std::string& 
   SetGflops(state, 4.0 * shape.num_heads * seq * seq * shape.head_dim * (causal ? 0.5 : 1.0));
 }
 
-void Layer(benchmark::State& state, int64_t seq) {
+void Layer(benchmark::State& state, ComputeType compute, int64_t seq) {
   const int64_t d = 768, heads = 12;
   AttentionConfig config;
   config.d_model = d;
@@ -114,6 +116,7 @@ void Layer(benchmark::State& state, int64_t seq) {
   inputs.batch = 1;
   inputs.q_len = seq;
   inputs.positions = positions.data();
+  inputs.compute = compute;
   for (auto _ : state) {
     absl::Status status = (*layer)->Forward(inputs, out.data(), nullptr);
     if (!status.ok()) {
@@ -155,21 +158,27 @@ void RegisterAll() {
   benchmark::RegisterBenchmark("BM_GemmCeiling/bf16", GemmCeiling, memory::data_type::bf16)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
-  for (int64_t seq : {128, 512, 2048, 8192}) {
-    for (bool causal : {false, true}) {
-      for (const char* encoding : {"none", "rope", "alibi"}) {
-        const std::string name =
-            "BM_Sdpa/f32/" + std::to_string(seq) + "/" + (causal ? "1" : "0") + "/" + encoding;
-        benchmark::RegisterBenchmark(name.c_str(), Sdpa, seq, causal, std::string(encoding))
-            ->Unit(benchmark::kMillisecond)
-            ->UseRealTime();
+  const std::pair<const char*, ComputeType> dtypes[] = {{"f32", ComputeType::kFloat32},
+                                                        {"bf16", ComputeType::kBfloat16}};
+  for (const auto& [dtype, compute] : dtypes) {
+    for (int64_t seq : {128, 512, 2048, 8192}) {
+      for (bool causal : {false, true}) {
+        for (const char* encoding : {"none", "rope", "alibi"}) {
+          const std::string name = std::string("BM_Sdpa/") + dtype + "/" + std::to_string(seq) +
+                                   "/" + (causal ? "1" : "0") + "/" + encoding;
+          benchmark::RegisterBenchmark(name.c_str(), Sdpa, compute, seq, causal,
+                                       std::string(encoding))
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime();
+        }
       }
     }
-  }
-  for (int64_t seq : {128, 512, 2048}) {
-    benchmark::RegisterBenchmark(("BM_Layer/f32/" + std::to_string(seq)).c_str(), Layer, seq)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
+    for (int64_t seq : {128, 512, 2048}) {
+      const std::string name = std::string("BM_Layer/") + dtype + "/" + std::to_string(seq);
+      benchmark::RegisterBenchmark(name.c_str(), Layer, compute, seq)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    }
   }
   benchmark::RegisterBenchmark("BM_LongContext", LongContext)
       ->Unit(benchmark::kMillisecond)

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/bfloat16.h"
 #include "core/onednn_ops.h"
 #include "dnnl.hpp"
 
@@ -130,21 +131,26 @@ class T5RowBias {
   std::vector<float> by_distance_;
 };
 
-// Row-major C [M,N] (+)= alpha·op(A)·B through oneDNN matmul primitives built once per shape
-// for this thread (brgemm kernels; the tile shapes repeat, so each is built a handful of times).
+// Row-major C [M,N] (+)= alpha·A·op(B), A [M,K], B [K,N] (or [N,K] when b_transposed), C f32,
+// through oneDNN matmul primitives built once per shape for this thread: the brgemm kernels, far
+// faster on tiles than the gemm:jit behind dnnl_sgemm. Tile shapes repeat, so each shape is built
+// once per call. Operands are f32, or bf16 (uint16_t bits) with f32 accumulation.
 class TileGemm {
  public:
-  TileGemm() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+  explicit TileGemm(ComputeType compute)
+      : engine_(dnnl::engine::kind::cpu, 0),
+        stream_(engine_),
+        operand_(compute == ComputeType::kBfloat16 ? dnnl::memory::data_type::bf16
+                                                   : dnnl::memory::data_type::f32) {}
 
-  // b_transposed: B is stored [N, K] row-major (Kᵀ); accumulate: C += product.
-  void Run(int64_t m, int64_t n, int64_t k, float alpha, const float* a, const float* b,
+  void Run(int64_t m, int64_t n, int64_t k, float alpha, const void* a, const void* b,
            bool b_transposed, bool accumulate, float* c) {
     using dnnl::memory;
     const Key key{m, n, k, b_transposed, accumulate, alpha};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
-      const memory::desc a_md({m, k}, memory::data_type::f32, memory::format_tag::ab);
-      const memory::desc b_md({k, n}, memory::data_type::f32,
+      const memory::desc a_md({m, k}, operand_, memory::format_tag::ab);
+      const memory::desc b_md({k, n}, operand_,
                               b_transposed ? memory::format_tag::ba : memory::format_tag::ab);
       const memory::desc c_md({m, n}, memory::data_type::f32, memory::format_tag::ab);
       dnnl::primitive_attr attr;
@@ -158,9 +164,10 @@ class TileGemm {
       it = primitives_.emplace(key, Entry{dnnl::matmul(pd), a_md, b_md, c_md}).first;
     }
     Entry& e = it->second;
-    e.primitive.execute(stream_, {{DNNL_ARG_SRC, dnnl::memory(e.a, engine_, const_cast<float*>(a))},
-                                  {DNNL_ARG_WEIGHTS, dnnl::memory(e.b, engine_, const_cast<float*>(b))},
-                                  {DNNL_ARG_DST, dnnl::memory(e.c, engine_, c)}});
+    e.primitive.execute(stream_,
+                        {{DNNL_ARG_SRC, dnnl::memory(e.a, engine_, const_cast<void*>(a))},
+                         {DNNL_ARG_WEIGHTS, dnnl::memory(e.b, engine_, const_cast<void*>(b))},
+                         {DNNL_ARG_DST, dnnl::memory(e.c, engine_, c)}});
   }
 
  private:
@@ -179,11 +186,52 @@ class TileGemm {
   };
   dnnl::engine engine_;
   dnnl::stream stream_;
+  dnnl::memory::data_type operand_;
   std::map<Key, Entry> primitives_;
+};
+
+// The GEMM operands of a call: the f32 inputs as they are, or their bf16 copies.
+struct Operands {
+  const void* q;
+  const void* k;
+  const void* v;
+  int64_t element_size;
+  std::vector<uint16_t> q_bf16, k_bf16, v_bf16;  // owned copies for kBfloat16
+
+  Operands(ComputeType compute, const float* q_f32, const float* k_f32, const float* v_f32,
+           int64_t q_count, int64_t kv_count) {
+    if (compute == ComputeType::kFloat32) {
+      q = q_f32;
+      k = k_f32;
+      v = v_f32;
+      element_size = sizeof(float);
+      return;
+    }
+    q_bf16 = ToBfloat16(q_f32, q_count);
+    k_bf16 = ToBfloat16(k_f32, kv_count);
+    v_bf16 = ToBfloat16(v_f32, kv_count);
+    q = q_bf16.data();
+    k = k_bf16.data();
+    v = v_bf16.data();
+    element_size = sizeof(uint16_t);
+  }
+
+  static std::vector<uint16_t> ToBfloat16(const float* values, int64_t count) {
+    std::vector<uint16_t> bits(count);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; ++i) bits[i] = FloatToBfloat16(values[i]);
+    return bits;
+  }
+
+  // Element `index` of an operand, as a pointer the GEMM takes.
+  const void* At(const void* base, int64_t index) const {
+    return static_cast<const char*>(base) + index * element_size;
+  }
 };
 
 struct Scratch {
   std::vector<float> scores;  // [q_tile, k_tile]
+  std::vector<uint16_t> probs_bf16;  // [q_tile, k_tile], the P operand for kBfloat16
   std::vector<float> acc;     // [q_tile, hd] unnormalised output rows
   std::vector<float> row_max, row_sum;
 };
@@ -216,13 +264,17 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
   const std::vector<float> q_pos_f(options.q_positions.begin(), options.q_positions.end());
   const std::vector<float> k_pos_f(options.k_positions.begin(), options.k_positions.end());
 
+  const bool bf16 = options.compute == ComputeType::kBfloat16;
+  const Operands operands(options.compute, q, k, v, B * H * Sq * hd, B * Hkv * Sk * hd);
+
   std::atomic<bool> stop{false};
   ApplyComputeThreads();
 #pragma omp parallel
   {
     Scratch scratch;
-    TileGemm gemm;
+    TileGemm gemm(options.compute);
     scratch.scores.resize(q_tile * k_tile);
+    if (bf16) scratch.probs_bf16.resize(q_tile * k_tile);
     scratch.acc.resize(q_tile * hd);
     scratch.row_max.resize(q_tile);
     scratch.row_sum.resize(q_tile);
@@ -237,9 +289,8 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
       const int64_t i0 = (q_tiles - 1 - item % q_tiles) * q_tile;
       const int64_t rows = std::min(q_tile, Sq - i0);
       const int64_t kv_head = h / group;
-      const float* q_rows = q + ((b * H + h) * Sq + i0) * hd;
-      const float* k_head = k + (b * Hkv + kv_head) * Sk * hd;
-      const float* v_head = v + (b * Hkv + kv_head) * Sk * hd;
+      const void* q_rows = operands.At(operands.q, ((b * H + h) * Sq + i0) * hd);
+      const int64_t kv_offset = (b * Hkv + kv_head) * Sk * hd;
       const int64_t* q_pos = options.q_positions.empty() ? nullptr : options.q_positions.data() + b * Sq;
       const int64_t* k_pos = options.k_positions.empty() ? nullptr : options.k_positions.data() + b * Sk;
       // The last row sees the most keys (visibility never shrinks down the rows).
@@ -258,7 +309,8 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
         const int64_t cols = std::min(k_tile, keys - j0);
         float* scores = scratch.scores.data();
         // scores [rows, cols] = Q_tile · K_tileᵀ · scale
-        gemm.Run(rows, cols, hd, scale, q_rows, k_head + j0 * hd, true, false, scores);
+        gemm.Run(rows, cols, hd, scale, q_rows, operands.At(operands.k, kv_offset + j0 * hd),
+                 true, false, scores);
         for (int64_t r = 0; r < rows; ++r) {
           float* row = scores + r * cols;
           const int64_t visible = std::clamp<int64_t>(
@@ -279,7 +331,15 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
           scratch.row_max[r] = new_max;
         }
         // acc [rows, hd] += P [rows, cols] · V_tile [cols, hd]
-        gemm.Run(rows, hd, cols, 1.0f, scores, v_head + j0 * hd, false, true, scratch.acc.data());
+        const void* probs = scores;
+        if (bf16) {
+          for (int64_t i = 0; i < rows * cols; ++i) {
+            scratch.probs_bf16[i] = FloatToBfloat16(scores[i]);
+          }
+          probs = scratch.probs_bf16.data();
+        }
+        gemm.Run(rows, hd, cols, 1.0f, probs, operands.At(operands.v, kv_offset + j0 * hd), false,
+                 true, scratch.acc.data());
       }
       float* out_rows = out + ((b * H + h) * Sq + i0) * hd;
       for (int64_t r = 0; r < rows; ++r) {

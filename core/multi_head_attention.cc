@@ -89,6 +89,8 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
   options.causal = inputs.causal;
   options.key_lengths = inputs.key_lengths;
   options.scale = config_.scale;
+  options.compute = inputs.compute;
+  options.is_cancelled = inputs.is_cancelled;
   // x = query + P[positions] for additive encodings, else the query: [B·Sq, d]
   std::vector<float> x(b * sq * d);
   if (IsAdditive(config_.encoding)) {
@@ -127,7 +129,7 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
   };
   for (const Projection& p : projections) {
     if (absl::Status status = Linear(p.input, p.tokens, d, p.weight.data(), DataOrNull(p.bias),
-                                     p.heads * hd, projected.data());
+                                     p.heads * hd, projected.data(), inputs.compute);
         !status.ok()) {
       return status;
     }
@@ -149,7 +151,7 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
     return status;
   }
   return Linear(projected.data(), b * sq, h * hd, weights_.o_proj_weight.data(),
-                DataOrNull(weights_.o_proj_bias), d, out);
+                DataOrNull(weights_.o_proj_bias), d, out, inputs.compute);
 }
 
 }  // namespace attnserve

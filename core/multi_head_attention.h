@@ -4,6 +4,7 @@
 #define ATTNSERVE_CORE_MULTI_HEAD_ATTENTION_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -48,6 +49,8 @@ struct AttendInputs {
                                        // (self-attention keys share them)
   bool causal = false;                 // bottom-right aligned
   std::vector<int64_t> key_lengths;    // [B] valid keys, or empty for all
+  ComputeType compute = ComputeType::kFloat32;  // projections and attention products
+  std::function<bool()> is_cancelled;  // polled between attention tiles; unset = never
 };
 
 class MultiHeadAttention {

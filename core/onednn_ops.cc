@@ -54,15 +54,27 @@ void ApplyComputeThreads() {
 }
 
 absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const float* b,
-                    int64_t n, float* y) {
+                    int64_t n, float* y, ComputeType compute) {
   return RunPrimitives("linear", [&](dnnl::stream& stream) {
+    const dt operand = compute == ComputeType::kBfloat16 ? dt::bf16 : dt::f32;
     const memory::desc x_md({m, k}, dt::f32, tag::ab);
     const memory::desc w_md({k, n}, dt::f32, tag::ba);  // W [N,K] row-major seen as Wᵀ [K,N]
     const memory::desc y_md({m, n}, dt::f32, tag::ab);
     const memory::desc b_md = b != nullptr ? memory::desc({1, n}, dt::f32, tag::ab) : memory::desc();
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(x_md, w_md, b_md, y_md), CpuEngine());
+    memory x_mem = Wrap(x_md, x), w_mem = Wrap(w_md, w);
+    if (operand != dt::f32) {
+      // bf16 copies of the operands (round to nearest even), made by oneDNN reorders.
+      memory x_bf16({{m, k}, operand, tag::ab}, CpuEngine());
+      memory w_bf16({{k, n}, operand, tag::ba}, CpuEngine());
+      dnnl::reorder(x_mem, x_bf16).execute(stream, x_mem, x_bf16);
+      dnnl::reorder(w_mem, w_bf16).execute(stream, w_mem, w_bf16);
+      x_mem = x_bf16;
+      w_mem = w_bf16;
+    }
+    const dnnl::matmul::primitive_desc pd(
+        dnnl::matmul::desc(x_mem.get_desc(), w_mem.get_desc(), b_md, y_md), CpuEngine());
     std::unordered_map<int, memory> args = {
-        {DNNL_ARG_SRC, Wrap(x_md, x)}, {DNNL_ARG_WEIGHTS, Wrap(w_md, w)}, {DNNL_ARG_DST, Wrap(y_md, y)}};
+        {DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, Wrap(y_md, y)}};
     if (b != nullptr) args.emplace(DNNL_ARG_BIAS, Wrap(b_md, b));
     dnnl::matmul(pd).execute(stream, args);
   });

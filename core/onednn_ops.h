@@ -11,6 +11,10 @@
 
 namespace attnserve {
 
+// Arithmetic of matrix products: f32 throughout, or bf16 operands (AVX512-BF16 / AMX where the
+// CPU has them) with f32 accumulation. Softmax, biases and outputs stay f32 either way.
+enum class ComputeType { kFloat32, kBfloat16 };
+
 // Sets the number of OpenMP threads oneDNN uses from now on, on every thread that computes.
 // 0 = OpenMP's default (all cores, or OMP_NUM_THREADS).
 void SetComputeThreads(int threads);
@@ -19,9 +23,10 @@ void SetComputeThreads(int threads);
 // gRPC handler threads each need it). Every parallel compute entry point calls it first.
 void ApplyComputeThreads();
 
-// y[M,N] = x[M,K]·Wᵀ + b; W: [N,K] (torch.nn.Linear layout); b: [N] or nullptr.
+// y[M,N] = x[M,K]·Wᵀ + b; W: [N,K] (torch.nn.Linear layout); b: [N] or nullptr. With kBfloat16,
+// x and W are rounded to bf16 for the product (f32 accumulation, f32 bias and output).
 absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const float* b,
-                    int64_t n, float* y);
+                    int64_t n, float* y, ComputeType compute = ComputeType::kFloat32);
 
 // dst[a, c, b, d] = src[a, b, c, d] for a src of dims [d0, d1, d2, d3]; e.g. [B, S, H, hd] →
 // [B, H, S, hd]. src and dst must not overlap.

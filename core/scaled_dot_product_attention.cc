@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "core/bfloat16.h"
 #include "core/flash_attention.h"
 #include "core/onednn_ops.h"
 
@@ -154,11 +155,27 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
     k = k_rotated.data();
   }
 
+  // bf16 compute in the materialised path: the same operands a bf16 GEMM sees (bf16-rounded
+  // q, k, v; products exact in f32; f32 accumulation).
+  std::vector<float> q_bf16, k_bf16, v_bf16;
+  const bool materialised = probs != nullptr || std::holds_alternative<CopeParams>(options.encoding);
+  if (materialised && options.compute == ComputeType::kBfloat16) {
+    auto rounded = [](const float* values, int64_t count) {
+      std::vector<float> copy(count);
+      for (int64_t i = 0; i < count; ++i) copy[i] = RoundToBfloat16(values[i]);
+      return copy;
+    };
+    q_bf16 = rounded(q, B * H * Sq * hd);
+    k_bf16 = rounded(k, B * Hkv * Sk * hd);
+    v_bf16 = rounded(v, B * Hkv * Sk * hd);
+    q = q_bf16.data();
+    k = k_bf16.data();
+    v = v_bf16.data();
+  }
+
   // Without probabilities to return, the tiled kernel never materialises the scores. CoPE needs
   // whole rows of gates, so it takes the materialised path below.
-  if (probs == nullptr && !std::holds_alternative<CopeParams>(options.encoding)) {
-    return FlashAttention(shape, options, q, k, v, out);
-  }
+  if (!materialised) return FlashAttention(shape, options, q, k, v, out);
   std::vector<float> own_probs;
   if (probs == nullptr) {
     own_probs.resize(B * H * Sq * Sk);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/onednn_ops.h"
 #include "core/position_table_cache.h"
 #include "core/positional_encoding.h"
 
@@ -39,6 +40,8 @@ struct SdpaOptions {
   // k_positions [B·Sk], each >= 0.
   std::vector<int64_t> q_positions;
   std::vector<int64_t> k_positions;
+  // Matrix products in f32, or with bf16 operands and f32 accumulation.
+  ComputeType compute = ComputeType::kFloat32;
   // Caches RoPE's cos/sin tables across calls (thread-safe); unset = a table per call.
   PositionTableCache* tables = nullptr;
   // Polled between tiles; when it returns true the computation stops with CANCELLED. Unset =

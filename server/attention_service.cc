@@ -18,13 +18,10 @@
 namespace attnserve {
 namespace {
 
-// FLOAT32 (or unspecified) computes in f32; BFLOAT16 compute is not offered by this build yet.
-absl::Status CheckComputeDtype(int dtype) {
-  if (dtype == v1::DATA_TYPE_UNSPECIFIED || dtype == v1::FLOAT32) return absl::OkStatus();
-  if (dtype == v1::BFLOAT16) {
-    return absl::UnimplementedError(
-        "compute_dtype=BFLOAT16 is not implemented in this build yet; use FLOAT32");
-  }
+// FLOAT32 (or unspecified) computes in f32; BFLOAT16 uses bf16 operands, f32 accumulation.
+absl::StatusOr<ComputeType> ComputeTypeFromProto(int dtype) {
+  if (dtype == v1::DATA_TYPE_UNSPECIFIED || dtype == v1::FLOAT32) return ComputeType::kFloat32;
+  if (dtype == v1::BFLOAT16) return ComputeType::kBfloat16;
   return absl::InvalidArgumentError(absl::StrCat("compute_dtype=", DataTypeName(dtype),
                                                  " must be FLOAT32 or BFLOAT16"));
 }
@@ -165,6 +162,7 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
 }
 
 absl::Status AttentionServiceImpl::DoAttend(const v1::AttendRequest& request,
+                                            std::function<bool()> is_cancelled,
                                             v1::AttendResponse* response) const {
   ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request.model()));
   const AttentionConfig& config = model->layer->config();
@@ -190,7 +188,7 @@ absl::Status AttentionServiceImpl::DoAttend(const v1::AttendRequest& request,
     }
     kv_len = context.shape[1];
   }
-  RETURN_IF_ERROR(CheckComputeDtype(request.compute_dtype()));
+  ASSIGN_OR_RETURN(const ComputeType compute, ComputeTypeFromProto(request.compute_dtype()));
   RETURN_IF_ERROR(CheckLimits(batch, config.num_heads, q_len, kv_len));
   ASSIGN_OR_RETURN(std::vector<int64_t> positions,
                    ResolvePositions(request.position_ids(), "position_ids",
@@ -205,6 +203,8 @@ absl::Status AttentionServiceImpl::DoAttend(const v1::AttendRequest& request,
   inputs.positions = positions.data();
   inputs.causal = request.causal();
   inputs.key_lengths.assign(request.key_lengths().begin(), request.key_lengths().end());
+  inputs.compute = compute;
+  inputs.is_cancelled = std::move(is_cancelled);
 
   std::vector<float> output(batch * q_len * config.d_model);
   std::vector<float> probs;
@@ -221,6 +221,7 @@ absl::Status AttentionServiceImpl::DoAttend(const v1::AttendRequest& request,
 }
 
 absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
+                                          std::function<bool()> is_cancelled,
                                           v1::SdpaResponse* response) const {
   ASSIGN_OR_RETURN(FloatTensor q, DecodeFloatTensor(request.q(), "q", 4, "[B, H, Sq, hd]"));
   ASSIGN_OR_RETURN(FloatTensor k, DecodeFloatTensor(request.k(), "k", 4, "[B, Hkv, Sk, hd]"));
@@ -235,10 +236,12 @@ absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
                                                    "] must equal k.shape=[",
                                                    absl::StrJoin(k.shape, ","), "]"));
   }
-  RETURN_IF_ERROR(CheckComputeDtype(request.compute_dtype()));
+  SdpaOptions options;
+  ASSIGN_OR_RETURN(options.compute, ComputeTypeFromProto(request.compute_dtype()));
+  options.is_cancelled = std::move(is_cancelled);
+  options.tables = &tables_;
   SdpaShape shape{q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3]};
   RETURN_IF_ERROR(CheckLimits(shape.batch, shape.num_heads, shape.q_len, shape.kv_len));
-  SdpaOptions options;
   options.causal = request.causal();
   options.key_lengths.assign(request.key_lengths().begin(), request.key_lengths().end());
   if (request.has_scale()) options.scale = static_cast<float>(request.scale());
@@ -340,15 +343,16 @@ grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext*, const v1::Encode
   return ToGrpcStatus(DoEncode(*request, response));
 }
 
-grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext*, const v1::AttendRequest* request,
+grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
+                                          const v1::AttendRequest* request,
                                           v1::AttendResponse* response) {
-  return ToGrpcStatus(DoAttend(*request, response));
+  return ToGrpcStatus(DoAttend(*request, [context] { return context->IsCancelled(); }, response));
 }
 
-grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext*,
+grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext* context,
                                                              const v1::SdpaRequest* request,
                                                              v1::SdpaResponse* response) {
-  return ToGrpcStatus(DoSdpa(*request, response));
+  return ToGrpcStatus(DoSdpa(*request, [context] { return context->IsCancelled(); }, response));
 }
 
 grpc::Status AttentionServiceImpl::Decode(

@@ -4,6 +4,7 @@
 #define ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "attnserve/v1/attention_service.grpc.pb.h"
@@ -45,8 +46,11 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
 
  private:
   absl::Status DoEncode(const v1::EncodeRequest& request, v1::EncodeResponse* response) const;
-  absl::Status DoAttend(const v1::AttendRequest& request, v1::AttendResponse* response) const;
-  absl::Status DoSdpa(const v1::SdpaRequest& request, v1::SdpaResponse* response) const;
+  // is_cancelled: polled between attention tiles (the RPC's cancellation or deadline).
+  absl::Status DoAttend(const v1::AttendRequest& request, std::function<bool()> is_cancelled,
+                        v1::AttendResponse* response) const;
+  absl::Status DoSdpa(const v1::SdpaRequest& request, std::function<bool()> is_cancelled,
+                      v1::SdpaResponse* response) const;
   absl::Status DoPositionBias(const v1::PositionBiasRequest& request,
                               v1::PositionBiasResponse* response) const;
 

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "attnserve/v1/tensor.pb.h"
+#include "core/bfloat16.h"
 
 namespace attnserve {
 
@@ -36,10 +37,6 @@ absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
 
 // "FLOAT32", or the number for values outside the enum.
 std::string DataTypeName(int dtype);
-
-// bfloat16 <-> float32 conversions (round to nearest even; NaN stays NaN).
-float Bfloat16ToFloat(uint16_t bits);
-uint16_t FloatToBfloat16(float value);
 
 }  // namespace attnserve
 

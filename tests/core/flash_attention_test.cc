@@ -21,8 +21,10 @@ using ::attnserve::testing::ReferenceBias;
 using ::attnserve::testing::ReferenceSdpa;
 using ::attnserve::testing::RelativeError;
 
-// f32 GEMMs and a float exp (relative error < 2e-7) over up to 1500 keys.
+// f32 GEMMs and a float exp (relative error < 2e-7) over up to 1500 keys; bf16 operands carry
+// 8 significant bits (relative rounding 2^-9 per operand).
 constexpr double kRelativeTolerance = 1e-5;
+constexpr double kBfloat16RelativeTolerance = 1e-2;
 
 enum class Bias { kNone, kAlibi, kT5 };
 
@@ -33,6 +35,7 @@ struct FlashCase {
   bool padded;  // key_lengths: a different length per batch element
   Bias bias;
   FlashTiling tiling;
+  ComputeType compute = ComputeType::kFloat32;
 };
 
 std::string CaseName(const ::testing::TestParamInfo<FlashCase>& info) { return info.param.name; }
@@ -48,6 +51,7 @@ TEST_P(FlashAttentionTest, MatchesDoublePrecisionReference) {
 
   SdpaOptions options;
   options.causal = c.causal;
+  options.compute = c.compute;
   if (c.padded) {
     for (int64_t b = 0; b < c.batch; ++b) {
       options.key_lengths.push_back(std::max<int64_t>(0, c.kv_len - 7 * b - (b == 2 ? c.kv_len : 0)));
@@ -95,7 +99,9 @@ TEST_P(FlashAttentionTest, MatchesDoublePrecisionReference) {
   const auto ref = ReferenceSdpa(q, k, v, c.batch, c.heads, c.kv_heads, c.q_len, c.kv_len,
                                  c.head_dim, scale, c.causal, options.key_lengths, bias);
   for (size_t i = 0; i < out.size(); ++i) ASSERT_FALSE(std::isnan(out[i])) << "out[" << i << "]";
-  EXPECT_LT(RelativeError(out, ref.out), kRelativeTolerance);
+  EXPECT_LT(RelativeError(out, ref.out), c.compute == ComputeType::kBfloat16
+                                             ? kBfloat16RelativeTolerance
+                                             : kRelativeTolerance);
 }
 
 constexpr FlashTiling kSmallTiles{16, 48};  // many tiles, ragged tails
@@ -118,8 +124,43 @@ INSTANTIATE_TEST_SUITE_P(
         FlashCase{"Default1111Alibi", 1, 8, 8, 32, 1111, 1111, false, false, Bias::kAlibi,
                   kDefaultTiles},
         FlashCase{"Default1Token", 3, 8, 1, 128, 1, 999, true, true, Bias::kNone,
-                  kDefaultTiles}),
+                  kDefaultTiles},
+        FlashCase{"Bf16Gqa64Causal", 3, 8, 2, 64, 45, 45, true, true, Bias::kNone, kSmallTiles,
+                  ComputeType::kBfloat16},
+        FlashCase{"Bf16AlibiCross", 1, 8, 8, 80, 20, 77, false, false, Bias::kAlibi, kSmallTiles,
+                  ComputeType::kBfloat16},
+        FlashCase{"Bf16T5", 1, 8, 1, 128, 33, 33, false, false, Bias::kT5, kSmallTiles,
+                  ComputeType::kBfloat16},
+        FlashCase{"Bf16Default1200", 1, 8, 8, 64, 1200, 1200, true, false, Bias::kNone,
+                  kDefaultTiles, ComputeType::kBfloat16}),
     CaseName);
+
+// With probabilities requested, attention takes the materialised path; bf16 there rounds the
+// same operands, so it agrees with the f32 reference to bf16 precision, and with the tiled path.
+TEST(MaterialisedBfloat16Test, MatchesReferenceAndTiledPath) {
+  const SdpaShape shape{2, 4, 2, 19, 23, 32};
+  const auto q = RandomVector(2 * 4 * 19 * 32, 41);
+  const auto k = RandomVector(2 * 2 * 23 * 32, 42);
+  const auto v = RandomVector(2 * 2 * 23 * 32, 43);
+  SdpaOptions options;
+  options.causal = true;
+  options.compute = ComputeType::kBfloat16;
+  std::vector<float> with_probs(q.size()), tiled(q.size()), probs(2 * 4 * 19 * 23);
+  ASSERT_TRUE(ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(),
+                                        with_probs.data(), probs.data())
+                  .ok());
+  ASSERT_TRUE(ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(),
+                                        tiled.data(), nullptr)
+                  .ok());
+  const auto ref = ReferenceSdpa(q, k, v, 2, 4, 2, 19, 23, 32, 1.0 / std::sqrt(32.0), true, {});
+  EXPECT_LT(RelativeError(with_probs, ref.out), kBfloat16RelativeTolerance);
+  EXPECT_LT(RelativeError(probs, ref.probs), kBfloat16RelativeTolerance);
+  EXPECT_LT(RelativeError(tiled, std::vector<double>(with_probs.begin(), with_probs.end())),
+            kBfloat16RelativeTolerance);
+  // And bf16 really ran: f32 products would land within 1e-6 of the reference.
+  EXPECT_GT(RelativeError(tiled, ref.out), 1e-4);
+  EXPECT_GT(RelativeError(with_probs, ref.out), 1e-4);
+}
 
 TEST(FlashAttentionCancelTest, StopsBetweenTilesWhenCancelled) {
   const SdpaShape shape{1, 2, 2, 64, 64, 16};
