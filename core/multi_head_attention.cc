@@ -91,6 +91,7 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
   options.scale = config_.scale;
   options.compute = inputs.compute;
   options.is_cancelled = inputs.is_cancelled;
+  options.tables = &tables_;
   // x = query + P[positions] for additive encodings, else the query: [B·Sq, d]
   std::vector<float> x(b * sq * d);
   if (IsAdditive(config_.encoding)) {

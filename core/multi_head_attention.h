@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/position_table_cache.h"
 #include "core/positional_encoding.h"
 #include "core/scaled_dot_product_attention.h"
 
@@ -71,6 +72,8 @@ class MultiHeadAttention {
 
   AttentionConfig config_;
   AttentionWeights weights_;
+  // RoPE cos/sin tables shared by all calls (thread-safe).
+  mutable PositionTableCache tables_;
 };
 
 }  // namespace attnserve
