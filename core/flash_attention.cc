@@ -62,6 +62,17 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float ExpShiftedSum
 }
 
 // Sixteen independent lanes: a max reduction compilers vectorise without fast-math.
+// out[c] ← row[c] as bf16, round to nearest even, for finite non-negative values (probabilities;
+// no NaN handling needed).
+__attribute__((target_clones("avx512f", "avx2", "default"))) void ProbabilitiesToBfloat16(
+    const float* row, int64_t n, uint16_t* out) {
+  for (int64_t c = 0; c < n; ++c) {
+    uint32_t bits;
+    std::memcpy(&bits, row + c, sizeof(bits));
+    out[c] = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+  }
+}
+
 __attribute__((target_clones("avx512f", "avx2", "default"))) float RowMax(const float* row,
                                                                           int64_t n) {
   constexpr int kLanes = 16;
@@ -329,23 +340,25 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
           } else if (t5 != nullptr) {
             t5_bias->AddRow(row, visible, q_pos[i0 + r], k_pos + j0);
           }
-          std::fill(row + visible, row + cols, 0.0f);  // masked: probability 0
+          // Masked keys get probability 0 (in the operand P·V reads).
+          uint16_t* row_bf16 = bf16 ? scratch.probs_bf16.data() + r * cols : nullptr;
+          if (bf16) {
+            std::fill(row_bf16 + visible, row_bf16 + cols, uint16_t{0});
+          } else {
+            std::fill(row + visible, row + cols, 0.0f);
+          }
           if (visible == 0) continue;
           // Online softmax: rescale what earlier tiles accumulated to the new row maximum.
           const float new_max = std::max(scratch.row_max[r], RowMax(row, visible));
           const float correction = ExpNonPositive(scratch.row_max[r] - new_max);
-          scratch.row_sum[r] = scratch.row_sum[r] * correction + ExpShiftedSum(row, visible, new_max);
+          scratch.row_sum[r] =
+              scratch.row_sum[r] * correction + ExpShiftedSum(row, visible, new_max);
+          if (bf16) ProbabilitiesToBfloat16(row, visible, row_bf16);
           if (correction != 1.0f) ScaleRow(scratch.acc.data() + r * hd, hd, correction);
           scratch.row_max[r] = new_max;
         }
         // acc [rows, hd] += P [rows, cols] · V_tile [cols, hd]
-        const void* probs = scores;
-        if (bf16) {
-          for (int64_t i = 0; i < rows * cols; ++i) {
-            scratch.probs_bf16[i] = FloatToBfloat16(scores[i]);
-          }
-          probs = scratch.probs_bf16.data();
-        }
+        const void* probs = bf16 ? static_cast<const void*>(scratch.probs_bf16.data()) : scores;
         gemm.Run(rows, hd, cols, 1.0f, probs, operands.At(operands.v, kv_offset + j0 * hd), false,
                  true, scratch.acc.data());
       }
