@@ -9,8 +9,10 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <new>
 #include <tuple>
-#include <optional>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -94,55 +96,91 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void ScaleRow(float
   for (int64_t c = 0; c < n; ++c) row[c] *= factor;
 }
 
-// row[c] += −slope·|q_position − k_positions[c]| (equal to −slope·(q − k) on the visible keys of
-// a causal row). Positions as floats (exact below 2^24) keep the loop vectorisable.
+// row[c] += −slope·(q − k[c]) when causal (the DESIGN's −m(i−j); visible keys usually have
+// k <= q), −slope·|q − k[c]| otherwise. Positions arrive relative to the batch element's first
+// key, as floats: exact while they span < 2^24 positions, and the loop stays vectorisable.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void AddAlibiRow(
-    float* row, int64_t n, float slope, float q_position, const float* k_positions) {
+    float* row, int64_t n, float slope, float q_position, const float* k_positions, bool causal) {
+  if (causal) {
 #pragma omp simd
-  for (int64_t c = 0; c < n; ++c) row[c] -= slope * std::fabs(q_position - k_positions[c]);
+    for (int64_t c = 0; c < n; ++c) row[c] -= slope * (q_position - k_positions[c]);
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) row[c] -= slope * std::fabs(q_position - k_positions[c]);
+  }
 }
 
-// T5's bias for one (batch element, head). Its buckets need a logarithm, so when the positions
-// span a modest range the bias is tabulated once per key–query distance d = k − q; otherwise
-// (far-apart explicit ids) each score computes its bucket.
-class T5RowBias {
+// The position-dependent part of the scores, prepared once per call (shared by all heads and
+// tiles) for ALiBi and T5.
+class ScoreBias {
  public:
-  T5RowBias(const T5BiasParams& params, int64_t num_heads, int64_t head,
-            const int64_t* q_positions, int64_t q_len, const int64_t* k_positions, int64_t kv_len)
-      : params_(params), num_heads_(num_heads), head_(head) {
-    const auto [q_min, q_max] = std::minmax_element(q_positions, q_positions + q_len);
-    const auto [k_min, k_max] = std::minmax_element(k_positions, k_positions + kv_len);
-    min_distance_ = *k_min - *q_max;
-    const int64_t range = *k_max - *q_min - min_distance_ + 1;
-    if (range > kMaxTabulatedDistances) return;
-    by_distance_.resize(range);
-    for (int64_t d = 0; d < range; ++d) by_distance_[d] = Bias(min_distance_ + d);
+  ScoreBias(const SdpaShape& shape, const SdpaOptions& options)
+      : shape_(shape), options_(options) {
+    if (const auto* alibi = std::get_if<AlibiParams>(&options.encoding)) {
+      slopes_ = AlibiSlopes(*alibi, shape.num_heads);
+    }
+    t5_ = std::get_if<T5BiasParams>(&options.encoding);
+    if (slopes_.empty() && t5_ == nullptr) return;
+    const int64_t Sq = shape.q_len, Sk = shape.kv_len;
+    q_relative_.resize(shape.batch * Sq);
+    k_relative_.resize(shape.batch * Sk);
+    bucket_by_distance_.resize(shape.batch);
+    min_distance_.resize(shape.batch);
+    for (int64_t b = 0; b < shape.batch; ++b) {
+      // Positions are in [0, kMaxPosition] (ValidateSdpa), so these differences cannot overflow.
+      const int64_t* q = options.q_positions.data() + b * Sq;
+      const int64_t* k = options.k_positions.data() + b * Sk;
+      const auto [q_min, q_max] = std::minmax_element(q, q + Sq);
+      const auto [k_min, k_max] = std::minmax_element(k, k + Sk);
+      for (int64_t i = 0; i < Sq; ++i) q_relative_[b * Sq + i] = static_cast<float>(q[i] - *k_min);
+      for (int64_t j = 0; j < Sk; ++j) k_relative_[b * Sk + j] = static_cast<float>(k[j] - *k_min);
+      // T5 buckets need a logarithm: tabulate them per key–query distance when the distances
+      // span no more than the request's own size (contiguous positions span Sq + Sk − 1).
+      min_distance_[b] = *k_min - *q_max;
+      const int64_t range = *k_max - *q_min - min_distance_[b] + 1;
+      if (t5_ != nullptr && range <= 2 * (Sq + Sk)) {
+        bucket_by_distance_[b].resize(range);
+        for (int64_t d = 0; d < range; ++d) bucket_by_distance_[b][d] = Bucket(min_distance_[b] + d);
+      }
+    }
   }
 
-  // row[c] += bias(k_positions[c] − q_position) for c < n.
-  void AddRow(float* row, int64_t n, int64_t q_position, const int64_t* k_positions) const {
-    if (by_distance_.empty()) {
-      for (int64_t c = 0; c < n; ++c) row[c] += Bias(k_positions[c] - q_position);
+  bool active() const { return !slopes_.empty() || t5_ != nullptr; }
+
+  // Adds the bias of query row i (batch element b, head h) to scores of keys [j0, j0 + n).
+  void AddRow(int64_t b, int64_t h, int64_t i, int64_t j0, int64_t n, float* row) const {
+    const int64_t Sq = shape_.q_len, Sk = shape_.kv_len;
+    if (!slopes_.empty()) {
+      AddAlibiRow(row, n, static_cast<float>(slopes_[h]), q_relative_[b * Sq + i],
+                  k_relative_.data() + b * Sk + j0, options_.causal);
       return;
     }
-    const int64_t offset = -min_distance_ - q_position;
-    for (int64_t c = 0; c < n; ++c) row[c] += by_distance_[k_positions[c] + offset];
+    const std::vector<float>& table = *t5_->table;
+    const int64_t H = shape_.num_heads;
+    const int64_t q = options_.q_positions[b * Sq + i];
+    const int64_t* k = options_.k_positions.data() + b * Sk + j0;
+    const std::vector<int32_t>& buckets = bucket_by_distance_[b];
+    if (buckets.empty()) {
+      for (int64_t c = 0; c < n; ++c) row[c] += table[Bucket(k[c] - q) * H + h];
+      return;
+    }
+    const int64_t offset = -min_distance_[b] - q;
+    for (int64_t c = 0; c < n; ++c) row[c] += table[buckets[k[c] + offset] * H + h];
   }
 
  private:
-  static constexpr int64_t kMaxTabulatedDistances = int64_t{1} << 20;
-
-  float Bias(int64_t distance) const {
-    const int64_t bucket = T5RelativeBucket(distance, params_.bidirectional, params_.num_buckets,
-                                            params_.max_distance);
-    return (*params_.table)[bucket * num_heads_ + head_];
+  int32_t Bucket(int64_t distance) const {
+    return static_cast<int32_t>(
+        T5RelativeBucket(distance, t5_->bidirectional, t5_->num_buckets, t5_->max_distance));
   }
 
-  const T5BiasParams& params_;
-  const int64_t num_heads_;
-  const int64_t head_;
-  int64_t min_distance_ = 0;
-  std::vector<float> by_distance_;
+  const SdpaShape& shape_;
+  const SdpaOptions& options_;
+  std::vector<double> slopes_;          // ALiBi, per head
+  const T5BiasParams* t5_ = nullptr;
+  std::vector<float> q_relative_, k_relative_;            // ALiBi: [B·Sq], [B·Sk]
+  std::vector<std::vector<int32_t>> bucket_by_distance_;  // T5: per batch element, or empty
+  std::vector<int64_t> min_distance_;                     // T5: per batch element
 };
 
 // Row-major C [M,N] (+)= alpha·A·op(B), A [M,K], B [K,N] (or [N,K] when b_transposed), C f32,
@@ -243,10 +281,18 @@ struct Operands {
   }
 };
 
+// One thread's buffers for a work item.
 struct Scratch {
-  std::vector<float> scores;  // [q_tile, k_tile]
+  Scratch(int64_t q_tile, int64_t k_tile, int64_t hd, bool bf16)
+      : scores(q_tile * k_tile),
+        probs_bf16(bf16 ? q_tile * k_tile : 0),
+        acc(q_tile * hd),
+        row_max(q_tile),
+        row_sum(q_tile) {}
+
+  std::vector<float> scores;         // [q_tile, k_tile]
   std::vector<uint16_t> probs_bf16;  // [q_tile, k_tile], the P operand for kBfloat16
-  std::vector<float> acc;     // [q_tile, hd] unnormalised output rows
+  std::vector<float> acc;            // [q_tile, hd] unnormalised output rows
   std::vector<float> row_max, row_sum;
 };
 
@@ -269,19 +315,87 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
   const int64_t k_tile = std::max<int64_t>(1, std::min(tiling.k_tile, Sk));
   const int64_t q_tiles = (Sq + q_tile - 1) / q_tile;
   const float scale = EffectiveScale(shape, options);
-  const auto* alibi = std::get_if<AlibiParams>(&options.encoding);
-  const auto* t5 = std::get_if<T5BiasParams>(&options.encoding);
-  const std::vector<double> slopes = alibi != nullptr ? AlibiSlopes(*alibi, H) : std::vector<double>();
-
-  // ALiBi distances in float; exact for positions below 2^24, and beyond that the bias
-  // (slope × distance) dwarfs any float rounding of it.
-  const std::vector<float> q_pos_f(options.q_positions.begin(), options.q_positions.end());
-  const std::vector<float> k_pos_f(options.k_positions.begin(), options.k_positions.end());
+  const ScoreBias bias(shape, options);
 
   const bool bf16 = options.compute == ComputeType::kBfloat16;
   const Operands operands(options.compute, q, k, v, B * H * Sq * hd, B * Hkv * Sk * hd);
 
+  // Work item `item` = (batch element, head, query tile): the online softmax over its visible
+  // key tiles, written to its rows of `out`.
   std::atomic<bool> stop{false};
+  auto process = [&](int64_t item, bool polls, Scratch& scratch, TileGemm& gemm) {
+    const int64_t b = item / (H * q_tiles);
+    const int64_t h = (item / q_tiles) % H;
+    // Within a head, the longest (last) causal query tiles go first, balancing the schedule.
+    const int64_t i0 = (q_tiles - 1 - item % q_tiles) * q_tile;
+    const int64_t rows = std::min(q_tile, Sq - i0);
+    const int64_t kv_head = h / group;
+    const void* q_rows = operands.At(operands.q, ((b * H + h) * Sq + i0) * hd);
+    const int64_t kv_offset = (b * Hkv + kv_head) * Sk * hd;
+    // The last row sees the most keys (visibility never shrinks down the rows).
+    const int64_t keys = VisibleKeyCount(shape, options, b, i0 + rows - 1);
+
+    std::fill(scratch.acc.begin(), scratch.acc.begin() + rows * hd, 0.0f);
+    std::fill(scratch.row_max.begin(), scratch.row_max.begin() + rows, kNegInf);
+    std::fill(scratch.row_sum.begin(), scratch.row_sum.begin() + rows, 0.0f);
+
+    for (int64_t j0 = 0; j0 < keys; j0 += k_tile) {
+      if (polls && options.is_cancelled()) stop = true;
+      if (stop.load(std::memory_order_relaxed)) return;
+      const int64_t cols = std::min(k_tile, keys - j0);
+      float* scores = scratch.scores.data();
+      // scores [rows, cols] = Q_tile · K_tileᵀ · scale
+      gemm.Run(rows, cols, hd, scale, q_rows, operands.At(operands.k, kv_offset + j0 * hd), true,
+               false, scores);
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = scores + r * cols;
+        const int64_t visible =
+            std::clamp<int64_t>(VisibleKeyCount(shape, options, b, i0 + r) - j0, 0, cols);
+        if (bias.active()) bias.AddRow(b, h, i0 + r, j0, visible, row);
+        // Masked keys get probability 0 (in the operand P·V reads).
+        uint16_t* row_bf16 = bf16 ? scratch.probs_bf16.data() + r * cols : nullptr;
+        if (bf16) {
+          std::fill(row_bf16 + visible, row_bf16 + cols, uint16_t{0});
+        } else {
+          std::fill(row + visible, row + cols, 0.0f);
+        }
+        if (visible == 0) continue;
+        // Online softmax: rescale what earlier tiles accumulated to the new row maximum.
+        const float new_max = std::max(scratch.row_max[r], RowMax(row, visible));
+        const float correction = ExpNonPositive(scratch.row_max[r] - new_max);
+        scratch.row_sum[r] = scratch.row_sum[r] * correction + ExpShiftedSum(row, visible, new_max);
+        if (bf16) ProbabilitiesToBfloat16(row, visible, row_bf16);
+        if (correction != 1.0f) ScaleRow(scratch.acc.data() + r * hd, hd, correction);
+        scratch.row_max[r] = new_max;
+      }
+      // acc [rows, hd] += P [rows, cols] · V_tile [cols, hd]
+      const void* probs = bf16 ? static_cast<const void*>(scratch.probs_bf16.data()) : scores;
+      gemm.Run(rows, hd, cols, 1.0f, probs, operands.At(operands.v, kv_offset + j0 * hd), false,
+               true, scratch.acc.data());
+    }
+    float* out_rows = out + ((b * H + h) * Sq + i0) * hd;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float sum = scratch.row_sum[r];
+      const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;  // no visible key: zeros
+      for (int64_t c = 0; c < hd; ++c) out_rows[r * hd + c] = scratch.acc[r * hd + c] * inverse;
+    }
+  };
+
+  // An exception must not leave an OpenMP region (that terminates the process): each thread
+  // catches its own, the first is kept, and the others stop at their next tile.
+  std::string error;
+  bool out_of_memory = false;
+  auto record = [&](const std::exception& e) {
+#pragma omp critical(attnserve_flash_attention_error)
+    {
+      if (error.empty()) {
+        error = e.what();
+        out_of_memory = dynamic_cast<const std::bad_alloc*>(&e) != nullptr;
+      }
+    }
+    stop = true;
+  };
+
   ApplyComputeThreads();
 #pragma omp parallel
   {
@@ -290,86 +404,30 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
     // kernel's duration (their contribution is below f32 resolution of the row sum anyway).
     const unsigned int saved_csr = _mm_getcsr();
     _mm_setcsr(saved_csr | kFlushToZero | kDenormalsAreZero);
-    Scratch scratch;
-    TileGemm gemm(options.compute);
-    scratch.scores.resize(q_tile * k_tile);
-    if (bf16) scratch.probs_bf16.resize(q_tile * k_tile);
-    scratch.acc.resize(q_tile * hd);
-    scratch.row_max.resize(q_tile);
-    scratch.row_sum.resize(q_tile);
     const bool polls = omp_get_thread_num() == 0 && options.is_cancelled != nullptr;
-
-    // Largest query tiles first in causal runs keeps the dynamic schedule balanced.
+    std::unique_ptr<Scratch> scratch;
+    std::unique_ptr<TileGemm> gemm;
+    try {
+      scratch = std::make_unique<Scratch>(q_tile, k_tile, hd, bf16);
+      gemm = std::make_unique<TileGemm>(options.compute);
+    } catch (const std::exception& e) {
+      record(e);
+    }
+    // Every thread reaches the worksharing loop, even one whose set-up failed.
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < B * H * q_tiles; ++item) {
       if (stop.load(std::memory_order_relaxed)) continue;
-      const int64_t b = item / (H * q_tiles);
-      const int64_t h = (item / q_tiles) % H;
-      const int64_t i0 = (q_tiles - 1 - item % q_tiles) * q_tile;
-      const int64_t rows = std::min(q_tile, Sq - i0);
-      const int64_t kv_head = h / group;
-      const void* q_rows = operands.At(operands.q, ((b * H + h) * Sq + i0) * hd);
-      const int64_t kv_offset = (b * Hkv + kv_head) * Sk * hd;
-      const int64_t* q_pos = options.q_positions.empty() ? nullptr : options.q_positions.data() + b * Sq;
-      const int64_t* k_pos = options.k_positions.empty() ? nullptr : options.k_positions.data() + b * Sk;
-      // The last row sees the most keys (visibility never shrinks down the rows).
-      const int64_t keys = VisibleKeyCount(shape, options, b, i0 + rows - 1);
-
-      std::optional<T5RowBias> t5_bias;
-      if (t5 != nullptr) t5_bias.emplace(*t5, H, h, q_pos, Sq, k_pos, Sk);
-
-      std::fill(scratch.acc.begin(), scratch.acc.begin() + rows * hd, 0.0f);
-      std::fill(scratch.row_max.begin(), scratch.row_max.begin() + rows, kNegInf);
-      std::fill(scratch.row_sum.begin(), scratch.row_sum.begin() + rows, 0.0f);
-
-      for (int64_t j0 = 0; j0 < keys; j0 += k_tile) {
-        if (polls && options.is_cancelled()) stop = true;
-        if (stop.load(std::memory_order_relaxed)) break;
-        const int64_t cols = std::min(k_tile, keys - j0);
-        float* scores = scratch.scores.data();
-        // scores [rows, cols] = Q_tile · K_tileᵀ · scale
-        gemm.Run(rows, cols, hd, scale, q_rows, operands.At(operands.k, kv_offset + j0 * hd),
-                 true, false, scores);
-        for (int64_t r = 0; r < rows; ++r) {
-          float* row = scores + r * cols;
-          const int64_t visible = std::clamp<int64_t>(
-              VisibleKeyCount(shape, options, b, i0 + r) - j0, 0, cols);
-          if (alibi != nullptr) {
-            AddAlibiRow(row, visible, static_cast<float>(slopes[h]), q_pos_f[b * Sq + i0 + r],
-                        k_pos_f.data() + b * Sk + j0);
-          } else if (t5 != nullptr) {
-            t5_bias->AddRow(row, visible, q_pos[i0 + r], k_pos + j0);
-          }
-          // Masked keys get probability 0 (in the operand P·V reads).
-          uint16_t* row_bf16 = bf16 ? scratch.probs_bf16.data() + r * cols : nullptr;
-          if (bf16) {
-            std::fill(row_bf16 + visible, row_bf16 + cols, uint16_t{0});
-          } else {
-            std::fill(row + visible, row + cols, 0.0f);
-          }
-          if (visible == 0) continue;
-          // Online softmax: rescale what earlier tiles accumulated to the new row maximum.
-          const float new_max = std::max(scratch.row_max[r], RowMax(row, visible));
-          const float correction = ExpNonPositive(scratch.row_max[r] - new_max);
-          scratch.row_sum[r] =
-              scratch.row_sum[r] * correction + ExpShiftedSum(row, visible, new_max);
-          if (bf16) ProbabilitiesToBfloat16(row, visible, row_bf16);
-          if (correction != 1.0f) ScaleRow(scratch.acc.data() + r * hd, hd, correction);
-          scratch.row_max[r] = new_max;
-        }
-        // acc [rows, hd] += P [rows, cols] · V_tile [cols, hd]
-        const void* probs = bf16 ? static_cast<const void*>(scratch.probs_bf16.data()) : scores;
-        gemm.Run(rows, hd, cols, 1.0f, probs, operands.At(operands.v, kv_offset + j0 * hd), false,
-                 true, scratch.acc.data());
-      }
-      float* out_rows = out + ((b * H + h) * Sq + i0) * hd;
-      for (int64_t r = 0; r < rows; ++r) {
-        const float sum = scratch.row_sum[r];
-        const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;  // no visible key: zeros
-        for (int64_t c = 0; c < hd; ++c) out_rows[r * hd + c] = scratch.acc[r * hd + c] * inverse;
+      try {
+        process(item, polls, *scratch, *gemm);
+      } catch (const std::exception& e) {
+        record(e);
       }
     }
     _mm_setcsr(saved_csr);
+  }
+  if (!error.empty()) {
+    return out_of_memory ? absl::ResourceExhaustedError("attention: out of memory")
+                         : absl::InternalError(absl::StrCat("attention: ", error));
   }
   if (stop) return absl::CancelledError("attention cancelled between tiles");
   return absl::OkStatus();

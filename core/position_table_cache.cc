@@ -16,7 +16,7 @@ std::shared_ptr<const PositionTableCache::Table> PositionTableCache::Get(const s
                                                                          int64_t rows,
                                                                          int64_t width,
                                                                          const RowFiller& fill) {
-  if (rows > options_.max_rows || width <= 0) return nullptr;
+  if (rows < 1 || rows > options_.max_rows || width <= 0) return nullptr;
   // Grow in powers of two (at least 256 rows) so growing sequences regrow rarely.
   int64_t capacity = 256;
   while (capacity < rows) capacity *= 2;

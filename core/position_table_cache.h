@@ -36,8 +36,16 @@ class PositionTableCache {
   PositionTableCache() : PositionTableCache(Options{}) {}
   explicit PositionTableCache(Options options) : options_(options) {}
 
+  // Whether a call with `tokens` tokens whose largest position is rows − 1 should use a table:
+  // only when the table is not much bigger than the work itself, so a lone token at a far
+  // position costs its own rows, not a table up to that position.
+  static bool WorthTabulating(int64_t rows, int64_t tokens) {
+    return rows > 0 && rows <= 8 * tokens + 1024;
+  }
+
   // A table for `key` with at least `rows` rows of `width`, filled by `fill` where missing;
-  // nullptr when `rows` or the table's size is past the options (the caller computes directly).
+  // nullptr when `rows` < 1 or the table's size is past the options (the caller computes
+  // directly).
   // The returned table stays valid while held, even if the cache evicts or regrows it.
   std::shared_ptr<const Table> Get(const std::string& key, int64_t rows, int64_t width,
                                    const RowFiller& fill) ABSL_LOCKS_EXCLUDED(mutex_);

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/onednn_ops.h"
 
 namespace attnserve {
 namespace {
@@ -91,12 +92,10 @@ absl::Status EncodeEmbeddings(const PositionalEncoding& encoding, const float* x
   if (absl::Status status = ValidateEncoding(encoding, dim, num_heads, head_dim); !status.ok()) {
     return status;
   }
-  for (int64_t t = 0; t < tokens; ++t) {
-    if (positions[t] < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("position_ids[", t, "]=", positions[t], " must be >= 0"));
-    }
+  if (absl::Status status = CheckPositions(positions, tokens, "position_ids"); !status.ok()) {
+    return status;
   }
+  ApplyComputeThreads();
   auto scale_into_out = [&] {
     for (int64_t i = 0; i < tokens * dim; ++i) out[i] = x[i] * input_scale;
   };

@@ -15,6 +15,7 @@
 #include "core/alibi.h"
 #include "core/cope.h"
 #include "core/position_table_cache.h"
+#include "core/positions.h"
 #include "core/rope.h"
 #include "core/sinusoidal_encoding.h"
 #include "core/t5_bias.h"

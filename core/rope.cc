@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/positions.h"
 
 namespace attnserve {
 namespace {
@@ -360,18 +361,27 @@ absl::Status ApplyRope(const RopeParams& params, float* x, const int64_t* positi
   if (seq_len < 0) {
     return Invalid(absl::StrCat("seq_len=", seq_len, " must be >= 0 (0 = max(position_ids)+1)"));
   }
-  int64_t max_position = -1;
-  for (int64_t t = 0; t < tokens; ++t) {
-    if (positions[t] < 0) {
-      return Invalid(absl::StrCat("position_ids[", t, "]=", positions[t], " must be >= 0"));
-    }
-    max_position = std::max(max_position, positions[t]);
+  if (absl::Status status = CheckPositions(positions, tokens, "position_ids"); !status.ok()) {
+    return status;
   }
-  if (seq_len == 0) {
-    seq_len = max_position == std::numeric_limits<int64_t>::max() ? max_position : max_position + 1;
-  }
+  // Positions are at most kMaxPosition, so max_position + 1 cannot overflow.
+  const int64_t max_position = tokens > 0 ? *std::max_element(positions, positions + tokens) : -1;
+  if (seq_len == 0) seq_len = max_position + 1;
 
   const RopeFrequencies freqs = ComputeRopeFrequencies(params, head_dim, seq_len);
+  // Finite but extreme parameters (a factor of 1e-320, an attention factor of 1e300) can still
+  // produce inf or NaN frequencies; refuse them rather than return NaN embeddings.
+  for (size_t k = 0; k < freqs.inv_freq.size(); ++k) {
+    if (!std::isfinite(freqs.inv_freq[k])) {
+      return Invalid(absl::StrCat("rope parameters give a non-finite frequency: inv_freq[", k,
+                                  "]=", freqs.inv_freq[k]));
+    }
+  }
+  if (!std::isfinite(freqs.attention_factor) ||
+      std::abs(freqs.attention_factor) > std::numeric_limits<float>::max()) {
+    return Invalid(absl::StrCat("rope parameters give attention_factor=", freqs.attention_factor,
+                                "; it must be finite in float32"));
+  }
   const int64_t half = static_cast<int64_t>(freqs.inv_freq.size());  // r/2
   const bool interleaved = params.layout == RopeLayout::kInterleaved;
 
@@ -390,7 +400,7 @@ absl::Status ApplyRope(const RopeParams& params, float* x, const int64_t* positi
     }
   };
   std::shared_ptr<const PositionTableCache::Table> table;
-  if (tables != nullptr) {
+  if (tables != nullptr && PositionTableCache::WorthTabulating(max_position + 1, tokens)) {
     table = tables->Get(TableKey(freqs), max_position + 1, 2 * half, fill_rows);
   }
 

@@ -108,11 +108,10 @@ absl::Status ValidateSdpa(const SdpaShape& shape, const SdpaOptions& options) {
       return absl::InvalidArgumentError(absl::StrCat(set.name, " has ", set.positions.size(),
                                                      " entries; must be ", set.expected));
     }
-    for (size_t t = 0; t < set.positions.size(); ++t) {
-      if (set.positions[t] < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(set.name, "[", t, "]=", set.positions[t], " must be >= 0"));
-      }
+    if (absl::Status status = CheckPositions(set.positions.data(),
+                                             static_cast<int64_t>(set.positions.size()), set.name);
+        !status.ok()) {
+      return status;
     }
   }
   return absl::OkStatus();

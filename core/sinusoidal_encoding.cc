@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/positions.h"
 
 namespace attnserve {
 namespace {
@@ -57,9 +58,10 @@ absl::Status ValidateSinusoidal(const SinusoidalParams& params, int64_t dim) {
         return absl::InvalidArgumentError(
             absl::StrCat("sinusoidal.base=", params.base, " must be finite and > 1"));
       }
-      if (params.variant == SinusoidalVariant::kFairseq && params.padding_idx < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("sinusoidal.padding_idx=", params.padding_idx, " must be >= 0"));
+      if (params.variant == SinusoidalVariant::kFairseq &&
+          (params.padding_idx < 0 || params.padding_idx > kMaxPosition)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "sinusoidal.padding_idx=", params.padding_idx, " must be in [0, ", kMaxPosition, "]"));
       }
       return absl::OkStatus();
     case SinusoidalVariant::kTensor2Tensor:
@@ -71,6 +73,12 @@ absl::Status ValidateSinusoidal(const SinusoidalParams& params, int64_t dim) {
         return absl::InvalidArgumentError(
             absl::StrCat("sinusoidal.max_timescale=", params.max_timescale,
                          " must be finite and >= min_timescale=", params.min_timescale));
+      }
+      // Extreme but finite timescales can still overflow ln(max/min).
+      if (!std::isfinite(std::log(params.max_timescale / params.min_timescale))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "sinusoidal.max_timescale=", params.max_timescale, " / min_timescale=",
+            params.min_timescale, " must be a finite ratio"));
       }
       return absl::OkStatus();
   }
@@ -109,16 +117,12 @@ absl::Status AddSinusoidal(const SinusoidalParams& params, const float* x, const
   if (!std::isfinite(input_scale)) {
     return absl::InvalidArgumentError(absl::StrCat("input_scale=", input_scale, " must be finite"));
   }
-  int64_t max_position = 0;
-  for (int64_t t = 0; t < tokens; ++t) {
-    if (positions[t] < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("position_ids[", t, "]=", positions[t], " must be >= 0"));
-    }
-    max_position = std::max(max_position, positions[t]);
+  if (absl::Status status = CheckPositions(positions, tokens, "position_ids"); !status.ok()) {
+    return status;
   }
+  const int64_t max_position = tokens > 0 ? *std::max_element(positions, positions + tokens) : 0;
   std::shared_ptr<const PositionTableCache::Table> table;
-  if (cache != nullptr) {
+  if (cache != nullptr && PositionTableCache::WorthTabulating(max_position + 1, tokens)) {
     table = cache->Get(TableKey(params, dim), max_position + 1, dim,
                        [&](int64_t first, int64_t end, float* rows) {
 #pragma omp parallel for schedule(static)

@@ -162,6 +162,32 @@ TEST(MaterialisedBfloat16Test, MatchesReferenceAndTiledPath) {
   EXPECT_GT(RelativeError(with_probs, ref.out), 1e-4);
 }
 
+// The tiled and materialised paths give the same ALiBi attention, also with non-monotonic
+// position ids under a causal mask (signed −m·(q−k)) and at positions near 2^30, where absolute
+// positions in float would lose the small distances.
+TEST(TiledAndMaterialisedTest, AlibiAgreesForAnyPositions) {
+  const SdpaShape shape{1, 8, 8, 6, 6, 16};
+  const auto q = RandomVector(8 * 6 * 16, 51), k = RandomVector(8 * 6 * 16, 52),
+             v = RandomVector(8 * 6 * 16, 53);
+  for (int64_t base : {int64_t{0}, int64_t{1} << 30}) {
+    SdpaOptions options;
+    options.causal = true;
+    options.encoding = AlibiParams{};
+    for (int64_t p : {5, 0, 1, 9, 3, 4}) options.q_positions.push_back(base + p);
+    options.k_positions = options.q_positions;
+    std::vector<float> tiled(q.size()), materialised(q.size()), probs(8 * 6 * 6);
+    ASSERT_TRUE(ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(),
+                                          tiled.data(), nullptr)
+                    .ok());
+    ASSERT_TRUE(ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(),
+                                          materialised.data(), probs.data())
+                    .ok());
+    EXPECT_LT(RelativeError(tiled, std::vector<double>(materialised.begin(), materialised.end())),
+              kRelativeTolerance)
+        << "base " << base;
+  }
+}
+
 TEST(FlashAttentionCancelTest, StopsBetweenTilesWhenCancelled) {
   const SdpaShape shape{1, 2, 2, 64, 64, 16};
   const auto x = RandomVector(2 * 64 * 16, 40);

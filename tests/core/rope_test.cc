@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <complex>
 #include <cstdint>
 #include <random>
@@ -911,8 +912,35 @@ TEST(RopeValidationTest, NegativePositionIsNamedAndNothingIsWritten) {
   const std::vector<int64_t> positions = {0, 1, 2, -1, 4};
   const absl::Status status = ApplyRope(p, x.data(), positions.data(), 5, 1, 8, 0);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(status.message()), HasSubstr("position_ids[3]=-1 must be >= 0"));
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("position_ids[3]=-1 must be in [0, 2147483647]"));
   EXPECT_EQ(x, before);
+}
+
+TEST(RopeValidationTest, PositionPastTheLimitIsRejectedNotOverflowed) {
+  const RopeParams p = Params(RopeScalingType::kNone, RopeLayout::kHalfSplit);
+  std::vector<float> x(8, 1.0f);
+  const std::vector<int64_t> positions = {std::numeric_limits<int64_t>::max()};
+  PositionTableCache tables;
+  const absl::Status status = ApplyRope(p, x.data(), positions.data(), 1, 1, 8, 0, &tables);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("position_ids[0]=9223372036854775807"));
+}
+
+TEST(RopeValidationTest, ParametersGivingNonFiniteFrequenciesAreRejected) {
+  RopeParams p = Params(RopeScalingType::kLinear, RopeLayout::kHalfSplit);
+  p.scaling.factor = 5e-324;  // finite and > 0, but inv_freq / factor overflows to inf
+  std::vector<float> x(8, 1.0f);
+  const std::vector<int64_t> positions = {3};
+  const absl::Status status = ApplyRope(p, x.data(), positions.data(), 1, 1, 8, 0);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("non-finite frequency"));
+  p = Params(RopeScalingType::kYarn, RopeLayout::kHalfSplit);
+  p.scaling.factor = 4;
+  p.scaling.original_max_positions = 64;
+  p.scaling.attention_factor = 1e300;
+  EXPECT_THAT(std::string(ApplyRope(p, x.data(), positions.data(), 1, 1, 8, 0).message()),
+              HasSubstr("attention_factor=1e+300"));
 }
 
 TEST(RopeValidationTest, ApplyShapeArgumentsAreNamed) {
