@@ -1,6 +1,7 @@
 #include "server/attention_service.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -8,7 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "core/scaled_dot_product_attention.h"
 #include "server/encoding_proto.h"
 #include "server/status_macros.h"
@@ -36,18 +37,47 @@ absl::StatusOr<std::shared_ptr<const std::vector<float>>> DecodeTable(
   }
   ASSIGN_OR_RETURN(FloatTensor table, DecodeFloatTensor(tensor, field, 2, dims));
   if (table.shape != shape) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".shape=[",
-                                                   absl::StrJoin(table.shape, ","), "] must be [",
-                                                   absl::StrJoin(shape, ","), "] ", dims));
+    return absl::InvalidArgumentError(absl::StrCat(field, ".shape=", FormatShape(table.shape),
+                                                   " must be ", FormatShape(shape), " ", dims));
   }
   return std::make_shared<const std::vector<float>>(std::move(table.values));
 }
 
-// Attaches the tables an inline encoding needs (T5, CoPE) from the request; a learned table
-// only comes with a model.
+// The numeric parameters of the kinds whose tables come with the request (T5, CoPE), so that
+// they are reported before any table shape derived from them. The rules are those of
+// ValidateT5Bias and ValidateCope (which also need the table), with their "<kind>.<name>=…"
+// messages.
+absl::Status CheckTableParams(const PositionalEncoding& encoding) {
+  if (const auto* t5 = std::get_if<T5BiasParams>(&encoding)) {
+    if (t5->num_buckets < 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("t5.num_buckets=", t5->num_buckets, " must be >= 2"));
+    }
+    if (t5->bidirectional && (t5->num_buckets % 2 != 0 || t5->num_buckets < 4)) {
+      return absl::InvalidArgumentError(absl::StrCat("t5.num_buckets=", t5->num_buckets,
+                                                     " must be even and >= 4 when bidirectional"));
+    }
+    const int64_t max_exact = (t5->bidirectional ? t5->num_buckets / 2 : t5->num_buckets) / 2;
+    if (t5->max_distance <= max_exact) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("t5.max_distance=", t5->max_distance, " must be > max_exact=", max_exact,
+                       " (num_buckets", t5->bidirectional ? "/4" : "/2", ")"));
+    }
+  } else if (const auto* cope = std::get_if<CopeParams>(&encoding)) {
+    if (cope->npos_max < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cope.npos_max=", cope->npos_max, " must be >= 1"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Attaches the tables an inline encoding needs (T5, CoPE) from the request, after checking the
+// parameters that shape them; a learned table only comes with a model.
 absl::Status AttachRequestTables(const v1::Tensor& t5_table, const v1::Tensor& cope_pos_emb,
                                  int64_t num_heads, int64_t head_dim,
                                  PositionalEncoding& encoding) {
+  RETURN_IF_ERROR(WithFieldPrefix(CheckTableParams(encoding), "encoding"));
   if (auto* t5 = std::get_if<T5BiasParams>(&encoding)) {
     ASSIGN_OR_RETURN(t5->table, DecodeTable(t5_table, "t5_table", "t5", "[num_buckets, num_heads]",
                                             {t5->num_buckets, num_heads}));
@@ -76,6 +106,20 @@ absl::Status RejectScoreEncoding(const PositionalEncoding& encoding) {
   return absl::InvalidArgumentError(absl::StrCat(prefix, "use PositionBias to see it"));
 }
 
+// PositionBias serves the kinds with a fixed score bias map: ALiBi and T5.
+absl::Status RequireFixedBias(const PositionalEncoding& encoding) {
+  if (std::holds_alternative<AlibiParams>(encoding) ||
+      std::holds_alternative<T5BiasParams>(encoding)) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("encoding.", EncodingName(encoding),
+                   " has no fixed score bias; PositionBias serves alibi and t5"));
+}
+
+// The most heads PositionBias computes a map for.
+constexpr int64_t kMaxBiasHeads = 65536;
+
 }  // namespace
 
 absl::Status AttentionServiceImpl::CheckLimits(int64_t batch, int64_t heads, int64_t q_len,
@@ -100,12 +144,35 @@ absl::Status AttentionServiceImpl::CheckLimits(int64_t batch, int64_t heads, int
   return absl::OkStatus();
 }
 
+absl::Status AttentionServiceImpl::CheckResponseSize(absl::string_view field,
+                                                     absl::string_view tensor,
+                                                     const std::vector<int64_t>& shape,
+                                                     int64_t other_bytes) const {
+  // Room for the protobuf framing around the tensors (tags, lengths, dtype, shape).
+  constexpr int64_t kFramingBytes = 1024;
+  int64_t bytes = sizeof(float);
+  for (int64_t dim : shape) bytes *= dim;  // bounded by CheckLimits
+  if (bytes + other_bytes + kFramingBytes <= limits_.max_response_bytes) return absl::OkStatus();
+  std::string message = absl::StrCat(field, ": ", tensor, " ", FormatShape(shape),
+                                     " FLOAT32 is ", bytes, " bytes");
+  if (other_bytes > 0) absl::StrAppend(&message, ", ", bytes + other_bytes, " with the output");
+  absl::StrAppend(&message, "; exceeds --max_message_bytes=", limits_.max_response_bytes);
+  return absl::InvalidArgumentError(message);
+}
+
 absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
                                             v1::EncodeResponse* response) const {
   ASSIGN_OR_RETURN(FloatTensor input,
                    DecodeFloatTensor(request.input(), "input", 3, "[batch, seq, d_model]"));
   const int64_t batch = input.shape[0], seq = input.shape[1], d_model = input.shape[2];
   RETURN_IF_ERROR(CheckLimits(batch, 1, seq, 1));
+  using NamedValue = std::pair<const char*, int64_t>;
+  for (const auto& [name, value] :
+       {NamedValue{"num_heads", request.num_heads()}, NamedValue{"head_dim", request.head_dim()}}) {
+    if (value < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(name, "=", value, " must be >= 0 (0: unset)"));
+    }
+  }
 
   PositionalEncoding encoding;
   int64_t num_heads = 0, head_dim = 0;
@@ -120,6 +187,14 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
     encoding = config.encoding;
     num_heads = config.num_heads;
     head_dim = config.head_dim;
+    // RoPE rotates d_model channels split into the model's heads: they must split exactly.
+    if (std::holds_alternative<RopeParams>(encoding) &&
+        (d_model % num_heads != 0 || d_model / num_heads != head_dim)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model=\"", request.model(), "\" has num_heads=", num_heads, " and head_dim=", head_dim,
+          ", which do not split d_model=", d_model,
+          ": Encode cannot apply its RoPE to d_model-wide embeddings"));
+    }
   } else {
     ASSIGN_OR_RETURN(encoding, EncodingFromProto(request.encoding(), "encoding"));
     RETURN_IF_ERROR(RejectScoreEncoding(encoding));
@@ -129,19 +204,20 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
   }
   RETURN_IF_ERROR(RejectScoreEncoding(encoding));
   if (std::holds_alternative<RopeParams>(encoding) && request.model().empty()) {
-    // RoPE rotates per head: the channels split as [num_heads, head_dim].
-    if (num_heads <= 0 && head_dim <= 0) {
+    // RoPE rotates per head: the channels split as [num_heads, head_dim] (both >= 0 here).
+    if (num_heads == 0 && head_dim == 0) {
       return absl::InvalidArgumentError("encoding.rope needs num_heads or head_dim");
     }
-    if (num_heads > 0 && (d_model % num_heads != 0 || (head_dim > 0 && num_heads * head_dim != d_model))) {
-      return absl::InvalidArgumentError(absl::StrCat("num_heads=", num_heads, " and head_dim=",
-                                                     head_dim, " must split d_model=", d_model));
-    }
-    if (num_heads <= 0 && d_model % head_dim != 0) {
+    if (num_heads > 0) {
+      if (d_model % num_heads != 0 || (head_dim > 0 && d_model / num_heads != head_dim)) {
+        return absl::InvalidArgumentError(absl::StrCat("num_heads=", num_heads, " and head_dim=",
+                                                       head_dim, " must split d_model=", d_model));
+      }
+      head_dim = d_model / num_heads;
+    } else if (d_model % head_dim != 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("head_dim=", head_dim, " must divide d_model=", d_model));
     }
-    if (num_heads > 0) head_dim = d_model / num_heads;
     num_heads = d_model / head_dim;
   } else if (!std::holds_alternative<RopeParams>(encoding)) {
     num_heads = 1;  // additive kinds treat the channels as one row
@@ -155,7 +231,8 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
   RETURN_IF_ERROR(WithFieldPrefix(ValidateEncoding(encoding, d_model, num_heads, head_dim),
                                   "encoding"));
   RETURN_IF_ERROR(EncodeEmbeddings(encoding, input.values.data(), positions.data(), batch * seq,
-                                   num_heads, head_dim, input_scale, 0, input.values.data(), &tables_));
+                                   num_heads, head_dim, input_scale, 0, input.values.data(),
+                                   &tables_));
   EncodeFloatTensor(input.shape, input.values.data(), request.input().dtype(),
                     response->mutable_output());
   return absl::OkStatus();
@@ -190,6 +267,12 @@ absl::Status AttentionServiceImpl::DoAttend(const v1::AttendRequest& request,
   }
   ASSIGN_OR_RETURN(const ComputeType compute, ComputeTypeFromProto(request.compute_dtype()));
   RETURN_IF_ERROR(CheckLimits(batch, config.num_heads, q_len, kv_len));
+  if (request.return_attention()) {
+    // The output has the query's shape and dtype, so its size is the query's.
+    RETURN_IF_ERROR(CheckResponseSize("return_attention", "attention",
+                                      {batch, config.num_heads, q_len, kv_len},
+                                      static_cast<int64_t>(request.query().data().size())));
+  }
   ASSIGN_OR_RETURN(std::vector<int64_t> positions,
                    ResolvePositions(request.position_ids(), "position_ids",
                                     request.position_offset(), batch, q_len));
@@ -227,43 +310,83 @@ absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
   ASSIGN_OR_RETURN(FloatTensor k, DecodeFloatTensor(request.k(), "k", 4, "[B, Hkv, Sk, hd]"));
   ASSIGN_OR_RETURN(FloatTensor v, DecodeFloatTensor(request.v(), "v", 4, "[B, Hkv, Sk, hd]"));
   if (k.shape[0] != q.shape[0] || k.shape[3] != q.shape[3]) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("k.shape=[", absl::StrJoin(k.shape, ","), "] must match q.shape=[",
-                     absl::StrJoin(q.shape, ","), "] in B and hd"));
+    return absl::InvalidArgumentError(absl::StrCat("k.shape=", FormatShape(k.shape),
+                                                   " must match q.shape=", FormatShape(q.shape),
+                                                   " in B and hd"));
   }
   if (v.shape != k.shape) {
-    return absl::InvalidArgumentError(absl::StrCat("v.shape=[", absl::StrJoin(v.shape, ","),
-                                                   "] must equal k.shape=[",
-                                                   absl::StrJoin(k.shape, ","), "]"));
+    return absl::InvalidArgumentError(absl::StrCat("v.shape=", FormatShape(v.shape),
+                                                   " must equal k.shape=", FormatShape(k.shape)));
+  }
+  if (q.shape[1] % k.shape[1] != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("k.shape[1]=", k.shape[1],
+                                                   " must divide q.shape[1]=", q.shape[1]));
+  }
+  const SdpaShape shape{q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3]};
+  RETURN_IF_ERROR(CheckLimits(shape.batch, shape.num_heads, shape.q_len, shape.kv_len));
+  if (request.return_attention()) {
+    // The output has q's shape and dtype, so its size is q's.
+    RETURN_IF_ERROR(CheckResponseSize("return_attention", "attention",
+                                      {shape.batch, shape.num_heads, shape.q_len, shape.kv_len},
+                                      static_cast<int64_t>(request.q().data().size())));
   }
   SdpaOptions options;
   ASSIGN_OR_RETURN(options.compute, ComputeTypeFromProto(request.compute_dtype()));
   options.is_cancelled = std::move(is_cancelled);
   options.tables = &tables_;
-  SdpaShape shape{q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3]};
-  RETURN_IF_ERROR(CheckLimits(shape.batch, shape.num_heads, shape.q_len, shape.kv_len));
   options.causal = request.causal();
   options.key_lengths.assign(request.key_lengths().begin(), request.key_lengths().end());
-  if (request.has_scale()) options.scale = static_cast<float>(request.scale());
+  if (request.has_scale()) {
+    // Checked as a double: converting one outside float's range is undefined.
+    const double scale = request.scale();
+    if (!std::isfinite(scale) || std::fabs(scale) > FLT_MAX) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("scale=", scale, " must be finite and fit in float32"));
+    }
+    options.scale = static_cast<float>(scale);
+  }
+  // Keys at position_offset + j, queries bottom-right aligned at position_offset + Sk − Sq + i.
+  // The range is checked before any position arithmetic; Sk and Sq are bounded by CheckLimits.
+  const int64_t position_offset = request.position_offset();
+  const int64_t max_offset = kMaxPosition - shape.kv_len + 1;
+  if (position_offset < 0 || position_offset > max_offset) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "position_offset=", position_offset, " must be in [0, ", max_offset,
+        "]: the last key's position, position_offset + Sk − 1, must be <= ", kMaxPosition));
+  }
   if (request.has_encoding()) {
     ASSIGN_OR_RETURN(options.encoding, EncodingFromProto(request.encoding(), "encoding"));
+  }
+  if (!std::holds_alternative<NoPositionalEncoding>(options.encoding)) {
+    if (IsAdditive(options.encoding)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "encoding.", EncodingName(options.encoding),
+          " is added to embeddings, not applied inside attention; ScaledDotProductAttention "
+          "takes none, rope, alibi, t5 or cope"));
+    }
     RETURN_IF_ERROR(AttachRequestTables(request.t5_table(), request.cope_pos_emb(),
                                         shape.num_heads, shape.head_dim, options.encoding));
-    // Keys at position_offset + j, queries bottom-right aligned at position_offset + Sk − Sq + i.
-    const int64_t first_query = request.position_offset() + shape.kv_len - shape.q_len;
-    if (request.position_offset() < 0 || first_query < 0) {
+    RETURN_IF_ERROR(WithFieldPrefix(ValidateEncoding(options.encoding,
+                                                     shape.num_heads * shape.head_dim,
+                                                     shape.num_heads, shape.head_dim),
+                                    "encoding"));
+    const int64_t first_query = position_offset + shape.kv_len - shape.q_len;
+    if (first_query < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "position_offset=", request.position_offset(), " must be >= 0 and >= Sq − Sk=",
-          shape.q_len - shape.kv_len));
+          "position_offset=", position_offset, " must be >= Sq − Sk=",
+          shape.q_len - shape.kv_len, " with an encoding (query i is at position_offset + Sk − Sq "
+          "+ i, which must be >= 0)"));
     }
+    options.q_positions.reserve(shape.batch * shape.q_len);
+    options.k_positions.reserve(shape.batch * shape.kv_len);
     for (int64_t b = 0; b < shape.batch; ++b) {
       for (int64_t i = 0; i < shape.q_len; ++i) options.q_positions.push_back(first_query + i);
       for (int64_t j = 0; j < shape.kv_len; ++j) {
-        options.k_positions.push_back(request.position_offset() + j);
+        options.k_positions.push_back(position_offset + j);
       }
     }
   }
-  RETURN_IF_ERROR(WithFieldPrefix(ValidateSdpa(shape, options), "request"));
+  RETURN_IF_ERROR(ValidateSdpa(shape, options));
 
   std::vector<float> out(q.values.size());
   std::vector<float> probs;
@@ -288,22 +411,25 @@ absl::Status AttentionServiceImpl::DoPositionBias(const v1::PositionBiasRequest&
   int64_t num_heads = request.num_heads();
   if (!request.model().empty()) {
     ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request.model()));
-    encoding = model->layer->config().encoding;
-    num_heads = model->layer->config().num_heads;
-  } else {
-    if (num_heads < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("num_heads=", num_heads, " must be >= 1"));
+    const int64_t model_heads = model->layer->config().num_heads;
+    if (num_heads != 0 && num_heads != model_heads) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "num_heads=", num_heads, " differs from num_heads=", model_heads, " of model=\"",
+          request.model(), "\"; leave num_heads 0 with `model`"));
     }
-    RETURN_IF_ERROR(CheckLimits(1, 1, 1, num_heads));  // bounds the T5 table's size
+    encoding = model->layer->config().encoding;
+    num_heads = model_heads;
+    RETURN_IF_ERROR(RequireFixedBias(encoding));
+  } else {
+    if (num_heads < 1 || num_heads > kMaxBiasHeads) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("num_heads=", num_heads, " must be in [1, ", kMaxBiasHeads, "]"));
+    }
     ASSIGN_OR_RETURN(encoding, EncodingFromProto(request.encoding(), "encoding"));
+    // The kind first: only T5's table comes with this request.
+    RETURN_IF_ERROR(RequireFixedBias(encoding));
     RETURN_IF_ERROR(
         AttachRequestTables(request.t5_table(), v1::Tensor(), num_heads, 1, encoding));
-  }
-  if (!std::holds_alternative<AlibiParams>(encoding) &&
-      !std::holds_alternative<T5BiasParams>(encoding)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("encoding.", EncodingName(encoding),
-                     " has no fixed score bias; PositionBias serves alibi and t5"));
   }
   RETURN_IF_ERROR(WithFieldPrefix(ValidateEncoding(encoding, num_heads, num_heads, 1), "encoding"));
   const int64_t q_len = request.q_len();
@@ -313,6 +439,8 @@ absl::Status AttentionServiceImpl::DoPositionBias(const v1::PositionBiasRequest&
         absl::StrCat("q_len=", q_len, " and kv_len=", kv_len, " must be >= 1"));
   }
   RETURN_IF_ERROR(CheckLimits(1, num_heads, q_len, kv_len));
+  RETURN_IF_ERROR(CheckResponseSize("num_heads·q_len·kv_len", "bias", {num_heads, q_len, kv_len},
+                                    0));
 
   // Bottom-right aligned: the last query and the last key share a position.
   std::vector<int64_t> q_positions(q_len), k_positions(kv_len);
@@ -340,47 +468,56 @@ absl::Status AttentionServiceImpl::DoPositionBias(const v1::PositionBiasRequest&
 
 grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext*, const v1::EncodeRequest* request,
                                           v1::EncodeResponse* response) {
-  return ToGrpcStatus(DoEncode(*request, response));
+  return ServeRpc("Encode", [&] { return DoEncode(*request, response); });
 }
 
 grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
                                           const v1::AttendRequest* request,
                                           v1::AttendResponse* response) {
-  return ToGrpcStatus(DoAttend(*request, [context] { return context->IsCancelled(); }, response));
+  return ServeRpc("Attend", [&] {
+    return DoAttend(*request, [context] { return context->IsCancelled(); }, response);
+  });
 }
 
 grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext* context,
                                                              const v1::SdpaRequest* request,
                                                              v1::SdpaResponse* response) {
-  return ToGrpcStatus(DoSdpa(*request, [context] { return context->IsCancelled(); }, response));
+  return ServeRpc("ScaledDotProductAttention", [&] {
+    return DoSdpa(*request, [context] { return context->IsCancelled(); }, response);
+  });
 }
 
 grpc::Status AttentionServiceImpl::Decode(
     grpc::ServerContext*, grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>*) {
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      "Decode (streaming with a server-side K/V cache) is not implemented in this "
-                      "build yet; use Attend with causal=true over the whole sequence");
+  return ServeRpc("Decode", [] {
+    return absl::UnimplementedError(
+        "Decode (streaming with a server-side K/V cache) is not implemented in this build yet; "
+        "use Attend with causal=true over the whole sequence");
+  });
 }
 
 grpc::Status AttentionServiceImpl::PositionBias(grpc::ServerContext*,
                                                 const v1::PositionBiasRequest* request,
                                                 v1::PositionBiasResponse* response) {
-  return ToGrpcStatus(DoPositionBias(*request, response));
+  return ServeRpc("PositionBias", [&] { return DoPositionBias(*request, response); });
 }
 
 grpc::Status AttentionServiceImpl::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
                                               v1::ListModelsResponse* response) {
-  for (const LoadedModel* model : registry_->List()) *response->add_models() = model->config;
-  return grpc::Status::OK;
+  return ServeRpc("ListModels", [&] {
+    for (const LoadedModel* model : registry_->List()) *response->add_models() = model->config;
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status AttentionServiceImpl::GetModel(grpc::ServerContext*,
                                             const v1::GetModelRequest* request,
                                             v1::GetModelResponse* response) {
-  absl::StatusOr<const LoadedModel*> model = registry_->Find(request->name());
-  if (!model.ok()) return ToGrpcStatus(model.status());
-  *response->mutable_config() = (*model)->config;
-  return grpc::Status::OK;
+  return ServeRpc("GetModel", [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request->name()));
+    *response->mutable_config() = model->config;
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace attnserve

@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "core/position_table_cache.h"
 #include "server/model_registry.h"
@@ -19,6 +21,9 @@ struct ServiceLimits {
   int64_t max_sequence_length = 8192;   // seq / q_len / kv_len
   // B·H·Sq·Sk, the size of the score matrix one request may need (2^26 f32 = 256 MiB).
   int64_t max_attention_elements = int64_t{1} << 26;
+  // The largest response (--max_message_bytes): a request whose response would not fit is
+  // rejected before anything is computed.
+  int64_t max_response_bytes = int64_t{64} << 20;
 };
 
 class AttentionServiceImpl final : public v1::AttentionService::Service {
@@ -54,8 +59,12 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   absl::Status DoPositionBias(const v1::PositionBiasRequest& request,
                               v1::PositionBiasResponse* response) const;
 
-  // INVALID_ARGUMENT naming `field` when a batch, sequence or score size exceeds the limits.
+  // INVALID_ARGUMENT naming the size when a batch, sequence or score size exceeds the limits.
   absl::Status CheckLimits(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len) const;
+  // INVALID_ARGUMENT naming `field` when a response holding a FLOAT32 `tensor` of `shape` (its
+  // elements bounded by CheckLimits) plus `other_bytes` of other data exceeds the message limit.
+  absl::Status CheckResponseSize(absl::string_view field, absl::string_view tensor,
+                                 const std::vector<int64_t>& shape, int64_t other_bytes) const;
 
   const ModelRegistry* registry_;
   ServiceLimits limits_;

@@ -32,7 +32,15 @@ absl::StatusOr<SinusoidalParams> SinusoidalFromProto(const v1::SinusoidalEncodin
   params.base = OrDefault(s.base(), params.base);
   params.min_timescale = OrDefault(s.min_timescale(), params.min_timescale);
   params.max_timescale = OrDefault(s.max_timescale(), params.max_timescale);
-  if (s.has_padding_idx()) params.padding_idx = s.padding_idx();
+  if (s.has_padding_idx()) {
+    // fairseq's rows padding_idx + 1 + p must stay in range for every valid position p.
+    if (s.padding_idx() < 0 || s.padding_idx() > kMaxPosition) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".sinusoidal.padding_idx=",
+                                                     s.padding_idx(), " must be in [0, ",
+                                                     kMaxPosition, "]"));
+    }
+    params.padding_idx = s.padding_idx();
+  }
   return params;
 }
 

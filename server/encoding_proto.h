@@ -10,7 +10,8 @@
 namespace attnserve {
 
 // Applies the proto's documented defaults. `field` prefixes messages ("encoding.sinusoidal.variant=…").
-// Parameter ranges are checked later by ValidateEncoding, once the layer shape is known. Tables
+// Parameter ranges are checked later by ValidateEncoding, once the layer shape is known (only
+// sinusoidal.padding_idx is range-checked here: [0, kMaxPosition]). Tables
 // (learned, T5, CoPE) are left empty: the caller attaches them from a model or the request.
 absl::StatusOr<PositionalEncoding> EncodingFromProto(const v1::PositionalEncoding& proto,
                                                      absl::string_view field);

@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/onednn_ops.h"
+#include "google/protobuf/descriptor.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -37,7 +38,9 @@ ABSL_FLAG(int64_t, max_batch, 64, "largest batch dimension accepted in a request
 ABSL_FLAG(int64_t, max_sequence_length, 8192, "largest seq / q_len / kv_len accepted");
 ABSL_FLAG(int64_t, max_attention_elements, int64_t{1} << 26,
           "largest batch·heads·q_len·kv_len (score matrix elements) one request may need");
-ABSL_FLAG(int32_t, max_message_bytes, 64 << 20, "largest gRPC request or response, in bytes");
+ABSL_FLAG(int32_t, max_message_bytes, 64 << 20,
+          "largest gRPC request or response, in bytes; a request whose response would be larger "
+          "is refused before it is computed");
 ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
           "on SIGTERM/SIGINT, how long in-flight RPCs may take to finish before being cancelled");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
@@ -46,6 +49,21 @@ namespace attnserve {
 namespace {
 
 constexpr char kServiceName[] = "attnserve.v1.AttentionService";
+
+// "/package.Service/Method" of every RPC the server below registers: AttentionService (from its
+// generated descriptor), the health service and server reflection. Metrics label anything else
+// "unknown".
+std::vector<std::string> ServedMethods() {
+  std::vector<std::string> methods = {
+      "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"};
+  const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(kServiceName);
+  for (int i = 0; i < service->method_count(); ++i) {
+    methods.push_back(absl::StrCat("/", kServiceName, "/", service->method(i)->name()));
+  }
+  return methods;
+}
 
 // "0.0.0.0:0" with bound port 1234 → "0.0.0.0:1234".
 std::string WithPort(const std::string& address, int port) {
@@ -65,7 +83,7 @@ int Run(const sigset_t& stop_signals) {
   }
 
   auto metrics_registry = std::make_shared<prometheus::Registry>();
-  ServerMetrics metrics(*metrics_registry);
+  ServerMetrics metrics(*metrics_registry, ServedMethods());
   std::unique_ptr<prometheus::Exposer> exposer;
   const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
   try {
@@ -80,6 +98,7 @@ int Run(const sigset_t& stop_signals) {
   limits.max_batch = absl::GetFlag(FLAGS_max_batch);
   limits.max_sequence_length = absl::GetFlag(FLAGS_max_sequence_length);
   limits.max_attention_elements = absl::GetFlag(FLAGS_max_attention_elements);
+  limits.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   AttentionServiceImpl service(models->get(), limits);
 
   grpc::EnableDefaultHealthCheckService(true);

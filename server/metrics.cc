@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace attnserve {
 namespace {
@@ -17,16 +18,6 @@ const prometheus::Histogram::BucketBoundaries& HandlingBuckets() {
       0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
       0.1,    0.25,    0.5,    1.0,   2.5,    5.0,   10.0};
   return *buckets;
-}
-
-std::map<std::string, std::string> MethodLabels(absl::string_view full_method,
-                                                absl::string_view type) {
-  // "/attnserve.v1.AttentionService/Encode" → service, method.
-  std::pair<absl::string_view, absl::string_view> parts =
-      absl::StrSplit(absl::StripPrefix(full_method, "/"), absl::MaxSplits('/', 1));
-  return {{"grpc_service", std::string(parts.first)},
-          {"grpc_method", std::string(parts.second)},
-          {"grpc_type", std::string(type)}};
 }
 
 absl::string_view RpcTypeName(grpc::experimental::ServerRpcInfo::Type type) {
@@ -111,8 +102,10 @@ absl::string_view StatusCodeName(grpc::StatusCode code) {
   }
 }
 
-ServerMetrics::ServerMetrics(prometheus::Registry& registry)
-    : started_(prometheus::BuildCounter()
+ServerMetrics::ServerMetrics(prometheus::Registry& registry,
+                             const std::vector<std::string>& served_methods)
+    : served_methods_(served_methods.begin(), served_methods.end()),
+      started_(prometheus::BuildCounter()
                    .Name("grpc_server_started_total")
                    .Help("RPCs started on the server.")
                    .Register(registry)),
@@ -125,6 +118,18 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry)
                             .Help("Time from the start of an RPC to its status being sent, in "
                                   "seconds.")
                             .Register(registry)) {}
+
+std::map<std::string, std::string> ServerMetrics::MethodLabels(absl::string_view full_method,
+                                                               absl::string_view type) const {
+  std::pair<absl::string_view, absl::string_view> parts("unknown", "unknown");
+  if (served_methods_.find(full_method) != served_methods_.end()) {
+    // "/attnserve.v1.AttentionService/Encode" → service, method.
+    parts = absl::StrSplit(absl::StripPrefix(full_method, "/"), absl::MaxSplits('/', 1));
+  }
+  return {{"grpc_service", std::string(parts.first)},
+          {"grpc_method", std::string(parts.second)},
+          {"grpc_type", std::string(type)}};
+}
 
 void ServerMetrics::RecordStarted(absl::string_view full_method, absl::string_view type) {
   started_.Add(MethodLabels(full_method, type)).Increment();

@@ -2,7 +2,12 @@
 #ifndef ATTNSERVE_SERVER_METRICS_H_
 #define ATTNSERVE_SERVER_METRICS_H_
 
+#include <functional>
+#include <map>
 #include <memory>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "grpcpp/support/server_interceptor.h"
@@ -19,9 +24,12 @@ namespace attnserve {
 //   grpc_server_started_total{grpc_service, grpc_method, grpc_type}
 //   grpc_server_handled_total{grpc_service, grpc_method, grpc_type, grpc_code}
 //   grpc_server_handling_seconds{grpc_service, grpc_method, grpc_type} (histogram)
+// A method the server does not serve (any path a client makes up) is labelled
+// grpc_service="unknown", grpc_method="unknown", so clients cannot grow the label sets.
 class ServerMetrics {
  public:
-  explicit ServerMetrics(prometheus::Registry& registry);
+  // served_methods: "/package.Service/Method" of every RPC the server registers.
+  ServerMetrics(prometheus::Registry& registry, const std::vector<std::string>& served_methods);
 
   // full_method: "/package.Service/Method".
   void RecordStarted(absl::string_view full_method, absl::string_view type);
@@ -32,6 +40,11 @@ class ServerMetrics {
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> CreateInterceptorFactory();
 
  private:
+  // The labels of full_method: its service and method if served, else "unknown" for both.
+  std::map<std::string, std::string> MethodLabels(absl::string_view full_method,
+                                                  absl::string_view type) const;
+
+  const std::set<std::string, std::less<>> served_methods_;
   prometheus::Family<prometheus::Counter>& started_;
   prometheus::Family<prometheus::Counter>& handled_;
   prometheus::Family<prometheus::Histogram>& handling_seconds_;

@@ -174,7 +174,14 @@ absl::StatusOr<const LoadedModel*> ModelRegistry::Find(absl::string_view name) c
     return absl::InvalidArgumentError(
         absl::StrCat("model name is empty; loaded models: ", absl::StrJoin(names, ", ")));
   }
-  return absl::NotFoundError(absl::StrCat("model=\"", name, "\" is not loaded; loaded models: ",
+  // The name is the client's: echo at most 128 bytes of it, cut at a UTF-8 character boundary.
+  std::string shown(name);
+  if (constexpr size_t kMaxEchoed = 128; name.size() > kMaxEchoed) {
+    size_t cut = kMaxEchoed;
+    while (cut > 0 && (static_cast<unsigned char>(name[cut]) & 0xC0) == 0x80) --cut;
+    shown = absl::StrCat(name.substr(0, cut), "…(", name.size(), " bytes)");
+  }
+  return absl::NotFoundError(absl::StrCat("model=\"", shown, "\" is not loaded; loaded models: ",
                                           absl::StrJoin(names, ", ")));
 }
 

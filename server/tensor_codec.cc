@@ -1,10 +1,13 @@
 #include "server/tensor_codec.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/positional_encoding.h"
+#include "server/status_macros.h"
 
 namespace attnserve {
 namespace {
@@ -30,9 +33,9 @@ int64_t ElementSize(int dtype) {
 absl::StatusOr<int64_t> CheckedElementCount(const v1::Tensor& tensor, absl::string_view field,
                                             int rank, absl::string_view dims) {
   if (tensor.shape_size() != rank) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".shape=[",
-                                                   absl::StrJoin(tensor.shape(), ","), "] has rank ",
-                                                   tensor.shape_size(), "; must be ", dims));
+    return absl::InvalidArgumentError(absl::StrCat(field, ".shape=", FormatShape(tensor.shape()),
+                                                   " has rank ", tensor.shape_size(), "; must be ",
+                                                   dims));
   }
   for (int i = 0; i < rank; ++i) {
     if (tensor.shape(i) < 1) {
@@ -42,8 +45,8 @@ absl::StatusOr<int64_t> CheckedElementCount(const v1::Tensor& tensor, absl::stri
   }
   const int64_t element_size = ElementSize(tensor.dtype());
   const int64_t bytes = static_cast<int64_t>(tensor.data().size());
-  const std::string described = absl::StrCat("shape [", absl::StrJoin(tensor.shape(), ","),
-                                             "] of ", DataTypeName(tensor.dtype()));
+  const std::string described =
+      absl::StrCat("shape ", FormatShape(tensor.shape()), " of ", DataTypeName(tensor.dtype()));
   int64_t count = 1;
   for (int64_t dim : tensor.shape()) {
     if (count > std::numeric_limits<int64_t>::max() / element_size / dim) {
@@ -60,6 +63,13 @@ absl::StatusOr<int64_t> CheckedElementCount(const v1::Tensor& tensor, absl::stri
 }
 
 }  // namespace
+
+std::string FormatShape(absl::Span<const int64_t> shape) {
+  constexpr size_t kShownDims = 8;
+  if (shape.size() <= kShownDims) return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+  return absl::StrCat("[", absl::StrJoin(shape.first(kShownDims), ","), ",…(", shape.size(),
+                      " dims)]");
+}
 
 std::string DataTypeName(int dtype) {
   if (v1::DataType_IsValid(dtype)) return v1::DataType_Name(static_cast<v1::DataType>(dtype));
@@ -114,13 +124,13 @@ absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
                                                       int64_t seq) {
   std::vector<int64_t> positions;
   if (ids.shape_size() == 0 && ids.data().empty()) {
-    if (position_offset < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("position_offset=", position_offset, " must be >= 0"));
-    }
-    if (position_offset > std::numeric_limits<int64_t>::max() - seq) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("position_offset=", position_offset, " overflows with seq=", seq));
+    // The last token sits at position_offset + seq − 1 <= kMaxPosition (seq >= 1, so the bound
+    // itself cannot overflow).
+    const int64_t max_offset = kMaxPosition - seq + 1;
+    if (position_offset < 0 || position_offset > max_offset) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "position_offset=", position_offset, " must be in [0, ", max_offset,
+          "]: the last position, position_offset + ", seq - 1, ", must be <= ", kMaxPosition));
     }
     positions.resize(batch * seq);
     for (int64_t b = 0; b < batch; ++b) {
@@ -133,18 +143,16 @@ absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
                                                    " must be INT32 or INT64"));
   }
   const int rank = ids.shape_size() == 1 ? 1 : 2;
-  absl::StatusOr<int64_t> count =
-      CheckedElementCount(ids, ids_field, rank, rank == 1 ? "[seq]" : "[batch, seq]");
-  if (!count.ok()) return count.status();
+  ASSIGN_OR_RETURN(const int64_t count,
+                   CheckedElementCount(ids, ids_field, rank, rank == 1 ? "[seq]" : "[batch, seq]"));
   if (ids.shape(rank - 1) != seq || (rank == 2 && ids.shape(0) != batch)) {
-    return absl::InvalidArgumentError(absl::StrCat(ids_field, ".shape=[",
-                                                   absl::StrJoin(ids.shape(), ","),
-                                                   "] must be [", seq, "] or [", batch, ",", seq,
+    return absl::InvalidArgumentError(absl::StrCat(ids_field, ".shape=", FormatShape(ids.shape()),
+                                                   " must be [", seq, "] or [", batch, ",", seq,
                                                    "]"));
   }
-  std::vector<int64_t> values(*count);
+  std::vector<int64_t> values(count);
   const char* data = ids.data().data();
-  for (int64_t i = 0; i < *count; ++i) {
+  for (int64_t i = 0; i < count; ++i) {
     if (ids.dtype() == v1::INT32) {
       int32_t value;
       std::memcpy(&value, data + 4 * i, sizeof(value));
@@ -152,11 +160,8 @@ absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
     } else {
       std::memcpy(&values[i], data + 8 * i, sizeof(int64_t));
     }
-    if (values[i] < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(ids_field, "[", i, "]=", values[i], " must be >= 0"));
-    }
   }
+  RETURN_IF_ERROR(CheckPositions(values.data(), count, ids_field));
   positions.resize(batch * seq);
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t* row = values.data() + (rank == 2 ? b * seq : 0);

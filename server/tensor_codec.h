@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "attnserve/v1/tensor.pb.h"
 #include "core/bfloat16.h"
 
@@ -29,11 +30,17 @@ void EncodeFloatTensor(const std::vector<int64_t>& shape, const float* values, v
                        v1::Tensor* tensor);
 
 // Positions [batch·seq]: position_offset + t when `ids` is empty, else the ids (INT32 or INT64,
-// shape [seq] broadcast over the batch, or [batch, seq]). Every position must be >= 0.
+// shape [seq] broadcast over the batch, or [batch, seq]). Every position must be in
+// [0, kMaxPosition]: position_offset in [0, kMaxPosition − seq + 1], each id in [0, kMaxPosition];
+// INVALID_ARGUMENT naming `position_offset` or `<ids_field>[i]` and the value otherwise.
 absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
                                                       absl::string_view ids_field,
                                                       int64_t position_offset, int64_t batch,
                                                       int64_t seq);
+
+// A shape for messages: "[2,3,4]"; past 8 dims only the first 8 are shown, then "…(N dims)",
+// so a message never echoes an unbounded client list.
+std::string FormatShape(absl::Span<const int64_t> shape);
 
 // "FLOAT32", or the number for values outside the enum.
 std::string DataTypeName(int dtype);

@@ -515,6 +515,158 @@ class ErrorTest(ServerTestCase):
         self.assertLessEqual(float(np.abs(got - want).max()), ENC_ATOL + ENC_RTOL * 4)
 
 
+class HostileInputTest(ServerTestCase):
+    """Requests built to overflow positions, echo huge strings or abuse float conversions: each
+    gets INVALID_ARGUMENT (NOT_FOUND for a model) naming the field and value, and the server
+    keeps serving (checked after every test)."""
+
+    INT64_MAX = 2**63 - 1
+    MAX_POSITION = 2**31 - 1
+
+    def setUp(self):
+        self.INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+    def tearDown(self):
+        self.assertGreater(len(self.list_models().models), 0, "the server must still serve")
+
+    def qkv(self, H=2, Hkv=2, Sq=3, Sk=3, hd=8):
+        rng = np.random.default_rng(3)
+        return (f32_tensor(rng.standard_normal((1, H, Sq, hd))),
+                f32_tensor(rng.standard_normal((1, Hkv, Sk, hd))),
+                f32_tensor(rng.standard_normal((1, Hkv, Sk, hd))))
+
+    def test_encode_int64_max_position_id(self):
+        x = f32_tensor(np.zeros((1, 2, 8), np.float32))
+        ids = int_tensor([0, self.INT64_MAX], tensor_pb2.INT64)
+        self.assertRpcError(self.INVALID, self.encode, input=x,
+                            encoding=sinusoidal(pe_pb2.VASWANI), position_ids=ids,
+                            contains=["position_ids[1]=9223372036854775807",
+                                      "must be in [0, 2147483647]"])
+        self.assertRpcError(self.INVALID, self.encode, input=x,
+                            encoding=sinusoidal(pe_pb2.FAIRSEQ), position_offset=self.INT64_MAX,
+                            contains=["position_offset=9223372036854775807",
+                                      "must be in [0, 2147483646]"])
+        # The largest position itself is served.
+        out = to_numpy(self.encode(input=x, encoding=sinusoidal(pe_pb2.VASWANI),
+                                   position_offset=self.MAX_POSITION - 1).output)
+        self.assertTrue(np.all(np.isfinite(out)))
+
+    def test_attend_t5_huge_position_id(self):
+        q = f32_tensor(np.zeros((1, 2, 256), np.float32))
+        self.assertRpcError(self.INVALID, self.attend, model="demo-t5", query=q,
+                            position_ids=int_tensor([0, 2**62], tensor_pb2.INT64),
+                            contains=["position_ids[1]=4611686018427387904",
+                                      "must be in [0, 2147483647]"])
+
+    def test_sdpa_position_offset_out_of_range(self):
+        q, k, v = self.qkv()
+        alibi = pe_pb2.PositionalEncoding(alibi=pe_pb2.AlibiEncoding())
+        for encoding in (alibi, None):
+            with self.subTest(encoding=encoding):
+                kw = dict(q=q, k=k, v=v)
+                if encoding is not None:
+                    kw["encoding"] = encoding
+                self.assertRpcError(self.INVALID, self.sdpa, position_offset=self.INT64_MAX,
+                                    contains=["position_offset=9223372036854775807",
+                                              "must be in [0, 2147483645]"], **kw)
+                self.assertRpcError(self.INVALID, self.sdpa, position_offset=-1,
+                                    contains=["position_offset=-1 must be in [0, "], **kw)
+        # Without an encoding positions do not exist, so Sq > Sk needs no offset.
+        q5, _, _ = self.qkv(Sq=5)
+        self.assertEqual(list(self.sdpa(q=q5, k=k, v=v).output.shape), [1, 2, 5, 8])
+
+    def test_sdpa_scale_must_fit_float32(self):
+        q, k, v = self.qkv()
+        self.assertRpcError(self.INVALID, self.sdpa, q=q, k=k, v=v, scale=1e300,
+                            contains=["scale=1e+300 must be finite and fit in float32"])
+        self.assertRpcError(self.INVALID, self.sdpa, q=q, k=k, v=v, scale=float("-inf"),
+                            contains=["scale=-inf must be finite"])
+        self.assertEqual(list(self.sdpa(q=q, k=k, v=v, scale=1e-3).output.shape), [1, 2, 3, 8])
+
+    def test_sdpa_kv_heads_must_divide_heads(self):
+        q, k, v = self.qkv(H=3, Hkv=2)
+        self.assertRpcError(self.INVALID, self.sdpa, q=q, k=k, v=v,
+                            contains=["k.shape[1]=2 must divide q.shape[1]=3"])
+
+    def test_encode_negative_or_overflowing_heads(self):
+        x = f32_tensor(np.zeros((1, 2, 8), np.float32))
+        rope = pe_pb2.PositionalEncoding(rope=pe_pb2.RotaryEncoding())
+        self.assertRpcError(self.INVALID, self.encode, input=x, encoding=rope, num_heads=-2,
+                            contains=["num_heads=-2 must be >= 0"])
+        self.assertRpcError(self.INVALID, self.encode, input=x, encoding=rope, head_dim=-8,
+                            contains=["head_dim=-8 must be >= 0"])
+        # 4·(2^62 + 2) wraps to 8 in int64: the split must still be rejected.
+        self.assertRpcError(self.INVALID, self.encode, input=x, encoding=rope, num_heads=4,
+                            head_dim=2**62 + 2,
+                            contains=["num_heads=4 and head_dim=4611686018427387906 must split "
+                                      "d_model=8"])
+
+    def test_fairseq_padding_idx_out_of_range(self):
+        x = f32_tensor(np.zeros((1, 2, 8), np.float32))
+        self.assertRpcError(self.INVALID, self.encode, input=x,
+                            encoding=sinusoidal(pe_pb2.FAIRSEQ, padding_idx=2**40),
+                            contains=["encoding.sinusoidal.padding_idx=1099511627776 must be in "
+                                      "[0, 2147483647]"])
+
+    def test_long_model_name_is_truncated(self):
+        q = f32_tensor(np.zeros((1, 2, 256), np.float32))
+        details = self.assertRpcError(grpc.StatusCode.NOT_FOUND, self.attend, model="m" * 100000,
+                                      query=q, contains=["m" * 128 + "…(100000 bytes)"])
+        self.assertNotIn("m" * 129, details)
+        self.assertLess(len(details), 1000)
+
+    def test_long_shape_is_truncated(self):
+        x = tensor_pb2.Tensor(dtype=tensor_pb2.FLOAT32, shape=[1] * 10000,
+                              data=np.zeros(1, "<f4").tobytes())
+        details = self.assertRpcError(self.INVALID, self.encode, input=x,
+                                      encoding=sinusoidal(pe_pb2.VASWANI),
+                                      contains=["input.shape=[1,1,1,1,1,1,1,1,…(10000 dims)]"])
+        self.assertLess(len(details), 500)
+
+
+class ResponseSizeTest(ServerTestCase):
+    """A response that cannot fit --max_message_bytes is refused before it is computed."""
+    SERVER_ARGS = ("--max_message_bytes=1048576",)
+
+    def setUp(self):
+        self.INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+    def test_attend_return_attention_too_large(self):
+        q = f32_tensor(np.zeros((1, 256, 256), np.float32))  # demo-nope-gqa: 8 heads
+        self.assertRpcError(self.INVALID, self.attend, model="demo-nope-gqa", query=q,
+                            return_attention=True,
+                            contains=["return_attention: attention [1,8,256,256] FLOAT32 is "
+                                      "2097152 bytes", "--max_message_bytes=1048576"])
+        # Without the probabilities the same request fits.
+        self.assertEqual(list(self.attend(model="demo-nope-gqa", query=q).output.shape),
+                         [1, 256, 256])
+        # The probabilities alone fit (924800 bytes), with the output (174080) they do not.
+        q170 = f32_tensor(np.zeros((1, 170, 256), np.float32))
+        self.assertRpcError(self.INVALID, self.attend, model="demo-nope-gqa", query=q170,
+                            return_attention=True,
+                            contains=["return_attention: attention [1,8,170,170] FLOAT32 is "
+                                      "924800 bytes, 1098880 with the output",
+                                      "--max_message_bytes=1048576"])
+
+    def test_sdpa_return_attention_too_large(self):
+        rng = np.random.default_rng(0)
+        q = f32_tensor(rng.standard_normal((1, 4, 300, 16)))
+        k = f32_tensor(rng.standard_normal((1, 4, 300, 16)))
+        self.assertRpcError(self.INVALID, self.sdpa, q=q, k=k, v=k, return_attention=True,
+                            contains=["return_attention: attention [1,4,300,300] FLOAT32 is "
+                                      "1440000 bytes", "--max_message_bytes=1048576"])
+        self.assertEqual(list(self.sdpa(q=q, k=k, v=k).output.shape), [1, 4, 300, 16])
+
+    def test_position_bias_too_large(self):
+        alibi = pe_pb2.PositionalEncoding(alibi=pe_pb2.AlibiEncoding())
+        self.assertRpcError(self.INVALID, self.position_bias, encoding=alibi, num_heads=16,
+                            q_len=256,
+                            contains=["num_heads·q_len·kv_len: bias [16,256,256] FLOAT32 is "
+                                      "4194304 bytes", "--max_message_bytes=1048576"])
+        self.assertEqual(list(self.position_bias(encoding=alibi, num_heads=4, q_len=128)
+                              .bias.shape), [4, 128, 128])
+
+
 # ---------------------------------------------------------------------------------------------
 # 4–7. Models, health, reflection, metrics
 # ---------------------------------------------------------------------------------------------
@@ -671,6 +823,23 @@ class MetricsTest(ServerTestCase):
         self.encode(input=f32_tensor(x), encoding=sinusoidal(pe_pb2.VASWANI))
         ok2 = self.select(self.scrape(), "grpc_server_handled_total", grpc_code="OK", **common)
         self.assertEqual(ok2[0][1], ok[0][1] + 1)
+
+    def test_unknown_method_is_labelled_unknown(self):
+        # Client-chosen paths must not become label values: they share "unknown".
+        for path in ("/x/y", "/made.up.Service/Method1", "/made.up.Service/Method2"):
+            call = self.channel.unary_unary(path)
+            with self.assertRaises(grpc.RpcError) as ctx:
+                call(b"", timeout=RPC_TIMEOUT_S)
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        samples = self.scrape()
+        unknown = self.select(samples, "grpc_server_handled_total", grpc_service="unknown",
+                              grpc_method="unknown", grpc_code="UNIMPLEMENTED")
+        self.assertEqual(len(unknown), 1, f"one unknown series expected, got {unknown}")
+        self.assertGreaterEqual(unknown[0][1], 3)
+        services = {lb.get("grpc_service") for n, lb, _ in samples
+                    if n.startswith("grpc_server_")}
+        self.assertNotIn("x", services)
+        self.assertNotIn("made.up.Service", services)
 
     def test_parse_exposition_rejects_garbage(self):
         # Guards the parser used above.

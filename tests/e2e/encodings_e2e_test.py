@@ -929,6 +929,47 @@ class PositionBiasTest(ServerTestCase):
         self.assertRpcError(NOT_FOUND, self.position_bias, model="no-such-model", q_len=2,
                             contains=["no-such-model"])
 
+    def test_num_heads_range(self):
+        # Its own message, not a sequence-length limit.
+        details = self.assertRpcError(INVALID, self.position_bias, encoding=alibi(),
+                                      num_heads=2**40, q_len=2,
+                                      contains=["num_heads=1099511627776 must be in [1, 65536]"])
+        self.assertNotIn("sequence length", details)
+        self.assertRpcError(INVALID, self.position_bias, encoding=alibi(), num_heads=-3, q_len=2,
+                            contains=["num_heads=-3 must be in [1, 65536]"])
+
+    def test_cope_has_no_fixed_bias(self):
+        details = self.assertRpcError(INVALID, self.position_bias, encoding=cope(4), num_heads=2,
+                                      q_len=2, contains=["encoding.cope has no fixed score bias"])
+        self.assertNotIn("cope_pos_emb", details)  # PositionBiasRequest has no such field
+        self.assertRpcError(INVALID, self.position_bias, model="demo-cope", q_len=2,
+                            contains=["encoding.cope has no fixed score bias"])
+
+    def test_model_num_heads_must_match(self):
+        self.assertRpcError(INVALID, self.position_bias, model="demo-alibi", num_heads=3, q_len=2,
+                            contains=["num_heads=3 differs from num_heads=12 of "
+                                      'model="demo-alibi"'])
+        b = self.bias(model="demo-alibi", num_heads=12, q_len=2)
+        self.assertEqual(b.shape, (12, 2, 2))
+
+    def test_t5_parameters_before_table_shape(self):
+        table = f32_tensor(np.zeros((32, 2), np.float32))
+        cases = [
+            (dict(num_buckets=-4), "encoding.t5.num_buckets=-4 must be >= 2"),
+            (dict(num_buckets=6), None),  # valid: 6 buckets, then the table shape is wrong
+            (dict(num_buckets=5), "encoding.t5.num_buckets=5 must be even and >= 4 when "
+                                  "bidirectional"),
+            (dict(num_buckets=32, max_distance=-1), "encoding.t5.max_distance=-1 must be > "
+                                                    "max_exact=8"),
+        ]
+        for params, needle in cases:
+            with self.subTest(params=params):
+                details = self.assertRpcError(
+                    INVALID, self.position_bias, encoding=t5(**params), num_heads=2, q_len=2,
+                    t5_table=table, contains=[needle or "t5_table.shape=[32,2] must be [6,2]"])
+                if needle is not None:
+                    self.assertNotIn("t5_table", details)
+
 
 # ---------------------------------------------------------------------------------------------
 # D. ScaledDotProductAttention with inline encodings
@@ -1101,6 +1142,24 @@ class SdpaEncodingTest(ServerTestCase):
         for name, request, needles in cases:
             with self.subTest(name):
                 self.assertRpcError(INVALID, self.sdpa, contains=needles, **base, **request)
+        with self.subTest("messages name encoding fields, not request.*"):
+            details = self.assertRpcError(INVALID, self.sdpa, encoding=alibi(float("nan")),
+                                          contains=["encoding.alibi.max_bias=nan"], **base)
+            self.assertNotIn("request.", details)
+        with self.subTest("t5 parameters before the table"):
+            details = self.assertRpcError(
+                INVALID, self.sdpa, encoding=t5(num_buckets=-4),
+                t5_table=f32_tensor(np.zeros((32, 2), np.float32)),
+                contains=["encoding.t5.num_buckets=-4 must be >= 2"], **base)
+            self.assertNotIn("t5_table", details)
+        with self.subTest("cope npos_max before the table"):
+            self.assertRpcError(INVALID, self.sdpa, encoding=cope(0),
+                                contains=["encoding.cope.npos_max=0 must be >= 1"], **base)
+        with self.subTest("key_lengths named without a prefix"):
+            details = self.assertRpcError(INVALID, self.sdpa, key_lengths=[9],
+                                          contains=["key_lengths[0]=9 must be in [0, kv_len=3]"],
+                                          **base)
+            self.assertFalse(details.startswith("request."), details)
         with self.subTest("Sq > Sk needs position_offset >= Sq − Sk"):
             q5, _, _ = self.qkv(B=1, H=2, Hkv=2, Sq=5, Sk=3, hd=8)
             self.assertRpcError(INVALID, self.sdpa, q=f32_tensor(q5), k=f32_tensor(k),

@@ -31,9 +31,12 @@ double Sample(prometheus::Registry& registry, const std::string& family_name,
   return -1;
 }
 
+const std::vector<std::string> kServed = {"/attnserve.v1.AttentionService/Encode",
+                                          "/grpc.health.v1.Health/Check"};
+
 TEST(ServerMetricsTest, CountsByServiceMethodAndCode) {
   prometheus::Registry registry;
-  ServerMetrics metrics(registry);
+  ServerMetrics metrics(registry, kServed);
   const std::string method = "/attnserve.v1.AttentionService/Encode";
   metrics.RecordStarted(method, "unary");
   metrics.RecordStarted(method, "unary");
@@ -52,6 +55,43 @@ TEST(ServerMetricsTest, CountsByServiceMethodAndCode) {
   EXPECT_EQ(Sample(registry, "grpc_server_handled_total", with_code("INVALID_ARGUMENT")), 1);
   EXPECT_EQ(Sample(registry, "grpc_server_handled_total", with_code("NOT_FOUND")), -1);
   EXPECT_EQ(Sample(registry, "grpc_server_handling_seconds", encode), 2);
+}
+
+TEST(ServerMetricsTest, MethodsNotServedShareTheUnknownLabels) {
+  prometheus::Registry registry;
+  ServerMetrics metrics(registry, kServed);
+  // Client-chosen paths: none may become a label value of its own.
+  for (int i = 0; i < 100; ++i) {
+    const std::string method = "/x" + std::to_string(i) + "/y";
+    metrics.RecordStarted(method, "bidi_stream");
+    metrics.RecordHandled(method, "bidi_stream", grpc::StatusCode::UNIMPLEMENTED, 0.0001);
+  }
+  metrics.RecordStarted("no slash at all", "unary");
+  metrics.RecordStarted("/attnserve.v1.AttentionService/Encode/extra", "unary");
+  metrics.RecordStarted("/grpc.health.v1.Health/Check", "unary");
+
+  const std::map<std::string, std::string> unknown = {{"grpc_service", "unknown"},
+                                                      {"grpc_method", "unknown"}};
+  EXPECT_EQ(Sample(registry, "grpc_server_started_total",
+                   {{"grpc_service", "unknown"}, {"grpc_method", "unknown"},
+                    {"grpc_type", "bidi_stream"}}),
+            100);
+  EXPECT_EQ(Sample(registry, "grpc_server_started_total",
+                   {{"grpc_service", "unknown"}, {"grpc_method", "unknown"},
+                    {"grpc_type", "unary"}}),
+            2);
+  auto handled = unknown;
+  handled["grpc_code"] = "UNIMPLEMENTED";
+  EXPECT_EQ(Sample(registry, "grpc_server_handled_total", handled), 100);
+  EXPECT_EQ(Sample(registry, "grpc_server_started_total",
+                   {{"grpc_service", "grpc.health.v1.Health"}, {"grpc_method", "Check"}}),
+            1);
+  // Exactly three series in the started family: unknown×2 types and Health/Check.
+  for (const prometheus::MetricFamily& family : registry.Collect()) {
+    if (family.name == "grpc_server_started_total") {
+      EXPECT_EQ(family.metric.size(), 3u);
+    }
+  }
 }
 
 TEST(ServerMetricsTest, StatusCodeNamesMatchGrpc) {

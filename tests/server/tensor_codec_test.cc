@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/positional_encoding.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -88,20 +89,47 @@ TEST(TensorCodecTest, PositionsFromOffsetOrIds) {
 }
 
 TEST(TensorCodecTest, BadPositionsAreNamed) {
-  EXPECT_THAT(std::string(ResolvePositions(v1::Tensor(), "position_ids", -1, 1, 2)
-                              .status()
-                              .message()),
-              HasSubstr("position_offset=-1 must be >= 0"));
+  auto offset_message = [](int64_t offset, int64_t seq) {
+    return std::string(
+        ResolvePositions(v1::Tensor(), "position_ids", offset, 1, seq).status().message());
+  };
+  EXPECT_THAT(offset_message(-1, 2), HasSubstr("position_offset=-1 must be in [0, 2147483646]"));
+  // The last position may be kMaxPosition itself, not one more.
+  EXPECT_TRUE(ResolvePositions(v1::Tensor(), "position_ids", kMaxPosition - 1, 1, 2).ok());
+  EXPECT_THAT(offset_message(kMaxPosition, 2),
+              HasSubstr("position_offset=2147483647 must be in [0, 2147483646]"));
+  EXPECT_THAT(offset_message(std::numeric_limits<int64_t>::max(), 3),
+              HasSubstr("position_offset=9223372036854775807 must be in [0, 2147483645]"));
   v1::Tensor ids = MakeTensor(v1::INT32, {2}, 8);
   const int32_t values[2] = {3, -4};
   std::memcpy(ids.mutable_data()->data(), values, 8);
   EXPECT_THAT(std::string(ResolvePositions(ids, "position_ids", 0, 1, 2).status().message()),
-              HasSubstr("position_ids[1]=-4 must be >= 0"));
+              HasSubstr("position_ids[1]=-4 must be in [0, 2147483647]"));
+  v1::Tensor big = MakeTensor(v1::INT64, {2}, 16);
+  const int64_t big_values[2] = {kMaxPosition, int64_t{1} << 62};
+  std::memcpy(big.mutable_data()->data(), big_values, 16);
+  EXPECT_THAT(std::string(ResolvePositions(big, "position_ids", 0, 1, 2).status().message()),
+              HasSubstr("position_ids[1]=4611686018427387904 must be in [0, 2147483647]"));
   EXPECT_THAT(std::string(ResolvePositions(ids, "position_ids", 0, 1, 3).status().message()),
               HasSubstr("position_ids.shape=[2] must be [3] or [1,3]"));
   v1::Tensor floats = MakeTensor(v1::FLOAT32, {2}, 8);
   EXPECT_THAT(std::string(ResolvePositions(floats, "position_ids", 0, 1, 2).status().message()),
               HasSubstr("position_ids.dtype=FLOAT32 must be INT32 or INT64"));
+}
+
+TEST(TensorCodecTest, FormatShapeShowsAtMostEightDims) {
+  EXPECT_EQ(FormatShape(std::vector<int64_t>{}), "[]");
+  EXPECT_EQ(FormatShape(std::vector<int64_t>{2, 3, 4}), "[2,3,4]");
+  EXPECT_EQ(FormatShape(std::vector<int64_t>(8, 1)), "[1,1,1,1,1,1,1,1]");
+  EXPECT_EQ(FormatShape(std::vector<int64_t>(100000, 7)), "[7,7,7,7,7,7,7,7,…(100000 dims)]");
+}
+
+TEST(TensorCodecTest, LongShapeIsNotEchoedInFull) {
+  // A rank-100000 shape sent as a float tensor: the message stays short.
+  v1::Tensor tensor = MakeTensor(v1::FLOAT32, std::vector<int64_t>(100000, 1), 4);
+  const std::string message = Message(tensor);
+  EXPECT_THAT(message, HasSubstr("query.shape=[1,1,1,1,1,1,1,1,…(100000 dims)] has rank 100000"));
+  EXPECT_LT(message.size(), 200u);
 }
 
 }  // namespace
