@@ -1,6 +1,5 @@
 #include "core/flash_attention.h"
 
-#include <omp.h>
 #include <xmmintrin.h>
 
 #include <algorithm>
@@ -323,7 +322,15 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
   // Work item `item` = (batch element, head, query tile): the online softmax over its visible
   // key tiles, written to its rows of `out`.
   std::atomic<bool> stop{false};
-  auto process = [&](int64_t item, bool polls, Scratch& scratch, TileGemm& gemm) {
+  // Whichever thread starts a tile polls for cancellation, one at a time (a poll in progress
+  // makes the others skip theirs).
+  std::atomic<bool> polling{false};
+  auto poll_cancelled = [&] {
+    if (options.is_cancelled == nullptr || polling.exchange(true)) return;
+    if (options.is_cancelled()) stop = true;
+    polling = false;
+  };
+  auto process = [&](int64_t item, Scratch& scratch, TileGemm& gemm) {
     const int64_t b = item / (H * q_tiles);
     const int64_t h = (item / q_tiles) % H;
     // Within a head, the longest (last) causal query tiles go first, balancing the schedule.
@@ -340,7 +347,7 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
     std::fill(scratch.row_sum.begin(), scratch.row_sum.begin() + rows, 0.0f);
 
     for (int64_t j0 = 0; j0 < keys; j0 += k_tile) {
-      if (polls && options.is_cancelled()) stop = true;
+      poll_cancelled();
       if (stop.load(std::memory_order_relaxed)) return;
       const int64_t cols = std::min(k_tile, keys - j0);
       float* scores = scratch.scores.data();
@@ -404,7 +411,6 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
     // kernel's duration (their contribution is below f32 resolution of the row sum anyway).
     const unsigned int saved_csr = _mm_getcsr();
     _mm_setcsr(saved_csr | kFlushToZero | kDenormalsAreZero);
-    const bool polls = omp_get_thread_num() == 0 && options.is_cancelled != nullptr;
     std::unique_ptr<Scratch> scratch;
     std::unique_ptr<TileGemm> gemm;
     try {
@@ -418,7 +424,7 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
     for (int64_t item = 0; item < B * H * q_tiles; ++item) {
       if (stop.load(std::memory_order_relaxed)) continue;
       try {
-        process(item, polls, *scratch, *gemm);
+        process(item, *scratch, *gemm);
       } catch (const std::exception& e) {
         record(e);
       }

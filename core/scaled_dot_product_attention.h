@@ -44,8 +44,8 @@ struct SdpaOptions {
   ComputeType compute = ComputeType::kFloat32;
   // Caches RoPE's cos/sin tables across calls (thread-safe); unset = a table per call.
   PositionTableCache* tables = nullptr;
-  // Polled between tiles; when it returns true the computation stops with CANCELLED. Unset =
-  // never cancelled. Called from one thread at a time.
+  // Polled between tiles, from any compute thread but never by two at once; when it returns
+  // true the computation stops with CANCELLED. Unset = never cancelled.
   std::function<bool()> is_cancelled;
 };
 
