@@ -62,6 +62,27 @@ void GemmCeiling(benchmark::State& state, dnnl::memory::data_type type) {
   SetGflops(state, 2.0 * n * n * n);
 }
 
+// Times self-attention (Sq = Sk) of random q, k, v under `options`; sets the `gflops` counter
+// (useful FLOPs 4·B·H·S²·hd, halved for causal). Returns false after reporting an error.
+bool TimeAttention(benchmark::State& state, const SdpaShape& shape, const SdpaOptions& options) {
+  const int64_t q_count = shape.batch * shape.num_heads * shape.q_len * shape.head_dim;
+  const int64_t kv_count = shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim;
+  const std::vector<float> q = Filled(q_count, 1.0f), k = Filled(kv_count, 1.0f),
+                           v = Filled(kv_count, 1.0f);
+  std::vector<float> out(q_count);
+  for (auto _ : state) {
+    absl::Status status =
+        ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(), out.data(), nullptr);
+    if (!status.ok()) {
+      state.SkipWithError(status.ToString().c_str());
+      return false;
+    }
+  }
+  SetGflops(state, 4.0 * shape.batch * shape.num_heads * shape.q_len * shape.kv_len *
+                       shape.head_dim * (options.causal ? 0.5 : 1.0));
+  return true;
+}
+
 PositionalEncoding EncodingNamed(const std::string& name) {
   if (name == "rope") return RopeParams{};
   if (name == "alibi") return AlibiParams{};
@@ -70,11 +91,6 @@ PositionalEncoding EncodingNamed(const std::string& name) {
 
 void Sdpa(benchmark::State& state, ComputeType compute, int64_t seq, bool causal,
           const std::string& encoding) {
-  const SdpaShape shape{1, 12, 12, seq, seq, 64};
-  const int64_t elements = shape.num_heads * seq * shape.head_dim;
-  const std::vector<float> q = Filled(elements, 1.0f), k = Filled(elements, 1.0f),
-                           v = Filled(elements, 1.0f);
-  std::vector<float> out(elements);
   SdpaOptions options;
   options.causal = causal;
   options.compute = compute;
@@ -83,15 +99,7 @@ void Sdpa(benchmark::State& state, ComputeType compute, int64_t seq, bool causal
   options.k_positions = options.q_positions;
   PositionTableCache tables;  // as the server keeps RoPE tables across requests
   options.tables = &tables;
-  for (auto _ : state) {
-    absl::Status status =
-        ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(), out.data(), nullptr);
-    if (!status.ok()) {
-      state.SkipWithError(status.ToString().c_str());
-      return;
-    }
-  }
-  SetGflops(state, 4.0 * shape.num_heads * seq * seq * shape.head_dim * (causal ? 0.5 : 1.0));
+  TimeAttention(state, SdpaShape{1, 12, 12, seq, seq, 64}, options);
 }
 
 void Layer(benchmark::State& state, ComputeType compute, int64_t seq) {
@@ -133,21 +141,9 @@ void Layer(benchmark::State& state, ComputeType compute, int64_t seq) {
 
 void LongContext(benchmark::State& state) {
   const int64_t seq = 65536, hd = 64;
-  const SdpaShape shape{1, 1, 1, seq, seq, hd};
-  const std::vector<float> q = Filled(seq * hd, 1.0f), k = Filled(seq * hd, 1.0f),
-                           v = Filled(seq * hd, 1.0f);
-  std::vector<float> out(seq * hd);
   SdpaOptions options;
   options.causal = true;
-  for (auto _ : state) {
-    absl::Status status =
-        ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(), out.data(), nullptr);
-    if (!status.ok()) {
-      state.SkipWithError(status.ToString().c_str());
-      return;
-    }
-  }
-  SetGflops(state, 4.0 * seq * seq * hd * 0.5);
+  if (!TimeAttention(state, SdpaShape{1, 1, 1, seq, seq, hd}, options)) return;
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   state.counters["peak_rss_mb"] = static_cast<double>(usage.ru_maxrss) / 1024.0;
