@@ -986,13 +986,18 @@ class SdpaEncodingTest(ServerTestCase):
         v = self.rng.standard_normal((B, Hkv, Sk, hd)).astype(np.float32)
         return q, k, v
 
-    def run_sdpa(self, q, k, v, encoding=None, **request):
-        kw = dict(q=f32_tensor(q), k=f32_tensor(k), v=f32_tensor(v), return_attention=True,
-                  **request)
+    def run_sdpa(self, q, k, v, encoding=None, return_attention=True, **request):
+        """Output (and attention when requested). With return_attention the server
+        materialises the probabilities; without, it runs the tiled online-softmax kernel."""
+        kw = dict(q=f32_tensor(q), k=f32_tensor(k), v=f32_tensor(v),
+                  return_attention=return_attention, **request)
         if encoding is not None:
             kw["encoding"] = encoding
         resp = self.sdpa(**kw)
         self.assertEqual(list(resp.output.shape), list(q.shape))
+        if not return_attention:
+            self.assertEqual(len(resp.attention.shape), 0)
+            return to_numpy(resp.output), None
         self.assertEqual(list(resp.attention.shape),
                          [q.shape[0], q.shape[1], q.shape[2], k.shape[2]])
         return to_numpy(resp.output), to_numpy(resp.attention)
@@ -1003,7 +1008,23 @@ class SdpaEncodingTest(ServerTestCase):
         self.assertLess(rel_err(out, want_out), SDPA_REL, "output")
         self.assertLess(rel_err(att, want_att), SDPA_REL, "probabilities")
         self.assertTrue(np.all(att[want_att == 0] == 0), "masked probabilities must be exactly 0")
+        # The tiled kernel (no probabilities requested) must match the reference as well.
+        tiled, _ = self.run_sdpa(q, k, v, encoding, return_attention=False, **request)
+        self.assertLess(rel_err(tiled, want_out), SDPA_REL, "tiled output")
         return out, att
+
+    def test_bfloat16_compute_is_bf16_accurate_in_both_paths(self):
+        # bf16 operands carry 8 significant bits: ~1e-2 relative against the f64 reference, and
+        # measurably less exact than FLOAT32 compute (so bf16 really ran).
+        q, k, v = self.qkv(B=2, H=4, Hkv=2, Sq=37, Sk=37, hd=32)
+        want_out, _ = ref_sdpa(q, k, v, causal=True)
+        for return_attention in (True, False):
+            out, _ = self.run_sdpa(q, k, v, return_attention=return_attention, causal=True,
+                                   compute_dtype=tensor_pb2.BFLOAT16)
+            self.assertLess(rel_err(out, want_out), 1e-2, f"return_attention={return_attention}")
+            self.assertGreater(rel_err(out, want_out), 1e-4, "bf16 must differ from f32")
+            f32, _ = self.run_sdpa(q, k, v, return_attention=return_attention, causal=True)
+            self.assertLess(rel_err(f32, want_out), SDPA_REL)
 
     def both_head_layouts(self):
         return [(4, 4), (4, 2)]  # MHA, GQA (query head h uses kv head h // 2)
