@@ -8,10 +8,10 @@
 #include <cstring>
 #include <limits>
 #include <map>
-#include <new>
-#include <tuple>
 #include <memory>
+#include <new>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
