@@ -140,7 +140,10 @@ int Run(const sigset_t& stop_signals) {
   server->Shutdown(std::chrono::system_clock::now() + grace);
   server->Wait();
   spdlog::info("stopped");
-  return 0;
+  spdlog::shutdown();
+  // Every RPC has finished. Destroying the metrics endpoint would only wait out its HTTP
+  // server's 2-second poll (civetweb's fixed quantum), so the process ends here instead.
+  std::quick_exit(0);
 }
 
 }  // namespace
