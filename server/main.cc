@@ -30,6 +30,9 @@ ABSL_FLAG(std::string, grpc_address, "0.0.0.0:50051",
           "host:port the gRPC service listens on; port 0 picks a free port (printed at start)");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9464",
           "host:port of the Prometheus endpoint (path /metrics); port 0 picks a free port");
+ABSL_FLAG(std::string, model_repository, "",
+          "folder with one sub-folder per model (config.pbtxt + weights.safetensors); empty = "
+          "serve the built-in demo models");
 ABSL_FLAG(int32_t, compute_threads, 0,
           "OpenMP threads per attention computation; 0 = all cores (or OMP_NUM_THREADS)");
 ABSL_FLAG(int32_t, rpc_threads, 0,
@@ -73,9 +76,19 @@ std::string WithPort(const std::string& address, int port) {
 int Run(const sigset_t& stop_signals) {
   SetComputeThreads(absl::GetFlag(FLAGS_compute_threads));
 
-  absl::StatusOr<std::unique_ptr<ModelRegistry>> models = ModelRegistry::CreateWithDemoModels();
+  const std::string repository = absl::GetFlag(FLAGS_model_repository);
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> models =
+      repository.empty() ? ModelRegistry::CreateWithDemoModels()
+                         : ModelRegistry::CreateFromRepository(repository);
   if (!models.ok()) {
     spdlog::error("loading models failed: {}", models.status().ToString());
+    return 1;
+  }
+  for (const auto& [name, status] : (*models)->failures()) {
+    spdlog::error("model {} not loaded: {}", name, std::string(status.message()));
+  }
+  if ((*models)->List().empty()) {
+    spdlog::error("no model loaded from --model_repository={}", repository);
     return 1;
   }
   for (const LoadedModel* model : (*models)->List()) {

@@ -1,12 +1,20 @@
 #include "server/model_registry.h"
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
 #include "server/encoding_proto.h"
+#include "server/safetensors.h"
+#include "server/status_macros.h"
 #include "server/status_util.h"
 
 namespace attnserve {
@@ -54,6 +62,22 @@ AttentionWeights DemoWeights(const v1::ModelConfig& config, std::mt19937& rng) {
   return weights;
 }
 
+
+// Collects text-format parse errors as one message naming the file, line and column.
+class TextFormatErrors : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit TextFormatErrors(std::string path) : path_(std::move(path)) {}
+  void AddError(int line, int column, const std::string& message) override {
+    if (message_.empty()) {
+      message_ = absl::StrCat(path_, ":", line + 1, ":", column + 1, ": ", message);
+    }
+  }
+  std::string message() const { return message_.empty() ? path_ + ": parse error" : message_; }
+
+ private:
+  std::string path_;
+  std::string message_;
+};
 
 // Seeded tables for the encodings that carry learned weights, shaped as the layer needs them.
 absl::Status AttachDemoTables(const v1::ModelConfig& config, std::mt19937& rng,
@@ -165,9 +189,135 @@ absl::Status ModelRegistry::Add(v1::ModelConfig config, AttentionWeights weights
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateFromRepository(
+    const std::string& path) {
+  std::error_code error;
+  std::vector<std::filesystem::path> folders;
+  for (const auto& entry : std::filesystem::directory_iterator(path, error)) {
+    if (entry.is_directory()) folders.push_back(entry.path());
+  }
+  if (error) {
+    return absl::NotFoundError(
+        absl::StrCat("--model_repository=", path, " cannot be read: ", error.message()));
+  }
+  std::sort(folders.begin(), folders.end());
+  std::unique_ptr<ModelRegistry> registry(new ModelRegistry());
+  for (const std::filesystem::path& folder : folders) {
+    const std::string name = folder.filename().string();
+    if (absl::Status status = registry->LoadModelFolder(folder.string(), name); !status.ok()) {
+      registry->failures_.emplace(name, status);
+    }
+  }
+  return registry;
+}
+
+absl::Status ModelRegistry::LoadModelFolder(const std::string& folder,
+                                            const std::string& folder_name) {
+  const std::string config_path = folder + "/config.pbtxt";
+  std::ifstream config_file(config_path);
+  if (!config_file) return absl::NotFoundError(absl::StrCat(config_path, ": cannot open"));
+  const std::string text((std::istreambuf_iterator<char>(config_file)),
+                         std::istreambuf_iterator<char>());
+  v1::ModelConfig config;
+  TextFormatErrors errors(config_path);
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &config)) {
+    return absl::InvalidArgumentError(errors.message());
+  }
+  if (config.name().empty()) config.set_name(folder_name);
+  if (config.name() != folder_name) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": name \"", config.name(),
+                                                   "\" must equal its folder's name \"",
+                                                   folder_name, "\""));
+  }
+  // The layer's shape with defaults resolved, for the tensor shapes to expect.
+  const int64_t d = config.d_model(), heads = config.num_heads();
+  if (d < 1 || heads < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": d_model=", d, " and num_heads=",
+                                                   heads, " must be >= 1"));
+  }
+  const int64_t kv_heads = config.num_kv_heads() != 0 ? config.num_kv_heads() : heads;
+  if (config.head_dim() == 0 && d % heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": num_heads=", heads,
+                                                   " must divide d_model=", d,
+                                                   " when head_dim is not given"));
+  }
+  const int64_t hd = config.head_dim() != 0 ? config.head_dim() : d / heads;
+  if (hd < 1 || kv_heads < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": head_dim=", hd,
+                                                   " and num_kv_heads=", kv_heads,
+                                                   " must be >= 1"));
+  }
+
+  const std::string weights_path =
+      folder + "/" + (config.weights_file().empty() ? "weights.safetensors" : config.weights_file());
+  ASSIGN_OR_RETURN(SafetensorsFile weights_file, SafetensorsFile::Open(weights_path));
+  const v1::TensorNames& names = config.tensor_names();
+  auto name_or = [](const std::string& override_name, const char* default_name) {
+    return override_name.empty() ? std::string(default_name) : override_name;
+  };
+  AttentionWeights weights;
+  ASSIGN_OR_RETURN(weights.q_proj_weight,
+                   weights_file.Read(name_or(names.q_proj_weight(), "q_proj.weight"),
+                                     {heads * hd, d}));
+  ASSIGN_OR_RETURN(weights.k_proj_weight,
+                   weights_file.Read(name_or(names.k_proj_weight(), "k_proj.weight"),
+                                     {kv_heads * hd, d}));
+  ASSIGN_OR_RETURN(weights.v_proj_weight,
+                   weights_file.Read(name_or(names.v_proj_weight(), "v_proj.weight"),
+                                     {kv_heads * hd, d}));
+  ASSIGN_OR_RETURN(weights.o_proj_weight,
+                   weights_file.Read(name_or(names.o_proj_weight(), "o_proj.weight"),
+                                     {d, heads * hd}));
+  if (config.qkv_bias()) {
+    ASSIGN_OR_RETURN(weights.q_proj_bias,
+                     weights_file.Read(name_or(names.q_proj_bias(), "q_proj.bias"), {heads * hd}));
+    ASSIGN_OR_RETURN(weights.k_proj_bias, weights_file.Read(name_or(names.k_proj_bias(), "k_proj.bias"),
+                                                            {kv_heads * hd}));
+    ASSIGN_OR_RETURN(weights.v_proj_bias, weights_file.Read(name_or(names.v_proj_bias(), "v_proj.bias"),
+                                                            {kv_heads * hd}));
+  }
+  if (config.o_bias()) {
+    ASSIGN_OR_RETURN(weights.o_proj_bias,
+                     weights_file.Read(name_or(names.o_proj_bias(), "o_proj.bias"), {d}));
+  }
+
+  absl::StatusOr<PositionalEncoding> encoding = EncodingFromProto(config.encoding(), "encoding");
+  if (!encoding.ok()) return WithFieldPrefix(encoding.status(), config_path);
+  auto table = [&](const std::string& name, std::vector<int64_t> shape)
+      -> absl::StatusOr<std::shared_ptr<const std::vector<float>>> {
+    ASSIGN_OR_RETURN(std::vector<float> values, weights_file.Read(name, shape));
+    return std::make_shared<const std::vector<float>>(std::move(values));
+  };
+  if (auto* learned = std::get_if<LearnedParams>(&*encoding)) {
+    if (config.max_positions() < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          config_path, ": max_positions=", config.max_positions(),
+          " must give the learned table's rows (>= 1)"));
+    }
+    ASSIGN_OR_RETURN(learned->table,
+                     table(name_or(names.position_embeddings(), "position_embeddings.weight"),
+                           {config.max_positions(), d}));
+  } else if (auto* t5 = std::get_if<T5BiasParams>(&*encoding)) {
+    ASSIGN_OR_RETURN(t5->table, table(name_or(names.relative_attention_bias(),
+                                              "relative_attention_bias.weight"),
+                                      {t5->num_buckets, heads}));
+  } else if (auto* cope = std::get_if<CopeParams>(&*encoding)) {
+    ASSIGN_OR_RETURN(cope->pos_emb, table(name_or(names.cope_position_embeddings(), "cope.pos_emb"),
+                                          {cope->npos_max, hd}));
+  }
+  return WithFieldPrefix(Add(std::move(config), std::move(weights), *std::move(encoding)),
+                         config_path);
+}
+
 absl::StatusOr<const LoadedModel*> ModelRegistry::Find(absl::string_view name) const {
   auto it = models_.find(name);
   if (it != models_.end()) return &it->second;
+  if (auto failed = failures_.find(std::string(name)); failed != failures_.end()) {
+    return absl::NotFoundError(absl::StrCat("model=\"", name, "\" failed to load: ",
+                                            failed->second.message()));
+  }
   std::vector<absl::string_view> names;
   for (const auto& [model_name, model] : models_) names.push_back(model_name);
   if (name.empty()) {

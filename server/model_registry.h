@@ -26,7 +26,19 @@ class ModelRegistry {
   // (their ModelConfig descriptions give the shapes).
   static absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateWithDemoModels();
 
-  // NOT_FOUND naming the model and listing the loaded ones; INVALID_ARGUMENT for an empty name.
+  // The models of a repository folder: one sub-folder per model with `config.pbtxt` (text-format
+  // ModelConfig; `name` defaults to the folder's name and must match it) and its weights file
+  // (safetensors, F32/BF16/F16, Hugging Face tensor names unless overridden). A model that fails
+  // to load is skipped, and its reason kept for Find() and failures(); the others load.
+  // NOT_FOUND when the folder cannot be read.
+  static absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateFromRepository(
+      const std::string& path);
+
+  // Models of the repository that failed to load, by folder name, with the reason.
+  const std::map<std::string, absl::Status>& failures() const { return failures_; }
+
+  // NOT_FOUND naming the model and listing the loaded ones (or, for a repository model that
+  // failed to load, giving the reason); INVALID_ARGUMENT for an empty name.
   absl::StatusOr<const LoadedModel*> Find(absl::string_view name) const;
 
   // Sorted by name.
@@ -37,7 +49,11 @@ class ModelRegistry {
   // `encoding` is the config's encoding with its tables attached.
   absl::Status Add(v1::ModelConfig config, AttentionWeights weights, PositionalEncoding encoding);
 
+  // Loads `folder`/config.pbtxt and its weights. Messages name the file and tensor.
+  absl::Status LoadModelFolder(const std::string& folder, const std::string& folder_name);
+
   std::map<std::string, LoadedModel, std::less<>> models_;
+  std::map<std::string, absl::Status> failures_;
 };
 
 }  // namespace attnserve
