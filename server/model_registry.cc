@@ -79,6 +79,12 @@ class TextFormatErrors : public google::protobuf::io::ErrorCollector {
   std::string message_;
 };
 
+// "<path>: <message>" for a non-OK status, keeping its code.
+absl::Status InFile(const std::string& path, const absl::Status& status) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
+}
+
 // Seeded tables for the encodings that carry learned weights, shaped as the layer needs them.
 absl::Status AttachDemoTables(const v1::ModelConfig& config, std::mt19937& rng,
                               PositionalEncoding& encoding) {
@@ -283,8 +289,11 @@ absl::Status ModelRegistry::LoadModelFolder(const std::string& folder,
                      weights_file.Read(name_or(names.o_proj_bias(), "o_proj.bias"), {d}));
   }
 
-  absl::StatusOr<PositionalEncoding> encoding = EncodingFromProto(config.encoding(), "encoding");
-  if (!encoding.ok()) return WithFieldPrefix(encoding.status(), config_path);
+  // An unset encoding means none (ModelConfig's documented default).
+  absl::StatusOr<PositionalEncoding> encoding =
+      config.has_encoding() ? EncodingFromProto(config.encoding(), "encoding")
+                            : absl::StatusOr<PositionalEncoding>(NoPositionalEncoding{});
+  if (!encoding.ok()) return InFile(config_path, encoding.status());
   auto table = [&](const std::string& name, std::vector<int64_t> shape)
       -> absl::StatusOr<std::shared_ptr<const std::vector<float>>> {
     ASSIGN_OR_RETURN(std::vector<float> values, weights_file.Read(name, shape));
@@ -307,8 +316,7 @@ absl::Status ModelRegistry::LoadModelFolder(const std::string& folder,
     ASSIGN_OR_RETURN(cope->pos_emb, table(name_or(names.cope_position_embeddings(), "cope.pos_emb"),
                                           {cope->npos_max, hd}));
   }
-  return WithFieldPrefix(Add(std::move(config), std::move(weights), *std::move(encoding)),
-                         config_path);
+  return InFile(config_path, Add(std::move(config), std::move(weights), *std::move(encoding)));
 }
 
 absl::StatusOr<const LoadedModel*> ModelRegistry::Find(absl::string_view name) const {
