@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/onednn_ops.h"
+#include "core/positions.h"
 
 namespace attnserve {
 namespace {
@@ -74,9 +75,47 @@ absl::StatusOr<std::unique_ptr<MultiHeadAttention>> MultiHeadAttention::Create(
   return std::unique_ptr<MultiHeadAttention>(new MultiHeadAttention(resolved, std::move(weights)));
 }
 
+absl::Status MultiHeadAttention::Project(const float* input, int64_t batch, int64_t seq,
+                                         int64_t heads, const std::vector<float>& weight,
+                                         const std::vector<float>& bias, ComputeType compute,
+                                         float* head_major) const {
+  const int64_t hd = config_.head_dim;
+  // input·Wᵀ + b: [B·S, heads·hd] = [B, S, heads, hd] → [B, heads, S, hd]
+  std::vector<float> projected(batch * seq * heads * hd);
+  if (absl::Status status = Linear(input, batch * seq, config_.d_model, weight.data(),
+                                   DataOrNull(bias), heads * hd, projected.data(), compute);
+      !status.ok()) {
+    return status;
+  }
+  return SwapMiddleAxes(projected.data(), batch, seq, heads, hd, head_major);
+}
+
+absl::Status MultiHeadAttention::ProjectOut(const float* attended, int64_t batch, int64_t seq,
+                                            ComputeType compute, float* out) const {
+  const int64_t h = config_.num_heads, hd = config_.head_dim;
+  // attended: [B, H, S, hd] → [B, S, H, hd] = [B·S, H·hd] → out = attended·Woᵀ + bo
+  std::vector<float> merged(batch * seq * h * hd);
+  if (absl::Status status = SwapMiddleAxes(attended, batch, h, seq, hd, merged.data());
+      !status.ok()) {
+    return status;
+  }
+  return Linear(merged.data(), batch * seq, h * hd, weights_.o_proj_weight.data(),
+                DataOrNull(weights_.o_proj_bias), config_.d_model, out, compute);
+}
+
+absl::Status MultiHeadAttention::EmbedQuery(const float* query, const int64_t* positions,
+                                            int64_t tokens, std::vector<float>* x) const {
+  const int64_t d = config_.d_model;
+  x->resize(tokens * d);
+  if (IsAdditive(config_.encoding)) {
+    return EncodeEmbeddings(config_.encoding, query, positions, tokens, 1, d, 1.0f, 0, x->data());
+  }
+  std::copy(query, query + tokens * d, x->begin());
+  return absl::OkStatus();
+}
+
 absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
                                          float* probs) const {
-  const int64_t d = config_.d_model;
   const int64_t h = config_.num_heads;
   const int64_t hkv = config_.num_kv_heads;
   const int64_t hd = config_.head_dim;
@@ -92,16 +131,7 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
   options.compute = inputs.compute;
   options.is_cancelled = inputs.is_cancelled;
   options.tables = &tables_;
-  // x = query + P[positions] for additive encodings, else the query: [B·Sq, d]
-  std::vector<float> x(b * sq * d);
-  if (IsAdditive(config_.encoding)) {
-    if (absl::Status status = EncodeEmbeddings(config_.encoding, inputs.query, inputs.positions,
-                                               b * sq, 1, d, 1.0f, 0, x.data());
-        !status.ok()) {
-      return status;
-    }
-  } else {
-    std::copy(inputs.query, inputs.query + b * sq * d, x.begin());
+  if (!IsAdditive(config_.encoding)) {
     options.encoding = config_.encoding;
     options.q_positions.assign(inputs.positions, inputs.positions + b * sq);
     if (inputs.context == nullptr) {
@@ -112,47 +142,120 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
     }
   }
   if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
+  // x = query + P[positions] for additive encodings, else the query: [B·Sq, d]
+  std::vector<float> x;
+  if (absl::Status status = EmbedQuery(inputs.query, inputs.positions, b * sq, &x); !status.ok()) {
+    return status;
+  }
   const float* kv_source = inputs.context != nullptr ? inputs.context : x.data();
 
-  // Projections [tokens, heads·hd] = [B, S, heads, hd], then to head-major [B, heads, S, hd].
-  std::vector<float> projected(std::max(b * sq * h, b * sk * hkv) * hd);
   std::vector<float> q(b * h * sq * hd), k(b * hkv * sk * hd), v(b * hkv * sk * hd);
-  struct Projection {
-    const float* input;
-    int64_t tokens, seq, heads;
-    const std::vector<float>& weight;
-    const std::vector<float>& bias;
-    float* head_major;
-  } projections[] = {
-      {x.data(), b * sq, sq, h, weights_.q_proj_weight, weights_.q_proj_bias, q.data()},
-      {kv_source, b * sk, sk, hkv, weights_.k_proj_weight, weights_.k_proj_bias, k.data()},
-      {kv_source, b * sk, sk, hkv, weights_.v_proj_weight, weights_.v_proj_bias, v.data()},
-  };
-  for (const Projection& p : projections) {
-    if (absl::Status status = Linear(p.input, p.tokens, d, p.weight.data(), DataOrNull(p.bias),
-                                     p.heads * hd, projected.data(), inputs.compute);
-        !status.ok()) {
-      return status;
-    }
-    if (absl::Status status = SwapMiddleAxes(projected.data(), b, p.seq, p.heads, hd, p.head_major);
-        !status.ok()) {
-      return status;
-    }
+  for (absl::Status status :
+       {Project(x.data(), b, sq, h, weights_.q_proj_weight, weights_.q_proj_bias, inputs.compute,
+                q.data()),
+        Project(kv_source, b, sk, hkv, weights_.k_proj_weight, weights_.k_proj_bias,
+                inputs.compute, k.data()),
+        Project(kv_source, b, sk, hkv, weights_.v_proj_weight, weights_.v_proj_bias,
+                inputs.compute, v.data())}) {
+    if (!status.ok()) return status;
   }
-
-  // attended: [B, H, Sq, hd] → [B, Sq, H, hd] = [B·Sq, H·hd] → out = attended·Woᵀ + bo.
   std::vector<float> attended(b * h * sq * hd);
   if (absl::Status status = ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(),
                                                       attended.data(), probs);
       !status.ok()) {
     return status;
   }
-  if (absl::Status status = SwapMiddleAxes(attended.data(), b, h, sq, hd, projected.data());
+  return ProjectOut(attended.data(), b, sq, inputs.compute, out);
+}
+
+absl::Status MultiHeadAttention::Decode(const DecodeInputs& inputs, KvCache* cache, float* out,
+                                        float* probs) const {
+  const int64_t h = config_.num_heads, hkv = config_.num_kv_heads, hd = config_.head_dim;
+  const int64_t n = inputs.new_tokens;
+  const int64_t cached = cache->length;
+  const int64_t total = cached + n;
+  if (n < 1) return absl::InvalidArgumentError(absl::StrCat("new tokens=", n, " must be >= 1"));
+  if (total - 1 > kMaxPosition) {
+    return absl::OutOfRangeError(absl::StrCat("position ", total - 1, " is past the limit ",
+                                              kMaxPosition));
+  }
+  std::vector<int64_t> positions(n);
+  for (int64_t t = 0; t < n; ++t) positions[t] = cached + t;
+
+  std::vector<float> x;
+  if (absl::Status status = EmbedQuery(inputs.query, positions.data(), n, &x); !status.ok()) {
+    return status;
+  }
+  // New rows: q [1, H, n, hd]; k, v [1, Hkv, n, hd].
+  std::vector<float> q(h * n * hd), k_new(hkv * n * hd), v_new(hkv * n * hd);
+  for (absl::Status status :
+       {Project(x.data(), 1, n, h, weights_.q_proj_weight, weights_.q_proj_bias, inputs.compute,
+                q.data()),
+        Project(x.data(), 1, n, hkv, weights_.k_proj_weight, weights_.k_proj_bias, inputs.compute,
+                k_new.data()),
+        Project(x.data(), 1, n, hkv, weights_.v_proj_weight, weights_.v_proj_bias, inputs.compute,
+                v_new.data())}) {
+    if (!status.ok()) return status;
+  }
+
+  SdpaOptions options;
+  options.causal = true;  // bottom-right: new token t sees the cache and new tokens up to t
+  options.scale = config_.scale;
+  options.compute = inputs.compute;
+  options.is_cancelled = inputs.is_cancelled;
+  options.tables = &tables_;
+  if (const auto* rope = std::get_if<RopeParams>(&config_.encoding)) {
+    // Keys enter the cache rotated, so each is rotated once, at the frequencies of the step that
+    // added it (dynamic scalings see the sequence length so far; cached keys are not re-rotated).
+    for (int64_t head = 0; head < h; ++head) {
+      if (absl::Status status = ApplyRope(*rope, q.data() + head * n * hd, positions.data(), n, 1,
+                                          hd, total, &tables_);
+          !status.ok()) {
+        return status;
+      }
+    }
+    for (int64_t head = 0; head < hkv; ++head) {
+      if (absl::Status status = ApplyRope(*rope, k_new.data() + head * n * hd, positions.data(),
+                                          n, 1, hd, total, &tables_);
+          !status.ok()) {
+        return status;
+      }
+    }
+  } else if (!IsAdditive(config_.encoding)) {
+    options.encoding = config_.encoding;
+    options.q_positions = positions;
+    options.k_positions.resize(total);
+    for (int64_t j = 0; j < total; ++j) options.k_positions[j] = j;
+  }
+
+  // The cache with the new rows appended: [Hkv, cached + n, hd]. Built aside and swapped in only
+  // when the step succeeds, so a failed or cancelled step leaves the cache as it was.
+  std::vector<float> k_all(hkv * total * hd), v_all(hkv * total * hd);
+  for (int64_t head = 0; head < hkv; ++head) {
+    const auto append = [&](const std::vector<float>& old_rows, const std::vector<float>& new_rows,
+                            std::vector<float>& all) {
+      std::copy_n(old_rows.begin() + head * cached * hd, cached * hd,
+                  all.begin() + head * total * hd);
+      std::copy_n(new_rows.begin() + head * n * hd, n * hd,
+                  all.begin() + (head * total + cached) * hd);
+    };
+    append(cache->k, k_new, k_all);
+    append(cache->v, v_new, v_all);
+  }
+  const SdpaShape shape{1, h, hkv, n, total, hd};
+  std::vector<float> attended(h * n * hd);
+  if (absl::Status status = ScaledDotProductAttention(shape, options, q.data(), k_all.data(),
+                                                      v_all.data(), attended.data(), probs);
       !status.ok()) {
     return status;
   }
-  return Linear(projected.data(), b * sq, h * hd, weights_.o_proj_weight.data(),
-                DataOrNull(weights_.o_proj_bias), d, out, inputs.compute);
+  if (absl::Status status = ProjectOut(attended.data(), 1, n, inputs.compute, out); !status.ok()) {
+    return status;
+  }
+  cache->k = std::move(k_all);
+  cache->v = std::move(v_all);
+  cache->length = total;
+  return absl::OkStatus();
 }
 
 }  // namespace attnserve

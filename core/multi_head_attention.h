@@ -54,6 +54,26 @@ struct AttendInputs {
   std::function<bool()> is_cancelled;  // polled between attention tiles; unset = never
 };
 
+// One sequence's keys and values for incremental decoding, after projection (and after RoPE for
+// keys): k, v [Hkv, length, hd] row-major, token j at position j.
+struct KvCache {
+  int64_t length = 0;
+  std::vector<float> k;
+  std::vector<float> v;
+
+  // Bytes a cache of `length` tokens holds for a layer with `kv_heads` heads of `head_dim`.
+  static int64_t Bytes(int64_t length, int64_t kv_heads, int64_t head_dim) {
+    return 2 * length * kv_heads * head_dim * static_cast<int64_t>(sizeof(float));
+  }
+};
+
+struct DecodeInputs {
+  const float* query = nullptr;  // [1, new_tokens, d]: the next tokens of the sequence
+  int64_t new_tokens = 0;
+  ComputeType compute = ComputeType::kFloat32;
+  std::function<bool()> is_cancelled;  // polled between attention tiles; unset = never
+};
+
 class MultiHeadAttention {
  public:
   // Resolves the config's defaults and checks every weight's size against it.
@@ -63,12 +83,29 @@ class MultiHeadAttention {
   // The config with defaults resolved (num_kv_heads, head_dim set).
   const AttentionConfig& config() const { return config_; }
 
-  // out: [B, Sq, d]; probs: [B, H, Sq, Sk] or nullptr. Thread-safe (no mutable state).
+  // out: [B, Sq, d]; probs: [B, H, Sq, Sk] or nullptr. Thread-safe.
   absl::Status Forward(const AttendInputs& inputs, float* out, float* probs) const;
+
+  // One step of incremental decoding: the new tokens get positions cache->length + t, attend
+  // causally to the cached tokens and to each other, and their keys/values join the cache.
+  // Outputs equal Forward with causal over the whole prefix. out: [1, n, d]; probs:
+  // [1, H, n, length + n] or nullptr. On error the cache is unchanged. Thread-safe across caches.
+  absl::Status Decode(const DecodeInputs& inputs, KvCache* cache, float* out, float* probs) const;
 
  private:
   MultiHeadAttention(const AttentionConfig& config, AttentionWeights weights)
       : config_(config), weights_(std::move(weights)) {}
+
+  // head_major [B, heads, S, hd] ← (input [B·S, d]·Wᵀ + b) split into heads.
+  absl::Status Project(const float* input, int64_t batch, int64_t seq, int64_t heads,
+                       const std::vector<float>& weight, const std::vector<float>& bias,
+                       ComputeType compute, float* head_major) const;
+  // out [B·S, d] ← heads of attended [B, H, S, hd] merged, ·Woᵀ + bo.
+  absl::Status ProjectOut(const float* attended, int64_t batch, int64_t seq, ComputeType compute,
+                          float* out) const;
+  // x [tokens, d] ← query + P[positions] for additive encodings, else the query.
+  absl::Status EmbedQuery(const float* query, const int64_t* positions, int64_t tokens,
+                          std::vector<float>* x) const;
 
   AttentionConfig config_;
   AttentionWeights weights_;

@@ -3,6 +3,8 @@
 #include "core/multi_head_attention.h"
 
 #include <cmath>
+#include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -186,6 +188,121 @@ TEST(MultiHeadAttentionCreateTest, RejectsInconsistentConfigAndWeights) {
   ASSERT_TRUE(layer.ok()) << layer.status();
   EXPECT_EQ((*layer)->config().num_kv_heads, 2);
   EXPECT_EQ((*layer)->config().head_dim, 5);
+}
+
+}  // namespace
+}  // namespace attnserve
+
+namespace attnserve {
+namespace {
+
+// Decoding a sequence in steps of a few tokens gives what causal attention over the whole
+// sequence gives (the definition of a correct K/V cache), for every kind of encoding.
+class DecodeMatchesForwardTest : public ::testing::TestWithParam<const char*> {};
+
+PositionalEncoding EncodingForDecode(const std::string& name, int64_t heads, int64_t head_dim,
+                                     int64_t d) {
+  if (name == "sinusoidal") return SinusoidalParams{};
+  if (name == "learned") {
+    return LearnedParams{std::make_shared<std::vector<float>>(
+        ::attnserve::testing::RandomVector(64 * d, 71, 0.1f))};
+  }
+  if (name == "rope") return RopeParams{};
+  if (name == "rope_dynamic_ntk") {
+    RopeParams rope;
+    rope.scaling.type = RopeScalingType::kDynamicNtk;
+    rope.scaling.factor = 2.0;
+    rope.scaling.original_max_positions = 64;  // never exceeded here: one theta for all steps
+    return rope;
+  }
+  if (name == "alibi") return AlibiParams{};
+  if (name == "t5") {
+    T5BiasParams t5;
+    t5.bidirectional = false;
+    t5.table = std::make_shared<std::vector<float>>(
+        ::attnserve::testing::RandomVector(32 * heads, 72));
+    return t5;
+  }
+  if (name == "cope") {
+    CopeParams cope;
+    cope.npos_max = 8;
+    cope.pos_emb = std::make_shared<std::vector<float>>(
+        ::attnserve::testing::RandomVector(8 * head_dim, 73));
+    return cope;
+  }
+  return NoPositionalEncoding{};
+}
+
+TEST_P(DecodeMatchesForwardTest, StepsEqualCausalForwardOverThePrefix) {
+  const int64_t d = 64, heads = 4, kv_heads = 2, hd = 16, length = 11;
+  AttentionConfig config;
+  config.d_model = d;
+  config.num_heads = heads;
+  config.num_kv_heads = kv_heads;
+  config.encoding = EncodingForDecode(GetParam(), heads, hd, d);
+  AttentionWeights w;
+  w.q_proj_weight = ::attnserve::testing::RandomVector(heads * hd * d, 61, 0.125f);
+  w.k_proj_weight = ::attnserve::testing::RandomVector(kv_heads * hd * d, 62, 0.125f);
+  w.v_proj_weight = ::attnserve::testing::RandomVector(kv_heads * hd * d, 63, 0.125f);
+  w.o_proj_weight = ::attnserve::testing::RandomVector(d * heads * hd, 64, 0.125f);
+  w.q_proj_bias = ::attnserve::testing::RandomVector(heads * hd, 65, 0.1f);
+  absl::StatusOr<std::unique_ptr<MultiHeadAttention>> layer =
+      MultiHeadAttention::Create(config, std::move(w));
+  ASSERT_TRUE(layer.ok()) << layer.status();
+
+  const std::vector<float> x = ::attnserve::testing::RandomVector(length * d, 66);
+  std::vector<int64_t> positions(length);
+  for (int64_t t = 0; t < length; ++t) positions[t] = t;
+  AttendInputs whole;
+  whole.query = x.data();
+  whole.batch = 1;
+  whole.q_len = length;
+  whole.positions = positions.data();
+  whole.causal = true;
+  std::vector<float> expected(length * d);
+  ASSERT_TRUE((*layer)->Forward(whole, expected.data(), nullptr).ok());
+
+  KvCache cache;
+  std::vector<float> stepped(length * d, std::numeric_limits<float>::quiet_NaN());
+  for (int64_t start = 0, step = 3; start < length; start += step, step = step == 3 ? 1 : 3) {
+    const int64_t n = std::min(step, length - start);
+    DecodeInputs inputs;
+    inputs.query = x.data() + start * d;
+    inputs.new_tokens = n;
+    absl::Status status = (*layer)->Decode(inputs, &cache, stepped.data() + start * d, nullptr);
+    ASSERT_TRUE(status.ok()) << status;
+    EXPECT_EQ(cache.length, start + n);
+  }
+  EXPECT_EQ(cache.k.size(), static_cast<size_t>(kv_heads * length * hd));
+  EXPECT_LT(RelativeError(stepped, std::vector<double>(expected.begin(), expected.end())), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Encodings, DecodeMatchesForwardTest,
+                         ::testing::Values("none", "sinusoidal", "learned", "rope",
+                                           "rope_dynamic_ntk", "alibi", "t5", "cope"));
+
+TEST(DecodeTest, LearnedTableEndIsOutOfRangeAndLeavesTheCache) {
+  AttentionConfig config;
+  config.d_model = 8;
+  config.num_heads = 2;
+  config.encoding = LearnedParams{std::make_shared<std::vector<float>>(2 * 8, 0.5f)};
+  AttentionWeights w;
+  for (auto* m : {&w.q_proj_weight, &w.k_proj_weight, &w.v_proj_weight, &w.o_proj_weight}) {
+    *m = ::attnserve::testing::RandomVector(64, 67);
+  }
+  auto layer = MultiHeadAttention::Create(config, std::move(w));
+  ASSERT_TRUE(layer.ok());
+  const std::vector<float> x(3 * 8, 1.0f);
+  std::vector<float> out(3 * 8);
+  KvCache cache;
+  DecodeInputs inputs;
+  inputs.query = x.data();
+  inputs.new_tokens = 2;
+  ASSERT_TRUE((*layer)->Decode(inputs, &cache, out.data(), nullptr).ok());
+  inputs.new_tokens = 1;
+  absl::Status status = (*layer)->Decode(inputs, &cache, out.data(), nullptr);
+  EXPECT_EQ(status.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(cache.length, 2);
 }
 
 }  // namespace
