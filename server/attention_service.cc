@@ -488,12 +488,93 @@ grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext
 }
 
 grpc::Status AttentionServiceImpl::Decode(
-    grpc::ServerContext*, grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>*) {
-  return ServeRpc("Decode", [] {
-    return absl::UnimplementedError(
-        "Decode (streaming with a server-side K/V cache) is not implemented in this build yet; "
-        "use Attend with causal=true over the whole sequence");
-  });
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream) {
+  return ServeRpc("Decode", [&] { return DoDecode(context, stream); });
+}
+
+absl::Status AttentionServiceImpl::DoDecode(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream) {
+  v1::DecodeRequest request;
+  if (!stream->Read(&request)) return absl::OkStatus();  // the client sent nothing
+  ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request.model()));
+  const AttentionConfig& config = model->layer->config();
+  const std::string model_name = request.model();
+  // The stream's tokens may not pass the model's max_positions (or the sequence limit).
+  const int64_t max_positions = model->config.max_positions() > 0
+                                    ? std::min(model->config.max_positions(),
+                                               limits_.max_sequence_length)
+                                    : limits_.max_sequence_length;
+  KvCache cache;
+  int64_t reserved = 0;  // bytes of kv_cache_bytes_ this stream holds
+  // Releases the stream's share of the budget however the stream ends.
+  struct Release {
+    std::atomic<int64_t>& total;
+    int64_t& bytes;
+    ~Release() { total -= bytes; }
+  } release{kv_cache_bytes_, reserved};
+
+  do {
+    if (!request.model().empty() && request.model() != model_name) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model=\"", request.model(), "\" differs from the stream's model=\"", model_name, "\""));
+    }
+    ASSIGN_OR_RETURN(FloatTensor query,
+                     DecodeFloatTensor(request.query(), "query", 3, "[1, new_tokens, d_model]"));
+    if (query.shape[0] != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("query.shape[0]=", query.shape[0], " must be 1 (one sequence per stream)"));
+    }
+    if (query.shape[2] != config.d_model) {
+      return absl::InvalidArgumentError(absl::StrCat("query.shape[2]=", query.shape[2],
+                                                     " must equal d_model=", config.d_model));
+    }
+    const int64_t n = query.shape[1];
+    if (n > max_positions - cache.length) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "query.shape[1]=", n, " new tokens after ", cache.length, " would pass the stream's ",
+          max_positions, " positions (model max_positions or --max_sequence_length)"));
+    }
+    const int64_t total = cache.length + n;
+    RETURN_IF_ERROR(CheckLimits(1, config.num_heads, n, total));
+    if (request.return_attention()) {
+      RETURN_IF_ERROR(CheckResponseSize("return_attention", "attention",
+                                        {1, config.num_heads, n, total},
+                                        n * config.d_model * 4));
+    }
+    // Reserve the cache's growth before computing; give it back if the budget is exceeded.
+    const int64_t growth = KvCache::Bytes(total, config.num_kv_heads, config.head_dim) - reserved;
+    if (kv_cache_bytes_.fetch_add(growth) + growth > limits_.max_kv_cache_bytes) {
+      kv_cache_bytes_ -= growth;
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "K/V cache of ", total, " tokens (", reserved + growth,
+          " bytes) does not fit --max_kv_cache_bytes=", limits_.max_kv_cache_bytes,
+          " with the other streams' caches"));
+    }
+    reserved += growth;
+
+    DecodeInputs inputs;
+    inputs.query = query.values.data();
+    inputs.new_tokens = n;
+    inputs.is_cancelled = [context] { return context->IsCancelled(); };
+    std::vector<float> output(n * config.d_model);
+    std::vector<float> probs;
+    if (request.return_attention()) probs.resize(config.num_heads * n * total);
+    const int64_t first_position = cache.length;
+    RETURN_IF_ERROR(model->layer->Decode(inputs, &cache, output.data(),
+                                         probs.empty() ? nullptr : probs.data()));
+    v1::DecodeResponse response;
+    EncodeFloatTensor(query.shape, output.data(), request.query().dtype(),
+                      response.mutable_output());
+    response.set_position(first_position);
+    if (!probs.empty()) {
+      EncodeFloatTensor({1, config.num_heads, n, total}, probs.data(), v1::FLOAT32,
+                        response.mutable_attention());
+    }
+    if (!stream->Write(response)) return absl::CancelledError("the client closed the stream");
+  } while (stream->Read(&request));
+  return absl::OkStatus();
 }
 
 grpc::Status AttentionServiceImpl::PositionBias(grpc::ServerContext*,

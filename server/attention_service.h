@@ -3,6 +3,7 @@
 #ifndef ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
 #define ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -24,6 +25,9 @@ struct ServiceLimits {
   // The largest response (--max_message_bytes): a request whose response would not fit is
   // rejected before anything is computed.
   int64_t max_response_bytes = int64_t{64} << 20;
+  // All Decode streams' K/V caches together (--max_kv_cache_bytes); a step that would pass it is
+  // RESOURCE_EXHAUSTED.
+  int64_t max_kv_cache_bytes = int64_t{1} << 30;
 };
 
 class AttentionServiceImpl final : public v1::AttentionService::Service {
@@ -56,6 +60,10 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
                         v1::AttendResponse* response) const;
   absl::Status DoSdpa(const v1::SdpaRequest& request, std::function<bool()> is_cancelled,
                       v1::SdpaResponse* response) const;
+  // Serves one Decode stream: the first message names the model; each message's tokens continue
+  // the sequence. The stream's K/V cache is accounted in kv_cache_bytes_ and freed at the end.
+  absl::Status DoDecode(grpc::ServerContext* context,
+                        grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream);
   absl::Status DoPositionBias(const v1::PositionBiasRequest& request,
                               v1::PositionBiasResponse* response) const;
 
@@ -70,6 +78,8 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   ServiceLimits limits_;
   // sin/cos tables shared by all requests (thread-safe).
   mutable PositionTableCache tables_;
+  // Bytes held by all Decode streams' K/V caches.
+  std::atomic<int64_t> kv_cache_bytes_{0};
 };
 
 }  // namespace attnserve

@@ -44,6 +44,9 @@ ABSL_FLAG(int64_t, max_attention_elements, int64_t{1} << 26,
 ABSL_FLAG(int32_t, max_message_bytes, 64 << 20,
           "largest gRPC request or response, in bytes; a request whose response would be larger "
           "is refused before it is computed");
+ABSL_FLAG(int64_t, max_kv_cache_bytes, int64_t{1} << 30,
+          "bytes all Decode streams' K/V caches may hold together; a step past it is "
+          "RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
           "on SIGTERM/SIGINT, how long in-flight RPCs may take to finish before being cancelled");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
@@ -111,6 +114,7 @@ int Run(const sigset_t& stop_signals) {
   limits.max_batch = absl::GetFlag(FLAGS_max_batch);
   limits.max_sequence_length = absl::GetFlag(FLAGS_max_sequence_length);
   limits.max_attention_elements = absl::GetFlag(FLAGS_max_attention_elements);
+  limits.max_kv_cache_bytes = absl::GetFlag(FLAGS_max_kv_cache_bytes);
   limits.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   AttentionServiceImpl service(models->get(), limits);
 
