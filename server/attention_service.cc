@@ -466,15 +466,25 @@ absl::Status AttentionServiceImpl::DoPositionBias(const v1::PositionBiasRequest&
   return absl::OkStatus();
 }
 
-grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext*, const v1::EncodeRequest* request,
+absl::StatusOr<ComputeGate::Slot> AttentionServiceImpl::AcquireComputeSlot(
+    grpc::ServerContext* context) {
+  return compute_gate_.Acquire(context->deadline(), [context] { return context->IsCancelled(); });
+}
+
+grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext* context,
+                                          const v1::EncodeRequest* request,
                                           v1::EncodeResponse* response) {
-  return ServeRpc("Encode", [&] { return DoEncode(*request, response); });
+  return ServeRpc("Encode", [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(ComputeGate::Slot slot, AcquireComputeSlot(context));
+    return DoEncode(*request, response);
+  });
 }
 
 grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
                                           const v1::AttendRequest* request,
                                           v1::AttendResponse* response) {
-  return ServeRpc("Attend", [&] {
+  return ServeRpc("Attend", [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(ComputeGate::Slot slot, AcquireComputeSlot(context));
     return DoAttend(*request, [context] { return context->IsCancelled(); }, response);
   });
 }
@@ -482,7 +492,8 @@ grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
 grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext* context,
                                                              const v1::SdpaRequest* request,
                                                              v1::SdpaResponse* response) {
-  return ServeRpc("ScaledDotProductAttention", [&] {
+  return ServeRpc("ScaledDotProductAttention", [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(ComputeGate::Slot slot, AcquireComputeSlot(context));
     return DoSdpa(*request, [context] { return context->IsCancelled(); }, response);
   });
 }
@@ -562,8 +573,11 @@ absl::Status AttentionServiceImpl::DoDecode(
     std::vector<float> probs;
     if (request.return_attention()) probs.resize(config.num_heads * n * total);
     const int64_t first_position = cache.length;
-    RETURN_IF_ERROR(model->layer->Decode(inputs, &cache, output.data(),
-                                         probs.empty() ? nullptr : probs.data()));
+    {
+      ASSIGN_OR_RETURN(ComputeGate::Slot slot, AcquireComputeSlot(context));
+      RETURN_IF_ERROR(model->layer->Decode(inputs, &cache, output.data(),
+                                           probs.empty() ? nullptr : probs.data()));
+    }
     v1::DecodeResponse response;
     EncodeFloatTensor(query.shape, output.data(), request.query().dtype(),
                       response.mutable_output());
@@ -577,10 +591,13 @@ absl::Status AttentionServiceImpl::DoDecode(
   return absl::OkStatus();
 }
 
-grpc::Status AttentionServiceImpl::PositionBias(grpc::ServerContext*,
+grpc::Status AttentionServiceImpl::PositionBias(grpc::ServerContext* context,
                                                 const v1::PositionBiasRequest* request,
                                                 v1::PositionBiasResponse* response) {
-  return ServeRpc("PositionBias", [&] { return DoPositionBias(*request, response); });
+  return ServeRpc("PositionBias", [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(ComputeGate::Slot slot, AcquireComputeSlot(context));
+    return DoPositionBias(*request, response);
+  });
 }
 
 grpc::Status AttentionServiceImpl::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,

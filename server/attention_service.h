@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "core/position_table_cache.h"
+#include "server/compute_gate.h"
 #include "server/model_registry.h"
 
 namespace attnserve {
@@ -28,13 +29,19 @@ struct ServiceLimits {
   // All Decode streams' K/V caches together (--max_kv_cache_bytes); a step that would pass it is
   // RESOURCE_EXHAUSTED.
   int64_t max_kv_cache_bytes = int64_t{1} << 30;
+  // Computations running at once (--compute_workers) and waiting for a turn
+  // (--compute_queue_depth); past both, RESOURCE_EXHAUSTED at once.
+  int compute_workers = 1;
+  int compute_queue_depth = 64;
 };
 
 class AttentionServiceImpl final : public v1::AttentionService::Service {
  public:
   // `registry` must outlive the service.
   AttentionServiceImpl(const ModelRegistry* registry, ServiceLimits limits)
-      : registry_(registry), limits_(limits) {}
+      : registry_(registry),
+        limits_(limits),
+        compute_gate_(limits.compute_workers, limits.compute_queue_depth) {}
 
   grpc::Status Encode(grpc::ServerContext* context, const v1::EncodeRequest* request,
                       v1::EncodeResponse* response) override;
@@ -69,6 +76,9 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
 
   // INVALID_ARGUMENT naming the size when a batch, sequence or score size exceeds the limits.
   absl::Status CheckLimits(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len) const;
+  // A turn to compute for the RPC of `context`, waiting at most until its deadline.
+  absl::StatusOr<ComputeGate::Slot> AcquireComputeSlot(grpc::ServerContext* context);
+
   // INVALID_ARGUMENT naming `field` when a response holding a FLOAT32 `tensor` of `shape` (its
   // elements bounded by CheckLimits) plus `other_bytes` of other data exceeds the message limit.
   absl::Status CheckResponseSize(absl::string_view field, absl::string_view tensor,
@@ -78,6 +88,7 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   ServiceLimits limits_;
   // sin/cos tables shared by all requests (thread-safe).
   mutable PositionTableCache tables_;
+  ComputeGate compute_gate_;
   // Bytes held by all Decode streams' K/V caches.
   std::atomic<int64_t> kv_cache_bytes_{0};
 };

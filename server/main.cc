@@ -1,7 +1,9 @@
 // attnserve: the gRPC server binary. Flags live here and only here.
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
+#include <thread>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -34,7 +36,12 @@ ABSL_FLAG(std::string, model_repository, "",
           "folder with one sub-folder per model (config.pbtxt + weights.safetensors); empty = "
           "serve the built-in demo models");
 ABSL_FLAG(int32_t, compute_threads, 0,
-          "OpenMP threads per attention computation; 0 = all cores (or OMP_NUM_THREADS)");
+          "OpenMP threads per computation; 0 = the cores divided among --compute_workers");
+ABSL_FLAG(int32_t, compute_workers, 1,
+          "computations running at once (each uses --compute_threads threads)");
+ABSL_FLAG(int32_t, compute_queue_depth, 64,
+          "requests that may wait for a compute worker; more are RESOURCE_EXHAUSTED at once, and "
+          "one whose deadline passes while waiting is DEADLINE_EXCEEDED without being computed");
 ABSL_FLAG(int32_t, rpc_threads, 0,
           "most threads gRPC may use to run RPCs concurrently; 0 = gRPC's default");
 ABSL_FLAG(int64_t, max_batch, 64, "largest batch dimension accepted in a request");
@@ -77,7 +84,19 @@ std::string WithPort(const std::string& address, int port) {
 }
 
 int Run(const sigset_t& stop_signals) {
-  SetComputeThreads(absl::GetFlag(FLAGS_compute_threads));
+  const int workers = absl::GetFlag(FLAGS_compute_workers);
+  const int queue_depth = absl::GetFlag(FLAGS_compute_queue_depth);
+  if (workers < 1 || queue_depth < 0) {
+    spdlog::error("--compute_workers={} must be >= 1 and --compute_queue_depth={} >= 0", workers,
+                  queue_depth);
+    return 1;
+  }
+  // By default the workers share the cores instead of each spreading over all of them.
+  int threads = absl::GetFlag(FLAGS_compute_threads);
+  if (threads == 0 && workers > 1) {
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / workers);
+  }
+  SetComputeThreads(threads);
 
   const std::string repository = absl::GetFlag(FLAGS_model_repository);
   absl::StatusOr<std::unique_ptr<ModelRegistry>> models =
@@ -115,6 +134,8 @@ int Run(const sigset_t& stop_signals) {
   limits.max_sequence_length = absl::GetFlag(FLAGS_max_sequence_length);
   limits.max_attention_elements = absl::GetFlag(FLAGS_max_attention_elements);
   limits.max_kv_cache_bytes = absl::GetFlag(FLAGS_max_kv_cache_bytes);
+  limits.compute_workers = workers;
+  limits.compute_queue_depth = queue_depth;
   limits.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   AttentionServiceImpl service(models->get(), limits);
 
