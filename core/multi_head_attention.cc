@@ -36,6 +36,21 @@ absl::StatusOr<std::unique_ptr<MultiHeadAttention>> MultiHeadAttention::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("num_heads=", resolved.num_heads, " must be >= 1"));
   }
+  // Bounds that keep every product of the shape (e.g. H·hd·d, 2·len·Hkv·hd) far from int64 overflow.
+  constexpr int64_t kMaxDim = int64_t{1} << 20;
+  const struct {
+    const char* name;
+    int64_t value;
+  } dims[] = {{"d_model", resolved.d_model},
+              {"num_heads", resolved.num_heads},
+              {"num_kv_heads", resolved.num_kv_heads},
+              {"head_dim", resolved.head_dim}};
+  for (const auto& dim : dims) {
+    if (dim.value > kMaxDim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dim.name, "=", dim.value, " must be <= ", kMaxDim));
+    }
+  }
   if (resolved.num_kv_heads == 0) resolved.num_kv_heads = resolved.num_heads;
   if (resolved.num_kv_heads < 1 || resolved.num_heads % resolved.num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat("num_kv_heads=", resolved.num_kv_heads,

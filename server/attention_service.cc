@@ -554,8 +554,12 @@ absl::Status AttentionServiceImpl::DoDecode(
                                         {1, config.num_heads, n, total},
                                         n * config.d_model * 4));
     }
-    // Reserve the cache's growth before computing; give it back if the budget is exceeded.
-    const int64_t growth = KvCache::Bytes(total, config.num_kv_heads, config.head_dim) - reserved;
+    // Reserve the cache's growth before computing; give it back if the budget is exceeded. The
+    // step also holds a transient copy of the old cache while it builds the new one, so that is
+    // reserved for the step's duration too.
+    const int64_t transient = KvCache::Bytes(cache.length, config.num_kv_heads, config.head_dim);
+    const int64_t growth =
+        KvCache::Bytes(total, config.num_kv_heads, config.head_dim) + transient - reserved;
     if (kv_cache_bytes_.fetch_add(growth) + growth > limits_.max_kv_cache_bytes) {
       kv_cache_bytes_ -= growth;
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -564,6 +568,16 @@ absl::Status AttentionServiceImpl::DoDecode(
           " with the other streams' caches"));
     }
     reserved += growth;
+    // Whatever happens in the step, the transient copy is gone after it.
+    struct ReleaseTransient {
+      std::atomic<int64_t>& total;
+      int64_t& reserved;
+      int64_t bytes;
+      ~ReleaseTransient() {
+        total -= bytes;
+        reserved -= bytes;
+      }
+    } release_transient{kv_cache_bytes_, reserved, transient};
 
     DecodeInputs inputs;
     inputs.query = query.values.data();

@@ -18,7 +18,9 @@ absl::StatusOr<ComputeGate::Slot> ComputeGate::Acquire(
     ++running_;
     return Slot(this);
   }
-  if (waiting_ >= queue_depth_) {
+  // Refused only when no slot is free and the queue is full (a slot just released but not yet
+  // taken by a waiter still counts as free).
+  if (running_ >= workers_ && waiting_ >= queue_depth_) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "server busy: ", running_, " computations running and ", waiting_,
         " waiting (--compute_workers=", workers_, ", --compute_queue_depth=", queue_depth_, ")"));

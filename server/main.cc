@@ -52,8 +52,8 @@ ABSL_FLAG(int32_t, max_message_bytes, 64 << 20,
           "largest gRPC request or response, in bytes; a request whose response would be larger "
           "is refused before it is computed");
 ABSL_FLAG(int64_t, max_kv_cache_bytes, int64_t{1} << 30,
-          "bytes all Decode streams' K/V caches may hold together; a step past it is "
-          "RESOURCE_EXHAUSTED");
+          "bytes all Decode streams' K/V caches may hold together (a step also counts the copy of "
+          "its stream's cache it makes while growing it); a step past it is RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
           "on SIGTERM/SIGINT, how long in-flight RPCs may take to finish before being cancelled");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");

@@ -237,7 +237,19 @@ absl::Status ModelRegistry::LoadModelFolder(const std::string& folder,
                                                    "\" must equal its folder's name \"",
                                                    folder_name, "\""));
   }
-  // The layer's shape with defaults resolved, for the tensor shapes to expect.
+  // The layer's shape with defaults resolved, for the tensor shapes to expect. Each dimension is
+  // bounded first so that the expected shapes' products cannot overflow.
+  constexpr int64_t kMaxDim = int64_t{1} << 20;
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"d_model", config.d_model()},
+                                    {"num_heads", config.num_heads()},
+                                    {"num_kv_heads", config.num_kv_heads()},
+                                    {"head_dim", config.head_dim()},
+                                    {"max_positions", config.max_positions()}}) {
+    if (value < 0 || value > kMaxDim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(config_path, ": ", name, "=", value, " must be in [0, ", kMaxDim, "]"));
+    }
+  }
   const int64_t d = config.d_model(), heads = config.num_heads();
   if (d < 1 || heads < 1) {
     return absl::InvalidArgumentError(absl::StrCat(config_path, ": d_model=", d, " and num_heads=",

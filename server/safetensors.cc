@@ -96,12 +96,15 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
     for (const auto& offset : value["data_offsets"]) {
       if (!offset.is_number_unsigned()) return invalid("data_offsets must be non-negative");
     }
-    entry.begin = value["data_offsets"][0].get<int64_t>();
-    entry.end = value["data_offsets"][1].get<int64_t>();
-    if (entry.begin > entry.end || entry.end > data_size) {
-      return invalid(absl::StrCat("data_offsets [", entry.begin, ", ", entry.end,
-                                  ") lie outside the ", data_size, "-byte data section"));
+    // Compared as unsigned before any conversion: offsets of 2^63 or more must not turn negative.
+    const uint64_t begin = value["data_offsets"][0].get<uint64_t>();
+    const uint64_t end = value["data_offsets"][1].get<uint64_t>();
+    if (begin > end || end > static_cast<uint64_t>(data_size)) {
+      return invalid(absl::StrCat("data_offsets [", begin, ", ", end, ") lie outside the ",
+                                  data_size, "-byte data section"));
     }
+    entry.begin = static_cast<int64_t>(begin);
+    entry.end = static_cast<int64_t>(end);
     if (entry.end - entry.begin != count * element_size) {
       return invalid(absl::StrCat("data_offsets span ", entry.end - entry.begin, " bytes; shape ",
                                   ShapeString(entry.shape), " of ", entry.dtype, " needs ",

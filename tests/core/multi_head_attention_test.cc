@@ -166,6 +166,9 @@ TEST(MultiHeadAttentionCreateTest, RejectsInconsistentConfigAndWeights) {
   config.num_heads = 3;
   EXPECT_THAT(std::string(MultiHeadAttention::Create(config, {}).status().message()),
               HasSubstr("num_heads=3 must divide d_model=10"));
+  config.num_heads = int64_t{1} << 21;  // products of the shape must never overflow
+  EXPECT_THAT(std::string(MultiHeadAttention::Create(config, {}).status().message()),
+              HasSubstr("num_heads=2097152 must be <= 1048576"));
   config.num_heads = 2;
   config.num_kv_heads = 3;
   EXPECT_THAT(std::string(MultiHeadAttention::Create(config, {}).status().message()),

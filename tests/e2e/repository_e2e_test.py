@@ -247,7 +247,7 @@ head_dim: 5
 BROKEN_SHAPES = {"q_proj.weight": (15, 12), "k_proj.weight": (15, 12),
                  "v_proj.weight": (15, 12), "o_proj.weight": (12, 15)}
 BROKEN = ("broken-kshape", "broken-missing-o", "broken-syntax", "broken-name",
-          "broken-truncated", "broken-short-data")
+          "broken-truncated", "broken-short-data", "broken-huge-heads", "broken-offsets")
 
 
 def build_repository(repo, rng):
@@ -333,6 +333,14 @@ def build_repository(repo, rng):
     # A complete header, the data cut short (an interrupted download).
     full = safetensors_bytes(good)
     _write_model(repo, "broken-short-data", BROKEN_CONFIG, full[:len(full) - 100])
+    # num_heads·head_dim = 64·2^58 wraps to 0 in int64: must be refused, not loaded.
+    _write_model(repo, "broken-huge-heads", "d_model: 1\nnum_heads: 64\nhead_dim: 288230376151711744\n",
+                 safetensors_bytes(good))
+    # Offsets of 2^64 − 16 would wrap to a negative position before the data.
+    header = json.dumps({"q_proj.weight": {"dtype": "F32", "shape": [2, 2],
+                                           "data_offsets": [2**64 - 16, 0]}}).encode()
+    _write_model(repo, "broken-offsets", "d_model: 2\nnum_heads: 1\nhead_dim: 2\n",
+                 struct.pack("<Q", len(header)) + header + bytes(16))
     return weights
 
 
@@ -608,6 +616,12 @@ class RepositoryTest(ServerTestCase):
 
     def test_broken_truncated_header(self):
         self.failed_load("broken-truncated", self.file_of("broken-truncated"))
+
+    def test_broken_dimensions_that_would_overflow(self):
+        self.failed_load("broken-huge-heads", "head_dim=288230376151711744 must be in")
+
+    def test_broken_offsets_past_2_63(self):
+        self.failed_load("broken-offsets", "lie outside")
 
     def test_broken_truncated_data(self):
         self.failed_load("broken-short-data", self.file_of("broken-short-data"))

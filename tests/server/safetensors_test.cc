@@ -88,6 +88,12 @@ TEST(SafetensorsTest, RejectsMalformedFilesNamingTheProblem) {
                   "bad4.safetensors", R"({"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,4]}})",
                   four)),
               HasSubstr("unknown dtype Q4"));
+  // Offsets of 2^63 or more must not wrap to negative positions before the data.
+  EXPECT_THAT(open_message(WriteFile("bad6.safetensors",
+                                     R"({"a":{"dtype":"F32","shape":[1],)"
+                                     R"("data_offsets":[18446744073709551612,0]}})",
+                                     four)),
+              HasSubstr("lie outside the 4-byte data section"));
   // A header length past the end of the file.
   const std::string path = TempPath("bad5.safetensors");
   std::ofstream(path, std::ios::binary) << Bytes("\xff\xff\x00\x00\x00\x00\x00\x00", 8) << "{}";
