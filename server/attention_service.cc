@@ -466,36 +466,28 @@ absl::Status AttentionServiceImpl::DoPositionBias(const v1::PositionBiasRequest&
   return absl::OkStatus();
 }
 
-absl::StatusOr<ComputeGate::Slot> AttentionServiceImpl::AcquireComputeSlot(
-    grpc::ServerContext* context) {
-  return compute_gate_.Acquire(context->deadline(), [context] { return context->IsCancelled(); });
+absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context,
+                                              absl::FunctionRef<absl::Status()> work) {
+  return compute_pool_.Run(context->deadline(), [context] { return context->IsCancelled(); },
+                           work);
 }
 
 grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext* context,
                                           const v1::EncodeRequest* request,
                                           v1::EncodeResponse* response) {
-  return ServeRpc("Encode", [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(ComputeGate::Slot slot, AcquireComputeSlot(context));
-    return DoEncode(*request, response);
-  });
+  return ServeRpc("Encode", [&] { return RunCompute(context, [&] { return DoEncode(*request, response); }); });
 }
 
 grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
                                           const v1::AttendRequest* request,
                                           v1::AttendResponse* response) {
-  return ServeRpc("Attend", [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(ComputeGate::Slot slot, AcquireComputeSlot(context));
-    return DoAttend(*request, [context] { return context->IsCancelled(); }, response);
-  });
+  return ServeRpc("Attend", [&] { return RunCompute(context, [&] { return DoAttend(*request, [context] { return context->IsCancelled(); }, response); }); });
 }
 
 grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext* context,
                                                              const v1::SdpaRequest* request,
                                                              v1::SdpaResponse* response) {
-  return ServeRpc("ScaledDotProductAttention", [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(ComputeGate::Slot slot, AcquireComputeSlot(context));
-    return DoSdpa(*request, [context] { return context->IsCancelled(); }, response);
-  });
+  return ServeRpc("ScaledDotProductAttention", [&] { return RunCompute(context, [&] { return DoSdpa(*request, [context] { return context->IsCancelled(); }, response); }); });
 }
 
 grpc::Status AttentionServiceImpl::Decode(
@@ -587,11 +579,10 @@ absl::Status AttentionServiceImpl::DoDecode(
     std::vector<float> probs;
     if (request.return_attention()) probs.resize(config.num_heads * n * total);
     const int64_t first_position = cache.length;
-    {
-      ASSIGN_OR_RETURN(ComputeGate::Slot slot, AcquireComputeSlot(context));
-      RETURN_IF_ERROR(model->layer->Decode(inputs, &cache, output.data(),
-                                           probs.empty() ? nullptr : probs.data()));
-    }
+    RETURN_IF_ERROR(RunCompute(context, [&] {
+      return model->layer->Decode(inputs, &cache, output.data(),
+                                  probs.empty() ? nullptr : probs.data());
+    }));
     v1::DecodeResponse response;
     EncodeFloatTensor(query.shape, output.data(), request.query().dtype(),
                       response.mutable_output());
@@ -608,10 +599,7 @@ absl::Status AttentionServiceImpl::DoDecode(
 grpc::Status AttentionServiceImpl::PositionBias(grpc::ServerContext* context,
                                                 const v1::PositionBiasRequest* request,
                                                 v1::PositionBiasResponse* response) {
-  return ServeRpc("PositionBias", [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(ComputeGate::Slot slot, AcquireComputeSlot(context));
-    return DoPositionBias(*request, response);
-  });
+  return ServeRpc("PositionBias", [&] { return RunCompute(context, [&] { return DoPositionBias(*request, response); }); });
 }
 
 grpc::Status AttentionServiceImpl::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,

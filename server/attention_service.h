@@ -12,7 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "core/position_table_cache.h"
-#include "server/compute_gate.h"
+#include "server/compute_pool.h"
 #include "server/model_registry.h"
 
 namespace attnserve {
@@ -41,7 +41,7 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   AttentionServiceImpl(const ModelRegistry* registry, ServiceLimits limits)
       : registry_(registry),
         limits_(limits),
-        compute_gate_(limits.compute_workers, limits.compute_queue_depth) {}
+        compute_pool_(limits.compute_workers, limits.compute_queue_depth) {}
 
   grpc::Status Encode(grpc::ServerContext* context, const v1::EncodeRequest* request,
                       v1::EncodeResponse* response) override;
@@ -76,8 +76,8 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
 
   // INVALID_ARGUMENT naming the size when a batch, sequence or score size exceeds the limits.
   absl::Status CheckLimits(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len) const;
-  // A turn to compute for the RPC of `context`, waiting at most until its deadline.
-  absl::StatusOr<ComputeGate::Slot> AcquireComputeSlot(grpc::ServerContext* context);
+  // Runs `work` on a compute worker for the RPC of `context` (its deadline bounds the wait).
+  absl::Status RunCompute(grpc::ServerContext* context, absl::FunctionRef<absl::Status()> work);
 
   // INVALID_ARGUMENT naming `field` when a response holding a FLOAT32 `tensor` of `shape` (its
   // elements bounded by CheckLimits) plus `other_bytes` of other data exceeds the message limit.
@@ -88,7 +88,7 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   ServiceLimits limits_;
   // sin/cos tables shared by all requests (thread-safe).
   mutable PositionTableCache tables_;
-  ComputeGate compute_gate_;
+  ComputePool compute_pool_;
   // Bytes held by all Decode streams' K/V caches.
   std::atomic<int64_t> kv_cache_bytes_{0};
 };

@@ -38,7 +38,8 @@ ABSL_FLAG(std::string, model_repository, "",
 ABSL_FLAG(int32_t, compute_threads, 0,
           "OpenMP threads per computation; 0 = the cores divided among --compute_workers");
 ABSL_FLAG(int32_t, compute_workers, 1,
-          "computations running at once (each uses --compute_threads threads)");
+          "compute worker threads: computations running at once (each uses --compute_threads "
+          "threads)");
 ABSL_FLAG(int32_t, compute_queue_depth, 64,
           "requests that may wait for a compute worker; more are RESOURCE_EXHAUSTED at once, and "
           "one whose deadline passes while waiting is DEADLINE_EXCEEDED without being computed");

@@ -1,0 +1,64 @@
+// The compute workers: every computation runs on one of `workers` long-lived threads, so each
+// keeps one warm OpenMP thread pool (computing on gRPC's own handler threads gave each of them a
+// pool of its own, and cost about 1 ms per request in contention). At most `queue_depth` requests
+// wait; a request that finds the queue full is refused at once, and one whose deadline passes (or
+// that is cancelled) while waiting is never computed.
+#ifndef ATTNSERVE_SERVER_COMPUTE_POOL_H_
+#define ATTNSERVE_SERVER_COMPUTE_POOL_H_
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+
+namespace attnserve {
+
+class ComputePool {
+ public:
+  // Starts `workers` (>= 1) threads; `queue_depth` >= 0 requests may wait for one.
+  ComputePool(int workers, int queue_depth);
+  // Lets queued work finish, then stops the threads.
+  ~ComputePool();
+
+  ComputePool(const ComputePool&) = delete;
+  ComputePool& operator=(const ComputePool&) = delete;
+
+  // Runs `work` on a worker thread and returns its status. RESOURCE_EXHAUSTED at once when every
+  // worker is busy and `queue_depth` requests already wait; DEADLINE_EXCEEDED or CANCELLED (polled
+  // every few milliseconds through `is_cancelled`) when that happens before a worker takes it —
+  // then `work` never runs. Once running, `work` is waited for (it polls cancellation itself).
+  absl::Status Run(std::chrono::system_clock::time_point deadline,
+                   const std::function<bool()>& is_cancelled,
+                   absl::FunctionRef<absl::Status()> work);
+
+  int busy() const;
+  int waiting() const;
+
+ private:
+  struct Task {
+    explicit Task(absl::FunctionRef<absl::Status()> work) : work(work) {}
+    absl::FunctionRef<absl::Status()> work;
+    absl::Status result;
+    bool started = false;
+    bool done = false;
+  };
+
+  void WorkerLoop();
+
+  const int workers_;
+  const int queue_depth_;
+  mutable absl::Mutex mutex_;
+  std::deque<Task*> queue_ ABSL_GUARDED_BY(mutex_);
+  int busy_ ABSL_GUARDED_BY(mutex_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_SERVER_COMPUTE_POOL_H_
