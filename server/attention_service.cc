@@ -1,6 +1,8 @@
 #include "server/attention_service.h"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <cfloat>
 #include <cmath>
 #include <limits>
@@ -466,6 +468,28 @@ absl::Status AttentionServiceImpl::DoPositionBias(const v1::PositionBiasRequest&
   return absl::OkStatus();
 }
 
+grpc::Status AttentionServiceImpl::Serve(absl::string_view rpc,
+                                          absl::FunctionRef<absl::Status()> body) {
+  if (draining_.load()) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the server is draining (shutting down); retry on another replica");
+  }
+  ++in_flight_;
+  grpc::Status status = ServeRpc(rpc, body);
+  --in_flight_;
+  return status;
+}
+
+void AttentionServiceImpl::StartDraining() { draining_ = true; }
+
+bool AttentionServiceImpl::WaitUntilIdle(std::chrono::system_clock::time_point deadline) const {
+  while (in_flight_.load() > 0) {
+    if (std::chrono::system_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
 absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context,
                                               absl::FunctionRef<absl::Status()> work) {
   return compute_pool_.Run(context->deadline(), [context] { return context->IsCancelled(); },
@@ -475,25 +499,35 @@ absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context,
 grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext* context,
                                           const v1::EncodeRequest* request,
                                           v1::EncodeResponse* response) {
-  return ServeRpc("Encode", [&] { return RunCompute(context, [&] { return DoEncode(*request, response); }); });
+  return Serve("Encode", [&] {
+    return RunCompute(context, [&] { return DoEncode(*request, response); });
+  });
 }
 
 grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
                                           const v1::AttendRequest* request,
                                           v1::AttendResponse* response) {
-  return ServeRpc("Attend", [&] { return RunCompute(context, [&] { return DoAttend(*request, [context] { return context->IsCancelled(); }, response); }); });
+  return Serve("Attend", [&] {
+    return RunCompute(context, [&] {
+      return DoAttend(*request, [context] { return context->IsCancelled(); }, response);
+    });
+  });
 }
 
 grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext* context,
                                                              const v1::SdpaRequest* request,
                                                              v1::SdpaResponse* response) {
-  return ServeRpc("ScaledDotProductAttention", [&] { return RunCompute(context, [&] { return DoSdpa(*request, [context] { return context->IsCancelled(); }, response); }); });
+  return Serve("ScaledDotProductAttention", [&] {
+    return RunCompute(context, [&] {
+      return DoSdpa(*request, [context] { return context->IsCancelled(); }, response);
+    });
+  });
 }
 
 grpc::Status AttentionServiceImpl::Decode(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream) {
-  return ServeRpc("Decode", [&] { return DoDecode(context, stream); });
+  return Serve("Decode", [&] { return DoDecode(context, stream); });
 }
 
 absl::Status AttentionServiceImpl::DoDecode(
@@ -599,12 +633,14 @@ absl::Status AttentionServiceImpl::DoDecode(
 grpc::Status AttentionServiceImpl::PositionBias(grpc::ServerContext* context,
                                                 const v1::PositionBiasRequest* request,
                                                 v1::PositionBiasResponse* response) {
-  return ServeRpc("PositionBias", [&] { return RunCompute(context, [&] { return DoPositionBias(*request, response); }); });
+  return Serve("PositionBias", [&] {
+    return RunCompute(context, [&] { return DoPositionBias(*request, response); });
+  });
 }
 
 grpc::Status AttentionServiceImpl::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
                                               v1::ListModelsResponse* response) {
-  return ServeRpc("ListModels", [&] {
+  return Serve("ListModels", [&] {
     for (const LoadedModel* model : registry_->List()) *response->add_models() = model->config;
     return absl::OkStatus();
   });
@@ -613,7 +649,7 @@ grpc::Status AttentionServiceImpl::ListModels(grpc::ServerContext*, const v1::Li
 grpc::Status AttentionServiceImpl::GetModel(grpc::ServerContext*,
                                             const v1::GetModelRequest* request,
                                             v1::GetModelResponse* response) {
-  return ServeRpc("GetModel", [&]() -> absl::Status {
+  return Serve("GetModel", [&]() -> absl::Status {
     ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request->name()));
     *response->mutable_config() = model->config;
     return absl::OkStatus();

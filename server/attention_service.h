@@ -4,6 +4,7 @@
 #define ATTNSERVE_SERVER_ATTENTION_SERVICE_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "core/position_table_cache.h"
 #include "server/compute_pool.h"
+#include "server/metrics.h"
 #include "server/model_registry.h"
 
 namespace attnserve {
@@ -37,11 +39,20 @@ struct ServiceLimits {
 
 class AttentionServiceImpl final : public v1::AttentionService::Service {
  public:
-  // `registry` must outlive the service.
-  AttentionServiceImpl(const ModelRegistry* registry, ServiceLimits limits)
+  // `registry` (and `metrics`, which may be null) must outlive the service.
+  AttentionServiceImpl(const ModelRegistry* registry, ServiceLimits limits,
+                       ServerMetrics* metrics = nullptr)
       : registry_(registry),
         limits_(limits),
-        compute_pool_(limits.compute_workers, limits.compute_queue_depth) {}
+        compute_pool_(limits.compute_workers, limits.compute_queue_depth,
+                      [metrics](int busy, int waiting) {
+                        if (metrics != nullptr) metrics->ObserveCompute(busy, waiting);
+                      }) {}
+
+  // Draining: from now on every RPC answers UNAVAILABLE; the ones already running go on.
+  void StartDraining();
+  // Waits until no RPC is running (true) or `deadline` passes (false).
+  bool WaitUntilIdle(std::chrono::system_clock::time_point deadline) const;
 
   grpc::Status Encode(grpc::ServerContext* context, const v1::EncodeRequest* request,
                       v1::EncodeResponse* response) override;
@@ -76,6 +87,9 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
 
   // INVALID_ARGUMENT naming the size when a batch, sequence or score size exceeds the limits.
   absl::Status CheckLimits(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len) const;
+  // Every RPC's body: UNAVAILABLE while draining, else ServeRpc, counted in in_flight_.
+  grpc::Status Serve(absl::string_view rpc, absl::FunctionRef<absl::Status()> body);
+
   // Runs `work` on a compute worker for the RPC of `context` (its deadline bounds the wait).
   absl::Status RunCompute(grpc::ServerContext* context, absl::FunctionRef<absl::Status()> work);
 
@@ -89,6 +103,8 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   // sin/cos tables shared by all requests (thread-safe).
   mutable PositionTableCache tables_;
   ComputePool compute_pool_;
+  std::atomic<bool> draining_{false};
+  std::atomic<int> in_flight_{0};  // RPC bodies running now (Decode: the whole stream)
   // Bytes held by all Decode streams' K/V caches.
   std::atomic<int64_t> kv_cache_bytes_{0};
 };

@@ -1,6 +1,7 @@
 #include "server/compute_pool.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -13,8 +14,10 @@ constexpr absl::Duration kCancellationPoll = absl::Milliseconds(5);
 
 }  // namespace
 
-ComputePool::ComputePool(int workers, int queue_depth)
-    : workers_(std::max(workers, 1)), queue_depth_(std::max(queue_depth, 0)) {
+ComputePool::ComputePool(int workers, int queue_depth, Observer observer)
+    : workers_(std::max(workers, 1)),
+      queue_depth_(std::max(queue_depth, 0)),
+      observer_(std::move(observer)) {
   for (int i = 0; i < workers_; ++i) threads_.emplace_back([this] { WorkerLoop(); });
 }
 
@@ -39,10 +42,12 @@ void ComputePool::WorkerLoop() {
     queue_.pop_front();
     task->started = true;
     ++busy_;
+    Notify();
     mutex_.Unlock();
     absl::Status result = task->work();
     mutex_.Lock();
     --busy_;
+    Notify();
     task->result = std::move(result);
     task->done = true;
   }
@@ -61,12 +66,14 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
         " waiting (--compute_workers=", workers_, ", --compute_queue_depth=", queue_depth_, ")"));
   }
   queue_.push_back(&task);
+  Notify();
   const absl::Time until = absl::FromChrono(deadline);
   const auto started = [&task]() { return task.started; };
   while (!task.started) {
     const bool expired = absl::Now() >= until;
     if (expired || (is_cancelled && is_cancelled())) {
       queue_.erase(std::find(queue_.begin(), queue_.end(), &task));
+      Notify();
       return expired ? absl::DeadlineExceededError(
                            "deadline passed while waiting for a compute worker")
                      : absl::CancelledError("cancelled while waiting for a compute worker");
@@ -75,6 +82,10 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
   }
   mutex_.Await(absl::Condition(&task.done));
   return task.result;
+}
+
+void ComputePool::Notify() {
+  if (observer_) observer_(busy_, static_cast<int>(queue_.size()));
 }
 
 int ComputePool::busy() const {

@@ -20,8 +20,12 @@ namespace attnserve {
 
 class ComputePool {
  public:
+  // Called with (busy workers, waiting requests) whenever either changes, under the pool's lock
+  // (keep it cheap: it feeds metrics gauges).
+  using Observer = std::function<void(int busy, int waiting)>;
+
   // Starts `workers` (>= 1) threads; `queue_depth` >= 0 requests may wait for one.
-  ComputePool(int workers, int queue_depth);
+  ComputePool(int workers, int queue_depth, Observer observer = nullptr);
   // Lets queued work finish, then stops the threads.
   ~ComputePool();
 
@@ -49,9 +53,11 @@ class ComputePool {
   };
 
   void WorkerLoop();
+  void Notify() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   const int workers_;
   const int queue_depth_;
+  const Observer observer_;
   mutable absl::Mutex mutex_;
   std::deque<Task*> queue_ ABSL_GUARDED_BY(mutex_);
   int busy_ ABSL_GUARDED_BY(mutex_) = 0;

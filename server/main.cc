@@ -138,7 +138,7 @@ int Run(const sigset_t& stop_signals) {
   limits.compute_workers = workers;
   limits.compute_queue_depth = queue_depth;
   limits.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  AttentionServiceImpl service(models->get(), limits);
+  AttentionServiceImpl service(models->get(), limits, &metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -172,11 +172,20 @@ int Run(const sigset_t& stop_signals) {
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received signal {}; draining", signal_number);
-  // Health turns NOT_SERVING first so load balancers stop sending before the port closes.
+  // Health turns NOT_SERVING and new requests are answered UNAVAILABLE while the running ones
+  // finish (at most the grace period); then the port closes and anything left is cancelled.
   health->Shutdown();
+  service.StartDraining();
   const auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::duration<double>(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
-  server->Shutdown(std::chrono::system_clock::now() + grace);
+  const auto grace_end = std::chrono::system_clock::now() + grace;
+  if (!service.WaitUntilIdle(grace_end)) {
+    spdlog::warn("requests still running after {} s; cancelling them",
+                 absl::GetFlag(FLAGS_shutdown_grace_seconds));
+  }
+  // Handlers have returned; their responses may still be on the wire. Give those up to 2 s (within
+  // the grace period) — gRPC would otherwise also wait that long for idle client connections.
+  server->Shutdown(std::min(grace_end, std::chrono::system_clock::now() + std::chrono::seconds(2)));
   server->Wait();
   spdlog::info("stopped");
   spdlog::shutdown();

@@ -117,7 +117,22 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                             .Name("grpc_server_handling_seconds")
                             .Help("Time from the start of an RPC to its status being sent, in "
                                   "seconds.")
-                            .Register(registry)) {}
+                            .Register(registry)),
+      compute_busy_workers_(prometheus::BuildGauge()
+                                .Name("attnserve_compute_busy_workers")
+                                .Help("Compute workers running a computation now.")
+                                .Register(registry)
+                                .Add({})),
+      compute_waiting_requests_(prometheus::BuildGauge()
+                                    .Name("attnserve_compute_waiting_requests")
+                                    .Help("Requests waiting for a compute worker now.")
+                                    .Register(registry)
+                                    .Add({})) {}
+
+void ServerMetrics::ObserveCompute(int busy_workers, int waiting_requests) {
+  compute_busy_workers_.Set(busy_workers);
+  compute_waiting_requests_.Set(waiting_requests);
+}
 
 std::map<std::string, std::string> ServerMetrics::MethodLabels(absl::string_view full_method,
                                                                absl::string_view type) const {

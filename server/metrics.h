@@ -14,6 +14,7 @@
 #include "grpcpp/support/status_code_enum.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 
@@ -36,6 +37,9 @@ class ServerMetrics {
   void RecordHandled(absl::string_view full_method, absl::string_view type, grpc::StatusCode code,
                      double seconds);
 
+  // The compute pool's state: workers computing and requests waiting for one.
+  void ObserveCompute(int busy_workers, int waiting_requests);
+
   // An interceptor factory that records every RPC of the server it is installed in.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> CreateInterceptorFactory();
 
@@ -48,6 +52,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& started_;
   prometheus::Family<prometheus::Counter>& handled_;
   prometheus::Family<prometheus::Histogram>& handling_seconds_;
+  prometheus::Gauge& compute_busy_workers_;
+  prometheus::Gauge& compute_waiting_requests_;
 };
 
 // "OK", "INVALID_ARGUMENT", … as in the grpc_code label.

@@ -1,0 +1,195 @@
+#!/usr/bin/python3
+"""End-to-end tests of the compute queue and draining: RESOURCE_EXHAUSTED when the queue is full,
+DEADLINE_EXCEEDED and CANCELLED while queued (the request is never computed), UNAVAILABLE for new
+requests while the server drains, with the in-flight request still completed.
+
+The server runs with one compute worker; a slow request (attention over 8192 tokens, ~0.5 s here)
+holds it, and the tests wait for the `attnserve_compute_busy_workers` /
+`attnserve_compute_waiting_requests` gauges instead of sleeping, so they do not depend on timing.
+
+    /usr/bin/python3 tests/e2e/queue_e2e_test.py --server build/server/attnserve --stubs build/python
+"""
+import os
+import signal
+import sys
+import threading
+import time
+import unittest
+import urllib.request
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import attnserve_testing as at  # noqa: E402
+
+# Parses --server/--stubs and imports the stubs, so the names below are bound.
+UNITTEST_ARGV = at.setup_from_argv()
+
+from attnserve_testing import (  # noqa: E402
+    grpc, pb, pb_grpc, pe_pb2, health_pb2, health_pb2_grpc, ServerProcess, ServerTestCase,
+    f32_tensor, parse_exposition)
+
+SLOW_ARGS = ("--compute_workers=1", "--compute_queue_depth=1",
+             "--max_attention_elements=1000000000", "--max_sequence_length=16384")
+WAIT_S = 60
+# The slow request's q/k/v and output are 16 MB each: past gRPC Python's 4 MB default.
+BIG_MESSAGES = [("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 64 << 20)]
+
+
+def slow_sdpa_request():
+    """B=1, H=8, 8192 tokens, head_dim 64, causal: ~70 GFLOP, well over 0.1 s on two cores."""
+    x = np.random.default_rng(1).standard_normal((1, 8, 8192, 64)).astype(np.float32)
+    t = f32_tensor(x)
+    return pb.SdpaRequest(q=t, k=t, v=t, causal=True)
+
+
+def small_encode_request():
+    x = np.zeros((1, 4, 8), np.float32)
+    return pb.EncodeRequest(input=f32_tensor(x),
+                            encoding=pe_pb2.PositionalEncoding(sinusoidal=pe_pb2.SinusoidalEncoding()))
+
+
+def gauge(metrics_url, name, labels=None):
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    total = 0.0
+    for sample, sample_labels, value in parse_exposition(text):
+        if sample == name and all(sample_labels.get(k) == v for k, v in (labels or {}).items()):
+            total += value
+    return total
+
+
+def wait_for(metrics_url, name, value, labels=None):
+    """Waits until the gauge equals `value`."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if gauge(metrics_url, name, labels) == value:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{name}{labels or ''} did not reach {value} in {WAIT_S} s")
+
+
+class QueueTest(ServerTestCase):
+    SERVER_ARGS = SLOW_ARGS
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.big_channel = grpc.insecure_channel(cls.server.grpc_address, options=BIG_MESSAGES)
+        cls.big_stub = pb_grpc.AttentionServiceStub(cls.big_channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.big_channel.close()
+        super().tearDownClass()
+
+    def start_slow(self):
+        """Starts the slow request in a thread; returns (thread, result holder) once it computes."""
+        deadline = time.monotonic() + WAIT_S
+        while gauge(self.server.metrics_url, "attnserve_compute_busy_workers") != 0:
+            self.assertLess(time.monotonic(), deadline, "the worker never became idle")
+            time.sleep(0.005)
+        result = {}
+
+        def run():
+            result["response"] = self.big_stub.ScaledDotProductAttention(slow_sdpa_request(),
+                                                                         timeout=WAIT_S)
+        thread = threading.Thread(target=run)
+        thread.start()
+        wait_for(self.server.metrics_url, "attnserve_compute_busy_workers", 1)
+        return thread, result
+
+    def handled(self, method, code):
+        return gauge(self.server.metrics_url, "grpc_server_handled_total",
+                     {"grpc_method": method, "grpc_code": code})
+
+    def test_full_queue_is_resource_exhausted_and_the_queued_request_runs_later(self):
+        slow, slow_result = self.start_slow()
+        queued = self.stub.Encode.future(small_encode_request(), timeout=WAIT_S)
+        wait_for(self.server.metrics_url, "attnserve_compute_waiting_requests", 1)
+        # One computing, one waiting, depth 1: the next is refused at once.
+        start = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.stub.Encode(small_encode_request(), timeout=WAIT_S)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("--compute_queue_depth=1", ctx.exception.details())
+        self.assertLess(time.monotonic() - start, 5.0)
+        self.assertEqual(list(queued.result().output.shape), [1, 4, 8])
+        slow.join()
+        self.assertEqual(list(slow_result["response"].output.shape), [1, 8, 8192, 64])
+
+    def test_deadline_passing_while_queued_is_deadline_exceeded_on_the_server(self):
+        before = self.handled("Encode", "DEADLINE_EXCEEDED")
+        slow, _ = self.start_slow()
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.stub.Encode(small_encode_request(), timeout=0.2)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        slow.join()
+        # The server itself ended the call with DEADLINE_EXCEEDED (recorded by its interceptor).
+        deadline = time.monotonic() + WAIT_S
+        while self.handled("Encode", "DEADLINE_EXCEEDED") < before + 1:
+            self.assertLess(time.monotonic(), deadline, "no server-side DEADLINE_EXCEEDED recorded")
+            time.sleep(0.01)
+
+    def test_cancelled_while_queued_is_never_computed(self):
+        before = self.handled("Encode", "CANCELLED") + self.handled("Encode", "OK")
+        slow, _ = self.start_slow()
+        queued = self.stub.Encode.future(small_encode_request(), timeout=WAIT_S)
+        wait_for(self.server.metrics_url, "attnserve_compute_waiting_requests", 1)
+        queued.cancel()
+        wait_for(self.server.metrics_url, "attnserve_compute_waiting_requests", 0)
+        self.assertEqual(gauge(self.server.metrics_url, "attnserve_compute_waiting_requests"), 0)
+        slow.join()
+        deadline = time.monotonic() + WAIT_S
+        while self.handled("Encode", "CANCELLED") + self.handled("Encode", "OK") < before + 1:
+            self.assertLess(time.monotonic(), deadline, "the cancelled call was not recorded")
+            time.sleep(0.01)
+        self.assertEqual(self.handled("Encode", "OK") + self.handled("Encode", "CANCELLED"),
+                         before + 1)
+        self.assertGreaterEqual(self.handled("Encode", "CANCELLED"), 1)
+
+
+class DrainTest(unittest.TestCase):
+
+    def test_draining_server_refuses_new_requests_and_finishes_the_running_one(self):
+        server = ServerProcess(at.SERVER_PATH, SLOW_ARGS).start()
+        try:
+            channel = grpc.insecure_channel(server.grpc_address, options=BIG_MESSAGES)
+            stub = pb_grpc.AttentionServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            result = {}
+
+            def run():
+                result["response"] = stub.ScaledDotProductAttention(slow_sdpa_request(),
+                                                                    timeout=WAIT_S)
+            slow = threading.Thread(target=run)
+            slow.start()
+            wait_for(server.metrics_url, "attnserve_compute_busy_workers", 1)
+            server.proc.send_signal(signal.SIGTERM)
+            # Health turns NOT_SERVING, and new calls are refused as UNAVAILABLE.
+            deadline = time.monotonic() + WAIT_S
+            while time.monotonic() < deadline:
+                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+                if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+                time.sleep(0.01)
+            self.assertEqual(status, health_pb2.HealthCheckResponse.NOT_SERVING)
+            refused = None
+            while time.monotonic() < deadline and refused is None:
+                try:
+                    stub.Encode(small_encode_request(), timeout=5)
+                except grpc.RpcError as err:
+                    refused = err
+                time.sleep(0.01)
+            self.assertIsNotNone(refused, "new requests were still served while draining")
+            self.assertEqual(refused.code(), grpc.StatusCode.UNAVAILABLE, refused.details())
+            slow.join()
+            self.assertEqual(list(result["response"].output.shape), [1, 8, 8192, 64])
+            channel.close()
+            self.assertEqual(server.proc.wait(timeout=WAIT_S), 0)
+        finally:
+            server.kill()
+
+
+if __name__ == "__main__":
+    at.run_tests(UNITTEST_ARGV)
