@@ -24,6 +24,8 @@ What is here:
 
 import argparse
 import atexit
+import json
+import struct
 import os
 import pathlib
 import re
@@ -323,6 +325,50 @@ def to_numpy(t):
 _SAMPLE_RE = re.compile(
     r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+-?\d+)?$')
 _LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+
+
+# ---------------------------------------------------------------------------------------------
+# Safetensors files (model repositories, checkpoints)
+# ---------------------------------------------------------------------------------------------
+
+def exact_bf16_bits(a):
+    """float → bfloat16 bits; the values must be exactly representable (checked)."""
+    bits = (np.ascontiguousarray(a, dtype="<f4").view("<u4") >> 16).astype("<u2")
+    back = (bits.astype("<u4") << 16).view("<f4")
+    if not np.array_equal(back, np.asarray(a, dtype=np.float32)):
+        raise ValueError("values are not exactly representable in bfloat16")
+    return bits
+
+
+def exact_f16(a):
+    half = np.asarray(a, dtype=np.float32).astype("<f2")
+    if not np.array_equal(half.astype(np.float32), np.asarray(a, dtype=np.float32)):
+        raise ValueError("values are not exactly representable in float16")
+    return half
+
+
+def safetensors_bytes(tensors):
+    """tensors: {name: (dtype, array)} with dtype "F32", "BF16" or "F16" → the file's bytes:
+    u64 LE header length N, N bytes of JSON (space-padded to a multiple of 8), then the data."""
+    header, chunks, offset = {}, [], 0
+    for name, (dtype, array) in tensors.items():
+        array = np.asarray(array)
+        if dtype == "F32":
+            raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
+        elif dtype == "BF16":
+            raw = exact_bf16_bits(array).tobytes()
+        elif dtype == "F16":
+            raw = exact_f16(array).tobytes()
+        else:
+            raise ValueError(dtype)
+        header[name] = {"dtype": dtype, "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    header["__metadata__"] = {"format": "pt"}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
 def parse_exposition(text):

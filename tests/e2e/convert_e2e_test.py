@@ -22,7 +22,6 @@ import json
 import math
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -51,16 +50,14 @@ SEQ = 7
 # ---------------------------------------------------------------------------------------------
 
 def _stored(dtype, a):
-    """(raw little-endian bytes, the float64 values the file really holds) for F32/F16/BF16."""
+    """The float64 values a tensor of `dtype` holds once stored (F32, F16 or BF16 rounding)."""
     a = np.asarray(a, dtype=np.float32)
     if dtype == "F32":
-        return a.astype("<f4").tobytes(), a.astype(np.float64)
+        return a.astype(np.float64)
     if dtype == "F16":
-        h = a.astype("<f2")
-        return h.tobytes(), h.astype(np.float64)
+        return a.astype("<f2").astype(np.float64)
     if dtype == "BF16":
-        bits = at.bf16_round(a)
-        return bits.tobytes(), at.bf16_to_f32(bits).astype(np.float64)
+        return at.bf16_to_f32(at.bf16_round(a)).astype(np.float64)
     raise ValueError(dtype)
 
 
@@ -70,20 +67,12 @@ def write_checkpoint(folder, config, tensors, drop=()):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    header, chunks, values, offset = {}, [], {}, 0
-    for name, (dtype, a) in tensors.items():
-        raw, values[name] = _stored(dtype, a)
-        if name in drop:
-            continue
-        header[name] = {"dtype": dtype, "shape": list(np.shape(a)),
-                        "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    header["__metadata__"] = {"format": "pt"}
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
+    values = {name: _stored(dtype, a) for name, (dtype, a) in tensors.items()}
+    # The stored values are exactly representable in their dtype, as the writer requires.
+    kept = {name: (dtype, values[name].astype(np.float32))
+            for name, (dtype, _) in tensors.items() if name not in drop}
     with open(os.path.join(folder, "model.safetensors"), "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
+        f.write(at.safetensors_bytes(kept))
     return values
 
 

@@ -43,7 +43,7 @@ from google.protobuf import text_format  # noqa: E402
 
 from attnserve_testing import (  # noqa: E402
     RPC_TIMEOUT_S, grpc, pb, tensor_pb2, mc_pb2, pe_pb2, ServerTestCase,
-    f32_tensor, int_tensor, to_numpy)
+    f32_tensor, int_tensor, to_numpy, safetensors_bytes)
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE
@@ -58,46 +58,6 @@ SERVER_EXIT_TIMEOUT_S = 30
 # ---------------------------------------------------------------------------------------------
 # safetensors writer (and a reader, used only to check the writer)
 # ---------------------------------------------------------------------------------------------
-
-def _to_bf16_bits(a):
-    """float → bfloat16 bits; the values must be exactly representable (checked)."""
-    bits = (np.ascontiguousarray(a, dtype="<f4").view("<u4") >> 16).astype("<u2")
-    back = (bits.astype("<u4") << 16).view("<f4")
-    if not np.array_equal(back, np.asarray(a, dtype=np.float32)):
-        raise ValueError("values are not exactly representable in bfloat16")
-    return bits
-
-
-def _to_f16(a):
-    half = np.asarray(a, dtype=np.float32).astype("<f2")
-    if not np.array_equal(half.astype(np.float32), np.asarray(a, dtype=np.float32)):
-        raise ValueError("values are not exactly representable in float16")
-    return half
-
-
-def safetensors_bytes(tensors):
-    """tensors: {name: (dtype, array)} with dtype "F32", "BF16" or "F16" → the file's bytes:
-    u64 LE header length N, N bytes of JSON (space-padded to a multiple of 8), then the data."""
-    header, chunks, offset = {}, [], 0
-    for name, (dtype, array) in tensors.items():
-        array = np.asarray(array)
-        if dtype == "F32":
-            raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
-        elif dtype == "BF16":
-            raw = _to_bf16_bits(array).tobytes()
-        elif dtype == "F16":
-            raw = _to_f16(array).tobytes()
-        else:
-            raise ValueError(dtype)
-        header[name] = {"dtype": dtype, "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    header["__metadata__"] = {"format": "pt"}
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
-
 
 def read_safetensors(data):
     """The inverse of safetensors_bytes, as float64 arrays (for the writer's self-check)."""
