@@ -48,6 +48,11 @@ absl::Status RunPrimitives(const char* op, Body body) {
 
 void SetComputeThreads(int threads) { g_compute_threads.store(threads < 0 ? 0 : threads); }
 
+std::string OneDnnVersion() {
+  const dnnl_version_t* version = dnnl_version();
+  return absl::StrCat(version->major, ".", version->minor, ".", version->patch);
+}
+
 void ApplyComputeThreads() {
   const int threads = g_compute_threads.load(std::memory_order_relaxed);
   if (threads > 0 && omp_get_max_threads() != threads) omp_set_num_threads(threads);

@@ -6,6 +6,7 @@
 #define ATTNSERVE_CORE_ONEDNN_OPS_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 
@@ -18,6 +19,9 @@ enum class ComputeType { kFloat32, kBfloat16 };
 // Sets the number of OpenMP threads oneDNN uses from now on, on every thread that computes.
 // 0 = OpenMP's default (all cores, or OMP_NUM_THREADS).
 void SetComputeThreads(int threads);
+
+// oneDNN's version, "major.minor.patch".
+std::string OneDnnVersion();
 
 // Applies SetComputeThreads' setting to the calling thread (OpenMP's thread count is per thread;
 // gRPC handler threads each need it). Every parallel compute entry point calls it first.

@@ -26,6 +26,7 @@
 #include "server/attention_service.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
+#include "server/process_metrics.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, grpc_address, "0.0.0.0:50051",
@@ -129,6 +130,14 @@ int Run(const sigset_t& stop_signals) {
     return 1;
   }
   exposer->RegisterCollectable(metrics_registry);
+  metrics.SetBuildInfo(ATTNSERVE_VERSION, OneDnnVersion());
+  for (const LoadedModel* model : (*models)->List()) {
+    const AttentionConfig& config = model->layer->config();
+    metrics.AddModelInfo(model->config.name(), EncodingName(config.encoding), config.num_heads,
+                         config.num_kv_heads, config.head_dim, config.d_model);
+  }
+  auto process_metrics = std::make_shared<ProcessMetrics>();
+  exposer->RegisterCollectable(process_metrics);
 
   ServiceLimits limits;
   limits.max_batch = absl::GetFlag(FLAGS_max_batch);

@@ -118,6 +118,14 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                             .Help("Time from the start of an RPC to its status being sent, in "
                                   "seconds.")
                             .Register(registry)),
+      build_info_(prometheus::BuildGauge()
+                      .Name("attnserve_build_info")
+                      .Help("Build of the server: value 1, labelled with versions.")
+                      .Register(registry)),
+      model_info_(prometheus::BuildGauge()
+                      .Name("attnserve_model_info")
+                      .Help("Loaded models: value 1, labelled with their shape and encoding.")
+                      .Register(registry)),
       compute_busy_workers_(prometheus::BuildGauge()
                                 .Name("attnserve_compute_busy_workers")
                                 .Help("Compute workers running a computation now.")
@@ -128,6 +136,23 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                                     .Help("Requests waiting for a compute worker now.")
                                     .Register(registry)
                                     .Add({})) {}
+
+void ServerMetrics::SetBuildInfo(const std::string& version, const std::string& onednn_version) {
+  build_info_.Add({{"version", version}, {"onednn_version", onednn_version}}).Set(1);
+}
+
+void ServerMetrics::AddModelInfo(const std::string& model, const std::string& encoding,
+                                 int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                 int64_t d_model) {
+  model_info_
+      .Add({{"model", model},
+            {"encoding", encoding},
+            {"heads", std::to_string(heads)},
+            {"kv_heads", std::to_string(kv_heads)},
+            {"head_dim", std::to_string(head_dim)},
+            {"d_model", std::to_string(d_model)}})
+      .Set(1);
+}
 
 void ServerMetrics::ObserveCompute(int busy_workers, int waiting_requests) {
   compute_busy_workers_.Set(busy_workers);

@@ -37,6 +37,12 @@ class ServerMetrics {
   void RecordHandled(absl::string_view full_method, absl::string_view type, grpc::StatusCode code,
                      double seconds);
 
+  // attnserve_build_info{version, onednn_version} 1
+  void SetBuildInfo(const std::string& version, const std::string& onednn_version);
+  // attnserve_model_info{model, encoding, heads, kv_heads, head_dim, d_model} 1, per loaded model.
+  void AddModelInfo(const std::string& model, const std::string& encoding, int64_t heads,
+                    int64_t kv_heads, int64_t head_dim, int64_t d_model);
+
   // The compute pool's state: workers computing and requests waiting for one.
   void ObserveCompute(int busy_workers, int waiting_requests);
 
@@ -52,6 +58,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& started_;
   prometheus::Family<prometheus::Counter>& handled_;
   prometheus::Family<prometheus::Histogram>& handling_seconds_;
+  prometheus::Family<prometheus::Gauge>& build_info_;
+  prometheus::Family<prometheus::Gauge>& model_info_;
   prometheus::Gauge& compute_busy_workers_;
   prometheus::Gauge& compute_waiting_requests_;
 };

@@ -25,6 +25,7 @@ double Sample(prometheus::Registry& registry, const std::string& family_name,
       if (family.type == prometheus::MetricType::Histogram) {
         return static_cast<double>(metric.histogram.sample_count);
       }
+      if (family.type == prometheus::MetricType::Gauge) return metric.gauge.value;
       return metric.counter.value;
     }
   }
@@ -92,6 +93,22 @@ TEST(ServerMetricsTest, MethodsNotServedShareTheUnknownLabels) {
       EXPECT_EQ(family.metric.size(), 3u);
     }
   }
+}
+
+TEST(ServerMetricsTest, InfoAndComputeGauges) {
+  prometheus::Registry registry;
+  ServerMetrics metrics(registry, kServed);
+  metrics.SetBuildInfo("1.2.3", "2.6.3");
+  metrics.AddModelInfo("demo-rope", "rope", 8, 4, 32, 256);
+  metrics.ObserveCompute(1, 3);
+  EXPECT_EQ(Sample(registry, "attnserve_build_info", {{"version", "1.2.3"},
+                                                      {"onednn_version", "2.6.3"}}),
+            1);
+  EXPECT_EQ(Sample(registry, "attnserve_model_info",
+                   {{"model", "demo-rope"}, {"encoding", "rope"}, {"kv_heads", "4"}}),
+            1);
+  EXPECT_EQ(Sample(registry, "attnserve_compute_busy_workers", {}), 1);
+  EXPECT_EQ(Sample(registry, "attnserve_compute_waiting_requests", {}), 3);
 }
 
 TEST(ServerMetricsTest, StatusCodeNamesMatchGrpc) {
