@@ -490,17 +490,29 @@ bool AttentionServiceImpl::WaitUntilIdle(std::chrono::system_clock::time_point d
   return true;
 }
 
-absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context,
+absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl::string_view rpc,
                                               absl::FunctionRef<absl::Status()> work) {
-  return compute_pool_.Run(context->deadline(), [context] { return context->IsCancelled(); },
-                           work);
+  const auto queued = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point started;
+  absl::Status status = compute_pool_.Run(
+      context->deadline(), [context] { return context->IsCancelled(); },
+      [&] {
+        started = std::chrono::steady_clock::now();
+        return work();
+      });
+  if (metrics_ != nullptr && started != std::chrono::steady_clock::time_point()) {
+    const std::chrono::duration<double> waited = started - queued;
+    const std::chrono::duration<double> ran = std::chrono::steady_clock::now() - started;
+    metrics_->RecordCompute(rpc, waited.count(), ran.count());
+  }
+  return status;
 }
 
 grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext* context,
                                           const v1::EncodeRequest* request,
                                           v1::EncodeResponse* response) {
   return Serve("Encode", [&] {
-    return RunCompute(context, [&] { return DoEncode(*request, response); });
+    return RunCompute(context, "Encode", [&] { return DoEncode(*request, response); });
   });
 }
 
@@ -508,7 +520,7 @@ grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
                                           const v1::AttendRequest* request,
                                           v1::AttendResponse* response) {
   return Serve("Attend", [&] {
-    return RunCompute(context, [&] {
+    return RunCompute(context, "Attend", [&] {
       return DoAttend(*request, [context] { return context->IsCancelled(); }, response);
     });
   });
@@ -518,7 +530,7 @@ grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext
                                                              const v1::SdpaRequest* request,
                                                              v1::SdpaResponse* response) {
   return Serve("ScaledDotProductAttention", [&] {
-    return RunCompute(context, [&] {
+    return RunCompute(context, "ScaledDotProductAttention", [&] {
       return DoSdpa(*request, [context] { return context->IsCancelled(); }, response);
     });
   });
@@ -613,7 +625,7 @@ absl::Status AttentionServiceImpl::DoDecode(
     std::vector<float> probs;
     if (request.return_attention()) probs.resize(config.num_heads * n * total);
     const int64_t first_position = cache.length;
-    RETURN_IF_ERROR(RunCompute(context, [&] {
+    RETURN_IF_ERROR(RunCompute(context, "Decode", [&] {
       return model->layer->Decode(inputs, &cache, output.data(),
                                   probs.empty() ? nullptr : probs.data());
     }));
@@ -634,7 +646,8 @@ grpc::Status AttentionServiceImpl::PositionBias(grpc::ServerContext* context,
                                                 const v1::PositionBiasRequest* request,
                                                 v1::PositionBiasResponse* response) {
   return Serve("PositionBias", [&] {
-    return RunCompute(context, [&] { return DoPositionBias(*request, response); });
+    return RunCompute(context, "PositionBias",
+                      [&] { return DoPositionBias(*request, response); });
   });
 }
 

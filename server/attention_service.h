@@ -44,6 +44,7 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
                        ServerMetrics* metrics = nullptr)
       : registry_(registry),
         limits_(limits),
+        metrics_(metrics),
         compute_pool_(limits.compute_workers, limits.compute_queue_depth,
                       [metrics](int busy, int waiting) {
                         if (metrics != nullptr) metrics->ObserveCompute(busy, waiting);
@@ -90,8 +91,10 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   // Every RPC's body: UNAVAILABLE while draining, else ServeRpc, counted in in_flight_.
   grpc::Status Serve(absl::string_view rpc, absl::FunctionRef<absl::Status()> body);
 
-  // Runs `work` on a compute worker for the RPC of `context` (its deadline bounds the wait).
-  absl::Status RunCompute(grpc::ServerContext* context, absl::FunctionRef<absl::Status()> work);
+  // Runs `work` on a compute worker for the RPC of `context` (its deadline bounds the wait),
+  // recording the wait and the computation under `rpc`.
+  absl::Status RunCompute(grpc::ServerContext* context, absl::string_view rpc,
+                          absl::FunctionRef<absl::Status()> work);
 
   // INVALID_ARGUMENT naming `field` when a response holding a FLOAT32 `tensor` of `shape` (its
   // elements bounded by CheckLimits) plus `other_bytes` of other data exceeds the message limit.
@@ -102,6 +105,7 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   ServiceLimits limits_;
   // sin/cos tables shared by all requests (thread-safe).
   mutable PositionTableCache tables_;
+  ServerMetrics* metrics_;  // may be null
   ComputePool compute_pool_;
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};  // RPC bodies running now (Decode: the whole stream)

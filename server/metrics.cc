@@ -48,6 +48,14 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::POST_RECV_MESSAGE)) {
+      metrics_->RecordMessage(method_, type_, /*received=*/true);
+    }
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_MESSAGE)) {
+      metrics_->RecordMessage(method_, type_, /*received=*/false);
+    }
+    if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
       const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start_;
       metrics_->RecordHandled(method_, type_, methods->GetSendStatus().error_code(),
@@ -113,6 +121,22 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                    .Name("grpc_server_handled_total")
                    .Help("RPCs completed on the server, by status code.")
                    .Register(registry)),
+      msg_received_(prometheus::BuildCounter()
+                        .Name("grpc_server_msg_received_total")
+                        .Help("Messages received from clients, by RPC.")
+                        .Register(registry)),
+      msg_sent_(prometheus::BuildCounter()
+                    .Name("grpc_server_msg_sent_total")
+                    .Help("Messages sent to clients, by RPC.")
+                    .Register(registry)),
+      queue_seconds_(prometheus::BuildHistogram()
+                         .Name("attnserve_queue_wait_seconds")
+                         .Help("Time a computation waited for a compute worker, in seconds.")
+                         .Register(registry)),
+      compute_seconds_(prometheus::BuildHistogram()
+                           .Name("attnserve_compute_seconds")
+                           .Help("Time a computation ran on a compute worker, in seconds.")
+                           .Register(registry)),
       handling_seconds_(prometheus::BuildHistogram()
                             .Name("grpc_server_handling_seconds")
                             .Help("Time from the start of an RPC to its status being sent, in "
@@ -173,6 +197,18 @@ std::map<std::string, std::string> ServerMetrics::MethodLabels(absl::string_view
 
 void ServerMetrics::RecordStarted(absl::string_view full_method, absl::string_view type) {
   started_.Add(MethodLabels(full_method, type)).Increment();
+}
+
+void ServerMetrics::RecordMessage(absl::string_view full_method, absl::string_view type,
+                                  bool received) {
+  (received ? msg_received_ : msg_sent_).Add(MethodLabels(full_method, type)).Increment();
+}
+
+void ServerMetrics::RecordCompute(absl::string_view rpc, double queue_seconds,
+                                  double compute_seconds) {
+  const std::map<std::string, std::string> labels = {{"rpc", std::string(rpc)}};
+  queue_seconds_.Add(labels, HandlingBuckets()).Observe(queue_seconds);
+  compute_seconds_.Add(labels, HandlingBuckets()).Observe(compute_seconds);
 }
 
 void ServerMetrics::RecordHandled(absl::string_view full_method, absl::string_view type,

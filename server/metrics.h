@@ -34,6 +34,10 @@ class ServerMetrics {
 
   // full_method: "/package.Service/Method".
   void RecordStarted(absl::string_view full_method, absl::string_view type);
+  // One message received from / sent to the client on an RPC (streams count each message).
+  void RecordMessage(absl::string_view full_method, absl::string_view type, bool received);
+  // A computation of `rpc` (e.g. "Attend"): seconds waiting for a compute worker and computing.
+  void RecordCompute(absl::string_view rpc, double queue_seconds, double compute_seconds);
   void RecordHandled(absl::string_view full_method, absl::string_view type, grpc::StatusCode code,
                      double seconds);
 
@@ -57,6 +61,10 @@ class ServerMetrics {
   const std::set<std::string, std::less<>> served_methods_;
   prometheus::Family<prometheus::Counter>& started_;
   prometheus::Family<prometheus::Counter>& handled_;
+  prometheus::Family<prometheus::Counter>& msg_received_;
+  prometheus::Family<prometheus::Counter>& msg_sent_;
+  prometheus::Family<prometheus::Histogram>& queue_seconds_;
+  prometheus::Family<prometheus::Histogram>& compute_seconds_;
   prometheus::Family<prometheus::Histogram>& handling_seconds_;
   prometheus::Family<prometheus::Gauge>& build_info_;
   prometheus::Family<prometheus::Gauge>& model_info_;

@@ -109,6 +109,16 @@ TEST(ServerMetricsTest, InfoAndComputeGauges) {
             1);
   EXPECT_EQ(Sample(registry, "attnserve_compute_busy_workers", {}), 1);
   EXPECT_EQ(Sample(registry, "attnserve_compute_waiting_requests", {}), 3);
+
+  metrics.RecordCompute("Attend", 0.001, 0.02);
+  metrics.RecordCompute("Attend", 0.002, 0.03);
+  EXPECT_EQ(Sample(registry, "attnserve_queue_wait_seconds", {{"rpc", "Attend"}}), 2);
+  EXPECT_EQ(Sample(registry, "attnserve_compute_seconds", {{"rpc", "Attend"}}), 2);
+  metrics.RecordMessage("/attnserve.v1.AttentionService/Encode", "unary", true);
+  metrics.RecordMessage("/attnserve.v1.AttentionService/Encode", "unary", true);
+  metrics.RecordMessage("/attnserve.v1.AttentionService/Encode", "unary", false);
+  EXPECT_EQ(Sample(registry, "grpc_server_msg_received_total", {{"grpc_method", "Encode"}}), 2);
+  EXPECT_EQ(Sample(registry, "grpc_server_msg_sent_total", {{"grpc_method", "Encode"}}), 1);
 }
 
 TEST(ServerMetricsTest, StatusCodeNamesMatchGrpc) {
