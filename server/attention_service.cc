@@ -122,6 +122,23 @@ absl::Status RequireFixedBias(const PositionalEncoding& encoding) {
 // The most heads PositionBias computes a map for.
 constexpr int64_t kMaxBiasHeads = 65536;
 
+// Useful FLOPs of attention: 4·B·H·Sq·Sk·hd (q·kᵀ and p·v), halved for causal square attention.
+double AttentionFlops(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len,
+                      int64_t head_dim, bool causal) {
+  const double full = 4.0 * batch * heads * q_len * kv_len * head_dim;
+  return causal && q_len == kv_len ? full / 2 : full;
+}
+
+// The layer: q/k/v/o projections (2·tokens·in·out each) plus attention.
+double LayerFlops(const AttentionConfig& c, int64_t batch, int64_t q_len, int64_t kv_len,
+                  bool causal) {
+  const double q_width = static_cast<double>(c.num_heads * c.head_dim);
+  const double kv_width = static_cast<double>(c.num_kv_heads * c.head_dim);
+  const double projections = 2.0 * batch * c.d_model *
+                             (q_len * q_width * 2 + kv_len * kv_width * 2);
+  return projections + AttentionFlops(batch, c.num_heads, q_len, kv_len, c.head_dim, causal);
+}
+
 }  // namespace
 
 absl::Status AttentionServiceImpl::CheckLimits(int64_t batch, int64_t heads, int64_t q_len,
@@ -235,6 +252,7 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
   RETURN_IF_ERROR(EncodeEmbeddings(encoding, input.values.data(), positions.data(), batch * seq,
                                    num_heads, head_dim, input_scale, 0, input.values.data(),
                                    &tables_));
+  RecordWork("Encode", request.model().empty() ? "inline" : request.model(), batch * seq, 0);
   EncodeFloatTensor(input.shape, input.values.data(), request.input().dtype(),
                     response->mutable_output());
   return absl::OkStatus();
@@ -296,6 +314,8 @@ absl::Status AttentionServiceImpl::DoAttend(const v1::AttendRequest& request,
   if (request.return_attention()) probs.resize(batch * config.num_heads * q_len * kv_len);
   RETURN_IF_ERROR(model->layer->Forward(inputs, output.data(),
                                         probs.empty() ? nullptr : probs.data()));
+  RecordWork("Attend", request.model(), batch * q_len,
+             LayerFlops(config, batch, q_len, kv_len, request.causal()));
   EncodeFloatTensor(query.shape, output.data(), request.query().dtype(),
                     response->mutable_output());
   if (!probs.empty()) {
@@ -399,6 +419,9 @@ absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
                                                        k.values.data(), v.values.data(),
                                                        out.data(),
                                                        probs.empty() ? nullptr : probs.data()));
+  RecordWork("ScaledDotProductAttention", "inline", shape.batch * shape.q_len,
+             AttentionFlops(shape.batch, shape.num_heads, shape.q_len, shape.kv_len,
+                            shape.head_dim, options.causal));
   EncodeFloatTensor(q.shape, out.data(), request.q().dtype(), response->mutable_output());
   if (!probs.empty()) {
     EncodeFloatTensor({shape.batch, shape.num_heads, shape.q_len, shape.kv_len}, probs.data(),
@@ -468,9 +491,19 @@ absl::Status AttentionServiceImpl::DoPositionBias(const v1::PositionBiasRequest&
   return absl::OkStatus();
 }
 
+void AttentionServiceImpl::RecordWork(absl::string_view rpc, absl::string_view model,
+                                      int64_t tokens, double flops) const {
+  if (metrics_ != nullptr) metrics_->RecordWork(rpc, model, static_cast<double>(tokens), flops);
+}
+
+void AttentionServiceImpl::ObserveDecode() const {
+  if (metrics_ != nullptr) metrics_->ObserveDecode(decode_streams_.load(), kv_cache_bytes_.load());
+}
+
 grpc::Status AttentionServiceImpl::Serve(absl::string_view rpc,
                                           absl::FunctionRef<absl::Status()> body) {
   if (draining_.load()) {
+    if (metrics_ != nullptr) metrics_->RecordRejected("draining");
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "the server is draining (shutting down); retry on another replica");
   }
@@ -500,10 +533,17 @@ absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl
         started = std::chrono::steady_clock::now();
         return work();
       });
-  if (metrics_ != nullptr && started != std::chrono::steady_clock::time_point()) {
+  if (metrics_ == nullptr) return status;
+  if (started != std::chrono::steady_clock::time_point()) {
     const std::chrono::duration<double> waited = started - queued;
     const std::chrono::duration<double> ran = std::chrono::steady_clock::now() - started;
     metrics_->RecordCompute(rpc, waited.count(), ran.count());
+  } else if (status.code() == absl::StatusCode::kResourceExhausted) {
+    metrics_->RecordRejected("queue_full");
+  } else if (status.code() == absl::StatusCode::kDeadlineExceeded) {
+    metrics_->RecordRejected("deadline");
+  } else if (status.code() == absl::StatusCode::kCancelled) {
+    metrics_->RecordRejected("cancelled");
   }
   return status;
 }
@@ -559,10 +599,16 @@ absl::Status AttentionServiceImpl::DoDecode(
   int64_t reserved = 0;  // bytes of kv_cache_bytes_ this stream holds
   // Releases the stream's share of the budget however the stream ends.
   struct Release {
-    std::atomic<int64_t>& total;
+    AttentionServiceImpl& service;
     int64_t& bytes;
-    ~Release() { total -= bytes; }
-  } release{kv_cache_bytes_, reserved};
+    ~Release() {
+      service.kv_cache_bytes_ -= bytes;
+      --service.decode_streams_;
+      service.ObserveDecode();
+    }
+  } release{*this, reserved};
+  ++decode_streams_;
+  ObserveDecode();
 
   do {
     if (!request.model().empty() && request.model() != model_name) {
@@ -600,12 +646,14 @@ absl::Status AttentionServiceImpl::DoDecode(
         KvCache::Bytes(total, config.num_kv_heads, config.head_dim) + transient - reserved;
     if (kv_cache_bytes_.fetch_add(growth) + growth > limits_.max_kv_cache_bytes) {
       kv_cache_bytes_ -= growth;
+      if (metrics_ != nullptr) metrics_->RecordRejected("kv_cache_budget");
       return absl::ResourceExhaustedError(absl::StrCat(
           "K/V cache of ", total, " tokens (", reserved + growth,
           " bytes) does not fit --max_kv_cache_bytes=", limits_.max_kv_cache_bytes,
           " with the other streams' caches"));
     }
     reserved += growth;
+    ObserveDecode();
     // Whatever happens in the step, the transient copy is gone after it.
     struct ReleaseTransient {
       std::atomic<int64_t>& total;
@@ -633,6 +681,7 @@ absl::Status AttentionServiceImpl::DoDecode(
     EncodeFloatTensor(query.shape, output.data(), request.query().dtype(),
                       response.mutable_output());
     response.set_position(first_position);
+    RecordWork("Decode", model_name, n, LayerFlops(config, 1, n, total, true));
     if (!probs.empty()) {
       EncodeFloatTensor({1, config.num_heads, n, total}, probs.data(), v1::FLOAT32,
                         response.mutable_attention());

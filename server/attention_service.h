@@ -91,6 +91,11 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   // Every RPC's body: UNAVAILABLE while draining, else ServeRpc, counted in in_flight_.
   grpc::Status Serve(absl::string_view rpc, absl::FunctionRef<absl::Status()> body);
 
+  // Metrics, when a ServerMetrics was given.
+  void RecordWork(absl::string_view rpc, absl::string_view model, int64_t tokens,
+                  double flops) const;
+  void ObserveDecode() const;
+
   // Runs `work` on a compute worker for the RPC of `context` (its deadline bounds the wait),
   // recording the wait and the computation under `rpc`.
   absl::Status RunCompute(grpc::ServerContext* context, absl::string_view rpc,
@@ -109,6 +114,7 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   ComputePool compute_pool_;
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};  // RPC bodies running now (Decode: the whole stream)
+  std::atomic<int64_t> decode_streams_{0};  // open Decode streams
   // Bytes held by all Decode streams' K/V caches.
   std::atomic<int64_t> kv_cache_bytes_{0};
 };

@@ -142,6 +142,28 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                             .Help("Time from the start of an RPC to its status being sent, in "
                                   "seconds.")
                             .Register(registry)),
+      tokens_(prometheus::BuildCounter()
+                  .Name("attnserve_tokens_total")
+                  .Help("Query tokens processed by successful computations, by RPC and model.")
+                  .Register(registry)),
+      flops_(prometheus::BuildCounter()
+                 .Name("attnserve_flops_total")
+                 .Help("Useful floating-point operations of successful computations.")
+                 .Register(registry)),
+      rejected_(prometheus::BuildCounter()
+                    .Name("attnserve_rejected_requests_total")
+                    .Help("Requests refused before computing, by reason.")
+                    .Register(registry)),
+      decode_streams_(prometheus::BuildGauge()
+                          .Name("attnserve_decode_streams")
+                          .Help("Open Decode streams.")
+                          .Register(registry)
+                          .Add({})),
+      kv_cache_bytes_(prometheus::BuildGauge()
+                          .Name("attnserve_kv_cache_bytes")
+                          .Help("Bytes held by the Decode streams' K/V caches.")
+                          .Register(registry)
+                          .Add({})),
       build_info_(prometheus::BuildGauge()
                       .Name("attnserve_build_info")
                       .Help("Build of the server: value 1, labelled with versions.")
@@ -176,6 +198,23 @@ void ServerMetrics::AddModelInfo(const std::string& model, const std::string& en
             {"head_dim", std::to_string(head_dim)},
             {"d_model", std::to_string(d_model)}})
       .Set(1);
+}
+
+void ServerMetrics::RecordWork(absl::string_view rpc, absl::string_view model, double tokens,
+                               double flops) {
+  const std::map<std::string, std::string> labels = {{"rpc", std::string(rpc)},
+                                                     {"model", std::string(model)}};
+  tokens_.Add(labels).Increment(tokens);
+  flops_.Add(labels).Increment(flops);
+}
+
+void ServerMetrics::RecordRejected(absl::string_view reason) {
+  rejected_.Add({{"reason", std::string(reason)}}).Increment();
+}
+
+void ServerMetrics::ObserveDecode(int64_t open_streams, int64_t kv_cache_bytes) {
+  decode_streams_.Set(static_cast<double>(open_streams));
+  kv_cache_bytes_.Set(static_cast<double>(kv_cache_bytes));
 }
 
 void ServerMetrics::ObserveCompute(int busy_workers, int waiting_requests) {

@@ -47,6 +47,15 @@ class ServerMetrics {
   void AddModelInfo(const std::string& model, const std::string& encoding, int64_t heads,
                     int64_t kv_heads, int64_t head_dim, int64_t d_model);
 
+  // Work done by a successful computation: `tokens` query tokens and `flops` useful FLOPs for
+  // `rpc` on `model` ("inline" for weight-free RPCs).
+  void RecordWork(absl::string_view rpc, absl::string_view model, double tokens, double flops);
+  // A request refused before computing; reason: queue_full, deadline, cancelled, draining,
+  // kv_cache_budget.
+  void RecordRejected(absl::string_view reason);
+  // Open Decode streams and the bytes their K/V caches hold.
+  void ObserveDecode(int64_t open_streams, int64_t kv_cache_bytes);
+
   // The compute pool's state: workers computing and requests waiting for one.
   void ObserveCompute(int busy_workers, int waiting_requests);
 
@@ -66,6 +75,11 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& queue_seconds_;
   prometheus::Family<prometheus::Histogram>& compute_seconds_;
   prometheus::Family<prometheus::Histogram>& handling_seconds_;
+  prometheus::Family<prometheus::Counter>& tokens_;
+  prometheus::Family<prometheus::Counter>& flops_;
+  prometheus::Family<prometheus::Counter>& rejected_;
+  prometheus::Gauge& decode_streams_;
+  prometheus::Gauge& kv_cache_bytes_;
   prometheus::Family<prometheus::Gauge>& build_info_;
   prometheus::Family<prometheus::Gauge>& model_info_;
   prometheus::Gauge& compute_busy_workers_;

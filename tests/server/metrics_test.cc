@@ -119,6 +119,20 @@ TEST(ServerMetricsTest, InfoAndComputeGauges) {
   metrics.RecordMessage("/attnserve.v1.AttentionService/Encode", "unary", false);
   EXPECT_EQ(Sample(registry, "grpc_server_msg_received_total", {{"grpc_method", "Encode"}}), 2);
   EXPECT_EQ(Sample(registry, "grpc_server_msg_sent_total", {{"grpc_method", "Encode"}}), 1);
+
+  metrics.RecordWork("Attend", "demo-rope", 128, 1e9);
+  metrics.RecordWork("Attend", "demo-rope", 1, 5e6);
+  EXPECT_EQ(Sample(registry, "attnserve_tokens_total", {{"rpc", "Attend"}, {"model", "demo-rope"}}),
+            129);
+  EXPECT_EQ(Sample(registry, "attnserve_flops_total", {{"model", "demo-rope"}}), 1.005e9);
+  metrics.RecordRejected("queue_full");
+  metrics.RecordRejected("queue_full");
+  metrics.RecordRejected("draining");
+  EXPECT_EQ(Sample(registry, "attnserve_rejected_requests_total", {{"reason", "queue_full"}}), 2);
+  EXPECT_EQ(Sample(registry, "attnserve_rejected_requests_total", {{"reason", "draining"}}), 1);
+  metrics.ObserveDecode(3, 4096);
+  EXPECT_EQ(Sample(registry, "attnserve_decode_streams", {}), 3);
+  EXPECT_EQ(Sample(registry, "attnserve_kv_cache_bytes", {}), 4096);
 }
 
 TEST(ServerMetricsTest, StatusCodeNamesMatchGrpc) {
