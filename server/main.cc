@@ -23,6 +23,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+#include "server/access_log.h"
 #include "server/attention_service.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
@@ -59,6 +60,8 @@ ABSL_FLAG(int64_t, max_kv_cache_bytes, int64_t{1} << 30,
 ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
           "on SIGTERM/SIGINT, how long in-flight RPCs may take to finish before being cancelled");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
+ABSL_FLAG(std::string, access_log, "text",
+          "one line per RPC (request id, method, code, latency, peer): text, json or off");
 
 namespace attnserve {
 namespace {
@@ -165,6 +168,14 @@ int Run(const sigset_t& stop_signals) {
   }
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(metrics.CreateInterceptorFactory());
+  if (const std::string access_log = absl::GetFlag(FLAGS_access_log); access_log != "off") {
+    if (access_log != "text" && access_log != "json") {
+      spdlog::error("--access_log={} must be text, json or off", access_log);
+      return 1;
+    }
+    interceptors.push_back(CreateAccessLogFactory(
+        access_log == "json" ? AccessLogFormat::kJson : AccessLogFormat::kText));
+  }
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
