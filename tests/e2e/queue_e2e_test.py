@@ -118,21 +118,36 @@ class QueueTest(ServerTestCase):
         slow.join()
         self.assertEqual(list(slow_result["response"].output.shape), [1, 8, 8192, 64])
 
-    def test_deadline_passing_while_queued_is_deadline_exceeded_on_the_server(self):
-        before = self.handled("Encode", "DEADLINE_EXCEEDED")
+    def test_deadline_passing_while_queued_is_never_computed(self):
+        # The server ends the queued call when its deadline passes (DEADLINE_EXCEEDED), or, if the
+        # client's own expiry reaches it first, as CANCELLED; either way it is never computed.
+        def ended():
+            return (self.handled("Encode", "DEADLINE_EXCEEDED")
+                    + self.handled("Encode", "CANCELLED"))
+        before_ended = ended()
+        before_computed = gauge(self.server.metrics_url, "attnserve_compute_seconds_count",
+                                {"rpc": "Encode"})
         slow, _ = self.start_slow()
         with self.assertRaises(grpc.RpcError) as ctx:
             self.stub.Encode(small_encode_request(), timeout=0.2)
         self.assertEqual(ctx.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         slow.join()
-        # The server itself ended the call with DEADLINE_EXCEEDED (recorded by its interceptor).
         deadline = time.monotonic() + WAIT_S
-        while self.handled("Encode", "DEADLINE_EXCEEDED") < before + 1:
-            self.assertLess(time.monotonic(), deadline, "no server-side DEADLINE_EXCEEDED recorded")
+        while ended() < before_ended + 1:
+            self.assertLess(time.monotonic(), deadline, "the server never ended the queued call")
             time.sleep(0.01)
+        self.assertEqual(gauge(self.server.metrics_url, "attnserve_compute_seconds_count",
+                               {"rpc": "Encode"}), before_computed)
+        rejected = (gauge(self.server.metrics_url, "attnserve_rejected_requests_total",
+                          {"reason": "deadline"})
+                    + gauge(self.server.metrics_url, "attnserve_rejected_requests_total",
+                            {"reason": "cancelled"}))
+        self.assertGreaterEqual(rejected, 1)
 
     def test_cancelled_while_queued_is_never_computed(self):
         before = self.handled("Encode", "CANCELLED") + self.handled("Encode", "OK")
+        before_computed = gauge(self.server.metrics_url, "attnserve_compute_seconds_count",
+                                {"rpc": "Encode"})
         slow, _ = self.start_slow()
         queued = self.stub.Encode.future(small_encode_request(), timeout=WAIT_S)
         wait_for(self.server.metrics_url, "attnserve_compute_waiting_requests", 1)
@@ -147,6 +162,8 @@ class QueueTest(ServerTestCase):
         self.assertEqual(self.handled("Encode", "OK") + self.handled("Encode", "CANCELLED"),
                          before + 1)
         self.assertGreaterEqual(self.handled("Encode", "CANCELLED"), 1)
+        self.assertEqual(gauge(self.server.metrics_url, "attnserve_compute_seconds_count",
+                               {"rpc": "Encode"}), before_computed, "the cancelled call ran")
 
 
 class DrainTest(unittest.TestCase):
