@@ -30,8 +30,10 @@ import os
 import pathlib
 import re
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -268,6 +270,35 @@ class ServerTestCase(unittest.TestCase):
         for needle in contains:
             self.assertIn(needle, details, f"details {details!r} should mention {needle!r}")
         return details
+
+
+class RepositoryServerTestCase(ServerTestCase):
+    """A server over a model repository built in a temporary folder (`cls.tmp`) before it starts.
+
+    Subclasses implement `build(cls, tmp)`, which writes the models and returns the repository
+    folder; the folder is removed when the class ends, also if starting fails."""
+
+    @classmethod
+    def build(cls, tmp):
+        raise TypeError(f"{cls.__name__} must define build(cls, tmp)")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix=f"attnserve_{cls.__name__}_")
+        try:
+            cls.repo = cls.build(cls.tmp)
+            cls.SERVER_ARGS = (f"--model_repository={cls.repo}",)
+            super().setUpClass()
+        except BaseException:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ UNITTEST_ARGV = at.setup_from_argv()
 from google.protobuf import text_format  # noqa: E402
 
 from attnserve_testing import (  # noqa: E402
-    mc_pb2, ServerTestCase, f32_tensor, to_numpy)
+    mc_pb2, RepositoryServerTestCase, f32_tensor, to_numpy)
 
 TOOL = str(at.REPO_ROOT / "tools" / "hf_to_attnserve.py")
 LAYER_REL = 1e-5
@@ -243,48 +243,35 @@ class ReferenceSelfTest(unittest.TestCase):
 # Converted models on a server
 # ---------------------------------------------------------------------------------------------
 
-class ConvertServeTest(ServerTestCase):
+class ConvertServeTest(RepositoryServerTestCase):
 
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="attnserve_convert_")
-        try:
-            cls.checkpoints, cls.tool_output = {}, {}
-            rng = np.random.default_rng(20240615)
-            specs = {
-                LLAMA["name"]: (llama_config(LLAMA), llama_tensors(rng, LLAMA)),
-                QWEN["name"]: (llama_config(QWEN, "qwen2", partial_rotary_factor=0.5,
-                                            rope_scaling={"type": "linear", "factor": 2.0}),
-                               llama_tensors(rng, QWEN, biases=True)),
-                GPT2["name"]: ({"model_type": "gpt2", "n_embd": GPT2["d"], "n_head": GPT2["H"],
-                                "n_layer": 2, "n_positions": GPT2["n_pos"]},
-                               gpt2_tensors(rng, GPT2)),
-                BERT["name"]: ({"model_type": "bert", "hidden_size": BERT["d"],
-                                "num_attention_heads": BERT["H"], "num_hidden_layers": 2,
-                                "max_position_embeddings": BERT["n_pos"],
-                                "position_embedding_type": "absolute"},
-                               bert_tensors(rng, BERT)),
-            }
-            cls.repo = os.path.join(cls.tmp, "repo")
-            for name, (cfg, tensors) in specs.items():
-                ck = os.path.join(cls.tmp, "hf", name)
-                cls.checkpoints[name] = write_checkpoint(ck, cfg, tensors)
-                res = run_tool(ck, os.path.join(cls.repo, name), "--layer", LAYER)
-                if res.returncode != 0:
-                    raise AssertionError(f"tool failed on {name}: {res.stderr}")
-                cls.tool_output[name] = res.stdout
-            cls.SERVER_ARGS = (f"--model_repository={cls.repo}",)
-            super().setUpClass()
-        except BaseException:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+    def build(cls, tmp):
+        cls.checkpoints, cls.tool_output = {}, {}
+        rng = np.random.default_rng(20240615)
+        specs = {
+            LLAMA["name"]: (llama_config(LLAMA), llama_tensors(rng, LLAMA)),
+            QWEN["name"]: (llama_config(QWEN, "qwen2", partial_rotary_factor=0.5,
+                                        rope_scaling={"type": "linear", "factor": 2.0}),
+                           llama_tensors(rng, QWEN, biases=True)),
+            GPT2["name"]: ({"model_type": "gpt2", "n_embd": GPT2["d"], "n_head": GPT2["H"],
+                            "n_layer": 2, "n_positions": GPT2["n_pos"]},
+                           gpt2_tensors(rng, GPT2)),
+            BERT["name"]: ({"model_type": "bert", "hidden_size": BERT["d"],
+                            "num_attention_heads": BERT["H"], "num_hidden_layers": 2,
+                            "max_position_embeddings": BERT["n_pos"],
+                            "position_embedding_type": "absolute"},
+                           bert_tensors(rng, BERT)),
+        }
+        repo = os.path.join(tmp, "repo")
+        for name, (cfg, tensors) in specs.items():
+            ck = os.path.join(tmp, "hf", name)
+            cls.checkpoints[name] = write_checkpoint(ck, cfg, tensors)
+            res = run_tool(ck, os.path.join(repo, name), "--layer", LAYER)
+            if res.returncode != 0:
+                raise AssertionError(f"tool failed on {name}: {res.stderr}")
+            cls.tool_output[name] = res.stdout
+        return repo
 
     def test_tool_prints_what_it_wrote(self):
         out = self.tool_output[GPT2["name"]]

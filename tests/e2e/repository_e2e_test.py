@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -42,8 +41,8 @@ UNITTEST_ARGV = at.setup_from_argv()
 from google.protobuf import text_format  # noqa: E402
 
 from attnserve_testing import (  # noqa: E402
-    RPC_TIMEOUT_S, grpc, pb, tensor_pb2, mc_pb2, pe_pb2, ServerTestCase,
-    f32_tensor, int_tensor, to_numpy, safetensors_bytes)
+    RPC_TIMEOUT_S, grpc, pb, tensor_pb2, mc_pb2, pe_pb2,
+    f32_tensor, int_tensor, to_numpy, safetensors_bytes, RepositoryServerTestCase)
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE
@@ -367,25 +366,12 @@ class ReferenceSelfTest(unittest.TestCase):
 # A server on a repository with good and broken models
 # ---------------------------------------------------------------------------------------------
 
-class RepositoryTest(ServerTestCase):
+class RepositoryTest(RepositoryServerTestCase):
 
     @classmethod
-    def setUpClass(cls):
-        cls.repo = tempfile.mkdtemp(prefix="attnserve_repo_")
-        try:
-            cls.weights = build_repository(cls.repo, np.random.default_rng(20240601))
-            cls.SERVER_ARGS = (f"--model_repository={cls.repo}",)
-            super().setUpClass()
-        except BaseException:
-            shutil.rmtree(cls.repo, ignore_errors=True)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.repo, ignore_errors=True)
+    def build(cls, tmp):
+        cls.weights = build_repository(tmp, np.random.default_rng(20240601))
+        return tmp
 
     def setUp(self):
         self.rng = np.random.default_rng(7)
