@@ -15,8 +15,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/amx_tiles.h"
 #include "core/bfloat16.h"
 #include "core/onednn_ops.h"
+#include "core/softmax_kernels.h"
 #include "dnnl.hpp"
 
 namespace attnserve {
@@ -26,63 +28,8 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr unsigned int kFlushToZero = 0x8000;      // MXCSR FTZ: subnormal results become 0
 constexpr unsigned int kDenormalsAreZero = 0x0040;  // MXCSR DAZ: subnormal inputs read as 0
 
-// e^x for x <= 0 as a polynomial that compilers vectorise (no libm call): x = n·ln2 + r,
-// |r| <= ln2/2, e^r by its degree-6 Taylor polynomial (relative error < 2e-7), 2^n built in the
-// exponent bits. Inputs below −87 (including −inf) give exactly 0, as a masked score must.
-inline float ExpNonPositive(float x) {
-  const bool underflow = x < -87.0f;
-  x = underflow ? -87.0f : x;
-  const float n = std::nearbyint(x * 1.44269504088896341f);
-  const float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
-  float p = 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float two_n;
-  std::memcpy(&two_n, &bits, sizeof(two_n));
-  return underflow ? 0.0f : p * two_n;
-}
-
-// row[c] ← e^(row[c] − max) for c < n; returns their sum. Built for AVX-512, AVX2 and baseline
-// x86-64, chosen at load time.
-__attribute__((target_clones("avx512f", "avx2", "default"))) float ExpShiftedSum(float* row,
-                                                                                  int64_t n,
-                                                                                  float max) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t c = 0; c < n; ++c) {
-    const float e = ExpNonPositive(row[c] - max);
-    row[c] = e;
-    sum += e;
-  }
-  return sum;
-}
-
-// Sixteen lanes as a GCC vector type: the compiler emits one 512-bit (or two 256-bit) max per
-// step, which its auto-vectoriser would not do for a max reduction without fast-math.
-typedef float Float16 __attribute__((vector_size(64)));
 typedef uint32_t Uint32x16 __attribute__((vector_size(64)));
 typedef uint16_t Uint16x16 __attribute__((vector_size(32)));
-
-__attribute__((target_clones("avx512f", "avx2", "default"))) float RowMax(const float* row,
-                                                                          int64_t n) {
-  Float16 lanes;
-  for (int l = 0; l < 16; ++l) lanes[l] = kNegInf;
-  int64_t c = 0;
-  for (; c + 16 <= n; c += 16) {
-    Float16 x;
-    std::memcpy(&x, row + c, sizeof(x));
-    lanes = x > lanes ? x : lanes;
-  }
-  float max = kNegInf;
-  for (int l = 0; l < 16; ++l) max = lanes[l] > max ? lanes[l] : max;
-  for (; c < n; ++c) max = row[c] > max ? row[c] : max;
-  return max;
-}
 
 // out[i] ← bf16(values[i]), round to nearest even, NaN kept a quiet NaN (as FloatToBfloat16), 16
 // at a time.
@@ -99,58 +46,6 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void ConvertToBfloa
     std::memcpy(out + i, &narrow, sizeof(narrow));
   }
   for (; i < n; ++i) out[i] = FloatToBfloat16(values[i]);
-}
-
-typedef int32_t Int32x16 __attribute__((vector_size(64)));
-
-// For bf16 compute: e = e^(row[c] − max) written as bf16 into out[c], returning Σ e, in one
-// vectorised pass. The bf16 operand keeps 8 significant bits, so e^r uses a degree-5 Taylor
-// polynomial (relative error < 3e-6, far below bf16's 2^-9 rounding); the sum is of the f32 values.
-__attribute__((target_clones("avx512f", "avx2", "default"))) float ExpShiftedSumToBfloat16(
-    const float* row, int64_t n, float max, uint16_t* out) {
-  Float16 sums = {};
-  int64_t c = 0;
-  for (; c + 16 <= n; c += 16) {
-    Float16 x;
-    std::memcpy(&x, row + c, sizeof(x));
-    x -= max;
-    const Int32x16 underflow = x < -87.0f;
-    x = underflow ? -87.0f : x;
-    // n = round(x·log2 e) by the 1.5·2^23 trick; r = x − n·ln 2 in two parts.
-    const Float16 k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    const Float16 r = x - k * 0.693145751953125f - k * 1.428606765330187e-06f;
-    Float16 p = r * (1.0f / 120.0f) + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const Int32x16 exponent = (__builtin_convertvector(k, Int32x16) + 127) << 23;
-    Float16 two_k;
-    std::memcpy(&two_k, &exponent, sizeof(two_k));
-    Float16 e = p * two_k;
-    e = underflow ? 0.0f : e;
-    sums += e;
-    Uint32x16 bits;
-    std::memcpy(&bits, &e, sizeof(bits));
-    // e is finite and non-negative: round to nearest even needs no NaN case.
-    const Uint16x16 narrow =
-        __builtin_convertvector((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16, Uint16x16);
-    std::memcpy(out + c, &narrow, sizeof(narrow));
-  }
-  float sum = 0.0f;
-  for (int l = 0; l < 16; ++l) sum += sums[l];
-  for (; c < n; ++c) {
-    const float e = ExpNonPositive(row[c] - max);
-    out[c] = FloatToBfloat16(e);
-    sum += e;
-  }
-  return sum;
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default"))) void ScaleRow(float* row, int64_t n,
-                                                                           float factor) {
-#pragma omp simd
-  for (int64_t c = 0; c < n; ++c) row[c] *= factor;
 }
 
 // row[c] += −slope·(q − k[c]) when causal (the DESIGN's −m(i−j); visible keys usually have
@@ -242,8 +137,8 @@ class ScoreBias {
 
 // Row-major C [M,N] (+)= alpha·A·op(B), A [M,K], B [K,N] (or [N,K] when b_transposed), C f32,
 // through oneDNN matmul primitives built once per shape for this thread: the brgemm kernels, far
-// faster on tiles than the gemm:jit behind dnnl_sgemm. Tile shapes repeat, so each shape is built
-// once per call. Operands are f32, or bf16 (uint16_t bits) with f32 accumulation.
+// faster on tiles than the gemm:jit behind dnnl_sgemm. Tile shapes repeat within and across calls,
+// so each thread keeps its primitives (ThreadState). Operands are f32, or bf16 (uint16_t bits) with f32 accumulation.
 class TileGemm {
  public:
   explicit TileGemm(ComputeType compute)
@@ -258,6 +153,8 @@ class TileGemm {
     const Key key{m, n, k, b_transposed, accumulate, alpha};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
+      // Edge tiles take shapes from the requests; start over rather than grow without bound.
+      if (primitives_.size() >= kMaxPrimitives) primitives_.clear();
       const memory::desc a_md({m, k}, operand_, memory::format_tag::ab);
       const memory::desc b_md({k, n}, operand_,
                               b_transposed ? memory::format_tag::ba : memory::format_tag::ab);
@@ -289,6 +186,7 @@ class TileGemm {
              std::tie(o.m, o.n, o.k, o.b_transposed, o.accumulate, o.alpha);
     }
   };
+  static constexpr size_t kMaxPrimitives = 64;
   struct Entry {
     dnnl::matmul primitive;
     dnnl::memory::desc a, b, c;
@@ -299,30 +197,51 @@ class TileGemm {
   std::map<Key, Entry> primitives_;
 };
 
-// The GEMM operands of a call: the f32 inputs as they are, or their bf16 copies.
+// The GEMM operands of a call: the f32 inputs as they are; their bf16 copies for oneDNN's bf16
+// products; or, for the AMX products, K and V packed per (batch element, K/V head) in the tile
+// layout (core/amx_tiles.h) while Q rows are converted per work item.
 struct Operands {
+  enum class Kind { kFloat32, kBfloat16, kAmx };
+  Kind kind;
   const void* q;
   const void* k;
   const void* v;
   int64_t element_size;
-  std::vector<uint16_t> q_bf16, k_bf16, v_bf16;  // owned copies for kBfloat16
+  std::vector<uint16_t> q_bf16, k_bf16, v_bf16;  // kBfloat16: owned copies
+  std::vector<uint16_t> k_packed, v_packed;      // kAmx: [B·Hkv] packed heads
+  int64_t packed_head_size = 0;                  // kAmx: elements per packed head
 
-  Operands(ComputeType compute, const float* q_f32, const float* k_f32, const float* v_f32,
-           int64_t q_count, int64_t kv_count) {
-    if (compute == ComputeType::kFloat32) {
-      q = q_f32;
-      k = k_f32;
-      v = v_f32;
-      element_size = sizeof(float);
-      return;
+  Operands(Kind kind, const SdpaShape& shape, const float* q_f32, const float* k_f32,
+           const float* v_f32)
+      : kind(kind), q(q_f32), k(k_f32), v(v_f32), element_size(sizeof(float)) {
+    const int64_t kv_heads = shape.batch * shape.num_kv_heads;
+    const int64_t kv_count = kv_heads * shape.kv_len * shape.head_dim;
+    if (kind == Kind::kBfloat16) {
+      q_bf16 = ToBfloat16(q_f32, shape.batch * shape.num_heads * shape.q_len * shape.head_dim);
+      k_bf16 = ToBfloat16(k_f32, kv_count);
+      v_bf16 = ToBfloat16(v_f32, kv_count);
+      q = q_bf16.data();
+      k = k_bf16.data();
+      v = v_bf16.data();
+      element_size = sizeof(uint16_t);
+    } else if (kind == Kind::kAmx) {
+      const int64_t Sk = shape.kv_len, hd = shape.head_dim;
+      packed_head_size = AmxPackedSize(Sk, hd);
+      k_packed.resize(kv_heads * packed_head_size);
+      v_packed.resize(kv_heads * packed_head_size);
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < 2 * kv_heads; ++i) {
+        const bool values = i >= kv_heads;
+        const int64_t kv_head = i % kv_heads;
+        const float* source = (values ? v_f32 : k_f32) + kv_head * Sk * hd;
+        uint16_t* packed = (values ? v_packed : k_packed).data() + kv_head * packed_head_size;
+        if (values) {
+          AmxPackValues(source, Sk, hd, packed);
+        } else {
+          AmxPackKeys(source, Sk, hd, packed);
+        }
+      }
     }
-    q_bf16 = ToBfloat16(q_f32, q_count);
-    k_bf16 = ToBfloat16(k_f32, kv_count);
-    v_bf16 = ToBfloat16(v_f32, kv_count);
-    q = q_bf16.data();
-    k = k_bf16.data();
-    v = v_bf16.data();
-    element_size = sizeof(uint16_t);
   }
 
   static std::vector<uint16_t> ToBfloat16(const float* values, int64_t count) {
@@ -341,20 +260,49 @@ struct Operands {
   }
 };
 
-// One thread's buffers for a work item.
+// One thread's buffers for a work item, grown to the largest tiles it has seen. Sizes are rounded
+// up to the AMX layout's multiples of 32 (core/amx_tiles.h), which also covers the other paths.
 struct Scratch {
-  Scratch(int64_t q_tile, int64_t k_tile, int64_t hd, bool bf16)
-      : scores(q_tile * k_tile),
-        probs_bf16(bf16 ? q_tile * k_tile : 0),
-        acc(q_tile * hd),
-        row_max(q_tile),
-        row_sum(q_tile) {}
+  void Reserve(int64_t q_tile, int64_t k_tile, int64_t hd, bool bf16, bool amx) {
+    Grow(scores, PadTo32(q_tile) * PadTo32(k_tile));
+    if (bf16) Grow(probs_bf16, PadTo32(q_tile) * PadTo32(k_tile));
+    if (amx) Grow(q_rows, PadTo32(q_tile) * PadTo32(hd));
+    Grow(acc, PadTo32(q_tile) * PadTo32(hd));
+    Grow(row_max, q_tile);
+    Grow(row_sum, q_tile);
+  }
 
   std::vector<float> scores;         // [q_tile, k_tile]
-  std::vector<uint16_t> probs_bf16;  // [q_tile, k_tile], the P operand for kBfloat16
+  std::vector<uint16_t> probs_bf16;  // [q_tile, k_tile], the P operand for bf16 compute
+  std::vector<uint16_t> q_rows;      // [q_tile, hd] for AMX: this item's Q rows in bf16
   std::vector<float> acc;            // [q_tile, hd] unnormalised output rows
   std::vector<float> row_max, row_sum;
+
+ private:
+  template <typename T>
+  static void Grow(std::vector<T>& buffer, int64_t size) {
+    if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  }
 };
+
+// What a compute thread keeps between calls: its scratch buffers and GEMM primitives. Fresh
+// buffers cost page faults and fresh primitives a primitive-descriptor creation each, per thread
+// and call: together ~0.2 ms, a quarter of a 512-token call on 16 threads.
+struct ThreadState {
+  Scratch scratch;
+  std::unique_ptr<TileGemm> gemm_f32, gemm_bf16;
+
+  TileGemm& Gemm(ComputeType compute) {
+    std::unique_ptr<TileGemm>& gemm = compute == ComputeType::kBfloat16 ? gemm_bf16 : gemm_f32;
+    if (gemm == nullptr) gemm = std::make_unique<TileGemm>(compute);
+    return *gemm;
+  }
+};
+
+ThreadState& CurrentThreadState() {
+  thread_local ThreadState state;
+  return state;
+}
 
 }  // namespace
 
@@ -371,14 +319,21 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
   const int64_t B = shape.batch, H = shape.num_heads, Hkv = shape.num_kv_heads;
   const int64_t Sq = shape.q_len, Sk = shape.kv_len, hd = shape.head_dim;
   const int64_t group = H / Hkv;
+  const bool bf16 = options.compute == ComputeType::kBfloat16;
+  const bool amx = bf16 && tiling.use_amx && AmxBf16Available() && CpuHasAvx512Bf16();
   const int64_t q_tile = std::max<int64_t>(1, std::min(tiling.q_tile, Sq));
-  const int64_t k_tile = std::max<int64_t>(1, std::min(tiling.k_tile, Sk));
+  // The AMX products start key tiles at multiples of 32.
+  const int64_t k_tile =
+      amx ? PadTo32(std::min(tiling.k_tile, Sk)) : std::max<int64_t>(1, std::min(tiling.k_tile, Sk));
   const int64_t q_tiles = (Sq + q_tile - 1) / q_tile;
   const float scale = EffectiveScale(shape, options);
   const ScoreBias bias(shape, options);
-
-  const bool bf16 = options.compute == ComputeType::kBfloat16;
-  const Operands operands(options.compute, q, k, v, B * H * Sq * hd, B * Hkv * Sk * hd);
+  const Operands operands(amx    ? Operands::Kind::kAmx
+                          : bf16 ? Operands::Kind::kBfloat16
+                                 : Operands::Kind::kFloat32,
+                          shape, q, k, v);
+  // Row strides of the item's buffers: the AMX products work on blocks of 32.
+  const int64_t acc_stride = amx ? PadTo32(hd) : hd;
 
   // Work item `item` = (batch element, head, query tile): the online softmax over its visible
   // key tiles, written to its rows of `out`.
@@ -398,12 +353,23 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
     const int64_t i0 = (q_tiles - 1 - item % q_tiles) * q_tile;
     const int64_t rows = std::min(q_tile, Sq - i0);
     const int64_t kv_head = h / group;
-    const void* q_rows = operands.At(operands.q, ((b * H + h) * Sq + i0) * hd);
+    const int64_t q_offset = ((b * H + h) * Sq + i0) * hd;
     const int64_t kv_offset = (b * Hkv + kv_head) * Sk * hd;
+    const uint16_t* k_packed = operands.k_packed.data() + (b * Hkv + kv_head) * operands.packed_head_size;
+    const uint16_t* v_packed = operands.v_packed.data() + (b * Hkv + kv_head) * operands.packed_head_size;
     // The last row sees the most keys (visibility never shrinks down the rows).
     const int64_t keys = VisibleKeyCount(shape, options, b, i0 + rows - 1);
 
-    std::fill(scratch.acc.begin(), scratch.acc.begin() + rows * hd, 0.0f);
+    if (amx) {
+      // This item's Q rows in bf16, zero in the padding the 32×32 blocks read.
+      const int64_t hd_pad = PadTo32(hd);
+      uint16_t* q_rows = scratch.q_rows.data();
+      std::fill(q_rows, q_rows + PadTo32(rows) * hd_pad, uint16_t{0});
+      for (int64_t r = 0; r < rows; ++r) {
+        ConvertToBfloat16(q + q_offset + r * hd, hd, q_rows + r * hd_pad);
+      }
+    }
+    std::fill(scratch.acc.begin(), scratch.acc.begin() + PadTo32(rows) * acc_stride, 0.0f);
     std::fill(scratch.row_max.begin(), scratch.row_max.begin() + rows, kNegInf);
     std::fill(scratch.row_sum.begin(), scratch.row_sum.begin() + rows, 0.0f);
 
@@ -411,42 +377,62 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
       poll_cancelled();
       if (stop.load(std::memory_order_relaxed)) return;
       const int64_t cols = std::min(k_tile, keys - j0);
+      const int64_t stride = amx ? PadTo32(cols) : cols;  // of scores and P rows
       float* scores = scratch.scores.data();
-      // scores [rows, cols] = Q_tile · K_tileᵀ · scale
-      gemm.Run(rows, cols, hd, scale, q_rows, operands.At(operands.k, kv_offset + j0 * hd), true,
-               false, scores);
+      // scores [rows, cols] = Q_tile · K_tileᵀ, times scale on oneDNN (AMX leaves it to the
+      // softmax)
+      float score_scale = 1.0f;  // what the softmax still applies
+      if (amx) {
+        AmxScores(scratch.q_rows.data(), rows, hd, k_packed, j0, cols, scores, stride);
+        score_scale = scale;
+      } else {
+        gemm.Run(rows, cols, hd, scale, operands.At(operands.q, q_offset),
+                 operands.At(operands.k, kv_offset + j0 * hd), true, false, scores);
+      }
       for (int64_t r = 0; r < rows; ++r) {
-        float* row = scores + r * cols;
+        float* row = scores + r * stride;
         const int64_t visible =
             std::clamp<int64_t>(VisibleKeyCount(shape, options, b, i0 + r) - j0, 0, cols);
-        if (bias.active()) bias.AddRow(b, h, i0 + r, j0, visible, row);
+        float row_scale = score_scale;
+        if (bias.active()) {
+          if (row_scale != 1.0f) ScaleRow(row, visible, row_scale);
+          row_scale = 1.0f;
+          bias.AddRow(b, h, i0 + r, j0, visible, row);
+        }
         // Masked keys get probability 0 (in the operand P·V reads).
-        uint16_t* row_bf16 = bf16 ? scratch.probs_bf16.data() + r * cols : nullptr;
+        uint16_t* row_bf16 = bf16 ? scratch.probs_bf16.data() + r * stride : nullptr;
         if (bf16) {
-          std::fill(row_bf16 + visible, row_bf16 + cols, uint16_t{0});
+          std::fill(row_bf16 + visible, row_bf16 + stride, uint16_t{0});
         } else {
           std::fill(row + visible, row + cols, 0.0f);
         }
         if (visible == 0) continue;
         // Online softmax: rescale what earlier tiles accumulated to the new row maximum.
-        const float new_max = std::max(scratch.row_max[r], RowMax(row, visible));
+        const float new_max = std::max(scratch.row_max[r], RowMax(row, visible) * row_scale);
         const float correction = ExpNonPositive(scratch.row_max[r] - new_max);
-        const float tile_sum = bf16 ? ExpShiftedSumToBfloat16(row, visible, new_max, row_bf16)
-                                    : ExpShiftedSum(row, visible, new_max);
+        const float tile_sum =
+            bf16 ? ExpShiftedSumToBfloat16(row, visible, row_scale, new_max, row_bf16)
+                 : ExpShiftedSum(row, visible, new_max);
         scratch.row_sum[r] = scratch.row_sum[r] * correction + tile_sum;
-        if (correction != 1.0f) ScaleRow(scratch.acc.data() + r * hd, hd, correction);
+        if (correction != 1.0f) ScaleRow(scratch.acc.data() + r * acc_stride, hd, correction);
         scratch.row_max[r] = new_max;
       }
       // acc [rows, hd] += P [rows, cols] · V_tile [cols, hd]
-      const void* probs = bf16 ? static_cast<const void*>(scratch.probs_bf16.data()) : scores;
-      gemm.Run(rows, hd, cols, 1.0f, probs, operands.At(operands.v, kv_offset + j0 * hd), false,
-               true, scratch.acc.data());
+      if (amx) {
+        AmxAccumulate(scratch.probs_bf16.data(), stride, rows, v_packed, Sk, j0, cols, hd,
+                      scratch.acc.data(), acc_stride);
+      } else {
+        const void* probs = bf16 ? static_cast<const void*>(scratch.probs_bf16.data()) : scores;
+        gemm.Run(rows, hd, cols, 1.0f, probs, operands.At(operands.v, kv_offset + j0 * hd),
+                 false, true, scratch.acc.data());
+      }
     }
-    float* out_rows = out + ((b * H + h) * Sq + i0) * hd;
+    float* out_rows = out + q_offset;
     for (int64_t r = 0; r < rows; ++r) {
       const float sum = scratch.row_sum[r];
       const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;  // no visible key: zeros
-      for (int64_t c = 0; c < hd; ++c) out_rows[r * hd + c] = scratch.acc[r * hd + c] * inverse;
+      const float* acc_row = scratch.acc.data() + r * acc_stride;
+      for (int64_t c = 0; c < hd; ++c) out_rows[r * hd + c] = acc_row[c] * inverse;
     }
   };
 
@@ -473,11 +459,12 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
     // kernel's duration (their contribution is below f32 resolution of the row sum anyway).
     const unsigned int saved_csr = _mm_getcsr();
     _mm_setcsr(saved_csr | kFlushToZero | kDenormalsAreZero);
-    std::unique_ptr<Scratch> scratch;
-    std::unique_ptr<TileGemm> gemm;
+    ThreadState& state = CurrentThreadState();
+    TileGemm* gemm = nullptr;
     try {
-      scratch = std::make_unique<Scratch>(q_tile, k_tile, hd, bf16);
-      gemm = std::make_unique<TileGemm>(options.compute);
+      state.scratch.Reserve(q_tile, k_tile, hd, bf16, amx);
+      gemm = &state.Gemm(options.compute);
+      if (amx) AmxConfigure();
     } catch (const std::exception& e) {
       record(e);
     }
@@ -486,11 +473,12 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
     for (int64_t item = 0; item < B * H * q_tiles; ++item) {
       if (stop.load(std::memory_order_relaxed)) continue;
       try {
-        process(item, *scratch, *gemm);
+        process(item, state.scratch, *gemm);
       } catch (const std::exception& e) {
         record(e);
       }
     }
+    if (amx) AmxRelease();
     _mm_setcsr(saved_csr);
   }
   if (!error.empty()) {

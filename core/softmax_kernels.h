@@ -1,0 +1,44 @@
+// Row kernels of the online softmax in the tiled attention (core/flash_attention.cc): the row
+// maximum, e^(score − max) with its sum, and the rescaling of accumulated rows. Each has a portable
+// version (compiled for AVX-512, AVX2 and baseline x86-64, chosen at load time) and, where the CPU
+// has AVX-512, a hand-vectorised one; the plain names pick the fastest the CPU runs. Both
+// versions are exposed so that tests can check each against a double-precision reference.
+#ifndef ATTNSERVE_CORE_SOFTMAX_KERNELS_H_
+#define ATTNSERVE_CORE_SOFTMAX_KERNELS_H_
+
+#include <cstdint>
+
+namespace attnserve {
+
+// e^x for x <= 0 (relative error < 2e-7); −inf and x < −87 give exactly 0.
+float ExpNonPositive(float x);
+
+// max(row[0..n)); −inf for n == 0.
+float RowMax(const float* row, int64_t n);
+
+// row[c] ← e^(row[c] − max) for c < n; returns Σ row[c]. Scores must be <= max (NaN propagates).
+// Relative error per element < 1e-6.
+float ExpShiftedSum(float* row, int64_t n, float max);
+float ExpShiftedSumPortable(float* row, int64_t n, float max);
+float ExpShiftedSumAvx512(float* row, int64_t n, float max);  // needs AVX512F
+
+// out[c] ← bf16(e^(scale·row[c] − max)) rounded to nearest even, for c < n; returns the sum of
+// the f32 values before rounding: the P operand of a bf16 P·V product, from scores that may still
+// lack their scale (scale > 0; max is of the scaled scores). Relative error per element < 1e-4
+// before rounding.
+float ExpShiftedSumToBfloat16(const float* row, int64_t n, float scale, float max, uint16_t* out);
+float ExpShiftedSumToBfloat16Portable(const float* row, int64_t n, float scale, float max,
+                                      uint16_t* out);
+float ExpShiftedSumToBfloat16Avx512(const float* row, int64_t n, float scale, float max,
+                                    uint16_t* out);  // needs AVX512F + AVX512_BF16
+
+// Whether this CPU runs the *Avx512 versions above (AVX512F, and AVX512_BF16 for the bf16 one).
+bool CpuHasAvx512();
+bool CpuHasAvx512Bf16();
+
+// row[c] *= factor for c < n.
+void ScaleRow(float* row, int64_t n, float factor);
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_CORE_SOFTMAX_KERNELS_H_
