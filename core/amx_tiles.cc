@@ -148,6 +148,10 @@ __attribute__((target("amx-tile"))) void AmxConfigure() {
 
 __attribute__((target("amx-tile"))) void AmxRelease() { _tile_release(); }
 
+// Keys per pass over the row blocks: a chunk's K or V tiles (256 keys × 64 dims × 2 bytes =
+// 32 KiB) stay in L1 while every row block uses them.
+constexpr int64_t kKeyChunk = 256;
+
 // Tiles: 0–3 accumulate a 32×32 f32 block, 4–5 hold two 16-row A tiles, 6–7 two B tiles.
 __attribute__((target("amx-tile,amx-bf16"))) void AmxScores(
     const uint16_t* q, int64_t rows, int64_t hd, const uint16_t* packed_k, int64_t key0,
@@ -155,31 +159,34 @@ __attribute__((target("amx-tile,amx-bf16"))) void AmxScores(
   const int64_t hd_pad = PadTo32(hd), hd_steps = hd_pad / 32;
   const int64_t q_stride_bytes = hd_pad * sizeof(uint16_t);
   const int64_t score_stride_bytes = score_stride * sizeof(float);
-  for (int64_t r = 0; r < rows; r += 32) {
-    const uint16_t* q_top = q + r * hd_pad;
-    const uint16_t* q_bottom = q_top + 16 * hd_pad;
-    for (int64_t c = 0; c < cols; c += 32) {
-      const uint16_t* k_left = packed_k + ((key0 + c) / 16) * hd_steps * kTileElements;
-      const uint16_t* k_right = k_left + hd_steps * kTileElements;
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
-      for (int64_t s = 0; s < hd_steps; ++s) {
-        _tile_loadd(4, q_top + s * 32, q_stride_bytes);
-        _tile_loadd(5, q_bottom + s * 32, q_stride_bytes);
-        _tile_loadd(6, k_left + s * kTileElements, kTileBytesPerRow);
-        _tile_loadd(7, k_right + s * kTileElements, kTileBytesPerRow);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+  for (int64_t chunk = 0; chunk < cols; chunk += kKeyChunk) {
+    const int64_t chunk_end = std::min(cols, chunk + kKeyChunk);
+    for (int64_t r = 0; r < rows; r += 32) {
+      const uint16_t* q_top = q + r * hd_pad;
+      const uint16_t* q_bottom = q_top + 16 * hd_pad;
+      for (int64_t c = chunk; c < chunk_end; c += 32) {
+        const uint16_t* k_left = packed_k + ((key0 + c) / 16) * hd_steps * kTileElements;
+        const uint16_t* k_right = k_left + hd_steps * kTileElements;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int64_t s = 0; s < hd_steps; ++s) {
+          _tile_loadd(4, q_top + s * 32, q_stride_bytes);
+          _tile_loadd(5, q_bottom + s * 32, q_stride_bytes);
+          _tile_loadd(6, k_left + s * kTileElements, kTileBytesPerRow);
+          _tile_loadd(7, k_right + s * kTileElements, kTileBytesPerRow);
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+        }
+        float* out = scores + r * score_stride + c;
+        _tile_stored(0, out, score_stride_bytes);
+        _tile_stored(1, out + 16, score_stride_bytes);
+        _tile_stored(2, out + 16 * score_stride, score_stride_bytes);
+        _tile_stored(3, out + 16 * score_stride + 16, score_stride_bytes);
       }
-      float* out = scores + r * score_stride + c;
-      _tile_stored(0, out, score_stride_bytes);
-      _tile_stored(1, out + 16, score_stride_bytes);
-      _tile_stored(2, out + 16 * score_stride, score_stride_bytes);
-      _tile_stored(3, out + 16 * score_stride + 16, score_stride_bytes);
     }
   }
 }
@@ -191,31 +198,35 @@ __attribute__((target("amx-tile,amx-bf16"))) void AmxAccumulate(
   const int64_t p_stride_bytes = p_stride * sizeof(uint16_t);
   const int64_t acc_stride_bytes = acc_stride * sizeof(float);
   const int64_t hd_pad = PadTo32(hd);
-  for (int64_t r = 0; r < rows; r += 32) {
-    const uint16_t* p_top = p + r * p_stride;
-    const uint16_t* p_bottom = p_top + 16 * p_stride;
-    for (int64_t d = 0; d < hd_pad; d += 32) {
-      float* out = acc + r * acc_stride + d;
-      _tile_loadd(0, out, acc_stride_bytes);
-      _tile_loadd(1, out + 16, acc_stride_bytes);
-      _tile_loadd(2, out + 16 * acc_stride, acc_stride_bytes);
-      _tile_loadd(3, out + 16 * acc_stride + 16, acc_stride_bytes);
-      const uint16_t* v_left = packed_v + ((d / 16) * key_steps_total + key0 / 32) * kTileElements;
-      const uint16_t* v_right = v_left + key_steps_total * kTileElements;
-      for (int64_t c = 0; c < cols; c += 32) {
-        _tile_loadd(4, p_top + c, p_stride_bytes);
-        _tile_loadd(5, p_bottom + c, p_stride_bytes);
-        _tile_loadd(6, v_left + (c / 32) * kTileElements, kTileBytesPerRow);
-        _tile_loadd(7, v_right + (c / 32) * kTileElements, kTileBytesPerRow);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+  for (int64_t chunk = 0; chunk < cols; chunk += kKeyChunk) {
+    const int64_t chunk_end = std::min(cols, chunk + kKeyChunk);
+    for (int64_t r = 0; r < rows; r += 32) {
+      const uint16_t* p_top = p + r * p_stride;
+      const uint16_t* p_bottom = p_top + 16 * p_stride;
+      for (int64_t d = 0; d < hd_pad; d += 32) {
+        float* out = acc + r * acc_stride + d;
+        _tile_loadd(0, out, acc_stride_bytes);
+        _tile_loadd(1, out + 16, acc_stride_bytes);
+        _tile_loadd(2, out + 16 * acc_stride, acc_stride_bytes);
+        _tile_loadd(3, out + 16 * acc_stride + 16, acc_stride_bytes);
+        const uint16_t* v_left =
+            packed_v + ((d / 16) * key_steps_total + key0 / 32) * kTileElements;
+        const uint16_t* v_right = v_left + key_steps_total * kTileElements;
+        for (int64_t c = chunk; c < chunk_end; c += 32) {
+          _tile_loadd(4, p_top + c, p_stride_bytes);
+          _tile_loadd(5, p_bottom + c, p_stride_bytes);
+          _tile_loadd(6, v_left + (c / 32) * kTileElements, kTileBytesPerRow);
+          _tile_loadd(7, v_right + (c / 32) * kTileElements, kTileBytesPerRow);
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, out, acc_stride_bytes);
+        _tile_stored(1, out + 16, acc_stride_bytes);
+        _tile_stored(2, out + 16 * acc_stride, acc_stride_bytes);
+        _tile_stored(3, out + 16 * acc_stride + 16, acc_stride_bytes);
       }
-      _tile_stored(0, out, acc_stride_bytes);
-      _tile_stored(1, out + 16, acc_stride_bytes);
-      _tile_stored(2, out + 16 * acc_stride, acc_stride_bytes);
-      _tile_stored(3, out + 16 * acc_stride + 16, acc_stride_bytes);
     }
   }
 }

@@ -261,11 +261,13 @@ struct Operands {
 };
 
 // One thread's buffers for a work item, grown to the largest tiles it has seen. Sizes are rounded
-// up to the AMX layout's multiples of 32 (core/amx_tiles.h), which also covers the other paths.
+// up to the AMX layout's multiples of 32 (core/amx_tiles.h) plus the AMX row padding, which also
+// covers the other paths.
 struct Scratch {
   void Reserve(int64_t q_tile, int64_t k_tile, int64_t hd, bool bf16, bool amx) {
-    Grow(scores, PadTo32(q_tile) * PadTo32(k_tile));
-    if (bf16) Grow(probs_bf16, PadTo32(q_tile) * PadTo32(k_tile));
+    const int64_t score_size = PadTo32(q_tile) * (PadTo32(k_tile) + 32);
+    Grow(scores, score_size);
+    if (bf16) Grow(probs_bf16, score_size);
     if (amx) Grow(q_rows, PadTo32(q_tile) * PadTo32(hd));
     Grow(acc, PadTo32(q_tile) * PadTo32(hd));
     Grow(row_max, q_tile);
@@ -321,7 +323,7 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
   const int64_t group = H / Hkv;
   const bool bf16 = options.compute == ComputeType::kBfloat16;
   const bool amx = bf16 && tiling.use_amx && AmxBf16Available() && CpuHasAvx512Bf16();
-  const int64_t q_tile = std::max<int64_t>(1, std::min(tiling.q_tile, Sq));
+  const int64_t q_tile = std::max<int64_t>(1, std::min(amx ? tiling.amx_q_tile : tiling.q_tile, Sq));
   // The AMX products start key tiles at multiples of 32.
   const int64_t k_tile =
       amx ? PadTo32(std::min(tiling.k_tile, Sk)) : std::max<int64_t>(1, std::min(tiling.k_tile, Sk));
@@ -377,7 +379,9 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
       poll_cancelled();
       if (stop.load(std::memory_order_relaxed)) return;
       const int64_t cols = std::min(k_tile, keys - j0);
-      const int64_t stride = amx ? PadTo32(cols) : cols;  // of scores and P rows
+      // Row stride of scores and P. On AMX, 32 more than the blocks need: rows 4 KiB apart
+      // would all fall in the same L1 sets, and the 16-row tile loads and stores thrash them.
+      const int64_t stride = amx ? PadTo32(cols) + 32 : cols;
       float* scores = scratch.scores.data();
       // scores [rows, cols] = Q_tile · K_tileᵀ, times scale on oneDNN (AMX leaves it to the
       // softmax)

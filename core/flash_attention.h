@@ -17,6 +17,7 @@ struct FlashTiling {
   // tile products on brgemm at ~0.8 of the GEMM ceiling; smaller tiles pay per-call overhead.
   int64_t q_tile = 128;    // query rows per work item
   int64_t k_tile = 1024;   // keys per score block (rounded up to a multiple of 32 on AMX)
+  int64_t amx_q_tile = 64;  // query rows per work item on AMX (more items, same speed)
   // BFLOAT16 products on AMX tiles (core/amx_tiles.h) where the CPU has AMX-BF16 and
   // AVX512-BF16; otherwise, or when false, on oneDNN's bf16 matmul.
   bool use_amx = true;

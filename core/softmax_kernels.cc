@@ -18,6 +18,7 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLog2eLow = 1.9259629911266175e-08f;  // log2 e − kLog2e
 
 // Sixteen lanes as GCC vector types: the compiler emits one 512-bit (or two 256-bit) operation
 // per step, which its auto-vectoriser would not do for a max reduction without fast-math.
@@ -28,26 +29,25 @@ typedef uint16_t Uint16x16 __attribute__((vector_size(32)));
 
 // 2^f for f in [−1/2, 1/2] as a polynomial in f, coefficients fitted here for the least maximum
 // relative error (checked in f32 over 2·10^5 points of the interval): degree 5 for f32 results
-// (1.6e-7), degree 3 for bf16 ones (7.5e-5, far below bf16's 2^-9 rounding).
+// (1.6e-7), degree 3 for bf16 ones (7.5e-5, far below bf16's 2^-8 rounding).
 constexpr float kExp2Degree5[] = {1.0000001192092896f,   0.6931469440460205f,
                                   0.24022120237350464f,  0.05550713092088699f,
                                   0.009675541892647743f, 0.0013276472454890609f};
 constexpr float kExp2Degree3[] = {0.9999280571937561f, 0.6932609677314758f, 0.2426111400127411f,
                                   0.0551716685295105f};
 
-// 2^t for 16 lanes: t = k + f with k an integer and |f| <= 1/2, 2^f by the polynomial and 2^k
-// applied by vscalefps (exact, and 0 once k is far below −126). t is floored at −150 so that a
-// −inf score gives 0 rather than −inf − (−inf); the max keeps a NaN t (a NaN operand in the
-// second place is returned).
+// 2^(k + f) for 16 lanes, k integral and |f| <= 1/2: 2^f by the polynomial, then 2^k applied by
+// vscalefps (exact, and 0 once k is far below −126).
 template <int kDegree>
-__attribute__((target("avx512f"), always_inline)) inline __m512 Exp2x16(__m512 t) {
+__attribute__((target("avx512f"), always_inline)) inline __m512 Exp2x16(__m512 k, __m512 f) {
   const float* coefficients = kDegree == 5 ? kExp2Degree5 : kExp2Degree3;
-  t = _mm512_max_ps(_mm512_set1_ps(-150.0f), t);
-  const __m512 k = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_sub_ps(t, k);
   __m512 p = _mm512_set1_ps(coefficients[kDegree]);
   for (int i = kDegree - 1; i >= 0; --i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(coefficients[i]));
   return _mm512_scalef_ps(p, k);
+}
+
+__attribute__((target("avx512f"), always_inline)) inline __m512 RoundToInteger(__m512 t) {
+  return _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
 // Lanes [0, remaining) of a 16-lane step.
@@ -106,7 +106,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float ExpShiftedSum
 }
 
 // The portable bf16 version uses a degree-5 Taylor polynomial for e^r (relative error < 3e-6, far
-// below bf16's 2^-9 rounding).
+// below bf16's 2^-8 rounding).
 __attribute__((target_clones("avx512f", "avx2", "default"))) float
 ExpShiftedSumToBfloat16Portable(const float* row, int64_t n, float scale, float max,
                                 uint16_t* out) {
@@ -151,13 +151,20 @@ ExpShiftedSumToBfloat16Portable(const float* row, int64_t n, float scale, float 
 
 __attribute__((target("avx512f"))) float ExpShiftedSumAvx512(float* row, int64_t n, float max) {
   const __m512 max16 = _mm512_set1_ps(max);
-  const __m512 log2e = _mm512_set1_ps(kLog2e);
+  const __m512 log2e_high = _mm512_set1_ps(kLog2e);
+  const __m512 log2e_low = _mm512_set1_ps(kLog2eLow);
   __m512 sum = _mm512_setzero_ps();
   for (int64_t c = 0; c < n; c += 16) {
     const __mmask16 lanes = TailMask(n - c);
-    // t = (x − max)·log2 e, the difference first: exact for x near max.
+    // e^d = 2^(d·log2 e) with d = x − max; k = round(d·log2 e) and f = d·log2 e − k from log2 e
+    // in two parts by FMAs, so f stays exact to f32 even for d far below 0 (relative error of
+    // e^d < 2e-7). d is floored at −110 (e^d = 0 in f32) so that −inf gives 0 rather than
+    // −inf − (−inf); the max keeps a NaN d (returned when in the second place).
     const __m512 x = _mm512_maskz_loadu_ps(lanes, row + c);
-    const __m512 e = Exp2x16<5>(_mm512_mul_ps(_mm512_sub_ps(x, max16), log2e));
+    const __m512 d = _mm512_max_ps(_mm512_set1_ps(-110.0f), _mm512_sub_ps(x, max16));
+    const __m512 k = RoundToInteger(_mm512_mul_ps(d, log2e_high));
+    const __m512 f = _mm512_fmadd_ps(d, log2e_low, _mm512_fmsub_ps(d, log2e_high, k));
+    const __m512 e = Exp2x16<5>(k, f);
     sum = _mm512_mask_add_ps(sum, lanes, sum, e);
     _mm512_mask_storeu_ps(row + c, lanes, e);
   }
@@ -173,9 +180,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) float ExpShifted
   for (int64_t c = 0; c < n; c += 16) {
     const __mmask16 lanes = TailMask(n - c);
     // t = x·scale·log2 e − max·log2 e in one FMA: the roundings of the two constants shift t by
-    // about |max|·2^-23, a relative error in e far below bf16's.
+    // about |t|·2^-23, a relative error in e far below bf16's. t is floored at −150 (2^t = 0)
+    // so that −inf gives 0 rather than −inf − (−inf); the max keeps a NaN t.
     const __m512 x = _mm512_maskz_loadu_ps(lanes, row + c);
-    const __m512 e = Exp2x16<3>(_mm512_fmadd_ps(x, scale_log2e, neg_max_log2e));
+    const __m512 t = _mm512_max_ps(_mm512_set1_ps(-150.0f),
+                                   _mm512_fmadd_ps(x, scale_log2e, neg_max_log2e));
+    const __m512 k = RoundToInteger(t);
+    const __m512 e = Exp2x16<3>(k, _mm512_sub_ps(t, k));
     sum = _mm512_mask_add_ps(sum, lanes, sum, e);
     _mm256_mask_storeu_epi16(out + c, lanes, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(e)));
   }

@@ -22,7 +22,7 @@ using ::attnserve::testing::ReferenceSdpa;
 using ::attnserve::testing::RelativeError;
 
 // f32 GEMMs and a float exp (relative error < 2e-7) over up to 1500 keys; bf16 operands carry
-// 8 significant bits (relative rounding 2^-9 per operand).
+// 8 significant bits (relative rounding up to 2^-8 per operand).
 constexpr double kRelativeTolerance = 1e-5;
 constexpr double kBfloat16RelativeTolerance = 1e-2;
 
@@ -104,8 +104,11 @@ TEST_P(FlashAttentionTest, MatchesDoublePrecisionReference) {
                                              : kRelativeTolerance);
 }
 
-constexpr FlashTiling kSmallTiles{16, 48};  // many tiles, ragged tails
+constexpr FlashTiling kSmallTiles{16, 48, 16};  // many tiles, ragged tails
 constexpr FlashTiling kDefaultTiles{};
+// bf16 on oneDNN's matmul even where the CPU has AMX (the other cases take the AMX tiles there).
+constexpr FlashTiling kSmallTilesOneDnn{16, 48, 16, false};
+constexpr FlashTiling kDefaultTilesOneDnn{128, 1024, 64, false};
 
 INSTANTIATE_TEST_SUITE_P(
     Table, FlashAttentionTest,
@@ -135,7 +138,25 @@ INSTANTIATE_TEST_SUITE_P(
         FlashCase{"Bf16T5", 1, 8, 1, 128, 33, 33, false, false, Bias::kT5, kSmallTiles,
                   ComputeType::kBfloat16},
         FlashCase{"Bf16Default1200", 1, 8, 8, 64, 1200, 1200, true, false, Bias::kNone,
-                  kDefaultTiles, ComputeType::kBfloat16}),
+                  kDefaultTiles, ComputeType::kBfloat16},
+        FlashCase{"Bf16Head32Odd", 1, 8, 8, 32, 37, 37, false, false, Bias::kNone, kSmallTiles,
+                  ComputeType::kBfloat16},
+        FlashCase{"Bf16Head96Padded", 3, 8, 2, 96, 21, 40, false, true, Bias::kNone, kSmallTiles,
+                  ComputeType::kBfloat16},
+        FlashCase{"Bf16Head112CausalAlibi", 1, 8, 8, 112, 30, 30, true, false, Bias::kAlibi,
+                  kSmallTiles, ComputeType::kBfloat16},
+        FlashCase{"Bf16Head256Cross", 1, 8, 1, 256, 7, 90, false, false, Bias::kNone,
+                  kDefaultTiles, ComputeType::kBfloat16},
+        FlashCase{"Bf16CausalQueryLonger", 1, 8, 2, 32, 40, 25, true, false, Bias::kNone,
+                  kSmallTiles, ComputeType::kBfloat16},
+        FlashCase{"Bf16Default1500T5", 1, 8, 2, 80, 1500, 1500, true, true, Bias::kT5,
+                  kDefaultTiles, ComputeType::kBfloat16},
+        FlashCase{"Bf16OneDnnGqa64Causal", 3, 8, 2, 64, 45, 45, true, true, Bias::kNone,
+                  kSmallTilesOneDnn, ComputeType::kBfloat16},
+        FlashCase{"Bf16OneDnnAlibiCross", 1, 8, 8, 80, 20, 77, false, false, Bias::kAlibi,
+                  kSmallTilesOneDnn, ComputeType::kBfloat16},
+        FlashCase{"Bf16OneDnnDefault1200", 1, 8, 8, 64, 1200, 1200, true, false, Bias::kNone,
+                  kDefaultTilesOneDnn, ComputeType::kBfloat16}),
     CaseName);
 
 // With probabilities requested, attention takes the materialised path; bf16 there rounds the

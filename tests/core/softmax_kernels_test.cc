@@ -1,0 +1,171 @@
+// The online-softmax row kernels, portable and AVX-512 versions alike, against exp in double
+// precision: every length 0…70 (vector bodies and masked tails), scores far below the maximum,
+// −inf, NaN, and the scale the bf16 variant applies.
+#include "core/softmax_kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/bfloat16.h"
+#include "gtest/gtest.h"
+#include "tests/core/reference_attention.h"
+
+namespace attnserve {
+namespace {
+
+using ::attnserve::testing::RandomVector;
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr double kFloat32Tolerance = 1e-6;  // per element and for the sum, relative
+// Results below f32's smallest normal may flush to zero.
+constexpr double kUnderflow = 1.2e-38;
+// The bf16 exp is computed to 1e-4; rounding to bf16 (8 significant bits) then adds up to 2^-8.
+constexpr double kBfloat16ExpTolerance = 1e-4;
+constexpr double kBfloat16StoredTolerance = 1e-4 + 1.0 / 256;
+
+using ExpSum = float (*)(float*, int64_t, float);
+using ExpSumToBfloat16 = float (*)(const float*, int64_t, float, float, uint16_t*);
+
+template <typename Kernel>
+struct Variant {
+  std::string name;
+  Kernel kernel;
+  bool available;  // the CPU runs it
+};
+
+template <typename Kernel>
+std::string VariantName(const ::testing::TestParamInfo<Variant<Kernel>>& info) {
+  return info.param.name;
+}
+
+// Scores in [−30, 0] around a maximum of 3, plus a few far below (−200 → 0).
+std::vector<float> Scores(int64_t n) {
+  std::vector<float> scores = RandomVector(n, 11 + n, 10.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    scores[i] = 3.0f - std::abs(scores[i]);
+    if (i % 13 == 5) scores[i] = -200.0f;
+  }
+  return scores;
+}
+
+template <typename Kernel>
+class VariantTest : public ::testing::TestWithParam<Variant<Kernel>> {
+ protected:
+  void SetUp() override {
+    if (!this->GetParam().available) GTEST_SKIP() << "this CPU lacks the instructions";
+  }
+  Kernel kernel() const { return this->GetParam().kernel; }
+};
+
+using ExpShiftedSumTest = VariantTest<ExpSum>;
+using ExpShiftedSumToBfloat16Test = VariantTest<ExpSumToBfloat16>;
+
+TEST_P(ExpShiftedSumTest, MatchesDoubleExp) {
+  for (int64_t n = 0; n <= 70; ++n) {
+    const std::vector<float> scores = Scores(n);
+    std::vector<float> row = scores;
+    row.push_back(12345.0f);  // past the end: must stay
+    const float max = 3.0f;
+    const float sum = kernel()(row.data(), n, max);
+    double exact_sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double exact = std::exp(double(scores[i]) - max);
+      exact_sum += exact;
+      ASSERT_LE(std::abs(row[i] - exact), std::max(kFloat32Tolerance * exact, kUnderflow))
+          << "n=" << n << " i=" << i;
+    }
+    EXPECT_LE(std::abs(sum - exact_sum), kFloat32Tolerance * exact_sum) << "n=" << n;
+    EXPECT_EQ(row[n], 12345.0f) << "n=" << n;
+  }
+}
+
+TEST_P(ExpShiftedSumTest, MinusInfinityGivesZeroAndNaNPropagates) {
+  for (const int64_t n : {5, 16, 37}) {
+    std::vector<float> row(n, 0.0f);
+    row[1] = -kInf;
+    row[3] = kNaN;
+    const float sum = kernel()(row.data(), n, 0.0f);
+    EXPECT_EQ(row[1], 0.0f) << "n=" << n;
+    EXPECT_TRUE(std::isnan(row[3])) << "n=" << n;
+    EXPECT_NEAR(row[0], 1.0f, kFloat32Tolerance) << "n=" << n;
+    EXPECT_TRUE(std::isnan(sum)) << "n=" << n;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, ExpShiftedSumTest,
+                         ::testing::Values(Variant<ExpSum>{"Portable", ExpShiftedSumPortable, true},
+                                           Variant<ExpSum>{"Avx512", ExpShiftedSumAvx512,
+                                                           CpuHasAvx512()},
+                                           Variant<ExpSum>{"Dispatched", ExpShiftedSum, true}),
+                         VariantName<ExpSum>);
+
+TEST_P(ExpShiftedSumToBfloat16Test, MatchesDoubleExp) {
+  for (const float scale : {1.0f, 0.125f}) {
+    for (int64_t n = 0; n <= 70; ++n) {
+      const std::vector<float> scores = Scores(n);
+      std::vector<uint16_t> out(n + 1, 0x7777);  // out[n] must stay
+      const float max = 3.0f * scale;            // of the scaled scores
+      const float sum = kernel()(scores.data(), n, scale, max, out.data());
+      double exact_sum = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double exact = std::exp(double(scores[i]) * scale - max);
+        exact_sum += exact;
+        ASSERT_LE(std::abs(Bfloat16ToFloat(out[i]) - exact),
+                  std::max(kBfloat16StoredTolerance * exact, kUnderflow))
+            << "scale=" << scale << " n=" << n << " i=" << i;
+      }
+      EXPECT_LE(std::abs(sum - exact_sum), kBfloat16ExpTolerance * exact_sum)
+          << "scale=" << scale << " n=" << n;
+      EXPECT_EQ(out[n], 0x7777) << "n=" << n;
+    }
+  }
+}
+
+TEST_P(ExpShiftedSumToBfloat16Test, MinusInfinityGivesZeroAndNaNPropagates) {
+  for (const int64_t n : {5, 16, 37}) {
+    std::vector<float> row(n, 0.0f);
+    row[1] = -kInf;
+    row[3] = kNaN;
+    std::vector<uint16_t> out(n);
+    const float sum = kernel()(row.data(), n, 1.0f, 0.0f, out.data());
+    EXPECT_EQ(out[1], 0) << "n=" << n;
+    EXPECT_TRUE(std::isnan(Bfloat16ToFloat(out[3]))) << "n=" << n;
+    EXPECT_TRUE(std::isnan(sum)) << "n=" << n;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Variants, ExpShiftedSumToBfloat16Test,
+    ::testing::Values(
+        Variant<ExpSumToBfloat16>{"Portable", ExpShiftedSumToBfloat16Portable, true},
+        Variant<ExpSumToBfloat16>{"Avx512Bf16", ExpShiftedSumToBfloat16Avx512,
+                                  CpuHasAvx512Bf16()},
+        Variant<ExpSumToBfloat16>{"Dispatched", ExpShiftedSumToBfloat16, true}),
+    VariantName<ExpSumToBfloat16>);
+
+TEST(RowMaxTest, MaximumOverEveryLength) {
+  for (int64_t n = 0; n <= 70; ++n) {
+    std::vector<float> row = RandomVector(n, 5 + n);
+    row.push_back(1e30f);  // past the end
+    float expected = -kInf;
+    for (int64_t i = 0; i < n; ++i) expected = std::max(expected, row[i]);
+    EXPECT_EQ(RowMax(row.data(), n), expected) << "n=" << n;
+  }
+}
+
+TEST(ExpNonPositiveTest, MatchesDoubleExpAndUnderflowsToZero) {
+  for (float x = -86.0f; x <= 0.0f; x += 0.37f) {
+    const double exact = std::exp(double(x));
+    EXPECT_LE(std::abs(ExpNonPositive(x) - exact), 2e-7 * exact) << "x=" << x;
+  }
+  EXPECT_EQ(ExpNonPositive(-100.0f), 0.0f);
+  EXPECT_EQ(ExpNonPositive(-kInf), 0.0f);
+  EXPECT_EQ(ExpNonPositive(0.0f), 1.0f);
+}
+
+}  // namespace
+}  // namespace attnserve
