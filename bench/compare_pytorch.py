@@ -6,7 +6,11 @@ PyTorch < 2.0, which lacks it, the explicit softmax(q·kᵀ/√d)·v in torch) a
 `attnserve_bench` (BM_Sdpa/<dtype>/<seq>/<causal>/none), and prints GFLOP/s and the ratio
 ours / PyTorch per row. Useful FLOPs = 4·B·H·Sq·Sk·hd, halved for causal (as in attnserve_bench).
 
-    python3 bench/compare_pytorch.py --bench build/bench/attnserve_bench --threads 2,16
+    python3 bench/compare_pytorch.py --bench build/bench/attnserve_bench --threads 2,16 --rounds 3
+
+Shared machines drift by tens of percent within a minute, so each thread count is measured in
+`--rounds` rounds, each running our benchmark and then PyTorch's over every row; the table shows
+per-row medians over the rounds, so the two sides of a ratio were measured close in time.
 
 Needs PyTorch and numpy in the Python that runs it (not a test dependency of the project).
 """
@@ -73,6 +77,8 @@ def main():
     parser.add_argument("--seqs", default="512,2048")
     parser.add_argument("--dtypes", default="f32,bf16")
     parser.add_argument("--min_seconds", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure both sides this many times per thread count (medians)")
     args = parser.parse_args()
     try:
         import torch
@@ -84,16 +90,20 @@ def main():
     print(f"PyTorch {torch.__version__}, {os.cpu_count()} CPUs; B=1, H=12, head_dim=64")
     print(f"{'dtype':5} {'seq':>6} {'causal':>6} {'threads':>7} {'torch GF/s':>11} "
           f"{'ours GF/s':>10} {'ours/torch':>10}  torch kernel")
+    rows = [(dtype, seq, causal) for dtype in dtypes for seq in seqs for causal in (False, True)]
     for threads in (int(t) for t in args.threads.split(",")):
-        ours = ours_gflops(args.bench, threads, dtypes, seqs, args.min_seconds)
-        for dtype in dtypes:
-            for seq in seqs:
-                for causal in (False, True):
-                    theirs, kernel = torch_gflops(torch, seq, causal, dtype, threads,
-                                                  args.min_seconds)
-                    mine = ours[(dtype, seq, causal)]
-                    print(f"{dtype:5} {seq:>6} {int(causal):>6} {threads:>7} {theirs:>11.1f} "
-                          f"{mine:>10.1f} {mine / theirs:>10.2f}  {kernel}")
+        ours_rounds, torch_rounds = [], []
+        for _ in range(args.rounds):
+            ours_rounds.append(ours_gflops(args.bench, threads, dtypes, seqs, args.min_seconds))
+            torch_rounds.append({row: torch_gflops(torch, row[1], row[2], row[0], threads,
+                                                   args.min_seconds) for row in rows})
+        for row in rows:
+            mine = statistics.median(r[row] for r in ours_rounds)
+            theirs = statistics.median(r[row][0] for r in torch_rounds)
+            kernel = torch_rounds[0][row][1]
+            dtype, seq, causal = row
+            print(f"{dtype:5} {seq:>6} {int(causal):>6} {threads:>7} {theirs:>11.1f} "
+                  f"{mine:>10.1f} {mine / theirs:>10.2f}  {kernel}")
 
 
 if __name__ == "__main__":

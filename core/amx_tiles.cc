@@ -85,12 +85,12 @@ __attribute__((target("avx512f"))) __m512 LoadPadded(const float* row, int64_t o
 
 }  // namespace
 
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void AmxPackKeys(const float* k,
-                                                                         int64_t keys, int64_t hd,
-                                                                         uint16_t* packed) {
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void AmxPackKeys(
+    const float* k, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
+    uint16_t* packed) {
   const int64_t hd_steps = PadTo32(hd) / 32;
   const float zeros[1] = {0.0f};
-  for (int64_t key0 = 0; key0 < PadTo32(keys); key0 += 16) {
+  for (int64_t key0 = key_begin; key0 < std::min(key_end, PadTo32(keys)); key0 += 16) {
     for (int64_t s = 0; s < hd_steps; ++s) {
       // Row n: key key0 + n's dims [32s, 32s + 32) as 16 bf16 pairs; transposed, row p holds
       // pair p of the 16 keys — the tile.
@@ -109,10 +109,9 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void AmxPackKeys(const fl
   }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void AmxPackValues(const float* v,
-                                                                           int64_t keys,
-                                                                           int64_t hd,
-                                                                           uint16_t* packed) {
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void AmxPackValues(
+    const float* v, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
+    uint16_t* packed) {
   const int64_t key_steps = PadTo32(keys) / 32;
   // Interleaves the 16 bf16 of the low half with the 16 of the high half.
   alignas(64) static constexpr uint16_t kInterleave[32] = {
@@ -121,7 +120,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void AmxPackValues(const 
   const __m512i interleave = _mm512_load_si512(kInterleave);
   const float zeros[1] = {0.0f};
   for (int64_t d0 = 0; d0 < PadTo32(hd); d0 += 16) {
-    for (int64_t key = 0; key < PadTo32(keys); key += 2) {
+    for (int64_t key = key_begin; key < std::min(key_end, PadTo32(keys)); key += 2) {
       // Tile (d0 / 16, key / 32), row (key % 32) / 2: dims d0…d0+15 of keys key and key + 1.
       const float* even = key < keys ? v + key * hd : zeros;
       const float* odd = key + 1 < keys ? v + (key + 1) * hd : zeros;

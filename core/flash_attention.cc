@@ -202,18 +202,23 @@ class TileGemm {
 // layout (core/amx_tiles.h) while Q rows are converted per work item.
 struct Operands {
   enum class Kind { kFloat32, kBfloat16, kAmx };
+  // AMX packing runs in parts of this many keys of one head, spread over the threads.
+  static constexpr int64_t kPackKeys = 256;
+
   Kind kind;
   const void* q;
   const void* k;
   const void* v;
   int64_t element_size;
   std::vector<uint16_t> q_bf16, k_bf16, v_bf16;  // kBfloat16: owned copies
-  std::vector<uint16_t> k_packed, v_packed;      // kAmx: [B·Hkv] packed heads
-  int64_t packed_head_size = 0;                  // kAmx: elements per packed head
+  // kAmx: [B·Hkv] packed heads, filled by Pack (every element written, so not zeroed first).
+  std::unique_ptr<uint16_t[]> k_packed, v_packed;
+  int64_t packed_head_size = 0;  // kAmx: elements per packed head
+  int64_t pack_parts = 0;        // kAmx: Pack(part) for part < pack_parts fills both
 
   Operands(Kind kind, const SdpaShape& shape, const float* q_f32, const float* k_f32,
            const float* v_f32)
-      : kind(kind), q(q_f32), k(k_f32), v(v_f32), element_size(sizeof(float)) {
+      : kind(kind), q(q_f32), k(k_f32), v(v_f32), element_size(sizeof(float)), shape_(shape) {
     const int64_t kv_heads = shape.batch * shape.num_kv_heads;
     const int64_t kv_count = kv_heads * shape.kv_len * shape.head_dim;
     if (kind == Kind::kBfloat16) {
@@ -225,23 +230,25 @@ struct Operands {
       v = v_bf16.data();
       element_size = sizeof(uint16_t);
     } else if (kind == Kind::kAmx) {
-      const int64_t Sk = shape.kv_len, hd = shape.head_dim;
-      packed_head_size = AmxPackedSize(Sk, hd);
-      k_packed.resize(kv_heads * packed_head_size);
-      v_packed.resize(kv_heads * packed_head_size);
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < 2 * kv_heads; ++i) {
-        const bool values = i >= kv_heads;
-        const int64_t kv_head = i % kv_heads;
-        const float* source = (values ? v_f32 : k_f32) + kv_head * Sk * hd;
-        uint16_t* packed = (values ? v_packed : k_packed).data() + kv_head * packed_head_size;
-        if (values) {
-          AmxPackValues(source, Sk, hd, packed);
-        } else {
-          AmxPackKeys(source, Sk, hd, packed);
-        }
-      }
+      packed_head_size = AmxPackedSize(shape.kv_len, shape.head_dim);
+      k_packed.reset(new uint16_t[kv_heads * packed_head_size]);
+      v_packed.reset(new uint16_t[kv_heads * packed_head_size]);
+      parts_per_head_ = (shape.kv_len + kPackKeys - 1) / kPackKeys;
+      pack_parts = kv_heads * parts_per_head_;
     }
+  }
+
+  // kAmx: packs the keys and values [kPackKeys·i, kPackKeys·(i + 1)) of one K/V head, where
+  // part = head·parts_per_head_ + i.
+  void Pack(int64_t part) const {
+    const int64_t Sk = shape_.kv_len, hd = shape_.head_dim;
+    const int64_t kv_head = part / parts_per_head_;
+    const int64_t begin = (part % parts_per_head_) * kPackKeys;
+    const int64_t source = kv_head * Sk * hd, target = kv_head * packed_head_size;
+    AmxPackKeys(static_cast<const float*>(k) + source, Sk, hd, begin, begin + kPackKeys,
+                k_packed.get() + target);
+    AmxPackValues(static_cast<const float*>(v) + source, Sk, hd, begin, begin + kPackKeys,
+                  v_packed.get() + target);
   }
 
   static std::vector<uint16_t> ToBfloat16(const float* values, int64_t count) {
@@ -258,6 +265,10 @@ struct Operands {
   const void* At(const void* base, int64_t index) const {
     return static_cast<const char*>(base) + index * element_size;
   }
+
+ private:
+  const SdpaShape& shape_;
+  int64_t parts_per_head_ = 0;
 };
 
 // One thread's buffers for a work item, grown to the largest tiles it has seen. Sizes are rounded
@@ -357,8 +368,9 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
     const int64_t kv_head = h / group;
     const int64_t q_offset = ((b * H + h) * Sq + i0) * hd;
     const int64_t kv_offset = (b * Hkv + kv_head) * Sk * hd;
-    const uint16_t* k_packed = operands.k_packed.data() + (b * Hkv + kv_head) * operands.packed_head_size;
-    const uint16_t* v_packed = operands.v_packed.data() + (b * Hkv + kv_head) * operands.packed_head_size;
+    const int64_t packed_offset = (b * Hkv + kv_head) * operands.packed_head_size;
+    const uint16_t* k_packed = operands.k_packed.get() + packed_offset;
+    const uint16_t* v_packed = operands.v_packed.get() + packed_offset;
     // The last row sees the most keys (visibility never shrinks down the rows).
     const int64_t keys = VisibleKeyCount(shape, options, b, i0 + rows - 1);
 
@@ -472,7 +484,10 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
     } catch (const std::exception& e) {
       record(e);
     }
-    // Every thread reaches the worksharing loop, even one whose set-up failed.
+    // Every thread reaches the worksharing loops, even one whose set-up failed. Packing (AMX
+    // only) ends at the loop's barrier, before any item reads the packed K and V.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t part = 0; part < operands.pack_parts; ++part) operands.Pack(part);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < B * H * q_tiles; ++item) {
       if (stop.load(std::memory_order_relaxed)) continue;

@@ -44,7 +44,9 @@ TEST_P(AmxPackTest, KeysFollowTheDocumentedLayout) {
   const auto [keys, hd] = GetParam();
   const auto k = RandomVector(keys * hd, 1);
   std::vector<uint16_t> packed(AmxPackedSize(keys, hd), 0xffff);  // poisoned
-  AmxPackKeys(k.data(), keys, hd, packed.data());
+  for (int64_t begin = 0; begin < keys; begin += 32) {  // in parts, as threads pack
+    AmxPackKeys(k.data(), keys, hd, begin, begin + 32, packed.data());
+  }
   const int64_t steps = PadTo32(hd) / 32;
   for (int64_t block = 0; block < PadTo32(keys) / 16; ++block) {
     for (int64_t s = 0; s < steps; ++s) {
@@ -68,7 +70,9 @@ TEST_P(AmxPackTest, ValuesFollowTheDocumentedLayout) {
   const auto [keys, hd] = GetParam();
   const auto v = RandomVector(keys * hd, 2);
   std::vector<uint16_t> packed(AmxPackedSize(keys, hd), 0xffff);
-  AmxPackValues(v.data(), keys, hd, packed.data());
+  for (int64_t begin = 0; begin < keys; begin += 32) {
+    AmxPackValues(v.data(), keys, hd, begin, begin + 32, packed.data());
+  }
   const int64_t steps = PadTo32(keys) / 32;
   for (int64_t block = 0; block < PadTo32(hd) / 16; ++block) {
     for (int64_t s = 0; s < steps; ++s) {
@@ -109,7 +113,7 @@ TEST_P(AmxProductTest, ScoresEqualDoublePrecisionProducts) {
     for (int64_t d = 0; d < hd; ++d) q_rows[r * hd_pad + d] = FloatToBfloat16(q[r * hd + d]);
   }
   std::vector<uint16_t> packed(AmxPackedSize(keys, hd));
-  AmxPackKeys(k.data(), keys, hd, packed.data());
+  AmxPackKeys(k.data(), keys, hd, 0, keys, packed.data());
   const int64_t stride = PadTo32(cols) + 7;
   std::vector<float> scores(PadTo32(rows) * stride, std::numeric_limits<float>::quiet_NaN());
 
@@ -148,7 +152,7 @@ TEST_P(AmxProductTest, AccumulateAddsDoublePrecisionProducts) {
     for (int64_t c = 0; c < cols; ++c) p_rows[r * p_stride + c] = FloatToBfloat16(p[r * cols + c]);
   }
   std::vector<uint16_t> packed(AmxPackedSize(keys, hd));
-  AmxPackValues(v.data(), keys, hd, packed.data());
+  AmxPackValues(v.data(), keys, hd, 0, keys, packed.data());
   std::vector<float> acc = initial;
 
   AmxConfigure();
