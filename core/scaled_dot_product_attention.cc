@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "core/bfloat16.h"
@@ -20,6 +22,18 @@ bool NeedsMask(const SdpaShape& shape, const SdpaOptions& options) {
     if (length < shape.kv_len) return true;
   }
   return false;
+}
+
+// A copy of x[0, count), made by all threads into uninitialised memory: a zero-filled vector and
+// a one-thread copy of long inputs took a large share of a RoPE call on many cores.
+std::unique_ptr<float[]> ParallelCopy(const float* x, int64_t count) {
+  std::unique_ptr<float[]> copy(new float[count]);
+  constexpr int64_t kChunk = 1 << 16;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; i += kChunk) {
+    std::memcpy(copy.get() + i, x + i, std::min(kChunk, count - i) * sizeof(float));
+  }
+  return copy;
 }
 
 // Rotates each head of x: [B, heads, S, hd] in place by the positions of its batch element.
@@ -130,28 +144,28 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
   const float scale = EffectiveScale(shape, options);
 
   // RoPE: q' and k' are rotated copies; dynamic scalings see the longest position of the request.
-  std::vector<float> q_rotated, k_rotated;
+  std::unique_ptr<float[]> q_rotated, k_rotated;
   if (const auto* rope = std::get_if<RopeParams>(&options.encoding)) {
     const int64_t seq_len =
         1 + std::max(*std::max_element(options.q_positions.begin(), options.q_positions.end()),
                      *std::max_element(options.k_positions.begin(), options.k_positions.end()));
-    q_rotated.assign(q, q + B * H * Sq * hd);
-    k_rotated.assign(k, k + B * Hkv * Sk * hd);
+    q_rotated = ParallelCopy(q, B * H * Sq * hd);
+    k_rotated = ParallelCopy(k, B * Hkv * Sk * hd);
     // Without a shared cache, one for this call still computes each position's cos/sin once.
     PositionTableCache call_tables;
     PositionTableCache* tables = options.tables != nullptr ? options.tables : &call_tables;
     if (absl::Status status = RotateHeads(*rope, shape, H, Sq, options.q_positions, seq_len,
-                                          tables, q_rotated.data());
+                                          tables, q_rotated.get());
         !status.ok()) {
       return status;
     }
     if (absl::Status status = RotateHeads(*rope, shape, Hkv, Sk, options.k_positions, seq_len,
-                                          tables, k_rotated.data());
+                                          tables, k_rotated.get());
         !status.ok()) {
       return status;
     }
-    q = q_rotated.data();
-    k = k_rotated.data();
+    q = q_rotated.get();
+    k = k_rotated.get();
   }
 
   // bf16 compute in the materialised path: the same operands a bf16 GEMM sees (bf16-rounded
