@@ -108,14 +108,17 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float ExpShiftedSum
 // The portable bf16 version uses a degree-5 Taylor polynomial for e^r (relative error < 3e-6, far
 // below bf16's 2^-8 rounding).
 __attribute__((target_clones("avx512f", "avx2", "default"))) float
-ExpShiftedSumToBfloat16Portable(const float* row, int64_t n, float scale, float max,
-                                uint16_t* out) {
+ExpShiftedSumToBfloat16Portable(const float* row, int64_t n, float scale, float shift,
+                                uint16_t* out, float* row_max) {
   Float16 sums = {};
+  Float16 maxima;
+  for (int l = 0; l < 16; ++l) maxima[l] = kNegInf;
   int64_t c = 0;
   for (; c + 16 <= n; c += 16) {
     Float16 x;
     std::memcpy(&x, row + c, sizeof(x));
-    x = x * scale - max;
+    maxima = x > maxima ? x : maxima;
+    x = x * scale - shift;
     const Int32x16 underflow = x < -87.0f;
     x = underflow ? -87.0f : x;
     // n = round(x·log2 e) by the 1.5·2^23 trick; r = x − n·ln 2 in two parts.
@@ -139,13 +142,18 @@ ExpShiftedSumToBfloat16Portable(const float* row, int64_t n, float scale, float 
         __builtin_convertvector((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16, Uint16x16);
     std::memcpy(out + c, &narrow, sizeof(narrow));
   }
-  float sum = 0.0f;
-  for (int l = 0; l < 16; ++l) sum += sums[l];
+  float sum = 0.0f, max = kNegInf;
+  for (int l = 0; l < 16; ++l) {
+    sum += sums[l];
+    max = maxima[l] > max ? maxima[l] : max;
+  }
   for (; c < n; ++c) {
-    const float e = ExpNonPositive(row[c] * scale - max);
+    const float e = ExpNonPositive(row[c] * scale - shift);
     out[c] = FloatToBfloat16(e);
     sum += e;
+    max = row[c] > max ? row[c] : max;
   }
+  *row_max = max;
   return sum;
 }
 
@@ -173,23 +181,26 @@ __attribute__((target("avx512f"))) float ExpShiftedSumAvx512(float* row, int64_t
 
 // vcvtneps2bf16 rounds to nearest even in one instruction.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) float ExpShiftedSumToBfloat16Avx512(
-    const float* row, int64_t n, float scale, float max, uint16_t* out) {
+    const float* row, int64_t n, float scale, float shift, uint16_t* out, float* row_max) {
   const __m512 scale_log2e = _mm512_set1_ps(scale * kLog2e);
-  const __m512 neg_max_log2e = _mm512_set1_ps(-max * kLog2e);
+  const __m512 neg_shift_log2e = _mm512_set1_ps(-shift * kLog2e);
   __m512 sum = _mm512_setzero_ps();
+  __m512 maxima = _mm512_set1_ps(kNegInf);
   for (int64_t c = 0; c < n; c += 16) {
     const __mmask16 lanes = TailMask(n - c);
-    // t = x·scale·log2 e − max·log2 e in one FMA: the roundings of the two constants shift t by
-    // about |t|·2^-23, a relative error in e far below bf16's. t is floored at −150 (2^t = 0)
+    // t = x·scale·log2 e − shift·log2 e in one FMA: the roundings of the two constants move t
+    // by about |t|·2^-23, a relative error in e far below bf16's. t is floored at −150 (2^t = 0)
     // so that −inf gives 0 rather than −inf − (−inf); the max keeps a NaN t.
     const __m512 x = _mm512_maskz_loadu_ps(lanes, row + c);
+    maxima = _mm512_mask_max_ps(maxima, lanes, maxima, x);
     const __m512 t = _mm512_max_ps(_mm512_set1_ps(-150.0f),
-                                   _mm512_fmadd_ps(x, scale_log2e, neg_max_log2e));
+                                   _mm512_fmadd_ps(x, scale_log2e, neg_shift_log2e));
     const __m512 k = RoundToInteger(t);
     const __m512 e = Exp2x16<3>(k, _mm512_sub_ps(t, k));
     sum = _mm512_mask_add_ps(sum, lanes, sum, e);
     _mm256_mask_storeu_epi16(out + c, lanes, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(e)));
   }
+  *row_max = _mm512_reduce_max_ps(maxima);
   return _mm512_reduce_add_ps(sum);
 }
 
@@ -210,10 +221,11 @@ float ExpShiftedSum(float* row, int64_t n, float max) {
   return CpuHasAvx512() ? ExpShiftedSumAvx512(row, n, max) : ExpShiftedSumPortable(row, n, max);
 }
 
-float ExpShiftedSumToBfloat16(const float* row, int64_t n, float scale, float max,
-                              uint16_t* out) {
-  return CpuHasAvx512Bf16() ? ExpShiftedSumToBfloat16Avx512(row, n, scale, max, out)
-                            : ExpShiftedSumToBfloat16Portable(row, n, scale, max, out);
+float ExpShiftedSumToBfloat16(const float* row, int64_t n, float scale, float shift,
+                              uint16_t* out, float* row_max) {
+  return CpuHasAvx512Bf16()
+             ? ExpShiftedSumToBfloat16Avx512(row, n, scale, shift, out, row_max)
+             : ExpShiftedSumToBfloat16Portable(row, n, scale, shift, out, row_max);
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) void ScaleRow(float* row, int64_t n,

@@ -10,7 +10,8 @@
 
 namespace attnserve {
 
-// e^x for x <= 0 (relative error < 2e-7); −inf and x < −87 give exactly 0.
+// e^x for x <= 0 (relative error < 2e-7); −inf and x < −87 give exactly 0. Also right up to
+// x = 88, which bf16 rows shifted by less than their maximum reach.
 float ExpNonPositive(float x);
 
 // max(row[0..n)); −inf for n == 0.
@@ -22,15 +23,19 @@ float ExpShiftedSum(float* row, int64_t n, float max);
 float ExpShiftedSumPortable(float* row, int64_t n, float max);
 float ExpShiftedSumAvx512(float* row, int64_t n, float max);  // needs AVX512F
 
-// out[c] ← bf16(e^(scale·row[c] − max)) rounded to nearest even, for c < n; returns the sum of
-// the f32 values before rounding: the P operand of a bf16 P·V product, from scores that may still
-// lack their scale (scale > 0; max is of the scaled scores). Relative error per element < 1e-4
-// before rounding.
-float ExpShiftedSumToBfloat16(const float* row, int64_t n, float scale, float max, uint16_t* out);
-float ExpShiftedSumToBfloat16Portable(const float* row, int64_t n, float scale, float max,
-                                      uint16_t* out);
-float ExpShiftedSumToBfloat16Avx512(const float* row, int64_t n, float scale, float max,
-                                    uint16_t* out);  // needs AVX512F + AVX512_BF16
+// out[c] ← bf16(e^(scale·row[c] − shift)) rounded to nearest even, for c < n; returns the sum of
+// the f32 values before rounding, and *row_max ← max of row[0..n) (unscaled; −inf for n == 0)
+// from the same pass. The P operand of a bf16 P·V product, from scores that may still lack their
+// scale (scale > 0). The shift need not be the maximum — a running maximum from earlier tiles
+// saves a pass over the row — but scale·row[c] − shift must stay below ~88 for finite results.
+// Relative error per element < 1e-4 before rounding.
+float ExpShiftedSumToBfloat16(const float* row, int64_t n, float scale, float shift,
+                              uint16_t* out, float* row_max);
+float ExpShiftedSumToBfloat16Portable(const float* row, int64_t n, float scale, float shift,
+                                      uint16_t* out, float* row_max);
+float ExpShiftedSumToBfloat16Avx512(const float* row, int64_t n, float scale, float shift,
+                                    uint16_t* out,
+                                    float* row_max);  // needs AVX512F + AVX512_BF16
 
 // Whether this CPU runs the *Avx512 versions above (AVX512F, and AVX512_BF16 for the bf16 one).
 bool CpuHasAvx512();

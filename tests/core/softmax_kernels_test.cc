@@ -28,7 +28,7 @@ constexpr double kBfloat16ExpTolerance = 1e-4;
 constexpr double kBfloat16StoredTolerance = 1e-4 + 1.0 / 256;
 
 using ExpSum = float (*)(float*, int64_t, float);
-using ExpSumToBfloat16 = float (*)(const float*, int64_t, float, float, uint16_t*);
+using ExpSumToBfloat16 = float (*)(const float*, int64_t, float, float, uint16_t*, float*);
 
 template <typename Kernel>
 struct Variant {
@@ -103,24 +103,31 @@ INSTANTIATE_TEST_SUITE_P(Variants, ExpShiftedSumTest,
                                            Variant<ExpSum>{"Dispatched", ExpShiftedSum, true}),
                          VariantName<ExpSum>);
 
-TEST_P(ExpShiftedSumToBfloat16Test, MatchesDoubleExp) {
+TEST_P(ExpShiftedSumToBfloat16Test, MatchesDoubleExpAndFindsTheMaximum) {
+  // Shifts at the maximum (3·scale) and below it by up to 16, as a running maximum can be.
   for (const float scale : {1.0f, 0.125f}) {
-    for (int64_t n = 0; n <= 70; ++n) {
-      const std::vector<float> scores = Scores(n);
-      std::vector<uint16_t> out(n + 1, 0x7777);  // out[n] must stay
-      const float max = 3.0f * scale;            // of the scaled scores
-      const float sum = kernel()(scores.data(), n, scale, max, out.data());
-      double exact_sum = 0.0;
-      for (int64_t i = 0; i < n; ++i) {
-        const double exact = std::exp(double(scores[i]) * scale - max);
-        exact_sum += exact;
-        ASSERT_LE(std::abs(Bfloat16ToFloat(out[i]) - exact),
-                  std::max(kBfloat16StoredTolerance * exact, kUnderflow))
-            << "scale=" << scale << " n=" << n << " i=" << i;
+    for (const float below_max : {0.0f, 5.5f, 16.0f}) {
+      for (int64_t n = 0; n <= 70; ++n) {
+        const std::vector<float> scores = Scores(n);
+        std::vector<uint16_t> out(n + 1, 0x7777);  // out[n] must stay
+        const float shift = 3.0f * scale - below_max;
+        float row_max = 0.0f;
+        const float sum = kernel()(scores.data(), n, scale, shift, out.data(), &row_max);
+        double exact_sum = 0.0;
+        float exact_max = -kInf;
+        for (int64_t i = 0; i < n; ++i) {
+          const double exact = std::exp(double(scores[i]) * scale - shift);
+          exact_sum += exact;
+          exact_max = std::max(exact_max, scores[i]);
+          ASSERT_LE(std::abs(Bfloat16ToFloat(out[i]) - exact),
+                    std::max(kBfloat16StoredTolerance * exact, kUnderflow))
+              << "scale=" << scale << " shift=" << shift << " n=" << n << " i=" << i;
+        }
+        EXPECT_LE(std::abs(sum - exact_sum), kBfloat16ExpTolerance * exact_sum)
+            << "scale=" << scale << " shift=" << shift << " n=" << n;
+        EXPECT_EQ(row_max, exact_max) << "n=" << n;
+        EXPECT_EQ(out[n], 0x7777) << "n=" << n;
       }
-      EXPECT_LE(std::abs(sum - exact_sum), kBfloat16ExpTolerance * exact_sum)
-          << "scale=" << scale << " n=" << n;
-      EXPECT_EQ(out[n], 0x7777) << "n=" << n;
     }
   }
 }
@@ -131,7 +138,8 @@ TEST_P(ExpShiftedSumToBfloat16Test, MinusInfinityGivesZeroAndNaNPropagates) {
     row[1] = -kInf;
     row[3] = kNaN;
     std::vector<uint16_t> out(n);
-    const float sum = kernel()(row.data(), n, 1.0f, 0.0f, out.data());
+    float row_max;
+    const float sum = kernel()(row.data(), n, 1.0f, 0.0f, out.data(), &row_max);
     EXPECT_EQ(out[1], 0) << "n=" << n;
     EXPECT_TRUE(std::isnan(Bfloat16ToFloat(out[3]))) << "n=" << n;
     EXPECT_TRUE(std::isnan(sum)) << "n=" << n;
