@@ -400,9 +400,14 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
       // This item's Q rows in bf16, zero in the padding the 32×32 blocks read.
       const int64_t hd_pad = PadTo32(hd);
       uint16_t* q_rows = scratch.q_rows.data();
-      std::fill(q_rows, q_rows + PadTo32(rows) * hd_pad, uint16_t{0});
-      for (int64_t r = 0; r < rows; ++r) {
-        ConvertToBfloat16(q + q_offset + r * hd, hd, q_rows + r * hd_pad);
+      if (hd == hd_pad) {  // rows already contiguous: one conversion
+        ConvertToBfloat16(q + q_offset, rows * hd, q_rows);
+        std::fill(q_rows + rows * hd, q_rows + PadTo32(rows) * hd, uint16_t{0});
+      } else {
+        std::fill(q_rows, q_rows + PadTo32(rows) * hd_pad, uint16_t{0});
+        for (int64_t r = 0; r < rows; ++r) {
+          ConvertToBfloat16(q + q_offset + r * hd, hd, q_rows + r * hd_pad);
+        }
       }
     }
     std::fill(scratch.acc.begin(), scratch.acc.begin() + PadTo32(rows) * acc_stride, 0.0f);
@@ -474,8 +479,7 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
     for (int64_t r = 0; r < rows; ++r) {
       const float sum = scratch.row_sum[r];
       const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;  // no visible key: zeros
-      const float* acc_row = scratch.acc.data() + r * acc_stride;
-      for (int64_t c = 0; c < hd; ++c) out_rows[r * hd + c] = acc_row[c] * inverse;
+      ScaleRowInto(scratch.acc.data() + r * acc_stride, hd, inverse, out_rows + r * hd);
     }
   };
 

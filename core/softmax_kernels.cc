@@ -234,4 +234,12 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void ScaleRow(float
   for (int64_t c = 0; c < n; ++c) row[c] *= factor;
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default"))) void ScaleRowInto(const float* row,
+                                                                               int64_t n,
+                                                                               float factor,
+                                                                               float* out) {
+#pragma omp simd
+  for (int64_t c = 0; c < n; ++c) out[c] = row[c] * factor;
+}
+
 }  // namespace attnserve

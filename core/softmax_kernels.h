@@ -44,6 +44,9 @@ bool CpuHasAvx512Bf16();
 // row[c] *= factor for c < n.
 void ScaleRow(float* row, int64_t n, float factor);
 
+// out[c] = row[c] · factor for c < n (the final normalisation of an output row).
+void ScaleRowInto(const float* row, int64_t n, float factor, float* out);
+
 }  // namespace attnserve
 
 #endif  // ATTNSERVE_CORE_SOFTMAX_KERNELS_H_

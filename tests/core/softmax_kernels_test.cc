@@ -165,6 +165,21 @@ TEST(RowMaxTest, MaximumOverEveryLength) {
   }
 }
 
+TEST(ScaleRowTest, ScalesInPlaceAndIntoAnotherRow) {
+  for (int64_t n = 0; n <= 70; ++n) {
+    const std::vector<float> row = RandomVector(n, 9 + n);
+    std::vector<float> in_place = row, into(n + 1, 7.0f);  // into[n] must stay
+    ScaleRow(in_place.data(), n, 0.3f);
+    ScaleRowInto(row.data(), n, 0.3f, into.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const float exact = row[i] * 0.3f;  // one f32 rounding, as the kernels do
+      ASSERT_EQ(in_place[i], exact) << "n=" << n << " i=" << i;
+      ASSERT_EQ(into[i], exact) << "n=" << n << " i=" << i;
+    }
+    EXPECT_EQ(into[n], 7.0f) << "n=" << n;
+  }
+}
+
 TEST(ExpNonPositiveTest, MatchesDoubleExpAndUnderflowsToZero) {
   for (float x = -86.0f; x <= 0.0f; x += 0.37f) {
     const double exact = std::exp(double(x));
