@@ -1,9 +1,11 @@
 // A console reporter that also keeps one counter of every run, so a benchmark's main() can print
 // ratios between benchmarks measured in the same run (the machines are shared and noisy; only
-// ratios within one run are meaningful).
+// ratios within one run are meaningful). With --benchmark_repetitions=N a benchmark's value is
+// the median of its N runs.
 #ifndef ATTNSERVE_BENCH_COUNTER_REPORTER_H_
 #define ATTNSERVE_BENCH_COUNTER_REPORTER_H_
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <utility>
@@ -21,17 +23,25 @@ class CounterReporter : public benchmark::ConsoleReporter {
     for (const Run& run : runs) {
       if (run.error_occurred || run.run_type != Run::RT_Iteration) continue;
       auto it = run.counters.find(counter_);
-      if (it != run.counters.end()) values_[run.benchmark_name()] = it->second.value;
+      if (it != run.counters.end()) runs_[run.benchmark_name()].push_back(it->second.value);
     }
     ConsoleReporter::ReportRuns(runs);
   }
 
-  // Counter value by benchmark name (e.g. "BM_Memcpy/real_time").
-  const std::map<std::string, double>& values() const { return values_; }
+  // Counter value (median over repetitions) by benchmark name (e.g. "BM_Memcpy/real_time").
+  std::map<std::string, double> values() const {
+    std::map<std::string, double> medians;
+    for (auto [name, values] : runs_) {
+      std::sort(values.begin(), values.end());
+      const size_t n = values.size();
+      medians[name] = n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+    }
+    return medians;
+  }
 
  private:
   std::string counter_;
-  std::map<std::string, double> values_;
+  std::map<std::string, std::vector<double>> runs_;
 };
 
 }  // namespace attnserve
