@@ -49,17 +49,23 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void ConvertToBfloa
   for (; i < n; ++i) out[i] = FloatToBfloat16(values[i]);
 }
 
-// row[c] += −slope·(q − k[c]) when causal (the DESIGN's −m(i−j); visible keys usually have
-// k <= q), −slope·|q − k[c]| otherwise. Positions arrive relative to the batch element's first
-// key, as floats: exact while they span < 2^24 positions, and the loop stays vectorisable.
+// row[c] ← scale·row[c] − slope·(q − k[c]) when causal (the DESIGN's −m(i−j); visible keys
+// usually have k <= q), scale·row[c] − slope·|q − k[c]| otherwise: the score's own scale (when the
+// product left it out) and the bias in one pass. Positions arrive relative to the batch element's
+// first key, as floats: exact while they span < 2^24 positions, and the loop stays vectorisable.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void AddAlibiRow(
-    float* row, int64_t n, float slope, float q_position, const float* k_positions, bool causal) {
+    float* row, int64_t n, float scale, float slope, float q_position, const float* k_positions,
+    bool causal) {
   if (causal) {
 #pragma omp simd
-    for (int64_t c = 0; c < n; ++c) row[c] -= slope * (q_position - k_positions[c]);
+    for (int64_t c = 0; c < n; ++c) {
+      row[c] = row[c] * scale - slope * (q_position - k_positions[c]);
+    }
   } else {
 #pragma omp simd
-    for (int64_t c = 0; c < n; ++c) row[c] -= slope * std::fabs(q_position - k_positions[c]);
+    for (int64_t c = 0; c < n; ++c) {
+      row[c] = row[c] * scale - slope * std::fabs(q_position - k_positions[c]);
+    }
   }
 }
 
@@ -100,14 +106,17 @@ class ScoreBias {
 
   bool active() const { return !slopes_.empty() || t5_ != nullptr; }
 
-  // Adds the bias of query row i (batch element b, head h) to scores of keys [j0, j0 + n).
-  void AddRow(int64_t b, int64_t h, int64_t i, int64_t j0, int64_t n, float* row) const {
+  // row[c] ← scale·row[c] + bias of query row i (batch element b, head h) and key j0 + c, for
+  // c < n.
+  void AddRow(int64_t b, int64_t h, int64_t i, int64_t j0, int64_t n, float scale,
+              float* row) const {
     const int64_t Sq = shape_.q_len, Sk = shape_.kv_len;
     if (!slopes_.empty()) {
-      AddAlibiRow(row, n, static_cast<float>(slopes_[h]), q_relative_[b * Sq + i],
+      AddAlibiRow(row, n, scale, static_cast<float>(slopes_[h]), q_relative_[b * Sq + i],
                   k_relative_.data() + b * Sk + j0, options_.causal);
       return;
     }
+    if (scale != 1.0f) ScaleRow(row, n, scale);
     const std::vector<float>& table = *t5_->table;
     const int64_t H = shape_.num_heads;
     const int64_t q = options_.q_positions[b * Sq + i];
@@ -200,7 +209,8 @@ class TileGemm {
 
 // P for one bf16 score row of a tile: out[c] = e^(scale·row[c] − shift), returning {shift, Σ}.
 // The shift is the row's running maximum from earlier tiles (on its first tile, the maximum of
-// its first 16 scores), and the same pass finds this tile's maximum; only when that exceeds the
+// its last 16 visible scores: the nearest keys, which ALiBi favours and causal rows always
+// see), and the same pass finds this tile's maximum; only when that exceeds the
 // shift by more than kShiftHeadroom is the row done again with its own maximum. Values up to
 // e^16 keep P, the sums and P·V far from f32 overflow, and a separate pass for the maximum — an
 // eighth of the kernel's time on AMX — is saved.
@@ -208,8 +218,8 @@ constexpr float kShiftHeadroom = 16.0f;
 
 std::pair<float, float> Bfloat16Probabilities(const float* row, int64_t n, float scale,
                                               float running_max, uint16_t* out) {
-  float shift = running_max != kNegInf ? running_max
-                                       : RowMax(row, std::min<int64_t>(n, 16)) * scale;
+  const int64_t last = std::min<int64_t>(n, 16);
+  float shift = running_max != kNegInf ? running_max : RowMax(row + n - last, last) * scale;
   float tile_max;
   float sum = ExpShiftedSumToBfloat16(row, n, scale, shift, out, &tile_max);
   if (tile_max * scale > shift + kShiftHeadroom) {
@@ -438,9 +448,8 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
             std::clamp<int64_t>(VisibleKeyCount(shape, options, b, i0 + r) - j0, 0, cols);
         float row_scale = score_scale;
         if (bias.active()) {
-          if (row_scale != 1.0f) ScaleRow(row, visible, row_scale);
+          bias.AddRow(b, h, i0 + r, j0, visible, row_scale, row);
           row_scale = 1.0f;
-          bias.AddRow(b, h, i0 + r, j0, visible, row);
         }
         // Masked keys get probability 0 (in the operand P·V reads).
         uint16_t* row_bf16 = bf16 ? scratch.probs_bf16.data() + r * stride : nullptr;
