@@ -53,6 +53,23 @@ std::string OneDnnVersion() {
   return absl::StrCat(version->major, ".", version->minor, ".", version->patch);
 }
 
+std::string OneDnnCpuIsa() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";
+    case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    case dnnl::cpu_isa::all: break;
+  }
+  return "unknown";
+}
+
 void ApplyComputeThreads() {
   const int threads = g_compute_threads.load(std::memory_order_relaxed);
   if (threads > 0 && omp_get_max_threads() != threads) omp_set_num_threads(threads);

@@ -23,6 +23,10 @@ void SetComputeThreads(int threads);
 // oneDNN's version, "major.minor.patch".
 std::string OneDnnVersion();
 
+// The instruction set oneDNN's kernels use on this CPU, as oneDNN names it ("avx2",
+// "avx512_core_bf16", "avx512_core_amx", …).
+std::string OneDnnCpuIsa();
+
 // Applies SetComputeThreads' setting to the calling thread (OpenMP's thread count is per thread;
 // gRPC handler threads each need it). Every parallel compute entry point calls it first.
 void ApplyComputeThreads();

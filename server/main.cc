@@ -133,7 +133,8 @@ int Run(const sigset_t& stop_signals) {
     return 1;
   }
   exposer->RegisterCollectable(metrics_registry);
-  metrics.SetBuildInfo(ATTNSERVE_VERSION, OneDnnVersion());
+  metrics.SetComputeCapacity(workers, queue_depth);
+  metrics.SetBuildInfo(ATTNSERVE_VERSION, OneDnnVersion(), OneDnnCpuIsa());
   for (const LoadedModel* model : (*models)->List()) {
     const AttentionConfig& config = model->layer->config();
     metrics.AddModelInfo(model->config.name(), EncodingName(config.encoding), config.num_heads,

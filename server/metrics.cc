@@ -45,6 +45,8 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
         start_(std::chrono::steady_clock::now()) {
     metrics_->RecordStarted(method_, type_);
   }
+  // gRPC destroys the interceptors when the RPC is over, however it ended.
+  ~MetricsInterceptor() override { metrics_->RecordFinished(); }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
@@ -181,10 +183,28 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                                     .Name("attnserve_compute_waiting_requests")
                                     .Help("Requests waiting for a compute worker now.")
                                     .Register(registry)
-                                    .Add({})) {}
+                                    .Add({})),
+      compute_workers_(prometheus::BuildGauge()
+                           .Name("attnserve_compute_workers")
+                           .Help("Compute workers of the server (--compute_workers).")
+                           .Register(registry)
+                           .Add({})),
+      compute_queue_capacity_(prometheus::BuildGauge()
+                                  .Name("attnserve_compute_queue_capacity")
+                                  .Help("Requests that may wait for a compute worker "
+                                        "(--compute_queue_depth).")
+                                  .Register(registry)
+                                  .Add({})),
+      inflight_(prometheus::BuildGauge()
+                    .Name("attnserve_inflight_requests")
+                    .Help("RPCs started and not yet finished (streams count once).")
+                    .Register(registry)
+                    .Add({})) {}
 
-void ServerMetrics::SetBuildInfo(const std::string& version, const std::string& onednn_version) {
-  build_info_.Add({{"version", version}, {"onednn_version", onednn_version}}).Set(1);
+void ServerMetrics::SetBuildInfo(const std::string& version, const std::string& onednn_version,
+                                 const std::string& cpu_isa) {
+  build_info_.Add({{"version", version}, {"onednn_version", onednn_version}, {"cpu_isa", cpu_isa}})
+      .Set(1);
 }
 
 void ServerMetrics::AddModelInfo(const std::string& model, const std::string& encoding,
@@ -222,6 +242,11 @@ void ServerMetrics::ObserveCompute(int busy_workers, int waiting_requests) {
   compute_waiting_requests_.Set(waiting_requests);
 }
 
+void ServerMetrics::SetComputeCapacity(int workers, int queue_capacity) {
+  compute_workers_.Set(workers);
+  compute_queue_capacity_.Set(queue_capacity);
+}
+
 std::map<std::string, std::string> ServerMetrics::MethodLabels(absl::string_view full_method,
                                                                absl::string_view type) const {
   std::pair<absl::string_view, absl::string_view> parts("unknown", "unknown");
@@ -236,7 +261,10 @@ std::map<std::string, std::string> ServerMetrics::MethodLabels(absl::string_view
 
 void ServerMetrics::RecordStarted(absl::string_view full_method, absl::string_view type) {
   started_.Add(MethodLabels(full_method, type)).Increment();
+  inflight_.Increment();
 }
+
+void ServerMetrics::RecordFinished() { inflight_.Decrement(); }
 
 void ServerMetrics::RecordMessage(absl::string_view full_method, absl::string_view type,
                                   bool received) {

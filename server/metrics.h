@@ -32,8 +32,10 @@ class ServerMetrics {
   // served_methods: "/package.Service/Method" of every RPC the server registers.
   ServerMetrics(prometheus::Registry& registry, const std::vector<std::string>& served_methods);
 
-  // full_method: "/package.Service/Method".
+  // full_method: "/package.Service/Method". Also counts the RPC in flight until RecordFinished.
   void RecordStarted(absl::string_view full_method, absl::string_view type);
+  // An RPC counted by RecordStarted is over (whatever its outcome, cancellation included).
+  void RecordFinished();
   // One message received from / sent to the client on an RPC (streams count each message).
   void RecordMessage(absl::string_view full_method, absl::string_view type, bool received);
   // A computation of `rpc` (e.g. "Attend"): seconds waiting for a compute worker and computing.
@@ -41,8 +43,10 @@ class ServerMetrics {
   void RecordHandled(absl::string_view full_method, absl::string_view type, grpc::StatusCode code,
                      double seconds);
 
-  // attnserve_build_info{version, onednn_version} 1
-  void SetBuildInfo(const std::string& version, const std::string& onednn_version);
+  // attnserve_build_info{version, onednn_version, cpu_isa} 1; cpu_isa: the instruction set
+  // oneDNN dispatches to on this machine (e.g. avx512_core_amx).
+  void SetBuildInfo(const std::string& version, const std::string& onednn_version,
+                    const std::string& cpu_isa);
   // attnserve_model_info{model, encoding, heads, kv_heads, head_dim, d_model} 1, per loaded model.
   void AddModelInfo(const std::string& model, const std::string& encoding, int64_t heads,
                     int64_t kv_heads, int64_t head_dim, int64_t d_model);
@@ -58,6 +62,9 @@ class ServerMetrics {
 
   // The compute pool's state: workers computing and requests waiting for one.
   void ObserveCompute(int busy_workers, int waiting_requests);
+  // The compute pool's size: attnserve_compute_workers and attnserve_compute_queue_capacity (so
+  // that saturation is waiting / capacity in PromQL).
+  void SetComputeCapacity(int workers, int queue_capacity);
 
   // An interceptor factory that records every RPC of the server it is installed in.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> CreateInterceptorFactory();
@@ -84,6 +91,9 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& model_info_;
   prometheus::Gauge& compute_busy_workers_;
   prometheus::Gauge& compute_waiting_requests_;
+  prometheus::Gauge& compute_workers_;
+  prometheus::Gauge& compute_queue_capacity_;
+  prometheus::Gauge& inflight_;
 };
 
 // "OK", "INVALID_ARGUMENT", … as in the grpc_code label.

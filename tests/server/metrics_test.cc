@@ -98,12 +98,16 @@ TEST(ServerMetricsTest, MethodsNotServedShareTheUnknownLabels) {
 TEST(ServerMetricsTest, InfoAndComputeGauges) {
   prometheus::Registry registry;
   ServerMetrics metrics(registry, kServed);
-  metrics.SetBuildInfo("1.2.3", "2.6.3");
+  metrics.SetBuildInfo("1.2.3", "2.6.3", "avx512_core_amx");
   metrics.AddModelInfo("demo-rope", "rope", 8, 4, 32, 256);
   metrics.ObserveCompute(1, 3);
+  metrics.SetComputeCapacity(2, 64);
   EXPECT_EQ(Sample(registry, "attnserve_build_info", {{"version", "1.2.3"},
-                                                      {"onednn_version", "2.6.3"}}),
+                                                      {"onednn_version", "2.6.3"},
+                                                      {"cpu_isa", "avx512_core_amx"}}),
             1);
+  EXPECT_EQ(Sample(registry, "attnserve_compute_workers", {}), 2);
+  EXPECT_EQ(Sample(registry, "attnserve_compute_queue_capacity", {}), 64);
   EXPECT_EQ(Sample(registry, "attnserve_model_info",
                    {{"model", "demo-rope"}, {"encoding", "rope"}, {"kv_heads", "4"}}),
             1);
@@ -133,6 +137,16 @@ TEST(ServerMetricsTest, InfoAndComputeGauges) {
   metrics.ObserveDecode(3, 4096);
   EXPECT_EQ(Sample(registry, "attnserve_decode_streams", {}), 3);
   EXPECT_EQ(Sample(registry, "attnserve_kv_cache_bytes", {}), 4096);
+}
+
+TEST(ServerMetricsTest, InFlightCountsStartedUntilFinished) {
+  prometheus::Registry registry;
+  ServerMetrics metrics(registry, kServed);
+  metrics.RecordStarted("/attnserve.v1.AttentionService/Encode", "unary");
+  metrics.RecordStarted("/attnserve.v1.AttentionService/Decode", "bidi_stream");
+  EXPECT_EQ(Sample(registry, "attnserve_inflight_requests", {}), 2);
+  metrics.RecordFinished();
+  EXPECT_EQ(Sample(registry, "attnserve_inflight_requests", {}), 1);
 }
 
 TEST(ServerMetricsTest, StatusCodeNamesMatchGrpc) {
