@@ -11,7 +11,7 @@ build=(build-essential cmake ninja-build pkg-config libgrpc++-dev libgrpc-dev pr
        libprotobuf-dev protobuf-compiler libdnnl-dev ocl-icd-opencl-dev libabsl-dev
        prometheus-cpp-dev libspdlog-dev nlohmann-json3-dev grpc-proto)
 test=("${build[@]}" libgtest-dev libgmock-dev libbenchmark-dev python3 python3-grpcio
-      python3-protobuf python3-numpy python3-matplotlib curl prometheus)
+      python3-protobuf python3-numpy python3-matplotlib python3-yaml curl prometheus)
 
 case "${1:-}" in
   runtime) wanted=("${runtime[@]}") ;;
