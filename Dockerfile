@@ -3,9 +3,12 @@
 #   docker build -t attnserve .            (Docker: DOCKER_BUILDKIT=0 works too)
 #   podman build --format docker -t attnserve .
 #   docker run --rm -p 50051:50051 -p 9464:9464 attnserve [--max_batch=16 ...]
+#   docker run --rm -p 50051:50051 -v "$PWD/models:/models:ro" -e FLAGS_model_repository=/models \
+#       -e FLAGS_compute_workers=2 attnserve
 #
-# Arguments after the image name are appended to the ENTRYPOINT flags; a flag given again
-# overrides the default (e.g. --grpc_address=0.0.0.0:8001).
+# Every flag can be set as an environment variable FLAGS_<name> or as an argument after the image
+# name (arguments win). Move the ports with FLAGS_grpc_address / FLAGS_metrics_address rather than
+# arguments: the HEALTHCHECK (`attnserve --health_probe`) reads the same variables.
 # deploy/docker/smoke_test.sh builds and checks this image offline.
 
 ARG BASE_IMAGE=debian:bookworm-slim
@@ -51,14 +54,15 @@ RUN if ldd /usr/local/bin/attnserve | grep 'not found'; then \
 USER 10001:10001
 EXPOSE 50051 9464
 
-# Liveness via the metrics endpoint, with bash's /dev/tcp only (no curl in the image). Set
-# ATTNSERVE_METRICS_PORT when --metrics_address moves the port. Needs --format docker under podman;
-# orchestrators should probe the gRPC health service instead.
-ENV ATTNSERVE_METRICS_PORT=9464
+ENV FLAGS_grpc_address=0.0.0.0:50051 \
+    FLAGS_metrics_address=0.0.0.0:9464
+
+# The binary's own probe: grpc.health.v1 Check on FLAGS_grpc_address (0.0.0.0 → loopback), exit 0
+# only when SERVING, so a draining server turns unhealthy. Needs --format docker under podman.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${ATTNSERVE_METRICS_PORT:-9464} && printf 'GET /metrics HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && read -r status <&3 && [[ $status == *' 200 '* ]]"]
+    CMD ["/usr/local/bin/attnserve", "--health_probe", "--health_probe_timeout_seconds=4"]
 
 # The server handles SIGTERM/SIGINT itself (graceful drain, exit 0), so it can be PID 1.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/usr/local/bin/attnserve", "--grpc_address=0.0.0.0:50051", "--metrics_address=0.0.0.0:9464"]
+ENTRYPOINT ["/usr/local/bin/attnserve"]
 CMD []

@@ -23,8 +23,11 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/str_join.h"
 #include "server/access_log.h"
 #include "server/attention_service.h"
+#include "server/health_probe.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
 #include "server/process_metrics.h"
@@ -60,6 +63,11 @@ ABSL_FLAG(int64_t, max_kv_cache_bytes, int64_t{1} << 30,
 ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
           "on SIGTERM/SIGINT, how long in-flight RPCs may take to finish before being cancelled");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
+ABSL_FLAG(bool, health_probe, false,
+          "instead of serving: ask the server at --grpc_address (0.0.0.0 means this host) for "
+          "its grpc.health.v1 status and exit 0 if SERVING, 1 otherwise (container HEALTHCHECK, "
+          "exec probes)");
+ABSL_FLAG(double, health_probe_timeout_seconds, 5.0, "deadline of the --health_probe call");
 ABSL_FLAG(std::string, access_log, "text",
           "one line per RPC (request id, method, code, latency, peer): text, json or off");
 
@@ -81,6 +89,24 @@ std::vector<std::string> ServedMethods() {
     methods.push_back(absl::StrCat("/", kServiceName, "/", service->method(i)->name()));
   }
   return methods;
+}
+
+// argv with --tryfromenv=<every flag of this file> after the program name, so that absl reads
+// FLAGS_<name> from the environment for each (absent ones are skipped); flags given on the
+// command line come later and win. Ends with a null pointer, as argv does; the strings live as
+// long as the process.
+std::vector<char*> WithFlagsFromEnvironment(int argc, char** argv) {
+  std::vector<std::string> names;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (absl::EndsWith(flag->Filename(), "server/main.cc")) names.emplace_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  static std::string from_environment;
+  from_environment = absl::StrCat("--tryfromenv=", absl::StrJoin(names, ","));
+  std::vector<char*> args(argv, argv + argc);
+  args.insert(args.begin() + 1, from_environment.data());
+  args.push_back(nullptr);
+  return args;
 }
 
 // "0.0.0.0:0" with bound port 1234 → "0.0.0.0:1234".
@@ -234,8 +260,15 @@ int main(int argc, char** argv) {
   absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "Transformer attention and positional encodings as a gRPC service.\n"
-      "Serves the built-in demo models; see README.md.");
-  absl::ParseCommandLine(argc, argv);
+      "Serves the built-in demo models; see README.md. Every flag can also come from the\n"
+      "environment variable FLAGS_<name> (e.g. FLAGS_max_batch=16); the command line wins.");
+  const std::vector<char*> args = attnserve::WithFlagsFromEnvironment(argc, argv);
+  absl::ParseCommandLine(static_cast<int>(args.size()) - 1, const_cast<char**>(args.data()));
+
+  if (absl::GetFlag(FLAGS_health_probe)) {
+    return attnserve::ProbeHealth(absl::GetFlag(FLAGS_grpc_address), "",
+                                  absl::Seconds(absl::GetFlag(FLAGS_health_probe_timeout_seconds)));
+  }
 
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
   spdlog::flush_on(spdlog::level::info);

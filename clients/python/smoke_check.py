@@ -8,7 +8,9 @@ Checks, in order:
   1. the server becomes reachable and grpc.health.v1.Health/Check("") answers SERVING;
   2. Encode of a random FLOAT32 [2, 5, 16] tensor with the Vaswani sinusoidal encoding and
      position_offset 3 equals an independent numpy computation (max abs error < 1e-5);
-  3. (with --metrics_url) the Prometheus endpoint answers 200 and exports grpc_server_handled_total.
+  3. Attend on the demo model demo-sinusoidal with a batch of two identical sequences answers a
+     finite [2, 6, 512] output whose two items agree (< 1e-6), the same on a second call;
+  4. (with --metrics_url) the Prometheus endpoint answers 200 and exports grpc_server_handled_total.
 
 Uses the Python stubs generated at build time (build/python, or $ATTNSERVE_PYTHON_STUBS, or
 --stubs). Run it with Debian's /usr/bin/python3, which sees python3-grpcio/protobuf/numpy.
@@ -138,6 +140,41 @@ def check_encode(grpc, channel, seed):
         f"max abs error {err:.2e} < {TOLERANCE:g} (seed {seed})")
 
 
+def check_attend(grpc, channel, seed):
+    import numpy as np
+    from attnserve.v1 import attention_service_pb2 as svc
+    from attnserve.v1 import attention_service_pb2_grpc as svc_grpc
+    from attnserve.v1 import tensor_pb2
+
+    sequence = np.random.default_rng(seed + 1).standard_normal((6, 512)).astype(np.float32)
+    x = np.stack([sequence, sequence])
+    request = svc.AttendRequest(
+        model="demo-sinusoidal", causal=True,
+        query=tensor_pb2.Tensor(dtype=tensor_pb2.FLOAT32, shape=list(x.shape),
+                                data=x.astype("<f4").tobytes()))
+    outputs = []
+    for _ in range(2):
+        try:
+            response = svc_grpc.AttentionServiceStub(channel).Attend(request, timeout=30.0)
+        except grpc.RpcError as e:
+            raise CheckFailed(f"Attend failed: {e.code().name}: {e.details()}")
+        out = response.output
+        if list(out.shape) != list(x.shape) or len(out.data) != x.size * 4:
+            raise CheckFailed(f"Attend output shape {list(out.shape)} ({len(out.data)} bytes), "
+                              f"want {list(x.shape)}")
+        outputs.append(np.frombuffer(out.data, dtype="<f4").reshape(x.shape))
+    y = outputs[0]
+    if not np.all(np.isfinite(y)):
+        raise CheckFailed("Attend output has non-finite values")
+    spread = float(np.max(np.abs(y[0] - y[1])))
+    repeat = float(np.max(np.abs(outputs[1] - y)))
+    if spread >= 1e-6 or repeat >= 1e-6:
+        raise CheckFailed(f"Attend: identical batch items differ by {spread:.3g}, repeated calls "
+                          f"by {repeat:.3g} (want < 1e-6)")
+    log(f"OK  Attend demo-sinusoidal {list(x.shape)} causal: finite, batch items and repeated "
+        f"calls agree")
+
+
 def check_metrics(url, deadline):
     # No proxies: the check must stay on loopback even when CI sets http_proxy.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -184,6 +221,7 @@ def main():
         log(f"OK  {args.address} grpc.health.v1 Check('') = SERVING "
             f"(after {time.monotonic() - start:.1f} s)")
         check_encode(grpc, channel, args.seed)
+        check_attend(grpc, channel, args.seed)
         if args.metrics_url:
             check_metrics(args.metrics_url, max(deadline, time.monotonic() + 10.0))
     except CheckFailed as e:

@@ -261,11 +261,11 @@ EOF
 CONTAINER="attnserve-smoke-$$"
 log "starting $CONTAINER: gRPC 127.0.0.1:$GRPC_PORT, metrics 127.0.0.1:$METRICS_PORT"
 # (--health-interval=disable: no systemd timer here; the check runs once below.)
-# Appended flags override the ENTRYPOINT's 0.0.0.0 defaults (last flag wins): with the host network
-# namespace this keeps the service on loopback.
+# Configured through the environment (FLAGS_<name>), as the image documents: with the host network
+# namespace this keeps the service on loopback, and the HEALTHCHECK probes the same address.
 podman_q 60 run -d --name "$CONTAINER" --pull=never --network=host --health-interval=disable \
-    -e "ATTNSERVE_METRICS_PORT=$METRICS_PORT" "$IMAGE" \
-    "--grpc_address=127.0.0.1:$GRPC_PORT" "--metrics_address=127.0.0.1:$METRICS_PORT" >/dev/null \
+    -e "FLAGS_grpc_address=127.0.0.1:$GRPC_PORT" -e "FLAGS_metrics_address=127.0.0.1:$METRICS_PORT" \
+    "$IMAGE" >/dev/null \
   || die "podman run failed"
 
 ready_start=$SECONDS
@@ -288,7 +288,7 @@ timeout $((READY_TIMEOUT + 120)) "$PY" clients/python/smoke_check.py \
     --timeout "$READY_TIMEOUT" --stubs "$STUBS" </dev/null \
   || die "clients/python/smoke_check.py failed"
 
-# The image's own HEALTHCHECK (bash /dev/tcp GET /metrics; the port comes from ATTNSERVE_METRICS_PORT).
+# The image's own HEALTHCHECK (`attnserve --health_probe` on FLAGS_grpc_address).
 if [ "$(podman image inspect --format '{{if .Config.Healthcheck}}yes{{end}}' "$IMAGE" 2>/dev/null)" = yes ]; then
   timeout 60 podman healthcheck run "$CONTAINER" >/dev/null || die "the image's HEALTHCHECK reports unhealthy"
   log "OK  image HEALTHCHECK passes"

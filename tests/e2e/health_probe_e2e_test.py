@@ -1,0 +1,86 @@
+#!/usr/bin/python3
+"""End-to-end test of the binary's --health_probe mode (the image's HEALTHCHECK) and of flags
+taken from FLAGS_<name> environment variables (the command line winning over them).
+
+    /usr/bin/python3 tests/e2e/health_probe_e2e_test.py --server build/server/attnserve --stubs build/python
+"""
+import os
+import socket
+import subprocess
+import sys
+import unittest
+from unittest import mock
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import attnserve_testing as at  # noqa: E402
+
+UNITTEST_ARGV = at.setup_from_argv()
+
+from attnserve_testing import grpc, pb, ServerProcess, ServerTestCase, f32_tensor  # noqa: E402
+
+
+def probe(*args, env=None):
+    return subprocess.run([str(at.SERVER_PATH), "--health_probe", *args], capture_output=True,
+                          text=True, timeout=30, env=env)
+
+
+class HealthProbeTest(ServerTestCase):
+
+    def test_serving_server_probes_healthy(self):
+        result = probe(f"--grpc_address={self.server.grpc_address}")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("SERVING", result.stdout)
+
+    def test_wildcard_address_is_probed_on_loopback_and_read_from_the_environment(self):
+        port = self.server.grpc_address.rsplit(":", 1)[1]
+        env = dict(os.environ, FLAGS_grpc_address=f"0.0.0.0:{port}")
+        result = probe(env=env)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn(f"127.0.0.1:{port}: SERVING", result.stdout)
+
+    def test_nothing_listening_probes_unhealthy(self):
+        with socket.socket() as s:  # a port that was free a moment ago
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        result = probe(f"--grpc_address=127.0.0.1:{port}", "--health_probe_timeout_seconds=2")
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn("UNAVAILABLE", result.stdout)
+
+
+class FlagsFromEnvironmentTest(unittest.TestCase):
+
+    def attend_batch(self, server, batch):
+        channel = grpc.insecure_channel(server.grpc_address)
+        try:
+            stub = at.pb_grpc.AttentionServiceStub(channel)
+            x = np.ones((batch, 2, 512), np.float32)
+            return stub.Attend(pb.AttendRequest(model="demo-sinusoidal", query=f32_tensor(x)),
+                               timeout=30)
+        finally:
+            channel.close()
+
+    def run_server(self, env, args=()):
+        with mock.patch.dict(os.environ, env):
+            server = ServerProcess(at.SERVER_PATH, args).start()
+        self.addCleanup(server.kill)
+        return server
+
+    def test_environment_sets_a_flag(self):
+        server = self.run_server({"FLAGS_max_batch": "2"})
+        with self.assertRaises(grpc.RpcError) as raised:
+            self.attend_batch(server, 3)
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("2", raised.exception.details())
+        self.attend_batch(server, 2)
+        self.assertEqual(server.stop(), 0)
+
+    def test_command_line_wins_over_the_environment(self):
+        server = self.run_server({"FLAGS_max_batch": "2"}, ("--max_batch=8",))
+        self.assertEqual(self.attend_batch(server, 3).output.shape[0], 3)
+        self.assertEqual(server.stop(), 0)
+
+
+if __name__ == "__main__":
+    at.run_tests(UNITTEST_ARGV)
