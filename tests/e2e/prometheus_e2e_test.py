@@ -30,6 +30,9 @@ UNITTEST_ARGV = at.setup_from_argv()
 from attnserve_testing import grpc, pb, ServerTestCase, f32_tensor  # noqa: E402
 
 DEPLOY = at.REPO_ROOT / "deploy" / "prometheus"
+DASHBOARD = at.REPO_ROOT / "deploy" / "grafana" / "dashboards" / "attnserve.json"
+# Dashboard queries that stay empty on a server that has refused nothing.
+MAY_BE_EMPTY = ("attnserve_rejected_requests_total",)
 PROMETHEUS = shutil.which("prometheus")
 QUERY_DEADLINE_S = 60.0
 ATTEND = ('grpc_server_handled_total{job="attnserve",grpc_service="attnserve.v1.AttentionService",'
@@ -62,18 +65,20 @@ class RealPrometheusTest(ServerTestCase):
         with open(config_path, "w") as f:
             yaml.safe_dump(config, f)
         cls.api = f"http://127.0.0.1:{free_port()}"
+        cls.prometheus_log = open(os.path.join(cls.tmp, "log"), "w")
         cls.prometheus = subprocess.Popen(
             [PROMETHEUS, f"--config.file={config_path}",
              f"--storage.tsdb.path={os.path.join(cls.tmp, 'data')}",
              f"--web.listen-address={cls.api[len('http://'):]}",
              "--web.console.libraries=/usr/share/prometheus/console_libraries",
              "--web.console.templates=/etc/prometheus/consoles"],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(cls.tmp, "log"), "w"))
+            stdout=subprocess.DEVNULL, stderr=cls.prometheus_log)
 
     @classmethod
     def tearDownClass(cls):
         cls.prometheus.terminate()
         cls.prometheus.wait(timeout=10)
+        cls.prometheus_log.close()
         shutil.rmtree(cls.tmp, ignore_errors=True)
         super().tearDownClass()
 
@@ -139,6 +144,17 @@ class RealPrometheusTest(ServerTestCase):
                          {"AttnserveDown", "AttnserveHighErrorRatio", "AttnserveHighLatencyP99",
                           "AttnserveQueueSaturated", "AttnserveRejectingRequests"})
         self.assertEqual(self.query("ALERTS"), [])
+
+        # Every query of the Grafana dashboard is valid PromQL and, after this traffic, has data.
+        dashboard = json.loads(DASHBOARD.read_text())
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"]
+                with self.subTest(panel=panel["title"], expr=expr):
+                    if any(name in expr for name in MAY_BE_EMPTY):
+                        self.query(expr)  # asserts status success
+                    else:
+                        self.wait_for(expr, lambda r: len(r) > 0)
 
 
 if __name__ == "__main__":
