@@ -151,12 +151,16 @@ int Run() {
     std::cerr << "--concurrency must be >= 1\n";
     return 2;
   }
+  // Responses are as large as the query: no 4 MiB client-side cap (the server has its own).
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxReceiveMessageSize(-1);
   absl::StatusOr<RequestFn> request =
       absl::GetFlag(FLAGS_in_process)
           ? InProcessRequest(std::shared_ptr<ModelRegistry>(
                 ModelRegistry::CreateWithDemoModels().value().release()))
-          : RemoteRequest(grpc::CreateChannel(absl::GetFlag(FLAGS_target),
-                                              grpc::InsecureChannelCredentials()));
+          : RemoteRequest(grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target),
+                                                    grpc::InsecureChannelCredentials(),
+                                                    channel_args));
   if (!request.ok()) {
     std::cerr << "attnserve_loadgen: " << request.status() << "\n";
     return 1;

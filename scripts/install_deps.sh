@@ -11,12 +11,16 @@ build=(build-essential cmake ninja-build pkg-config libgrpc++-dev libgrpc-dev pr
        libprotobuf-dev protobuf-compiler libdnnl-dev ocl-icd-opencl-dev libabsl-dev
        prometheus-cpp-dev libspdlog-dev nlohmann-json3-dev grpc-proto)
 test=("${build[@]}" libgtest-dev libgmock-dev libbenchmark-dev python3 python3-grpcio
-      python3-protobuf python3-numpy python3-matplotlib python3-yaml curl prometheus)
+      python3-protobuf python3-numpy python3-matplotlib python3-yaml python3-kubernetes curl
+      prometheus)
 
 case "${1:-}" in
   runtime) wanted=("${runtime[@]}") ;;
   build) wanted=("${build[@]}") ;;
-  test) wanted=("${test[@]}") ;;
+  test) wanted=("${test[@]}")
+        # kubectl renders deploy/k8s (kubectl kustomize). Debian's kubernetes-client provides one;
+        # a kubectl installed otherwise (e.g. from Kubernetes' own repository) is used as it is.
+        command -v kubectl >/dev/null || wanted+=(kubernetes-client) ;;
   *) echo "usage: $0 build|test|runtime" >&2; exit 2 ;;
 esac
 

@@ -63,6 +63,11 @@ ABSL_FLAG(int64_t, max_kv_cache_bytes, int64_t{1} << 30,
 ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
           "on SIGTERM/SIGINT, how long in-flight RPCs may take to finish before being cancelled");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
+ABSL_FLAG(double, max_connection_age_seconds, 0,
+          "close client connections after about this long (0 = never; a client reconnects and "
+          "is balanced anew, so new replicas get traffic; see docs/scaling.md)");
+ABSL_FLAG(double, max_connection_age_grace_seconds, 30,
+          "time an aged connection's calls get to finish before it is closed");
 ABSL_FLAG(bool, health_probe, false,
           "instead of serving: ask the server at --grpc_address (0.0.0.0 means this host) for "
           "its grpc.health.v1 status and exit 0 if SERVING, 1 otherwise (container HEALTHCHECK, "
@@ -188,6 +193,13 @@ int Run(const sigset_t& stop_signals) {
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
+  if (const double age = absl::GetFlag(FLAGS_max_connection_age_seconds); age > 0) {
+    // gRPC adds ±10% jitter, so the replicas' clients do not all reconnect at once.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, static_cast<int>(age * 1000));
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+        static_cast<int>(absl::GetFlag(FLAGS_max_connection_age_grace_seconds) * 1000));
+  }
   if (const int rpc_threads = absl::GetFlag(FLAGS_rpc_threads); rpc_threads > 0) {
     grpc::ResourceQuota quota("attnserve");
     quota.SetMaxThreads(rpc_threads);

@@ -153,6 +153,13 @@ class ClientTest(ServerTestCase):
         self.assertEqual(bf.shape, (2, 6, 256))
         self.assertLess(rel_err(bf, plain.astype(np.float64)), 5e-2)
 
+    def test_responses_larger_than_grpcs_default_4_mib_arrive(self):
+        # 1 × 2100 × 512 float32 = 4.3 MB each way: above gRPC's default receive limit.
+        x = np.ones((1, 2100, 512), np.float32)
+        out = self.client.attend("demo-sinusoidal", x)
+        self.assertEqual(out.shape, x.shape)
+        self.assertTrue(np.all(np.isfinite(out)))
+
     def test_sdpa_matches_a_numpy_softmax_reference(self):
         rng = np.random.default_rng(6)
         q = rng.standard_normal((2, 4, 5, 16)).astype(np.float32)

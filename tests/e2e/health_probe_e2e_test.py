@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""End-to-end test of the binary's --health_probe mode (the image's HEALTHCHECK) and of flags
-taken from FLAGS_<name> environment variables (the command line winning over them).
+"""End-to-end test of the binary's --health_probe mode (the image's HEALTHCHECK), of flags taken
+from FLAGS_<name> environment variables (the command line winning over them), and of
+--max_connection_age_seconds (clients reconnect; no call fails).
 
     /usr/bin/python3 tests/e2e/health_probe_e2e_test.py --server build/server/attnserve --stubs build/python
 """
@@ -8,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import unittest
 from unittest import mock
 
@@ -80,6 +82,32 @@ class FlagsFromEnvironmentTest(unittest.TestCase):
         server = self.run_server({"FLAGS_max_batch": "2"}, ("--max_batch=8",))
         self.assertEqual(self.attend_batch(server, 3).output.shape[0], 3)
         self.assertEqual(server.stop(), 0)
+
+
+class ConnectionAgeTest(ServerTestCase):
+    SERVER_ARGS = ("--max_connection_age_seconds=0.5", "--max_connection_age_grace_seconds=0.5")
+
+    def test_connections_are_recycled_without_failing_calls(self):
+        states = []
+        channel = grpc.insecure_channel(self.server.grpc_address)
+        channel.subscribe(states.append, try_to_connect=True)
+        try:
+            stub = at.pb_grpc.AttentionServiceStub(channel)
+            x = np.ones((1, 2, 512), np.float32)
+            deadline = time.monotonic() + 3.0
+            calls = 0
+            while time.monotonic() < deadline:
+                stub.Attend(pb.AttendRequest(model="demo-sinusoidal", query=f32_tensor(x)),
+                            timeout=30)
+                calls += 1
+                time.sleep(0.05)
+        finally:
+            channel.unsubscribe(states.append)
+            channel.close()
+        self.assertGreater(calls, 10)
+        # The server closed the connection at least once (GOAWAY → IDLE), and it came back.
+        ready = [i for i, s in enumerate(states) if s == grpc.ChannelConnectivity.READY]
+        self.assertGreaterEqual(len(ready), 2, states)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,11 @@ class Client:
         self._api = self.stubs.api
         self._pe = self.stubs.pe
         self._t = self.stubs.tensor
-        self.channel = self._grpc.insecure_channel(address)
+        # Responses are as large as the inputs: lift gRPC's 4 MiB default receive cap (the server
+        # bounds messages with --max_message_bytes).
+        self.channel = self._grpc.insecure_channel(
+            address, options=[("grpc.max_receive_message_length", -1),
+                              ("grpc.max_send_message_length", -1)])
         self.stub = self.stubs.api_grpc.AttentionServiceStub(self.channel)
 
     # --- lifetime -------------------------------------------------------------------------
