@@ -1,5 +1,5 @@
-// One access-log line per RPC (method, status code, latency, peer, request id), written by a
-// server interceptor through spdlog. Never logs tensor data.
+// One access-log line per RPC (request id, method, model, status code, latency, peer), written by
+// a server interceptor through spdlog. Never logs tensor data.
 #ifndef ATTNSERVE_SERVER_ACCESS_LOG_H_
 #define ATTNSERVE_SERVER_ACCESS_LOG_H_
 
@@ -11,8 +11,11 @@ namespace attnserve {
 
 enum class AccessLogFormat { kText, kJson };
 
-// Lines go to spdlog's default logger at info level. The request id is the client's
-// `x-request-id` metadata if it sent one (at most 64 characters kept), else a sequence number.
+// kText lines go to spdlog's default logger at info level (client-chosen values reduced to
+// [A-Za-z0-9._:/-]); kJson lines are whole JSON objects on stdout with "time" and "level" like the
+// JSON server log. The request id is the client's `x-request-id` metadata if it sent one, else a
+// sequence number; the model is the one the first request message names (Encode, Attend, Decode,
+// PositionBias, GetModel), "" otherwise; both at most 64 characters.
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> CreateAccessLogFactory(
     AccessLogFormat format);
 

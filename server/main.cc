@@ -28,6 +28,7 @@
 #include "server/access_log.h"
 #include "server/attention_service.h"
 #include "server/health_probe.h"
+#include "server/logging.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
 #include "server/process_metrics.h"
@@ -63,6 +64,8 @@ ABSL_FLAG(int64_t, max_kv_cache_bytes, int64_t{1} << 30,
 ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
           "on SIGTERM/SIGINT, how long in-flight RPCs may take to finish before being cancelled");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
+ABSL_FLAG(std::string, log_format, "text",
+          "server log lines: text, or json (one object per line: time, level, msg)");
 ABSL_FLAG(double, max_connection_age_seconds, 0,
           "close client connections after about this long (0 = never; a client reconnects and "
           "is balanced anew, so new replicas get traffic; see docs/scaling.md)");
@@ -282,6 +285,13 @@ int main(int argc, char** argv) {
                                   absl::Seconds(absl::GetFlag(FLAGS_health_probe_timeout_seconds)));
   }
 
+  const absl::StatusOr<attnserve::LogFormat> log_format =
+      attnserve::ParseLogFormat(absl::GetFlag(FLAGS_log_format), "log_format");
+  if (!log_format.ok()) {
+    spdlog::error("{}", std::string(log_format.status().message()));
+    return 2;
+  }
+  attnserve::SetLogFormat(*log_format);
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
   spdlog::flush_on(spdlog::level::info);
   return attnserve::Run(stop_signals);
