@@ -172,7 +172,8 @@ int Run(const sigset_t& stop_signals) {
   for (const LoadedModel* model : (*models)->List()) {
     const AttentionConfig& config = model->layer->config();
     metrics.AddModelInfo(model->config.name(), EncodingName(config.encoding), config.num_heads,
-                         config.num_kv_heads, config.head_dim, config.d_model);
+                         config.num_kv_heads, config.head_dim, config.d_model,
+                         model->weights_dtype);
   }
   auto process_metrics = std::make_shared<ProcessMetrics>();
   exposer->RegisterCollectable(process_metrics);

@@ -209,14 +209,15 @@ void ServerMetrics::SetBuildInfo(const std::string& version, const std::string& 
 
 void ServerMetrics::AddModelInfo(const std::string& model, const std::string& encoding,
                                  int64_t heads, int64_t kv_heads, int64_t head_dim,
-                                 int64_t d_model) {
+                                 int64_t d_model, const std::string& dtype) {
   model_info_
       .Add({{"model", model},
             {"encoding", encoding},
             {"heads", std::to_string(heads)},
             {"kv_heads", std::to_string(kv_heads)},
             {"head_dim", std::to_string(head_dim)},
-            {"d_model", std::to_string(d_model)}})
+            {"d_model", std::to_string(d_model)},
+            {"dtype", dtype}})
       .Set(1);
 }
 

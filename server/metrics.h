@@ -47,9 +47,10 @@ class ServerMetrics {
   // oneDNN dispatches to on this machine (e.g. avx512_core_amx).
   void SetBuildInfo(const std::string& version, const std::string& onednn_version,
                     const std::string& cpu_isa);
-  // attnserve_model_info{model, encoding, heads, kv_heads, head_dim, d_model} 1, per loaded model.
+  // attnserve_model_info{model, encoding, heads, kv_heads, head_dim, d_model, dtype} 1, per
+  // loaded model; dtype: how its weights were stored (LoadedModel::weights_dtype).
   void AddModelInfo(const std::string& model, const std::string& encoding, int64_t heads,
-                    int64_t kv_heads, int64_t head_dim, int64_t d_model);
+                    int64_t kv_heads, int64_t head_dim, int64_t d_model, const std::string& dtype);
 
   // Work done by a successful computation: `tokens` query tokens and `flops` useful FLOPs for
   // `rpc` on `model` ("inline" for weight-free RPCs).

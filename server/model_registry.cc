@@ -167,7 +167,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateWithDemoMode
       return status;
     }
     if (absl::Status status =
-            registry->Add(std::move(config), std::move(weights), *std::move(encoding));
+            registry->Add(std::move(config), std::move(weights), *std::move(encoding), "F32");
         !status.ok()) {
       return status;
     }
@@ -176,7 +176,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateWithDemoMode
 }
 
 absl::Status ModelRegistry::Add(v1::ModelConfig config, AttentionWeights weights,
-                                PositionalEncoding encoding) {
+                                PositionalEncoding encoding, std::string weights_dtype) {
   AttentionConfig core_config;
   core_config.d_model = config.d_model();
   core_config.num_heads = config.num_heads();
@@ -191,7 +191,7 @@ absl::Status ModelRegistry::Add(v1::ModelConfig config, AttentionWeights weights
   config.set_num_kv_heads((*layer)->config().num_kv_heads);
   config.set_head_dim((*layer)->config().head_dim);
   std::string name = config.name();
-  models_[name] = LoadedModel{std::move(config), *std::move(layer)};
+  models_[name] = LoadedModel{std::move(config), *std::move(layer), std::move(weights_dtype)};
   return absl::OkStatus();
 }
 
@@ -328,7 +328,8 @@ absl::Status ModelRegistry::LoadModelFolder(const std::string& folder,
     ASSIGN_OR_RETURN(cope->pos_emb, table(name_or(names.cope_position_embeddings(), "cope.pos_emb"),
                                           {cope->npos_max, hd}));
   }
-  return InFile(config_path, Add(std::move(config), std::move(weights), *std::move(encoding)));
+  return InFile(config_path, Add(std::move(config), std::move(weights), *std::move(encoding),
+                                 weights_file.DtypesRead()));
 }
 
 absl::StatusOr<const LoadedModel*> ModelRegistry::Find(absl::string_view name) const {

@@ -17,6 +17,9 @@ namespace attnserve {
 struct LoadedModel {
   v1::ModelConfig config;  // as listed by ListModels, defaults resolved
   std::unique_ptr<MultiHeadAttention> layer;
+  // How the weights were stored before loading (held as float32 either way): "F32", "BF16",
+  // "F16", or several joined by "+" (e.g. "BF16+F16").
+  std::string weights_dtype;
 };
 
 class ModelRegistry {
@@ -47,7 +50,8 @@ class ModelRegistry {
  private:
   ModelRegistry() = default;
   // `encoding` is the config's encoding with its tables attached.
-  absl::Status Add(v1::ModelConfig config, AttentionWeights weights, PositionalEncoding encoding);
+  absl::Status Add(v1::ModelConfig config, AttentionWeights weights, PositionalEncoding encoding,
+                   std::string weights_dtype);
 
   // Loads `folder`/config.pbtxt and its weights. Messages name the file and tensor.
   absl::Status LoadModelFolder(const std::string& folder, const std::string& folder_name);

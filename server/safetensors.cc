@@ -130,6 +130,7 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::Read(
   }
   const char* data = data_.data() + entry.begin;
   const int64_t count = (entry.end - entry.begin) / DtypeSize(entry.dtype);
+  dtypes_read_.insert(entry.dtype);
   std::vector<float> values(count);
   if (entry.dtype == "F32") {
     std::memcpy(values.data(), data, count * sizeof(float));
@@ -152,5 +153,7 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::Read(
   }
   return values;
 }
+
+std::string SafetensorsFile::DtypesRead() const { return absl::StrJoin(dtypes_read_, "+"); }
 
 }  // namespace attnserve

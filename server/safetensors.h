@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,11 @@ class SafetensorsFile {
 
   bool Contains(absl::string_view name) const { return entries_.count(std::string(name)) > 0; }
 
+  // The stored dtypes of the tensors read so far, sorted and joined by "+" (e.g. "BF16+F16").
+  std::string DtypesRead() const;
+
  private:
+  mutable std::set<std::string> dtypes_read_;
   std::string path_;
   std::string data_;  // the data section
   std::map<std::string, SafetensorsEntry> entries_;

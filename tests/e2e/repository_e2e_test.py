@@ -450,6 +450,16 @@ class RepositoryTest(RepositoryServerTestCase):
             b, _ = self.run_attend(m, q, position_offset=1000)
             np.testing.assert_array_equal(a, b)
 
+    def test_model_info_metric_names_the_stored_dtypes(self):
+        import urllib.request
+        with urllib.request.urlopen(self.server.metrics_url, timeout=10) as response:
+            samples = at.parse_exposition(response.read().decode())
+        info = {labels["model"]: labels for name, labels, value in samples
+                if name == "attnserve_model_info" and value == 1}
+        self.assertEqual(info[MHA["name"]]["dtype"], "F32")
+        self.assertEqual(info[GQA["name"]]["dtype"], "BF16+F16")  # GQA_DTYPES mixes both
+        self.assertEqual(info[GQA["name"]]["kv_heads"], str(GQA["Hkv"]))
+
     def test_unset_encoding_means_none(self):
         # model_config.proto: "The layer's positional encoding. ... Default (unset): none."
         m, w = NOPE, self.weights[NOPE["name"]]

@@ -99,7 +99,7 @@ TEST(ServerMetricsTest, InfoAndComputeGauges) {
   prometheus::Registry registry;
   ServerMetrics metrics(registry, kServed);
   metrics.SetBuildInfo("1.2.3", "2.6.3", "avx512_core_amx");
-  metrics.AddModelInfo("demo-rope", "rope", 8, 4, 32, 256);
+  metrics.AddModelInfo("demo-rope", "rope", 8, 4, 32, 256, "BF16+F16");
   metrics.ObserveCompute(1, 3);
   metrics.SetComputeCapacity(2, 64);
   EXPECT_EQ(Sample(registry, "attnserve_build_info", {{"version", "1.2.3"},
@@ -109,7 +109,8 @@ TEST(ServerMetricsTest, InfoAndComputeGauges) {
   EXPECT_EQ(Sample(registry, "attnserve_compute_workers", {}), 2);
   EXPECT_EQ(Sample(registry, "attnserve_compute_queue_capacity", {}), 64);
   EXPECT_EQ(Sample(registry, "attnserve_model_info",
-                   {{"model", "demo-rope"}, {"encoding", "rope"}, {"kv_heads", "4"}}),
+                   {{"model", "demo-rope"}, {"encoding", "rope"}, {"kv_heads", "4"},
+                    {"dtype", "BF16+F16"}}),
             1);
   EXPECT_EQ(Sample(registry, "attnserve_compute_busy_workers", {}), 1);
   EXPECT_EQ(Sample(registry, "attnserve_compute_waiting_requests", {}), 3);
