@@ -523,7 +523,13 @@ bool AttentionServiceImpl::WaitUntilIdle(std::chrono::system_clock::time_point d
   return true;
 }
 
+std::string AttentionServiceImpl::ModelLabel(const std::string& requested_model) const {
+  if (requested_model.empty()) return "inline";
+  return registry_->Find(requested_model).ok() ? requested_model : "unknown";
+}
+
 absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl::string_view rpc,
+                                              const std::string& requested_model,
                                               absl::FunctionRef<absl::Status()> work) {
   const auto queued = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point started;
@@ -537,7 +543,7 @@ absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl
   if (started != std::chrono::steady_clock::time_point()) {
     const std::chrono::duration<double> waited = started - queued;
     const std::chrono::duration<double> ran = std::chrono::steady_clock::now() - started;
-    metrics_->RecordCompute(rpc, waited.count(), ran.count());
+    metrics_->RecordCompute(rpc, ModelLabel(requested_model), waited.count(), ran.count());
   } else if (status.code() == absl::StatusCode::kResourceExhausted) {
     metrics_->RecordRejected("queue_full");
   } else if (status.code() == absl::StatusCode::kDeadlineExceeded) {
@@ -552,7 +558,8 @@ grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext* context,
                                           const v1::EncodeRequest* request,
                                           v1::EncodeResponse* response) {
   return Serve("Encode", [&] {
-    return RunCompute(context, "Encode", [&] { return DoEncode(*request, response); });
+    return RunCompute(context, "Encode", request->model(),
+                      [&] { return DoEncode(*request, response); });
   });
 }
 
@@ -560,7 +567,7 @@ grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
                                           const v1::AttendRequest* request,
                                           v1::AttendResponse* response) {
   return Serve("Attend", [&] {
-    return RunCompute(context, "Attend", [&] {
+    return RunCompute(context, "Attend", request->model(), [&] {
       return DoAttend(*request, [context] { return context->IsCancelled(); }, response);
     });
   });
@@ -570,7 +577,7 @@ grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext
                                                              const v1::SdpaRequest* request,
                                                              v1::SdpaResponse* response) {
   return Serve("ScaledDotProductAttention", [&] {
-    return RunCompute(context, "ScaledDotProductAttention", [&] {
+    return RunCompute(context, "ScaledDotProductAttention", "", [&] {
       return DoSdpa(*request, [context] { return context->IsCancelled(); }, response);
     });
   });
@@ -673,7 +680,7 @@ absl::Status AttentionServiceImpl::DoDecode(
     std::vector<float> probs;
     if (request.return_attention()) probs.resize(config.num_heads * n * total);
     const int64_t first_position = cache.length;
-    RETURN_IF_ERROR(RunCompute(context, "Decode", [&] {
+    RETURN_IF_ERROR(RunCompute(context, "Decode", model_name, [&] {
       return model->layer->Decode(inputs, &cache, output.data(),
                                   probs.empty() ? nullptr : probs.data());
     }));
@@ -695,7 +702,7 @@ grpc::Status AttentionServiceImpl::PositionBias(grpc::ServerContext* context,
                                                 const v1::PositionBiasRequest* request,
                                                 v1::PositionBiasResponse* response) {
   return Serve("PositionBias", [&] {
-    return RunCompute(context, "PositionBias",
+    return RunCompute(context, "PositionBias", request->model(),
                       [&] { return DoPositionBias(*request, response); });
   });
 }

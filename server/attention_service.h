@@ -97,9 +97,14 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   void ObserveDecode() const;
 
   // Runs `work` on a compute worker for the RPC of `context` (its deadline bounds the wait),
-  // recording the wait and the computation under `rpc`.
+  // recording the wait and the computation under `rpc` and ModelLabel(requested_model).
   absl::Status RunCompute(grpc::ServerContext* context, absl::string_view rpc,
+                          const std::string& requested_model,
                           absl::FunctionRef<absl::Status()> work);
+
+  // The `model` label for a requested model: its name if loaded, "inline" when none is named
+  // (weight-free RPCs), "unknown" otherwise — so clients cannot grow the label set.
+  std::string ModelLabel(const std::string& requested_model) const;
 
   // INVALID_ARGUMENT naming `field` when a response holding a FLOAT32 `tensor` of `shape` (its
   // elements bounded by CheckLimits) plus `other_bytes` of other data exceeds the message limit.

@@ -272,9 +272,10 @@ void ServerMetrics::RecordMessage(absl::string_view full_method, absl::string_vi
   (received ? msg_received_ : msg_sent_).Add(MethodLabels(full_method, type)).Increment();
 }
 
-void ServerMetrics::RecordCompute(absl::string_view rpc, double queue_seconds,
-                                  double compute_seconds) {
-  const std::map<std::string, std::string> labels = {{"rpc", std::string(rpc)}};
+void ServerMetrics::RecordCompute(absl::string_view rpc, absl::string_view model,
+                                  double queue_seconds, double compute_seconds) {
+  const std::map<std::string, std::string> labels = {{"rpc", std::string(rpc)},
+                                                     {"model", std::string(model)}};
   queue_seconds_.Add(labels, HandlingBuckets()).Observe(queue_seconds);
   compute_seconds_.Add(labels, HandlingBuckets()).Observe(compute_seconds);
 }

@@ -38,8 +38,10 @@ class ServerMetrics {
   void RecordFinished();
   // One message received from / sent to the client on an RPC (streams count each message).
   void RecordMessage(absl::string_view full_method, absl::string_view type, bool received);
-  // A computation of `rpc` (e.g. "Attend"): seconds waiting for a compute worker and computing.
-  void RecordCompute(absl::string_view rpc, double queue_seconds, double compute_seconds);
+  // A computation of `rpc` (e.g. "Attend") on `model` (a loaded model, "inline" or "unknown"):
+  // seconds waiting for a compute worker and computing.
+  void RecordCompute(absl::string_view rpc, absl::string_view model, double queue_seconds,
+                     double compute_seconds);
   void RecordHandled(absl::string_view full_method, absl::string_view type, grpc::StatusCode code,
                      double seconds);
 

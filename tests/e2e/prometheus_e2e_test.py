@@ -119,6 +119,13 @@ class RealPrometheusTest(ServerTestCase):
         self.assertEqual(ok[0]["metric"]["grpc_type"], "unary")
         self.wait_for(ATTEND % "NOT_FOUND", lambda r: r and float(r[0]["value"][1]) == 2)
 
+        # Computations per model; a model name the server does not have is labelled "unknown".
+        self.wait_for('attnserve_compute_seconds_count{rpc="Attend",model="demo-sinusoidal"}',
+                      lambda r: r and float(r[0]["value"][1]) == 5)
+        self.wait_for('attnserve_compute_seconds_count{rpc="Attend",model="unknown"}',
+                      lambda r: r and float(r[0]["value"][1]) == 2)
+        self.assertEqual(self.query('{model="no-such-model"}'), [])
+
         # A latency quantile from the histogram: positive and within the histogram's range.
         p90 = self.wait_for(
             'histogram_quantile(0.9, sum by (le) (grpc_server_handling_seconds_bucket'

@@ -115,10 +115,15 @@ TEST(ServerMetricsTest, InfoAndComputeGauges) {
   EXPECT_EQ(Sample(registry, "attnserve_compute_busy_workers", {}), 1);
   EXPECT_EQ(Sample(registry, "attnserve_compute_waiting_requests", {}), 3);
 
-  metrics.RecordCompute("Attend", 0.001, 0.02);
-  metrics.RecordCompute("Attend", 0.002, 0.03);
-  EXPECT_EQ(Sample(registry, "attnserve_queue_wait_seconds", {{"rpc", "Attend"}}), 2);
-  EXPECT_EQ(Sample(registry, "attnserve_compute_seconds", {{"rpc", "Attend"}}), 2);
+  metrics.RecordCompute("Attend", "demo-rope", 0.001, 0.02);
+  metrics.RecordCompute("Attend", "demo-rope", 0.002, 0.03);
+  metrics.RecordCompute("Attend", "unknown", 0.002, 0.03);
+  EXPECT_EQ(Sample(registry, "attnserve_queue_wait_seconds",
+                   {{"rpc", "Attend"}, {"model", "demo-rope"}}),
+            2);
+  EXPECT_EQ(Sample(registry, "attnserve_compute_seconds",
+                   {{"rpc", "Attend"}, {"model", "unknown"}}),
+            1);
   metrics.RecordMessage("/attnserve.v1.AttentionService/Encode", "unary", true);
   metrics.RecordMessage("/attnserve.v1.AttentionService/Encode", "unary", true);
   metrics.RecordMessage("/attnserve.v1.AttentionService/Encode", "unary", false);
