@@ -11,11 +11,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,11 +25,13 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "server/metrics.h"
 #include "server/model_registry.h"
+#include "server/status_macros.h"
 #include "server/tensor_codec.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "host:port of the attnserve gRPC endpoint");
@@ -42,6 +46,12 @@ ABSL_FLAG(int32_t, concurrency, 1, "requests in flight (one per thread, closed l
 ABSL_FLAG(double, duration_seconds, 5.0, "how long to run, if --requests is 0");
 ABSL_FLAG(int64_t, requests, 0, "total requests to send (0 = run for --duration_seconds)");
 ABSL_FLAG(double, timeout_seconds, 30.0, "deadline of each request");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "PEM file of the CA of the server's certificate: connect with TLS");
+ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate for mutual TLS");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM key of --tls_cert_file");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding the bearer token the server requires (sent as authorization metadata)");
 ABSL_FLAG(bool, in_process, false,
           "run attend on the core in this process instead of calling the server");
 
@@ -72,17 +82,54 @@ std::vector<float> RandomInput(int64_t count) {
 // One request of the chosen kind; returns its gRPC code.
 using RequestFn = std::function<grpc::StatusCode()>;
 
+absl::StatusOr<std::string> ReadFile(const std::string& path, const std::string& flag) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream content;
+  content << in.rdbuf();
+  if (!in || content.str().empty()) {
+    return absl::InvalidArgumentError("--" + flag + "=" + path + " cannot be read or is empty");
+  }
+  return content.str();
+}
+
+// The channel to --target: TLS when --tls_ca_file is given (mutual with --tls_cert_file), and no
+// client-side cap on response sizes (the server has its own).
+absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateTargetChannel() {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (const std::string ca = absl::GetFlag(FLAGS_tls_ca_file); !ca.empty()) {
+    grpc::SslCredentialsOptions options;
+    ASSIGN_OR_RETURN(options.pem_root_certs, ReadFile(ca, "tls_ca_file"));
+    if (const std::string cert = absl::GetFlag(FLAGS_tls_cert_file); !cert.empty()) {
+      ASSIGN_OR_RETURN(options.pem_cert_chain, ReadFile(cert, "tls_cert_file"));
+      ASSIGN_OR_RETURN(options.pem_private_key,
+                       ReadFile(absl::GetFlag(FLAGS_tls_key_file), "tls_key_file"));
+    }
+    credentials = grpc::SslCredentials(options);
+  }
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target), credentials, args);
+}
+
 absl::StatusOr<RequestFn> RemoteRequest(std::shared_ptr<grpc::Channel> channel) {
   auto stub = std::shared_ptr<v1::AttentionService::Stub>(v1::AttentionService::NewStub(channel));
   const std::string rpc = absl::GetFlag(FLAGS_rpc);
   const int64_t batch = absl::GetFlag(FLAGS_batch), seq = absl::GetFlag(FLAGS_seq);
   const double timeout = absl::GetFlag(FLAGS_timeout_seconds);
-  auto deadline = [timeout] {
-    return std::chrono::system_clock::now() +
-           std::chrono::microseconds(static_cast<int64_t>(timeout * 1e6));
+  std::string authorization;
+  if (const std::string token_file = absl::GetFlag(FLAGS_token_file); !token_file.empty()) {
+    ASSIGN_OR_RETURN(std::string token, ReadFile(token_file, "token_file"));
+    authorization = "Bearer " + std::string(absl::StripAsciiWhitespace(token));
+  }
+  // Every call: its deadline, and the token when there is one.
+  auto prepare = [timeout, authorization](grpc::ClientContext& context) {
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::microseconds(static_cast<int64_t>(timeout * 1e6)));
+    if (!authorization.empty()) context.AddMetadata("authorization", authorization);
   };
   if (rpc == "attend") {
     grpc::ClientContext context;
+    prepare(context);
     v1::GetModelRequest get;
     get.set_name(absl::GetFlag(FLAGS_model));
     v1::GetModelResponse model;
@@ -95,9 +142,9 @@ absl::StatusOr<RequestFn> RemoteRequest(std::shared_ptr<grpc::Channel> channel) 
     const int64_t d = model.config().d_model();
     const std::vector<float> x = RandomInput(batch * seq * d);
     EncodeFloatTensor({batch, seq, d}, x.data(), v1::FLOAT32, request->mutable_query());
-    return RequestFn([stub, request, deadline] {
+    return RequestFn([stub, request, prepare] {
       grpc::ClientContext context;
-      context.set_deadline(deadline());
+      prepare(context);
       v1::AttendResponse response;
       return stub->Attend(&context, *request, &response).error_code();
     });
@@ -108,9 +155,9 @@ absl::StatusOr<RequestFn> RemoteRequest(std::shared_ptr<grpc::Channel> channel) 
     request->mutable_encoding()->mutable_sinusoidal();
     const std::vector<float> x = RandomInput(batch * seq * d);
     EncodeFloatTensor({batch, seq, d}, x.data(), v1::FLOAT32, request->mutable_input());
-    return RequestFn([stub, request, deadline] {
+    return RequestFn([stub, request, prepare] {
       grpc::ClientContext context;
-      context.set_deadline(deadline());
+      prepare(context);
       v1::EncodeResponse response;
       return stub->Encode(&context, *request, &response).error_code();
     });
@@ -151,16 +198,14 @@ int Run() {
     std::cerr << "--concurrency must be >= 1\n";
     return 2;
   }
-  // Responses are as large as the query: no 4 MiB client-side cap (the server has its own).
-  grpc::ChannelArguments channel_args;
-  channel_args.SetMaxReceiveMessageSize(-1);
-  absl::StatusOr<RequestFn> request =
-      absl::GetFlag(FLAGS_in_process)
-          ? InProcessRequest(std::shared_ptr<ModelRegistry>(
-                ModelRegistry::CreateWithDemoModels().value().release()))
-          : RemoteRequest(grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target),
-                                                    grpc::InsecureChannelCredentials(),
-                                                    channel_args));
+  absl::StatusOr<RequestFn> request;
+  if (absl::GetFlag(FLAGS_in_process)) {
+    request = InProcessRequest(std::shared_ptr<ModelRegistry>(
+        ModelRegistry::CreateWithDemoModels().value().release()));
+  } else {
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = CreateTargetChannel();
+    request = channel.ok() ? RemoteRequest(*channel) : channel.status();
+  }
   if (!request.ok()) {
     std::cerr << "attnserve_loadgen: " << request.status() << "\n";
     return 1;

@@ -500,8 +500,14 @@ void AttentionServiceImpl::ObserveDecode() const {
   if (metrics_ != nullptr) metrics_->ObserveDecode(decode_streams_.load(), kv_cache_bytes_.load());
 }
 
-grpc::Status AttentionServiceImpl::Serve(absl::string_view rpc,
+grpc::Status AttentionServiceImpl::Serve(grpc::ServerContext* context, absl::string_view rpc,
                                           absl::FunctionRef<absl::Status()> body) {
+  if (authenticator_ != nullptr) {
+    if (absl::Status status = authenticator_->Check(context->client_metadata()); !status.ok()) {
+      if (metrics_ != nullptr) metrics_->RecordRejected("unauthenticated");
+      return ToGrpcStatus(status);
+    }
+  }
   if (draining_.load()) {
     if (metrics_ != nullptr) metrics_->RecordRejected("draining");
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -557,7 +563,7 @@ absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl
 grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext* context,
                                           const v1::EncodeRequest* request,
                                           v1::EncodeResponse* response) {
-  return Serve("Encode", [&] {
+  return Serve(context, "Encode", [&] {
     return RunCompute(context, "Encode", request->model(),
                       [&] { return DoEncode(*request, response); });
   });
@@ -566,7 +572,7 @@ grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext* context,
 grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
                                           const v1::AttendRequest* request,
                                           v1::AttendResponse* response) {
-  return Serve("Attend", [&] {
+  return Serve(context, "Attend", [&] {
     return RunCompute(context, "Attend", request->model(), [&] {
       return DoAttend(*request, [context] { return context->IsCancelled(); }, response);
     });
@@ -576,7 +582,7 @@ grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
 grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext* context,
                                                              const v1::SdpaRequest* request,
                                                              v1::SdpaResponse* response) {
-  return Serve("ScaledDotProductAttention", [&] {
+  return Serve(context, "ScaledDotProductAttention", [&] {
     return RunCompute(context, "ScaledDotProductAttention", "", [&] {
       return DoSdpa(*request, [context] { return context->IsCancelled(); }, response);
     });
@@ -586,7 +592,7 @@ grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext
 grpc::Status AttentionServiceImpl::Decode(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream) {
-  return Serve("Decode", [&] { return DoDecode(context, stream); });
+  return Serve(context, "Decode", [&] { return DoDecode(context, stream); });
 }
 
 absl::Status AttentionServiceImpl::DoDecode(
@@ -701,24 +707,25 @@ absl::Status AttentionServiceImpl::DoDecode(
 grpc::Status AttentionServiceImpl::PositionBias(grpc::ServerContext* context,
                                                 const v1::PositionBiasRequest* request,
                                                 v1::PositionBiasResponse* response) {
-  return Serve("PositionBias", [&] {
+  return Serve(context, "PositionBias", [&] {
     return RunCompute(context, "PositionBias", request->model(),
                       [&] { return DoPositionBias(*request, response); });
   });
 }
 
-grpc::Status AttentionServiceImpl::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+grpc::Status AttentionServiceImpl::ListModels(grpc::ServerContext* context,
+                                              const v1::ListModelsRequest*,
                                               v1::ListModelsResponse* response) {
-  return Serve("ListModels", [&] {
+  return Serve(context, "ListModels", [&] {
     for (const LoadedModel* model : registry_->List()) *response->add_models() = model->config;
     return absl::OkStatus();
   });
 }
 
-grpc::Status AttentionServiceImpl::GetModel(grpc::ServerContext*,
+grpc::Status AttentionServiceImpl::GetModel(grpc::ServerContext* context,
                                             const v1::GetModelRequest* request,
                                             v1::GetModelResponse* response) {
-  return Serve("GetModel", [&]() -> absl::Status {
+  return Serve(context, "GetModel", [&]() -> absl::Status {
     ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request->name()));
     *response->mutable_config() = model->config;
     return absl::OkStatus();

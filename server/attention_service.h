@@ -14,6 +14,7 @@
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "core/position_table_cache.h"
 #include "server/compute_pool.h"
+#include "server/auth.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
 
@@ -39,12 +40,15 @@ struct ServiceLimits {
 
 class AttentionServiceImpl final : public v1::AttentionService::Service {
  public:
-  // `registry` (and `metrics`, which may be null) must outlive the service.
+  // `registry` (and `metrics` and `authenticator`, which may be null) must outlive the service.
+  // With an authenticator every call must carry its bearer token (UNAUTHENTICATED otherwise).
   AttentionServiceImpl(const ModelRegistry* registry, ServiceLimits limits,
-                       ServerMetrics* metrics = nullptr)
+                       ServerMetrics* metrics = nullptr,
+                       const TokenAuthenticator* authenticator = nullptr)
       : registry_(registry),
         limits_(limits),
         metrics_(metrics),
+        authenticator_(authenticator),
         compute_pool_(limits.compute_workers, limits.compute_queue_depth,
                       [metrics](int busy, int waiting) {
                         if (metrics != nullptr) metrics->ObserveCompute(busy, waiting);
@@ -89,7 +93,9 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   // INVALID_ARGUMENT naming the size when a batch, sequence or score size exceeds the limits.
   absl::Status CheckLimits(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len) const;
   // Every RPC's body: UNAVAILABLE while draining, else ServeRpc, counted in in_flight_.
-  grpc::Status Serve(absl::string_view rpc, absl::FunctionRef<absl::Status()> body);
+  // Runs an RPC's body unless the server is draining or the call is not authenticated.
+  grpc::Status Serve(grpc::ServerContext* context, absl::string_view rpc,
+                     absl::FunctionRef<absl::Status()> body);
 
   // Metrics, when a ServerMetrics was given.
   void RecordWork(absl::string_view rpc, absl::string_view model, int64_t tokens,
@@ -116,6 +122,7 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   // sin/cos tables shared by all requests (thread-safe).
   mutable PositionTableCache tables_;
   ServerMetrics* metrics_;  // may be null
+  const TokenAuthenticator* authenticator_;  // may be null
   ComputePool compute_pool_;
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};  // RPC bodies running now (Decode: the whole stream)

@@ -21,12 +21,15 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/impl/server_builder_option.h"
+#include "grpcpp/impl/server_builder_plugin.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/str_join.h"
 #include "server/access_log.h"
 #include "server/attention_service.h"
+#include "server/auth.h"
 #include "server/health_probe.h"
 #include "server/logging.h"
 #include "server/metrics.h"
@@ -36,8 +39,19 @@
 
 ABSL_FLAG(std::string, grpc_address, "0.0.0.0:50051",
           "host:port the gRPC service listens on; port 0 picks a free port (printed at start)");
-ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9464",
-          "host:port of the Prometheus endpoint (path /metrics); port 0 picks a free port");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port of the Prometheus endpoint (path /metrics); port 0 picks a free port; "
+          "empty = 0.0.0.0:9464, or 127.0.0.1:9464 when --auth_token_file or "
+          "--tls_client_ca_file restricts the gRPC port");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain: serve gRPC over TLS (with --tls_key_file)");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle: require client certificates it signed (mutual TLS)");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "file holding a bearer token every AttentionService call must send as "
+          "'authorization: Bearer <token>' (UNAUTHENTICATED otherwise); the health service stays "
+          "open and server reflection is turned off");
 ABSL_FLAG(std::string, model_repository, "",
           "folder with one sub-folder per model (config.pbtxt + weights.safetensors); empty = "
           "serve the built-in demo models");
@@ -117,6 +131,20 @@ std::vector<char*> WithFlagsFromEnvironment(int argc, char** argv) {
   return args;
 }
 
+// Removes server reflection from a ServerBuilder (linking grpc++_reflection adds its plugin to
+// every builder).
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& plugin) {
+                                    return plugin->name() == "proto_server_reflection";
+                                  }),
+                   plugins->end());
+  }
+};
+
 // "0.0.0.0:0" with bound port 1234 → "0.0.0.0:1234".
 std::string WithPort(const std::string& address, int port) {
   return absl::StrCat(address.substr(0, address.rfind(':')), ":", port);
@@ -156,10 +184,34 @@ int Run(const sigset_t& stop_signals) {
     spdlog::info("loaded model {}: {}", model->config.name(), model->config.description());
   }
 
+  // Who may call: TLS (mutual with a client CA) and an optional bearer token.
+  const TlsFiles tls{absl::GetFlag(FLAGS_tls_cert_file), absl::GetFlag(FLAGS_tls_key_file),
+                     absl::GetFlag(FLAGS_tls_client_ca_file)};
+  const absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      ServerCredentialsFromFiles(tls);
+  if (!credentials.ok()) {
+    spdlog::error("{}", std::string(credentials.status().message()));
+    return 1;
+  }
+  std::unique_ptr<TokenAuthenticator> authenticator;
+  if (const std::string token_file = absl::GetFlag(FLAGS_auth_token_file); !token_file.empty()) {
+    absl::StatusOr<std::unique_ptr<TokenAuthenticator>> loaded =
+        TokenAuthenticator::FromFile(token_file);
+    if (!loaded.ok()) {
+      spdlog::error("{}", std::string(loaded.status().message()));
+      return 1;
+    }
+    authenticator = *std::move(loaded);
+  }
+  const bool restricted = authenticator != nullptr || !tls.client_ca_file.empty();
+
   auto metrics_registry = std::make_shared<prometheus::Registry>();
   ServerMetrics metrics(*metrics_registry, ServedMethods());
   std::unique_ptr<prometheus::Exposer> exposer;
-  const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  // The metrics endpoint has no authentication: keep it on loopback when the gRPC port is
+  // restricted, unless an address is given.
+  std::string metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  if (metrics_address.empty()) metrics_address = restricted ? "127.0.0.1:9464" : "0.0.0.0:9464";
   try {
     exposer = std::make_unique<prometheus::Exposer>(metrics_address);
   } catch (const std::exception& e) {
@@ -186,15 +238,17 @@ int Run(const sigset_t& stop_signals) {
   limits.compute_workers = workers;
   limits.compute_queue_depth = queue_depth;
   limits.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  AttentionServiceImpl service(models->get(), limits, &metrics);
+  AttentionServiceImpl service(models->get(), limits, &metrics, authenticator.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const std::string grpc_address = absl::GetFlag(FLAGS_grpc_address);
   int grpc_port = 0;
-  builder.AddListeningPort(grpc_address, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(grpc_address, *credentials, &grpc_port);
   builder.RegisterService(&service);
+  // Reflection would answer without the token, so it is off when one is required.
+  if (authenticator != nullptr) builder.SetOption(std::make_unique<WithoutReflection>());
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   if (const double age = absl::GetFlag(FLAGS_max_connection_age_seconds); age > 0) {

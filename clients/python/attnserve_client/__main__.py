@@ -96,6 +96,12 @@ def parse_args(argv):
                              f"${_stubs.STUBS_ENV} or {_stubs.DEFAULT_STUBS})")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="deadline of each RPC in seconds (default 30)")
+    parser.add_argument("--tls_ca", default=None,
+                        help="PEM file of the CA of the server's certificate: connect with TLS")
+    parser.add_argument("--tls_cert", default=None, help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--tls_key", default=None, help="PEM key of --tls_cert")
+    parser.add_argument("--token_file", default=None,
+                        help="file holding the bearer token the server requires")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="the loaded models").set_defaults(handler=cmd_list)
@@ -152,7 +158,12 @@ def main(argv=None):
         return run_plot(args.rest, args.address, args.stubs)
     address = args.address or "127.0.0.1:50051"
     try:
-        with Client(address, stubs=args.stubs, timeout=args.timeout) as client:
+        token = None
+        if args.token_file:
+            with open(args.token_file) as f:
+                token = f.read().strip()
+        with Client(address, stubs=args.stubs, timeout=args.timeout, tls_ca=args.tls_ca,
+                    tls_cert=args.tls_cert, tls_key=args.tls_key, token=token) as client:
             return args.handler(args, client)
     except AttnservError as error:
         print(f"{PROG}: error: {args.command} against {address} failed: {error.code}: "

@@ -57,10 +57,14 @@ class Client:
 
     `stubs`: folder of the generated stubs (default $ATTNSERVE_PYTHON_STUBS, else
     <repo>/build/python). `timeout`: deadline of each unary RPC in seconds (None: none).
+    TLS: `tls_ca` (PEM file of the CA that signed the server's certificate) switches the channel
+    to TLS; `tls_cert` and `tls_key` (PEM files) add a client certificate for mutual TLS.
+    `token`: a bearer token sent with every call (`authorization: Bearer <token>`).
     Every RPC failure is raised as AttnservError.
     """
 
-    def __init__(self, address="127.0.0.1:50051", stubs=None, timeout=30.0):
+    def __init__(self, address="127.0.0.1:50051", stubs=None, timeout=30.0, tls_ca=None,
+                 tls_cert=None, tls_key=None, token=None):
         self.stubs = _stubs.load(stubs)
         self.address = address
         self.timeout = timeout
@@ -70,9 +74,21 @@ class Client:
         self._t = self.stubs.tensor
         # Responses are as large as the inputs: lift gRPC's 4 MiB default receive cap (the server
         # bounds messages with --max_message_bytes).
-        self.channel = self._grpc.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", -1),
-                              ("grpc.max_send_message_length", -1)])
+        options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+        if tls_ca is None and (tls_cert or tls_key):
+            raise ValueError("tls_cert/tls_key need tls_ca (mutual TLS is TLS)")
+        if tls_ca is not None:
+            def read(path):
+                with open(path, "rb") as f:
+                    return f.read()
+            credentials = self._grpc.ssl_channel_credentials(
+                root_certificates=read(tls_ca),
+                private_key=read(tls_key) if tls_key else None,
+                certificate_chain=read(tls_cert) if tls_cert else None)
+            self.channel = self._grpc.secure_channel(address, credentials, options=options)
+        else:
+            self.channel = self._grpc.insecure_channel(address, options=options)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.stub = self.stubs.api_grpc.AttentionServiceStub(self.channel)
 
     # --- lifetime -------------------------------------------------------------------------
@@ -136,7 +152,8 @@ class Client:
 
     def _call(self, method, request):
         try:
-            return getattr(self.stub, method)(request, timeout=self.timeout)
+            return getattr(self.stub, method)(request, timeout=self.timeout,
+                                              metadata=self.metadata)
         except self._grpc.RpcError as error:
             raise AttnservError.from_rpc_error(error) from None
 
@@ -270,7 +287,8 @@ class DecodeSession:
         self._first = True
         self._closed = False
         self.position = 0          # position of the next token
-        self._responses = client.stub.Decode(self._request_iter(), timeout=timeout)
+        self._responses = client.stub.Decode(self._request_iter(), timeout=timeout,
+                                             metadata=client.metadata)
 
     def _request_iter(self):
         while True:

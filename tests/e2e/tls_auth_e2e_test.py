@@ -1,0 +1,261 @@
+#!/usr/bin/python3
+"""End-to-end tests of who may call the server: TLS, mutual TLS and bearer tokens, with
+certificates made by openssl at test time. The Python client and the load tool speak TLS and send
+tokens; the health service stays open; reflection is off when a token is required; the metrics
+endpoint defaults to loopback then; bad settings stop the server with a message naming the flag.
+
+    /usr/bin/python3 tests/e2e/tls_auth_e2e_test.py --server build/server/attnserve --stubs build/python
+"""
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import attnserve_testing as at  # noqa: E402
+
+UNITTEST_ARGV = at.setup_from_argv()
+
+from attnserve_testing import grpc, pb, ServerProcess, f32_tensor  # noqa: E402
+
+sys.path.insert(0, str(at.REPO_ROOT / "clients" / "python"))
+from attnserve_client import AttnservError, Client  # noqa: E402
+
+# The stubs folder the harness loaded (…/python of the build tree); the load tool beside the server.
+STUBS_DIR = str(pathlib.Path(at.pb.__file__).parents[2])
+LOADGEN = pathlib.Path(at.SERVER_PATH).parents[1] / "bench" / "attnserve_loadgen"
+CERTS = None  # folder with ca.pem, server.pem/.key, client.pem/.key, rogue-client.pem/.key
+TOKEN = "s3cret-token-for-tests"
+
+
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=CERTS)
+
+
+def make_certificates():
+    """A CA; a server certificate for 127.0.0.1/localhost and a client certificate it signs; a
+    client certificate signed by another CA."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "rogue-ca"):
+        openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2",
+                "-subj", f"/CN=attnserve test {ca}")
+    (CERTS / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                      "extendedKeyUsage=serverAuth\n")
+    (CERTS / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for name, ca, ext in (("server", "ca", "server.ext"), ("client", "ca", "client.ext"),
+                          ("rogue-client", "rogue-ca", "client.ext")):
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN=attnserve test {name}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", ext)
+    (CERTS / "token").write_text(TOKEN + "\n")
+    (CERTS / "wrong-token").write_text("not-the-token\n")
+    (CERTS / "blank-token").write_text("  \n")
+
+
+def setUpModule():
+    global CERTS
+    CERTS = pathlib.Path(tempfile.mkdtemp(prefix="attnserve-tls-"))
+    make_certificates()
+
+
+def tearDownModule():
+    shutil.rmtree(CERTS, ignore_errors=True)
+
+
+def cert(name):
+    return str(CERTS / name)
+
+
+class SecuredServerTest(unittest.TestCase):
+    """One server per class, started with SERVER_ARGS; readiness is taken from its log."""
+    SERVER_ARGS = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = ServerProcess(at.SERVER_PATH, cls.SERVER_ARGS).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.server.stop()
+        if rc != 0:
+            raise AssertionError(f"exit code {rc} after SIGTERM; log:\n{cls.server.log()}")
+
+    def client(self, **kwargs):
+        return Client(self.server.grpc_address, stubs=STUBS_DIR, timeout=10, **kwargs)
+
+    def assertRefused(self, code, **kwargs):
+        with self.client(**kwargs) as c:
+            with self.assertRaises(AttnservError) as raised:
+                c.list_models()
+        self.assertEqual(raised.exception.code, code, raised.exception)
+        return raised.exception
+
+    def loadgen(self, *args):
+        return subprocess.run([str(LOADGEN), f"--target={self.server.grpc_address}",
+                               "--model=demo-rope", "--seq=4", "--requests=3", *args],
+                              capture_output=True, text=True, timeout=60)
+
+
+class TlsTest(SecuredServerTest):
+    SERVER_ARGS = ("--tls_cert_file=@server.pem", "--tls_key_file=@server.key")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.SERVER_ARGS = tuple(a.replace("@", str(CERTS) + "/") for a in cls.SERVER_ARGS)
+        super().setUpClass()
+
+    def test_tls_client_is_served(self):
+        with self.client(tls_ca=cert("ca.pem")) as c:
+            self.assertIn("demo-rope", [m["name"] for m in c.list_models()])
+            out = c.attend("demo-rope", np.ones((1, 3, 256)), causal=True)
+            self.assertEqual(out.shape, (1, 3, 256))
+
+    def test_plaintext_client_cannot_talk_to_a_tls_port(self):
+        self.assertRefused("UNAVAILABLE")
+
+    def test_a_server_certificate_from_another_ca_is_rejected_by_the_client(self):
+        self.assertRefused("UNAVAILABLE", tls_ca=cert("rogue-ca.pem"))
+
+    @unittest.skipUnless(LOADGEN.exists(), "attnserve_loadgen not built")
+    def test_load_tool_speaks_tls(self):
+        result = self.loadgen(f"--tls_ca_file={cert('ca.pem')}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('"requests":3', result.stdout)
+        self.assertIn('"errors":{}', result.stdout)
+
+
+class MutualTlsTest(TlsTest):
+    SERVER_ARGS = ("--tls_cert_file=@server.pem", "--tls_key_file=@server.key",
+                   "--tls_client_ca_file=@ca.pem")
+
+    def client(self, **kwargs):
+        if kwargs.get("tls_ca") and "tls_cert" not in kwargs:
+            kwargs.update(tls_cert=cert("client.pem"), tls_key=cert("client.key"))
+        return super().client(**kwargs)
+
+    def test_client_without_a_certificate_is_refused(self):
+        with Client(self.server.grpc_address, stubs=STUBS_DIR, timeout=10,
+                    tls_ca=cert("ca.pem")) as c:
+            with self.assertRaises(AttnservError) as raised:
+                c.list_models()
+        self.assertEqual(raised.exception.code, "UNAVAILABLE")
+
+    def test_client_certificate_from_another_ca_is_refused(self):
+        self.assertRefused("UNAVAILABLE", tls_ca=cert("ca.pem"), tls_cert=cert("rogue-client.pem"),
+                           tls_key=cert("rogue-client.key"))
+
+    @unittest.skipUnless(LOADGEN.exists(), "attnserve_loadgen not built")
+    def test_load_tool_speaks_tls(self):
+        result = self.loadgen(f"--tls_ca_file={cert('ca.pem')}",
+                              f"--tls_cert_file={cert('client.pem')}",
+                              f"--tls_key_file={cert('client.key')}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('"errors":{}', result.stdout)
+
+
+class TokenTest(SecuredServerTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.SERVER_ARGS = (f"--auth_token_file={cert('token')}",)
+        super().setUpClass()
+
+    def test_calls_need_the_token(self):
+        missing = self.assertRefused("UNAUTHENTICATED")
+        self.assertIn("authorization", str(missing))
+        wrong = self.assertRefused("UNAUTHENTICATED", token="not-the-token")
+        self.assertNotIn("not-the-token", str(wrong))  # never echoed
+        self.assertRefused("UNAUTHENTICATED", token=TOKEN + "x")
+        self.assertRefused("UNAUTHENTICATED", token=TOKEN[:-1])
+        with self.client(token=TOKEN) as c:
+            self.assertIn("demo-rope", [m["name"] for m in c.list_models()])
+
+    def test_decode_streams_need_the_token(self):
+        channel = grpc.insecure_channel(self.server.grpc_address)
+        try:
+            stub = at.pb_grpc.AttentionServiceStub(channel)
+            step = pb.DecodeRequest(model="demo-rope", query=f32_tensor(np.ones((1, 1, 256))))
+            with self.assertRaises(grpc.RpcError) as raised:
+                list(stub.Decode(iter([step]), timeout=10))
+            self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            replies = list(stub.Decode(iter([step]), timeout=10,
+                                       metadata=(("authorization", f"Bearer {TOKEN}"),)))
+            self.assertEqual(len(replies), 1)
+        finally:
+            channel.close()
+
+    def test_health_is_open_and_reflection_is_off(self):
+        channel = grpc.insecure_channel(self.server.grpc_address)
+        try:
+            health = at.health_pb2_grpc.HealthStub(channel)
+            self.assertEqual(health.Check(at.health_pb2.HealthCheckRequest(), timeout=10).status,
+                             at.health_pb2.HealthCheckResponse.SERVING)
+            reflection = at.reflection_pb2_grpc.ServerReflectionStub(channel)
+            with self.assertRaises(grpc.RpcError) as raised:
+                list(reflection.ServerReflectionInfo(
+                    iter([at.reflection_pb2.ServerReflectionRequest(list_services="")]),
+                    timeout=10))
+            self.assertEqual(raised.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        finally:
+            channel.close()
+
+    def test_refusals_are_counted(self):
+        self.assertRefused("UNAUTHENTICATED")
+        import urllib.request
+        with urllib.request.urlopen(self.server.metrics_url, timeout=10) as response:
+            samples = at.parse_exposition(response.read().decode())
+        refused = [v for n, labels, v in samples
+                   if n == "attnserve_rejected_requests_total" and labels["reason"] == "unauthenticated"]
+        self.assertTrue(refused and refused[0] >= 1, refused)
+
+    @unittest.skipUnless(LOADGEN.exists(), "attnserve_loadgen not built")
+    def test_load_tool_sends_the_token(self):
+        result = self.loadgen(f"--token_file={cert('token')}")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('"errors":{}', result.stdout)
+        result = self.loadgen(f"--token_file={cert('wrong-token')}")
+        self.assertNotEqual(result.returncode, 0)  # its first call (GetModel) is refused
+
+
+class SettingsTest(unittest.TestCase):
+
+    def run_server(self, *args):
+        return subprocess.run([str(at.SERVER_PATH), "--grpc_address=127.0.0.1:0", *args],
+                              capture_output=True, text=True, timeout=30)
+
+    def test_bad_settings_stop_the_server_naming_the_flag(self):
+        cases = [
+            ((f"--tls_cert_file={cert('server.pem')}",), "--tls_cert_file and --tls_key_file"),
+            ((f"--tls_client_ca_file={cert('ca.pem')}",), "--tls_client_ca_file needs"),
+            ((f"--tls_cert_file={cert('nope.pem')}", f"--tls_key_file={cert('server.key')}"),
+             "--tls_cert_file="),
+            ((f"--auth_token_file={cert('blank-token')}",), "--auth_token_file="),
+        ]
+        for args, message in cases:
+            with self.subTest(args=args):
+                result = self.run_server("--metrics_address=127.0.0.1:0", *args)
+                self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+                self.assertIn(message, result.stdout + result.stderr)
+
+    def test_metrics_default_to_loopback_when_calls_are_restricted(self):
+        server = ServerProcess(at.SERVER_PATH, (f"--auth_token_file={cert('token')}",))
+        server.args.remove("--metrics_address=127.0.0.1:0")
+        try:
+            server.start()
+            self.assertTrue(server.metrics_url.startswith("http://127.0.0.1:9464"),
+                            server.metrics_url)
+        except RuntimeError as e:
+            # Another process holds 9464: the refusal names the address chosen.
+            self.assertIn("cannot serve metrics on 127.0.0.1:9464", str(e))
+        finally:
+            server.kill()
+
+
+if __name__ == "__main__":
+    at.run_tests(UNITTEST_ARGV)
