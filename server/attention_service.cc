@@ -142,15 +142,17 @@ double LayerFlops(const AttentionConfig& c, int64_t batch, int64_t q_len, int64_
 }  // namespace
 
 absl::Status AttentionServiceImpl::CheckLimits(int64_t batch, int64_t heads, int64_t q_len,
-                                               int64_t kv_len) const {
+                                               int64_t kv_len, absl::string_view q_field,
+                                               absl::string_view kv_field) const {
   if (batch > limits_.max_batch) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch=", batch, " exceeds --max_batch=", limits_.max_batch));
   }
-  for (int64_t len : {q_len, kv_len}) {
+  for (const auto& [field, len] : {std::pair<absl::string_view, int64_t>{q_field, q_len},
+                                    std::pair<absl::string_view, int64_t>{kv_field, kv_len}}) {
     if (len > limits_.max_sequence_length) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequence length ", len, " exceeds --max_sequence_length=", limits_.max_sequence_length));
+      return absl::InvalidArgumentError(absl::StrCat(field, "=", len, " exceeds --max_sequence_length=",
+                                                     limits_.max_sequence_length));
     }
   }
   // Each factor is bounded above, so the product cannot overflow int64.
@@ -184,7 +186,7 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
   ASSIGN_OR_RETURN(FloatTensor input,
                    DecodeFloatTensor(request.input(), "input", 3, "[batch, seq, d_model]"));
   const int64_t batch = input.shape[0], seq = input.shape[1], d_model = input.shape[2];
-  RETURN_IF_ERROR(CheckLimits(batch, 1, seq, 1));
+  RETURN_IF_ERROR(CheckLimits(batch, 1, seq, 1, "input.shape[1]"));
   using NamedValue = std::pair<const char*, int64_t>;
   for (const auto& [name, value] :
        {NamedValue{"num_heads", request.num_heads()}, NamedValue{"head_dim", request.head_dim()}}) {
@@ -286,7 +288,8 @@ absl::Status AttentionServiceImpl::DoAttend(const v1::AttendRequest& request,
     kv_len = context.shape[1];
   }
   ASSIGN_OR_RETURN(const ComputeType compute, ComputeTypeFromProto(request.compute_dtype()));
-  RETURN_IF_ERROR(CheckLimits(batch, config.num_heads, q_len, kv_len));
+  RETURN_IF_ERROR(CheckLimits(batch, config.num_heads, q_len, kv_len, "query.shape[1]",
+                              request.has_context() ? "context.shape[1]" : "query.shape[1]"));
   if (request.return_attention()) {
     // The output has the query's shape and dtype, so its size is the query's.
     RETURN_IF_ERROR(CheckResponseSize("return_attention", "attention",
@@ -345,7 +348,8 @@ absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
                                                    " must divide q.shape[1]=", q.shape[1]));
   }
   const SdpaShape shape{q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3]};
-  RETURN_IF_ERROR(CheckLimits(shape.batch, shape.num_heads, shape.q_len, shape.kv_len));
+  RETURN_IF_ERROR(CheckLimits(shape.batch, shape.num_heads, shape.q_len, shape.kv_len,
+                              "q.shape[2]", "k.shape[2]"));
   if (request.return_attention()) {
     // The output has q's shape and dtype, so its size is q's.
     RETURN_IF_ERROR(CheckResponseSize("return_attention", "attention",
@@ -446,6 +450,10 @@ absl::Status AttentionServiceImpl::DoPositionBias(const v1::PositionBiasRequest&
     num_heads = model_heads;
     RETURN_IF_ERROR(RequireFixedBias(encoding));
   } else {
+    if (!request.has_encoding()) {
+      return absl::InvalidArgumentError(
+          "encoding or model must be set: the bias of which encoding?");
+    }
     if (num_heads < 1 || num_heads > kMaxBiasHeads) {
       return absl::InvalidArgumentError(
           absl::StrCat("num_heads=", num_heads, " must be in [1, ", kMaxBiasHeads, "]"));
@@ -645,7 +653,8 @@ absl::Status AttentionServiceImpl::DoDecode(
           max_positions, " positions (model max_positions or --max_sequence_length)"));
     }
     const int64_t total = cache.length + n;
-    RETURN_IF_ERROR(CheckLimits(1, config.num_heads, n, total));
+    RETURN_IF_ERROR(CheckLimits(1, config.num_heads, n, total, "query.shape[1]",
+                                "cached + new tokens"));
     if (request.return_attention()) {
       RETURN_IF_ERROR(CheckResponseSize("return_attention", "attention",
                                         {1, config.num_heads, n, total},

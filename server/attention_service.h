@@ -90,8 +90,11 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   absl::Status DoPositionBias(const v1::PositionBiasRequest& request,
                               v1::PositionBiasResponse* response) const;
 
-  // INVALID_ARGUMENT naming the size when a batch, sequence or score size exceeds the limits.
-  absl::Status CheckLimits(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len) const;
+  // INVALID_ARGUMENT naming the size when a batch, sequence or score size exceeds the limits;
+  // `q_field` and `kv_field` name the request fields the lengths come from.
+  absl::Status CheckLimits(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len,
+                           absl::string_view q_field = "q_len",
+                           absl::string_view kv_field = "kv_len") const;
   // Every RPC's body: UNAVAILABLE while draining, else ServeRpc, counted in in_flight_.
   // Runs an RPC's body unless the server is draining or the call is not authenticated.
   grpc::Status Serve(grpc::ServerContext* context, absl::string_view rpc,
