@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/amx_tiles.h"
 #include "core/bfloat16.h"
+#include "core/target_clones.h"
 #include "core/onednn_ops.h"
 #include "core/softmax_kernels.h"
 #include "dnnl.hpp"
@@ -34,8 +35,7 @@ typedef uint16_t Uint16x16 __attribute__((vector_size(32)));
 
 // out[i] ← bf16(values[i]), round to nearest even, NaN kept a quiet NaN (as FloatToBfloat16), 16
 // at a time.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void ConvertToBfloat16(
-    const float* values, int64_t n, uint16_t* out) {
+ATTNSERVE_TARGET_CLONES void ConvertToBfloat16(const float* values, int64_t n, uint16_t* out) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     Uint32x16 bits;
@@ -53,9 +53,8 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void ConvertToBfloa
 // usually have k <= q), scale·row[c] − slope·|q − k[c]| otherwise: the score's own scale (when the
 // product left it out) and the bias in one pass. Positions arrive relative to the batch element's
 // first key, as floats: exact while they span < 2^24 positions, and the loop stays vectorisable.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void AddAlibiRow(
-    float* row, int64_t n, float scale, float slope, float q_position, const float* k_positions,
-    bool causal) {
+ATTNSERVE_TARGET_CLONES void AddAlibiRow(float* row, int64_t n, float scale, float slope,
+                                         float q_position, const float* k_positions, bool causal) {
   if (causal) {
 #pragma omp simd
     for (int64_t c = 0; c < n; ++c) {

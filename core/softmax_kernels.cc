@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/bfloat16.h"
+#include "core/target_clones.h"
 
 // GCC 12's AVX-512 headers build "undefined" vectors as self-initialised variables (`__m512 __Y =
 // __Y;`, GCC bug 105593), which -Wuninitialized reports wherever the intrinsics are inlined.
@@ -59,8 +60,11 @@ __attribute__((target("avx512f"), always_inline)) inline __mmask16 TailMask(int6
 }  // namespace
 
 float ExpNonPositive(float x) {
+  // A NaN goes through the arithmetic as 0 and comes back at the end: converting it to an
+  // integer exponent would be undefined.
+  const bool nan = x != x;
   const bool underflow = x < -87.0f;
-  x = underflow ? -87.0f : x;
+  x = underflow || nan ? -87.0f : x;
   // x = n·ln2 + r, |r| <= ln2/2; e^r by its degree-6 Taylor polynomial, 2^n in the exponent bits.
   const float n = std::nearbyint(x * kLog2e);
   const float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
@@ -71,14 +75,13 @@ float ExpNonPositive(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
   float two_n;
   std::memcpy(&two_n, &bits, sizeof(two_n));
-  return underflow ? 0.0f : p * two_n;
+  return nan ? std::numeric_limits<float>::quiet_NaN() : underflow ? 0.0f : p * two_n;
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) float RowMax(const float* row,
-                                                                          int64_t n) {
+ATTNSERVE_TARGET_CLONES float RowMax(const float* row, int64_t n) {
   Float16 lanes;
   for (int l = 0; l < 16; ++l) lanes[l] = kNegInf;
   int64_t c = 0;
@@ -93,8 +96,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float RowMax(const 
   return max;
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) float ExpShiftedSumPortable(
-    float* row, int64_t n, float max) {
+ATTNSERVE_TARGET_CLONES float ExpShiftedSumPortable(float* row, int64_t n, float max) {
   float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
   for (int64_t c = 0; c < n; ++c) {
@@ -107,9 +109,9 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float ExpShiftedSum
 
 // The portable bf16 version uses a degree-5 Taylor polynomial for e^r (relative error < 3e-6, far
 // below bf16's 2^-8 rounding).
-__attribute__((target_clones("avx512f", "avx2", "default"))) float
-ExpShiftedSumToBfloat16Portable(const float* row, int64_t n, float scale, float shift,
-                                uint16_t* out, float* row_max) {
+ATTNSERVE_TARGET_CLONES float ExpShiftedSumToBfloat16Portable(const float* row, int64_t n,
+                                                              float scale, float shift,
+                                                              uint16_t* out, float* row_max) {
   Float16 sums = {};
   Float16 maxima;
   for (int l = 0; l < 16; ++l) maxima[l] = kNegInf;
@@ -119,8 +121,11 @@ ExpShiftedSumToBfloat16Portable(const float* row, int64_t n, float scale, float 
     std::memcpy(&x, row + c, sizeof(x));
     maxima = x > maxima ? x : maxima;
     x = x * scale - shift;
+    // NaN lanes compute as −87 and are restored at the end (their integer exponent would be
+    // undefined).
+    const Int32x16 nan = x != x;
     const Int32x16 underflow = x < -87.0f;
-    x = underflow ? -87.0f : x;
+    x = underflow | nan ? -87.0f : x;
     // n = round(x·log2 e) by the 1.5·2^23 trick; r = x − n·ln 2 in two parts.
     const Float16 k = (x * kLog2e + 12582912.0f) - 12582912.0f;
     const Float16 r = x - k * 0.693145751953125f - k * 1.428606765330187e-06f;
@@ -129,15 +134,17 @@ ExpShiftedSumToBfloat16Portable(const float* row, int64_t n, float scale, float 
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    const Int32x16 exponent = (__builtin_convertvector(k, Int32x16) + 127) << 23;
+    const Uint32x16 exponent =
+        __builtin_convertvector(__builtin_convertvector(k, Int32x16) + 127, Uint32x16) << 23;
     Float16 two_k;
     std::memcpy(&two_k, &exponent, sizeof(two_k));
     Float16 e = p * two_k;
     e = underflow ? 0.0f : e;
+    e = nan ? std::numeric_limits<float>::quiet_NaN() : e;
     sums += e;
     Uint32x16 bits;
     std::memcpy(&bits, &e, sizeof(bits));
-    // e is finite and non-negative: round to nearest even needs no NaN case.
+    // e is non-negative, or the quiet NaN 0x7fc00000, which the rounding below keeps a NaN.
     const Uint16x16 narrow =
         __builtin_convertvector((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16, Uint16x16);
     std::memcpy(out + c, &narrow, sizeof(narrow));
@@ -228,16 +235,12 @@ float ExpShiftedSumToBfloat16(const float* row, int64_t n, float scale, float sh
              : ExpShiftedSumToBfloat16Portable(row, n, scale, shift, out, row_max);
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void ScaleRow(float* row, int64_t n,
-                                                                           float factor) {
+ATTNSERVE_TARGET_CLONES void ScaleRow(float* row, int64_t n, float factor) {
 #pragma omp simd
   for (int64_t c = 0; c < n; ++c) row[c] *= factor;
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void ScaleRowInto(const float* row,
-                                                                               int64_t n,
-                                                                               float factor,
-                                                                               float* out) {
+ATTNSERVE_TARGET_CLONES void ScaleRowInto(const float* row, int64_t n, float factor, float* out) {
 #pragma omp simd
   for (int64_t c = 0; c < n; ++c) out[c] = row[c] * factor;
 }
