@@ -98,6 +98,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateTargetChannel() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (absl::GetFlag(FLAGS_tls_ca_file).empty() && !absl::GetFlag(FLAGS_tls_cert_file).empty()) {
+    return absl::InvalidArgumentError("--tls_cert_file needs --tls_ca_file (mutual TLS is TLS)");
+  }
   if (const std::string ca = absl::GetFlag(FLAGS_tls_ca_file); !ca.empty()) {
     grpc::SslCredentialsOptions options;
     ASSIGN_OR_RETURN(options.pem_root_certs, ReadFile(ca, "tls_ca_file"));
@@ -134,7 +137,8 @@ absl::StatusOr<RequestFn> RemoteRequest(std::shared_ptr<grpc::Channel> channel) 
     get.set_name(absl::GetFlag(FLAGS_model));
     v1::GetModelResponse model;
     if (grpc::Status status = stub->GetModel(&context, get, &model); !status.ok()) {
-      return absl::NotFoundError(status.error_message());
+      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                          "GetModel: " + status.error_message());
     }
     auto request = std::make_shared<v1::AttendRequest>();
     request->set_model(get.name());

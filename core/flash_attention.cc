@@ -368,14 +368,25 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
   const int64_t q_tile = std::max<int64_t>(1, std::min(amx ? tiling.amx_q_tile : tiling.q_tile, Sq));
   // The AMX products start key tiles at multiples of 32.
   const int64_t k_tile =
-      amx ? PadTo32(std::min(tiling.k_tile, Sk)) : std::max<int64_t>(1, std::min(tiling.k_tile, Sk));
+      amx ? PadTo32(std::max<int64_t>(1, std::min(tiling.k_tile, Sk)))
+          : std::max<int64_t>(1, std::min(tiling.k_tile, Sk));
   const int64_t q_tiles = (Sq + q_tile - 1) / q_tile;
   const float scale = EffectiveScale(shape, options);
-  const ScoreBias bias(shape, options);
-  const Operands operands(amx    ? Operands::Kind::kAmx
-                          : bf16 ? Operands::Kind::kBfloat16
-                                 : Operands::Kind::kFloat32,
-                          shape, q, k, v);
+  // The call's tables and operand copies; running out of memory for them is the caller's
+  // RESOURCE_EXHAUSTED, not an exception out of the kernel.
+  std::unique_ptr<const ScoreBias> bias_holder;
+  std::unique_ptr<const Operands> operands_holder;
+  try {
+    bias_holder = std::make_unique<const ScoreBias>(shape, options);
+    operands_holder = std::make_unique<const Operands>(amx    ? Operands::Kind::kAmx
+                                                       : bf16 ? Operands::Kind::kBfloat16
+                                                              : Operands::Kind::kFloat32,
+                                                       shape, q, k, v);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("attention: out of memory");
+  }
+  const ScoreBias& bias = *bias_holder;
+  const Operands& operands = *operands_holder;
   // Row strides of the item's buffers: the AMX products work on blocks of 32.
   const int64_t acc_stride = amx ? PadTo32(hd) : hd;
 
@@ -448,6 +459,11 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
         float row_scale = score_scale;
         if (bias.active()) {
           bias.AddRow(b, h, i0 + r, j0, visible, row_scale, row);
+          row_scale = 1.0f;
+        } else if (row_scale <= 0.0f) {
+          // The running-max shift below takes max(row)·scale as the scaled maximum, true only
+          // for a positive scale; any other is applied here first.
+          ScaleRow(row, visible, row_scale);
           row_scale = 1.0f;
         }
         // Masked keys get probability 0 (in the operand P·V reads).

@@ -65,6 +65,7 @@ float ExpNonPositive(float x) {
   const bool nan = x != x;
   const bool underflow = x < -87.0f;
   x = underflow || nan ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;  // e^88 is the largest finite; beyond, 2^n would overflow
   // x = n·ln2 + r, |r| <= ln2/2; e^r by its degree-6 Taylor polynomial, 2^n in the exponent bits.
   const float n = std::nearbyint(x * kLog2e);
   const float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
@@ -126,6 +127,7 @@ ATTNSERVE_TARGET_CLONES float ExpShiftedSumToBfloat16Portable(const float* row, 
     const Int32x16 nan = x != x;
     const Int32x16 underflow = x < -87.0f;
     x = underflow | nan ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;  // keeps the integer exponent defined
     // n = round(x·log2 e) by the 1.5·2^23 trick; r = x − n·ln 2 in two parts.
     const Float16 k = (x * kLog2e + 12582912.0f) - 12582912.0f;
     const Float16 r = x - k * 0.693145751953125f - k * 1.428606765330187e-06f;

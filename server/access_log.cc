@@ -102,9 +102,10 @@ class AccessLogInterceptor final : public grpc::experimental::Interceptor {
                                    {"peer", peer}};
       json_logger_->info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     } else {
+      // The method is the client's :path too (any string for a method the server lacks).
       spdlog::info("access request_id={} method={} model={} code={} latency_ms={:.3f} peer={}",
-                   TextField(request_id_), method, TextField(model_), code_name, latency_ms,
-                   peer);
+                   TextField(request_id_), TextField(method), TextField(model_), code_name,
+                   latency_ms, peer);
     }
   }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <thread>
 #include <cstdint>
 #include <cstdlib>
@@ -253,10 +254,14 @@ int Run(const sigset_t& stop_signals) {
   builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   if (const double age = absl::GetFlag(FLAGS_max_connection_age_seconds); age > 0) {
     // gRPC adds ±10% jitter, so the replicas' clients do not all reconnect at once.
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, static_cast<int>(age * 1000));
+    // Milliseconds as an int channel argument: at most INT_MAX (24.8 days).
+    auto milliseconds = [](double seconds) {
+      return static_cast<int>(std::clamp(seconds * 1000, 0.0, double{INT_MAX}));
+    };
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, milliseconds(age));
     builder.AddChannelArgument(
         GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
-        static_cast<int>(absl::GetFlag(FLAGS_max_connection_age_grace_seconds) * 1000));
+        milliseconds(absl::GetFlag(FLAGS_max_connection_age_grace_seconds)));
   }
   if (const int rpc_threads = absl::GetFlag(FLAGS_rpc_threads); rpc_threads > 0) {
     grpc::ResourceQuota quota("attnserve");

@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
@@ -46,7 +47,7 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
     metrics_->RecordStarted(method_, type_);
   }
   // gRPC destroys the interceptors when the RPC is over, however it ended.
-  ~MetricsInterceptor() override { metrics_->RecordFinished(); }
+  ~MetricsInterceptor() override { metrics_->RecordFinished(method_); }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
@@ -260,12 +261,22 @@ std::map<std::string, std::string> ServerMetrics::MethodLabels(absl::string_view
           {"grpc_type", std::string(type)}};
 }
 
+namespace {
+// In flight counts the work RPCs: long-lived health Watch streams (client-side health checking)
+// would otherwise hold the gauge up and skew autoscaling on it.
+bool CountsInFlight(absl::string_view full_method) {
+  return absl::StartsWith(full_method, "/attnserve.v1.AttentionService/");
+}
+}  // namespace
+
 void ServerMetrics::RecordStarted(absl::string_view full_method, absl::string_view type) {
   started_.Add(MethodLabels(full_method, type)).Increment();
-  inflight_.Increment();
+  if (CountsInFlight(full_method)) inflight_.Increment();
 }
 
-void ServerMetrics::RecordFinished() { inflight_.Decrement(); }
+void ServerMetrics::RecordFinished(absl::string_view full_method) {
+  if (CountsInFlight(full_method)) inflight_.Decrement();
+}
 
 void ServerMetrics::RecordMessage(absl::string_view full_method, absl::string_view type,
                                   bool received) {

@@ -32,10 +32,11 @@ class ServerMetrics {
   // served_methods: "/package.Service/Method" of every RPC the server registers.
   ServerMetrics(prometheus::Registry& registry, const std::vector<std::string>& served_methods);
 
-  // full_method: "/package.Service/Method". Also counts the RPC in flight until RecordFinished.
+  // full_method: "/package.Service/Method". Also counts an AttentionService RPC in flight until
+  // RecordFinished (health and reflection streams are not work).
   void RecordStarted(absl::string_view full_method, absl::string_view type);
-  // An RPC counted by RecordStarted is over (whatever its outcome, cancellation included).
-  void RecordFinished();
+  // An RPC recorded by RecordStarted is over (whatever its outcome, cancellation included).
+  void RecordFinished(absl::string_view full_method);
   // One message received from / sent to the client on an RPC (streams count each message).
   void RecordMessage(absl::string_view full_method, absl::string_view type, bool received);
   // A computation of `rpc` (e.g. "Attend") on `model` (a loaded model, "inline" or "unknown"):

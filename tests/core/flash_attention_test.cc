@@ -226,6 +226,33 @@ TEST(FlashAttentionRangeTest, ScoresRisingFarAcrossTilesMatchReference) {
   }
 }
 
+// A negative (or zero) scale reverses which score is the largest: every path — f32, bf16 on
+// AMX (which applies the scale after the product) and on oneDNN — must still match.
+TEST(FlashAttentionRangeTest, NegativeScaleMatchesReference) {
+  const SdpaShape shape{1, 2, 2, 40, 300, 64};
+  const auto q = RandomVector(2 * 40 * 64, 71, 1.5f);
+  const auto k = RandomVector(2 * 300 * 64, 72, 1.5f);
+  const auto v = RandomVector(2 * 300 * 64, 73);
+  for (const float scale : {-1.0f, 0.0f}) {
+    SdpaOptions options;
+    options.scale = scale;
+    const auto ref = ReferenceSdpa(q, k, v, 1, 2, 2, 40, 300, 64, scale, false, {});
+    for (const FlashTiling& tiling : {kSmallTiles, kDefaultTiles, kSmallTilesOneDnn}) {
+      for (const ComputeType compute : {ComputeType::kFloat32, ComputeType::kBfloat16}) {
+        options.compute = compute;
+        std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
+        ASSERT_TRUE(
+            FlashAttention(shape, options, q.data(), k.data(), v.data(), out.data(), tiling).ok());
+        // bf16 operands at scores of magnitude ~100: a looser bound than the table's.
+        EXPECT_LT(RelativeError(out, ref.out),
+                  compute == ComputeType::kBfloat16 ? 5e-2 : kRelativeTolerance)
+            << "scale " << scale << " tiles " << tiling.k_tile << " amx " << tiling.use_amx
+            << " bf16 " << (compute == ComputeType::kBfloat16);
+      }
+    }
+  }
+}
+
 TEST(TiledAndMaterialisedTest, AlibiAgreesForAnyPositions) {
   const SdpaShape shape{1, 8, 8, 6, 6, 16};
   const auto q = RandomVector(8 * 6 * 16, 51), k = RandomVector(8 * 6 * 16, 52),

@@ -91,6 +91,17 @@ class TextAccessLogAndJsonServerLogTest(ServerTestCase):
         evil = [m for m in access if "id_with_spaces" in m]
         self.assertEqual(len(evil), 1, access)
         self.assertIn("model=evil_code_OK_forged code=NOT_FOUND", evil[0])
+        # The method is the client's path too: a made-up one cannot forge fields or lines.
+        forged = self.channel.unary_unary("/attnserve.v1.AttentionService/Nope code=OK\nx model=m")
+        with self.assertRaises(grpc.RpcError):
+            forged(b"", metadata=(("x-request-id", "path-1"),), timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "path-1" not in self.server.log():
+            time.sleep(0.02)
+        messages = [json.loads(line)["msg"] for line in self.server.log().splitlines()]
+        (line,) = [m for m in messages if "request_id=path-1" in m]
+        self.assertIn("method=/attnserve.v1.AttentionService/Nope_code_OK_x_model_m model=- "
+                      "code=UNIMPLEMENTED", line)
 
     def test_every_server_log_line_is_a_json_object(self):
         lines = self.server.log().splitlines()

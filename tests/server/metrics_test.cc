@@ -150,8 +150,10 @@ TEST(ServerMetricsTest, InFlightCountsStartedUntilFinished) {
   ServerMetrics metrics(registry, kServed);
   metrics.RecordStarted("/attnserve.v1.AttentionService/Encode", "unary");
   metrics.RecordStarted("/attnserve.v1.AttentionService/Decode", "bidi_stream");
+  metrics.RecordStarted("/grpc.health.v1.Health/Watch", "server_stream");  // not work
   EXPECT_EQ(Sample(registry, "attnserve_inflight_requests", {}), 2);
-  metrics.RecordFinished();
+  metrics.RecordFinished("/attnserve.v1.AttentionService/Encode");
+  metrics.RecordFinished("/grpc.health.v1.Health/Watch");
   EXPECT_EQ(Sample(registry, "attnserve_inflight_requests", {}), 1);
 }
 
