@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """End-to-end tests of the compute queue and draining: RESOURCE_EXHAUSTED when the queue is full,
-DEADLINE_EXCEEDED and CANCELLED while queued (the request is never computed), UNAVAILABLE for new
-requests while the server drains, with the in-flight request still completed.
+DEADLINE_EXCEEDED and CANCELLED while queued (the request is never computed), a running request
+cancelled by its client freeing the worker at once (the kernel stops between tiles),
+UNAVAILABLE for new requests while the server drains, with the in-flight request still completed.
 
 The server runs with one compute worker; a slow request (attention over 8192 tokens, ~0.5 s here)
 holds it, and the tests wait for the `attnserve_compute_busy_workers` /
@@ -206,6 +207,46 @@ class DrainTest(unittest.TestCase):
             self.assertEqual(server.proc.wait(timeout=WAIT_S), 0)
         finally:
             server.kill()
+
+
+class CancelRunningTest(ServerTestCase):
+    # 4 heads × 16384 tokens: ~275 GFLOP, seconds on two cores; 50 MB of request.
+    SERVER_ARGS = ("--compute_workers=1", "--max_sequence_length=16384",
+                   "--max_attention_elements=2000000000")
+
+    def test_a_cancelled_running_request_frees_its_worker_promptly(self):
+        x = np.random.default_rng(2).standard_normal((1, 4, 16384, 64)).astype(np.float32)
+        t = f32_tensor(x)
+        request = pb.SdpaRequest(q=t, k=t, v=t)
+        channel = grpc.insecure_channel(self.server.grpc_address, options=BIG_MESSAGES)
+        stub = pb_grpc.AttentionServiceStub(channel)
+        try:
+            start = time.monotonic()
+            stub.ScaledDotProductAttention(request, timeout=WAIT_S)
+            full = time.monotonic() - start
+            self.assertGreater(full, 0.5, "the request must be long enough to cancel midway")
+
+            call = stub.ScaledDotProductAttention.future(request, timeout=WAIT_S)
+            wait_for(self.server.metrics_url, "attnserve_compute_busy_workers", 1)
+            time.sleep(min(0.2, full / 4))  # well inside the computation
+            cancelled = time.monotonic()
+            call.cancel()
+            wait_for(self.server.metrics_url, "attnserve_compute_busy_workers", 0)
+            freed = time.monotonic() - cancelled
+            print(f"cancel: worker freed after {freed:.3f} s; full run {full:.3f} s", file=sys.stderr)
+            # Tiles take milliseconds: the worker is free long before the computation would end.
+            self.assertLess(freed, full / 4, f"freed after {freed:.3f} s; full run {full:.3f} s")
+            with self.assertRaises(grpc.FutureCancelledError):
+                call.result()
+            # The server saw the cancellation (not a completed call).
+            deadline = time.monotonic() + WAIT_S
+            while gauge(self.server.metrics_url, "grpc_server_handled_total",
+                        {"grpc_method": "ScaledDotProductAttention",
+                         "grpc_code": "CANCELLED"}) < 1:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.01)
+        finally:
+            channel.close()
 
 
 if __name__ == "__main__":
