@@ -30,7 +30,7 @@ std::shared_ptr<const PositionTableCache::Table> PositionTableCache::Get(const s
 
   std::shared_ptr<const Table> old;
   {
-    absl::MutexLock lock(&mutex_);
+    std::lock_guard<std::mutex> lock(mutex_);
     auto it = entries_.find(key);
     if (it != entries_.end()) {
       lru_.splice(lru_.begin(), lru_, it->second.lru);
@@ -54,7 +54,7 @@ std::shared_ptr<const PositionTableCache::Table> PositionTableCache::Get(const s
   }
   fill(first_missing, capacity, table->values.data() + first_missing * width);
 
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard<std::mutex> lock(mutex_);
   auto it = entries_.find(key);
   if (it != entries_.end()) {
     // Another thread may have stored a table meanwhile; keep the larger one.
@@ -80,7 +80,7 @@ void PositionTableCache::EvictUntilFits(int64_t incoming_bytes) {
 }
 
 int64_t PositionTableCache::bytes() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard<std::mutex> lock(mutex_);
   return bytes_;
 }
 

@@ -8,11 +8,11 @@
 #include <functional>
 #include <list>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 
 namespace attnserve {
 
@@ -48,10 +48,10 @@ class PositionTableCache {
   // directly).
   // The returned table stays valid while held, even if the cache evicts or regrows it.
   std::shared_ptr<const Table> Get(const std::string& key, int64_t rows, int64_t width,
-                                   const RowFiller& fill) ABSL_LOCKS_EXCLUDED(mutex_);
+                                   const RowFiller& fill);
 
   // Bytes held by cached tables.
-  int64_t bytes() const ABSL_LOCKS_EXCLUDED(mutex_);
+  int64_t bytes() const;
 
  private:
   struct Entry {
@@ -59,13 +59,17 @@ class PositionTableCache {
     std::list<std::string>::iterator lru;  // position in lru_ (front = most recent)
   };
 
-  void EvictUntilFits(int64_t incoming_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Requires mutex_.
+  void EvictUntilFits(int64_t incoming_bytes);
 
   const Options options_;
-  mutable absl::Mutex mutex_;
-  std::unordered_map<std::string, Entry> entries_ ABSL_GUARDED_BY(mutex_);
-  std::list<std::string> lru_ ABSL_GUARDED_BY(mutex_);
-  int64_t bytes_ ABSL_GUARDED_BY(mutex_) = 0;
+  // std::mutex rather than absl::Mutex: ThreadSanitizer intercepts it (Debian's absl is not
+  // instrumented).
+  mutable std::mutex mutex_;
+  // Guarded by mutex_:
+  std::unordered_map<std::string, Entry> entries_;
+  std::list<std::string> lru_;
+  int64_t bytes_ = 0;
 };
 
 }  // namespace attnserve

@@ -4,13 +4,12 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/time.h"
 
 namespace attnserve {
 namespace {
 
 // How often a waiting request checks whether its client gave up.
-constexpr absl::Duration kCancellationPoll = absl::Milliseconds(5);
+constexpr std::chrono::milliseconds kCancellationPoll{5};
 
 }  // namespace
 
@@ -23,33 +22,32 @@ ComputePool::ComputePool(int workers, int queue_depth, Observer observer)
 
 ComputePool::~ComputePool() {
   {
-    absl::MutexLock lock(&mutex_);
+    std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
+  work_queued_.notify_all();
   for (std::thread& thread : threads_) thread.join();
 }
 
 void ComputePool::WorkerLoop() {
-  absl::MutexLock lock(&mutex_);
+  std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
-    mutex_.Await(absl::Condition(
-        +[](ComputePool* pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pool->mutex_) {
-          return !pool->queue_.empty() || pool->stopping_;
-        },
-        this));
+    work_queued_.wait(lock, [this] { return !queue_.empty() || stopping_; });
     if (queue_.empty()) return;  // stopping, and nothing left to run
     Task* task = queue_.front();
     queue_.pop_front();
     task->started = true;
     ++busy_;
     Notify();
-    mutex_.Unlock();
+    task_changed_.notify_all();
+    lock.unlock();
     absl::Status result = task->work();
-    mutex_.Lock();
+    lock.lock();
     --busy_;
     Notify();
     task->result = std::move(result);
     task->done = true;
+    task_changed_.notify_all();
   }
 }
 
@@ -57,7 +55,7 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
                               const std::function<bool()>& is_cancelled,
                               absl::FunctionRef<absl::Status()> work) {
   Task task(work);
-  absl::MutexLock lock(&mutex_);
+  std::unique_lock<std::mutex> lock(mutex_);
   // Tasks queued beyond the free workers are the ones that really wait.
   const int free_workers = workers_ - busy_;
   if (static_cast<int>(queue_.size()) - free_workers >= queue_depth_) {
@@ -67,10 +65,10 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
   }
   queue_.push_back(&task);
   Notify();
-  const absl::Time until = absl::FromChrono(deadline);
-  const auto started = [&task]() { return task.started; };
+  work_queued_.notify_one();
   while (!task.started) {
-    const bool expired = absl::Now() >= until;
+    const auto now = std::chrono::system_clock::now();
+    const bool expired = now >= deadline;
     if (expired || (is_cancelled && is_cancelled())) {
       queue_.erase(std::find(queue_.begin(), queue_.end(), &task));
       Notify();
@@ -78,9 +76,9 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
                            "deadline passed while waiting for a compute worker")
                      : absl::CancelledError("cancelled while waiting for a compute worker");
     }
-    mutex_.AwaitWithDeadline(absl::Condition(&started), std::min(until, absl::Now() + kCancellationPoll));
+    task_changed_.wait_until(lock, std::min(deadline, now + kCancellationPoll));
   }
-  mutex_.Await(absl::Condition(&task.done));
+  task_changed_.wait(lock, [&task] { return task.done; });
   return task.result;
 }
 
@@ -89,12 +87,12 @@ void ComputePool::Notify() {
 }
 
 int ComputePool::busy() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard<std::mutex> lock(mutex_);
   return busy_;
 }
 
 int ComputePool::waiting() const {
-  absl::MutexLock lock(&mutex_);
+  std::lock_guard<std::mutex> lock(mutex_);
   return static_cast<int>(queue_.size());
 }
 

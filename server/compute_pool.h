@@ -7,14 +7,15 @@
 #define ATTNSERVE_SERVER_COMPUTE_POOL_H_
 
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 
 namespace attnserve {
 
@@ -53,15 +54,21 @@ class ComputePool {
   };
 
   void WorkerLoop();
-  void Notify() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Requires mutex_.
+  void Notify();
 
   const int workers_;
   const int queue_depth_;
   const Observer observer_;
-  mutable absl::Mutex mutex_;
-  std::deque<Task*> queue_ ABSL_GUARDED_BY(mutex_);
-  int busy_ ABSL_GUARDED_BY(mutex_) = 0;
-  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+  // std::mutex rather than absl::Mutex: ThreadSanitizer intercepts it, whereas Debian's absl is
+  // not instrumented, so TSan could not see absl's locking (scripts/sanitize.sh thread).
+  mutable std::mutex mutex_;
+  std::condition_variable work_queued_;  // queue_ gained a task, or stopping_ was set
+  std::condition_variable task_changed_;  // some task was started or finished
+  // Guarded by mutex_:
+  std::deque<Task*> queue_;
+  int busy_ = 0;
+  bool stopping_ = false;
   std::vector<std::thread> threads_;
 };
 
