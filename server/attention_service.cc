@@ -183,6 +183,8 @@ absl::Status AttentionServiceImpl::CheckResponseSize(absl::string_view field,
 
 absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
                                             v1::EncodeResponse* response) const {
+  // This request's models: a reload meanwhile does not change them (ModelStore).
+  const std::shared_ptr<const ModelRegistry> registry = models_->Current();
   ASSIGN_OR_RETURN(FloatTensor input,
                    DecodeFloatTensor(request.input(), "input", 3, "[batch, seq, d_model]"));
   const int64_t batch = input.shape[0], seq = input.shape[1], d_model = input.shape[2];
@@ -198,7 +200,7 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
   PositionalEncoding encoding;
   int64_t num_heads = 0, head_dim = 0;
   if (!request.model().empty()) {
-    ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request.model()));
+    ASSIGN_OR_RETURN(const LoadedModel* model, registry->Find(request.model()));
     const AttentionConfig& config = model->layer->config();
     if (d_model != config.d_model) {
       return absl::InvalidArgumentError(absl::StrCat("input.shape[2]=", d_model,
@@ -263,7 +265,9 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
 absl::Status AttentionServiceImpl::DoAttend(const v1::AttendRequest& request,
                                             std::function<bool()> is_cancelled,
                                             v1::AttendResponse* response) const {
-  ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request.model()));
+  // This request's models: a reload meanwhile does not change them (ModelStore).
+  const std::shared_ptr<const ModelRegistry> registry = models_->Current();
+  ASSIGN_OR_RETURN(const LoadedModel* model, registry->Find(request.model()));
   const AttentionConfig& config = model->layer->config();
   ASSIGN_OR_RETURN(FloatTensor query,
                    DecodeFloatTensor(request.query(), "query", 3, "[batch, q_len, d_model]"));
@@ -436,10 +440,12 @@ absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
 
 absl::Status AttentionServiceImpl::DoPositionBias(const v1::PositionBiasRequest& request,
                                                   v1::PositionBiasResponse* response) const {
+  // This request's models: a reload meanwhile does not change them (ModelStore).
+  const std::shared_ptr<const ModelRegistry> registry = models_->Current();
   PositionalEncoding encoding;
   int64_t num_heads = request.num_heads();
   if (!request.model().empty()) {
-    ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request.model()));
+    ASSIGN_OR_RETURN(const LoadedModel* model, registry->Find(request.model()));
     const int64_t model_heads = model->layer->config().num_heads;
     if (num_heads != 0 && num_heads != model_heads) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -539,7 +545,7 @@ bool AttentionServiceImpl::WaitUntilIdle(std::chrono::system_clock::time_point d
 
 std::string AttentionServiceImpl::ModelLabel(const std::string& requested_model) const {
   if (requested_model.empty()) return "inline";
-  return registry_->Find(requested_model).ok() ? requested_model : "unknown";
+  return models_->Current()->Find(requested_model).ok() ? requested_model : "unknown";
 }
 
 absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl::string_view rpc,
@@ -606,9 +612,11 @@ grpc::Status AttentionServiceImpl::Decode(
 absl::Status AttentionServiceImpl::DoDecode(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream) {
+  // This request's models: a reload meanwhile does not change them (ModelStore).
+  const std::shared_ptr<const ModelRegistry> registry = models_->Current();
   v1::DecodeRequest request;
   if (!stream->Read(&request)) return absl::OkStatus();  // the client sent nothing
-  ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request.model()));
+  ASSIGN_OR_RETURN(const LoadedModel* model, registry->Find(request.model()));
   const AttentionConfig& config = model->layer->config();
   const std::string model_name = request.model();
   // The stream's tokens may not pass the model's max_positions (or the sequence limit).
@@ -726,7 +734,8 @@ grpc::Status AttentionServiceImpl::ListModels(grpc::ServerContext* context,
                                               const v1::ListModelsRequest*,
                                               v1::ListModelsResponse* response) {
   return Serve(context, "ListModels", [&] {
-    for (const LoadedModel* model : registry_->List()) *response->add_models() = model->config;
+    const std::shared_ptr<const ModelRegistry> registry = models_->Current();
+    for (const LoadedModel* model : registry->List()) *response->add_models() = model->config;
     return absl::OkStatus();
   });
 }
@@ -735,7 +744,8 @@ grpc::Status AttentionServiceImpl::GetModel(grpc::ServerContext* context,
                                             const v1::GetModelRequest* request,
                                             v1::GetModelResponse* response) {
   return Serve(context, "GetModel", [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(const LoadedModel* model, registry_->Find(request->name()));
+    const std::shared_ptr<const ModelRegistry> registry = models_->Current();
+    ASSIGN_OR_RETURN(const LoadedModel* model, registry->Find(request->name()));
     *response->mutable_config() = model->config;
     return absl::OkStatus();
   });

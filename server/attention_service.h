@@ -13,10 +13,10 @@
 #include "absl/strings/string_view.h"
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "core/position_table_cache.h"
-#include "server/compute_pool.h"
 #include "server/auth.h"
+#include "server/compute_pool.h"
 #include "server/metrics.h"
-#include "server/model_registry.h"
+#include "server/model_store.h"
 
 namespace attnserve {
 
@@ -40,12 +40,13 @@ struct ServiceLimits {
 
 class AttentionServiceImpl final : public v1::AttentionService::Service {
  public:
-  // `registry` (and `metrics` and `authenticator`, which may be null) must outlive the service.
+  // `models` (and `metrics` and `authenticator`, which may be null) must outlive the service.
+  // Each request uses the models current when it starts, to its end (ModelStore).
   // With an authenticator every call must carry its bearer token (UNAUTHENTICATED otherwise).
-  AttentionServiceImpl(const ModelRegistry* registry, ServiceLimits limits,
+  AttentionServiceImpl(const ModelStore* models, ServiceLimits limits,
                        ServerMetrics* metrics = nullptr,
                        const TokenAuthenticator* authenticator = nullptr)
-      : registry_(registry),
+      : models_(models),
         limits_(limits),
         metrics_(metrics),
         authenticator_(authenticator),
@@ -120,7 +121,7 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   absl::Status CheckResponseSize(absl::string_view field, absl::string_view tensor,
                                  const std::vector<int64_t>& shape, int64_t other_bytes) const;
 
-  const ModelRegistry* registry_;
+  const ModelStore* models_;
   ServiceLimits limits_;
   // sin/cos tables shared by all requests (thread-safe).
   mutable PositionTableCache tables_;

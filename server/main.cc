@@ -2,21 +2,26 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <climits>
-#include <thread>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <ctime>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/onednn_ops.h"
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -26,8 +31,6 @@
 #include "grpcpp/impl/server_builder_plugin.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
-#include "absl/flags/reflection.h"
-#include "absl/strings/str_join.h"
 #include "server/access_log.h"
 #include "server/attention_service.h"
 #include "server/auth.h"
@@ -35,6 +38,8 @@
 #include "server/logging.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
+#include "server/model_reload.h"
+#include "server/model_store.h"
 #include "server/process_metrics.h"
 #include "spdlog/spdlog.h"
 
@@ -56,6 +61,9 @@ ABSL_FLAG(std::string, auth_token_file, "",
 ABSL_FLAG(std::string, model_repository, "",
           "folder with one sub-folder per model (config.pbtxt + weights.safetensors); empty = "
           "serve the built-in demo models");
+ABSL_FLAG(double, model_poll_seconds, 0,
+          "with --model_repository: reload it every this many seconds (0: only on SIGHUP); "
+          "unchanged folders are not reloaded");
 ABSL_FLAG(int32_t, compute_threads, 0,
           "OpenMP threads per computation; 0 = the cores divided among --compute_workers");
 ABSL_FLAG(int32_t, compute_workers, 1,
@@ -151,7 +159,27 @@ std::string WithPort(const std::string& address, int port) {
   return absl::StrCat(address.substr(0, address.rfind(':')), ":", port);
 }
 
-int Run(const sigset_t& stop_signals) {
+// Waits for one of `signals` (blocked in every thread) for at most `timeout_seconds` (forever when
+// <= 0); the signal's number, or 0 when the time ran out.
+int WaitForSignal(const sigset_t& signals, double timeout_seconds) {
+  while (true) {
+    if (timeout_seconds <= 0) {
+      int signal_number = 0;
+      if (sigwait(&signals, &signal_number) == 0) return signal_number;
+      continue;
+    }
+    double whole = 0;
+    const double fraction = std::modf(timeout_seconds, &whole);
+    const timespec timeout{static_cast<time_t>(std::min(whole, 1e9)),
+                           static_cast<long>(fraction * 1e9)};
+    const int signal_number = sigtimedwait(&signals, nullptr, &timeout);
+    if (signal_number > 0) return signal_number;
+    if (errno == EAGAIN) return 0;
+    // EINTR: interrupted by a signal outside the set; wait again.
+  }
+}
+
+int Run(const sigset_t& signals) {
   const int workers = absl::GetFlag(FLAGS_compute_workers);
   const int queue_depth = absl::GetFlag(FLAGS_compute_queue_depth);
   if (workers < 1 || queue_depth < 0) {
@@ -222,12 +250,7 @@ int Run(const sigset_t& stop_signals) {
   exposer->RegisterCollectable(metrics_registry);
   metrics.SetComputeCapacity(workers, queue_depth);
   metrics.SetBuildInfo(ATTNSERVE_VERSION, OneDnnVersion(), OneDnnCpuIsa());
-  for (const LoadedModel* model : (*models)->List()) {
-    const AttentionConfig& config = model->layer->config();
-    metrics.AddModelInfo(model->config.name(), EncodingName(config.encoding), config.num_heads,
-                         config.num_kv_heads, config.head_dim, config.d_model,
-                         model->weights_dtype);
-  }
+  PublishModels(**models, metrics);
   auto process_metrics = std::make_shared<ProcessMetrics>();
   exposer->RegisterCollectable(process_metrics);
 
@@ -239,7 +262,8 @@ int Run(const sigset_t& stop_signals) {
   limits.compute_workers = workers;
   limits.compute_queue_depth = queue_depth;
   limits.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  AttentionServiceImpl service(models->get(), limits, &metrics, authenticator.get());
+  ModelStore model_store(*std::move(models));
+  AttentionServiceImpl service(&model_store, limits, &metrics, authenticator.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -291,8 +315,20 @@ int Run(const sigset_t& stop_signals) {
   spdlog::info("metrics listening on http://{}/metrics",
                WithPort(metrics_address, exposer->GetListeningPorts().front()));
 
+  // Serve until SIGTERM or SIGINT; SIGHUP (and every --model_poll_seconds) reloads the repository.
+  const double poll_seconds = repository.empty() ? 0 : absl::GetFlag(FLAGS_model_poll_seconds);
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (true) {
+    signal_number = WaitForSignal(signals, poll_seconds);
+    if (signal_number != 0 && signal_number != SIGHUP) break;
+    if (repository.empty()) {
+      spdlog::info("SIGHUP: serving the built-in demo models, nothing to reload");
+      continue;
+    }
+    if (signal_number == SIGHUP) spdlog::info("SIGHUP: reloading {}", repository);
+    // Errors are logged and counted there; the served models stay as they were.
+    ReloadModels(repository, model_store, &metrics).IgnoreError();
+  }
   spdlog::info("received signal {}; draining", signal_number);
   // Health turns NOT_SERVING and new requests are answered UNAVAILABLE while the running ones
   // finish (at most the grace period); then the port closes and anything left is cancelled.
@@ -320,13 +356,14 @@ int Run(const sigset_t& stop_signals) {
 }  // namespace attnserve
 
 int main(int argc, char** argv) {
-  // Block the stop signals before any thread exists, so every thread inherits the mask and only
-  // sigwait() in Run() receives them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Block the handled signals before any thread exists, so every thread inherits the mask and only
+  // WaitForSignal() in Run() receives them: SIGTERM and SIGINT drain and stop, SIGHUP reloads.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::FlagsUsageConfig usage_config;
   usage_config.contains_help_flags = [](absl::string_view file) {
@@ -354,5 +391,5 @@ int main(int argc, char** argv) {
   attnserve::SetLogFormat(*log_format);
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
   spdlog::flush_on(spdlog::level::info);
-  return attnserve::Run(stop_signals);
+  return attnserve::Run(signals);
 }

@@ -1,5 +1,6 @@
 #include "server/metrics.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <string>
@@ -175,6 +176,21 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                       .Name("attnserve_model_info")
                       .Help("Loaded models: value 1, labelled with their shape and encoding.")
                       .Register(registry)),
+      model_stale_(prometheus::BuildGauge()
+                       .Name("attnserve_model_stale")
+                       .Help("1 for a model served in an earlier version because its current "
+                             "files failed to load.")
+                       .Register(registry)),
+      model_reloads_(prometheus::BuildCounter()
+                         .Name("attnserve_model_reloads_total")
+                         .Help("Reloads of the model repository, by result (ok, or failed when "
+                               "the repository or a changed model could not be loaded).")
+                         .Register(registry)),
+      model_load_failures_(prometheus::BuildCounter()
+                               .Name("attnserve_model_load_failures_total")
+                               .Help("Model folders whose files failed to load at a reload "
+                                     "(once per version of the files).")
+                               .Register(registry)),
       compute_busy_workers_(prometheus::BuildGauge()
                                 .Name("attnserve_compute_busy_workers")
                                 .Help("Compute workers running a computation now.")
@@ -208,18 +224,40 @@ void ServerMetrics::SetBuildInfo(const std::string& version, const std::string& 
       .Set(1);
 }
 
-void ServerMetrics::AddModelInfo(const std::string& model, const std::string& encoding,
-                                 int64_t heads, int64_t kv_heads, int64_t head_dim,
-                                 int64_t d_model, const std::string& dtype) {
-  model_info_
-      .Add({{"model", model},
-            {"encoding", encoding},
-            {"heads", std::to_string(heads)},
-            {"kv_heads", std::to_string(kv_heads)},
-            {"head_dim", std::to_string(head_dim)},
-            {"d_model", std::to_string(d_model)},
-            {"dtype", dtype}})
-      .Set(1);
+void ServerMetrics::SetModels(const std::vector<ModelInfo>& models,
+                              const std::vector<std::string>& stale_models) {
+  std::lock_guard<std::mutex> lock(models_mutex_);
+  std::vector<prometheus::Gauge*> series;
+  for (const ModelInfo& info : models) {
+    prometheus::Gauge& gauge = model_info_.Add({{"model", info.model},
+                                                {"encoding", info.encoding},
+                                                {"heads", std::to_string(info.heads)},
+                                                {"kv_heads", std::to_string(info.kv_heads)},
+                                                {"head_dim", std::to_string(info.head_dim)},
+                                                {"d_model", std::to_string(info.d_model)},
+                                                {"dtype", info.dtype}});
+    gauge.Set(1);
+    series.push_back(&gauge);
+  }
+  for (const std::string& model : stale_models) {
+    prometheus::Gauge& gauge = model_stale_.Add({{"model", model}});
+    gauge.Set(1);
+    series.push_back(&gauge);
+  }
+  for (prometheus::Gauge* old : model_series_) {
+    if (std::find(series.begin(), series.end(), old) != series.end()) continue;
+    // Each series belongs to one of the two families; Remove ignores the other one's.
+    model_info_.Remove(old);
+    model_stale_.Remove(old);
+  }
+  model_series_ = std::move(series);
+}
+
+void ServerMetrics::RecordReload(bool ok, const std::vector<std::string>& failed_models) {
+  model_reloads_.Add({{"result", ok ? "ok" : "failed"}}).Increment();
+  for (const std::string& model : failed_models) {
+    model_load_failures_.Add({{"model", model}}).Increment();
+  }
 }
 
 void ServerMetrics::RecordWork(absl::string_view rpc, absl::string_view model, double tokens,

@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -50,10 +51,26 @@ class ServerMetrics {
   // oneDNN dispatches to on this machine (e.g. avx512_core_amx).
   void SetBuildInfo(const std::string& version, const std::string& onednn_version,
                     const std::string& cpu_isa);
-  // attnserve_model_info{model, encoding, heads, kv_heads, head_dim, d_model, dtype} 1, per
-  // loaded model; dtype: how its weights were stored (LoadedModel::weights_dtype).
-  void AddModelInfo(const std::string& model, const std::string& encoding, int64_t heads,
-                    int64_t kv_heads, int64_t head_dim, int64_t d_model, const std::string& dtype);
+  // One served model's labels on attnserve_model_info.
+  struct ModelInfo {
+    std::string model;
+    std::string encoding;
+    int64_t heads = 0;
+    int64_t kv_heads = 0;
+    int64_t head_dim = 0;
+    int64_t d_model = 0;
+    std::string dtype;  // how its weights were stored (LoadedModel::weights_dtype)
+  };
+  // attnserve_model_info{model, encoding, heads, kv_heads, head_dim, d_model, dtype} 1 for each
+  // model served now, and attnserve_model_stale{model} 1 for those of `stale_models` (served in
+  // an earlier version because their current files failed to load). Series of models no longer
+  // listed are removed (after the new ones are added, so a scrape never sees none).
+  void SetModels(const std::vector<ModelInfo>& models,
+                 const std::vector<std::string>& stale_models);
+  // A reload of the model repository: attnserve_model_reloads_total{result="ok"} when the
+  // repository was read and every changed folder loaded, else result="failed"; and
+  // attnserve_model_load_failures_total{model} for each folder that failed to load.
+  void RecordReload(bool ok, const std::vector<std::string>& failed_models);
 
   // Work done by a successful computation: `tokens` query tokens and `flops` useful FLOPs for
   // `rpc` on `model` ("inline" for weight-free RPCs).
@@ -93,6 +110,12 @@ class ServerMetrics {
   prometheus::Gauge& kv_cache_bytes_;
   prometheus::Family<prometheus::Gauge>& build_info_;
   prometheus::Family<prometheus::Gauge>& model_info_;
+  prometheus::Family<prometheus::Gauge>& model_stale_;
+  prometheus::Family<prometheus::Counter>& model_reloads_;
+  prometheus::Family<prometheus::Counter>& model_load_failures_;
+  // The series SetModels set last (guarded by models_mutex_).
+  std::mutex models_mutex_;
+  std::vector<prometheus::Gauge*> model_series_;
   prometheus::Gauge& compute_busy_workers_;
   prometheus::Gauge& compute_waiting_requests_;
   prometheus::Gauge& compute_workers_;

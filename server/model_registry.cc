@@ -1,5 +1,7 @@
 #include "server/model_registry.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -105,6 +107,26 @@ absl::Status AttachDemoTables(const v1::ModelConfig& config, std::mt19937& rng,
   return absl::OkStatus();
 }
 
+// Identifies the version of a model folder's files without reading the weights: config.pbtxt's
+// bytes, and each regular file's name, size, inode and modification time (a file replaced by
+// rename gets a new inode even within the file system's timestamp granularity).
+std::string FolderFingerprint(const std::filesystem::path& folder) {
+  std::vector<std::string> files;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(folder, error)) {
+    struct stat info {};
+    if (::stat(entry.path().c_str(), &info) != 0 || !S_ISREG(info.st_mode)) continue;
+    files.push_back(absl::StrCat(entry.path().filename().string(), ":", info.st_size, ":",
+                                 info.st_ino, ":", info.st_mtim.tv_sec, ".",
+                                 info.st_mtim.tv_nsec));
+  }
+  std::sort(files.begin(), files.end());
+  std::ifstream config(folder / "config.pbtxt", std::ios::binary);
+  const std::string config_text((std::istreambuf_iterator<char>(config)),
+                                std::istreambuf_iterator<char>());
+  return absl::StrCat(absl::StrJoin(files, "|"), "\n", config_text);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateWithDemoModels() {
@@ -191,12 +213,19 @@ absl::Status ModelRegistry::Add(v1::ModelConfig config, AttentionWeights weights
   config.set_num_kv_heads((*layer)->config().num_kv_heads);
   config.set_head_dim((*layer)->config().head_dim);
   std::string name = config.name();
-  models_[name] = LoadedModel{std::move(config), *std::move(layer), std::move(weights_dtype)};
+  models_[name] = std::make_shared<const LoadedModel>(
+      LoadedModel{std::move(config), *std::move(layer), std::move(weights_dtype)});
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateFromRepository(
     const std::string& path) {
+  return Reload(ModelRegistry(), path, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Reload(const ModelRegistry& serving,
+                                                                     const std::string& path,
+                                                                     ReloadReport* report) {
   std::error_code error;
   std::vector<std::filesystem::path> folders;
   for (const auto& entry : std::filesystem::directory_iterator(path, error)) {
@@ -207,13 +236,46 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateFromReposito
         absl::StrCat("--model_repository=", path, " cannot be read: ", error.message()));
   }
   std::sort(folders.begin(), folders.end());
+  ReloadReport changes;
   std::unique_ptr<ModelRegistry> registry(new ModelRegistry());
   for (const std::filesystem::path& folder : folders) {
     const std::string name = folder.filename().string();
-    if (absl::Status status = registry->LoadModelFolder(folder.string(), name); !status.ok()) {
-      registry->failures_.emplace(name, status);
+    const std::string fingerprint = FolderFingerprint(folder);
+    registry->fingerprints_[name] = fingerprint;
+    const auto previous = serving.models_.find(name);
+    const bool was_served = previous != serving.models_.end();
+    if (const auto tried = serving.fingerprints_.find(name);
+        tried != serving.fingerprints_.end() && tried->second == fingerprint) {
+      // The files this registry was built from (or last failed on): nothing new to load.
+      if (was_served) {
+        registry->models_.insert(*previous);
+        changes.unchanged.push_back(name);
+        if (const auto stale = serving.stale_.find(name); stale != serving.stale_.end()) {
+          registry->stale_.insert(*stale);
+        }
+      } else if (const auto failure = serving.failures_.find(name);
+                 failure != serving.failures_.end()) {
+        registry->failures_.insert(*failure);
+      }
+      continue;
     }
+    if (absl::Status status = registry->LoadModelFolder(folder.string(), name); !status.ok()) {
+      changes.failed.emplace(name, status);
+      if (was_served) {
+        registry->models_.insert(*previous);
+        registry->stale_.emplace(name, status);
+        changes.kept_previous.push_back(name);
+      } else {
+        registry->failures_.emplace(name, std::move(status));
+      }
+      continue;
+    }
+    (was_served ? changes.updated : changes.added).push_back(name);
   }
+  for (const auto& [name, model] : serving.models_) {
+    if (!registry->models_.count(name)) changes.removed.push_back(name);
+  }
+  if (report != nullptr) *report = std::move(changes);
   return registry;
 }
 
@@ -334,7 +396,7 @@ absl::Status ModelRegistry::LoadModelFolder(const std::string& folder,
 
 absl::StatusOr<const LoadedModel*> ModelRegistry::Find(absl::string_view name) const {
   auto it = models_.find(name);
-  if (it != models_.end()) return &it->second;
+  if (it != models_.end()) return it->second.get();
   if (auto failed = failures_.find(std::string(name)); failed != failures_.end()) {
     return absl::NotFoundError(absl::StrCat("model=\"", name, "\" failed to load: ",
                                             failed->second.message()));
@@ -358,7 +420,7 @@ absl::StatusOr<const LoadedModel*> ModelRegistry::Find(absl::string_view name) c
 
 std::vector<const LoadedModel*> ModelRegistry::List() const {
   std::vector<const LoadedModel*> models;
-  for (const auto& [name, model] : models_) models.push_back(&model);
+  for (const auto& [name, model] : models_) models.push_back(model.get());
   return models;
 }
 

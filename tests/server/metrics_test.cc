@@ -95,11 +95,40 @@ TEST(ServerMetricsTest, MethodsNotServedShareTheUnknownLabels) {
   }
 }
 
+TEST(ServerMetricsTest, SetModelsReplacesTheSeriesOfRemovedModels) {
+  prometheus::Registry registry;
+  ServerMetrics metrics(registry, kServed);
+  metrics.SetModels({{"a", "rope", 8, 8, 64, 512, "F32"}, {"b", "alibi", 4, 4, 32, 128, "F32"}},
+                    {});
+  EXPECT_EQ(Sample(registry, "attnserve_model_info", {{"model", "a"}}), 1);
+  EXPECT_EQ(Sample(registry, "attnserve_model_info", {{"model", "b"}}), 1);
+  // A reload: b removed, c added, a's weights now stored as BF16 and a stale one kept.
+  metrics.SetModels({{"a", "rope", 8, 8, 64, 512, "BF16"}, {"c", "none", 2, 2, 8, 16, "F16"}},
+                    {"c"});
+  EXPECT_EQ(Sample(registry, "attnserve_model_info", {{"model", "b"}}), -1);
+  EXPECT_EQ(Sample(registry, "attnserve_model_info", {{"model", "a"}, {"dtype", "F32"}}), -1);
+  EXPECT_EQ(Sample(registry, "attnserve_model_info", {{"model", "a"}, {"dtype", "BF16"}}), 1);
+  EXPECT_EQ(Sample(registry, "attnserve_model_info", {{"model", "c"}}), 1);
+  EXPECT_EQ(Sample(registry, "attnserve_model_stale", {{"model", "c"}}), 1);
+  metrics.SetModels({{"c", "none", 2, 2, 8, 16, "F16"}}, {});
+  EXPECT_EQ(Sample(registry, "attnserve_model_stale", {{"model", "c"}}), -1);
+  EXPECT_EQ(Sample(registry, "attnserve_model_info", {{"model", "a"}}), -1);
+  EXPECT_EQ(Sample(registry, "attnserve_model_info", {{"model", "c"}}), 1);
+
+  metrics.RecordReload(true, {});
+  metrics.RecordReload(false, {"c"});
+  metrics.RecordReload(false, {"c", "d"});
+  EXPECT_EQ(Sample(registry, "attnserve_model_reloads_total", {{"result", "ok"}}), 1);
+  EXPECT_EQ(Sample(registry, "attnserve_model_reloads_total", {{"result", "failed"}}), 2);
+  EXPECT_EQ(Sample(registry, "attnserve_model_load_failures_total", {{"model", "c"}}), 2);
+  EXPECT_EQ(Sample(registry, "attnserve_model_load_failures_total", {{"model", "d"}}), 1);
+}
+
 TEST(ServerMetricsTest, InfoAndComputeGauges) {
   prometheus::Registry registry;
   ServerMetrics metrics(registry, kServed);
   metrics.SetBuildInfo("1.2.3", "2.6.3", "avx512_core_amx");
-  metrics.AddModelInfo("demo-rope", "rope", 8, 4, 32, 256, "BF16+F16");
+  metrics.SetModels({{"demo-rope", "rope", 8, 4, 32, 256, "BF16+F16"}}, {});
   metrics.ObserveCompute(1, 3);
   metrics.SetComputeCapacity(2, 64);
   EXPECT_EQ(Sample(registry, "attnserve_build_info", {{"version", "1.2.3"},
