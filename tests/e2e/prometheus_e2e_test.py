@@ -149,7 +149,8 @@ class RealPrometheusTest(ServerTestCase):
         alerts = [r for g in groups for r in g["rules"] if r["type"] == "alerting"]
         self.assertEqual({a["name"] for a in alerts},
                          {"AttnserveDown", "AttnserveHighErrorRatio", "AttnserveHighLatencyP99",
-                          "AttnserveQueueSaturated", "AttnserveRejectingRequests"})
+                          "AttnserveQueueSaturated", "AttnserveRejectingRequests",
+                          "AttnserveModelStale", "AttnserveModelReloadFailed"})
         self.assertEqual(self.query("ALERTS"), [])
 
         # Every query of the Grafana dashboard is valid PromQL and, after this traffic, has data.
