@@ -170,7 +170,10 @@ class QueueTest(ServerTestCase):
 class DrainTest(unittest.TestCase):
 
     def test_draining_server_refuses_new_requests_and_finishes_the_running_one(self):
-        server = ServerProcess(at.SERVER_PATH, SLOW_ARGS).start()
+        # The grace period must outlast the slow request, which takes tens of seconds under
+        # ThreadSanitizer (scripts/sanitize.sh thread).
+        server = ServerProcess(at.SERVER_PATH,
+                               (*SLOW_ARGS, f"--shutdown_grace_seconds={WAIT_S}")).start()
         try:
             channel = grpc.insecure_channel(server.grpc_address, options=BIG_MESSAGES)
             stub = pb_grpc.AttentionServiceStub(channel)
