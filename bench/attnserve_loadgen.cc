@@ -4,12 +4,15 @@
 //   {"rps":…, "p50_ms":…, "p90_ms":…, "p99_ms":…, "requests":…, "errors":{"CODE":count},
 //    "sent":…, "codes":{"CODE":count}, "invalid_codes":{"CODE":count},
 //    "rejected":…, "rejected_p50_ms":…, "rejected_p99_ms":…,
-//    "messages":{"CODE: message":count}, "unexpected":…}
+//    "messages":{"CODE: message":count}, "unexpected":…, "request_ids":{"CODE":[…]}}
 // rps, requests and the p*_ms latencies count requests that ended OK; "errors" counts every other
 // outcome by code. "codes" are the outcomes of valid requests (OK included) and "invalid_codes"
 // those of the deliberately malformed ones (--invalid_fraction). "rejected*" are the valid
 // requests that did not end OK (under overload: RESOURCE_EXHAUSTED) and their latency;
 // "messages" the status messages of everything that did not end OK (the first 32 distinct ones).
+// With --request_id_prefix every request carries an x-request-id, and "request_ids" lists those
+// that did not end OK, so they can be looked up in the server's access log (did the server ever
+// begin this call?).
 //
 // --rpc takes a comma-separated mix (attend, encode, sdpa); each thread cycles through it. With
 // --invalid_fraction, that share of the requests is malformed on purpose — an unknown model
@@ -75,6 +78,10 @@ ABSL_FLAG(std::string, expect_codes, "",
           "comma-separated gRPC codes (e.g. OK,RESOURCE_EXHAUSTED) that valid requests may end "
           "with; malformed ones may end with their own code or one of these other than OK. Any "
           "other outcome is counted as \"unexpected\" and the exit status is 3. Empty = no check");
+ABSL_FLAG(std::string, request_id_prefix, "",
+          "send each request with x-request-id PREFIX-THREAD-N (the server's access log shows "
+          "it) and list the ids of requests that did not end OK in the summary's request_ids "
+          "(the first 256 per code)");
 ABSL_FLAG(std::string, tls_ca_file, "",
           "PEM file of the CA of the server's certificate: connect with TLS");
 ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate for mutual TLS");
@@ -93,10 +100,13 @@ using Clock = std::chrono::steady_clock;
 // "CODE: (other messages)".
 constexpr size_t kMaxMessages = 32;
 constexpr size_t kMaxMessageLength = 160;
+// Request ids kept per code (--request_id_prefix).
+constexpr size_t kMaxRequestIds = 256;
 constexpr char kUnknownModel[] = "no-such-model";
 
-// One request of the chosen kind; returns its gRPC status.
-using RequestFn = std::function<grpc::Status()>;
+// One request of the chosen kind, sent with this x-request-id (none if empty); returns its gRPC
+// status.
+using RequestFn = std::function<grpc::Status(const std::string& request_id)>;
 
 // A request and the code it must end with (OK for a valid one).
 struct Call {
@@ -116,6 +126,7 @@ struct Outcome {
   std::map<std::string, int64_t> codes;          // of valid requests
   std::map<std::string, int64_t> invalid_codes;  // of malformed requests
   std::map<std::string, int64_t> messages;       // "CODE: message" of requests not OK
+  std::map<std::string, std::vector<std::string>> request_ids;  // of requests not OK, by code
   int64_t unexpected = 0;
 };
 
@@ -195,8 +206,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateTargetChannel() {
 }
 
 using Stub = v1::AttentionService::Stub;
-// Sets a call's deadline and, when there is one, its token.
-using Prepare = std::function<void(grpc::ClientContext&)>;
+// Sets a call's deadline, its x-request-id (unless empty) and, when there is one, its token.
+using Prepare = std::function<void(grpc::ClientContext&, const std::string& request_id)>;
 
 // A call of the unary `method` with `request`, which must end with `expected`.
 template <typename Request, typename Response>
@@ -204,9 +215,9 @@ Call UnaryCall(std::shared_ptr<Stub> stub, Prepare prepare, Request request,
                grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
                grpc::StatusCode expected = grpc::StatusCode::OK) {
   auto shared = std::make_shared<const Request>(std::move(request));
-  return Call{[stub, prepare, shared, method] {
+  return Call{[stub, prepare, shared, method](const std::string& request_id) {
                 grpc::ClientContext context;
-                prepare(context);
+                prepare(context, request_id);
                 Response response;
                 return ((*stub).*method)(&context, *shared, &response);
               },
@@ -219,7 +230,7 @@ absl::Status AddRemoteCalls(const std::string& rpc, std::shared_ptr<Stub> stub,
   const int64_t batch = absl::GetFlag(FLAGS_batch), seq = absl::GetFlag(FLAGS_seq);
   if (rpc == "attend") {
     grpc::ClientContext context;
-    prepare(context);
+    prepare(context, "");
     v1::GetModelRequest get;
     get.set_name(absl::GetFlag(FLAGS_model));
     v1::GetModelResponse model;
@@ -292,9 +303,11 @@ absl::StatusOr<Calls> RemoteCalls(std::shared_ptr<grpc::Channel> channel) {
     ASSIGN_OR_RETURN(std::string token, ReadFile(token_file, "token_file"));
     authorization = "Bearer " + std::string(absl::StripAsciiWhitespace(token));
   }
-  const Prepare prepare = [timeout, authorization](grpc::ClientContext& context) {
+  const Prepare prepare = [timeout, authorization](grpc::ClientContext& context,
+                                                    const std::string& request_id) {
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::microseconds(static_cast<int64_t>(timeout * 1e6)));
+    if (!request_id.empty()) context.AddMetadata("x-request-id", request_id);
     if (!authorization.empty()) context.AddMetadata("authorization", authorization);
   };
   Calls calls;
@@ -321,7 +334,8 @@ absl::StatusOr<Calls> InProcessCalls(std::shared_ptr<ModelRegistry> registry) {
   const MultiHeadAttention* layer = (*model)->layer.get();
   const bool causal = absl::GetFlag(FLAGS_causal);
   Calls calls;
-  calls.valid.push_back(Call{[registry, layer, x, positions, batch, seq, d, causal] {
+  calls.valid.push_back(Call{[registry, layer, x, positions, batch, seq, d, causal](
+                                 const std::string&) {
     AttendInputs inputs;
     inputs.query = x->data();
     inputs.batch = batch;
@@ -353,6 +367,7 @@ int Run() {
     std::cerr << "--invalid_fraction must be in [0, 1]\n";
     return 2;
   }
+  const std::string id_prefix = absl::GetFlag(FLAGS_request_id_prefix);
   const std::string expect_flag = absl::GetFlag(FLAGS_expect_codes);
   const absl::StatusOr<std::vector<grpc::StatusCode>> expected_codes = ParseCodes(expect_flag);
   if (!expected_codes.ok()) {
@@ -380,7 +395,7 @@ int Run() {
     return 1;
   }
   // Warm-up: connection, primitive creation, table caches.
-  for (const Call& call : calls->valid) call.send();
+  for (const Call& call : calls->valid) call.send("");
 
   const auto start = Clock::now();
   const auto end = start + std::chrono::microseconds(
@@ -394,7 +409,7 @@ int Run() {
       std::mt19937 rng(t);
       std::bernoulli_distribution malformed(calls->invalid.empty() ? 0.0 : invalid_fraction);
       size_t next_valid = t, next_invalid = t;
-      while (true) {
+      for (int64_t sequence = 0;; ++sequence) {
         if (total_requests > 0 ? issued.fetch_add(1) >= total_requests : Clock::now() >= end) {
           break;
         }
@@ -402,7 +417,9 @@ int Run() {
         const Call& call = invalid ? calls->invalid[next_invalid++ % calls->invalid.size()]
                                    : calls->valid[next_valid++ % calls->valid.size()];
         const auto sent = Clock::now();
-        const grpc::Status status = call.send();
+        const std::string request_id =
+            id_prefix.empty() ? "" : absl::StrCat(id_prefix, "-", t, "-", sequence);
+        const grpc::Status status = call.send(request_id);
         const std::chrono::duration<double, std::milli> latency = Clock::now() - sent;
         const std::string code(StatusCodeName(status.error_code()));
         ++(invalid ? outcome.invalid_codes : outcome.codes)[code];
@@ -413,6 +430,9 @@ int Run() {
         }
         if (!invalid) outcome.rejected_ms.push_back(latency.count());
         CountMessage(code, status.error_message(), outcome.messages);
+        if (!request_id.empty() && outcome.request_ids[code].size() < kMaxRequestIds) {
+          outcome.request_ids[code].push_back(request_id);
+        }
       }
     });
   }
@@ -431,6 +451,11 @@ int Run() {
       CountMessage(key.substr(0, colon), key.substr(colon + 2), all.messages, count);
     }
     all.unexpected += outcome.unexpected;
+    for (const auto& [code, ids] : outcome.request_ids) {
+      std::vector<std::string>& kept = all.request_ids[code];
+      kept.insert(kept.end(), ids.begin(),
+                  ids.begin() + std::min(ids.size(), kMaxRequestIds - kept.size()));
+    }
   }
   std::sort(all.ok_ms.begin(), all.ok_ms.end());
   std::sort(all.rejected_ms.begin(), all.rejected_ms.end());
@@ -442,7 +467,7 @@ int Run() {
       if (code != "OK") errors[code] += count;
     }
   }
-  const nlohmann::json summary = {
+  nlohmann::json summary = {
       {"rps", static_cast<double>(all.ok_ms.size()) / elapsed.count()},
       {"p50_ms", Percentile(all.ok_ms, 0.50)},
       {"p90_ms", Percentile(all.ok_ms, 0.90)},
@@ -459,6 +484,7 @@ int Run() {
       {"messages", all.messages},
       {"unexpected", all.unexpected},
   };
+  if (!id_prefix.empty()) summary["request_ids"] = all.request_ids;
   std::cout << summary.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   if (all.unexpected > 0) {
     std::cerr << "attnserve_loadgen: " << all.unexpected

@@ -710,6 +710,9 @@ absl::Status AttentionServiceImpl::DoDecode(
     }
     if (!stream->Write(response)) return absl::CancelledError("the client closed the stream");
   } while (stream->Read(&request));
+  // Read also fails when the call was cancelled (by the client, a deadline or shutdown): that is
+  // not a stream the client ended.
+  if (context->IsCancelled()) return absl::CancelledError("the stream was cancelled");
   return absl::OkStatus();
 }
 
