@@ -21,13 +21,11 @@ Run it on an otherwise idle machine for figures; the checks themselves do not de
 """
 import argparse
 import json
-import os
 import pathlib
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]

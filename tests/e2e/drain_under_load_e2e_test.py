@@ -27,7 +27,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import unittest
 import urllib.request

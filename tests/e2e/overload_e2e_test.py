@@ -27,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-import unittest
 import urllib.request
 
 import numpy as np
