@@ -81,7 +81,7 @@ ABSL_FLAG(std::string, expect_codes, "",
 ABSL_FLAG(std::string, request_id_prefix, "",
           "send each request with x-request-id PREFIX-THREAD-N (the server's access log shows "
           "it) and list the ids of requests that did not end OK in the summary's request_ids "
-          "(the first 256 per code)");
+          "(the first 256 per code and thread)");
 ABSL_FLAG(std::string, tls_ca_file, "",
           "PEM file of the CA of the server's certificate: connect with TLS");
 ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate for mutual TLS");
@@ -100,7 +100,7 @@ using Clock = std::chrono::steady_clock;
 // "CODE: (other messages)".
 constexpr size_t kMaxMessages = 32;
 constexpr size_t kMaxMessageLength = 160;
-// Request ids kept per code (--request_id_prefix).
+// Request ids kept per code and thread (--request_id_prefix).
 constexpr size_t kMaxRequestIds = 256;
 constexpr char kUnknownModel[] = "no-such-model";
 
@@ -453,8 +453,7 @@ int Run() {
     all.unexpected += outcome.unexpected;
     for (const auto& [code, ids] : outcome.request_ids) {
       std::vector<std::string>& kept = all.request_ids[code];
-      kept.insert(kept.end(), ids.begin(),
-                  ids.begin() + std::min(ids.size(), kMaxRequestIds - kept.size()));
+      kept.insert(kept.end(), ids.begin(), ids.end());
     }
   }
   std::sort(all.ok_ms.begin(), all.ok_ms.end());
