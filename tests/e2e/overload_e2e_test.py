@@ -49,7 +49,7 @@ OVERLOAD = 10 * SUSTAINABLE
 SEQ = 128
 # Admitted requests under overload wait behind at most QUEUE_DEPTH others, as at the sustainable
 # load; what differs is the CPU the refused calls take (45 client threads and the server's
-# handlers on 2 shared cores). Measured: 1.1–3× (docs/reliability.md); 6× leaves room for a busy
+# handlers on 2 shared cores). Measured: 1.1–1.4× (docs/reliability.md); 6× leaves room for a busy
 # machine, while an unbounded queue would put 45 more requests ahead of each (≈10×).
 REJECTION_CPU_FACTOR = 6.0
 # Resident memory under overload. Every call, refused or not, is received whole before it is
@@ -132,7 +132,7 @@ class OverloadTest(ServerTestCase):
         self.assertGreater(over["codes"].get("RESOURCE_EXHAUSTED", 0), 0, over)
         # Refusals do not wait for a computation, admitted requests wait for one to five: refusals
         # are faster at the median and at p99, both measured in the same run, so machine load
-        # slows both (measured: median 8–15× faster, p99 3–9× faster on a shared, loaded
+        # slows both (measured: median 8–16× faster, p99 3–9× faster on a shared, loaded
         # machine). A refusal that waited for a queue slot would be as slow as an admission.
         self.assertLess(over["rejected_p50_ms"], over["p50_ms"] / 2, figures)
         self.assertLess(over["rejected_p99_ms"], over["p99_ms"], figures)
