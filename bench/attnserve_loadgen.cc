@@ -374,12 +374,15 @@ int Run() {
     std::cerr << "attnserve_loadgen: " << expected_codes.status().message() << "\n";
     return 2;
   }
-  // Whether a request that must end with `expected` may end with `code`.
+  // Whether a request that should end with `expected` (OK: a valid one) may end with `code`: a
+  // valid one with any of --expect_codes, a malformed one with its own code or any of those but
+  // OK.
   auto allowed = [&](grpc::StatusCode expected, grpc::StatusCode code) {
-    if (expect_flag.empty() || code == expected) return true;
-    return std::find(expected_codes->begin(), expected_codes->end(), code) !=
-               expected_codes->end() &&
-           code != grpc::StatusCode::OK;
+    if (expect_flag.empty()) return true;
+    const bool listed = std::find(expected_codes->begin(), expected_codes->end(), code) !=
+                        expected_codes->end();
+    if (expected == grpc::StatusCode::OK) return listed;
+    return code == expected || (listed && code != grpc::StatusCode::OK);
   };
 
   absl::StatusOr<Calls> calls;
