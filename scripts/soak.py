@@ -9,7 +9,8 @@ so that some calls are refused. Meanwhile it samples the server's resident memor
 
   * every valid call ended OK or RESOURCE_EXHAUSTED and every malformed one with its own code
     (INVALID_ARGUMENT / NOT_FOUND) or RESOURCE_EXHAUSTED (the load tool's --expect_codes);
-  * the server never exited, and stops with exit 0 on SIGTERM at the end;
+  * the server never exited, logged no warning or error, and stops with exit 0 on SIGTERM at the
+    end;
   * RSS drift after the warm-up is under --max_rss_drift (5%): the median of the last few samples
     against the median of the first few after the warm-up (medians, because RSS moves by a few
     MiB from one sample to the next as malloc arenas fill and trim).
@@ -22,6 +23,7 @@ Run it on an otherwise idle machine for figures; the checks themselves do not de
 import argparse
 import json
 import pathlib
+import re
 import signal
 import statistics
 import subprocess
@@ -97,6 +99,8 @@ def main():
         rc = server.stop(signal.SIGTERM, timeout=30)
         if rc != 0:
             failures.append(f"the server's exit code after SIGTERM was {rc}, expected 0")
+        failures += [f"server log: {line}" for line in server.log().splitlines()
+                     if re.search(r"\[(warning|error|critical)\]", line)]
     finally:
         if loadgen.poll() is None:
             loadgen.kill()
