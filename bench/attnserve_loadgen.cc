@@ -419,9 +419,9 @@ int Run() {
         const bool invalid = malformed(rng);
         const Call& call = invalid ? calls->invalid[next_invalid++ % calls->invalid.size()]
                                    : calls->valid[next_valid++ % calls->valid.size()];
-        const auto sent = Clock::now();
         const std::string request_id =
             id_prefix.empty() ? "" : absl::StrCat(id_prefix, "-", t, "-", sequence);
+        const auto sent = Clock::now();
         const grpc::Status status = call.send(request_id);
         const std::chrono::duration<double, std::milli> latency = Clock::now() - sent;
         const std::string code(StatusCodeName(status.error_code()));
