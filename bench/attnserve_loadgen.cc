@@ -1,7 +1,26 @@
 // attnserve_loadgen: a closed-loop load generator. `--concurrency` threads each send the next
 // request as soon as the previous one answered, for `--duration_seconds` or `--requests` in all,
 // then print a JSON summary as the last line:
-//   {"rps":…, "p50_ms":…, "p90_ms":…, "p99_ms":…, "requests":…, "errors":{"CODE":count}}
+//   {"rps":…, "p50_ms":…, "p90_ms":…, "p99_ms":…, "requests":…, "errors":{"CODE":count},
+//    "sent":…, "codes":{"CODE":count}, "invalid_codes":{"CODE":count},
+//    "rejected":…, "rejected_p50_ms":…, "rejected_p99_ms":…,
+//    "messages":{"CODE: message":count}, "unexpected":…, "request_ids":{"CODE":[…]}}
+// rps, requests and the p*_ms latencies count requests that ended OK; "errors" counts every other
+// outcome by code. "codes" are the outcomes of valid requests (OK included) and "invalid_codes"
+// those of the deliberately malformed ones (--invalid_fraction). "rejected*" are the valid
+// requests that did not end OK (under overload: RESOURCE_EXHAUSTED) and their latency;
+// "messages" the status messages of everything that did not end OK (the first 32 distinct ones).
+// With --request_id_prefix every request carries an x-request-id, and "request_ids" lists those
+// that did not end OK, so they can be looked up in the server's access log (did the server ever
+// begin this call?).
+//
+// --rpc takes a comma-separated mix (attend, encode, sdpa); each thread cycles through it. With
+// --invalid_fraction, that share of the requests is malformed on purpose — an unknown model
+// (NOT_FOUND) or a tensor of the wrong shape (INVALID_ARGUMENT) — and must end with that code.
+// With --expect_codes=OK,RESOURCE_EXHAUSTED (for example), every valid request must end with one
+// of those codes and every malformed one with its own code or one of those other than OK;
+// otherwise "unexpected" counts it and the tool exits with status 3 after the summary.
+//
 // With --in_process the same Attend computation runs on the core directly (no gRPC, no
 // serialisation), so the difference is the service's overhead (docs/performance.md).
 //
@@ -12,10 +31,10 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <sstream>
 #include <string>
@@ -26,6 +45,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
@@ -35,17 +56,32 @@
 #include "server/tensor_codec.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "host:port of the attnserve gRPC endpoint");
-ABSL_FLAG(std::string, rpc, "attend", "attend or encode");
+ABSL_FLAG(std::string, rpc, "attend",
+          "attend, encode or sdpa, or a comma-separated mix of them (each thread cycles through "
+          "the mix)");
 ABSL_FLAG(std::string, model, "demo-sinusoidal", "model for attend (built-in demo names for "
                                                  "--in_process)");
 ABSL_FLAG(int64_t, batch, 1, "batch of each request");
 ABSL_FLAG(int64_t, seq, 128, "tokens per sequence");
 ABSL_FLAG(int64_t, d_model, 0, "embedding width for encode (attend uses the model's); 0 = 512");
+ABSL_FLAG(int64_t, heads, 8, "heads of sdpa's q, k and v [batch, heads, seq, head_dim]");
+ABSL_FLAG(int64_t, head_dim, 64, "head_dim of sdpa's q, k and v");
 ABSL_FLAG(bool, causal, false, "causal attention");
 ABSL_FLAG(int32_t, concurrency, 1, "requests in flight (one per thread, closed loop)");
 ABSL_FLAG(double, duration_seconds, 5.0, "how long to run, if --requests is 0");
 ABSL_FLAG(int64_t, requests, 0, "total requests to send (0 = run for --duration_seconds)");
 ABSL_FLAG(double, timeout_seconds, 30.0, "deadline of each request");
+ABSL_FLAG(double, invalid_fraction, 0.0,
+          "share of requests (0..1, drawn at random) that are malformed on purpose: an unknown "
+          "model (NOT_FOUND) or a tensor of the wrong shape (INVALID_ARGUMENT)");
+ABSL_FLAG(std::string, expect_codes, "",
+          "comma-separated gRPC codes (e.g. OK,RESOURCE_EXHAUSTED) that valid requests may end "
+          "with; malformed ones may end with their own code or one of these other than OK. Any "
+          "other outcome is counted as \"unexpected\" and the exit status is 3. Empty = no check");
+ABSL_FLAG(std::string, request_id_prefix, "",
+          "send each request with x-request-id PREFIX-THREAD-N (the server's access log shows "
+          "it) and list the ids of requests that did not end OK in the summary's request_ids "
+          "(the first 256 per code and thread)");
 ABSL_FLAG(std::string, tls_ca_file, "",
           "PEM file of the CA of the server's certificate: connect with TLS");
 ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate for mutual TLS");
@@ -60,12 +96,50 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct Outcome {
-  std::vector<double> latencies_ms;  // of successful requests
-  std::map<std::string, int64_t> errors;
+// Distinct "CODE: message" keys kept per thread and in the summary; later ones are counted under
+// "CODE: (other messages)".
+constexpr size_t kMaxMessages = 32;
+constexpr size_t kMaxMessageLength = 160;
+// Request ids kept per code and thread (--request_id_prefix).
+constexpr size_t kMaxRequestIds = 256;
+constexpr char kUnknownModel[] = "no-such-model";
+
+// One request of the chosen kind, sent with this x-request-id (none if empty); returns its gRPC
+// status.
+using RequestFn = std::function<grpc::Status(const std::string& request_id)>;
+
+// A request and the code it must end with (OK for a valid one).
+struct Call {
+  RequestFn send;
+  grpc::StatusCode expected = grpc::StatusCode::OK;
 };
 
-double Percentile(std::vector<double>& sorted, double p) {
+struct Calls {
+  std::vector<Call> valid;
+  std::vector<Call> invalid;
+};
+
+// What one thread saw.
+struct Outcome {
+  std::vector<double> ok_ms;        // latencies of requests that ended OK
+  std::vector<double> rejected_ms;  // of valid requests that did not
+  std::map<std::string, int64_t> codes;          // of valid requests
+  std::map<std::string, int64_t> invalid_codes;  // of malformed requests
+  std::map<std::string, int64_t> messages;       // "CODE: message" of requests not OK
+  std::map<std::string, std::vector<std::string>> request_ids;  // of requests not OK, by code
+  int64_t unexpected = 0;
+};
+
+void CountMessage(const std::string& code, const std::string& message,
+                  std::map<std::string, int64_t>& messages, int64_t count = 1) {
+  std::string key = absl::StrCat(code, ": ", message.substr(0, kMaxMessageLength));
+  if (messages.size() >= kMaxMessages && messages.count(key) == 0) {
+    key = absl::StrCat(code, ": (other messages)");
+  }
+  messages[key] += count;
+}
+
+double Percentile(const std::vector<double>& sorted, double p) {
   if (sorted.empty()) return 0.0;
   const size_t index = std::min(sorted.size() - 1, static_cast<size_t>(p * sorted.size()));
   return sorted[index];
@@ -79,9 +153,6 @@ std::vector<float> RandomInput(int64_t count) {
   return values;
 }
 
-// One request of the chosen kind; returns its gRPC code.
-using RequestFn = std::function<grpc::StatusCode()>;
-
 absl::StatusOr<std::string> ReadFile(const std::string& path, const std::string& flag) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream content;
@@ -90,6 +161,26 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const std::string&
     return absl::InvalidArgumentError("--" + flag + "=" + path + " cannot be read or is empty");
   }
   return content.str();
+}
+
+// "OK,RESOURCE_EXHAUSTED" → those codes.
+absl::StatusOr<std::vector<grpc::StatusCode>> ParseCodes(const std::string& list) {
+  std::vector<grpc::StatusCode> codes;
+  for (absl::string_view name : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    name = absl::StripAsciiWhitespace(name);
+    bool found = false;
+    for (int code = grpc::StatusCode::OK; code <= grpc::StatusCode::UNAUTHENTICATED; ++code) {
+      if (StatusCodeName(static_cast<grpc::StatusCode>(code)) == name) {
+        codes.push_back(static_cast<grpc::StatusCode>(code));
+        found = true;
+      }
+    }
+    if (!found) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--expect_codes: \"", name, "\" is not a gRPC code name"));
+    }
+  }
+  return codes;
 }
 
 // The channel to --target: TLS when --tls_ca_file is given (mutual with --tls_cert_file), and no
@@ -114,25 +205,32 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateTargetChannel() {
   return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target), credentials, args);
 }
 
-absl::StatusOr<RequestFn> RemoteRequest(std::shared_ptr<grpc::Channel> channel) {
-  auto stub = std::shared_ptr<v1::AttentionService::Stub>(v1::AttentionService::NewStub(channel));
-  const std::string rpc = absl::GetFlag(FLAGS_rpc);
+using Stub = v1::AttentionService::Stub;
+// Sets a call's deadline, its x-request-id (unless empty) and, when there is one, its token.
+using Prepare = std::function<void(grpc::ClientContext&, const std::string& request_id)>;
+
+// A call of the unary `method` with `request`, which must end with `expected`.
+template <typename Request, typename Response>
+Call UnaryCall(std::shared_ptr<Stub> stub, Prepare prepare, Request request,
+               grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+               grpc::StatusCode expected = grpc::StatusCode::OK) {
+  auto shared = std::make_shared<const Request>(std::move(request));
+  return Call{[stub, prepare, shared, method](const std::string& request_id) {
+                grpc::ClientContext context;
+                prepare(context, request_id);
+                Response response;
+                return ((*stub).*method)(&context, *shared, &response);
+              },
+              expected};
+}
+
+// The valid request of `rpc` and its malformed variants, appended to `calls`.
+absl::Status AddRemoteCalls(const std::string& rpc, std::shared_ptr<Stub> stub,
+                            const Prepare& prepare, Calls& calls) {
   const int64_t batch = absl::GetFlag(FLAGS_batch), seq = absl::GetFlag(FLAGS_seq);
-  const double timeout = absl::GetFlag(FLAGS_timeout_seconds);
-  std::string authorization;
-  if (const std::string token_file = absl::GetFlag(FLAGS_token_file); !token_file.empty()) {
-    ASSIGN_OR_RETURN(std::string token, ReadFile(token_file, "token_file"));
-    authorization = "Bearer " + std::string(absl::StripAsciiWhitespace(token));
-  }
-  // Every call: its deadline, and the token when there is one.
-  auto prepare = [timeout, authorization](grpc::ClientContext& context) {
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::microseconds(static_cast<int64_t>(timeout * 1e6)));
-    if (!authorization.empty()) context.AddMetadata("authorization", authorization);
-  };
   if (rpc == "attend") {
     grpc::ClientContext context;
-    prepare(context);
+    prepare(context, "");
     v1::GetModelRequest get;
     get.set_name(absl::GetFlag(FLAGS_model));
     v1::GetModelResponse model;
@@ -140,39 +238,91 @@ absl::StatusOr<RequestFn> RemoteRequest(std::shared_ptr<grpc::Channel> channel) 
       return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                           "GetModel: " + status.error_message());
     }
-    auto request = std::make_shared<v1::AttendRequest>();
-    request->set_model(get.name());
-    request->set_causal(absl::GetFlag(FLAGS_causal));
+    v1::AttendRequest request;
+    request.set_model(get.name());
+    request.set_causal(absl::GetFlag(FLAGS_causal));
     const int64_t d = model.config().d_model();
-    const std::vector<float> x = RandomInput(batch * seq * d);
-    EncodeFloatTensor({batch, seq, d}, x.data(), v1::FLOAT32, request->mutable_query());
-    return RequestFn([stub, request, prepare] {
-      grpc::ClientContext context;
-      prepare(context);
-      v1::AttendResponse response;
-      return stub->Attend(&context, *request, &response).error_code();
-    });
+    EncodeFloatTensor({batch, seq, d}, RandomInput(batch * seq * d).data(), v1::FLOAT32,
+                      request.mutable_query());
+    v1::AttendRequest unknown_model = request;
+    unknown_model.set_model(kUnknownModel);
+    v1::AttendRequest wrong_width = request;
+    EncodeFloatTensor({batch, seq, d + 1}, RandomInput(batch * seq * (d + 1)).data(), v1::FLOAT32,
+                      wrong_width.mutable_query());
+    calls.valid.push_back(UnaryCall(stub, prepare, std::move(request), &Stub::Attend));
+    calls.invalid.push_back(UnaryCall(stub, prepare, std::move(unknown_model), &Stub::Attend,
+                                      grpc::StatusCode::NOT_FOUND));
+    calls.invalid.push_back(UnaryCall(stub, prepare, std::move(wrong_width), &Stub::Attend,
+                                      grpc::StatusCode::INVALID_ARGUMENT));
+    return absl::OkStatus();
   }
   if (rpc == "encode") {
-    auto request = std::make_shared<v1::EncodeRequest>();
+    v1::EncodeRequest request;
     const int64_t d = absl::GetFlag(FLAGS_d_model) > 0 ? absl::GetFlag(FLAGS_d_model) : 512;
-    request->mutable_encoding()->mutable_sinusoidal();
+    request.mutable_encoding()->mutable_sinusoidal();
     const std::vector<float> x = RandomInput(batch * seq * d);
-    EncodeFloatTensor({batch, seq, d}, x.data(), v1::FLOAT32, request->mutable_input());
-    return RequestFn([stub, request, prepare] {
-      grpc::ClientContext context;
-      prepare(context);
-      v1::EncodeResponse response;
-      return stub->Encode(&context, *request, &response).error_code();
-    });
+    EncodeFloatTensor({batch, seq, d}, x.data(), v1::FLOAT32, request.mutable_input());
+    v1::EncodeRequest unknown_model = request;
+    unknown_model.set_model(kUnknownModel);
+    v1::EncodeRequest wrong_rank = request;
+    EncodeFloatTensor({batch * seq, d}, x.data(), v1::FLOAT32, wrong_rank.mutable_input());
+    calls.valid.push_back(UnaryCall(stub, prepare, std::move(request), &Stub::Encode));
+    calls.invalid.push_back(UnaryCall(stub, prepare, std::move(unknown_model), &Stub::Encode,
+                                      grpc::StatusCode::NOT_FOUND));
+    calls.invalid.push_back(UnaryCall(stub, prepare, std::move(wrong_rank), &Stub::Encode,
+                                      grpc::StatusCode::INVALID_ARGUMENT));
+    return absl::OkStatus();
   }
-  return absl::InvalidArgumentError("--rpc=" + rpc + " must be attend or encode");
+  if (rpc == "sdpa") {
+    const int64_t heads = absl::GetFlag(FLAGS_heads), head_dim = absl::GetFlag(FLAGS_head_dim);
+    v1::SdpaRequest request;
+    request.set_causal(absl::GetFlag(FLAGS_causal));
+    const std::vector<float> x = RandomInput(batch * heads * seq * head_dim);
+    EncodeFloatTensor({batch, heads, seq, head_dim}, x.data(), v1::FLOAT32, request.mutable_q());
+    *request.mutable_k() = request.q();
+    *request.mutable_v() = request.q();
+    // k's head_dim differs from q's.
+    v1::SdpaRequest mismatched = request;
+    EncodeFloatTensor({batch, heads, seq * head_dim / 2, 2}, x.data(), v1::FLOAT32,
+                      mismatched.mutable_k());
+    calls.valid.push_back(
+        UnaryCall(stub, prepare, std::move(request), &Stub::ScaledDotProductAttention));
+    calls.invalid.push_back(UnaryCall(stub, prepare, std::move(mismatched),
+                                      &Stub::ScaledDotProductAttention,
+                                      grpc::StatusCode::INVALID_ARGUMENT));
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError("--rpc: \"" + rpc + "\" must be attend, encode or sdpa");
+}
+
+absl::StatusOr<Calls> RemoteCalls(std::shared_ptr<grpc::Channel> channel) {
+  auto stub = std::shared_ptr<Stub>(v1::AttentionService::NewStub(channel));
+  const double timeout = absl::GetFlag(FLAGS_timeout_seconds);
+  std::string authorization;
+  if (const std::string token_file = absl::GetFlag(FLAGS_token_file); !token_file.empty()) {
+    ASSIGN_OR_RETURN(std::string token, ReadFile(token_file, "token_file"));
+    authorization = "Bearer " + std::string(absl::StripAsciiWhitespace(token));
+  }
+  const Prepare prepare = [timeout, authorization](grpc::ClientContext& context,
+                                                    const std::string& request_id) {
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::microseconds(static_cast<int64_t>(timeout * 1e6)));
+    if (!request_id.empty()) context.AddMetadata("x-request-id", request_id);
+    if (!authorization.empty()) context.AddMetadata("authorization", authorization);
+  };
+  Calls calls;
+  for (absl::string_view rpc : absl::StrSplit(absl::GetFlag(FLAGS_rpc), ',')) {
+    RETURN_IF_ERROR(AddRemoteCalls(std::string(absl::StripAsciiWhitespace(rpc)), stub, prepare,
+                                   calls));
+  }
+  return calls;
 }
 
 // The core computation behind Attend, called directly on a demo model.
-absl::StatusOr<RequestFn> InProcessRequest(std::shared_ptr<ModelRegistry> registry) {
-  if (absl::GetFlag(FLAGS_rpc) != "attend") {
-    return absl::InvalidArgumentError("--in_process supports --rpc=attend");
+absl::StatusOr<Calls> InProcessCalls(std::shared_ptr<ModelRegistry> registry) {
+  if (absl::GetFlag(FLAGS_rpc) != "attend" || absl::GetFlag(FLAGS_invalid_fraction) > 0) {
+    return absl::InvalidArgumentError(
+        "--in_process supports --rpc=attend without --invalid_fraction");
   }
   absl::StatusOr<const LoadedModel*> model = registry->Find(absl::GetFlag(FLAGS_model));
   if (!model.ok()) return model.status();
@@ -183,7 +333,9 @@ absl::StatusOr<RequestFn> InProcessRequest(std::shared_ptr<ModelRegistry> regist
   for (int64_t i = 0; i < batch * seq; ++i) (*positions)[i] = i % seq;
   const MultiHeadAttention* layer = (*model)->layer.get();
   const bool causal = absl::GetFlag(FLAGS_causal);
-  return RequestFn([registry, layer, x, positions, batch, seq, d, causal] {
+  Calls calls;
+  calls.valid.push_back(Call{[registry, layer, x, positions, batch, seq, d, causal](
+                                 const std::string&) {
     AttendInputs inputs;
     inputs.query = x->data();
     inputs.batch = batch;
@@ -191,30 +343,62 @@ absl::StatusOr<RequestFn> InProcessRequest(std::shared_ptr<ModelRegistry> regist
     inputs.positions = positions->data();
     inputs.causal = causal;
     std::vector<float> out(batch * seq * d);
-    return static_cast<grpc::StatusCode>(layer->Forward(inputs, out.data(), nullptr).code());
-  });
+    const absl::Status status = layer->Forward(inputs, out.data(), nullptr);
+    return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                        std::string(status.message()));
+  }});
+  return calls;
+}
+
+template <typename Map>
+void MergeCounts(const Map& from, Map& into) {
+  for (const auto& [key, count] : from) into[key] += count;
 }
 
 int Run() {
   const int concurrency = absl::GetFlag(FLAGS_concurrency);
   const int64_t total_requests = absl::GetFlag(FLAGS_requests);
+  const double invalid_fraction = absl::GetFlag(FLAGS_invalid_fraction);
   if (concurrency < 1) {
     std::cerr << "--concurrency must be >= 1\n";
     return 2;
   }
-  absl::StatusOr<RequestFn> request;
+  if (!(invalid_fraction >= 0 && invalid_fraction <= 1)) {
+    std::cerr << "--invalid_fraction must be in [0, 1]\n";
+    return 2;
+  }
+  const std::string id_prefix = absl::GetFlag(FLAGS_request_id_prefix);
+  const std::string expect_flag = absl::GetFlag(FLAGS_expect_codes);
+  const absl::StatusOr<std::vector<grpc::StatusCode>> expected_codes = ParseCodes(expect_flag);
+  if (!expected_codes.ok()) {
+    std::cerr << "attnserve_loadgen: " << expected_codes.status().message() << "\n";
+    return 2;
+  }
+  // Whether a request that should end with `expected` (OK: a valid one) may end with `code`: a
+  // valid one with any of --expect_codes, a malformed one with its own code or any of those but
+  // OK.
+  auto allowed = [&](grpc::StatusCode expected, grpc::StatusCode code) {
+    if (expect_flag.empty()) return true;
+    const bool listed = std::find(expected_codes->begin(), expected_codes->end(), code) !=
+                        expected_codes->end();
+    if (expected == grpc::StatusCode::OK) return listed;
+    return code == expected || (listed && code != grpc::StatusCode::OK);
+  };
+
+  absl::StatusOr<Calls> calls;
   if (absl::GetFlag(FLAGS_in_process)) {
-    request = InProcessRequest(std::shared_ptr<ModelRegistry>(
+    calls = InProcessCalls(std::shared_ptr<ModelRegistry>(
         ModelRegistry::CreateWithDemoModels().value().release()));
   } else {
     absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = CreateTargetChannel();
-    request = channel.ok() ? RemoteRequest(*channel) : channel.status();
+    calls = channel.ok() ? RemoteCalls(*channel) : channel.status();
   }
-  if (!request.ok()) {
-    std::cerr << "attnserve_loadgen: " << request.status() << "\n";
+  if (!calls.ok()) {
+    std::cerr << "attnserve_loadgen: " << calls.status() << "\n";
     return 1;
   }
-  (*request)();  // warm-up: connection, primitive creation, table caches
+  // Warm-up: connection, primitive creation, table caches.
+  for (const Call& call : calls->valid) call.send("");
 
   const auto start = Clock::now();
   const auto end = start + std::chrono::microseconds(
@@ -225,17 +409,32 @@ int Run() {
   for (int t = 0; t < concurrency; ++t) {
     threads.emplace_back([&, t] {
       Outcome& outcome = outcomes[t];
-      while (true) {
+      std::mt19937 rng(t);
+      std::bernoulli_distribution malformed(calls->invalid.empty() ? 0.0 : invalid_fraction);
+      size_t next_valid = t, next_invalid = t;
+      for (int64_t sequence = 0;; ++sequence) {
         if (total_requests > 0 ? issued.fetch_add(1) >= total_requests : Clock::now() >= end) {
           break;
         }
+        const bool invalid = malformed(rng);
+        const Call& call = invalid ? calls->invalid[next_invalid++ % calls->invalid.size()]
+                                   : calls->valid[next_valid++ % calls->valid.size()];
+        const std::string request_id =
+            id_prefix.empty() ? "" : absl::StrCat(id_prefix, "-", t, "-", sequence);
         const auto sent = Clock::now();
-        const grpc::StatusCode code = (*request)();
+        const grpc::Status status = call.send(request_id);
         const std::chrono::duration<double, std::milli> latency = Clock::now() - sent;
-        if (code == grpc::StatusCode::OK) {
-          outcome.latencies_ms.push_back(latency.count());
-        } else {
-          ++outcome.errors[std::string(StatusCodeName(code))];
+        const std::string code(StatusCodeName(status.error_code()));
+        ++(invalid ? outcome.invalid_codes : outcome.codes)[code];
+        if (!allowed(call.expected, status.error_code())) ++outcome.unexpected;
+        if (status.ok()) {
+          outcome.ok_ms.push_back(latency.count());
+          continue;
+        }
+        if (!invalid) outcome.rejected_ms.push_back(latency.count());
+        CountMessage(code, status.error_message(), outcome.messages);
+        if (!request_id.empty() && outcome.request_ids[code].size() < kMaxRequestIds) {
+          outcome.request_ids[code].push_back(request_id);
         }
       }
     });
@@ -243,24 +442,57 @@ int Run() {
   for (std::thread& thread : threads) thread.join();
   const std::chrono::duration<double> elapsed = Clock::now() - start;
 
-  std::vector<double> latencies;
-  nlohmann::json errors = nlohmann::json::object();
+  Outcome all;
   for (const Outcome& outcome : outcomes) {
-    latencies.insert(latencies.end(), outcome.latencies_ms.begin(), outcome.latencies_ms.end());
-    for (const auto& [code, count] : outcome.errors) {
-      errors[code] = errors.value(code, int64_t{0}) + count;
+    all.ok_ms.insert(all.ok_ms.end(), outcome.ok_ms.begin(), outcome.ok_ms.end());
+    all.rejected_ms.insert(all.rejected_ms.end(), outcome.rejected_ms.begin(),
+                           outcome.rejected_ms.end());
+    MergeCounts(outcome.codes, all.codes);
+    MergeCounts(outcome.invalid_codes, all.invalid_codes);
+    for (const auto& [key, count] : outcome.messages) {
+      const size_t colon = key.find(": ");
+      CountMessage(key.substr(0, colon), key.substr(colon + 2), all.messages, count);
+    }
+    all.unexpected += outcome.unexpected;
+    for (const auto& [code, ids] : outcome.request_ids) {
+      std::vector<std::string>& kept = all.request_ids[code];
+      kept.insert(kept.end(), ids.begin(), ids.end());
     }
   }
-  std::sort(latencies.begin(), latencies.end());
+  std::sort(all.ok_ms.begin(), all.ok_ms.end());
+  std::sort(all.rejected_ms.begin(), all.rejected_ms.end());
+  std::map<std::string, int64_t> errors;
+  int64_t sent = 0;
+  for (const auto* counts : {&all.codes, &all.invalid_codes}) {
+    for (const auto& [code, count] : *counts) {
+      sent += count;
+      if (code != "OK") errors[code] += count;
+    }
+  }
   nlohmann::json summary = {
-      {"rps", static_cast<double>(latencies.size()) / elapsed.count()},
-      {"p50_ms", Percentile(latencies, 0.50)},
-      {"p90_ms", Percentile(latencies, 0.90)},
-      {"p99_ms", Percentile(latencies, 0.99)},
-      {"requests", static_cast<int64_t>(latencies.size())},
+      {"rps", static_cast<double>(all.ok_ms.size()) / elapsed.count()},
+      {"p50_ms", Percentile(all.ok_ms, 0.50)},
+      {"p90_ms", Percentile(all.ok_ms, 0.90)},
+      {"p99_ms", Percentile(all.ok_ms, 0.99)},
+      {"requests", static_cast<int64_t>(all.ok_ms.size())},
       {"errors", errors},
+      {"sent", sent},
+      {"seconds", elapsed.count()},
+      {"codes", all.codes},
+      {"invalid_codes", all.invalid_codes},
+      {"rejected", static_cast<int64_t>(all.rejected_ms.size())},
+      {"rejected_p50_ms", Percentile(all.rejected_ms, 0.50)},
+      {"rejected_p99_ms", Percentile(all.rejected_ms, 0.99)},
+      {"messages", all.messages},
+      {"unexpected", all.unexpected},
   };
-  std::cout << summary.dump() << std::endl;
+  if (!id_prefix.empty()) summary["request_ids"] = all.request_ids;
+  std::cout << summary.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+  if (all.unexpected > 0) {
+    std::cerr << "attnserve_loadgen: " << all.unexpected
+              << " requests ended with a code outside --expect_codes=" << expect_flag << "\n";
+    return 3;
+  }
   return 0;
 }
 

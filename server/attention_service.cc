@@ -522,12 +522,16 @@ grpc::Status AttentionServiceImpl::Serve(grpc::ServerContext* context, absl::str
       return ToGrpcStatus(status);
     }
   }
+  // Counted before the draining check: the drain sets draining_ (StartDraining) and then waits
+  // for in_flight_ to reach zero (WaitUntilIdle), so a call either sees draining_ or is waited
+  // for (checking first let a call slip in between and be cut when the server shut down).
+  ++in_flight_;
   if (draining_.load()) {
+    --in_flight_;
     if (metrics_ != nullptr) metrics_->RecordRejected("draining");
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "the server is draining (shutting down); retry on another replica");
   }
-  ++in_flight_;
   grpc::Status status = ServeRpc(rpc, body);
   --in_flight_;
   return status;
@@ -718,6 +722,9 @@ absl::Status AttentionServiceImpl::DoDecode(
     }
     if (!stream->Write(response)) return absl::CancelledError("the client closed the stream");
   } while (stream->Read(&request));
+  // Read also fails when the call was cancelled (by the client, a deadline or shutdown): that is
+  // not a stream the client ended.
+  if (context->IsCancelled()) return absl::CancelledError("the stream was cancelled");
   return absl::OkStatus();
 }
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # attnserve_loadgen against a real server: 40 Attend requests at concurrency 4 all succeed, and so
 # do 2 whose responses exceed gRPC's default 4 MiB receive limit (1 × 2100 × 512 float32 = 4.3 MB);
-# the last line of each run is its JSON summary.
+# the last line of each run is its JSON summary. Then a mix of Attend, Encode and SDPA with half of
+# the requests malformed: each malformed one ends with its own code (NOT_FOUND, INVALID_ARGUMENT),
+# --expect_codes=OK passes and lists the failed calls' request ids, and --expect_codes naming a
+# code the calls do not get exits 3 with every request counted as unexpected.
 #   usage: loadgen_test.sh SERVER_BINARY LOADGEN_BINARY
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,3 +28,32 @@ summary=$("$here/run_with_server.sh" "$1" bash -c \
   "$2" | grep '^{' | tail -1)
 echo "$summary"
 check "$summary" 2
+
+# Every run below prints its summary and then "exit=STATUS".
+mixed=$("$here/run_with_server.sh" "$1" bash -c \
+  '"$0" --target="$2" --rpc=attend,encode,sdpa --model=demo-rope --seq=16 --concurrency=2 \
+   --requests=60 --invalid_fraction=0.5 --expect_codes=OK --request_id_prefix=t; echo "exit=$?"' \
+  "$2")
+echo "$mixed"
+wrong=$("$here/run_with_server.sh" "$1" bash -c \
+  '"$0" --target="$2" --rpc=encode --seq=16 --requests=4 --expect_codes=RESOURCE_EXHAUSTED \
+   2>/dev/null; echo "exit=$?"' "$2")
+echo "$wrong"
+/usr/bin/python3 - "$mixed" "$wrong" <<'PY'
+import json, sys
+def parse(out):
+    lines = out.splitlines()
+    summary = json.loads([l for l in lines if l.startswith("{")][-1])
+    return summary, [l for l in lines if l.startswith("exit=")][-1]
+s, status = parse(sys.argv[1])
+assert status == "exit=0", status
+assert s["sent"] == 60 and s["codes"] == {"OK": s["requests"]}, s
+assert set(s["invalid_codes"]) == {"NOT_FOUND", "INVALID_ARGUMENT"}, s
+assert sum(s["invalid_codes"].values()) + s["requests"] == 60 and s["unexpected"] == 0, s
+assert sum(len(ids) for ids in s["request_ids"].values()) == sum(s["invalid_codes"].values()), s
+assert all(i.startswith("t-") for ids in s["request_ids"].values() for i in ids), s
+s, status = parse(sys.argv[2])
+assert status == "exit=3", status
+assert s["codes"] == {"OK": 4} and s["unexpected"] == 4, s
+print("loadgen mix, malformed requests and --expect_codes OK")
+PY
