@@ -50,7 +50,11 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::stringstream buffer;
   buffer << in.rdbuf();
-  const std::string bytes = buffer.str();
+  return Parse(buffer.str(), path);
+}
+
+absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(absl::string_view bytes,
+                                                       const std::string& path) {
   if (bytes.size() < 8) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", bytes.size(),
                                                    " bytes is too short for a safetensors file"));
@@ -68,9 +72,12 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   }
   SafetensorsFile file;
   file.path_ = path;
-  file.data_ = bytes.substr(8 + header_size);
+  file.data_ = std::string(bytes.substr(8 + header_size));
   const int64_t data_size = static_cast<int64_t>(file.data_.size());
-  for (const auto& [name, value] : header.items()) {
+  for (const auto& item : header.items()) {
+    // Named variables, not a structured binding: lambdas cannot capture those in C++17 (clang).
+    const std::string& name = item.key();
+    const nlohmann::json& value = item.value();
     if (name == "__metadata__") continue;
     const auto invalid = [&](const std::string& why) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": tensor \"", name, "\": ", why));
