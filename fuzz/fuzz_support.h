@@ -28,7 +28,8 @@ struct StoredTensor {
   std::string data;
 };
 
-// The bytes of a safetensors file holding `tensors` back to back, in order.
+// The bytes of a safetensors file holding `tensors` back to back, in order. Bytes of a name that
+// are not UTF-8 become U+FFFD (JSON cannot hold them).
 std::string SafetensorsBytes(const std::vector<StoredTensor>& tensors);
 
 // The product of `shape`'s dimensions times the byte size of `dtype` (FLOAT32 4, BFLOAT16 2,

@@ -282,6 +282,21 @@ absl::StatusOr<ModelSpec> ParseModelConfig(absl::string_view text, const std::st
       config.has_encoding() ? EncodingFromProto(config.encoding(), "encoding")
                             : absl::StatusOr<PositionalEncoding>(NoPositionalEncoding{});
   if (!encoding.ok()) return InFile(config_path, encoding.status());
+  // The rows of the table a T5 or CoPE encoding reads from the weights file, bounded like the
+  // dimensions above (the encoding's own rules are checked when the layer is built).
+  const char* rows_field = nullptr;
+  int64_t rows = 0;
+  if (const auto* t5 = std::get_if<T5BiasParams>(&*encoding)) {
+    rows_field = "t5.num_buckets";
+    rows = t5->num_buckets;
+  } else if (const auto* cope = std::get_if<CopeParams>(&*encoding)) {
+    rows_field = "cope.npos_max";
+    rows = cope->npos_max;
+  }
+  if (rows_field != nullptr && (rows < 1 || rows > kMaxDim)) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": encoding.", rows_field, "=",
+                                                   rows, " must be in [1, ", kMaxDim, "]"));
+  }
   if (std::holds_alternative<LearnedParams>(*encoding) && config.max_positions() < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         config_path, ": max_positions=", config.max_positions(),

@@ -140,7 +140,8 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::Read(
   dtypes_read_.insert(entry.dtype);
   std::vector<float> values(count);
   if (entry.dtype == "F32") {
-    std::memcpy(values.data(), data, count * sizeof(float));
+    // An empty tensor's vector has no buffer, and memcpy to null is undefined even for 0 bytes.
+    if (count > 0) std::memcpy(values.data(), data, count * sizeof(float));
   } else if (entry.dtype == "BF16" || entry.dtype == "F16") {
     const bool bf16 = entry.dtype == "BF16";
     for (int64_t i = 0; i < count; ++i) {

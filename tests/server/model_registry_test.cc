@@ -59,6 +59,15 @@ TEST(ParseModelConfigTest, RejectsBadConfigsNamingFileAndField) {
   EXPECT_THAT(message("d_model: 10 num_heads: 4"), HasSubstr("must divide d_model=10"));
   EXPECT_THAT(message("d_model: 16 num_heads: 4 encoding { learned {} }"),
               HasSubstr("max_positions=0 must give the learned table's rows"));
+  // Found by config_fuzzer (fuzz/corpus/config/regression-cope-negative-npos-max.pbtxt): table
+  // rows became expected tensor shapes unchecked (cope.npos_max=-1 → shape [-1, 4]); they are
+  // bounded like the dimensions.
+  EXPECT_THAT(message("d_model: 16 num_heads: 4 encoding { t5 { num_buckets: -3 } }"),
+              HasSubstr("encoding.t5.num_buckets=-3 must be in [1, 1048576]"));
+  EXPECT_THAT(message("d_model: 16 num_heads: 4 encoding { cope { npos_max: -1 } }"),
+              HasSubstr("encoding.cope.npos_max=-1 must be in [1, 1048576]"));
+  EXPECT_THAT(message("d_model: 16 num_heads: 4 encoding { cope { npos_max: 2000000 } }"),
+              HasSubstr("encoding.cope.npos_max=2000000 must be in [1, 1048576]"));
 }
 
 TEST(RequiredTensorsTest, ListsWeightsBiasesAndTablesWithOverrides) {

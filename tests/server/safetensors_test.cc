@@ -112,5 +112,24 @@ TEST(SafetensorsTest, RejectsNonFiniteWeights) {
               HasSubstr("element 1 is nan"));
 }
 
+// Found by safetensors_fuzzer (fuzz/corpus/safetensors/mixed.safetensors): reading an empty F32
+// tensor passed a null pointer to memcpy, which UBSan reports (scripts/sanitize.sh address).
+TEST(SafetensorsTest, ParsesFromMemoryAndReadsEmptyTensors) {
+  std::string bytes(8, '\0');
+  const std::string header =
+      R"({"e":{"dtype":"F32","shape":[0,4],"data_offsets":[0,0]},)"
+      R"("h":{"dtype":"F16","shape":[0],"data_offsets":[0,0]}})";
+  bytes[0] = static_cast<char>(header.size());
+  absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Parse(bytes + header, "mem.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->entries().size(), 2u);
+  absl::StatusOr<std::vector<float>> empty = file->Read("e", {0, 4});
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->empty());
+  EXPECT_TRUE(file->Read("h", {0})->empty());
+  EXPECT_THAT(std::string(SafetensorsFile::Parse("1234", "mem.safetensors").status().message()),
+              HasSubstr("mem.safetensors: 4 bytes is too short"));
+}
+
 }  // namespace
 }  // namespace attnserve
