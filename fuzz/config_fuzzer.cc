@@ -36,6 +36,8 @@ std::string F32Data(int64_t elements) {
 }
 
 void FuzzOneConfig(const uint8_t* data, size_t size) {
+  static const bool quiet = (QuietProtobufLogs(), true);
+  (void)quiet;
   absl::StatusOr<ModelSpec> spec = ParseModelConfig(
       absl::string_view(reinterpret_cast<const char*>(data), size), "fuzz/config.pbtxt", "fuzz");
   if (!spec.ok()) {

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <limits>
 
+#include "google/protobuf/stubs/logging.h"
 #include "nlohmann/json.hpp"
 
 namespace attnserve::fuzz {
@@ -13,6 +14,8 @@ void CheckFailed(const char* condition, const char* file, int line, const std::s
                detail.c_str());
   std::abort();
 }
+
+void QuietProtobufLogs() { google::protobuf::SetLogHandler(nullptr); }
 
 std::string SafetensorsBytes(const std::vector<StoredTensor>& tensors) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();

@@ -20,6 +20,10 @@ namespace attnserve::fuzz {
 [[noreturn]] void CheckFailed(const char* condition, const char* file, int line,
                               const std::string& detail);
 
+// Drops protobuf's log messages. Parsing logs every string field that is not UTF-8 and goes on;
+// mutated inputs do that all the time, and the log would slow the fuzzer and bury its report.
+void QuietProtobufLogs();
+
 // One tensor of a safetensors file: raw little-endian `data` of `dtype` ("F32", "BF16", …).
 struct StoredTensor {
   std::string name;
