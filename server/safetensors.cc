@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -94,7 +95,12 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(absl::string_view bytes,
     if (element_size == 0) return invalid(absl::StrCat("unknown dtype ", entry.dtype));
     int64_t count = 1;
     for (const auto& dim : value["shape"]) {
-      if (!dim.is_number_unsigned()) return invalid("shape must hold non-negative integers");
+      // Checked as unsigned before the conversion: 2^63 or more would turn negative (and pass
+      // the size check below when an earlier dimension is 0).
+      if (!dim.is_number_unsigned() ||
+          dim.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        return invalid("shape must hold integers in [0, 2^63)");
+      }
       const int64_t d = dim.get<int64_t>();
       if (d != 0 && count > data_size / d) return invalid("shape is larger than the file");
       entry.shape.push_back(d);

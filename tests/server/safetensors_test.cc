@@ -131,5 +131,18 @@ TEST(SafetensorsTest, ParsesFromMemoryAndReadsEmptyTensors) {
               HasSubstr("mem.safetensors: 4 bytes is too short"));
 }
 
+// A dimension of 2^63 or more became negative, and after a 0 dimension passed the size check:
+// shape [0, 2^64−1] was accepted as [0, -1] (the safetensors fuzzer's invariant on dimensions).
+TEST(SafetensorsTest, RejectsDimensionsThatDoNotFitInt64) {
+  const std::string header =
+      R"({"a":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]}})";
+  std::string bytes(8, '\0');
+  bytes[0] = static_cast<char>(header.size());
+  EXPECT_THAT(std::string(SafetensorsFile::Parse(bytes + header, "mem.safetensors")
+                              .status()
+                              .message()),
+              HasSubstr("tensor \"a\": shape must hold integers in [0, 2^63)"));
+}
+
 }  // namespace
 }  // namespace attnserve
