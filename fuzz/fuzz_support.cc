@@ -27,9 +27,10 @@ std::string SafetensorsBytes(const std::vector<StoredTensor>& tensors) {
     data += tensor.data;
   }
   // Names that are not UTF-8 are written with U+FFFD in place of the invalid bytes.
-  const std::string json = header.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  const std::string json =
+      header.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
   std::string bytes(8, '\0');
-  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((uint64_t{json.size()} >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((json.size() >> (8 * i)) & 0xff);
   return bytes + json + data;
 }
 

@@ -340,7 +340,7 @@ std::vector<RequiredTensor> RequiredTensors(const ModelSpec& spec) {
 
 absl::StatusOr<LoadedModel> LoadModel(ModelSpec spec, const SafetensorsFile& weights_file) {
   std::map<std::string, std::vector<float>> by_role;
-  for (RequiredTensor& tensor : RequiredTensors(spec)) {
+  for (const RequiredTensor& tensor : RequiredTensors(spec)) {
     ASSIGN_OR_RETURN(by_role[tensor.role], weights_file.Read(tensor.name, tensor.shape));
   }
   // Absent roles (biases the config leaves out, tables of other encodings) stay empty.
