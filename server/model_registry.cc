@@ -127,6 +127,25 @@ std::string FolderFingerprint(const std::filesystem::path& folder) {
   return absl::StrCat(absl::StrJoin(files, "|"), "\n", config_text);
 }
 
+// The layer of `config` over `weights`; the config lists the resolved defaults.
+absl::StatusOr<LoadedModel> BuildModel(v1::ModelConfig config, AttentionWeights weights,
+                                       PositionalEncoding encoding, std::string weights_dtype) {
+  AttentionConfig core_config;
+  core_config.d_model = config.d_model();
+  core_config.num_heads = config.num_heads();
+  core_config.num_kv_heads = config.num_kv_heads();
+  core_config.head_dim = config.head_dim();
+  if (config.has_scale()) core_config.scale = static_cast<float>(config.scale());
+  core_config.encoding = std::move(encoding);
+  absl::StatusOr<std::unique_ptr<MultiHeadAttention>> layer =
+      MultiHeadAttention::Create(core_config, std::move(weights));
+  if (!layer.ok()) return WithFieldPrefix(layer.status(), config.name());
+  // List the resolved defaults so clients see the shapes the layer really uses.
+  config.set_num_kv_heads((*layer)->config().num_kv_heads);
+  config.set_head_dim((*layer)->config().head_dim);
+  return LoadedModel{std::move(config), *std::move(layer), std::move(weights_dtype)};
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateWithDemoModels() {
@@ -199,22 +218,10 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateWithDemoMode
 
 absl::Status ModelRegistry::Add(v1::ModelConfig config, AttentionWeights weights,
                                 PositionalEncoding encoding, std::string weights_dtype) {
-  AttentionConfig core_config;
-  core_config.d_model = config.d_model();
-  core_config.num_heads = config.num_heads();
-  core_config.num_kv_heads = config.num_kv_heads();
-  core_config.head_dim = config.head_dim();
-  if (config.has_scale()) core_config.scale = static_cast<float>(config.scale());
-  core_config.encoding = std::move(encoding);
-  absl::StatusOr<std::unique_ptr<MultiHeadAttention>> layer =
-      MultiHeadAttention::Create(core_config, std::move(weights));
-  if (!layer.ok()) return WithFieldPrefix(layer.status(), config.name());
-  // List the resolved defaults so clients see the shapes the layer really uses.
-  config.set_num_kv_heads((*layer)->config().num_kv_heads);
-  config.set_head_dim((*layer)->config().head_dim);
-  std::string name = config.name();
-  models_[name] = std::make_shared<const LoadedModel>(
-      LoadedModel{std::move(config), *std::move(layer), std::move(weights_dtype)});
+  ASSIGN_OR_RETURN(LoadedModel model, BuildModel(std::move(config), std::move(weights),
+                                                 std::move(encoding), std::move(weights_dtype)));
+  std::string name = model.config.name();
+  models_[name] = std::make_shared<const LoadedModel>(std::move(model));
   return absl::OkStatus();
 }
 
@@ -279,18 +286,15 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Reload(const Model
   return registry;
 }
 
-absl::Status ModelRegistry::LoadModelFolder(const std::string& folder,
-                                            const std::string& folder_name) {
-  const std::string config_path = folder + "/config.pbtxt";
-  std::ifstream config_file(config_path);
-  if (!config_file) return absl::NotFoundError(absl::StrCat(config_path, ": cannot open"));
-  const std::string text((std::istreambuf_iterator<char>(config_file)),
-                         std::istreambuf_iterator<char>());
-  v1::ModelConfig config;
+absl::StatusOr<ModelSpec> ParseModelConfig(absl::string_view text, const std::string& config_path,
+                                           const std::string& folder_name) {
+  ModelSpec spec;
+  spec.config_path = config_path;
+  v1::ModelConfig& config = spec.config;
   TextFormatErrors errors(config_path);
   google::protobuf::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text, &config)) {
+  if (!parser.ParseFromString(std::string(text), &config)) {
     return absl::InvalidArgumentError(errors.message());
   }
   if (config.name().empty()) config.set_name(folder_name);
@@ -329,69 +333,121 @@ absl::Status ModelRegistry::LoadModelFolder(const std::string& folder,
                                                    " and num_kv_heads=", kv_heads,
                                                    " must be >= 1"));
   }
-
-  const std::string weights_path =
-      folder + "/" + (config.weights_file().empty() ? "weights.safetensors" : config.weights_file());
-  ASSIGN_OR_RETURN(SafetensorsFile weights_file, SafetensorsFile::Open(weights_path));
-  const v1::TensorNames& names = config.tensor_names();
-  auto name_or = [](const std::string& override_name, const char* default_name) {
-    return override_name.empty() ? std::string(default_name) : override_name;
-  };
-  AttentionWeights weights;
-  ASSIGN_OR_RETURN(weights.q_proj_weight,
-                   weights_file.Read(name_or(names.q_proj_weight(), "q_proj.weight"),
-                                     {heads * hd, d}));
-  ASSIGN_OR_RETURN(weights.k_proj_weight,
-                   weights_file.Read(name_or(names.k_proj_weight(), "k_proj.weight"),
-                                     {kv_heads * hd, d}));
-  ASSIGN_OR_RETURN(weights.v_proj_weight,
-                   weights_file.Read(name_or(names.v_proj_weight(), "v_proj.weight"),
-                                     {kv_heads * hd, d}));
-  ASSIGN_OR_RETURN(weights.o_proj_weight,
-                   weights_file.Read(name_or(names.o_proj_weight(), "o_proj.weight"),
-                                     {d, heads * hd}));
-  if (config.qkv_bias()) {
-    ASSIGN_OR_RETURN(weights.q_proj_bias,
-                     weights_file.Read(name_or(names.q_proj_bias(), "q_proj.bias"), {heads * hd}));
-    ASSIGN_OR_RETURN(weights.k_proj_bias, weights_file.Read(name_or(names.k_proj_bias(), "k_proj.bias"),
-                                                            {kv_heads * hd}));
-    ASSIGN_OR_RETURN(weights.v_proj_bias, weights_file.Read(name_or(names.v_proj_bias(), "v_proj.bias"),
-                                                            {kv_heads * hd}));
-  }
-  if (config.o_bias()) {
-    ASSIGN_OR_RETURN(weights.o_proj_bias,
-                     weights_file.Read(name_or(names.o_proj_bias(), "o_proj.bias"), {d}));
-  }
+  spec.d_model = d;
+  spec.num_heads = heads;
+  spec.num_kv_heads = kv_heads;
+  spec.head_dim = hd;
 
   // An unset encoding means none (ModelConfig's documented default).
   absl::StatusOr<PositionalEncoding> encoding =
       config.has_encoding() ? EncodingFromProto(config.encoding(), "encoding")
                             : absl::StatusOr<PositionalEncoding>(NoPositionalEncoding{});
   if (!encoding.ok()) return InFile(config_path, encoding.status());
-  auto table = [&](const std::string& name, std::vector<int64_t> shape)
-      -> absl::StatusOr<std::shared_ptr<const std::vector<float>>> {
-    ASSIGN_OR_RETURN(std::vector<float> values, weights_file.Read(name, shape));
-    return std::make_shared<const std::vector<float>>(std::move(values));
-  };
-  if (auto* learned = std::get_if<LearnedParams>(&*encoding)) {
-    if (config.max_positions() < 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          config_path, ": max_positions=", config.max_positions(),
-          " must give the learned table's rows (>= 1)"));
-    }
-    ASSIGN_OR_RETURN(learned->table,
-                     table(name_or(names.position_embeddings(), "position_embeddings.weight"),
-                           {config.max_positions(), d}));
-  } else if (auto* t5 = std::get_if<T5BiasParams>(&*encoding)) {
-    ASSIGN_OR_RETURN(t5->table, table(name_or(names.relative_attention_bias(),
-                                              "relative_attention_bias.weight"),
-                                      {t5->num_buckets, heads}));
-  } else if (auto* cope = std::get_if<CopeParams>(&*encoding)) {
-    ASSIGN_OR_RETURN(cope->pos_emb, table(name_or(names.cope_position_embeddings(), "cope.pos_emb"),
-                                          {cope->npos_max, hd}));
+  // The rows of the table a T5 or CoPE encoding reads from the weights file, bounded like the
+  // dimensions above (the encoding's own rules are checked when the layer is built).
+  const char* rows_field = nullptr;
+  int64_t rows = 0;
+  if (const auto* t5 = std::get_if<T5BiasParams>(&*encoding)) {
+    rows_field = "t5.num_buckets";
+    rows = t5->num_buckets;
+  } else if (const auto* cope = std::get_if<CopeParams>(&*encoding)) {
+    rows_field = "cope.npos_max";
+    rows = cope->npos_max;
   }
-  return InFile(config_path, Add(std::move(config), std::move(weights), *std::move(encoding),
-                                 weights_file.DtypesRead()));
+  if (rows_field != nullptr && (rows < 1 || rows > kMaxDim)) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": encoding.", rows_field, "=",
+                                                   rows, " must be in [1, ", kMaxDim, "]"));
+  }
+  if (std::holds_alternative<LearnedParams>(*encoding) && config.max_positions() < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config_path, ": max_positions=", config.max_positions(),
+        " must give the learned table's rows (>= 1)"));
+  }
+  spec.encoding = *std::move(encoding);
+  return spec;
+}
+
+std::vector<RequiredTensor> RequiredTensors(const ModelSpec& spec) {
+  const v1::ModelConfig& config = spec.config;
+  const v1::TensorNames& names = config.tensor_names();
+  const int64_t d = spec.d_model, q_width = spec.num_heads * spec.head_dim,
+                kv_width = spec.num_kv_heads * spec.head_dim;
+  std::vector<RequiredTensor> tensors;
+  auto add = [&tensors](const char* role, const std::string& override_name,
+                        std::vector<int64_t> shape) {
+    tensors.push_back(
+        {role, override_name.empty() ? std::string(role) : override_name, std::move(shape)});
+  };
+  add("q_proj.weight", names.q_proj_weight(), {q_width, d});
+  add("k_proj.weight", names.k_proj_weight(), {kv_width, d});
+  add("v_proj.weight", names.v_proj_weight(), {kv_width, d});
+  add("o_proj.weight", names.o_proj_weight(), {d, q_width});
+  if (config.qkv_bias()) {
+    add("q_proj.bias", names.q_proj_bias(), {q_width});
+    add("k_proj.bias", names.k_proj_bias(), {kv_width});
+    add("v_proj.bias", names.v_proj_bias(), {kv_width});
+  }
+  if (config.o_bias()) add("o_proj.bias", names.o_proj_bias(), {d});
+  if (std::holds_alternative<LearnedParams>(spec.encoding)) {
+    add("position_embeddings.weight", names.position_embeddings(), {config.max_positions(), d});
+  } else if (const auto* t5 = std::get_if<T5BiasParams>(&spec.encoding)) {
+    add("relative_attention_bias.weight", names.relative_attention_bias(),
+        {t5->num_buckets, spec.num_heads});
+  } else if (const auto* cope = std::get_if<CopeParams>(&spec.encoding)) {
+    add("cope.pos_emb", names.cope_position_embeddings(), {cope->npos_max, spec.head_dim});
+  }
+  return tensors;
+}
+
+absl::StatusOr<LoadedModel> LoadModel(ModelSpec spec, const SafetensorsFile& weights_file) {
+  std::map<std::string, std::vector<float>> by_role;
+  for (const RequiredTensor& tensor : RequiredTensors(spec)) {
+    ASSIGN_OR_RETURN(by_role[tensor.role], weights_file.Read(tensor.name, tensor.shape));
+  }
+  // Absent roles (biases the config leaves out, tables of other encodings) stay empty.
+  auto take = [&by_role](const char* role) { return std::move(by_role[role]); };
+  auto table = [&take](const char* role) {
+    return std::make_shared<const std::vector<float>>(take(role));
+  };
+  AttentionWeights weights;
+  weights.q_proj_weight = take("q_proj.weight");
+  weights.k_proj_weight = take("k_proj.weight");
+  weights.v_proj_weight = take("v_proj.weight");
+  weights.o_proj_weight = take("o_proj.weight");
+  weights.q_proj_bias = take("q_proj.bias");
+  weights.k_proj_bias = take("k_proj.bias");
+  weights.v_proj_bias = take("v_proj.bias");
+  weights.o_proj_bias = take("o_proj.bias");
+  if (auto* learned = std::get_if<LearnedParams>(&spec.encoding)) {
+    learned->table = table("position_embeddings.weight");
+  } else if (auto* t5 = std::get_if<T5BiasParams>(&spec.encoding)) {
+    t5->table = table("relative_attention_bias.weight");
+  } else if (auto* cope = std::get_if<CopeParams>(&spec.encoding)) {
+    cope->pos_emb = table("cope.pos_emb");
+  }
+  absl::StatusOr<LoadedModel> model =
+      BuildModel(std::move(spec.config), std::move(weights), std::move(spec.encoding),
+                 weights_file.DtypesRead());
+  if (!model.ok()) return InFile(spec.config_path, model.status());
+  return model;
+}
+
+absl::Status ModelRegistry::LoadModelFolder(const std::string& folder,
+                                            const std::string& folder_name) {
+  const std::string config_path = folder + "/config.pbtxt";
+  std::ifstream config_file(config_path);
+  if (!config_file) return absl::NotFoundError(absl::StrCat(config_path, ": cannot open"));
+  const std::string text((std::istreambuf_iterator<char>(config_file)),
+                         std::istreambuf_iterator<char>());
+  ASSIGN_OR_RETURN(ModelSpec spec, ParseModelConfig(text, config_path, folder_name));
+  const std::string& weights_name = spec.config.weights_file();
+  const std::string weights_path =
+      folder + "/" + (weights_name.empty() ? "weights.safetensors" : weights_name);
+  ASSIGN_OR_RETURN(SafetensorsFile weights_file, SafetensorsFile::Open(weights_path));
+  ASSIGN_OR_RETURN(LoadedModel model, LoadModel(std::move(spec), weights_file));
+  std::string name = model.config.name();
+  models_[name] = std::make_shared<const LoadedModel>(std::move(model));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<const LoadedModel*> ModelRegistry::Find(absl::string_view name) const {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -50,7 +51,11 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::stringstream buffer;
   buffer << in.rdbuf();
-  const std::string bytes = buffer.str();
+  return Parse(buffer.str(), path);
+}
+
+absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(absl::string_view bytes,
+                                                       const std::string& path) {
   if (bytes.size() < 8) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", bytes.size(),
                                                    " bytes is too short for a safetensors file"));
@@ -68,9 +73,12 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   }
   SafetensorsFile file;
   file.path_ = path;
-  file.data_ = bytes.substr(8 + header_size);
+  file.data_ = std::string(bytes.substr(8 + header_size));
   const int64_t data_size = static_cast<int64_t>(file.data_.size());
-  for (const auto& [name, value] : header.items()) {
+  for (const auto& item : header.items()) {
+    // Named variables, not a structured binding: lambdas cannot capture those in C++17 (clang).
+    const std::string& name = item.key();
+    const nlohmann::json& value = item.value();
     if (name == "__metadata__") continue;
     const auto invalid = [&](const std::string& why) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": tensor \"", name, "\": ", why));
@@ -87,7 +95,12 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
     if (element_size == 0) return invalid(absl::StrCat("unknown dtype ", entry.dtype));
     int64_t count = 1;
     for (const auto& dim : value["shape"]) {
-      if (!dim.is_number_unsigned()) return invalid("shape must hold non-negative integers");
+      // Checked as unsigned before the conversion: 2^63 or more would turn negative (and pass
+      // the size check below when an earlier dimension is 0).
+      if (!dim.is_number_unsigned() ||
+          dim.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        return invalid("shape must hold integers in [0, 2^63)");
+      }
       const int64_t d = dim.get<int64_t>();
       if (d != 0 && count > data_size / d) return invalid("shape is larger than the file");
       entry.shape.push_back(d);
@@ -133,7 +146,8 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::Read(
   dtypes_read_.insert(entry.dtype);
   std::vector<float> values(count);
   if (entry.dtype == "F32") {
-    std::memcpy(values.data(), data, count * sizeof(float));
+    // An empty tensor's vector has no buffer, and memcpy to null is undefined even for 0 bytes.
+    if (count > 0) std::memcpy(values.data(), data, count * sizeof(float));
   } else if (entry.dtype == "BF16" || entry.dtype == "F16") {
     const bool bf16 = entry.dtype == "BF16";
     for (int64_t i = 0; i < count; ++i) {

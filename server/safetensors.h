@@ -27,12 +27,19 @@ class SafetensorsFile {
   // and match its shape × dtype size. Messages name the file (and the tensor).
   static absl::StatusOr<SafetensorsFile> Open(const std::string& path);
 
+  // The same checks on a file's contents already in memory; `path` names it in messages. Open
+  // reads the file and calls this.
+  static absl::StatusOr<SafetensorsFile> Parse(absl::string_view bytes, const std::string& path);
+
   // The tensor as float, checked to have exactly `shape`. NOT_FOUND when absent; INVALID_ARGUMENT
   // naming file, tensor, actual and expected shape otherwise. Supported dtypes: F32, BF16, F16.
   absl::StatusOr<std::vector<float>> Read(absl::string_view name,
                                           const std::vector<int64_t>& shape) const;
 
   bool Contains(absl::string_view name) const { return entries_.count(std::string(name)) > 0; }
+
+  // Every tensor of the header (not __metadata__), by name.
+  const std::map<std::string, SafetensorsEntry>& entries() const { return entries_; }
 
   // The stored dtypes of the tensors read so far, sorted and joined by "+" (e.g. "BF16+F16").
   std::string DtypesRead() const;

@@ -112,5 +112,37 @@ TEST(SafetensorsTest, RejectsNonFiniteWeights) {
               HasSubstr("element 1 is nan"));
 }
 
+// Found by safetensors_fuzzer (fuzz/corpus/safetensors/mixed.safetensors): reading an empty F32
+// tensor passed a null pointer to memcpy, which UBSan reports (scripts/sanitize.sh address).
+TEST(SafetensorsTest, ParsesFromMemoryAndReadsEmptyTensors) {
+  std::string bytes(8, '\0');
+  const std::string header =
+      R"({"e":{"dtype":"F32","shape":[0,4],"data_offsets":[0,0]},)"
+      R"("h":{"dtype":"F16","shape":[0],"data_offsets":[0,0]}})";
+  bytes[0] = static_cast<char>(header.size());
+  absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Parse(bytes + header, "mem.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->entries().size(), 2u);
+  absl::StatusOr<std::vector<float>> empty = file->Read("e", {0, 4});
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->empty());
+  EXPECT_TRUE(file->Read("h", {0})->empty());
+  EXPECT_THAT(std::string(SafetensorsFile::Parse("1234", "mem.safetensors").status().message()),
+              HasSubstr("mem.safetensors: 4 bytes is too short"));
+}
+
+// A dimension of 2^63 or more became negative, and after a 0 dimension passed the size check:
+// shape [0, 2^64−1] was accepted as [0, -1] (the safetensors fuzzer's invariant on dimensions).
+TEST(SafetensorsTest, RejectsDimensionsThatDoNotFitInt64) {
+  const std::string header =
+      R"({"a":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]}})";
+  std::string bytes(8, '\0');
+  bytes[0] = static_cast<char>(header.size());
+  EXPECT_THAT(std::string(SafetensorsFile::Parse(bytes + header, "mem.safetensors")
+                              .status()
+                              .message()),
+              HasSubstr("tensor \"a\": shape must hold integers in [0, 2^63)"));
+}
+
 }  // namespace
 }  // namespace attnserve

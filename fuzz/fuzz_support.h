@@ -1,0 +1,45 @@
+// Helpers shared by the fuzz targets and the seed generator (fuzz/make_seeds.cc).
+#ifndef ATTNSERVE_FUZZ_FUZZ_SUPPORT_H_
+#define ATTNSERVE_FUZZ_FUZZ_SUPPORT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "attnserve/v1/tensor.pb.h"
+
+// An invariant of the code under test: when it fails, the input is a finding. Prints the
+// condition and aborts, which libFuzzer reports as a crash and saves the input for.
+#define FUZZ_CHECK(condition, detail)                                                  \
+  do {                                                                                 \
+    if (!(condition)) ::attnserve::fuzz::CheckFailed(#condition, __FILE__, __LINE__, (detail)); \
+  } while (false)
+
+namespace attnserve::fuzz {
+
+[[noreturn]] void CheckFailed(const char* condition, const char* file, int line,
+                              const std::string& detail);
+
+// Drops protobuf's log messages. Parsing logs every string field that is not UTF-8 and goes on;
+// mutated inputs do that all the time, and the log would slow the fuzzer and bury its report.
+void QuietProtobufLogs();
+
+// One tensor of a safetensors file: raw little-endian `data` of `dtype` ("F32", "BF16", …).
+struct StoredTensor {
+  std::string name;
+  std::string dtype;
+  std::vector<int64_t> shape;
+  std::string data;
+};
+
+// The bytes of a safetensors file holding `tensors` back to back, in order. Bytes of a name that
+// are not UTF-8 become U+FFFD (JSON cannot hold them).
+std::string SafetensorsBytes(const std::vector<StoredTensor>& tensors);
+
+// The product of `shape`'s dimensions times the byte size of `dtype` (FLOAT32 4, BFLOAT16 2,
+// INT32 4, INT64 8); -1 for other dtypes or a negative or overflowing product.
+int64_t TensorBytes(v1::DataType dtype, const std::vector<int64_t>& shape);
+
+}  // namespace attnserve::fuzz
+
+#endif  // ATTNSERVE_FUZZ_FUZZ_SUPPORT_H_
