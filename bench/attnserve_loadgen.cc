@@ -180,6 +180,10 @@ absl::StatusOr<std::vector<grpc::StatusCode>> ParseCodes(const std::string& list
           absl::StrCat("--expect_codes: \"", name, "\" is not a gRPC code name"));
     }
   }
+  if (codes.empty() && !absl::StripAsciiWhitespace(list).empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--expect_codes=\"", list, "\" names no code"));
+  }
   return codes;
 }
 
@@ -281,9 +285,9 @@ absl::Status AddRemoteCalls(const std::string& rpc, std::shared_ptr<Stub> stub,
     EncodeFloatTensor({batch, heads, seq, head_dim}, x.data(), v1::FLOAT32, request.mutable_q());
     *request.mutable_k() = request.q();
     *request.mutable_v() = request.q();
-    // k's head_dim differs from q's.
+    // k's head_dim is one less than q's (its leading elements of x; k [.., seq, head_dim − 1]).
     v1::SdpaRequest mismatched = request;
-    EncodeFloatTensor({batch, heads, seq * head_dim / 2, 2}, x.data(), v1::FLOAT32,
+    EncodeFloatTensor({batch, heads, seq, head_dim - 1}, x.data(), v1::FLOAT32,
                       mismatched.mutable_k());
     calls.valid.push_back(
         UnaryCall(stub, prepare, std::move(request), &Stub::ScaledDotProductAttention));

@@ -32,18 +32,11 @@ import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
-from attnserve_testing import ServerProcess  # noqa: E402
+from attnserve_testing import ServerProcess, rss_mb  # noqa: E402
 
 # Samples whose median stands for "start" and "end" of the measured window.
 EDGE_SAMPLES = 5
 
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def parse_args():

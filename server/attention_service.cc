@@ -181,10 +181,9 @@ absl::Status AttentionServiceImpl::CheckResponseSize(absl::string_view field,
   return absl::InvalidArgumentError(message);
 }
 
-absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
+absl::Status AttentionServiceImpl::DoEncode(const ModelRegistry& models,
+                                            const v1::EncodeRequest& request,
                                             v1::EncodeResponse* response) const {
-  // This request's models: a reload meanwhile does not change them (ModelStore).
-  const std::shared_ptr<const ModelRegistry> registry = models_->Current();
   ASSIGN_OR_RETURN(FloatTensor input,
                    DecodeFloatTensor(request.input(), "input", 3, "[batch, seq, d_model]"));
   const int64_t batch = input.shape[0], seq = input.shape[1], d_model = input.shape[2];
@@ -200,7 +199,7 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
   PositionalEncoding encoding;
   int64_t num_heads = 0, head_dim = 0;
   if (!request.model().empty()) {
-    ASSIGN_OR_RETURN(const LoadedModel* model, registry->Find(request.model()));
+    ASSIGN_OR_RETURN(const LoadedModel* model, models.Find(request.model()));
     const AttentionConfig& config = model->layer->config();
     if (d_model != config.d_model) {
       return absl::InvalidArgumentError(absl::StrCat("input.shape[2]=", d_model,
@@ -262,12 +261,11 @@ absl::Status AttentionServiceImpl::DoEncode(const v1::EncodeRequest& request,
   return absl::OkStatus();
 }
 
-absl::Status AttentionServiceImpl::DoAttend(const v1::AttendRequest& request,
+absl::Status AttentionServiceImpl::DoAttend(const ModelRegistry& models,
+                                            const v1::AttendRequest& request,
                                             std::function<bool()> is_cancelled,
                                             v1::AttendResponse* response) const {
-  // This request's models: a reload meanwhile does not change them (ModelStore).
-  const std::shared_ptr<const ModelRegistry> registry = models_->Current();
-  ASSIGN_OR_RETURN(const LoadedModel* model, registry->Find(request.model()));
+  ASSIGN_OR_RETURN(const LoadedModel* model, models.Find(request.model()));
   const AttentionConfig& config = model->layer->config();
   ASSIGN_OR_RETURN(FloatTensor query,
                    DecodeFloatTensor(request.query(), "query", 3, "[batch, q_len, d_model]"));
@@ -438,14 +436,13 @@ absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
   return absl::OkStatus();
 }
 
-absl::Status AttentionServiceImpl::DoPositionBias(const v1::PositionBiasRequest& request,
+absl::Status AttentionServiceImpl::DoPositionBias(const ModelRegistry& models,
+                                                  const v1::PositionBiasRequest& request,
                                                   v1::PositionBiasResponse* response) const {
-  // This request's models: a reload meanwhile does not change them (ModelStore).
-  const std::shared_ptr<const ModelRegistry> registry = models_->Current();
   PositionalEncoding encoding;
   int64_t num_heads = request.num_heads();
   if (!request.model().empty()) {
-    ASSIGN_OR_RETURN(const LoadedModel* model, registry->Find(request.model()));
+    ASSIGN_OR_RETURN(const LoadedModel* model, models.Find(request.model()));
     const int64_t model_heads = model->layer->config().num_heads;
     if (num_heads != 0 && num_heads != model_heads) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -547,13 +544,14 @@ bool AttentionServiceImpl::WaitUntilIdle(std::chrono::system_clock::time_point d
   return true;
 }
 
-std::string AttentionServiceImpl::ModelLabel(const std::string& requested_model) const {
+std::string AttentionServiceImpl::ModelLabel(const ModelRegistry& models,
+                                             const std::string& requested_model) {
   if (requested_model.empty()) return "inline";
-  return models_->Current()->Find(requested_model).ok() ? requested_model : "unknown";
+  return models.Find(requested_model).ok() ? requested_model : "unknown";
 }
 
 absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl::string_view rpc,
-                                              const std::string& requested_model,
+                                              const std::string& model_label,
                                               absl::FunctionRef<absl::Status()> work) {
   const auto queued = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point started;
@@ -567,7 +565,7 @@ absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl
   if (started != std::chrono::steady_clock::time_point()) {
     const std::chrono::duration<double> waited = started - queued;
     const std::chrono::duration<double> ran = std::chrono::steady_clock::now() - started;
-    metrics_->RecordCompute(rpc, ModelLabel(requested_model), waited.count(), ran.count());
+    metrics_->RecordCompute(rpc, model_label, waited.count(), ran.count());
   } else if (status.code() == absl::StatusCode::kResourceExhausted) {
     metrics_->RecordRejected("queue_full");
   } else if (status.code() == absl::StatusCode::kDeadlineExceeded) {
@@ -582,8 +580,10 @@ grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext* context,
                                           const v1::EncodeRequest* request,
                                           v1::EncodeResponse* response) {
   return Serve(context, "Encode", [&] {
-    return RunCompute(context, "Encode", request->model(),
-                      [&] { return DoEncode(*request, response); });
+    // The models this request uses, taken as it starts (a reload meanwhile does not change them).
+    const std::shared_ptr<const ModelRegistry> models = models_->Current();
+    return RunCompute(context, "Encode", ModelLabel(*models, request->model()),
+                      [&] { return DoEncode(*models, *request, response); });
   });
 }
 
@@ -591,8 +591,9 @@ grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
                                           const v1::AttendRequest* request,
                                           v1::AttendResponse* response) {
   return Serve(context, "Attend", [&] {
-    return RunCompute(context, "Attend", request->model(), [&] {
-      return DoAttend(*request, [context] { return context->IsCancelled(); }, response);
+    const std::shared_ptr<const ModelRegistry> models = models_->Current();
+    return RunCompute(context, "Attend", ModelLabel(*models, request->model()), [&] {
+      return DoAttend(*models, *request, [context] { return context->IsCancelled(); }, response);
     });
   });
 }
@@ -601,7 +602,7 @@ grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext
                                                              const v1::SdpaRequest* request,
                                                              v1::SdpaResponse* response) {
   return Serve(context, "ScaledDotProductAttention", [&] {
-    return RunCompute(context, "ScaledDotProductAttention", "", [&] {
+    return RunCompute(context, "ScaledDotProductAttention", "inline", [&] {
       return DoSdpa(*request, [context] { return context->IsCancelled(); }, response);
     });
   });
@@ -616,7 +617,7 @@ grpc::Status AttentionServiceImpl::Decode(
 absl::Status AttentionServiceImpl::DoDecode(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream) {
-  // This request's models: a reload meanwhile does not change them (ModelStore).
+  // The stream's models, from its start to its end: a reload meanwhile does not change them.
   const std::shared_ptr<const ModelRegistry> registry = models_->Current();
   v1::DecodeRequest request;
   if (!stream->Read(&request)) return absl::OkStatus();  // the client sent nothing
@@ -732,8 +733,9 @@ grpc::Status AttentionServiceImpl::PositionBias(grpc::ServerContext* context,
                                                 const v1::PositionBiasRequest* request,
                                                 v1::PositionBiasResponse* response) {
   return Serve(context, "PositionBias", [&] {
-    return RunCompute(context, "PositionBias", request->model(),
-                      [&] { return DoPositionBias(*request, response); });
+    const std::shared_ptr<const ModelRegistry> models = models_->Current();
+    return RunCompute(context, "PositionBias", ModelLabel(*models, request->model()),
+                      [&] { return DoPositionBias(*models, *request, response); });
   });
 }
 

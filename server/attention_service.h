@@ -78,17 +78,19 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
                         v1::GetModelResponse* response) override;
 
  private:
-  absl::Status DoEncode(const v1::EncodeRequest& request, v1::EncodeResponse* response) const;
+  // `models`: the snapshot the handler took when the request started (ModelStore).
+  absl::Status DoEncode(const ModelRegistry& models, const v1::EncodeRequest& request,
+                        v1::EncodeResponse* response) const;
   // is_cancelled: polled between attention tiles (the RPC's cancellation or deadline).
-  absl::Status DoAttend(const v1::AttendRequest& request, std::function<bool()> is_cancelled,
-                        v1::AttendResponse* response) const;
+  absl::Status DoAttend(const ModelRegistry& models, const v1::AttendRequest& request,
+                        std::function<bool()> is_cancelled, v1::AttendResponse* response) const;
   absl::Status DoSdpa(const v1::SdpaRequest& request, std::function<bool()> is_cancelled,
                       v1::SdpaResponse* response) const;
   // Serves one Decode stream: the first message names the model; each message's tokens continue
   // the sequence. The stream's K/V cache is accounted in kv_cache_bytes_ and freed at the end.
   absl::Status DoDecode(grpc::ServerContext* context,
                         grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream);
-  absl::Status DoPositionBias(const v1::PositionBiasRequest& request,
+  absl::Status DoPositionBias(const ModelRegistry& models, const v1::PositionBiasRequest& request,
                               v1::PositionBiasResponse* response) const;
 
   // INVALID_ARGUMENT naming the size when a batch, sequence or score size exceeds the limits;
@@ -107,14 +109,13 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   void ObserveDecode() const;
 
   // Runs `work` on a compute worker for the RPC of `context` (its deadline bounds the wait),
-  // recording the wait and the computation under `rpc` and ModelLabel(requested_model).
+  // recording the wait and the computation under `rpc` and `model_label` (ModelLabel).
   absl::Status RunCompute(grpc::ServerContext* context, absl::string_view rpc,
-                          const std::string& requested_model,
-                          absl::FunctionRef<absl::Status()> work);
+                          const std::string& model_label, absl::FunctionRef<absl::Status()> work);
 
-  // The `model` label for a requested model: its name if loaded, "inline" when none is named
-  // (weight-free RPCs), "unknown" otherwise — so clients cannot grow the label set.
-  std::string ModelLabel(const std::string& requested_model) const;
+  // The `model` label for a requested model: its name if `models` has it, "inline" when none is
+  // named (weight-free RPCs), "unknown" otherwise — so clients cannot grow the label set.
+  static std::string ModelLabel(const ModelRegistry& models, const std::string& requested_model);
 
   // INVALID_ARGUMENT naming `field` when a response holding a FLOAT32 `tensor` of `shape` (its
   // elements bounded by CheckLimits) plus `other_bytes` of other data exceeds the message limit.

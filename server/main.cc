@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <memory>
 #include <string>
@@ -175,7 +176,11 @@ int WaitForSignal(const sigset_t& signals, double timeout_seconds) {
     const int signal_number = sigtimedwait(&signals, nullptr, &timeout);
     if (signal_number > 0) return signal_number;
     if (errno == EAGAIN) return 0;
-    // EINTR: interrupted by a signal outside the set; wait again.
+    if (errno != EINTR) {  // EINTR: interrupted by a signal outside the set; wait again
+      spdlog::error("sigtimedwait failed ({}); the repository is no longer polled",
+                    std::strerror(errno));
+      timeout_seconds = 0;
+    }
   }
 }
 
@@ -195,6 +200,14 @@ int Run(const sigset_t& signals) {
   SetComputeThreads(threads);
 
   const std::string repository = absl::GetFlag(FLAGS_model_repository);
+  // Polls closer than this would reread every config.pbtxt back to back.
+  constexpr double kMinPollSeconds = 0.1;
+  if (const double poll = absl::GetFlag(FLAGS_model_poll_seconds);
+      !(poll == 0 || (poll >= kMinPollSeconds && poll <= 1e9))) {
+    spdlog::error("--model_poll_seconds={} must be 0 (reload on SIGHUP only) or in [{}, 1e9]",
+                  poll, kMinPollSeconds);
+    return 1;
+  }
   absl::StatusOr<std::unique_ptr<ModelRegistry>> models =
       repository.empty() ? ModelRegistry::CreateWithDemoModels()
                          : ModelRegistry::CreateFromRepository(repository);

@@ -64,7 +64,6 @@ AttentionWeights DemoWeights(const v1::ModelConfig& config, std::mt19937& rng) {
   return weights;
 }
 
-
 // Collects text-format parse errors as one message naming the file, line and column.
 class TextFormatErrors : public google::protobuf::io::ErrorCollector {
  public:
@@ -107,18 +106,31 @@ absl::Status AttachDemoTables(const v1::ModelConfig& config, std::mt19937& rng,
   return absl::OkStatus();
 }
 
+// The entries of `folder`, sorted; an entry that cannot be read ends the listing early, and
+// `error` (when not null) says why. Never throws: reloads run on the server's signal thread.
+std::vector<std::filesystem::path> ListFolder(const std::filesystem::path& folder,
+                                              std::error_code* error = nullptr) {
+  std::error_code ignored;
+  std::error_code& status = error != nullptr ? *error : ignored;
+  std::vector<std::filesystem::path> entries;
+  for (std::filesystem::directory_iterator it(folder, status), end; !status && it != end;
+       it.increment(status)) {
+    entries.push_back(it->path());
+  }
+  std::sort(entries.begin(), entries.end());
+  return entries;
+}
+
 // Identifies the version of a model folder's files without reading the weights: config.pbtxt's
 // bytes, and each regular file's name, size, inode and modification time (a file replaced by
 // rename gets a new inode even within the file system's timestamp granularity).
 std::string FolderFingerprint(const std::filesystem::path& folder) {
   std::vector<std::string> files;
-  std::error_code error;
-  for (const auto& entry : std::filesystem::directory_iterator(folder, error)) {
+  for (const std::filesystem::path& path : ListFolder(folder)) {
     struct stat info {};
-    if (::stat(entry.path().c_str(), &info) != 0 || !S_ISREG(info.st_mode)) continue;
-    files.push_back(absl::StrCat(entry.path().filename().string(), ":", info.st_size, ":",
-                                 info.st_ino, ":", info.st_mtim.tv_sec, ".",
-                                 info.st_mtim.tv_nsec));
+    if (::stat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode)) continue;
+    files.push_back(absl::StrCat(path.filename().string(), ":", info.st_size, ":", info.st_ino,
+                                 ":", info.st_mtim.tv_sec, ".", info.st_mtim.tv_nsec));
   }
   std::sort(files.begin(), files.end());
   std::ifstream config(folder / "config.pbtxt", std::ios::binary);
@@ -220,9 +232,13 @@ absl::Status ModelRegistry::Add(v1::ModelConfig config, AttentionWeights weights
                                 PositionalEncoding encoding, std::string weights_dtype) {
   ASSIGN_OR_RETURN(LoadedModel model, BuildModel(std::move(config), std::move(weights),
                                                  std::move(encoding), std::move(weights_dtype)));
+  Insert(std::move(model));
+  return absl::OkStatus();
+}
+
+void ModelRegistry::Insert(LoadedModel model) {
   std::string name = model.config.name();
   models_[name] = std::make_shared<const LoadedModel>(std::move(model));
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateFromRepository(
@@ -235,14 +251,14 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Reload(const Model
                                                                      ReloadReport* report) {
   std::error_code error;
   std::vector<std::filesystem::path> folders;
-  for (const auto& entry : std::filesystem::directory_iterator(path, error)) {
-    if (entry.is_directory()) folders.push_back(entry.path());
+  for (const std::filesystem::path& entry : ListFolder(path, &error)) {
+    std::error_code type_error;
+    if (std::filesystem::is_directory(entry, type_error)) folders.push_back(entry);
   }
   if (error) {
     return absl::NotFoundError(
         absl::StrCat("--model_repository=", path, " cannot be read: ", error.message()));
   }
-  std::sort(folders.begin(), folders.end());
   ReloadReport changes;
   std::unique_ptr<ModelRegistry> registry(new ModelRegistry());
   for (const std::filesystem::path& folder : folders) {
@@ -445,8 +461,7 @@ absl::Status ModelRegistry::LoadModelFolder(const std::string& folder,
       folder + "/" + (weights_name.empty() ? "weights.safetensors" : weights_name);
   ASSIGN_OR_RETURN(SafetensorsFile weights_file, SafetensorsFile::Open(weights_path));
   ASSIGN_OR_RETURN(LoadedModel model, LoadModel(std::move(spec), weights_file));
-  std::string name = model.config.name();
-  models_[name] = std::make_shared<const LoadedModel>(std::move(model));
+  Insert(std::move(model));
   return absl::OkStatus();
 }
 

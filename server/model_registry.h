@@ -29,7 +29,7 @@ struct LoadedModel {
 struct ReloadReport {
   std::vector<std::string> added;      // new folders, now served
   std::vector<std::string> updated;    // changed files, the new version served
-  std::vector<std::string> removed;    // folder gone (or no longer loadable and never served)
+  std::vector<std::string> removed;    // folder gone: no longer served
   std::vector<std::string> unchanged;  // same files as before: the same loaded model
   // Folders whose new files failed to load in this reload, with the reason. Each is reported once
   // per version of its files: an unchanged broken folder is not retried.
@@ -37,7 +37,6 @@ struct ReloadReport {
   // The failed models that were being served: their previous version goes on serving.
   std::vector<std::string> kept_previous;
 };
-
 
 // A config.pbtxt parsed and checked: the layer's shape with defaults resolved, and its encoding
 // (tables not attached yet: they come from the weights file).
@@ -115,6 +114,9 @@ class ModelRegistry {
   // `encoding` is the config's encoding with its tables attached.
   absl::Status Add(v1::ModelConfig config, AttentionWeights weights, PositionalEncoding encoding,
                    std::string weights_dtype);
+
+  // Serves `model` under its name.
+  void Insert(LoadedModel model);
 
   // Loads `folder`/config.pbtxt and its weights. Messages name the file and tensor.
   absl::Status LoadModelFolder(const std::string& folder, const std::string& folder_name);

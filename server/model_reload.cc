@@ -1,10 +1,13 @@
 #include "server/model_reload.h"
 
 #include <algorithm>
+#include <exception>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/positional_encoding.h"
 #include "spdlog/spdlog.h"
@@ -27,8 +30,14 @@ void PublishModels(const ModelRegistry& registry, ServerMetrics& metrics) {
 absl::StatusOr<ReloadReport> ReloadModels(const std::string& repository, ModelStore& store,
                                           ServerMetrics* metrics) {
   ReloadReport report;
-  absl::StatusOr<std::unique_ptr<ModelRegistry>> next =
-      ModelRegistry::Reload(*store.Current(), repository, &report);
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> next;
+  try {
+    next = ModelRegistry::Reload(*store.Current(), repository, &report);
+  } catch (const std::exception& e) {
+    // Out of memory for a huge weights file, or an I/O error thrown by the standard library:
+    // the reload runs on the server's signal thread, which must go on serving.
+    next = absl::ResourceExhaustedError(absl::StrCat("reading ", repository, ": ", e.what()));
+  }
   if (!next.ok()) {
     spdlog::error("model reload failed, serving the models as they were: {}",
                   std::string(next.status().message()));

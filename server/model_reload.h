@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
 #include "server/model_store.h"

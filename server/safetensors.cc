@@ -17,13 +17,17 @@ namespace {
 // Largest header accepted; real headers are a few kilobytes.
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;
 
-int64_t DtypeSize(const std::string& dtype) {
+}  // namespace
+
+int64_t SafetensorsDtypeSize(absl::string_view dtype) {
   if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
   if (dtype == "BF16" || dtype == "F16" || dtype == "I16" || dtype == "U16") return 2;
   if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
   if (dtype == "I8" || dtype == "U8" || dtype == "BOOL") return 1;
   return 0;
 }
+
+namespace {
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
@@ -91,7 +95,7 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(absl::string_view bytes,
     }
     SafetensorsEntry entry;
     entry.dtype = value["dtype"].get<std::string>();
-    const int64_t element_size = DtypeSize(entry.dtype);
+    const int64_t element_size = SafetensorsDtypeSize(entry.dtype);
     if (element_size == 0) return invalid(absl::StrCat("unknown dtype ", entry.dtype));
     int64_t count = 1;
     for (const auto& dim : value["shape"]) {
@@ -142,7 +146,7 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::Read(
                                                    ShapeString(shape)));
   }
   const char* data = data_.data() + entry.begin;
-  const int64_t count = (entry.end - entry.begin) / DtypeSize(entry.dtype);
+  const int64_t count = (entry.end - entry.begin) / SafetensorsDtypeSize(entry.dtype);
   dtypes_read_.insert(entry.dtype);
   std::vector<float> values(count);
   if (entry.dtype == "F32") {

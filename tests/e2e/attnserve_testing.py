@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 import numpy as np
 
@@ -424,3 +425,22 @@ def parse_exposition(text):
             pos = lm.end()
         samples.append((m.group("name"), labels, float(m.group("value"))))
     return samples
+
+
+def metric_value(metrics_url, name, labels=None, default=0.0):
+    """Sum of the samples of `name` on the server's /metrics whose labels include `labels`;
+    `default` when there is none."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    values = [value for sample, sample_labels, value in parse_exposition(text)
+              if sample == name
+              and all(sample_labels.get(k) == v for k, v in (labels or {}).items())]
+    return sum(values) if values else default
+
+
+def rss_mb(pid):
+    """Resident memory of process `pid` in MiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no VmRSS for pid {pid}")

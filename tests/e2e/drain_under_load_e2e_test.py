@@ -29,7 +29,6 @@ import subprocess
 import sys
 import time
 import unittest
-import urllib.request
 
 import numpy as np
 
@@ -44,7 +43,7 @@ LOADGEN = os.path.abspath(_args.loadgen)
 UNITTEST_ARGV = at.setup_from_argv(_rest)
 
 from attnserve_testing import (  # noqa: E402
-    grpc, pb, pb_grpc, health_pb2, health_pb2_grpc, ServerProcess, f32_tensor, parse_exposition)
+    grpc, pb, pb_grpc, health_pb2, health_pb2_grpc, ServerProcess, f32_tensor, metric_value)
 
 GRACE_S = 20.0
 WAIT_S = 60.0
@@ -59,10 +58,6 @@ ACCESS_RE = re.compile(r"\baccess request_id=(\S+) method=/attnserve\.v1\.Attent
 CONCURRENCY = 12
 D_MODEL = 256  # demo-rope
 
-
-def gauge(metrics_url, name):
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    return sum(value for sample, _, value in parse_exposition(text) if sample == name)
 
 
 def tokens(n, seed):
@@ -115,7 +110,7 @@ class DrainUnderLoadTest(unittest.TestCase):
                  "--request_id_prefix=lg"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             deadline = time.monotonic() + WAIT_S
-            while gauge(server.metrics_url, "attnserve_compute_waiting_requests") < 4:
+            while metric_value(server.metrics_url, "attnserve_compute_waiting_requests") < 4:
                 self.assertLess(time.monotonic(), deadline, "the load never queued requests")
                 if loadgen.poll() is not None:
                     self.fail(f"the load tool ended early: {loadgen.communicate()}")

@@ -14,18 +14,19 @@ y = x·Wᵀ): ‖got − ref‖ / ‖ref‖ < LAYER_REL. Promises checked:
     attnserve_model_load_failures_total once per version of the files, attnserve_model_stale 1);
   - an unreadable repository changes nothing;
   - a request running during the reload, and an open Decode stream, finish on the old weights;
-  - --model_poll_seconds picks up a new folder without a signal;
+  - --model_poll_seconds picks up a new folder without a signal, and refuses nan, inf, negative
+    and sub-0.1 s intervals; a symlink loop in the repository is skipped;
   - SIGHUP without a repository leaves the demo models serving.
 """
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import unittest
-import urllib.request
 
 import numpy as np
 
@@ -37,7 +38,7 @@ UNITTEST_ARGV = at.setup_from_argv()
 
 from attnserve_testing import (  # noqa: E402
     RPC_TIMEOUT_S, SERVER_PATH, STARTUP_DEADLINE_S, grpc, pb, pb_grpc, ServerProcess, f32_tensor,
-    to_numpy, safetensors_bytes, parse_exposition)
+    to_numpy, safetensors_bytes, metric_value)
 
 LAYER_REL = 1e-5
 WAIT_S = 30
@@ -129,10 +130,7 @@ class ReloadTestCase(unittest.TestCase):
 
     def metric(self, name, labels=None):
         """Sum of the samples of `name` whose labels include `labels`; None if there is none."""
-        text = urllib.request.urlopen(self.server.metrics_url, timeout=5).read()
-        values = [v for n, l, v in parse_exposition(text.decode())
-                  if n == name and all(l.get(k) == val for k, val in (labels or {}).items())]
-        return sum(values) if values else None
+        return metric_value(self.server.metrics_url, name, labels, default=None)
 
     def reloads(self):
         return sum(self.metric("attnserve_model_reloads_total", {"result": r}) or 0
@@ -254,6 +252,14 @@ class SighupReloadTest(ReloadTestCase):
         finally:
             os.rename(moved, self.repo)
 
+    def test_a_symlink_loop_in_the_repository_is_skipped(self):
+        os.symlink("loop", os.path.join(self.repo, "loop"))  # stat fails with ELOOP
+        os.symlink("loop", os.path.join(self.repo, "alpha", "loop"))
+        self.reload()
+        self.assertIsNone(self.server.proc.poll(), self.server.log())
+        self.assertEqual(self.served_names(), ["alpha", "beta"])
+        self.assertServes("alpha", self.weights["alpha"])
+
     def test_an_open_decode_stream_finishes_on_the_old_weights(self):
         x = np.random.default_rng(8).standard_normal((1, 6, D)).astype(np.float32)
         steps = [x[:, :3], x[:, 3:]]
@@ -343,6 +349,19 @@ class PollReloadTest(ReloadTestCase):
         # Polls that find nothing changed do not reload the unchanged models (no log line).
         time.sleep(0.5)
         self.assertEqual(self.server.log().count("models reloaded:"), 1, self.server.log())
+
+
+class PollFlagTest(unittest.TestCase):
+
+    def test_poll_intervals_that_are_not_finite_or_too_short_are_refused(self):
+        for value in ("nan", "inf", "-1", "0.01"):
+            with self.subTest(value=value):
+                result = subprocess.run(
+                    [str(SERVER_PATH), "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
+                     f"--model_poll_seconds={value}"],
+                    capture_output=True, text=True, timeout=STARTUP_DEADLINE_S)
+                self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+                self.assertIn("--model_poll_seconds=", result.stdout + result.stderr)
 
 
 class DemoModelsSighupTest(at.ServerTestCase):

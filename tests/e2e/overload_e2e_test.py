@@ -9,8 +9,8 @@ measures that load first, then drives 50 clients and checks:
   * the excess is answered RESOURCE_EXHAUSTED, and quickly: refused calls never wait for a
     computation, so their latency stays well below the admitted requests' (median and p99);
   * admitted requests keep a bounded latency: the queue is bounded, so their p99 stays within a
-    small multiple of the p99 at the sustainable load (the multiple covers the CPU the refused
-    traffic takes on a 2-core machine, see REJECTION_CPU_FACTOR);
+    small multiple of (workers + queue depth) service times under the overload (see
+    ADMITTED_FACTOR);
   * resident memory stays under RSS_LIMIT_MB;
   * when the load drops, the next request succeeds at once, the queue is empty, and a single
     client is served without refusals and without waiting behind a queue.
@@ -27,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import numpy as np
 
@@ -41,17 +40,21 @@ _args, _rest = _parser.parse_known_args()
 LOADGEN = os.path.abspath(_args.loadgen)
 UNITTEST_ARGV = at.setup_from_argv(_rest)
 
-from attnserve_testing import pb, ServerTestCase, f32_tensor, parse_exposition  # noqa: E402
+from attnserve_testing import (  # noqa: E402
+    pb, ServerTestCase, f32_tensor, metric_value, rss_mb)
 
 WORKERS, QUEUE_DEPTH = 1, 4
 SUSTAINABLE = WORKERS + QUEUE_DEPTH
 OVERLOAD = 10 * SUSTAINABLE
 SEQ = 128
-# Admitted requests under overload wait behind at most QUEUE_DEPTH others, as at the sustainable
-# load; what differs is the CPU the refused calls take (45 client threads and the server's
-# handlers on 2 shared cores). Measured: 1.1–1.4× (docs/reliability.md); 6× leaves room for a busy
-# machine, while an unbounded queue would put 45 more requests ahead of each (≈10×).
-REJECTION_CPU_FACTOR = 6.0
+# Under overload the worker never idles, so 1 / (OK requests per second) is the service time
+# there, including the CPU the refused calls take from it (45 client threads and the server's
+# handlers on 2 shared cores: 382 → 55 OK/s in one CI run). An admitted request waits behind at
+# most QUEUE_DEPTH others, so its latency is at most SUSTAINABLE service times; the factor covers
+# scheduling noise. An unbounded queue would put the 45 other clients ahead of it: 50 service
+# times, 2.5× the bound. (A bound relative to the p99 at the sustainable load failed in CI: the
+# refused traffic's CPU, not the queue, made the service 7× slower.)
+ADMITTED_FACTOR = 4.0
 # Resident memory under overload. Every call, refused or not, is received whole before it is
 # answered (a 1×128×512 float32 query is 256 KiB, held as wire bytes and as a message), on one of
 # ~50 handler threads whose malloc arenas keep freed blocks: RSS rises from ≈50 MiB at the
@@ -61,17 +64,6 @@ RSS_LIMIT_MB = 320
 SLACK_MS = 20.0
 
 
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise AssertionError("no VmRSS")
-
-
-def gauge(metrics_url, name):
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    return sum(value for sample, _, value in parse_exposition(text) if sample == name)
 
 
 class OverloadTest(ServerTestCase):
@@ -112,7 +104,7 @@ class OverloadTest(ServerTestCase):
         self.stub.Attend(pb.AttendRequest(model="demo-sinusoidal", query=query),
                          timeout=at.RPC_TIMEOUT_S)
         first_after_ms = (time.monotonic() - start) * 1e3
-        self.assertEqual(gauge(self.server.metrics_url, "attnserve_compute_waiting_requests"), 0)
+        self.assertEqual(metric_value(self.server.metrics_url, "attnserve_compute_waiting_requests"), 0)
         after, _ = self.load(1, 2, "OK")
 
         figures = {
@@ -137,7 +129,9 @@ class OverloadTest(ServerTestCase):
         self.assertLess(over["rejected_p50_ms"], over["p50_ms"] / 2, figures)
         self.assertLess(over["rejected_p99_ms"], over["p99_ms"], figures)
         # Admitted latency stays bounded by the queue.
-        self.assertLess(over["p99_ms"], REJECTION_CPU_FACTOR * sustained["p99_ms"] + SLACK_MS,
+        service_ms = 1e3 / over["rps"]
+        figures["overload_service_ms"] = service_ms
+        self.assertLess(over["p99_ms"], ADMITTED_FACTOR * SUSTAINABLE * service_ms + SLACK_MS,
                         figures)
         # Memory stays bounded.
         self.assertLess(max(over_rss), RSS_LIMIT_MB, figures)

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 import unittest
-import urllib.request
 
 import numpy as np
 
@@ -28,7 +27,7 @@ UNITTEST_ARGV = at.setup_from_argv()
 
 from attnserve_testing import (  # noqa: E402
     grpc, pb, pb_grpc, pe_pb2, health_pb2, health_pb2_grpc, ServerProcess, ServerTestCase,
-    f32_tensor, parse_exposition)
+    f32_tensor, metric_value)
 
 SLOW_ARGS = ("--compute_workers=1", "--compute_queue_depth=1",
              "--max_attention_elements=1000000000", "--max_sequence_length=16384")
@@ -51,20 +50,12 @@ def small_encode_request():
                             encoding=pe_pb2.PositionalEncoding(sinusoidal=pe_pb2.SinusoidalEncoding()))
 
 
-def gauge(metrics_url, name, labels=None):
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    total = 0.0
-    for sample, sample_labels, value in parse_exposition(text):
-        if sample == name and all(sample_labels.get(k) == v for k, v in (labels or {}).items()):
-            total += value
-    return total
-
 
 def wait_for(metrics_url, name, value, labels=None):
     """Waits until the gauge equals `value`."""
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
-        if gauge(metrics_url, name, labels) == value:
+        if metric_value(metrics_url, name, labels) == value:
             return
         time.sleep(0.005)
     raise AssertionError(f"{name}{labels or ''} did not reach {value} in {WAIT_S} s")
@@ -87,7 +78,7 @@ class QueueTest(ServerTestCase):
     def start_slow(self):
         """Starts the slow request in a thread; returns (thread, result holder) once it computes."""
         deadline = time.monotonic() + WAIT_S
-        while gauge(self.server.metrics_url, "attnserve_compute_busy_workers") != 0:
+        while metric_value(self.server.metrics_url, "attnserve_compute_busy_workers") != 0:
             self.assertLess(time.monotonic(), deadline, "the worker never became idle")
             time.sleep(0.005)
         result = {}
@@ -101,7 +92,7 @@ class QueueTest(ServerTestCase):
         return thread, result
 
     def handled(self, method, code):
-        return gauge(self.server.metrics_url, "grpc_server_handled_total",
+        return metric_value(self.server.metrics_url, "grpc_server_handled_total",
                      {"grpc_method": method, "grpc_code": code})
 
     def test_full_queue_is_resource_exhausted_and_the_queued_request_runs_later(self):
@@ -126,7 +117,7 @@ class QueueTest(ServerTestCase):
             return (self.handled("Encode", "DEADLINE_EXCEEDED")
                     + self.handled("Encode", "CANCELLED"))
         before_ended = ended()
-        before_computed = gauge(self.server.metrics_url, "attnserve_compute_seconds_count",
+        before_computed = metric_value(self.server.metrics_url, "attnserve_compute_seconds_count",
                                 {"rpc": "Encode"})
         slow, _ = self.start_slow()
         with self.assertRaises(grpc.RpcError) as ctx:
@@ -137,24 +128,24 @@ class QueueTest(ServerTestCase):
         while ended() < before_ended + 1:
             self.assertLess(time.monotonic(), deadline, "the server never ended the queued call")
             time.sleep(0.01)
-        self.assertEqual(gauge(self.server.metrics_url, "attnserve_compute_seconds_count",
+        self.assertEqual(metric_value(self.server.metrics_url, "attnserve_compute_seconds_count",
                                {"rpc": "Encode"}), before_computed)
-        rejected = (gauge(self.server.metrics_url, "attnserve_rejected_requests_total",
+        rejected = (metric_value(self.server.metrics_url, "attnserve_rejected_requests_total",
                           {"reason": "deadline"})
-                    + gauge(self.server.metrics_url, "attnserve_rejected_requests_total",
+                    + metric_value(self.server.metrics_url, "attnserve_rejected_requests_total",
                             {"reason": "cancelled"}))
         self.assertGreaterEqual(rejected, 1)
 
     def test_cancelled_while_queued_is_never_computed(self):
         before = self.handled("Encode", "CANCELLED") + self.handled("Encode", "OK")
-        before_computed = gauge(self.server.metrics_url, "attnserve_compute_seconds_count",
+        before_computed = metric_value(self.server.metrics_url, "attnserve_compute_seconds_count",
                                 {"rpc": "Encode"})
         slow, _ = self.start_slow()
         queued = self.stub.Encode.future(small_encode_request(), timeout=WAIT_S)
         wait_for(self.server.metrics_url, "attnserve_compute_waiting_requests", 1)
         queued.cancel()
         wait_for(self.server.metrics_url, "attnserve_compute_waiting_requests", 0)
-        self.assertEqual(gauge(self.server.metrics_url, "attnserve_compute_waiting_requests"), 0)
+        self.assertEqual(metric_value(self.server.metrics_url, "attnserve_compute_waiting_requests"), 0)
         slow.join()
         deadline = time.monotonic() + WAIT_S
         while self.handled("Encode", "CANCELLED") + self.handled("Encode", "OK") < before + 1:
@@ -163,7 +154,7 @@ class QueueTest(ServerTestCase):
         self.assertEqual(self.handled("Encode", "OK") + self.handled("Encode", "CANCELLED"),
                          before + 1)
         self.assertGreaterEqual(self.handled("Encode", "CANCELLED"), 1)
-        self.assertEqual(gauge(self.server.metrics_url, "attnserve_compute_seconds_count",
+        self.assertEqual(metric_value(self.server.metrics_url, "attnserve_compute_seconds_count",
                                {"rpc": "Encode"}), before_computed, "the cancelled call ran")
 
 
@@ -243,7 +234,7 @@ class CancelRunningTest(ServerTestCase):
                 call.result()
             # The server saw the cancellation (not a completed call).
             deadline = time.monotonic() + WAIT_S
-            while gauge(self.server.metrics_url, "grpc_server_handled_total",
+            while metric_value(self.server.metrics_url, "grpc_server_handled_total",
                         {"grpc_method": "ScaledDotProductAttention",
                          "grpc_code": "CANCELLED"}) < 1:
                 self.assertLess(time.monotonic(), deadline)
