@@ -1,11 +1,15 @@
 #include "server/model_registry.h"
 
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/model_store.h"
 #include "server/safetensors.h"
 
 namespace attnserve {
@@ -119,6 +123,118 @@ TEST(LoadModelTest, LoadsFromAWeightsFileInMemory) {
   EXPECT_EQ(model.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(model.status().message()),
               HasSubstr("m/weights.safetensors: no tensor \"relative_attention_bias.weight\""));
+}
+
+// A model repository in a fresh temporary folder, removed at the end.
+class RepositoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = std::filesystem::temp_directory_path() /
+            ("attnserve_registry_test_" + std::to_string(::testing::UnitTest::GetInstance()
+                                                             ->random_seed()) +
+             "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(root_);
+    std::filesystem::create_directories(root_);
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+
+  // Writes `contents` to folder/name through a rename, as a deployment would (a new inode).
+  void Write(const std::string& folder, const std::string& name, const std::string& contents) {
+    std::filesystem::create_directories(root_ / folder);
+    const std::filesystem::path path = root_ / folder / name;
+    std::ofstream(path.string() + ".tmp", std::ios::binary) << contents;
+    std::filesystem::rename(path.string() + ".tmp", path);
+  }
+  // A d_model 8, 2-head model whose weights are all `value`.
+  void WriteModel(const std::string& folder, float value) {
+    Write(folder, "config.pbtxt", "d_model: 8 num_heads: 2");
+    Write(folder, "weights.safetensors",
+          Weights({{"q_proj.weight", {8, 8}},
+                   {"k_proj.weight", {8, 8}},
+                   {"v_proj.weight", {8, 8}},
+                   {"o_proj.weight", {8, 8}}},
+                  value));
+  }
+
+  std::filesystem::path root_;
+};
+
+TEST_F(RepositoryTest, ReloadKeepsUnchangedAndPreviousVersionsAndDropsRemovedFolders) {
+  WriteModel("a", 0.125f);
+  WriteModel("b", 0.25f);
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> first =
+      ModelRegistry::CreateFromRepository(root_.string());
+  ASSERT_TRUE(first.ok()) << first.status();
+  const LoadedModel* a1 = *(*first)->Find("a");
+
+  // Nothing changed: the same loaded models.
+  ReloadReport report;
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> second =
+      ModelRegistry::Reload(**first, root_.string(), &report);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_THAT(report.unchanged, ElementsAre("a", "b"));
+  EXPECT_TRUE(report.added.empty() && report.updated.empty() && report.removed.empty());
+  EXPECT_EQ(*(*second)->Find("a"), a1);
+
+  // A broken config: a's previous version goes on, stale; b removed; c new and broken.
+  Write("a", "config.pbtxt", "d_model: 8 num_heads: two");
+  std::filesystem::remove_all(root_ / "b");
+  Write("c", "config.pbtxt", "d_model: 8 num_heads: 2");
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> third =
+      ModelRegistry::Reload(**second, root_.string(), &report);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_THAT(report.kept_previous, ElementsAre("a"));
+  EXPECT_EQ(report.failed.size(), 2u);
+  EXPECT_THAT(std::string(report.failed.at("a").message()), HasSubstr("a/config.pbtxt:1"));
+  EXPECT_THAT(report.removed, ElementsAre("b"));
+  EXPECT_EQ(*(*third)->Find("a"), a1);
+  EXPECT_EQ((*third)->stale().count("a"), 1u);
+  EXPECT_EQ((*third)->Find("b").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string((*third)->Find("c").status().message()), HasSubstr("failed to load"));
+
+  // The same broken files are not tried again; a stays stale.
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> fourth =
+      ModelRegistry::Reload(**third, root_.string(), &report);
+  ASSERT_TRUE(fourth.ok()) << fourth.status();
+  EXPECT_TRUE(report.failed.empty());
+  EXPECT_EQ((*fourth)->stale().count("a"), 1u);
+  EXPECT_EQ((*fourth)->Find("c").status().code(), absl::StatusCode::kNotFound);
+
+  // Fixed: a new version, no longer stale.
+  WriteModel("a", 0.5f);
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> fifth =
+      ModelRegistry::Reload(**fourth, root_.string(), &report);
+  ASSERT_TRUE(fifth.ok()) << fifth.status();
+  EXPECT_THAT(report.updated, ElementsAre("a"));
+  EXPECT_NE(*(*fifth)->Find("a"), a1);
+  EXPECT_TRUE((*fifth)->stale().empty());
+
+  // An unreadable repository is an error (the caller keeps what it serves).
+  EXPECT_EQ(ModelRegistry::Reload(**fifth, (root_ / "missing").string(), &report).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(RepositoryTest, StoreSnapshotsOutliveAReplacement) {
+  WriteModel("a", 0.125f);
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> first =
+      ModelRegistry::CreateFromRepository(root_.string());
+  ASSERT_TRUE(first.ok()) << first.status();
+  ModelStore store(*std::move(first));
+  const std::shared_ptr<const ModelRegistry> snapshot = store.Current();
+  const LoadedModel* old_model = *snapshot->Find("a");
+
+  std::filesystem::remove_all(root_ / "a");
+  WriteModel("b", 0.25f);
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> next =
+      ModelRegistry::Reload(*store.Current(), root_.string(), nullptr);
+  ASSERT_TRUE(next.ok()) << next.status();
+  store.Replace(*std::move(next));
+
+  EXPECT_EQ(store.Current()->Find("a").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store.Current()->Find("b").ok());
+  // The snapshot taken before still serves a, with the same loaded model.
+  EXPECT_EQ(*snapshot->Find("a"), old_model);
+  EXPECT_EQ(old_model->config.d_model(), 8);
 }
 
 }  // namespace
