@@ -8,8 +8,9 @@
 # protobuf, oneDNN, libgomp, …) synchronise in ways it cannot see, so scripts/tsan.supp silences
 # reports that arise inside them or from their hand-offs (each entry says why), and OpenMP runs one
 # thread (libgomp's barriers are invisible to it). The project's own locks are std::mutex, which
-# TSan intercepts. Checked: a counter incremented without a lock in an RPC handler, and one in a
-# computation (with --compute_workers=4), are each reported under load with this file.
+# TSan intercepts. ctest's tsan_reports_race_in_handler / _compute (tests/server/tsan_planted_race.cc,
+# TSan builds only) check that a race planted in a gRPC handler and one in a computation are still
+# reported with the suppressions in force.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-}
