@@ -93,14 +93,19 @@ ATTNSERVE_TARGET_CLONES float RowMax(const float* row, int64_t n) {
   }
   // Lanes folded in halves, four shuffles instead of sixteen dependent compares: for the 16
   // scores that start a bf16 row (Bfloat16Probabilities), the reduction is most of the cost.
-  const Int32x16 kHalves[] = {{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7},
-                              {4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11},
-                              {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13},
-                              {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14}};
-  for (const Int32x16& order : kHalves) {
-    const Float16 other = __builtin_shuffle(lanes, order);
-    lanes = other > lanes ? other : lanes;
-  }
+  // (__builtin_shufflevector: GCC 12 and clang both have it.)
+  Float16 other = __builtin_shufflevector(lanes, lanes, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3,
+                                          4, 5, 6, 7);
+  lanes = other > lanes ? other : lanes;
+  other = __builtin_shufflevector(lanes, lanes, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10,
+                                  11);
+  lanes = other > lanes ? other : lanes;
+  other = __builtin_shufflevector(lanes, lanes, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12,
+                                  13);
+  lanes = other > lanes ? other : lanes;
+  other = __builtin_shufflevector(lanes, lanes, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15,
+                                  14);
+  lanes = other > lanes ? other : lanes;
   float max = lanes[0];
   for (; c < n; ++c) max = row[c] > max ? row[c] : max;
   return max;
