@@ -121,6 +121,16 @@ def setup_from_argv(argv=None):
     return rest
 
 
+def loadgen_from_argv(argv=None):
+    """Parses --loadgen (the load tool's path, default build/bench/attnserve_loadgen) out of argv
+    (default sys.argv[1:]); returns (absolute path, remaining arguments)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--loadgen", default=str(REPO_ROOT / "build" / "bench" /
+                                                 "attnserve_loadgen"))
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return os.path.abspath(args.loadgen), rest
+
+
 def run_tests(unittest_argv):
     """unittest.main over the __main__ module with the arguments setup_from_argv left."""
     unittest.main(module="__main__", argv=[sys.argv[0]] + list(unittest_argv))

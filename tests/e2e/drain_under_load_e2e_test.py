@@ -19,7 +19,6 @@ Decode stream is open, and the server gets SIGTERM (or SIGINT). Checked:
     /usr/bin/python3 tests/e2e/drain_under_load_e2e_test.py --server build/server/attnserve \\
         --stubs build/python --loadgen build/bench/attnserve_loadgen
 """
-import argparse
 import json
 import os
 import queue
@@ -35,11 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnserve_testing as at  # noqa: E402
 
-_parser = argparse.ArgumentParser(add_help=False)
-_parser.add_argument("--loadgen", default=str(at.REPO_ROOT / "build" / "bench" /
-                                              "attnserve_loadgen"))
-_args, _rest = _parser.parse_known_args()
-LOADGEN = os.path.abspath(_args.loadgen)
+LOADGEN, _rest = at.loadgen_from_argv()
 UNITTEST_ARGV = at.setup_from_argv(_rest)
 
 from attnserve_testing import (  # noqa: E402

@@ -20,7 +20,6 @@ Every figure is printed (docs/reliability.md records them).
     /usr/bin/python3 tests/e2e/overload_e2e_test.py --server build/server/attnserve \\
         --stubs build/python --loadgen build/bench/attnserve_loadgen
 """
-import argparse
 import json
 import os
 import subprocess
@@ -33,11 +32,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnserve_testing as at  # noqa: E402
 
-_parser = argparse.ArgumentParser(add_help=False)
-_parser.add_argument("--loadgen", default=str(at.REPO_ROOT / "build" / "bench" /
-                                              "attnserve_loadgen"))
-_args, _rest = _parser.parse_known_args()
-LOADGEN = os.path.abspath(_args.loadgen)
+LOADGEN, _rest = at.loadgen_from_argv()
 UNITTEST_ARGV = at.setup_from_argv(_rest)
 
 from attnserve_testing import (  # noqa: E402
