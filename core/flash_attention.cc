@@ -147,7 +147,8 @@ class ScoreBias {
 // Row-major C [M,N] (+)= alpha·A·op(B), A [M,K], B [K,N] (or [N,K] when b_transposed), C f32,
 // through oneDNN matmul primitives built once per shape for this thread: the brgemm kernels, far
 // faster on tiles than the gemm:jit behind dnnl_sgemm. Tile shapes repeat within and across calls,
-// so each thread keeps its primitives (ThreadState). Operands are f32, or bf16 (uint16_t bits) with f32 accumulation.
+// so each thread keeps its primitives (ThreadState). Operands are f32, or bf16 (uint16_t bits)
+// with f32 accumulation.
 class TileGemm {
  public:
   explicit TileGemm(ComputeType compute)
@@ -228,6 +229,28 @@ std::pair<float, float> Bfloat16Probabilities(const float* row, int64_t n, float
   return {shift, sum};
 }
 
+// Uninitialised storage for elements of T on a 64-byte boundary, grown on demand (contents are
+// not kept). malloc aligns large blocks to 16 bytes only, and then every 64-byte AMX tile row and
+// 512-bit vector of a buffer straddles two cache lines.
+template <typename T>
+class CacheAlignedArray {
+ public:
+  void Reserve(int64_t size) {
+    if (size <= size_) return;
+    data_.reset(static_cast<T*>(::operator new(size * sizeof(T), kAlignment)));
+    size_ = size;
+  }
+  T* data() const { return data_.get(); }
+
+ private:
+  static constexpr std::align_val_t kAlignment{64};
+  struct Free {
+    void operator()(T* p) const { ::operator delete(p, kAlignment); }
+  };
+  std::unique_ptr<T[], Free> data_;
+  int64_t size_ = 0;
+};
+
 // The GEMM operands of a call: the f32 inputs as they are; their bf16 copies for oneDNN's bf16
 // products; or, for the AMX products, K and V packed per (batch element, K/V head) in the tile
 // layout (core/amx_tiles.h) while Q rows are converted per work item.
@@ -243,7 +266,7 @@ struct Operands {
   int64_t element_size;
   std::vector<uint16_t> q_bf16, k_bf16, v_bf16;  // kBfloat16: owned copies
   // kAmx: [B·Hkv] packed heads, filled by Pack (every element written, so not zeroed first).
-  std::unique_ptr<uint16_t[]> k_packed, v_packed;
+  CacheAlignedArray<uint16_t> k_packed, v_packed;
   int64_t packed_head_size = 0;  // kAmx: elements per packed head
   int64_t pack_parts = 0;        // kAmx: Pack(part) for part < pack_parts fills both
 
@@ -262,8 +285,8 @@ struct Operands {
       element_size = sizeof(uint16_t);
     } else if (kind == Kind::kAmx) {
       packed_head_size = AmxPackedSize(shape.kv_len, shape.head_dim);
-      k_packed.reset(new uint16_t[kv_heads * packed_head_size]);
-      v_packed.reset(new uint16_t[kv_heads * packed_head_size]);
+      k_packed.Reserve(kv_heads * packed_head_size);
+      v_packed.Reserve(kv_heads * packed_head_size);
       parts_per_head_ = (shape.kv_len + kPackKeys - 1) / kPackKeys;
       pack_parts = kv_heads * parts_per_head_;
     }
@@ -277,9 +300,9 @@ struct Operands {
     const int64_t begin = (part % parts_per_head_) * kPackKeys;
     const int64_t source = kv_head * Sk * hd, target = kv_head * packed_head_size;
     AmxPackKeys(static_cast<const float*>(k) + source, Sk, hd, begin, begin + kPackKeys,
-                k_packed.get() + target);
+                k_packed.data() + target);
     AmxPackValues(static_cast<const float*>(v) + source, Sk, hd, begin, begin + kPackKeys,
-                  v_packed.get() + target);
+                  v_packed.data() + target);
   }
 
   static std::vector<uint16_t> ToBfloat16(const float* values, int64_t count) {
@@ -303,30 +326,37 @@ struct Operands {
 };
 
 // One thread's buffers for a work item, grown to the largest tiles it has seen. Sizes are rounded
-// up to the AMX layout's multiples of 32 (core/amx_tiles.h) plus the AMX row padding, which also
-// covers the other paths.
+// up to the AMX layout's multiples of 32 (core/amx_tiles.h) plus a row padding, which also
+// covers the other paths. Contents are not kept between items: each writes what it reads.
 struct Scratch {
+  // Row stride of scores and P for k_tile keys: on AMX 32 beyond the blocks, so that no two
+  // rows of a tile are a multiple of 4 KiB apart (the 16 row loads and stores would all fall in
+  // the same L1 sets) and P rows stay on 64-byte boundaries.
+  static int64_t ScoreStride(int64_t k_tile, bool amx) {
+    return amx ? PadTo32(k_tile) + 32 : k_tile;
+  }
+
   void Reserve(int64_t q_tile, int64_t k_tile, int64_t hd, bool bf16, bool amx) {
-    const int64_t score_size = PadTo32(q_tile) * (PadTo32(k_tile) + 32);
-    Grow(scores, score_size);
-    if (bf16) Grow(probs_bf16, score_size);
-    if (amx) Grow(q_rows, PadTo32(q_tile) * PadTo32(hd));
-    Grow(acc, PadTo32(q_tile) * PadTo32(hd));
-    Grow(row_max, q_tile);
-    Grow(row_sum, q_tile);
+    // The AMX path scores 32 rows at a time; the others the whole item.
+    const int64_t score_size = PadTo32(amx ? 32 : q_tile) * ScoreStride(k_tile, amx);
+    scores.Reserve(score_size);
+    if (bf16) probs_bf16.Reserve(score_size);
+    if (amx) q_rows.Reserve(PadTo32(q_tile) * PadTo32(hd));
+    acc.Reserve(PadTo32(q_tile) * PadTo32(hd));
+    row_max.Reserve(q_tile);
+    row_sum.Reserve(q_tile);
+    if (amx) lane_sums.Reserve(q_tile * 16);
+    visible.Reserve(q_tile);
   }
 
-  std::vector<float> scores;         // [q_tile, k_tile]
-  std::vector<uint16_t> probs_bf16;  // [q_tile, k_tile], the P operand for bf16 compute
-  std::vector<uint16_t> q_rows;      // [q_tile, hd] for AMX: this item's Q rows in bf16
-  std::vector<float> acc;            // [q_tile, hd] unnormalised output rows
-  std::vector<float> row_max, row_sum;
-
- private:
-  template <typename T>
-  static void Grow(std::vector<T>& buffer, int64_t size) {
-    if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
-  }
+  CacheAlignedArray<float> scores;         // [q_tile, k_tile] (AMX: [32, k_tile])
+  CacheAlignedArray<uint16_t> probs_bf16;  // the P operand for bf16 compute, as scores
+  CacheAlignedArray<uint16_t> q_rows;      // [q_tile, hd] for AMX: this item's Q rows in bf16
+  CacheAlignedArray<float> acc;            // [q_tile, hd] unnormalised output rows
+  CacheAlignedArray<float> row_max;        // [q_tile] running maxima (bf16: shifts)
+  CacheAlignedArray<float> row_sum;        // [q_tile] (AMX: lane_sums instead)
+  CacheAlignedArray<float> lane_sums;      // [q_tile, 16] AMX: row sums in 16 partial sums
+  CacheAlignedArray<int64_t> visible;      // [q_tile] keys each row sees
 };
 
 // What a compute thread keeps between calls: its scratch buffers and GEMM primitives. Fresh
@@ -368,7 +398,7 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
   const int64_t q_tile = std::max<int64_t>(1, std::min(amx ? tiling.amx_q_tile : tiling.q_tile, Sq));
   // The AMX products start key tiles at multiples of 32.
   const int64_t k_tile =
-      amx ? PadTo32(std::max<int64_t>(1, std::min(tiling.k_tile, Sk)))
+      amx ? PadTo32(std::max<int64_t>(1, std::min(tiling.amx_k_tile, Sk)))
           : std::max<int64_t>(1, std::min(tiling.k_tile, Sk));
   const int64_t q_tiles = (Sq + q_tile - 1) / q_tile;
   const float scale = EffectiveScale(shape, options);
@@ -390,8 +420,6 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
   // Row strides of the item's buffers: the AMX products work on blocks of 32.
   const int64_t acc_stride = amx ? PadTo32(hd) : hd;
 
-  // Work item `item` = (batch element, head, query tile): the online softmax over its visible
-  // key tiles, written to its rows of `out`.
   std::atomic<bool> stop{false};
   // Whichever thread starts a tile polls for cancellation, one at a time (a poll in progress
   // makes the others skip theirs).
@@ -401,75 +429,136 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
     if (options.is_cancelled()) stop = true;
     polling = false;
   };
-  auto process = [&](int64_t item, Scratch& scratch, TileGemm& gemm) {
-    const int64_t b = item / (H * q_tiles);
-    const int64_t h = (item / q_tiles) % H;
-    // Within a head, the longest (last) causal query tiles go first, balancing the schedule.
-    const int64_t i0 = (q_tiles - 1 - item % q_tiles) * q_tile;
-    const int64_t rows = std::min(q_tile, Sq - i0);
-    const int64_t kv_head = h / group;
-    const int64_t q_offset = ((b * H + h) * Sq + i0) * hd;
-    const int64_t kv_offset = (b * Hkv + kv_head) * Sk * hd;
-    const int64_t packed_offset = (b * Hkv + kv_head) * operands.packed_head_size;
-    const uint16_t* k_packed = operands.k_packed.get() + packed_offset;
-    const uint16_t* v_packed = operands.v_packed.get() + packed_offset;
-    // The last row sees the most keys (visibility never shrinks down the rows).
-    const int64_t keys = VisibleKeyCount(shape, options, b, i0 + rows - 1);
+  const int64_t stride = Scratch::ScoreStride(k_tile, amx);
 
-    if (amx) {
-      // This item's Q rows in bf16, zero in the padding the 32×32 blocks read.
-      const int64_t hd_pad = PadTo32(hd);
-      uint16_t* q_rows = scratch.q_rows.data();
-      if (hd == hd_pad) {  // rows already contiguous: one conversion
-        ConvertToBfloat16(q + q_offset, rows * hd, q_rows);
-        std::fill(q_rows + rows * hd, q_rows + PadTo32(rows) * hd, uint16_t{0});
-      } else {
-        std::fill(q_rows, q_rows + PadTo32(rows) * hd_pad, uint16_t{0});
-        for (int64_t r = 0; r < rows; ++r) {
-          ConvertToBfloat16(q + q_offset + r * hd, hd, q_rows + r * hd_pad);
-        }
+  // A work item on AMX: its rows in blocks of 32, fused per key tile — scores, exponentials and
+  // P·V in turn on buffers that stay in L1 (a 32×128 f32 block is 16 KiB; a whole 64×1024 block
+  // written by the tile stores and read back by the exponentials missed L1 on every line). Key
+  // tiles go from the last visible one back, so each row's first shift (the maximum of its
+  // nearest 16 scores, which ALiBi favours and causal rows always see) usually stays its shift.
+  auto process_amx = [&](int64_t b, int64_t h, int64_t i0, int64_t rows, Scratch& scratch) {
+    const int64_t hd_pad = PadTo32(hd);
+    const int64_t q_offset = ((b * H + h) * Sq + i0) * hd;
+    const int64_t packed_offset = (b * Hkv + h / group) * operands.packed_head_size;
+    const uint16_t* k_packed = operands.k_packed.data() + packed_offset;
+    const uint16_t* v_packed = operands.v_packed.data() + packed_offset;
+    // The item's Q rows in bf16, zero in the padding the 32×32 blocks read.
+    uint16_t* q_rows = scratch.q_rows.data();
+    if (hd == hd_pad) {  // rows already contiguous: one conversion
+      ConvertToBfloat16(q + q_offset, rows * hd, q_rows);
+      std::fill(q_rows + rows * hd, q_rows + PadTo32(rows) * hd, uint16_t{0});
+    } else {
+      std::fill(q_rows, q_rows + PadTo32(rows) * hd_pad, uint16_t{0});
+      for (int64_t r = 0; r < rows; ++r) {
+        ConvertToBfloat16(q + q_offset + r * hd, hd, q_rows + r * hd_pad);
       }
     }
-    std::fill(scratch.acc.begin(), scratch.acc.begin() + PadTo32(rows) * acc_stride, 0.0f);
-    std::fill(scratch.row_max.begin(), scratch.row_max.begin() + rows, kNegInf);
-    std::fill(scratch.row_sum.begin(), scratch.row_sum.begin() + rows, 0.0f);
+    float* acc = scratch.acc.data();
+    float* shift = scratch.row_max.data();
+    float* lane_sums = scratch.lane_sums.data();
+    int64_t* visible = scratch.visible.data();
+    std::fill(acc, acc + PadTo32(rows) * acc_stride, 0.0f);
+    std::fill(shift, shift + rows, kNegInf);
+    std::fill(lane_sums, lane_sums + rows * 16, 0.0f);
+    for (int64_t r = 0; r < rows; ++r) visible[r] = VisibleKeyCount(shape, options, b, i0 + r);
+    // The last row sees the most keys (visibility never shrinks down the rows).
+    const int64_t keys = visible[rows - 1];
+    // Cancellation is polled about every 1024 keys, as on the other paths.
+    const int64_t poll_every = std::max<int64_t>(1, 1024 / k_tile);
+    float* scores = scratch.scores.data();
+    uint16_t* probs = scratch.probs_bf16.data();
+    for (int64_t j0 = (keys - 1) / k_tile * k_tile, step = 0; keys > 0 && j0 >= 0;
+         j0 -= k_tile, ++step) {
+      if (step % poll_every == 0) {
+        poll_cancelled();
+        if (stop.load(std::memory_order_relaxed)) return;
+      }
+      for (int64_t r0 = 0; r0 < rows; r0 += 32) {
+        const int64_t block_rows = std::min<int64_t>(32, rows - r0);
+        const int64_t block_keys = visible[r0 + block_rows - 1];
+        if (block_keys <= j0) continue;
+        const int64_t cols = std::min(k_tile, block_keys - j0);
+        // scores [32, cols] = Q_block · K_tileᵀ, unscaled
+        AmxScores(q_rows + r0 * hd_pad, block_rows, hd, k_packed, j0, cols, scores, stride);
+        for (int64_t r = 0; r < block_rows; ++r) {
+          const int64_t row_index = r0 + r;
+          float* row = scores + r * stride;
+          uint16_t* p_row = probs + r * stride;
+          const int64_t row_cols = std::clamp<int64_t>(visible[row_index] - j0, 0, cols);
+          // Masked keys and the padding of the last 32 get probability 0.
+          std::fill(p_row + row_cols, p_row + PadTo32(cols), uint16_t{0});
+          if (row_cols == 0) continue;
+          float row_scale = scale;
+          if (bias.active()) {
+            bias.AddRow(b, h, i0 + row_index, j0, row_cols, row_scale, row);
+            row_scale = 1.0f;
+          } else if (row_scale <= 0.0f) {
+            // A shift taken as max(row)·scale is the scaled maximum only for a positive scale.
+            ScaleRow(row, row_cols, row_scale);
+            row_scale = 1.0f;
+          }
+          float* sums = lane_sums + row_index * 16;
+          if (shift[row_index] == kNegInf) {
+            const int64_t nearest = std::min<int64_t>(row_cols, 16);
+            shift[row_index] = RowMax(row + row_cols - nearest, nearest) * row_scale;
+          }
+          if (!ExpShiftedToBfloat16Lanes(row, row_cols, row_scale, shift[row_index], p_row, sums)) {
+            // Scores far above the shift: shift by this tile's maximum, and rescale what the
+            // row has summed and accumulated so far. The call then passes (values <= 1).
+            const float new_shift = RowMax(row, row_cols) * row_scale;
+            const float correction = ExpNonPositive(shift[row_index] - new_shift);
+            ScaleRow(sums, 16, correction);
+            ScaleRow(acc + row_index * acc_stride, hd, correction);
+            shift[row_index] = new_shift;
+            ExpShiftedToBfloat16Lanes(row, row_cols, row_scale, new_shift, p_row, sums);
+          }
+        }
+        // acc [32, hd] += P [32, cols] · V_tile [cols, hd]
+        AmxAccumulate(probs, stride, block_rows, v_packed, Sk, j0, cols, hd,
+                      acc + r0 * acc_stride, acc_stride);
+      }
+    }
+    float* out_rows = out + q_offset;
+    for (int64_t r = 0; r < rows; ++r) {
+      float sum = 0.0f;
+      for (int l = 0; l < 16; ++l) sum += lane_sums[r * 16 + l];
+      const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;  // no visible key: zeros
+      ScaleRowInto(acc + r * acc_stride, hd, inverse, out_rows + r * hd);
+    }
+  };
+
+  // A work item through oneDNN's matmul: per key tile, scores for all its rows, then the online
+  // softmax row by row, then P·V.
+  auto process_gemm = [&](int64_t b, int64_t h, int64_t i0, int64_t rows, Scratch& scratch,
+                          TileGemm& gemm) {
+    const int64_t q_offset = ((b * H + h) * Sq + i0) * hd;
+    const int64_t kv_offset = (b * Hkv + h / group) * Sk * hd;
+    // The last row sees the most keys (visibility never shrinks down the rows).
+    const int64_t keys = VisibleKeyCount(shape, options, b, i0 + rows - 1);
+    float* acc = scratch.acc.data();
+    float* row_max = scratch.row_max.data();
+    float* row_sum = scratch.row_sum.data();
+    std::fill(acc, acc + rows * acc_stride, 0.0f);
+    std::fill(row_max, row_max + rows, kNegInf);
+    std::fill(row_sum, row_sum + rows, 0.0f);
 
     for (int64_t j0 = 0; j0 < keys; j0 += k_tile) {
       poll_cancelled();
       if (stop.load(std::memory_order_relaxed)) return;
       const int64_t cols = std::min(k_tile, keys - j0);
-      // Row stride of scores and P. On AMX, 32 more than the blocks need: rows 4 KiB apart
-      // would all fall in the same L1 sets, and the 16-row tile loads and stores thrash them.
-      const int64_t stride = amx ? PadTo32(cols) + 32 : cols;
       float* scores = scratch.scores.data();
-      // scores [rows, cols] = Q_tile · K_tileᵀ, times scale on oneDNN (AMX leaves it to the
-      // softmax)
-      float score_scale = 1.0f;  // what the softmax still applies
-      if (amx) {
-        AmxScores(scratch.q_rows.data(), rows, hd, k_packed, j0, cols, scores, stride);
-        score_scale = scale;
-      } else {
-        gemm.Run(rows, cols, hd, scale, operands.At(operands.q, q_offset),
-                 operands.At(operands.k, kv_offset + j0 * hd), true, false, scores);
-      }
+      // scores [rows, cols] = Q_tile · K_tileᵀ · scale
+      gemm.Run(rows, cols, hd, scale, operands.At(operands.q, q_offset),
+               operands.At(operands.k, kv_offset + j0 * hd), true, false, scores);
       for (int64_t r = 0; r < rows; ++r) {
-        float* row = scores + r * stride;
+        float* row = scores + r * cols;
         const int64_t visible =
             std::clamp<int64_t>(VisibleKeyCount(shape, options, b, i0 + r) - j0, 0, cols);
-        float row_scale = score_scale;
-        if (bias.active()) {
-          bias.AddRow(b, h, i0 + r, j0, visible, row_scale, row);
-          row_scale = 1.0f;
-        } else if (row_scale <= 0.0f) {
-          // The running-max shift below takes max(row)·scale as the scaled maximum, true only
-          // for a positive scale; any other is applied here first.
-          ScaleRow(row, visible, row_scale);
-          row_scale = 1.0f;
-        }
+        if (bias.active()) bias.AddRow(b, h, i0 + r, j0, visible, 1.0f, row);
         // Masked keys get probability 0 (in the operand P·V reads).
-        uint16_t* row_bf16 = bf16 ? scratch.probs_bf16.data() + r * stride : nullptr;
+        uint16_t* row_bf16 = bf16 ? scratch.probs_bf16.data() + r * cols : nullptr;
         if (bf16) {
-          std::fill(row_bf16 + visible, row_bf16 + stride, uint16_t{0});
+          std::fill(row_bf16 + visible, row_bf16 + cols, uint16_t{0});
         } else {
           std::fill(row + visible, row + cols, 0.0f);
         }
@@ -478,32 +567,40 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
         // earlier tiles accumulated is rescaled when the shift rises.
         float new_max, tile_sum;
         if (bf16) {
-          std::tie(new_max, tile_sum) = Bfloat16Probabilities(row, visible, row_scale,
-                                                              scratch.row_max[r], row_bf16);
+          std::tie(new_max, tile_sum) =
+              Bfloat16Probabilities(row, visible, 1.0f, row_max[r], row_bf16);
         } else {
-          new_max = std::max(scratch.row_max[r], RowMax(row, visible));
+          new_max = std::max(row_max[r], RowMax(row, visible));
           tile_sum = ExpShiftedSum(row, visible, new_max);
         }
-        const float correction = ExpNonPositive(scratch.row_max[r] - new_max);
-        scratch.row_sum[r] = scratch.row_sum[r] * correction + tile_sum;
-        if (correction != 1.0f) ScaleRow(scratch.acc.data() + r * acc_stride, hd, correction);
-        scratch.row_max[r] = new_max;
+        const float correction = ExpNonPositive(row_max[r] - new_max);
+        row_sum[r] = row_sum[r] * correction + tile_sum;
+        if (correction != 1.0f) ScaleRow(acc + r * acc_stride, hd, correction);
+        row_max[r] = new_max;
       }
       // acc [rows, hd] += P [rows, cols] · V_tile [cols, hd]
-      if (amx) {
-        AmxAccumulate(scratch.probs_bf16.data(), stride, rows, v_packed, Sk, j0, cols, hd,
-                      scratch.acc.data(), acc_stride);
-      } else {
-        const void* probs = bf16 ? static_cast<const void*>(scratch.probs_bf16.data()) : scores;
-        gemm.Run(rows, hd, cols, 1.0f, probs, operands.At(operands.v, kv_offset + j0 * hd),
-                 false, true, scratch.acc.data());
-      }
+      const void* probs = bf16 ? static_cast<const void*>(scratch.probs_bf16.data()) : scores;
+      gemm.Run(rows, hd, cols, 1.0f, probs, operands.At(operands.v, kv_offset + j0 * hd), false,
+               true, acc);
     }
     float* out_rows = out + q_offset;
     for (int64_t r = 0; r < rows; ++r) {
-      const float sum = scratch.row_sum[r];
-      const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;  // no visible key: zeros
-      ScaleRowInto(scratch.acc.data() + r * acc_stride, hd, inverse, out_rows + r * hd);
+      const float inverse = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;  // no visible key: zeros
+      ScaleRowInto(acc + r * acc_stride, hd, inverse, out_rows + r * hd);
+    }
+  };
+
+  // Work item `item` = (batch element, head, query tile), written to its rows of `out`.
+  auto process = [&](int64_t item, Scratch& scratch, TileGemm& gemm) {
+    const int64_t b = item / (H * q_tiles);
+    const int64_t h = (item / q_tiles) % H;
+    // Within a head, the longest (last) causal query tiles go first, balancing the schedule.
+    const int64_t i0 = (q_tiles - 1 - item % q_tiles) * q_tile;
+    const int64_t rows = std::min(q_tile, Sq - i0);
+    if (amx) {
+      process_amx(b, h, i0, rows, scratch);
+    } else {
+      process_gemm(b, h, i0, rows, scratch, gemm);
     }
   };
 

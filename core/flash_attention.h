@@ -16,11 +16,14 @@ struct FlashTiling {
   // Measured on the 2-core development machine (docs/performance.md): 128×1024 blocks keep the
   // tile products on brgemm at ~0.8 of the GEMM ceiling; smaller tiles pay per-call overhead.
   int64_t q_tile = 128;    // query rows per work item
-  int64_t k_tile = 1024;   // keys per score block (rounded up to a multiple of 32 on AMX)
+  int64_t k_tile = 1024;   // keys per score block
   int64_t amx_q_tile = 64;  // query rows per work item on AMX (more items, same speed)
   // BFLOAT16 products on AMX tiles (core/amx_tiles.h) where the CPU has AMX-BF16 and
   // AVX512-BF16; otherwise, or when false, on oneDNN's bf16 matmul.
   bool use_amx = true;
+  // Keys per fused step on AMX (rounded up to a multiple of 32): each 32-row block's scores,
+  // exponentials and P·V for this many keys stay in L1.
+  int64_t amx_k_tile = 128;
 };
 
 // out = softmax(q·kᵀ·scale + bias + mask)·v with the ScaledDotProductAttention contract for

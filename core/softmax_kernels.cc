@@ -20,6 +20,7 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLog2eLow = 1.9259629911266175e-08f;  // log2 e − kLog2e
+constexpr float kLaneSumLimit = 16777216.0f;            // 2^24, ExpShiftedToBfloat16Lanes
 
 // Sixteen lanes as GCC vector types: the compiler emits one 512-bit (or two 256-bit) operation
 // per step, which its auto-vectoriser would not do for a max reduction without fast-math.
@@ -28,23 +29,43 @@ typedef int32_t Int32x16 __attribute__((vector_size(64)));
 typedef uint32_t Uint32x16 __attribute__((vector_size(64)));
 typedef uint16_t Uint16x16 __attribute__((vector_size(32)));
 
-// 2^f for f in [−1/2, 1/2] as a polynomial in f, coefficients fitted here for the least maximum
-// relative error (checked in f32 over 2·10^5 points of the interval): degree 5 for f32 results
-// (1.6e-7), degree 3 for bf16 ones (7.5e-5, far below bf16's 2^-8 rounding).
+// 2^f as polynomials in f, coefficients fitted here for the least maximum relative error
+// (checked in f32 over 2·10^5 points of the interval). For f32 results, degree 5 on
+// f in [−1/2, 1/2] (1.6e-7). For bf16 ones, degree 3 on f in [0, 1) (7.5e-5, far below bf16's
+// 2^-8 rounding): the [−1/2, 1/2] fit as √2·p(f − 1/2), expanded.
 constexpr float kExp2Degree5[] = {1.0000001192092896f,   0.6931469440460205f,
                                   0.24022120237350464f,  0.05550713092088699f,
                                   0.009675541892647743f, 0.0013276472454890609f};
-constexpr float kExp2Degree3[] = {0.9999280571937561f, 0.6932609677314758f, 0.2426111400127411f,
-                                  0.0551716685295105f};
+constexpr float kExp2Degree3FromZero[] = {0.9999251961708069f, 0.6958335041999817f,
+                                          0.2260671854019165f, 0.07802452147006989f};
 
 // 2^(k + f) for 16 lanes, k integral and |f| <= 1/2: 2^f by the polynomial, then 2^k applied by
 // vscalefps (exact, and 0 once k is far below −126).
-template <int kDegree>
 __attribute__((target("avx512f"), always_inline)) inline __m512 Exp2x16(__m512 k, __m512 f) {
-  const float* coefficients = kDegree == 5 ? kExp2Degree5 : kExp2Degree3;
-  __m512 p = _mm512_set1_ps(coefficients[kDegree]);
-  for (int i = kDegree - 1; i >= 0; --i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(coefficients[i]));
+  __m512 p = _mm512_set1_ps(kExp2Degree5[5]);
+  for (int i = 4; i >= 0; --i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2Degree5[i]));
   return _mm512_scalef_ps(p, k);
+}
+
+// 2^t for 16 lanes to 7.5e-5, t >= −150 (−inf would give NaN): f = t − floor(t) by one
+// vreduceps, the cubic, and 2^floor(t) by vscalefps, which floors its exponent operand itself —
+// one instruction fewer than rounding t and subtracting.
+__attribute__((target("avx512f,avx512dq"), always_inline)) inline __m512 Exp2Bfloat16x16(
+    __m512 t) {
+  const __m512 f = _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  __m512 p = _mm512_set1_ps(kExp2Degree3FromZero[3]);
+  for (int i = 2; i >= 0; --i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2Degree3FromZero[i]));
+  return _mm512_scalef_ps(p, t);
+}
+
+// e^(scale·x − shift) for 16 lanes to 7.5e-5, given scale·log2 e and −shift·log2 e: t = x·scale·
+// log2 e − shift·log2 e in one FMA (the roundings of the two constants move t by about
+// |t|·2^-23, a relative error in e far below bf16's), floored at −150 (2^t = 0) so that −inf gives
+// 0 rather than −inf − (−inf); the max keeps a NaN t.
+__attribute__((target("avx512f,avx512dq"), always_inline)) inline __m512 ExpShiftedBfloat16x16(
+    __m512 x, __m512 scale_log2e, __m512 neg_shift_log2e) {
+  return Exp2Bfloat16x16(
+      _mm512_max_ps(_mm512_set1_ps(-150.0f), _mm512_fmadd_ps(x, scale_log2e, neg_shift_log2e)));
 }
 
 __attribute__((target("avx512f"), always_inline)) inline __m512 RoundToInteger(__m512 t) {
@@ -195,7 +216,7 @@ __attribute__((target("avx512f"))) float ExpShiftedSumAvx512(float* row, int64_t
     const __m512 d = _mm512_max_ps(_mm512_set1_ps(-110.0f), _mm512_sub_ps(x, max16));
     const __m512 k = RoundToInteger(_mm512_mul_ps(d, log2e_high));
     const __m512 f = _mm512_fmadd_ps(d, log2e_low, _mm512_fmsub_ps(d, log2e_high, k));
-    const __m512 e = Exp2x16<5>(k, f);
+    const __m512 e = Exp2x16(k, f);
     sum = _mm512_mask_add_ps(sum, lanes, sum, e);
     _mm512_mask_storeu_ps(row + c, lanes, e);
   }
@@ -203,7 +224,8 @@ __attribute__((target("avx512f"))) float ExpShiftedSumAvx512(float* row, int64_t
 }
 
 // vcvtneps2bf16 rounds to nearest even in one instruction.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) float ExpShiftedSumToBfloat16Avx512(
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))) float
+ExpShiftedSumToBfloat16Avx512(
     const float* row, int64_t n, float scale, float shift, uint16_t* out, float* row_max) {
   const __m512 scale_log2e = _mm512_set1_ps(scale * kLog2e);
   const __m512 neg_shift_log2e = _mm512_set1_ps(-shift * kLog2e);
@@ -211,20 +233,43 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) float ExpShifted
   __m512 maxima = _mm512_set1_ps(kNegInf);
   for (int64_t c = 0; c < n; c += 16) {
     const __mmask16 lanes = TailMask(n - c);
-    // t = x·scale·log2 e − shift·log2 e in one FMA: the roundings of the two constants move t
-    // by about |t|·2^-23, a relative error in e far below bf16's. t is floored at −150 (2^t = 0)
-    // so that −inf gives 0 rather than −inf − (−inf); the max keeps a NaN t.
     const __m512 x = _mm512_maskz_loadu_ps(lanes, row + c);
     maxima = _mm512_mask_max_ps(maxima, lanes, maxima, x);
-    const __m512 t = _mm512_max_ps(_mm512_set1_ps(-150.0f),
-                                   _mm512_fmadd_ps(x, scale_log2e, neg_shift_log2e));
-    const __m512 k = RoundToInteger(t);
-    const __m512 e = Exp2x16<3>(k, _mm512_sub_ps(t, k));
+    const __m512 e = ExpShiftedBfloat16x16(x, scale_log2e, neg_shift_log2e);
     sum = _mm512_mask_add_ps(sum, lanes, sum, e);
     _mm256_mask_storeu_epi16(out + c, lanes, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(e)));
   }
   *row_max = _mm512_reduce_max_ps(maxima);
   return _mm512_reduce_add_ps(sum);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))) bool
+ExpShiftedToBfloat16Lanes(const float* row, int64_t n, float scale, float shift, uint16_t* out,
+                          float* lane_sums) {
+  const __m512 scale_log2e = _mm512_set1_ps(scale * kLog2e);
+  const __m512 neg_shift_log2e = _mm512_set1_ps(-shift * kLog2e);
+  __m512 sum_low = _mm512_setzero_ps(), sum_high = _mm512_setzero_ps();
+  int64_t c = 0;
+  // 32 columns a step: one vcvtne2ps2bf16 rounds both halves.
+  for (; c + 32 <= n; c += 32) {
+    const __m512 low = ExpShiftedBfloat16x16(_mm512_loadu_ps(row + c), scale_log2e, neg_shift_log2e);
+    const __m512 high = ExpShiftedBfloat16x16(_mm512_loadu_ps(row + c + 16), scale_log2e, neg_shift_log2e);
+    sum_low = _mm512_add_ps(sum_low, low);
+    sum_high = _mm512_add_ps(sum_high, high);
+    _mm512_storeu_si512(out + c, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(high, low)));
+  }
+  for (; c < n; c += 16) {
+    const __mmask16 lanes = TailMask(n - c);
+    const __m512 e = ExpShiftedBfloat16x16(_mm512_maskz_loadu_ps(lanes, row + c), scale_log2e,
+                                           neg_shift_log2e);
+    sum_low = _mm512_mask_add_ps(sum_low, lanes, sum_low, e);
+    _mm256_mask_storeu_epi16(out + c, lanes, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(e)));
+  }
+  const __m512 sums = _mm512_add_ps(sum_low, sum_high);
+  // A NaN lane compares false: NaN is the row's result, not a reason to shift again.
+  if (_mm512_cmp_ps_mask(sums, _mm512_set1_ps(kLaneSumLimit), _CMP_GT_OQ) != 0) return false;
+  _mm512_storeu_ps(lane_sums, _mm512_add_ps(_mm512_loadu_ps(lane_sums), sums));
+  return true;
 }
 
 bool CpuHasAvx512() {
@@ -236,6 +281,7 @@ bool CpuHasAvx512Bf16() {
   static const bool has = __builtin_cpu_supports("avx512f") &&
                           __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512dq") &&
                           __builtin_cpu_supports("avx512bf16");
   return has;
 }

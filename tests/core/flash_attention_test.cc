@@ -105,7 +105,7 @@ TEST_P(FlashAttentionTest, MatchesDoublePrecisionReference) {
                                              : kRelativeTolerance);
 }
 
-constexpr FlashTiling kSmallTiles{16, 48, 16};  // many tiles, ragged tails
+constexpr FlashTiling kSmallTiles{16, 48, 16, true, 32};  // many tiles, ragged tails
 constexpr FlashTiling kDefaultTiles{};
 // bf16 on oneDNN's matmul even where the CPU has AMX (the other cases take the AMX tiles there).
 constexpr FlashTiling kSmallTilesOneDnn{16, 48, 16, false};
@@ -190,37 +190,43 @@ TEST(MaterialisedBfloat16Test, MatchesReferenceAndTiledPath) {
 // The tiled and materialised paths give the same ALiBi attention, also with non-monotonic
 // position ids under a causal mask (signed −m·(q−k)) and at positions near 2^30, where absolute
 // positions in float would lose the small distances.
-// Scores that rise by 1 per key (0…249): each tile's maximum is far above the running maximum of
-// the tiles before it and above the first 16 scores of its row, so the bf16 rows, which shift
-// by a running maximum, must notice and redo the tile (without that, e^(249 − 15) overflows).
-// Inputs are exact in bf16, so bf16 compute agrees with the reference to bf16 rounding of P.
-TEST(FlashAttentionRangeTest, ScoresRisingFarAcrossTilesMatchReference) {
+// Scores that change by 1 per key (0…249, rising or falling): each tile's maximum is far above
+// the running maximum of the tiles before it and above the first 16 scores of its row, in the
+// order the path visits them (key tiles forwards on oneDNN, backwards on AMX), so the bf16 rows,
+// which shift by a running maximum, must notice and redo the tile (without that, e^(249 − 15)
+// overflows). Inputs are exact in bf16, so bf16 compute agrees with the reference to bf16
+// rounding of P.
+TEST(FlashAttentionRangeTest, ScoresChangingFarAcrossTilesMatchReference) {
   constexpr int64_t kHeads = 2, kLen = 250, kHd = 64;
   const SdpaShape shape{1, kHeads, kHeads, kLen, kLen, kHd};
   std::vector<float> q(kHeads * kLen * kHd, 1.0f), k(q.size());
-  for (int64_t h = 0; h < kHeads; ++h) {
-    for (int64_t j = 0; j < kLen; ++j) {
-      for (int64_t d = 0; d < kHd; ++d) k[(h * kLen + j) * kHd + d] = j / 8.0f;  // score = j
-    }
-  }
   auto v = RandomVector(q.size(), 61);
   for (float& x : v) x = RoundToBfloat16(x);
-  for (const bool causal : {false, true}) {
-    SdpaOptions options;
-    options.causal = causal;
-    const auto ref = ReferenceSdpa(q, k, v, 1, kHeads, kHeads, kLen, kLen, kHd,
-                                   1.0 / std::sqrt(double(kHd)), causal, {});
-    for (const FlashTiling& tiling : {kSmallTiles, kDefaultTiles, kSmallTilesOneDnn}) {
-      for (const ComputeType compute : {ComputeType::kFloat32, ComputeType::kBfloat16}) {
-        options.compute = compute;
-        std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
-        ASSERT_TRUE(
-            FlashAttention(shape, options, q.data(), k.data(), v.data(), out.data(), tiling).ok());
-        EXPECT_LT(RelativeError(out, ref.out), compute == ComputeType::kBfloat16
-                                                   ? kBfloat16RelativeTolerance
-                                                   : kRelativeTolerance)
-            << "causal " << causal << " tiles " << tiling.k_tile << " amx " << tiling.use_amx
-            << " bf16 " << (compute == ComputeType::kBfloat16);
+  for (const bool rising : {true, false}) {
+    for (int64_t h = 0; h < kHeads; ++h) {
+      for (int64_t j = 0; j < kLen; ++j) {
+        const float score = rising ? j : kLen - 1 - j;
+        for (int64_t d = 0; d < kHd; ++d) k[(h * kLen + j) * kHd + d] = score / 8.0f;
+      }
+    }
+    for (const bool causal : {false, true}) {
+      SdpaOptions options;
+      options.causal = causal;
+      const auto ref = ReferenceSdpa(q, k, v, 1, kHeads, kHeads, kLen, kLen, kHd,
+                                     1.0 / std::sqrt(double(kHd)), causal, {});
+      for (const FlashTiling& tiling : {kSmallTiles, kDefaultTiles, kSmallTilesOneDnn}) {
+        for (const ComputeType compute : {ComputeType::kFloat32, ComputeType::kBfloat16}) {
+          options.compute = compute;
+          std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
+          ASSERT_TRUE(
+              FlashAttention(shape, options, q.data(), k.data(), v.data(), out.data(), tiling)
+                  .ok());
+          EXPECT_LT(RelativeError(out, ref.out), compute == ComputeType::kBfloat16
+                                                     ? kBfloat16RelativeTolerance
+                                                     : kRelativeTolerance)
+              << "rising " << rising << " causal " << causal << " tiles " << tiling.k_tile
+              << " amx " << tiling.use_amx << " bf16 " << (compute == ComputeType::kBfloat16);
+        }
       }
     }
   }
@@ -279,14 +285,18 @@ TEST(TiledAndMaterialisedTest, AlibiAgreesForAnyPositions) {
 TEST(FlashAttentionCancelTest, StopsBetweenTilesWhenCancelled) {
   const SdpaShape shape{1, 2, 2, 64, 64, 16};
   const auto x = RandomVector(2 * 64 * 16, 40);
-  std::vector<float> out(x.size());
-  SdpaOptions options;
-  int polls = 0;
-  options.is_cancelled = [&polls] { return ++polls >= 2; };
-  absl::Status status =
-      FlashAttention(shape, options, x.data(), x.data(), x.data(), out.data(), FlashTiling{8, 8});
-  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
-  EXPECT_GE(polls, 2);
+  for (const ComputeType compute : {ComputeType::kFloat32, ComputeType::kBfloat16}) {
+    std::vector<float> out(x.size());
+    SdpaOptions options;
+    options.compute = compute;
+    int polls = 0;
+    options.is_cancelled = [&polls] { return ++polls >= 2; };
+    absl::Status status = FlashAttention(shape, options, x.data(), x.data(), x.data(), out.data(),
+                                         FlashTiling{8, 8, 8, true, 32});
+    EXPECT_EQ(status.code(), absl::StatusCode::kCancelled)
+        << "bf16 " << (compute == ComputeType::kBfloat16);
+    EXPECT_GE(polls, 2);
+  }
 }
 
 TEST(FlashAttentionCancelTest, RejectsEncodingsItCannotTile) {

@@ -155,6 +155,76 @@ INSTANTIATE_TEST_SUITE_P(
         Variant<ExpSumToBfloat16>{"Dispatched", ExpShiftedSumToBfloat16, true}),
     VariantName<ExpSumToBfloat16>);
 
+class ExpShiftedToBfloat16LanesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!CpuHasAvx512Bf16()) GTEST_SKIP() << "this CPU lacks AVX512-BF16";
+  }
+};
+
+TEST_F(ExpShiftedToBfloat16LanesTest, MatchesDoubleExpAndAddsToTheLaneSums) {
+  for (const float scale : {1.0f, 0.125f}) {
+    for (const float below_max : {0.0f, 5.5f, 14.0f}) {
+      for (int64_t n = 0; n <= 70; ++n) {
+        const std::vector<float> scores = Scores(n);
+        std::vector<uint16_t> out(n + 1, 0x7777);  // out[n] must stay
+        const float shift = 3.0f * scale - below_max;
+        std::vector<float> lane_sums(16);
+        for (int l = 0; l < 16; ++l) lane_sums[l] = 0.5f * l;  // a running sum to add to
+        ASSERT_TRUE(ExpShiftedToBfloat16Lanes(scores.data(), n, scale, shift, out.data(),
+                                              lane_sums.data()))
+            << "scale=" << scale << " shift=" << shift << " n=" << n;
+        double exact_sum = 0.5 * (15 * 16 / 2);
+        for (int64_t i = 0; i < n; ++i) {
+          const double exact = std::exp(double(scores[i]) * scale - shift);
+          exact_sum += exact;
+          ASSERT_LE(std::abs(Bfloat16ToFloat(out[i]) - exact),
+                    std::max(kBfloat16StoredTolerance * exact, kUnderflow))
+              << "scale=" << scale << " shift=" << shift << " n=" << n << " i=" << i;
+        }
+        double sum = 0.0;
+        for (const float lane : lane_sums) sum += lane;
+        EXPECT_LE(std::abs(sum - exact_sum), kBfloat16ExpTolerance * exact_sum)
+            << "scale=" << scale << " shift=" << shift << " n=" << n;
+        EXPECT_EQ(out[n], 0x7777) << "n=" << n;
+      }
+    }
+  }
+}
+
+// A shift 30 below the scores makes terms of e^30 > 2^24: refused, and the sums left as they
+// were. Terms of up to e^14 pass for chunks of 128 (8 terms per lane).
+TEST_F(ExpShiftedToBfloat16LanesTest, RefusesAShiftFarBelowTheScores) {
+  for (const int64_t n : {1, 16, 37, 128}) {
+    std::vector<float> row(n, 1.0f), lane_sums(16, 2.0f);
+    std::vector<uint16_t> out(n);
+    EXPECT_FALSE(ExpShiftedToBfloat16Lanes(row.data(), n, 1.0f, -29.0f, out.data(),
+                                           lane_sums.data()))
+        << "n=" << n;
+    EXPECT_EQ(lane_sums, std::vector<float>(16, 2.0f)) << "n=" << n;
+    EXPECT_TRUE(ExpShiftedToBfloat16Lanes(row.data(), n, 1.0f, -13.0f, out.data(),
+                                          lane_sums.data()))
+        << "n=" << n;
+  }
+}
+
+TEST_F(ExpShiftedToBfloat16LanesTest, MinusInfinityGivesZeroAndNaNPropagates) {
+  for (const int64_t n : {5, 16, 37}) {
+    std::vector<float> row(n, 0.0f);
+    row[1] = -kInf;
+    row[3] = kNaN;
+    std::vector<uint16_t> out(n);
+    std::vector<float> lane_sums(16);
+    EXPECT_TRUE(
+        ExpShiftedToBfloat16Lanes(row.data(), n, 1.0f, 0.0f, out.data(), lane_sums.data()));
+    EXPECT_EQ(out[1], 0) << "n=" << n;
+    EXPECT_TRUE(std::isnan(Bfloat16ToFloat(out[3]))) << "n=" << n;
+    double sum = 0.0;
+    for (const float lane : lane_sums) sum += lane;
+    EXPECT_TRUE(std::isnan(sum)) << "n=" << n;
+  }
+}
+
 TEST(RowMaxTest, MaximumOverEveryLength) {
   for (int64_t n = 0; n <= 70; ++n) {
     std::vector<float> row = RandomVector(n, 5 + n);
