@@ -3,7 +3,9 @@
 // run. Names are a contract with tooling:
 //   BM_GemmCeiling/<f32|bf16>                       2048×2048×2048 oneDNN matmul
 //   BM_Sdpa/<dtype>/<seq>/<causal 0|1>/<encoding>   B=1, H=12, head_dim 64; useful FLOPs =
-//                                                   4·B·H·Sq·Sk·hd, halved for causal
+//                                                   4·B·H·Sq·Sk·hd, halved for causal; bf16:
+//                                                   bf16 tensors in and out (as PyTorch's bf16
+//                                                   SDPA and a BFLOAT16 client take them)
 //   BM_Layer/<dtype>/<seq>                          the whole layer, d_model 768, 12 heads
 //   BM_LongContext                                  B=1, H=1, hd 64, seq 65536, causal, f32;
 //                                                   counter peak_rss_mb
@@ -15,10 +17,12 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bench/counter_reporter.h"
 #include "benchmark/benchmark.h"
+#include "core/bfloat16.h"
 #include "core/multi_head_attention.h"
 #include "core/position_table_cache.h"
 #include "core/scaled_dot_product_attention.h"
@@ -62,17 +66,33 @@ void GemmCeiling(benchmark::State& state, dnnl::memory::data_type type) {
   SetGflops(state, 2.0 * n * n * n);
 }
 
-// Times self-attention (Sq = Sk) of random q, k, v under `options`; sets the `gflops` counter
-// (useful FLOPs 4·B·H·S²·hd, halved for causal). Returns false after reporting an error.
+// Times self-attention (Sq = Sk) of random q, k, v under `options` — f32 tensors, or bf16 ones
+// (`Tensor` float or uint16_t); sets the `gflops` counter (useful FLOPs 4·B·H·S²·hd, halved for
+// causal). Returns false after reporting an error.
+template <typename Tensor>
 bool TimeAttention(benchmark::State& state, const SdpaShape& shape, const SdpaOptions& options) {
   const int64_t q_count = shape.batch * shape.num_heads * shape.q_len * shape.head_dim;
   const int64_t kv_count = shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim;
-  const std::vector<float> q = Filled(q_count, 1.0f), k = Filled(kv_count, 1.0f),
-                           v = Filled(kv_count, 1.0f);
-  std::vector<float> out(q_count);
+  auto filled = [](int64_t count) {
+    const std::vector<float> values = Filled(count, 1.0f);
+    if constexpr (std::is_same_v<Tensor, float>) {
+      return values;
+    } else {
+      std::vector<uint16_t> bits(count);
+      for (int64_t i = 0; i < count; ++i) bits[i] = FloatToBfloat16(values[i]);
+      return bits;
+    }
+  };
+  const std::vector<Tensor> q = filled(q_count), k = filled(kv_count), v = filled(kv_count);
+  std::vector<Tensor> out(q_count);
   for (auto _ : state) {
-    absl::Status status =
-        ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(), out.data(), nullptr);
+    absl::Status status;
+    if constexpr (std::is_same_v<Tensor, float>) {
+      status = ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(), out.data(),
+                                         nullptr);
+    } else {
+      status = ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(), out.data());
+    }
     if (!status.ok()) {
       state.SkipWithError(status.ToString().c_str());
       return false;
@@ -99,7 +119,12 @@ void Sdpa(benchmark::State& state, ComputeType compute, int64_t seq, bool causal
   options.k_positions = options.q_positions;
   PositionTableCache tables;  // as the server keeps RoPE tables across requests
   options.tables = &tables;
-  TimeAttention(state, SdpaShape{1, 12, 12, seq, seq, 64}, options);
+  const SdpaShape shape{1, 12, 12, seq, seq, 64};
+  if (compute == ComputeType::kBfloat16) {
+    TimeAttention<uint16_t>(state, shape, options);
+  } else {
+    TimeAttention<float>(state, shape, options);
+  }
 }
 
 void Layer(benchmark::State& state, ComputeType compute, int64_t seq) {
@@ -143,7 +168,7 @@ void LongContext(benchmark::State& state) {
   const int64_t seq = 65536, hd = 64;
   SdpaOptions options;
   options.causal = true;
-  if (!TimeAttention(state, SdpaShape{1, 1, 1, seq, seq, hd}, options)) return;
+  if (!TimeAttention<float>(state, SdpaShape{1, 1, 1, seq, seq, hd}, options)) return;
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   state.counters["peak_rss_mb"] = static_cast<double>(usage.ru_maxrss) / 1024.0;

@@ -83,13 +83,47 @@ __attribute__((target("avx512f"))) __m512 LoadPadded(const float* row, int64_t o
   return _mm512_maskz_loadu_ps(lanes, row + offset);
 }
 
-}  // namespace
+// Elements [offset, offset + 32) of a row of `size` as bf16 (f32 rounded to nearest even),
+// zero past the end.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) __m512i Bfloat16x32(const float* row,
+                                                                          int64_t offset,
+                                                                          int64_t size) {
+  return reinterpret_cast<__m512i>(
+      _mm512_cvtne2ps_pbh(LoadPadded(row, offset + 16, size), LoadPadded(row, offset, size)));
+}
+__attribute__((target("avx512f,avx512bw"))) __m512i Bfloat16x32(const uint16_t* row,
+                                                               int64_t offset, int64_t size) {
+  const int64_t valid = std::clamp<int64_t>(size - offset, 0, 32);
+  const __mmask32 lanes = valid == 32 ? ~__mmask32{0} : (__mmask32{1} << valid) - 1u;
+  return _mm512_maskz_loadu_epi16(lanes, row + offset);
+}
 
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void AmxPackKeys(
-    const float* k, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
-    uint16_t* packed) {
+// Elements [offset, offset + 16) of `first` (of `first_size`) in the low half and of `second`
+// in the high half, as bf16, zero past each row's size.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) __m512i Bfloat16x16Pair(
+    const float* first, int64_t first_size, const float* second, int64_t second_size,
+    int64_t offset) {
+  return reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(LoadPadded(second, offset, second_size),
+                                                       LoadPadded(first, offset, first_size)));
+}
+__attribute__((target("avx512f,avx512bw,avx512vl"))) __m256i LoadPadded(const uint16_t* row,
+                                                                       int64_t offset,
+                                                                       int64_t size) {
+  const int64_t valid = std::clamp<int64_t>(size - offset, 0, 16);
+  return _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << valid) - 1u), row + offset);
+}
+__attribute__((target("avx512f,avx512bw,avx512vl"))) __m512i Bfloat16x16Pair(
+    const uint16_t* first, int64_t first_size, const uint16_t* second, int64_t second_size,
+    int64_t offset) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(LoadPadded(first, offset, first_size)),
+                            LoadPadded(second, offset, second_size), 1);
+}
+
+template <typename T>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void PackKeys(
+    const T* k, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end, uint16_t* packed) {
   const int64_t hd_steps = PadTo32(hd) / 32;
-  const float zeros[1] = {0.0f};
+  const T zeros[1] = {};
   for (int64_t key0 = key_begin; key0 < std::min(key_end, PadTo32(keys)); key0 += 16) {
     for (int64_t s = 0; s < hd_steps; ++s) {
       // Row n: key key0 + n's dims [32s, 32s + 32) as 16 bf16 pairs; transposed, row p holds
@@ -97,10 +131,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void AmxPackKeys(
       __m512i rows[16];
       for (int n = 0; n < 16; ++n) {
         const bool real = key0 + n < keys;
-        const float* row = real ? k + (key0 + n) * hd : zeros;
-        const int64_t size = real ? hd : 0;
-        rows[n] = reinterpret_cast<__m512i>(
-            _mm512_cvtne2ps_pbh(LoadPadded(row, 32 * s + 16, size), LoadPadded(row, 32 * s, size)));
+        rows[n] = Bfloat16x32(real ? k + (key0 + n) * hd : zeros, 32 * s, real ? hd : 0);
       }
       TransposeDwords16x16(rows);
       uint16_t* tile = packed + ((key0 / 16) * hd_steps + s) * kTileElements;
@@ -109,28 +140,47 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void AmxPackKeys(
   }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void AmxPackValues(
-    const float* v, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
-    uint16_t* packed) {
+template <typename T>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void PackValues(
+    const T* v, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end, uint16_t* packed) {
   const int64_t key_steps = PadTo32(keys) / 32;
   // Interleaves the 16 bf16 of the low half with the 16 of the high half.
   alignas(64) static constexpr uint16_t kInterleave[32] = {
       0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
   const __m512i interleave = _mm512_load_si512(kInterleave);
-  const float zeros[1] = {0.0f};
+  const T zeros[1] = {};
   for (int64_t d0 = 0; d0 < PadTo32(hd); d0 += 16) {
     for (int64_t key = key_begin; key < std::min(key_end, PadTo32(keys)); key += 2) {
-      // Tile (d0 / 16, key / 32), row (key % 32) / 2: dims d0…d0+15 of keys key and key + 1.
-      const float* even = key < keys ? v + key * hd : zeros;
-      const float* odd = key + 1 < keys ? v + (key + 1) * hd : zeros;
-      const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(
-          LoadPadded(odd, d0, odd == zeros ? 0 : hd), LoadPadded(even, d0, even == zeros ? 0 : hd)));
+      // Tile (d0 / 16, key / 32), row (key % 32) / 2: dims d0…d0+15 of keys key and key + 1
+      // (a key past the end reads as zeros).
+      const bool even = key < keys, odd = key + 1 < keys;
+      const __m512i both = Bfloat16x16Pair(even ? v + key * hd : zeros, even ? hd : 0,
+                                           odd ? v + (key + 1) * hd : zeros, odd ? hd : 0, d0);
       uint16_t* row = packed + ((d0 / 16) * key_steps + key / 32) * kTileElements +
                       ((key % 32) / 2) * 32;
       _mm512_storeu_si512(row, _mm512_permutexvar_epi16(interleave, both));
     }
   }
+}
+
+}  // namespace
+
+void AmxPackKeys(const float* k, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
+                 uint16_t* packed) {
+  PackKeys(k, keys, hd, key_begin, key_end, packed);
+}
+void AmxPackKeys(const uint16_t* k, int64_t keys, int64_t hd, int64_t key_begin,
+                 int64_t key_end, uint16_t* packed) {
+  PackKeys(k, keys, hd, key_begin, key_end, packed);
+}
+void AmxPackValues(const float* v, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
+                   uint16_t* packed) {
+  PackValues(v, keys, hd, key_begin, key_end, packed);
+}
+void AmxPackValues(const uint16_t* v, int64_t keys, int64_t hd, int64_t key_begin,
+                   int64_t key_end, uint16_t* packed) {
+  PackValues(v, keys, hd, key_begin, key_end, packed);
 }
 
 __attribute__((target("amx-tile"))) void AmxConfigure() {

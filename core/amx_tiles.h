@@ -31,14 +31,18 @@ constexpr int64_t PadTo32(int64_t x) { return (x + 31) / 32 * 32; }
 // Elements of a packed K or V for `keys` keys of `hd` dims.
 constexpr int64_t AmxPackedSize(int64_t keys, int64_t hd) { return PadTo32(keys) * PadTo32(hd); }
 
-// k, v: [keys, hd] row-major f32 → packed as above, rounded to bf16 (nearest even): the tiles of
-// keys [key_begin, key_end) (key_begin a multiple of 32; key_end is clipped to pad32(keys)), so
-// that threads can pack parts of one head. Packing every part writes every element of the
-// AmxPackedSize(keys, hd) output. Need AVX512-BF16 (which AMX-BF16 CPUs have).
+// k, v: [keys, hd] row-major, f32 (rounded to bf16, nearest even) or bf16 → packed as above: the
+// tiles of keys [key_begin, key_end) (key_begin a multiple of 32; key_end is clipped to
+// pad32(keys)), so that threads can pack parts of one head. Packing every part writes every
+// element of the AmxPackedSize(keys, hd) output. Need AVX512-BF16 (which AMX-BF16 CPUs have).
 void AmxPackKeys(const float* k, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
                  uint16_t* packed);
+void AmxPackKeys(const uint16_t* k, int64_t keys, int64_t hd, int64_t key_begin,
+                 int64_t key_end, uint16_t* packed);
 void AmxPackValues(const float* v, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
                    uint16_t* packed);
+void AmxPackValues(const uint16_t* v, int64_t keys, int64_t hd, int64_t key_begin,
+                   int64_t key_end, uint16_t* packed);
 
 // Loads this thread's tile configuration (eight 16×64-byte tiles); call before the products on
 // each thread, and AmxRelease when done.

@@ -12,6 +12,7 @@
 #include <new>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -251,9 +252,29 @@ class CacheAlignedArray {
   int64_t size_ = 0;
 };
 
-// The GEMM operands of a call: the f32 inputs as they are; their bf16 copies for oneDNN's bf16
-// products; or, for the AMX products, K and V packed per (batch element, K/V head) in the tile
-// layout (core/amx_tiles.h) while Q rows are converted per work item.
+// Rows of a tensor (f32, or bf16 bits) as bf16 bits.
+void CopyAsBfloat16(const float* values, int64_t n, uint16_t* out) {
+  ConvertToBfloat16(values, n, out);
+}
+void CopyAsBfloat16(const uint16_t* values, int64_t n, uint16_t* out) {
+  std::memcpy(out, values, n * sizeof(uint16_t));
+}
+
+// out[c] ← row[c]·factor for c < n, in the output tensor's type (bf16: rounded to nearest even;
+// row is then scaled in place first).
+void WriteScaledRow(float* row, int64_t n, float factor, float* out) {
+  ScaleRowInto(row, n, factor, out);
+}
+void WriteScaledRow(float* row, int64_t n, float factor, uint16_t* out) {
+  ScaleRow(row, n, factor);
+  ConvertToBfloat16(row, n, out);
+}
+
+// The GEMM operands of a call, from tensors of T (float, or uint16_t bf16 bits): f32 inputs as
+// they are; bf16 operands for oneDNN's bf16 products (bf16 tensors as they are, f32 ones as
+// copies); or, for the AMX products, K and V packed per (batch element, K/V head) in the tile
+// layout (core/amx_tiles.h) while Q rows are copied per work item.
+template <typename T>
 struct Operands {
   enum class Kind { kFloat32, kBfloat16, kAmx };
   // AMX packing runs in parts of this many keys of one head, spread over the threads.
@@ -263,27 +284,30 @@ struct Operands {
   const void* q;
   const void* k;
   const void* v;
-  int64_t element_size;
-  std::vector<uint16_t> q_bf16, k_bf16, v_bf16;  // kBfloat16: owned copies
+  int64_t element_size = sizeof(T);
+  std::vector<uint16_t> q_bf16, k_bf16, v_bf16;  // kBfloat16 from f32: owned copies
   // kAmx: [B·Hkv] packed heads, filled by Pack (every element written, so not zeroed first).
   CacheAlignedArray<uint16_t> k_packed, v_packed;
   int64_t packed_head_size = 0;  // kAmx: elements per packed head
   int64_t pack_parts = 0;        // kAmx: Pack(part) for part < pack_parts fills both
 
-  Operands(Kind kind, const SdpaShape& shape, const float* q_f32, const float* k_f32,
-           const float* v_f32)
-      : kind(kind), q(q_f32), k(k_f32), v(v_f32), element_size(sizeof(float)), shape_(shape) {
+  // kFloat32 needs T = float (bf16 tensors are computed in bf16).
+  Operands(Kind kind, const SdpaShape& shape, const T* q_in, const T* k_in, const T* v_in)
+      : kind(kind), q(q_in), k(k_in), v(v_in), shape_(shape) {
     const int64_t kv_heads = shape.batch * shape.num_kv_heads;
     const int64_t kv_count = kv_heads * shape.kv_len * shape.head_dim;
-    if (kind == Kind::kBfloat16) {
-      q_bf16 = ToBfloat16(q_f32, shape.batch * shape.num_heads * shape.q_len * shape.head_dim);
-      k_bf16 = ToBfloat16(k_f32, kv_count);
-      v_bf16 = ToBfloat16(v_f32, kv_count);
-      q = q_bf16.data();
-      k = k_bf16.data();
-      v = v_bf16.data();
-      element_size = sizeof(uint16_t);
-    } else if (kind == Kind::kAmx) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (kind == Kind::kBfloat16) {
+        q_bf16 = ToBfloat16(q_in, shape.batch * shape.num_heads * shape.q_len * shape.head_dim);
+        k_bf16 = ToBfloat16(k_in, kv_count);
+        v_bf16 = ToBfloat16(v_in, kv_count);
+        q = q_bf16.data();
+        k = k_bf16.data();
+        v = v_bf16.data();
+        element_size = sizeof(uint16_t);
+      }
+    }
+    if (kind == Kind::kAmx) {
       packed_head_size = AmxPackedSize(shape.kv_len, shape.head_dim);
       k_packed.Reserve(kv_heads * packed_head_size);
       v_packed.Reserve(kv_heads * packed_head_size);
@@ -299,9 +323,9 @@ struct Operands {
     const int64_t kv_head = part / parts_per_head_;
     const int64_t begin = (part % parts_per_head_) * kPackKeys;
     const int64_t source = kv_head * Sk * hd, target = kv_head * packed_head_size;
-    AmxPackKeys(static_cast<const float*>(k) + source, Sk, hd, begin, begin + kPackKeys,
+    AmxPackKeys(static_cast<const T*>(k) + source, Sk, hd, begin, begin + kPackKeys,
                 k_packed.data() + target);
-    AmxPackValues(static_cast<const float*>(v) + source, Sk, hd, begin, begin + kPackKeys,
+    AmxPackValues(static_cast<const T*>(v) + source, Sk, hd, begin, begin + kPackKeys,
                   v_packed.data() + target);
   }
 
@@ -378,10 +402,10 @@ ThreadState& CurrentThreadState() {
   return state;
 }
 
-}  // namespace
-
-absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, const float* q,
-                            const float* k, const float* v, float* out, FlashTiling tiling) {
+// FlashAttention for tensors of T: float, or uint16_t bf16 bits (with bf16 compute).
+template <typename T>
+absl::Status TiledAttention(const SdpaShape& shape, const SdpaOptions& options, const T* q,
+                            const T* k, const T* v, T* out, FlashTiling tiling) {
   const bool supported = std::holds_alternative<NoPositionalEncoding>(options.encoding) ||
                          std::holds_alternative<RopeParams>(options.encoding) ||
                          std::holds_alternative<AlibiParams>(options.encoding) ||
@@ -405,18 +429,17 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
   // The call's tables and operand copies; running out of memory for them is the caller's
   // RESOURCE_EXHAUSTED, not an exception out of the kernel.
   std::unique_ptr<const ScoreBias> bias_holder;
-  std::unique_ptr<const Operands> operands_holder;
+  std::unique_ptr<const Operands<T>> operands_holder;
   try {
     bias_holder = std::make_unique<const ScoreBias>(shape, options);
-    operands_holder = std::make_unique<const Operands>(amx    ? Operands::Kind::kAmx
-                                                       : bf16 ? Operands::Kind::kBfloat16
-                                                              : Operands::Kind::kFloat32,
-                                                       shape, q, k, v);
+    using Kind = typename Operands<T>::Kind;
+    operands_holder = std::make_unique<const Operands<T>>(
+        amx ? Kind::kAmx : bf16 ? Kind::kBfloat16 : Kind::kFloat32, shape, q, k, v);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError("attention: out of memory");
   }
   const ScoreBias& bias = *bias_holder;
-  const Operands& operands = *operands_holder;
+  const Operands<T>& operands = *operands_holder;
   // Row strides of the item's buffers: the AMX products work on blocks of 32.
   const int64_t acc_stride = amx ? PadTo32(hd) : hd;
 
@@ -444,13 +467,13 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
     const uint16_t* v_packed = operands.v_packed.data() + packed_offset;
     // The item's Q rows in bf16, zero in the padding the 32×32 blocks read.
     uint16_t* q_rows = scratch.q_rows.data();
-    if (hd == hd_pad) {  // rows already contiguous: one conversion
-      ConvertToBfloat16(q + q_offset, rows * hd, q_rows);
+    if (hd == hd_pad) {  // rows already contiguous: one copy
+      CopyAsBfloat16(q + q_offset, rows * hd, q_rows);
       std::fill(q_rows + rows * hd, q_rows + PadTo32(rows) * hd, uint16_t{0});
     } else {
       std::fill(q_rows, q_rows + PadTo32(rows) * hd_pad, uint16_t{0});
       for (int64_t r = 0; r < rows; ++r) {
-        ConvertToBfloat16(q + q_offset + r * hd, hd, q_rows + r * hd_pad);
+        CopyAsBfloat16(q + q_offset + r * hd, hd, q_rows + r * hd_pad);
       }
     }
     float* acc = scratch.acc.data();
@@ -518,12 +541,12 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
                       acc + r0 * acc_stride, acc_stride);
       }
     }
-    float* out_rows = out + q_offset;
+    T* out_rows = out + q_offset;
     for (int64_t r = 0; r < rows; ++r) {
       float sum = 0.0f;
       for (int l = 0; l < 16; ++l) sum += lane_sums[r * 16 + l];
       const float inverse = sum > 0.0f ? 1.0f / sum : 0.0f;  // no visible key: zeros
-      ScaleRowInto(acc + r * acc_stride, hd, inverse, out_rows + r * hd);
+      WriteScaledRow(acc + r * acc_stride, hd, inverse, out_rows + r * hd);
     }
   };
 
@@ -583,10 +606,10 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
       gemm.Run(rows, hd, cols, 1.0f, probs, operands.At(operands.v, kv_offset + j0 * hd), false,
                true, acc);
     }
-    float* out_rows = out + q_offset;
+    T* out_rows = out + q_offset;
     for (int64_t r = 0; r < rows; ++r) {
       const float inverse = row_sum[r] > 0.0f ? 1.0f / row_sum[r] : 0.0f;  // no visible key: zeros
-      ScaleRowInto(acc + r * acc_stride, hd, inverse, out_rows + r * hd);
+      WriteScaledRow(acc + r * acc_stride, hd, inverse, out_rows + r * hd);
     }
   };
 
@@ -658,6 +681,22 @@ absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, 
   }
   if (stop) return absl::CancelledError("attention cancelled between tiles");
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, const float* q,
+                            const float* k, const float* v, float* out, FlashTiling tiling) {
+  return TiledAttention(shape, options, q, k, v, out, tiling);
+}
+
+absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options,
+                            const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                            uint16_t* out, FlashTiling tiling) {
+  if (options.compute != ComputeType::kBfloat16) {
+    return absl::InvalidArgumentError("FlashAttention on bf16 tensors computes in bf16");
+  }
+  return TiledAttention(shape, options, q, k, v, out, tiling);
 }
 
 }  // namespace attnserve

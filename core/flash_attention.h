@@ -35,6 +35,14 @@ struct FlashTiling {
 absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options, const float* q,
                             const float* k, const float* v, float* out, FlashTiling tiling = {});
 
+// The same on bf16 tensors (uint16_t bits; out rounded to nearest even), for options.compute
+// kBfloat16 (INVALID_ARGUMENT otherwise): the operands go to the products as they are, with
+// half the bytes of f32 and no conversions. Equal to the f32 version on the same values widened
+// to f32, its output rounded to bf16.
+absl::Status FlashAttention(const SdpaShape& shape, const SdpaOptions& options,
+                            const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                            uint16_t* out, FlashTiling tiling = {});
+
 }  // namespace attnserve
 
 #endif  // ATTNSERVE_CORE_FLASH_ATTENTION_H_

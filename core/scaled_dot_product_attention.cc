@@ -24,8 +24,9 @@ bool NeedsMask(const SdpaShape& shape, const SdpaOptions& options) {
   return false;
 }
 
-// A copy of x[0, count), made by all threads into uninitialised memory: a zero-filled vector and
-// a one-thread copy of long inputs took a large share of a RoPE call on many cores.
+// A copy of x[0, count) as f32 (bf16 bits widened exactly), made by all threads into
+// uninitialised memory: a zero-filled vector and a one-thread copy of long inputs took a large
+// share of a RoPE call on many cores.
 std::unique_ptr<float[]> ParallelCopy(const float* x, int64_t count) {
   std::unique_ptr<float[]> copy(new float[count]);
   constexpr int64_t kChunk = 1 << 16;
@@ -33,6 +34,12 @@ std::unique_ptr<float[]> ParallelCopy(const float* x, int64_t count) {
   for (int64_t i = 0; i < count; i += kChunk) {
     std::memcpy(copy.get() + i, x + i, std::min(kChunk, count - i) * sizeof(float));
   }
+  return copy;
+}
+std::unique_ptr<float[]> ParallelCopy(const uint16_t* x, int64_t count) {
+  std::unique_ptr<float[]> copy(new float[count]);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; ++i) copy[i] = Bfloat16ToFloat(x[i]);
   return copy;
 }
 
@@ -247,6 +254,32 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
     }
   }
   return ProbsTimesValues(probs, v, B, Hkv, rows, Sk, hd, out);
+}
+
+absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions& options,
+                                       const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                       uint16_t* out) {
+  if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
+  const bool per_tile_encoding = std::holds_alternative<NoPositionalEncoding>(options.encoding) ||
+                                 std::holds_alternative<AlibiParams>(options.encoding) ||
+                                 std::holds_alternative<T5BiasParams>(options.encoding);
+  if (options.compute == ComputeType::kBfloat16 && per_tile_encoding) {
+    return FlashAttention(shape, options, q, k, v, out);
+  }
+  // RoPE rotates in f32, CoPE needs whole rows, and f32 compute f32 operands: widened (exactly),
+  // the f32 version, the output rounded.
+  const int64_t q_count = shape.batch * shape.num_heads * shape.q_len * shape.head_dim;
+  const int64_t kv_count = shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim;
+  const std::unique_ptr<float[]> q_f32 = ParallelCopy(q, q_count), k_f32 = ParallelCopy(k, kv_count),
+                                 v_f32 = ParallelCopy(v, kv_count);
+  const std::unique_ptr<float[]> out_f32(new float[q_count]);
+  if (absl::Status status = ScaledDotProductAttention(shape, options, q_f32.get(), k_f32.get(),
+                                                      v_f32.get(), out_f32.get(), nullptr);
+      !status.ok()) {
+    return status;
+  }
+  for (int64_t i = 0; i < q_count; ++i) out[i] = FloatToBfloat16(out_f32[i]);
+  return absl::OkStatus();
 }
 
 }  // namespace attnserve

@@ -68,6 +68,15 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
                                        const float* q, const float* k, const float* v, float* out,
                                        float* probs);
 
+// The same on bf16 tensors (uint16_t bits, same layouts), out rounded to nearest even, without
+// probabilities. With bf16 compute and no encoding, ALiBi or T5, the tensors go to the tiled
+// kernel as they are (half the bytes of f32, no conversions); otherwise they are widened to f32
+// (exactly) for the version above. Either way the result equals the f32 version's on the widened
+// values, rounded to bf16.
+absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions& options,
+                                       const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                       uint16_t* out);
+
 }  // namespace attnserve
 
 #endif  // ATTNSERVE_CORE_SCALED_DOT_PRODUCT_ATTENTION_H_

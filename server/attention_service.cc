@@ -333,23 +333,39 @@ absl::Status AttentionServiceImpl::DoAttend(const ModelRegistry& models,
 absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
                                           std::function<bool()> is_cancelled,
                                           v1::SdpaResponse* response) const {
-  ASSIGN_OR_RETURN(FloatTensor q, DecodeFloatTensor(request.q(), "q", 4, "[B, H, Sq, hd]"));
-  ASSIGN_OR_RETURN(FloatTensor k, DecodeFloatTensor(request.k(), "k", 4, "[B, Hkv, Sk, hd]"));
-  ASSIGN_OR_RETURN(FloatTensor v, DecodeFloatTensor(request.v(), "v", 4, "[B, Hkv, Sk, hd]"));
-  if (k.shape[0] != q.shape[0] || k.shape[3] != q.shape[3]) {
-    return absl::InvalidArgumentError(absl::StrCat("k.shape=", FormatShape(k.shape),
-                                                   " must match q.shape=", FormatShape(q.shape),
+  // BFLOAT16 q, k and v stay bf16 all the way (the core reads them as they are and writes bf16),
+  // unless probabilities are wanted; any other mix is widened to f32.
+  const bool bf16_tensors = request.q().dtype() == v1::BFLOAT16 &&
+                            request.k().dtype() == v1::BFLOAT16 &&
+                            request.v().dtype() == v1::BFLOAT16 && !request.return_attention();
+  FloatTensor q, k, v;
+  Bfloat16Tensor q_bits, k_bits, v_bits;
+  if (bf16_tensors) {
+    ASSIGN_OR_RETURN(q_bits, DecodeBfloat16Tensor(request.q(), "q", 4, "[B, H, Sq, hd]"));
+    ASSIGN_OR_RETURN(k_bits, DecodeBfloat16Tensor(request.k(), "k", 4, "[B, Hkv, Sk, hd]"));
+    ASSIGN_OR_RETURN(v_bits, DecodeBfloat16Tensor(request.v(), "v", 4, "[B, Hkv, Sk, hd]"));
+  } else {
+    ASSIGN_OR_RETURN(q, DecodeFloatTensor(request.q(), "q", 4, "[B, H, Sq, hd]"));
+    ASSIGN_OR_RETURN(k, DecodeFloatTensor(request.k(), "k", 4, "[B, Hkv, Sk, hd]"));
+    ASSIGN_OR_RETURN(v, DecodeFloatTensor(request.v(), "v", 4, "[B, Hkv, Sk, hd]"));
+  }
+  const std::vector<int64_t>& q_shape = bf16_tensors ? q_bits.shape : q.shape;
+  const std::vector<int64_t>& k_shape = bf16_tensors ? k_bits.shape : k.shape;
+  const std::vector<int64_t>& v_shape = bf16_tensors ? v_bits.shape : v.shape;
+  if (k_shape[0] != q_shape[0] || k_shape[3] != q_shape[3]) {
+    return absl::InvalidArgumentError(absl::StrCat("k.shape=", FormatShape(k_shape),
+                                                   " must match q.shape=", FormatShape(q_shape),
                                                    " in B and hd"));
   }
-  if (v.shape != k.shape) {
-    return absl::InvalidArgumentError(absl::StrCat("v.shape=", FormatShape(v.shape),
-                                                   " must equal k.shape=", FormatShape(k.shape)));
+  if (v_shape != k_shape) {
+    return absl::InvalidArgumentError(absl::StrCat("v.shape=", FormatShape(v_shape),
+                                                   " must equal k.shape=", FormatShape(k_shape)));
   }
-  if (q.shape[1] % k.shape[1] != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("k.shape[1]=", k.shape[1],
-                                                   " must divide q.shape[1]=", q.shape[1]));
+  if (q_shape[1] % k_shape[1] != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("k.shape[1]=", k_shape[1],
+                                                   " must divide q.shape[1]=", q_shape[1]));
   }
-  const SdpaShape shape{q.shape[0], q.shape[1], k.shape[1], q.shape[2], k.shape[2], q.shape[3]};
+  const SdpaShape shape{q_shape[0], q_shape[1], k_shape[1], q_shape[2], k_shape[2], q_shape[3]};
   RETURN_IF_ERROR(CheckLimits(shape.batch, shape.num_heads, shape.q_len, shape.kv_len,
                               "q.shape[2]", "k.shape[2]"));
   if (request.return_attention()) {
@@ -416,19 +432,32 @@ absl::Status AttentionServiceImpl::DoSdpa(const v1::SdpaRequest& request,
   }
   RETURN_IF_ERROR(ValidateSdpa(shape, options));
 
-  std::vector<float> out(q.values.size());
+  std::vector<float> out;
+  std::vector<uint16_t> out_bits;
   std::vector<float> probs;
-  if (request.return_attention()) {
-    probs.resize(shape.batch * shape.num_heads * shape.q_len * shape.kv_len);
+  if (bf16_tensors) {
+    out_bits.resize(q_bits.bits.size());
+    RETURN_IF_ERROR(attnserve::ScaledDotProductAttention(shape, options, q_bits.bits.data(),
+                                                         k_bits.bits.data(), v_bits.bits.data(),
+                                                         out_bits.data()));
+  } else {
+    out.resize(q.values.size());
+    if (request.return_attention()) {
+      probs.resize(shape.batch * shape.num_heads * shape.q_len * shape.kv_len);
+    }
+    RETURN_IF_ERROR(attnserve::ScaledDotProductAttention(shape, options, q.values.data(),
+                                                         k.values.data(), v.values.data(),
+                                                         out.data(),
+                                                         probs.empty() ? nullptr : probs.data()));
   }
-  RETURN_IF_ERROR(attnserve::ScaledDotProductAttention(shape, options, q.values.data(),
-                                                       k.values.data(), v.values.data(),
-                                                       out.data(),
-                                                       probs.empty() ? nullptr : probs.data()));
   RecordWork("ScaledDotProductAttention", "inline", shape.batch * shape.q_len,
              AttentionFlops(shape.batch, shape.num_heads, shape.q_len, shape.kv_len,
                             shape.head_dim, options.causal));
-  EncodeFloatTensor(q.shape, out.data(), request.q().dtype(), response->mutable_output());
+  if (bf16_tensors) {
+    EncodeBfloat16Tensor(q_shape, out_bits.data(), response->mutable_output());
+  } else {
+    EncodeFloatTensor(q_shape, out.data(), request.q().dtype(), response->mutable_output());
+  }
   if (!probs.empty()) {
     EncodeFloatTensor({shape.batch, shape.num_heads, shape.q_len, shape.kv_len}, probs.data(),
                       v1::FLOAT32, response->mutable_attention());

@@ -100,6 +100,31 @@ absl::StatusOr<FloatTensor> DecodeFloatTensor(const v1::Tensor& tensor, absl::st
   return decoded;
 }
 
+absl::StatusOr<Bfloat16Tensor> DecodeBfloat16Tensor(const v1::Tensor& tensor,
+                                                    absl::string_view field, int rank,
+                                                    absl::string_view dims) {
+  if (tensor.dtype() != v1::BFLOAT16) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".dtype=", DataTypeName(tensor.dtype()),
+                                                   " must be BFLOAT16"));
+  }
+  absl::StatusOr<int64_t> count = CheckedElementCount(tensor, field, rank, dims);
+  if (!count.ok()) return count.status();
+  Bfloat16Tensor decoded;
+  decoded.shape.assign(tensor.shape().begin(), tensor.shape().end());
+  decoded.bits.resize(*count);
+  std::memcpy(decoded.bits.data(), tensor.data().data(), *count * sizeof(uint16_t));
+  return decoded;
+}
+
+void EncodeBfloat16Tensor(const std::vector<int64_t>& shape, const uint16_t* bits,
+                          v1::Tensor* tensor) {
+  int64_t count = 1;
+  for (int64_t dim : shape) count *= dim;
+  tensor->set_dtype(v1::BFLOAT16);
+  tensor->mutable_shape()->Assign(shape.begin(), shape.end());
+  tensor->mutable_data()->assign(reinterpret_cast<const char*>(bits), count * sizeof(uint16_t));
+}
+
 void EncodeFloatTensor(const std::vector<int64_t>& shape, const float* values, v1::DataType dtype,
                        v1::Tensor* tensor) {
   int64_t count = 1;

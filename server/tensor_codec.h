@@ -25,6 +25,21 @@ struct FloatTensor {
 absl::StatusOr<FloatTensor> DecodeFloatTensor(const v1::Tensor& tensor, absl::string_view field,
                                               int rank, absl::string_view dims);
 
+// A BFLOAT16 tensor's values as they are on the wire (bf16 bits, little-endian like x86).
+struct Bfloat16Tensor {
+  std::vector<int64_t> shape;
+  std::vector<uint16_t> bits;  // row-major, product(shape) elements
+};
+
+// Decodes a BFLOAT16 tensor of the given rank without widening it; messages as above.
+absl::StatusOr<Bfloat16Tensor> DecodeBfloat16Tensor(const v1::Tensor& tensor,
+                                                    absl::string_view field, int rank,
+                                                    absl::string_view dims);
+
+// Writes product(shape) bf16 values as a BFLOAT16 tensor.
+void EncodeBfloat16Tensor(const std::vector<int64_t>& shape, const uint16_t* bits,
+                          v1::Tensor* tensor);
+
 // Writes values (product(shape) elements) as `dtype` (FLOAT32 or BFLOAT16, round to nearest even).
 void EncodeFloatTensor(const std::vector<int64_t>& shape, const float* values, v1::DataType dtype,
                        v1::Tensor* tensor);

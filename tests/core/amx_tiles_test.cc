@@ -39,13 +39,17 @@ struct Shape {
 
 class AmxPackTest : public ::testing::TestWithParam<Shape> {};
 
-TEST_P(AmxPackTest, KeysFollowTheDocumentedLayout) {
+TEST_P(AmxPackTest, KeysFromF32AndBf16FollowTheDocumentedLayout) {
   SKIP_WITHOUT_AMX();
   const auto [keys, hd] = GetParam();
   const auto k = RandomVector(keys * hd, 1);
-  std::vector<uint16_t> packed(AmxPackedSize(keys, hd), 0xffff);  // poisoned
-  for (int64_t begin = 0; begin < keys; begin += 32) {  // in parts, as threads pack
+  std::vector<uint16_t> k_bits(k.size());
+  for (size_t i = 0; i < k.size(); ++i) k_bits[i] = FloatToBfloat16(k[i]);
+  // From f32 and from bf16 sources, into poisoned buffers, in parts as threads pack.
+  std::vector<uint16_t> packed(AmxPackedSize(keys, hd), 0xffff), from_bits = packed;
+  for (int64_t begin = 0; begin < keys; begin += 32) {
     AmxPackKeys(k.data(), keys, hd, begin, begin + 32, packed.data());
+    AmxPackKeys(k_bits.data(), keys, hd, begin, begin + 32, from_bits.data());
   }
   const int64_t steps = PadTo32(hd) / 32;
   for (int64_t block = 0; block < PadTo32(keys) / 16; ++block) {
@@ -58,6 +62,8 @@ TEST_P(AmxPackTest, KeysFollowTheDocumentedLayout) {
                 key < keys && dim < hd ? FloatToBfloat16(k[key * hd + dim]) : uint16_t{0};
             ASSERT_EQ(TileElement(packed, block * steps + s, p, n, e), expected)
                 << "key " << key << " dim " << dim;
+            ASSERT_EQ(TileElement(from_bits, block * steps + s, p, n, e), expected)
+                << "from bf16: key " << key << " dim " << dim;
           }
         }
       }
@@ -65,13 +71,17 @@ TEST_P(AmxPackTest, KeysFollowTheDocumentedLayout) {
   }
 }
 
-TEST_P(AmxPackTest, ValuesFollowTheDocumentedLayout) {
+TEST_P(AmxPackTest, ValuesFromF32AndBf16FollowTheDocumentedLayout) {
   SKIP_WITHOUT_AMX();
   const auto [keys, hd] = GetParam();
   const auto v = RandomVector(keys * hd, 2);
-  std::vector<uint16_t> packed(AmxPackedSize(keys, hd), 0xffff);
+  std::vector<uint16_t> v_bits(v.size());
+  for (size_t i = 0; i < v.size(); ++i) v_bits[i] = FloatToBfloat16(v[i]);
+  // From f32 and from bf16 sources, into poisoned buffers, in parts as threads pack.
+  std::vector<uint16_t> packed(AmxPackedSize(keys, hd), 0xffff), from_bits = packed;
   for (int64_t begin = 0; begin < keys; begin += 32) {
     AmxPackValues(v.data(), keys, hd, begin, begin + 32, packed.data());
+    AmxPackValues(v_bits.data(), keys, hd, begin, begin + 32, from_bits.data());
   }
   const int64_t steps = PadTo32(keys) / 32;
   for (int64_t block = 0; block < PadTo32(hd) / 16; ++block) {
@@ -84,6 +94,8 @@ TEST_P(AmxPackTest, ValuesFollowTheDocumentedLayout) {
                 key < keys && dim < hd ? FloatToBfloat16(v[key * hd + dim]) : uint16_t{0};
             ASSERT_EQ(TileElement(packed, block * steps + s, p, n, e), expected)
                 << "key " << key << " dim " << dim;
+            ASSERT_EQ(TileElement(from_bits, block * steps + s, p, n, e), expected)
+                << "from bf16: key " << key << " dim " << dim;
           }
         }
       }

@@ -299,6 +299,45 @@ TEST(FlashAttentionCancelTest, StopsBetweenTilesWhenCancelled) {
   }
 }
 
+// bf16 tensors through every tiling (AMX with many key tiles, the defaults, oneDNN's bf16
+// matmul): bit for bit the f32 tensors' result on the same values, rounded; the f32 result is
+// held to the reference by the table above.
+TEST(FlashAttentionBfloat16TensorsTest, EqualFloat32TensorsRoundedOnEveryPath) {
+  const SdpaShape shape{2, 8, 2, 45, 45, 64};
+  std::vector<float> q = RandomVector(2 * 8 * 45 * 64, 81), k = RandomVector(2 * 2 * 45 * 64, 82),
+                     v = RandomVector(2 * 2 * 45 * 64, 83);
+  std::vector<uint16_t> q_bits(q.size()), k_bits(k.size()), v_bits(v.size());
+  for (size_t i = 0; i < q.size(); ++i) q_bits[i] = FloatToBfloat16(q[i]);
+  for (size_t i = 0; i < k.size(); ++i) k_bits[i] = FloatToBfloat16(k[i]);
+  for (size_t i = 0; i < v.size(); ++i) v_bits[i] = FloatToBfloat16(v[i]);
+  for (auto* values : {&q, &k, &v}) {
+    for (float& x : *values) x = RoundToBfloat16(x);
+  }
+  SdpaOptions options;
+  options.causal = true;
+  options.key_lengths = {45, 30};
+  options.compute = ComputeType::kBfloat16;
+  for (const FlashTiling& tiling : {kSmallTiles, kDefaultTiles, kSmallTilesOneDnn}) {
+    std::vector<float> out(q.size());
+    std::vector<uint16_t> out_bits(q.size(), 0x7fc1);  // NaN: an unwritten element fails
+    ASSERT_TRUE(
+        FlashAttention(shape, options, q.data(), k.data(), v.data(), out.data(), tiling).ok());
+    ASSERT_TRUE(FlashAttention(shape, options, q_bits.data(), k_bits.data(), v_bits.data(),
+                               out_bits.data(), tiling)
+                    .ok());
+    for (size_t i = 0; i < out.size(); ++i) {
+      ASSERT_EQ(out_bits[i], FloatToBfloat16(out[i]))
+          << "out[" << i << "] tiles " << tiling.k_tile << " amx " << tiling.use_amx;
+    }
+  }
+  options.compute = ComputeType::kFloat32;
+  std::vector<uint16_t> out_bits(q.size());
+  EXPECT_EQ(FlashAttention(shape, options, q_bits.data(), k_bits.data(), v_bits.data(),
+                           out_bits.data())
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(FlashAttentionCancelTest, RejectsEncodingsItCannotTile) {
   const SdpaShape shape{1, 1, 1, 2, 2, 4};
   std::vector<float> x(8), out(8);

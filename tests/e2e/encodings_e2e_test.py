@@ -1026,6 +1026,30 @@ class SdpaEncodingTest(ServerTestCase):
             f32, _ = self.run_sdpa(q, k, v, return_attention=return_attention, causal=True)
             self.assertLess(rel_err(f32, want_out), SDPA_REL)
 
+    def test_bfloat16_tensors_stay_bf16(self):
+        # BFLOAT16 q, k and v come back as BFLOAT16, bit for bit the rounding of what the same
+        # values as FLOAT32 tensors give (the server keeps them bf16 for bf16 compute with no
+        # encoding, ALiBi or T5, and widens them otherwise), and bf16-accurate against f64.
+        q, k, v = (bf16_to_f32(bf16_round(x)) for x in self.qkv(B=2, H=4, Hkv=2, Sq=37, Sk=70,
+                                                                  hd=32))
+        for encoding, ref_kind in ((None, None), (alibi(), "alibi"), (rope(), "rope")):
+            for compute in (tensor_pb2.BFLOAT16, tensor_pb2.FLOAT32):
+                with self.subTest(encoding=ref_kind, compute=compute):
+                    request = dict(causal=True, key_lengths=[70, 44], compute_dtype=compute)
+                    with_encoding = dict(request)
+                    if encoding is not None:
+                        with_encoding["encoding"] = encoding
+                    resp = self.sdpa(q=bf16_tensor(q), k=bf16_tensor(k), v=bf16_tensor(v),
+                                     **with_encoding)
+                    self.assertEqual(resp.output.dtype, tensor_pb2.BFLOAT16)
+                    self.assertEqual(list(resp.output.shape), list(q.shape))
+                    got = np.frombuffer(resp.output.data, dtype="<u2").reshape(q.shape)
+                    f32, _ = self.run_sdpa(q, k, v, encoding, return_attention=False, **request)
+                    np.testing.assert_array_equal(got, bf16_round(f32))
+                    want, _ = ref_sdpa(q, k, v, kind=ref_kind, causal=True,
+                                       key_lengths=[70, 44])
+                    self.assertLess(rel_err(bf16_to_f32(got), want), 1e-2)
+
     def both_head_layouts(self):
         return [(4, 4), (4, 2)]  # MHA, GQA (query head h uses kv head h // 2)
 

@@ -49,6 +49,32 @@ TEST(TensorCodecTest, Bfloat16TensorDecodesToFloat) {
   EXPECT_EQ(decoded->values, (std::vector<float>{1.5f, -2.0f}));
 }
 
+TEST(TensorCodecTest, Bfloat16TensorKeepsItsBitsBothWays) {
+  const std::vector<uint16_t> bits = {0x3fc0, 0xc000, 0x7fc0, 0x0001, 0xff80, 0x1234};
+  v1::Tensor tensor;
+  EncodeBfloat16Tensor({2, 1, 3}, bits.data(), &tensor);
+  EXPECT_EQ(tensor.dtype(), v1::BFLOAT16);
+  EXPECT_EQ(tensor.data().size(), 12u);
+  const uint8_t first[2] = {0xc0, 0x3f};  // little-endian on the wire
+  EXPECT_EQ(std::memcmp(tensor.data().data(), first, 2), 0);
+  absl::StatusOr<Bfloat16Tensor> decoded = DecodeBfloat16Tensor(tensor, "q", 3, "[a, b, c]");
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->shape, (std::vector<int64_t>{2, 1, 3}));
+  EXPECT_EQ(decoded->bits, bits);
+}
+
+TEST(TensorCodecTest, Bfloat16DecodingNamesTheFieldAndValue) {
+  auto message = [](const v1::Tensor& tensor) {
+    return std::string(DecodeBfloat16Tensor(tensor, "k", 4, "[B, Hkv, Sk, hd]").status().message());
+  };
+  EXPECT_THAT(message(MakeTensor(v1::FLOAT32, {1, 1, 1, 1}, 4)),
+              HasSubstr("k.dtype=FLOAT32 must be BFLOAT16"));
+  EXPECT_THAT(message(MakeTensor(v1::BFLOAT16, {1, 2, 3, 4}, 47)),
+              HasSubstr("k.data has 47 bytes; shape [1,2,3,4] of BFLOAT16 needs 48"));
+  EXPECT_THAT(message(MakeTensor(v1::BFLOAT16, {1, 2, 3}, 12)),
+              HasSubstr("k.shape=[1,2,3] has rank 3; must be [B, Hkv, Sk, hd]"));
+}
+
 TEST(TensorCodecTest, RejectionsNameTheFieldAndValue) {
   EXPECT_THAT(Message(MakeTensor(v1::FLOAT32, {2, 3}, 24)),
               HasSubstr("query.shape=[2,3] has rank 2; must be [batch, seq, d_model]"));
