@@ -31,25 +31,6 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr unsigned int kFlushToZero = 0x8000;      // MXCSR FTZ: subnormal results become 0
 constexpr unsigned int kDenormalsAreZero = 0x0040;  // MXCSR DAZ: subnormal inputs read as 0
 
-typedef uint32_t Uint32x16 __attribute__((vector_size(64)));
-typedef uint16_t Uint16x16 __attribute__((vector_size(32)));
-
-// out[i] ← bf16(values[i]), round to nearest even, NaN kept a quiet NaN (as FloatToBfloat16), 16
-// at a time.
-ATTNSERVE_TARGET_CLONES void ConvertToBfloat16(const float* values, int64_t n, uint16_t* out) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    Uint32x16 bits;
-    std::memcpy(&bits, values + i, sizeof(bits));
-    const Uint32x16 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-    const Uint32x16 quiet_nan = (bits >> 16) | 0x0040u;
-    const Uint32x16 result = (bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded;
-    const Uint16x16 narrow = __builtin_convertvector(result, Uint16x16);
-    std::memcpy(out + i, &narrow, sizeof(narrow));
-  }
-  for (; i < n; ++i) out[i] = FloatToBfloat16(values[i]);
-}
-
 // row[c] ← scale·row[c] − slope·(q − k[c]) when causal (the DESIGN's −m(i−j); visible keys
 // usually have k <= q), scale·row[c] − slope·|q − k[c]| otherwise: the score's own scale (when the
 // product left it out) and the bias in one pass. Positions arrive relative to the batch element's
@@ -254,20 +235,18 @@ class CacheAlignedArray {
 
 // Rows of a tensor (f32, or bf16 bits) as bf16 bits.
 void CopyAsBfloat16(const float* values, int64_t n, uint16_t* out) {
-  ConvertToBfloat16(values, n, out);
+  ScaleRowIntoBfloat16(values, n, 1.0f, out);
 }
 void CopyAsBfloat16(const uint16_t* values, int64_t n, uint16_t* out) {
   std::memcpy(out, values, n * sizeof(uint16_t));
 }
 
-// out[c] ← row[c]·factor for c < n, in the output tensor's type (bf16: rounded to nearest even;
-// row is then scaled in place first).
-void WriteScaledRow(float* row, int64_t n, float factor, float* out) {
+// out[c] ← row[c]·factor for c < n, in the output tensor's type.
+void WriteScaledRow(const float* row, int64_t n, float factor, float* out) {
   ScaleRowInto(row, n, factor, out);
 }
-void WriteScaledRow(float* row, int64_t n, float factor, uint16_t* out) {
-  ScaleRow(row, n, factor);
-  ConvertToBfloat16(row, n, out);
+void WriteScaledRow(const float* row, int64_t n, float factor, uint16_t* out) {
+  ScaleRowIntoBfloat16(row, n, factor, out);
 }
 
 // The GEMM operands of a call, from tensors of T (float, or uint16_t bf16 bits): f32 inputs as
@@ -334,7 +313,7 @@ struct Operands {
     constexpr int64_t kChunk = 1 << 14;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < count; i += kChunk) {
-      ConvertToBfloat16(values + i, std::min(kChunk, count - i), bits.data() + i);
+      ScaleRowIntoBfloat16(values + i, std::min(kChunk, count - i), 1.0f, bits.data() + i);
     }
     return bits;
   }

@@ -59,6 +59,14 @@ void ScaleRow(float* row, int64_t n, float factor);
 // out[c] = row[c] · factor for c < n (the final normalisation of an output row).
 void ScaleRowInto(const float* row, int64_t n, float factor, float* out);
 
+// out[c] = bf16(row[c] · factor) for c < n, rounded to nearest even, NaN kept a quiet NaN, as
+// FloatToBfloat16 — except that the AVX-512 version (vcvtneps2bf16) flushes subnormal inputs
+// and results to zero. factor 1 converts a row (the product is then exact).
+void ScaleRowIntoBfloat16(const float* row, int64_t n, float factor, uint16_t* out);
+void ScaleRowIntoBfloat16Portable(const float* row, int64_t n, float factor, uint16_t* out);
+void ScaleRowIntoBfloat16Avx512(const float* row, int64_t n, float factor,
+                                uint16_t* out);  // needs CpuHasAvx512Bf16()
+
 }  // namespace attnserve
 
 #endif  // ATTNSERVE_CORE_SOFTMAX_KERNELS_H_

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -224,6 +225,51 @@ TEST_F(ExpShiftedToBfloat16LanesTest, MinusInfinityGivesZeroAndNaNPropagates) {
     EXPECT_TRUE(std::isnan(sum)) << "n=" << n;
   }
 }
+
+using ScaleIntoBfloat16 = void (*)(const float*, int64_t, float, uint16_t*);
+using ScaleRowIntoBfloat16Test = VariantTest<ScaleIntoBfloat16>;
+
+// Against FloatToBfloat16 of the f32 product, bit for bit: every length 0…70, values on and
+// next to rounding ties, ±inf, NaN; subnormal results may flush to ±0.
+TEST_P(ScaleRowIntoBfloat16Test, RoundsTheProductLikeFloatToBfloat16) {
+  for (const float factor : {1.0f, 0.37f}) {
+    for (int64_t n = 0; n <= 70; ++n) {
+      std::vector<float> row = RandomVector(n, 21 + n, 100.0f);
+      for (int64_t i = 0; i < n; ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, &row[i], sizeof(bits));
+        if (i % 5 == 1) bits = (bits & 0xffff0000u) | 0x8000u;  // a tie (for factor 1)
+        if (i % 5 == 2) bits = (bits & 0xffff0000u) | 0x18000u;  // a tie, odd upper half
+        std::memcpy(&row[i], &bits, sizeof(bits));
+        if (i % 11 == 3) row[i] = (i % 2 ? 1 : -1) * kInf;
+        if (i % 13 == 4) row[i] = kNaN;
+        if (i % 17 == 5) row[i] = 3e-39f;  // subnormal
+      }
+      std::vector<uint16_t> out(n + 1, 0x7777);  // out[n] must stay
+      kernel()(row.data(), n, factor, out.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const float product = row[i] * factor;
+        const uint16_t expected = FloatToBfloat16(product);
+        if (std::isnan(product)) {
+          ASSERT_TRUE(std::isnan(Bfloat16ToFloat(out[i]))) << "n=" << n << " i=" << i;
+        } else if (std::fpclassify(product) == FP_SUBNORMAL) {
+          ASSERT_TRUE(out[i] == expected || (out[i] & 0x7fffu) == 0) << "n=" << n << " i=" << i;
+        } else {
+          ASSERT_EQ(out[i], expected) << "factor=" << factor << " n=" << n << " i=" << i;
+        }
+      }
+      EXPECT_EQ(out[n], 0x7777) << "n=" << n;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Variants, ScaleRowIntoBfloat16Test,
+    ::testing::Values(
+        Variant<ScaleIntoBfloat16>{"Portable", ScaleRowIntoBfloat16Portable, true},
+        Variant<ScaleIntoBfloat16>{"Avx512Bf16", ScaleRowIntoBfloat16Avx512, CpuHasAvx512Bf16()},
+        Variant<ScaleIntoBfloat16>{"Dispatched", ScaleRowIntoBfloat16, true}),
+    VariantName<ScaleIntoBfloat16>);
 
 TEST(RowMaxTest, MaximumOverEveryLength) {
   for (int64_t n = 0; n <= 70; ++n) {
