@@ -47,9 +47,10 @@ __attribute__((target("avx512f"), always_inline)) inline __m512 Exp2x16(__m512 k
   return _mm512_scalef_ps(p, k);
 }
 
-// 2^t for 16 lanes to 7.5e-5, t >= −150 (−inf would give NaN): f = t − floor(t) by one
-// vreduceps, the cubic, and 2^floor(t) by vscalefps, which floors its exponent operand itself —
-// one instruction fewer than rounding t and subtracting.
+// 2^t for 16 lanes to 7.5e-5: f = t − floor(t) by one vreduceps, the cubic, and 2^floor(t) by
+// vscalefps, which floors its exponent operand itself — one instruction fewer than rounding t and
+// subtracting. No floor on t is needed: vreduceps gives f = 0 for ±inf, so −inf (and any t far
+// below −126) gives 0, +inf gives +inf, and NaN stays NaN.
 __attribute__((target("avx512f,avx512dq"), always_inline)) inline __m512 Exp2Bfloat16x16(
     __m512 t) {
   const __m512 f = _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
@@ -60,12 +61,10 @@ __attribute__((target("avx512f,avx512dq"), always_inline)) inline __m512 Exp2Bfl
 
 // e^(scale·x − shift) for 16 lanes to 7.5e-5, given scale·log2 e and −shift·log2 e: t = x·scale·
 // log2 e − shift·log2 e in one FMA (the roundings of the two constants move t by about
-// |t|·2^-23, a relative error in e far below bf16's), floored at −150 (2^t = 0) so that −inf gives
-// 0 rather than −inf − (−inf); the max keeps a NaN t.
+// |t|·2^-23, a relative error in e far below bf16's).
 __attribute__((target("avx512f,avx512dq"), always_inline)) inline __m512 ExpShiftedBfloat16x16(
     __m512 x, __m512 scale_log2e, __m512 neg_shift_log2e) {
-  return Exp2Bfloat16x16(
-      _mm512_max_ps(_mm512_set1_ps(-150.0f), _mm512_fmadd_ps(x, scale_log2e, neg_shift_log2e)));
+  return Exp2Bfloat16x16(_mm512_fmadd_ps(x, scale_log2e, neg_shift_log2e));
 }
 
 __attribute__((target("avx512f"), always_inline)) inline __m512 RoundToInteger(__m512 t) {
