@@ -310,11 +310,7 @@ struct Operands {
 
   static std::vector<uint16_t> ToBfloat16(const float* values, int64_t count) {
     std::vector<uint16_t> bits(count);
-    constexpr int64_t kChunk = 1 << 14;
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < count; i += kChunk) {
-      ScaleRowIntoBfloat16(values + i, std::min(kChunk, count - i), 1.0f, bits.data() + i);
-    }
+    ConvertToBfloat16Parallel(values, count, bits.data());
     return bits;
   }
 

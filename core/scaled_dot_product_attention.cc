@@ -5,11 +5,13 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/bfloat16.h"
 #include "core/flash_attention.h"
 #include "core/onednn_ops.h"
+#include "core/softmax_kernels.h"
 
 namespace attnserve {
 namespace {
@@ -58,6 +60,30 @@ absl::Status RotateHeads(const RopeParams& params, const SdpaShape& shape, int64
     }
   }
   return absl::OkStatus();
+}
+
+// RoPE's q' and k': rotated f32 copies of q and k (f32, or bf16 widened exactly) into
+// q_rotated, k_rotated. Dynamic scalings see the longest position of the request.
+template <typename T>
+absl::Status RotatedCopies(const RopeParams& rope, const SdpaShape& shape,
+                           const SdpaOptions& options, const T* q, const T* k,
+                           std::unique_ptr<float[]>* q_rotated,
+                           std::unique_ptr<float[]>* k_rotated) {
+  const int64_t seq_len =
+      1 + std::max(*std::max_element(options.q_positions.begin(), options.q_positions.end()),
+                   *std::max_element(options.k_positions.begin(), options.k_positions.end()));
+  *q_rotated = ParallelCopy(q, shape.batch * shape.num_heads * shape.q_len * shape.head_dim);
+  *k_rotated = ParallelCopy(k, shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim);
+  // Without a shared cache, one for this call still computes each position's cos/sin once.
+  PositionTableCache call_tables;
+  PositionTableCache* tables = options.tables != nullptr ? options.tables : &call_tables;
+  if (absl::Status status = RotateHeads(rope, shape, shape.num_heads, shape.q_len,
+                                        options.q_positions, seq_len, tables, q_rotated->get());
+      !status.ok()) {
+    return status;
+  }
+  return RotateHeads(rope, shape, shape.num_kv_heads, shape.kv_len, options.k_positions, seq_len,
+                     tables, k_rotated->get());
 }
 
 }  // namespace
@@ -150,24 +176,10 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
   const bool t5 = std::holds_alternative<T5BiasParams>(options.encoding);
   const float scale = EffectiveScale(shape, options);
 
-  // RoPE: q' and k' are rotated copies; dynamic scalings see the longest position of the request.
+  // RoPE: q' and k' are rotated copies.
   std::unique_ptr<float[]> q_rotated, k_rotated;
   if (const auto* rope = std::get_if<RopeParams>(&options.encoding)) {
-    const int64_t seq_len =
-        1 + std::max(*std::max_element(options.q_positions.begin(), options.q_positions.end()),
-                     *std::max_element(options.k_positions.begin(), options.k_positions.end()));
-    q_rotated = ParallelCopy(q, B * H * Sq * hd);
-    k_rotated = ParallelCopy(k, B * Hkv * Sk * hd);
-    // Without a shared cache, one for this call still computes each position's cos/sin once.
-    PositionTableCache call_tables;
-    PositionTableCache* tables = options.tables != nullptr ? options.tables : &call_tables;
-    if (absl::Status status = RotateHeads(*rope, shape, H, Sq, options.q_positions, seq_len,
-                                          tables, q_rotated.get());
-        !status.ok()) {
-      return status;
-    }
-    if (absl::Status status = RotateHeads(*rope, shape, Hkv, Sk, options.k_positions, seq_len,
-                                          tables, k_rotated.get());
+    if (absl::Status status = RotatedCopies(*rope, shape, options, q, k, &q_rotated, &k_rotated);
         !status.ok()) {
       return status;
     }
@@ -260,16 +272,25 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
                                        const uint16_t* q, const uint16_t* k, const uint16_t* v,
                                        uint16_t* out) {
   if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
-  const bool per_tile_encoding = std::holds_alternative<NoPositionalEncoding>(options.encoding) ||
-                                 std::holds_alternative<AlibiParams>(options.encoding) ||
-                                 std::holds_alternative<T5BiasParams>(options.encoding);
-  if (options.compute == ComputeType::kBfloat16 && per_tile_encoding) {
-    return FlashAttention(shape, options, q, k, v, out);
-  }
-  // RoPE rotates in f32, CoPE needs whole rows, and f32 compute f32 operands: widened (exactly),
-  // the f32 version, the output rounded.
   const int64_t q_count = shape.batch * shape.num_heads * shape.q_len * shape.head_dim;
   const int64_t kv_count = shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim;
+  if (options.compute == ComputeType::kBfloat16 &&
+      !std::holds_alternative<CopeParams>(options.encoding)) {
+    const auto* rope = std::get_if<RopeParams>(&options.encoding);
+    if (rope == nullptr) return FlashAttention(shape, options, q, k, v, out);
+    // q' and k' rotated in f32 and rounded as the kernel would round f32 operands.
+    std::unique_ptr<float[]> q_rotated, k_rotated;
+    if (absl::Status status = RotatedCopies(*rope, shape, options, q, k, &q_rotated, &k_rotated);
+        !status.ok()) {
+      return status;
+    }
+    std::vector<uint16_t> q_bits(q_count), k_bits(kv_count);
+    ConvertToBfloat16Parallel(q_rotated.get(), q_count, q_bits.data());
+    ConvertToBfloat16Parallel(k_rotated.get(), kv_count, k_bits.data());
+    return FlashAttention(shape, options, q_bits.data(), k_bits.data(), v, out);
+  }
+  // CoPE needs whole rows, and f32 compute f32 operands: widened (exactly), the f32 version, the
+  // output rounded.
   const std::unique_ptr<float[]> q_f32 = ParallelCopy(q, q_count), k_f32 = ParallelCopy(k, kv_count),
                                  v_f32 = ParallelCopy(v, kv_count);
   const std::unique_ptr<float[]> out_f32(new float[q_count]);
@@ -278,7 +299,7 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
       !status.ok()) {
     return status;
   }
-  for (int64_t i = 0; i < q_count; ++i) out[i] = FloatToBfloat16(out_f32[i]);
+  ConvertToBfloat16Parallel(out_f32.get(), q_count, out);
   return absl::OkStatus();
 }
 

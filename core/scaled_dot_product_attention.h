@@ -69,10 +69,10 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
                                        float* probs);
 
 // The same on bf16 tensors (uint16_t bits, same layouts), out rounded to nearest even, without
-// probabilities. With bf16 compute and no encoding, ALiBi or T5, the tensors go to the tiled
-// kernel as they are (half the bytes of f32, no conversions); otherwise they are widened to f32
-// (exactly) for the version above. Either way the result equals the f32 version's on the widened
-// values, rounded to bf16.
+// probabilities. With bf16 compute the tensors go to the tiled kernel as they are (half the
+// bytes of f32, no conversions; RoPE rotates q and k in f32 and rounds them back); CoPE and f32
+// compute widen them to f32 (exactly) for the version above. Either way the result equals the
+// f32 version's on the widened values, rounded to bf16.
 absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions& options,
                                        const uint16_t* q, const uint16_t* k, const uint16_t* v,
                                        uint16_t* out);

@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -345,6 +346,14 @@ void ScaleRowIntoBfloat16(const float* row, int64_t n, float factor, uint16_t* o
     ScaleRowIntoBfloat16Avx512(row, n, factor, out);
   } else {
     ScaleRowIntoBfloat16Portable(row, n, factor, out);
+  }
+}
+
+void ConvertToBfloat16Parallel(const float* values, int64_t count, uint16_t* out) {
+  constexpr int64_t kChunk = 1 << 14;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; i += kChunk) {
+    ScaleRowIntoBfloat16(values + i, std::min(kChunk, count - i), 1.0f, out + i);
   }
 }
 

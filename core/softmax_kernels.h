@@ -67,6 +67,10 @@ void ScaleRowIntoBfloat16Portable(const float* row, int64_t n, float factor, uin
 void ScaleRowIntoBfloat16Avx512(const float* row, int64_t n, float factor,
                                 uint16_t* out);  // needs CpuHasAvx512Bf16()
 
+// out[i] = bf16(values[i]) for i < count as ScaleRowIntoBfloat16 (factor 1), in chunks over
+// OpenMP threads: whole tensors.
+void ConvertToBfloat16Parallel(const float* values, int64_t count, uint16_t* out);
+
 }  // namespace attnserve
 
 #endif  // ATTNSERVE_CORE_SOFTMAX_KERNELS_H_
