@@ -31,13 +31,15 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr unsigned int kFlushToZero = 0x8000;      // MXCSR FTZ: subnormal results become 0
 constexpr unsigned int kDenormalsAreZero = 0x0040;  // MXCSR DAZ: subnormal inputs read as 0
 
-// row[c] ← scale·row[c] − slope·(q − k[c]) when causal (the DESIGN's −m(i−j); visible keys
-// usually have k <= q), scale·row[c] − slope·|q − k[c]| otherwise: the score's own scale (when the
-// product left it out) and the bias in one pass. Positions arrive relative to the batch element's
-// first key, as floats: exact while they span < 2^24 positions, and the loop stays vectorisable.
-ATTNSERVE_TARGET_CLONES void AddAlibiRow(float* row, int64_t n, float scale, float slope,
-                                         float q_position, const float* k_positions, bool causal) {
-  if (causal) {
+// row[c] ← scale·row[c] + the ALiBi term's bias: the score's own scale (when the product left
+// it out) and the bias in one pass. Positions arrive relative to the batch element's first key,
+// as floats: exact while they span < 2^24 positions, and the loop stays vectorisable.
+ATTNSERVE_TARGET_CLONES void AddAlibiRow(float* row, int64_t n, float scale,
+                                         const AlibiTerm& term) {
+  const float slope = term.slope, q_position = term.q_position;
+  const float* k_positions = term.k_positions;
+  if (term.causal) {
+    // The DESIGN's −m(i−j): visible keys usually have k <= q.
 #pragma omp simd
     for (int64_t c = 0; c < n; ++c) {
       row[c] = row[c] * scale - slope * (q_position - k_positions[c]);
@@ -65,6 +67,7 @@ class ScoreBias {
     q_relative_.resize(shape.batch * Sq);
     k_relative_.resize(shape.batch * Sk);
     bucket_by_distance_.resize(shape.batch);
+    keys_ascend_.resize(shape.batch);
     min_distance_.resize(shape.batch);
     for (int64_t b = 0; b < shape.batch; ++b) {
       // Positions are in [0, kMaxPosition] (ValidateSdpa), so these differences cannot overflow.
@@ -74,6 +77,7 @@ class ScoreBias {
       const auto [k_min, k_max] = std::minmax_element(k, k + Sk);
       for (int64_t i = 0; i < Sq; ++i) q_relative_[b * Sq + i] = static_cast<float>(q[i] - *k_min);
       for (int64_t j = 0; j < Sk; ++j) k_relative_[b * Sk + j] = static_cast<float>(k[j] - *k_min);
+      keys_ascend_[b] = std::is_sorted(k, k + Sk);
       // T5 buckets need a logarithm: tabulate them per key–query distance when the distances
       // span no more than the request's own size (contiguous positions span Sq + Sk − 1).
       min_distance_[b] = *k_min - *q_max;
@@ -86,15 +90,37 @@ class ScoreBias {
   }
 
   bool active() const { return !slopes_.empty() || t5_ != nullptr; }
+  bool alibi() const { return !slopes_.empty(); }
+
+  // ALiBi: the bias of query row i (batch element b, head h) for keys from j0 on.
+  AlibiTerm AlibiRow(int64_t b, int64_t h, int64_t i, int64_t j0) const {
+    return AlibiTerm{static_cast<float>(slopes_[h]), q_relative_[b * shape_.q_len + i],
+                     k_relative_.data() + b * shape_.kv_len + j0, options_.causal};
+  }
+
+  // ALiBi: the key j < keys nearest query row i of batch element b (keys >= 1). A binary search
+  // where the key positions ascend, as they usually do; a scan otherwise.
+  int64_t NearestKey(int64_t b, int64_t i, int64_t keys) const {
+    const float q = q_relative_[b * shape_.q_len + i];
+    const float* k = k_relative_.data() + b * shape_.kv_len;
+    if (!keys_ascend_[b]) {
+      return std::min_element(k, k + keys, [q](float x, float y) {
+               return std::fabs(q - x) < std::fabs(q - y);
+             }) - k;
+    }
+    const int64_t above = std::lower_bound(k, k + keys, q) - k;  // first key at or after q
+    if (above == 0) return 0;
+    if (above == keys) return keys - 1;
+    return q - k[above - 1] <= k[above] - q ? above - 1 : above;
+  }
 
   // row[c] ← scale·row[c] + bias of query row i (batch element b, head h) and key j0 + c, for
   // c < n.
   void AddRow(int64_t b, int64_t h, int64_t i, int64_t j0, int64_t n, float scale,
               float* row) const {
     const int64_t Sq = shape_.q_len, Sk = shape_.kv_len;
-    if (!slopes_.empty()) {
-      AddAlibiRow(row, n, scale, static_cast<float>(slopes_[h]), q_relative_[b * Sq + i],
-                  k_relative_.data() + b * Sk + j0, options_.causal);
+    if (alibi()) {
+      AddAlibiRow(row, n, scale, AlibiRow(b, h, i, j0));
       return;
     }
     if (scale != 1.0f) ScaleRow(row, n, scale);
@@ -122,6 +148,7 @@ class ScoreBias {
   std::vector<double> slopes_;          // ALiBi, per head
   const T5BiasParams* t5_ = nullptr;
   std::vector<float> q_relative_, k_relative_;            // ALiBi: [B·Sq], [B·Sk]
+  std::vector<bool> keys_ascend_;                         // per batch element
   std::vector<std::vector<int32_t>> bucket_by_distance_;  // T5: per batch element, or empty
   std::vector<int64_t> min_distance_;                     // T5: per batch element
 };
@@ -461,12 +488,18 @@ absl::Status TiledAttention(const SdpaShape& shape, const SdpaOptions& options, 
     for (int64_t r = 0; r < rows; ++r) visible[r] = VisibleKeyCount(shape, options, b, i0 + r);
     // The last row sees the most keys (visibility never shrinks down the rows).
     const int64_t keys = visible[rows - 1];
+    // Key tiles from the anchor back to the first, then those after it. The anchor holds the
+    // key nearest the item's last query: the largest ALiBi bias (and the last visible key for
+    // causal rows and without ALiBi).
+    const int64_t tiles = (keys + k_tile - 1) / k_tile;
+    const int64_t anchor =
+        bias.alibi() && keys > 0 ? bias.NearestKey(b, i0 + rows - 1, keys) / k_tile : tiles - 1;
     // Cancellation is polled about every 1024 keys, as on the other paths.
     const int64_t poll_every = std::max<int64_t>(1, 1024 / k_tile);
     float* scores = scratch.scores.data();
     uint16_t* probs = scratch.probs_bf16.data();
-    for (int64_t j0 = (keys - 1) / k_tile * k_tile, step = 0; keys > 0 && j0 >= 0;
-         j0 -= k_tile, ++step) {
+    for (int64_t step = 0; step < tiles; ++step) {
+      const int64_t j0 = (step <= anchor ? anchor - step : step) * k_tile;
       if (step % poll_every == 0) {
         poll_cancelled();
         if (stop.load(std::memory_order_relaxed)) return;
@@ -486,29 +519,51 @@ absl::Status TiledAttention(const SdpaShape& shape, const SdpaOptions& options, 
           // Masked keys and the padding of the last 32 get probability 0.
           std::fill(p_row + row_cols, p_row + PadTo32(cols), uint16_t{0});
           if (row_cols == 0) continue;
+          // ALiBi's bias goes into the exponentials; T5's is added here, and so is a scale
+          // <= 0 (a shift taken as max(row)·scale is the scaled maximum only for a positive
+          // one).
           float row_scale = scale;
-          if (bias.active()) {
+          AlibiTerm alibi_term;
+          const AlibiTerm* alibi = nullptr;
+          if (bias.alibi()) {
+            alibi_term = bias.AlibiRow(b, h, i0 + row_index, j0);
+            alibi = &alibi_term;
+          } else if (bias.active()) {
             bias.AddRow(b, h, i0 + row_index, j0, row_cols, row_scale, row);
             row_scale = 1.0f;
           } else if (row_scale <= 0.0f) {
-            // A shift taken as max(row)·scale is the scaled maximum only for a positive scale.
             ScaleRow(row, row_cols, row_scale);
             row_scale = 1.0f;
           }
           float* sums = lane_sums + row_index * 16;
           if (shift[row_index] == kNegInf) {
-            const int64_t nearest = std::min<int64_t>(row_cols, 16);
-            shift[row_index] = RowMax(row + row_cols - nearest, nearest) * row_scale;
+            // The row's first tile (usually the anchor): with ALiBi its exponents, bias added
+            // here, and their maximum; otherwise the maximum of the last 16.
+            if (alibi != nullptr) {
+              AddAlibiRow(row, row_cols, row_scale, *alibi);
+              row_scale = 1.0f;
+              alibi = nullptr;
+              shift[row_index] = RowMax(row, row_cols);
+            } else {
+              const int64_t nearest = std::min<int64_t>(row_cols, 16);
+              shift[row_index] = RowMax(row + row_cols - nearest, nearest) * row_scale;
+            }
           }
-          if (!ExpShiftedToBfloat16Lanes(row, row_cols, row_scale, shift[row_index], p_row, sums)) {
+          if (!ExpShiftedToBfloat16Lanes(row, row_cols, row_scale, shift[row_index], p_row, sums,
+                                         alibi)) {
             // Scores far above the shift: shift by this tile's maximum, and rescale what the
             // row has summed and accumulated so far. The call then passes (values <= 1).
+            if (alibi != nullptr) {
+              AddAlibiRow(row, row_cols, row_scale, *alibi);
+              row_scale = 1.0f;
+              alibi = nullptr;
+            }
             const float new_shift = RowMax(row, row_cols) * row_scale;
             const float correction = ExpNonPositive(shift[row_index] - new_shift);
             ScaleRow(sums, 16, correction);
             ScaleRow(acc + row_index * acc_stride, hd, correction);
             shift[row_index] = new_shift;
-            ExpShiftedToBfloat16Lanes(row, row_cols, row_scale, new_shift, p_row, sums);
+            ExpShiftedToBfloat16Lanes(row, row_cols, row_scale, new_shift, p_row, sums, alibi);
           }
         }
         // acc [32, hd] += P [32, cols] · V_tile [cols, hd]

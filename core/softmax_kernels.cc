@@ -60,12 +60,25 @@ __attribute__((target("avx512f,avx512dq"), always_inline)) inline __m512 Exp2Bfl
   return _mm512_scalef_ps(p, t);
 }
 
-// e^(scale·x − shift) for 16 lanes to 7.5e-5, given scale·log2 e and −shift·log2 e: t = x·scale·
-// log2 e − shift·log2 e in one FMA (the roundings of the two constants move t by about
-// |t|·2^-23, a relative error in e far below bf16's).
-__attribute__((target("avx512f,avx512dq"), always_inline)) inline __m512 ExpShiftedBfloat16x16(
-    __m512 x, __m512 scale_log2e, __m512 neg_shift_log2e) {
-  return Exp2Bfloat16x16(_mm512_fmadd_ps(x, scale_log2e, neg_shift_log2e));
+// The broadcast constants of ExpOf16.
+struct ExpTerms {
+  __m512 scale_log2e, neg_shift_log2e, neg_slope_log2e, q_position;
+  bool causal;
+};
+
+// e^(scale·x + bias − shift) of 16 columns: t = x·scale·log2 e − shift·log2 e in one FMA (the
+// roundings of the two constants move t by about |t|·2^-23, a relative error in e far below
+// bf16's), then with kAlibi −slope·log2 e·(q − k) or ·|q − k| added by a second FMA.
+template <bool kAlibi>
+__attribute__((target("avx512f,avx512dq"), always_inline)) inline __m512 ExpOf16(
+    const ExpTerms& terms, __m512 x, __m512 k_positions) {
+  __m512 t = _mm512_fmadd_ps(x, terms.scale_log2e, terms.neg_shift_log2e);
+  if constexpr (kAlibi) {
+    __m512 distance = _mm512_sub_ps(terms.q_position, k_positions);
+    if (!terms.causal) distance = _mm512_andnot_ps(_mm512_set1_ps(-0.0f), distance);
+    t = _mm512_fmadd_ps(distance, terms.neg_slope_log2e, t);
+  }
+  return Exp2Bfloat16x16(t);
 }
 
 __attribute__((target("avx512f"), always_inline)) inline __m512 RoundToInteger(__m512 t) {
@@ -227,15 +240,15 @@ __attribute__((target("avx512f"))) float ExpShiftedSumAvx512(float* row, int64_t
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))) float
 ExpShiftedSumToBfloat16Avx512(
     const float* row, int64_t n, float scale, float shift, uint16_t* out, float* row_max) {
-  const __m512 scale_log2e = _mm512_set1_ps(scale * kLog2e);
-  const __m512 neg_shift_log2e = _mm512_set1_ps(-shift * kLog2e);
+  const ExpTerms terms{_mm512_set1_ps(scale * kLog2e), _mm512_set1_ps(-shift * kLog2e), {}, {},
+                       false};
   __m512 sum = _mm512_setzero_ps();
   __m512 maxima = _mm512_set1_ps(kNegInf);
   for (int64_t c = 0; c < n; c += 16) {
     const __mmask16 lanes = TailMask(n - c);
     const __m512 x = _mm512_maskz_loadu_ps(lanes, row + c);
     maxima = _mm512_mask_max_ps(maxima, lanes, maxima, x);
-    const __m512 e = ExpShiftedBfloat16x16(x, scale_log2e, neg_shift_log2e);
+    const __m512 e = ExpOf16<false>(terms, x, x);
     sum = _mm512_mask_add_ps(sum, lanes, sum, e);
     _mm256_mask_storeu_epi16(out + c, lanes, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(e)));
   }
@@ -243,25 +256,39 @@ ExpShiftedSumToBfloat16Avx512(
   return _mm512_reduce_add_ps(sum);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))) bool
-ExpShiftedToBfloat16Lanes(const float* row, int64_t n, float scale, float shift, uint16_t* out,
-                          float* lane_sums) {
-  const __m512 scale_log2e = _mm512_set1_ps(scale * kLog2e);
-  const __m512 neg_shift_log2e = _mm512_set1_ps(-shift * kLog2e);
+// Lanes of k_positions[c, c + 16) for ALiBi's term (zeros, unread, without).
+template <bool kAlibi>
+__attribute__((target("avx512f"), always_inline)) inline __m512 KeyPositions16(
+    const float* k_positions, int64_t c, __mmask16 lanes) {
+  if constexpr (kAlibi) return _mm512_maskz_loadu_ps(lanes, k_positions + c);
+  return _mm512_setzero_ps();
+}
+
+// ExpShiftedToBfloat16Lanes with (kAlibi) or without ALiBi's term in the exponent.
+template <bool kAlibi>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"), always_inline)) inline bool
+ExpShiftedLanes(const float* row, int64_t n, float scale, float shift, const AlibiTerm& alibi,
+                uint16_t* out, float* lane_sums) {
+  const ExpTerms terms{_mm512_set1_ps(scale * kLog2e), _mm512_set1_ps(-shift * kLog2e),
+                       _mm512_set1_ps(-alibi.slope * kLog2e), _mm512_set1_ps(alibi.q_position),
+                       alibi.causal};
+  const float* k = alibi.k_positions;
   __m512 sum_low = _mm512_setzero_ps(), sum_high = _mm512_setzero_ps();
   int64_t c = 0;
   // 32 columns a step: one vcvtne2ps2bf16 rounds both halves.
   for (; c + 32 <= n; c += 32) {
-    const __m512 low = ExpShiftedBfloat16x16(_mm512_loadu_ps(row + c), scale_log2e, neg_shift_log2e);
-    const __m512 high = ExpShiftedBfloat16x16(_mm512_loadu_ps(row + c + 16), scale_log2e, neg_shift_log2e);
+    const __m512 low =
+        ExpOf16<kAlibi>(terms, _mm512_loadu_ps(row + c), KeyPositions16<kAlibi>(k, c, 0xffff));
+    const __m512 high = ExpOf16<kAlibi>(terms, _mm512_loadu_ps(row + c + 16),
+                                        KeyPositions16<kAlibi>(k, c + 16, 0xffff));
     sum_low = _mm512_add_ps(sum_low, low);
     sum_high = _mm512_add_ps(sum_high, high);
     _mm512_storeu_si512(out + c, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(high, low)));
   }
   for (; c < n; c += 16) {
     const __mmask16 lanes = TailMask(n - c);
-    const __m512 e = ExpShiftedBfloat16x16(_mm512_maskz_loadu_ps(lanes, row + c), scale_log2e,
-                                           neg_shift_log2e);
+    const __m512 e = ExpOf16<kAlibi>(terms, _mm512_maskz_loadu_ps(lanes, row + c),
+                                     KeyPositions16<kAlibi>(k, c, lanes));
     sum_low = _mm512_mask_add_ps(sum_low, lanes, sum_low, e);
     _mm256_mask_storeu_epi16(out + c, lanes, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(e)));
   }
@@ -270,6 +297,13 @@ ExpShiftedToBfloat16Lanes(const float* row, int64_t n, float scale, float shift,
   if (_mm512_cmp_ps_mask(sums, _mm512_set1_ps(kLaneSumLimit), _CMP_GT_OQ) != 0) return false;
   _mm512_storeu_ps(lane_sums, _mm512_add_ps(_mm512_loadu_ps(lane_sums), sums));
   return true;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))) bool
+ExpShiftedToBfloat16Lanes(const float* row, int64_t n, float scale, float shift, uint16_t* out,
+                          float* lane_sums, const AlibiTerm* alibi) {
+  if (alibi != nullptr) return ExpShiftedLanes<true>(row, n, scale, shift, *alibi, out, lane_sums);
+  return ExpShiftedLanes<false>(row, n, scale, shift, AlibiTerm{}, out, lane_sums);
 }
 
 bool CpuHasAvx512() {

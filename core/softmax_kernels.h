@@ -37,16 +37,27 @@ float ExpShiftedSumToBfloat16Avx512(const float* row, int64_t n, float scale, fl
                                     uint16_t* out,
                                     float* row_max);  // needs CpuHasAvx512Bf16()
 
+// ALiBi's bias of one score row, −slope·(q − k[c]) when causal, −slope·|q − k[c]| otherwise
+// (positions as floats, relative to any common origin).
+struct AlibiTerm {
+  float slope = 0.0f;
+  float q_position = 0.0f;
+  const float* k_positions = nullptr;  // [n], the row's keys
+  bool causal = false;
+};
+
 // The same exponentials for a row that arrives in chunks (the fused AMX attention): out[c] ←
-// bf16(e^(scale·row[c] − shift)) for c < n, and their f32 values added to the row's running sum,
-// kept as 16 partial sums in lane_sums[0..16) (the sum is their total) so that no chunk pays for
-// a horizontal reduction. Returns false, with lane_sums unchanged and out to be rewritten, when
-// one of this chunk's 16 partial sums exceeds 2^24 (or is +inf): the shift is then too far below
-// the scores, and the caller shifts by the chunk's maximum and calls again. A shift no lower than
-// the chunk's scaled maximum − 14 always passes for n <= 128; NaN passes (and reaches the sum).
-// Needs AVX512F, BW, VL, DQ and AVX512_BF16 (CpuHasAvx512Bf16).
+// bf16(e^(scale·row[c] + bias(c) − shift)) for c < n, bias the ALiBi term when `alibi` is set
+// (else 0), and their f32 values added to the row's running sum, kept as 16 partial sums in
+// lane_sums[0..16) (the sum is their total) so that no chunk pays for a horizontal reduction.
+// Returns false, with lane_sums unchanged and out to be rewritten, when one of this chunk's 16
+// partial sums exceeds 2^24 (or is +inf): the shift is then too far below the scores, and the
+// caller shifts by the chunk's maximum and calls again. A shift no lower than the chunk's largest
+// exponent − 14 always passes for n <= 128; NaN passes (and reaches the sum). Needs AVX512F, BW,
+// VL, DQ and AVX512_BF16 (CpuHasAvx512Bf16).
 bool ExpShiftedToBfloat16Lanes(const float* row, int64_t n, float scale, float shift,
-                               uint16_t* out, float* lane_sums);
+                               uint16_t* out, float* lane_sums,
+                               const AlibiTerm* alibi = nullptr);
 
 // Whether this CPU runs the *Avx512 versions above (AVX512F; for the bf16 ones also BW, VL, DQ
 // and AVX512_BF16).

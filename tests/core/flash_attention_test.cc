@@ -187,15 +187,12 @@ TEST(MaterialisedBfloat16Test, MatchesReferenceAndTiledPath) {
   EXPECT_GT(RelativeError(with_probs, ref.out), 1e-4);
 }
 
-// The tiled and materialised paths give the same ALiBi attention, also with non-monotonic
-// position ids under a causal mask (signed −m·(q−k)) and at positions near 2^30, where absolute
-// positions in float would lose the small distances.
-// Scores that change by 1 per key (0…249, rising or falling): each tile's maximum is far above
-// the running maximum of the tiles before it and above the first 16 scores of its row, in the
-// order the path visits them (key tiles forwards on oneDNN, backwards on AMX), so the bf16 rows,
-// which shift by a running maximum, must notice and redo the tile (without that, e^(249 − 15)
-// overflows). Inputs are exact in bf16, so bf16 compute agrees with the reference to bf16
-// rounding of P.
+// Scores that change by 1 per key (0…249, rising or falling, with or without ALiBi): each tile's
+// maximum is far above the running maximum of the tiles before it and above the first 16 scores
+// of its row, in the order the path visits them (key tiles forwards on oneDNN, backwards on AMX),
+// so the bf16 rows, which shift by a running maximum, must notice and redo the tile (without
+// that, e^(249 − 15) overflows). Inputs are exact in bf16, so bf16 compute agrees with the
+// reference to bf16 rounding of P.
 TEST(FlashAttentionRangeTest, ScoresChangingFarAcrossTilesMatchReference) {
   constexpr int64_t kHeads = 2, kLen = 250, kHd = 64;
   const SdpaShape shape{1, kHeads, kHeads, kLen, kLen, kHd};
@@ -210,22 +207,35 @@ TEST(FlashAttentionRangeTest, ScoresChangingFarAcrossTilesMatchReference) {
       }
     }
     for (const bool causal : {false, true}) {
-      SdpaOptions options;
-      options.causal = causal;
-      const auto ref = ReferenceSdpa(q, k, v, 1, kHeads, kHeads, kLen, kLen, kHd,
-                                     1.0 / std::sqrt(double(kHd)), causal, {});
-      for (const FlashTiling& tiling : {kSmallTiles, kDefaultTiles, kSmallTilesOneDnn}) {
-        for (const ComputeType compute : {ComputeType::kFloat32, ComputeType::kBfloat16}) {
-          options.compute = compute;
-          std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
-          ASSERT_TRUE(
-              FlashAttention(shape, options, q.data(), k.data(), v.data(), out.data(), tiling)
-                  .ok());
-          EXPECT_LT(RelativeError(out, ref.out), compute == ComputeType::kBfloat16
-                                                     ? kBfloat16RelativeTolerance
-                                                     : kRelativeTolerance)
-              << "rising " << rising << " causal " << causal << " tiles " << tiling.k_tile
-              << " amx " << tiling.use_amx << " bf16 " << (compute == ComputeType::kBfloat16);
+      // With ALiBi too (slopes 2^-4 and 2^-8 for 2 heads: the scores still change far faster).
+      for (const bool alibi : {false, true}) {
+        SdpaOptions options;
+        options.causal = causal;
+        ReferenceBias bias;
+        if (alibi) {
+          options.encoding = AlibiParams{};
+          for (int64_t i = 0; i < kLen; ++i) options.q_positions.push_back(i);
+          options.k_positions = options.q_positions;
+          bias = [](int64_t, int64_t h, int64_t i, int64_t j) {
+            return -std::pow(2.0, -8.0 * (h + 1) / kHeads) * std::abs(double(i - j));
+          };
+        }
+        const auto ref = ReferenceSdpa(q, k, v, 1, kHeads, kHeads, kLen, kLen, kHd,
+                                       1.0 / std::sqrt(double(kHd)), causal, {}, bias);
+        for (const FlashTiling& tiling : {kSmallTiles, kDefaultTiles, kSmallTilesOneDnn}) {
+          for (const ComputeType compute : {ComputeType::kFloat32, ComputeType::kBfloat16}) {
+            options.compute = compute;
+            std::vector<float> out(q.size(), std::numeric_limits<float>::quiet_NaN());
+            ASSERT_TRUE(
+                FlashAttention(shape, options, q.data(), k.data(), v.data(), out.data(), tiling)
+                    .ok());
+            EXPECT_LT(RelativeError(out, ref.out), compute == ComputeType::kBfloat16
+                                                       ? kBfloat16RelativeTolerance
+                                                       : kRelativeTolerance)
+                << "rising " << rising << " causal " << causal << " alibi " << alibi << " tiles "
+                << tiling.k_tile << " amx " << tiling.use_amx << " bf16 "
+                << (compute == ComputeType::kBfloat16);
+          }
         }
       }
     }
@@ -259,26 +269,37 @@ TEST(FlashAttentionRangeTest, NegativeScaleMatchesReference) {
   }
 }
 
+// The tiled and materialised paths give the same ALiBi attention, also with non-monotonic
+// position ids (under a causal mask: signed −m·(q−k)) and at positions near 2^30, where absolute
+// positions in float would lose the small distances; in f32 and bf16 (where the AMX path starts
+// from the key nearest each query, found by a scan when positions do not ascend).
 TEST(TiledAndMaterialisedTest, AlibiAgreesForAnyPositions) {
   const SdpaShape shape{1, 8, 8, 6, 6, 16};
   const auto q = RandomVector(8 * 6 * 16, 51), k = RandomVector(8 * 6 * 16, 52),
              v = RandomVector(8 * 6 * 16, 53);
   for (int64_t base : {int64_t{0}, int64_t{1} << 30}) {
-    SdpaOptions options;
-    options.causal = true;
-    options.encoding = AlibiParams{};
-    for (int64_t p : {5, 0, 1, 9, 3, 4}) options.q_positions.push_back(base + p);
-    options.k_positions = options.q_positions;
-    std::vector<float> tiled(q.size()), materialised(q.size()), probs(8 * 6 * 6);
-    ASSERT_TRUE(ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(),
-                                          tiled.data(), nullptr)
-                    .ok());
-    ASSERT_TRUE(ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(),
-                                          materialised.data(), probs.data())
-                    .ok());
-    EXPECT_LT(RelativeError(tiled, std::vector<double>(materialised.begin(), materialised.end())),
-              kRelativeTolerance)
-        << "base " << base;
+    for (const bool causal : {true, false}) {
+      for (const ComputeType compute : {ComputeType::kFloat32, ComputeType::kBfloat16}) {
+        SdpaOptions options;
+        options.causal = causal;
+        options.compute = compute;
+        options.encoding = AlibiParams{};
+        for (int64_t p : {5, 0, 1, 9, 3, 4}) options.q_positions.push_back(base + p);
+        options.k_positions = options.q_positions;
+        std::vector<float> tiled(q.size()), materialised(q.size()), probs(8 * 6 * 6);
+        ASSERT_TRUE(ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(),
+                                              tiled.data(), nullptr)
+                        .ok());
+        ASSERT_TRUE(ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(),
+                                              materialised.data(), probs.data())
+                        .ok());
+        EXPECT_LT(
+            RelativeError(tiled, std::vector<double>(materialised.begin(), materialised.end())),
+            compute == ComputeType::kBfloat16 ? kBfloat16RelativeTolerance : kRelativeTolerance)
+            << "base " << base << " causal " << causal << " bf16 "
+            << (compute == ComputeType::kBfloat16);
+      }
+    }
   }
 }
 
