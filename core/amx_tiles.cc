@@ -85,9 +85,8 @@ __attribute__((target("avx512f"))) __m512 LoadPadded(const float* row, int64_t o
 
 // Elements [offset, offset + 32) of a row of `size` as bf16 (f32 rounded to nearest even),
 // zero past the end.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) __m512i Bfloat16x32(const float* row,
-                                                                          int64_t offset,
-                                                                          int64_t size) {
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) __m512i Bfloat16x32(
+    const float* row, int64_t offset, int64_t size) {
   return reinterpret_cast<__m512i>(
       _mm512_cvtne2ps_pbh(LoadPadded(row, offset + 16, size), LoadPadded(row, offset, size)));
 }
@@ -100,7 +99,7 @@ __attribute__((target("avx512f,avx512bw"))) __m512i Bfloat16x32(const uint16_t* 
 
 // Elements [offset, offset + 16) of `first` (of `first_size`) in the low half and of `second`
 // in the high half, as bf16, zero past each row's size.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) __m512i Bfloat16x16Pair(
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) __m512i Bfloat16x16Pair(
     const float* first, int64_t first_size, const float* second, int64_t second_size,
     int64_t offset) {
   return reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(LoadPadded(second, offset, second_size),
@@ -120,7 +119,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) __m512i Bfloat16x16Pair(
 }
 
 template <typename T>
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void PackKeys(
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void PackKeys(
     const T* k, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end, uint16_t* packed) {
   const int64_t hd_steps = PadTo32(hd) / 32;
   const T zeros[1] = {};
@@ -141,7 +140,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void PackKeys(
 }
 
 template <typename T>
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void PackValues(
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void PackValues(
     const T* v, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end, uint16_t* packed) {
   const int64_t key_steps = PadTo32(keys) / 32;
   // Interleaves the 16 bf16 of the low half with the 16 of the high half.
