@@ -4,7 +4,8 @@
 Runs, in one invocation on one machine, torch.nn.functional.scaled_dot_product_attention (or, on
 PyTorch < 2.0, which lacks it, the explicit softmax(q·kᵀ/√d)·v in torch) and our
 `attnserve_bench` (BM_Sdpa/<dtype>/<seq>/<causal>/none), and prints GFLOP/s and the ratio
-ours / PyTorch per row. Useful FLOPs = 4·B·H·Sq·Sk·hd, halved for causal (as in attnserve_bench).
+ours / PyTorch per row. Both sides take tensors of the row's dtype (bf16 rows: bf16 q, k, v and
+output). Useful FLOPs = 4·B·H·Sq·Sk·hd, halved for causal (as in attnserve_bench).
 
     python3 bench/compare_pytorch.py --bench build/bench/attnserve_bench --threads 2,16 --rounds 3
 
