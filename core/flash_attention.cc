@@ -459,8 +459,7 @@ absl::Status TiledAttention(const SdpaShape& shape, const SdpaOptions& options, 
   // A work item on AMX: its rows in blocks of 32, fused per key tile — scores, exponentials and
   // P·V in turn on buffers that stay in L1 (a 32×128 f32 block is 16 KiB; a whole 64×1024 block
   // written by the tile stores and read back by the exponentials missed L1 on every line). Key
-  // tiles go from the last visible one back, so each row's first shift (the maximum of its
-  // nearest 16 scores, which ALiBi favours and causal rows always see) usually stays its shift.
+  // tiles start at the anchor (below), so each row's first shift usually stays its shift.
   auto process_amx = [&](int64_t b, int64_t h, int64_t i0, int64_t rows, Scratch& scratch) {
     const int64_t hd_pad = PadTo32(hd);
     const int64_t q_offset = ((b * H + h) * Sq + i0) * hd;
