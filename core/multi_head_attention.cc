@@ -222,19 +222,15 @@ absl::Status MultiHeadAttention::Decode(const DecodeInputs& inputs, KvCache* cac
   if (const auto* rope = std::get_if<RopeParams>(&config_.encoding)) {
     // Keys enter the cache rotated, so each is rotated once, at the frequencies of the step that
     // added it (dynamic scalings see the sequence length so far; cached keys are not re-rotated).
-    for (int64_t head = 0; head < h; ++head) {
-      if (absl::Status status = ApplyRope(*rope, q.data() + head * n * hd, positions.data(), n, 1,
-                                          hd, total, &tables_);
-          !status.ok()) {
-        return status;
-      }
+    if (absl::Status status = ApplyRopeHeadMajor(*rope, q.data(), 1, h, n, hd, positions.data(),
+                                                 total, &tables_, q.data());
+        !status.ok()) {
+      return status;
     }
-    for (int64_t head = 0; head < hkv; ++head) {
-      if (absl::Status status = ApplyRope(*rope, k_new.data() + head * n * hd, positions.data(),
-                                          n, 1, hd, total, &tables_);
-          !status.ok()) {
-        return status;
-      }
+    if (absl::Status status = ApplyRopeHeadMajor(*rope, k_new.data(), 1, hkv, n, hd,
+                                                 positions.data(), total, &tables_, k_new.data());
+        !status.ok()) {
+      return status;
     }
   } else if (!IsAdditive(config_.encoding)) {
     options.encoding = config_.encoding;

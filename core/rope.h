@@ -67,6 +67,19 @@ absl::Status ApplyRope(const RopeParams& params, float* x, const int64_t* positi
                        int64_t tokens, int64_t num_heads, int64_t head_dim, int64_t seq_len,
                        PositionTableCache* tables = nullptr);
 
+// The same rotation for head-major tensors, into out: out[b, h, s, :] ← x[b, h, s, :] rotated by
+// positions[b·seq + s], for x and out [batch, heads, seq, head_dim]; x is f32 (out may be x: in
+// place) or bf16 bits (widened exactly). One set of frequencies and one parallel loop for every
+// head, reading x once. seq_len and tables as above.
+absl::Status ApplyRopeHeadMajor(const RopeParams& params, const float* x, int64_t batch,
+                                int64_t heads, int64_t seq, int64_t head_dim,
+                                const int64_t* positions, int64_t seq_len,
+                                PositionTableCache* tables, float* out);
+absl::Status ApplyRopeHeadMajor(const RopeParams& params, const uint16_t* x, int64_t batch,
+                                int64_t heads, int64_t seq, int64_t head_dim,
+                                const int64_t* positions, int64_t seq_len,
+                                PositionTableCache* tables, float* out);
+
 }  // namespace attnserve
 
 #endif  // ATTNSERVE_CORE_ROPE_H_

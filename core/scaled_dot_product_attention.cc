@@ -26,44 +26,18 @@ bool NeedsMask(const SdpaShape& shape, const SdpaOptions& options) {
   return false;
 }
 
-// A copy of x[0, count) as f32 (bf16 bits widened exactly), made by all threads into
-// uninitialised memory: a zero-filled vector and a one-thread copy of long inputs took a large
-// share of a RoPE call on many cores.
-std::unique_ptr<float[]> ParallelCopy(const float* x, int64_t count) {
-  std::unique_ptr<float[]> copy(new float[count]);
-  constexpr int64_t kChunk = 1 << 16;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < count; i += kChunk) {
-    std::memcpy(copy.get() + i, x + i, std::min(kChunk, count - i) * sizeof(float));
-  }
-  return copy;
-}
-std::unique_ptr<float[]> ParallelCopy(const uint16_t* x, int64_t count) {
+// A copy of bf16 bits as f32 (widened exactly), made by all threads into uninitialised memory.
+std::unique_ptr<float[]> ParallelWiden(const uint16_t* x, int64_t count) {
   std::unique_ptr<float[]> copy(new float[count]);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < count; ++i) copy[i] = Bfloat16ToFloat(x[i]);
   return copy;
 }
 
-// Rotates each head of x: [B, heads, S, hd] in place by the positions of its batch element.
-absl::Status RotateHeads(const RopeParams& params, const SdpaShape& shape, int64_t heads,
-                         int64_t seq, const std::vector<int64_t>& positions, int64_t seq_len,
-                         PositionTableCache* tables, float* x) {
-  for (int64_t b = 0; b < shape.batch; ++b) {
-    for (int64_t h = 0; h < heads; ++h) {
-      if (absl::Status status = ApplyRope(params, x + (b * heads + h) * seq * shape.head_dim,
-                                          positions.data() + b * seq, seq, 1, shape.head_dim,
-                                          seq_len, tables);
-          !status.ok()) {
-        return status;
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
 // RoPE's q' and k': rotated f32 copies of q and k (f32, or bf16 widened exactly) into
-// q_rotated, k_rotated. Dynamic scalings see the longest position of the request.
+// q_rotated, k_rotated, each made in one pass by all threads (a zero-filled copy, a one-thread
+// copy, and a parallel region per head each took a large share of a RoPE call). Dynamic scalings
+// see the longest position of the request.
 template <typename T>
 absl::Status RotatedCopies(const RopeParams& rope, const SdpaShape& shape,
                            const SdpaOptions& options, const T* q, const T* k,
@@ -72,18 +46,20 @@ absl::Status RotatedCopies(const RopeParams& rope, const SdpaShape& shape,
   const int64_t seq_len =
       1 + std::max(*std::max_element(options.q_positions.begin(), options.q_positions.end()),
                    *std::max_element(options.k_positions.begin(), options.k_positions.end()));
-  *q_rotated = ParallelCopy(q, shape.batch * shape.num_heads * shape.q_len * shape.head_dim);
-  *k_rotated = ParallelCopy(k, shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim);
+  q_rotated->reset(new float[shape.batch * shape.num_heads * shape.q_len * shape.head_dim]);
+  k_rotated->reset(new float[shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim]);
   // Without a shared cache, one for this call still computes each position's cos/sin once.
   PositionTableCache call_tables;
   PositionTableCache* tables = options.tables != nullptr ? options.tables : &call_tables;
-  if (absl::Status status = RotateHeads(rope, shape, shape.num_heads, shape.q_len,
-                                        options.q_positions, seq_len, tables, q_rotated->get());
+  if (absl::Status status = ApplyRopeHeadMajor(
+          rope, q, shape.batch, shape.num_heads, shape.q_len, shape.head_dim,
+          options.q_positions.data(), seq_len, tables, q_rotated->get());
       !status.ok()) {
     return status;
   }
-  return RotateHeads(rope, shape, shape.num_kv_heads, shape.kv_len, options.k_positions, seq_len,
-                     tables, k_rotated->get());
+  return ApplyRopeHeadMajor(rope, k, shape.batch, shape.num_kv_heads, shape.kv_len,
+                            shape.head_dim, options.k_positions.data(), seq_len, tables,
+                            k_rotated->get());
 }
 
 }  // namespace
@@ -291,8 +267,9 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
   }
   // CoPE needs whole rows, and f32 compute f32 operands: widened (exactly), the f32 version, the
   // output rounded.
-  const std::unique_ptr<float[]> q_f32 = ParallelCopy(q, q_count), k_f32 = ParallelCopy(k, kv_count),
-                                 v_f32 = ParallelCopy(v, kv_count);
+  const std::unique_ptr<float[]> q_f32 = ParallelWiden(q, q_count);
+  const std::unique_ptr<float[]> k_f32 = ParallelWiden(k, kv_count);
+  const std::unique_ptr<float[]> v_f32 = ParallelWiden(v, kv_count);
   const std::unique_ptr<float[]> out_f32(new float[q_count]);
   if (absl::Status status = ScaledDotProductAttention(shape, options, q_f32.get(), k_f32.get(),
                                                       v_f32.get(), out_f32.get(), nullptr);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bfloat16.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -954,6 +955,72 @@ TEST(RopeValidationTest, ApplyShapeArgumentsAreNamed) {
   EXPECT_THAT(std::string(status.message()), HasSubstr("tokens=-1"));
   status = ApplyRope(p, x.data(), &position, 1, 1, 8, -5);
   EXPECT_THAT(std::string(status.message()), HasSubstr("seq_len=-5"));
+}
+
+// Head-major rotation is the token-major rotation applied head by head, bit for bit: f32 out of
+// place and in place, bf16 bits widened first; both layouts, partial rotary, a scaling whose
+// frequencies depend on seq_len, positions differing per batch element, with and without a
+// table cache.
+TEST(RopeHeadMajorTest, EqualsApplyRopePerHead) {
+  constexpr int64_t kBatch = 2, kHeads = 3, kSeq = 5, kHd = 10;
+  std::vector<int64_t> positions = {4, 0, 9, 2, 7, 100, 101, 102, 103, 3};
+  for (const RopeLayout layout : {RopeLayout::kHalfSplit, RopeLayout::kInterleaved}) {
+    for (const bool cached : {false, true}) {
+      RopeParams p = Params(RopeScalingType::kDynamicNtk, layout);
+      p.rotary_dim = 8;
+      p.scaling.factor = 2.0;
+      p.scaling.original_max_positions = 16;  // seq_len 104 is past it: frequencies change
+      PositionTableCache cache;
+      PositionTableCache* tables = cached ? &cache : nullptr;
+      std::vector<float> x = RandomVector(kBatch * kHeads * kSeq * kHd, 23);
+      std::vector<uint16_t> bits(x.size());
+      for (size_t i = 0; i < x.size(); ++i) bits[i] = FloatToBfloat16(x[i]);
+      std::vector<float> widened(x.size());
+      for (size_t i = 0; i < x.size(); ++i) widened[i] = Bfloat16ToFloat(bits[i]);
+      // Expected: ApplyRope on each head of each batch element, in place.
+      auto per_head = [&](std::vector<float> values) {
+        for (int64_t b = 0; b < kBatch; ++b) {
+          for (int64_t h = 0; h < kHeads; ++h) {
+            const absl::Status status =
+                ApplyRope(p, values.data() + (b * kHeads + h) * kSeq * kHd,
+                          positions.data() + b * kSeq, kSeq, 1, kHd, 104, tables);
+            EXPECT_TRUE(status.ok()) << status;
+          }
+        }
+        return values;
+      };
+      const std::vector<float> expected = per_head(x), expected_bf16 = per_head(widened);
+      std::vector<float> out(x.size(), std::numeric_limits<float>::quiet_NaN());
+      ASSERT_TRUE(ApplyRopeHeadMajor(p, x.data(), kBatch, kHeads, kSeq, kHd, positions.data(),
+                                     104, tables, out.data())
+                      .ok());
+      EXPECT_EQ(out, expected) << "out of place, cached " << cached;
+      std::vector<float> in_place = x;
+      ASSERT_TRUE(ApplyRopeHeadMajor(p, in_place.data(), kBatch, kHeads, kSeq, kHd,
+                                     positions.data(), 104, tables, in_place.data())
+                      .ok());
+      EXPECT_EQ(in_place, expected) << "in place, cached " << cached;
+      ASSERT_TRUE(ApplyRopeHeadMajor(p, bits.data(), kBatch, kHeads, kSeq, kHd,
+                                     positions.data(), 104, tables, out.data())
+                      .ok());
+      EXPECT_EQ(out, expected_bf16) << "bf16, cached " << cached;
+    }
+  }
+}
+
+TEST(RopeHeadMajorTest, BadArgumentsAreNamed) {
+  const RopeParams p = Params(RopeScalingType::kNone, RopeLayout::kHalfSplit);
+  std::vector<float> x(8, 1.0f);
+  const int64_t position = -3;
+  const int64_t good_position = 1;
+  EXPECT_THAT(std::string(ApplyRopeHeadMajor(p, x.data(), 0, 1, 1, 8, &good_position, 0, nullptr,
+                                             x.data())
+                              .message()),
+              HasSubstr("batch=0"));
+  EXPECT_THAT(
+      std::string(
+          ApplyRopeHeadMajor(p, x.data(), 1, 1, 1, 8, &position, 0, nullptr, x.data()).message()),
+      HasSubstr("position_ids[0]=-3"));
 }
 
 }  // namespace
