@@ -96,16 +96,18 @@ class MultiHeadAttention {
   MultiHeadAttention(const AttentionConfig& config, AttentionWeights weights)
       : config_(config), weights_(std::move(weights)) {}
 
-  // head_major [B, heads, S, hd] ← (input [B·S, d]·Wᵀ + b) split into heads.
+  // head_major [B, heads, S, hd] ← (input [B·S, d]·Wᵀ + b) split into heads; scratch holds
+  // B·S·heads·hd floats.
   absl::Status Project(const float* input, int64_t batch, int64_t seq, int64_t heads,
                        const std::vector<float>& weight, const std::vector<float>& bias,
-                       ComputeType compute, float* head_major) const;
-  // out [B·S, d] ← heads of attended [B, H, S, hd] merged, ·Woᵀ + bo.
+                       ComputeType compute, float* scratch, float* head_major) const;
+  // out [B·S, d] ← heads of attended [B, H, S, hd] merged, ·Woᵀ + bo; scratch holds B·S·H·hd
+  // floats.
   absl::Status ProjectOut(const float* attended, int64_t batch, int64_t seq, ComputeType compute,
-                          float* out) const;
+                          float* scratch, float* out) const;
   // x [tokens, d] ← query + P[positions] for additive encodings, else the query.
   absl::Status EmbedQuery(const float* query, const int64_t* positions, int64_t tokens,
-                          std::vector<float>* x) const;
+                          float* x) const;
 
   AttentionConfig config_;
   AttentionWeights weights_;
