@@ -160,6 +160,44 @@ INSTANTIATE_TEST_SUITE_P(
                   4, 6}),
     [](const ::testing::TestParamInfo<LayerCase>& info) { return info.param.name; });
 
+// Forward keeps its buffers per thread between calls (uninitialised, grown on demand): a call
+// gives the same bits whatever calls of other sizes and kinds came before it on the thread.
+TEST(MultiHeadAttentionBuffersTest, ResultDoesNotDependOnEarlierCalls) {
+  AttentionConfig config;
+  config.d_model = 32;
+  config.num_heads = 4;
+  config.num_kv_heads = 2;
+  AttentionWeights w;
+  w.q_proj_weight = RandomVector(32 * 32, 31, 0.2f);
+  w.k_proj_weight = RandomVector(16 * 32, 32, 0.2f);
+  w.v_proj_weight = RandomVector(16 * 32, 33, 0.2f);
+  w.o_proj_weight = RandomVector(32 * 32, 34, 0.2f);
+  absl::StatusOr<std::unique_ptr<MultiHeadAttention>> layer =
+      MultiHeadAttention::Create(config, std::move(w));
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  auto forward = [&](int64_t batch, int64_t q_len, int64_t kv_len, ComputeType compute) {
+    const auto query = RandomVector(batch * q_len * 32, 41 + q_len);
+    const auto context = RandomVector(batch * kv_len * 32, 42 + kv_len);
+    std::vector<int64_t> positions(batch * q_len);
+    for (int64_t i = 0; i < batch * q_len; ++i) positions[i] = i % q_len;
+    AttendInputs inputs;
+    inputs.query = query.data();
+    inputs.batch = batch;
+    inputs.q_len = q_len;
+    inputs.context = kv_len > 0 ? context.data() : nullptr;
+    inputs.kv_len = kv_len;
+    inputs.positions = positions.data();
+    inputs.compute = compute;
+    std::vector<float> out(batch * q_len * 32);
+    EXPECT_TRUE((*layer)->Forward(inputs, out.data(), nullptr).ok());
+    return out;
+  };
+  const std::vector<float> first = forward(2, 37, 0, ComputeType::kFloat32);
+  forward(1, 5, 300, ComputeType::kBfloat16);  // smaller queries, larger keys
+  forward(3, 70, 0, ComputeType::kFloat32);     // larger everything
+  EXPECT_EQ(forward(2, 37, 0, ComputeType::kFloat32), first);
+}
+
 TEST(MultiHeadAttentionCreateTest, RejectsInconsistentConfigAndWeights) {
   AttentionConfig config;
   config.d_model = 10;
