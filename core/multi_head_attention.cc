@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/onednn_ops.h"
 #include "core/positions.h"
+#include "core/softmax_kernels.h"
 
 namespace attnserve {
 namespace {
@@ -131,14 +132,32 @@ absl::StatusOr<std::unique_ptr<MultiHeadAttention>> MultiHeadAttention::Create(
   return std::unique_ptr<MultiHeadAttention>(new MultiHeadAttention(resolved, std::move(weights)));
 }
 
+const MultiHeadAttention::RoundedWeights* MultiHeadAttention::RoundedFor(
+    ComputeType compute) const {
+  if (compute != ComputeType::kBfloat16) return nullptr;
+  absl::call_once(rounded_once_, [this] {
+    auto rounded = [](const std::vector<float>& weight) {
+      std::vector<uint16_t> bits(weight.size());
+      ConvertToBfloat16Parallel(weight.data(), static_cast<int64_t>(weight.size()), bits.data());
+      return bits;
+    };
+    rounded_.q_proj = rounded(weights_.q_proj_weight);
+    rounded_.k_proj = rounded(weights_.k_proj_weight);
+    rounded_.v_proj = rounded(weights_.v_proj_weight);
+    rounded_.o_proj = rounded(weights_.o_proj_weight);
+  });
+  return &rounded_;
+}
+
 absl::Status MultiHeadAttention::Project(const float* input, int64_t batch, int64_t seq,
                                          int64_t heads, const std::vector<float>& weight,
-                                         const std::vector<float>& bias, ComputeType compute,
-                                         float* scratch, float* head_major) const {
+                                         const uint16_t* rounded, const std::vector<float>& bias,
+                                         ComputeType compute, float* scratch,
+                                         float* head_major) const {
   const int64_t hd = config_.head_dim;
   // input·Wᵀ + b: [B·S, heads·hd] = [B, S, heads, hd] → [B, heads, S, hd]
   if (absl::Status status = Linear(input, batch * seq, config_.d_model, weight.data(),
-                                   DataOrNull(bias), heads * hd, scratch, compute);
+                                   DataOrNull(bias), heads * hd, scratch, compute, rounded);
       !status.ok()) {
     return status;
   }
@@ -153,8 +172,10 @@ absl::Status MultiHeadAttention::ProjectOut(const float* attended, int64_t batch
   if (absl::Status status = SwapMiddleAxes(attended, batch, h, seq, hd, scratch); !status.ok()) {
     return status;
   }
+  const RoundedWeights* rounded = RoundedFor(compute);
   return Linear(scratch, batch * seq, h * hd, weights_.o_proj_weight.data(),
-                DataOrNull(weights_.o_proj_bias), config_.d_model, out, compute);
+                DataOrNull(weights_.o_proj_bias), config_.d_model, out, compute,
+                rounded != nullptr ? rounded->o_proj.data() : nullptr);
 }
 
 absl::Status MultiHeadAttention::EmbedQuery(const float* query, const int64_t* positions,
@@ -210,12 +231,15 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
     float* q = buffers.Get(Slot::kQuery, b * h * sq * hd);
     float* k = buffers.Get(Slot::kKey, b * hkv * sk * hd);
     float* v = buffers.Get(Slot::kValue, b * hkv * sk * hd);
+    const RoundedWeights* rounded = RoundedFor(inputs.compute);
     for (absl::Status status :
-         {Project(x, b, sq, h, weights_.q_proj_weight, weights_.q_proj_bias, inputs.compute,
-                  scratch, q),
-          Project(kv_source, b, sk, hkv, weights_.k_proj_weight, weights_.k_proj_bias,
+         {Project(x, b, sq, h, weights_.q_proj_weight, rounded ? rounded->q_proj.data() : nullptr,
+                  weights_.q_proj_bias, inputs.compute, scratch, q),
+          Project(kv_source, b, sk, hkv, weights_.k_proj_weight,
+                  rounded ? rounded->k_proj.data() : nullptr, weights_.k_proj_bias,
                   inputs.compute, scratch, k),
-          Project(kv_source, b, sk, hkv, weights_.v_proj_weight, weights_.v_proj_bias,
+          Project(kv_source, b, sk, hkv, weights_.v_proj_weight,
+                  rounded ? rounded->v_proj.data() : nullptr, weights_.v_proj_bias,
                   inputs.compute, scratch, v)}) {
       if (!status.ok()) return status;
     }
@@ -251,12 +275,16 @@ absl::Status MultiHeadAttention::Decode(const DecodeInputs& inputs, KvCache* cac
   }
   // New rows: q [1, H, n, hd]; k, v [1, Hkv, n, hd].
   std::vector<float> q(h * n * hd), k_new(hkv * n * hd), v_new(hkv * n * hd), scratch(h * n * hd);
+  const RoundedWeights* rounded = RoundedFor(inputs.compute);
   for (absl::Status status :
-       {Project(x.data(), 1, n, h, weights_.q_proj_weight, weights_.q_proj_bias, inputs.compute,
+       {Project(x.data(), 1, n, h, weights_.q_proj_weight,
+                rounded ? rounded->q_proj.data() : nullptr, weights_.q_proj_bias, inputs.compute,
                 scratch.data(), q.data()),
-        Project(x.data(), 1, n, hkv, weights_.k_proj_weight, weights_.k_proj_bias, inputs.compute,
+        Project(x.data(), 1, n, hkv, weights_.k_proj_weight,
+                rounded ? rounded->k_proj.data() : nullptr, weights_.k_proj_bias, inputs.compute,
                 scratch.data(), k_new.data()),
-        Project(x.data(), 1, n, hkv, weights_.v_proj_weight, weights_.v_proj_bias, inputs.compute,
+        Project(x.data(), 1, n, hkv, weights_.v_proj_weight,
+                rounded ? rounded->v_proj.data() : nullptr, weights_.v_proj_bias, inputs.compute,
                 scratch.data(), v_new.data())}) {
     if (!status.ok()) return status;
   }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <vector>
 
+#include "absl/base/call_once.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/position_table_cache.h"
@@ -96,11 +97,20 @@ class MultiHeadAttention {
   MultiHeadAttention(const AttentionConfig& config, AttentionWeights weights)
       : config_(config), weights_(std::move(weights)) {}
 
+  // The projection weights rounded to bf16 for bf16 calls, made by the first such call (rounding
+  // them on every call cost as much as a fifth of the product).
+  struct RoundedWeights {
+    std::vector<uint16_t> q_proj, k_proj, v_proj, o_proj;
+  };
+  // The rounded weights for bf16 compute, else nullptr.
+  const RoundedWeights* RoundedFor(ComputeType compute) const;
+
   // head_major [B, heads, S, hd] ← (input [B·S, d]·Wᵀ + b) split into heads; scratch holds
-  // B·S·heads·hd floats.
+  // B·S·heads·hd floats; rounded: the weight rounded to bf16 for bf16 compute, or nullptr.
   absl::Status Project(const float* input, int64_t batch, int64_t seq, int64_t heads,
-                       const std::vector<float>& weight, const std::vector<float>& bias,
-                       ComputeType compute, float* scratch, float* head_major) const;
+                       const std::vector<float>& weight, const uint16_t* rounded,
+                       const std::vector<float>& bias, ComputeType compute, float* scratch,
+                       float* head_major) const;
   // out [B·S, d] ← heads of attended [B, H, S, hd] merged, ·Woᵀ + bo; scratch holds B·S·H·hd
   // floats.
   absl::Status ProjectOut(const float* attended, int64_t batch, int64_t seq, ComputeType compute,
@@ -111,6 +121,8 @@ class MultiHeadAttention {
 
   AttentionConfig config_;
   AttentionWeights weights_;
+  mutable absl::once_flag rounded_once_;
+  mutable RoundedWeights rounded_;
   // RoPE cos/sin tables shared by all calls (thread-safe).
   mutable PositionTableCache tables_;
 };

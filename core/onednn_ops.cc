@@ -76,7 +76,7 @@ void ApplyComputeThreads() {
 }
 
 absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const float* b,
-                    int64_t n, float* y, ComputeType compute) {
+                    int64_t n, float* y, ComputeType compute, const uint16_t* w_bf16) {
   return RunPrimitives("linear", [&](dnnl::stream& stream) {
     const dt operand = compute == ComputeType::kBfloat16 ? dt::bf16 : dt::f32;
     const memory::desc x_md({m, k}, dt::f32, tag::ab);
@@ -86,12 +86,17 @@ absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const 
     memory x_mem = Wrap(x_md, x), w_mem = Wrap(w_md, w);
     if (operand != dt::f32) {
       // bf16 copies of the operands (round to nearest even), made by oneDNN reorders.
-      memory x_bf16({{m, k}, operand, tag::ab}, CpuEngine());
-      memory w_bf16({{k, n}, operand, tag::ba}, CpuEngine());
-      dnnl::reorder(x_mem, x_bf16).execute(stream, x_mem, x_bf16);
-      dnnl::reorder(w_mem, w_bf16).execute(stream, w_mem, w_bf16);
-      x_mem = x_bf16;
-      w_mem = w_bf16;
+      memory x_rounded({{m, k}, operand, tag::ab}, CpuEngine());
+      dnnl::reorder(x_mem, x_rounded).execute(stream, x_mem, x_rounded);
+      x_mem = x_rounded;
+      const memory::desc w_rounded_md({k, n}, operand, tag::ba);
+      if (w_bf16 != nullptr) {
+        w_mem = Wrap(w_rounded_md, w_bf16);
+      } else {
+        memory w_rounded(w_rounded_md, CpuEngine());
+        dnnl::reorder(w_mem, w_rounded).execute(stream, w_mem, w_rounded);
+        w_mem = w_rounded;
+      }
     }
     const dnnl::matmul::primitive_desc pd(
         dnnl::matmul::desc(x_mem.get_desc(), w_mem.get_desc(), b_md, y_md), CpuEngine());

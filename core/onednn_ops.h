@@ -32,9 +32,11 @@ std::string OneDnnCpuIsa();
 void ApplyComputeThreads();
 
 // y[M,N] = x[M,K]·Wᵀ + b; W: [N,K] (torch.nn.Linear layout); b: [N] or nullptr. With kBfloat16,
-// x and W are rounded to bf16 for the product (f32 accumulation, f32 bias and output).
+// x and W are rounded to bf16 for the product (f32 accumulation, f32 bias and output); w_bf16,
+// when given, is W already rounded (bf16 bits, same layout), which saves rounding it per call.
 absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const float* b,
-                    int64_t n, float* y, ComputeType compute = ComputeType::kFloat32);
+                    int64_t n, float* y, ComputeType compute = ComputeType::kFloat32,
+                    const uint16_t* w_bf16 = nullptr);
 
 // dst[a, c, b, d] = src[a, b, c, d] for a src of dims [d0, d1, d2, d3]; e.g. [B, S, H, hd] →
 // [B, H, S, hd]. src and dst must not overlap.
