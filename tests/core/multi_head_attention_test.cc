@@ -58,7 +58,12 @@ struct LayerCase {
   bool causal;
   std::vector<int64_t> key_lengths;
   int64_t batch, q_len, kv_len;
+  ComputeType compute = ComputeType::kFloat32;
 };
+
+// bf16 products (projections with bf16 weights and inputs, attention on bf16 operands) keep 8
+// significant bits per operand.
+constexpr double kBfloat16RelativeTolerance = 1e-2;
 
 class MultiHeadAttentionTest : public ::testing::TestWithParam<LayerCase> {};
 
@@ -105,6 +110,7 @@ TEST_P(MultiHeadAttentionTest, MatchesDoublePrecisionReference) {
   inputs.positions = positions.data();
   inputs.causal = c.causal;
   inputs.key_lengths = c.key_lengths;
+  inputs.compute = c.compute;
   std::vector<float> out(B * Sq * c.d), probs(B * c.heads * Sq * Sk);
   absl::Status status = (*layer)->Forward(inputs, out.data(), probs.data());
   ASSERT_TRUE(status.ok()) << status;
@@ -142,8 +148,21 @@ TEST_P(MultiHeadAttentionTest, MatchesDoublePrecisionReference) {
               attended.out[((b * c.heads + h) * Sq + s) * hd + ch];
   const auto expected = ReferenceLinear(merged, B * Sq, c.heads * hd, weights_copy.o_proj_weight,
                                         weights_copy.o_proj_bias, c.d);
-  EXPECT_LT(RelativeError(out, expected), kRelativeTolerance);
-  EXPECT_LT(RelativeError(probs, attended.probs), kRelativeTolerance);
+  const bool bf16 = c.compute == ComputeType::kBfloat16;
+  EXPECT_LT(RelativeError(out, expected), bf16 ? kBfloat16RelativeTolerance : kRelativeTolerance);
+  EXPECT_LT(RelativeError(probs, attended.probs),
+            bf16 ? kBfloat16RelativeTolerance : kRelativeTolerance);
+  // And bf16 really ran: f32 products land within 1e-5.
+  if (bf16) {
+    EXPECT_GT(RelativeError(out, expected), 1e-4);
+  }
+
+  // Without probabilities the attention takes the tiled kernel (AMX for bf16 where the CPU has
+  // it), and a second call reuses the first's rounded weights and buffers.
+  std::vector<float> tiled(out.size());
+  ASSERT_TRUE((*layer)->Forward(inputs, tiled.data(), nullptr).ok());
+  ASSERT_TRUE((*layer)->Forward(inputs, tiled.data(), nullptr).ok());
+  EXPECT_LT(RelativeError(tiled, expected), bf16 ? kBfloat16RelativeTolerance : kRelativeTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -157,7 +176,11 @@ INSTANTIATE_TEST_SUITE_P(
         LayerCase{"KeyLengths", 64, 4, 4, 16, true, true, false, false, {5, 2}, 2, 5, 5},
         LayerCase{"CrossAttention", 128, 4, 4, 32, true, true, true, false, {}, 2, 3, 8},
         LayerCase{"CrossAttentionCausalPadded", 64, 2, 1, 32, false, false, true, true, {6, 4}, 2,
-                  4, 6}),
+                  4, 6},
+        LayerCase{"Bf16DemoShapeCausal", 512, 8, 8, 64, true, true, false, true, {}, 2, 40, 40,
+                  ComputeType::kBfloat16},
+        LayerCase{"Bf16GqaCrossPadded", 256, 8, 2, 32, false, false, true, false, {30, 17}, 2, 9,
+                  30, ComputeType::kBfloat16}),
     [](const ::testing::TestParamInfo<LayerCase>& info) { return info.param.name; });
 
 // Forward keeps its buffers per thread between calls (uninitialised, grown on demand): a call
