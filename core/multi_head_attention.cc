@@ -152,16 +152,9 @@ const MultiHeadAttention::RoundedWeights* MultiHeadAttention::RoundedFor(
 absl::Status MultiHeadAttention::Project(const float* input, int64_t batch, int64_t seq,
                                          int64_t heads, const std::vector<float>& weight,
                                          const uint16_t* rounded, const std::vector<float>& bias,
-                                         ComputeType compute, float* scratch,
-                                         float* head_major) const {
-  const int64_t hd = config_.head_dim;
-  // input·Wᵀ + b: [B·S, heads·hd] = [B, S, heads, hd] → [B, heads, S, hd]
-  if (absl::Status status = Linear(input, batch * seq, config_.d_model, weight.data(),
-                                   DataOrNull(bias), heads * hd, scratch, compute, rounded);
-      !status.ok()) {
-    return status;
-  }
-  return SwapMiddleAxes(scratch, batch, seq, heads, hd, head_major);
+                                         ComputeType compute, float* head_major) const {
+  return LinearToHeads(input, batch, seq, config_.d_model, weight.data(), DataOrNull(bias), heads,
+                       config_.head_dim, head_major, compute, rounded);
 }
 
 absl::Status MultiHeadAttention::ProjectOut(const float* attended, int64_t batch, int64_t seq,
@@ -234,13 +227,13 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
     const RoundedWeights* rounded = RoundedFor(inputs.compute);
     for (absl::Status status :
          {Project(x, b, sq, h, weights_.q_proj_weight, rounded ? rounded->q_proj.data() : nullptr,
-                  weights_.q_proj_bias, inputs.compute, scratch, q),
+                  weights_.q_proj_bias, inputs.compute, q),
           Project(kv_source, b, sk, hkv, weights_.k_proj_weight,
                   rounded ? rounded->k_proj.data() : nullptr, weights_.k_proj_bias,
-                  inputs.compute, scratch, k),
+                  inputs.compute, k),
           Project(kv_source, b, sk, hkv, weights_.v_proj_weight,
                   rounded ? rounded->v_proj.data() : nullptr, weights_.v_proj_bias,
-                  inputs.compute, scratch, v)}) {
+                  inputs.compute, v)}) {
       if (!status.ok()) return status;
     }
     float* attended = buffers.Get(Slot::kAttended, b * h * sq * hd);
@@ -279,13 +272,13 @@ absl::Status MultiHeadAttention::Decode(const DecodeInputs& inputs, KvCache* cac
   for (absl::Status status :
        {Project(x.data(), 1, n, h, weights_.q_proj_weight,
                 rounded ? rounded->q_proj.data() : nullptr, weights_.q_proj_bias, inputs.compute,
-                scratch.data(), q.data()),
+                q.data()),
         Project(x.data(), 1, n, hkv, weights_.k_proj_weight,
                 rounded ? rounded->k_proj.data() : nullptr, weights_.k_proj_bias, inputs.compute,
-                scratch.data(), k_new.data()),
+                k_new.data()),
         Project(x.data(), 1, n, hkv, weights_.v_proj_weight,
                 rounded ? rounded->v_proj.data() : nullptr, weights_.v_proj_bias, inputs.compute,
-                scratch.data(), v_new.data())}) {
+                v_new.data())}) {
     if (!status.ok()) return status;
   }
 

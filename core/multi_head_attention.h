@@ -105,11 +105,11 @@ class MultiHeadAttention {
   // The rounded weights for bf16 compute, else nullptr.
   const RoundedWeights* RoundedFor(ComputeType compute) const;
 
-  // head_major [B, heads, S, hd] ← (input [B·S, d]·Wᵀ + b) split into heads; scratch holds
-  // B·S·heads·hd floats; rounded: the weight rounded to bf16 for bf16 compute, or nullptr.
+  // head_major [B, heads, S, hd] ← (input [B·S, d]·Wᵀ + b) split into heads; rounded: the weight
+  // rounded to bf16 for bf16 compute, or nullptr.
   absl::Status Project(const float* input, int64_t batch, int64_t seq, int64_t heads,
                        const std::vector<float>& weight, const uint16_t* rounded,
-                       const std::vector<float>& bias, ComputeType compute, float* scratch,
+                       const std::vector<float>& bias, ComputeType compute,
                        float* head_major) const;
   // out [B·S, d] ← heads of attended [B, H, S, hd] merged, ·Woᵀ + bo; scratch holds B·S·H·hd
   // floats.

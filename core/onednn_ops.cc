@@ -107,6 +107,43 @@ absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const 
   });
 }
 
+absl::Status LinearToHeads(const float* x, int64_t batch, int64_t seq, int64_t k, const float* w,
+                           const float* bias, int64_t heads, int64_t hd, float* head_major,
+                           ComputeType compute, const uint16_t* w_bf16) {
+  return RunPrimitives("linear_to_heads", [&](dnnl::stream& stream) {
+    const dt operand = compute == ComputeType::kBfloat16 ? dt::bf16 : dt::f32;
+    // x [B, 1, S, K] broadcast over the heads; W seen as [1, H, K, hd]: element (h, i, c) is
+    // W[h·hd + c][i]; dst [B, H, S, hd]; bias [1, H, 1, hd].
+    const memory::dims w_dims = {1, heads, k, hd};
+    const memory::dims w_strides = {heads * hd * k, hd * k, 1, k};
+    const memory::desc x_md({batch, 1, seq, k}, dt::f32, tag::abcd);
+    const memory::desc dst_md({batch, heads, seq, hd}, dt::f32, tag::abcd);
+    const memory::desc bias_md =
+        bias != nullptr ? memory::desc({1, heads, 1, hd}, dt::f32, tag::abcd) : memory::desc();
+    memory x_mem = Wrap(x_md, x), w_mem = Wrap(memory::desc(w_dims, dt::f32, w_strides), w);
+    if (operand != dt::f32) {
+      memory x_rounded({{batch, 1, seq, k}, operand, tag::abcd}, CpuEngine());
+      dnnl::reorder(x_mem, x_rounded).execute(stream, x_mem, x_rounded);
+      x_mem = x_rounded;
+      const memory::desc w_rounded_md(w_dims, operand, w_strides);
+      if (w_bf16 != nullptr) {
+        w_mem = Wrap(w_rounded_md, w_bf16);
+      } else {
+        memory w_rounded(w_rounded_md, CpuEngine());
+        dnnl::reorder(w_mem, w_rounded).execute(stream, w_mem, w_rounded);
+        w_mem = w_rounded;
+      }
+    }
+    const dnnl::matmul::primitive_desc pd(
+        dnnl::matmul::desc(x_mem.get_desc(), w_mem.get_desc(), bias_md, dst_md), CpuEngine());
+    std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, x_mem},
+                                            {DNNL_ARG_WEIGHTS, w_mem},
+                                            {DNNL_ARG_DST, Wrap(dst_md, head_major)}};
+    if (bias != nullptr) args.emplace(DNNL_ARG_BIAS, Wrap(bias_md, bias));
+    dnnl::matmul(pd).execute(stream, args);
+  });
+}
+
 absl::Status SwapMiddleAxes(const float* src, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
                             float* dst) {
   return RunPrimitives("swap_middle_axes", [&](dnnl::stream& stream) {

@@ -38,6 +38,15 @@ absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const 
                     int64_t n, float* y, ComputeType compute = ComputeType::kFloat32,
                     const uint16_t* w_bf16 = nullptr);
 
+// head_major[b, h, s, :] = x[b, s, :]·W_hᵀ + bias_h: Linear followed by the split into heads, as
+// one batched product writing the head-major layout directly. x: [B, S, K]; W: [heads·hd, K]
+// (torch.nn.Linear layout; W_h its rows h·hd…h·hd + hd − 1); bias: [heads·hd] or nullptr;
+// w_bf16 as in Linear; head_major: [B, heads, S, hd].
+absl::Status LinearToHeads(const float* x, int64_t batch, int64_t seq, int64_t k, const float* w,
+                           const float* bias, int64_t heads, int64_t hd, float* head_major,
+                           ComputeType compute = ComputeType::kFloat32,
+                           const uint16_t* w_bf16 = nullptr);
+
 // dst[a, c, b, d] = src[a, b, c, d] for a src of dims [d0, d1, d2, d3]; e.g. [B, S, H, hd] →
 // [B, H, S, hd]. src and dst must not overlap.
 absl::Status SwapMiddleAxes(const float* src, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
