@@ -4,7 +4,9 @@
 
 #include <atomic>
 #include <exception>
+#include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "dnnl.hpp"
@@ -110,38 +112,66 @@ absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const 
 absl::Status LinearToHeads(const float* x, int64_t batch, int64_t seq, int64_t k, const float* w,
                            const float* bias, int64_t heads, int64_t hd, float* head_major,
                            ComputeType compute, const uint16_t* w_bf16) {
-  return RunPrimitives("linear_to_heads", [&](dnnl::stream& stream) {
+  bool batched = false;
+  absl::Status status = RunPrimitives("linear_to_heads", [&](dnnl::stream& stream) {
     const dt operand = compute == ComputeType::kBfloat16 ? dt::bf16 : dt::f32;
     // x [B, 1, S, K] broadcast over the heads; W seen as [1, H, K, hd]: element (h, i, c) is
-    // W[h·hd + c][i]; dst [B, H, S, hd]; bias [1, H, 1, hd].
+    // W[h·hd + c][i]; dst [B, H, S, hd].
     const memory::dims w_dims = {1, heads, k, hd};
     const memory::dims w_strides = {heads * hd * k, hd * k, 1, k};
-    const memory::desc x_md({batch, 1, seq, k}, dt::f32, tag::abcd);
     const memory::desc dst_md({batch, heads, seq, hd}, dt::f32, tag::abcd);
-    const memory::desc bias_md =
-        bias != nullptr ? memory::desc({1, heads, 1, hd}, dt::f32, tag::abcd) : memory::desc();
-    memory x_mem = Wrap(x_md, x), w_mem = Wrap(memory::desc(w_dims, dt::f32, w_strides), w);
+    // oneDNN may have no implementation of this form for the CPU (bf16 without AVX-512), or
+    // only its reference one (as it had for a [1, H, 1, hd] bias: ~1000× slower than its GEMM):
+    // then the 2D product below does it.
+    dnnl::matmul::primitive_desc pd;
+    try {
+      pd = dnnl::matmul::primitive_desc(
+          dnnl::matmul::desc(memory::desc({batch, 1, seq, k}, operand, tag::abcd),
+                             memory::desc(w_dims, operand, w_strides), dst_md),
+          CpuEngine());
+    } catch (const dnnl::error&) {
+      return;
+    }
+    if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return;
+    batched = true;
+    memory x_mem = Wrap(memory::desc({batch, 1, seq, k}, dt::f32, tag::abcd), x);
+    memory w_mem = Wrap(memory::desc(w_dims, dt::f32, w_strides), w);
     if (operand != dt::f32) {
-      memory x_rounded({{batch, 1, seq, k}, operand, tag::abcd}, CpuEngine());
+      memory x_rounded(pd.src_desc(), CpuEngine());
       dnnl::reorder(x_mem, x_rounded).execute(stream, x_mem, x_rounded);
       x_mem = x_rounded;
-      const memory::desc w_rounded_md(w_dims, operand, w_strides);
       if (w_bf16 != nullptr) {
-        w_mem = Wrap(w_rounded_md, w_bf16);
+        w_mem = Wrap(pd.weights_desc(), w_bf16);
       } else {
-        memory w_rounded(w_rounded_md, CpuEngine());
+        memory w_rounded(pd.weights_desc(), CpuEngine());
         dnnl::reorder(w_mem, w_rounded).execute(stream, w_mem, w_rounded);
         w_mem = w_rounded;
       }
     }
-    const dnnl::matmul::primitive_desc pd(
-        dnnl::matmul::desc(x_mem.get_desc(), w_mem.get_desc(), bias_md, dst_md), CpuEngine());
-    std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, x_mem},
-                                            {DNNL_ARG_WEIGHTS, w_mem},
-                                            {DNNL_ARG_DST, Wrap(dst_md, head_major)}};
-    if (bias != nullptr) args.emplace(DNNL_ARG_BIAS, Wrap(bias_md, bias));
-    dnnl::matmul(pd).execute(stream, args);
+    dnnl::matmul(pd).execute(stream, {{DNNL_ARG_SRC, x_mem},
+                                      {DNNL_ARG_WEIGHTS, w_mem},
+                                      {DNNL_ARG_DST, Wrap(dst_md, head_major)}});
   });
+  if (!status.ok()) return status;
+  if (!batched) {
+    // [B·S, H·hd] by the 2D product (bias included), then split into heads.
+    std::vector<float> rows(batch * seq * heads * hd);
+    if (status = Linear(x, batch * seq, k, w, bias, heads * hd, rows.data(), compute, w_bf16);
+        !status.ok()) {
+      return status;
+    }
+    return SwapMiddleAxes(rows.data(), batch, seq, heads, hd, head_major);
+  }
+  if (bias != nullptr) {
+    // The bias of head h, dims c, added to every row of that head.
+#pragma omp parallel for schedule(static)
+    for (int64_t row = 0; row < batch * heads * seq; ++row) {
+      const float* head_bias = bias + (row / seq) % heads * hd;
+      float* out = head_major + row * hd;
+      for (int64_t c = 0; c < hd; ++c) out[c] += head_bias[c];
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status SwapMiddleAxes(const float* src, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
