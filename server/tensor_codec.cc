@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -62,6 +65,18 @@ absl::StatusOr<int64_t> CheckedElementCount(const v1::Tensor& tensor, absl::stri
   return count;
 }
 
+// INVALID_ARGUMENT "<field>.dtype=<dtype> must be <allowed>" unless the dtype is one of them.
+absl::Status CheckDtype(const v1::Tensor& tensor, absl::string_view field,
+                        std::initializer_list<v1::DataType> allowed) {
+  for (v1::DataType dtype : allowed) {
+    if (tensor.dtype() == dtype) return absl::OkStatus();
+  }
+  std::vector<std::string> names;
+  for (v1::DataType dtype : allowed) names.push_back(DataTypeName(dtype));
+  return absl::InvalidArgumentError(absl::StrCat(field, ".dtype=", DataTypeName(tensor.dtype()),
+                                                 " must be ", absl::StrJoin(names, " or ")));
+}
+
 }  // namespace
 
 std::string FormatShape(absl::Span<const int64_t> shape) {
@@ -78,9 +93,8 @@ std::string DataTypeName(int dtype) {
 
 absl::StatusOr<FloatTensor> DecodeFloatTensor(const v1::Tensor& tensor, absl::string_view field,
                                               int rank, absl::string_view dims) {
-  if (tensor.dtype() != v1::FLOAT32 && tensor.dtype() != v1::BFLOAT16) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".dtype=", DataTypeName(tensor.dtype()),
-                                                   " must be FLOAT32 or BFLOAT16"));
+  if (absl::Status status = CheckDtype(tensor, field, {v1::FLOAT32, v1::BFLOAT16}); !status.ok()) {
+    return status;
   }
   absl::StatusOr<int64_t> count = CheckedElementCount(tensor, field, rank, dims);
   if (!count.ok()) return count.status();
@@ -103,9 +117,8 @@ absl::StatusOr<FloatTensor> DecodeFloatTensor(const v1::Tensor& tensor, absl::st
 absl::StatusOr<Bfloat16Tensor> DecodeBfloat16Tensor(const v1::Tensor& tensor,
                                                     absl::string_view field, int rank,
                                                     absl::string_view dims) {
-  if (tensor.dtype() != v1::BFLOAT16) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".dtype=", DataTypeName(tensor.dtype()),
-                                                   " must be BFLOAT16"));
+  if (absl::Status status = CheckDtype(tensor, field, {v1::BFLOAT16}); !status.ok()) {
+    return status;
   }
   absl::StatusOr<int64_t> count = CheckedElementCount(tensor, field, rank, dims);
   if (!count.ok()) return count.status();
