@@ -24,6 +24,7 @@
 #include "benchmark/benchmark.h"
 #include "core/bfloat16.h"
 #include "core/multi_head_attention.h"
+#include "core/onednn_ops.h"
 #include "core/position_table_cache.h"
 #include "core/scaled_dot_product_attention.h"
 #include "dnnl.hpp"
@@ -48,6 +49,12 @@ void SetGflops(benchmark::State& state, double flops_per_iteration) {
 
 void GemmCeiling(benchmark::State& state, dnnl::memory::data_type type) {
   using dnnl::memory;
+  if (type == memory::data_type::bf16 && !OneDnnHasBfloat16Matmul()) {
+    state.SkipWithError(("oneDNN has no bf16 matmul on this CPU (ISA " + OneDnnCpuIsa() +
+                         "): BFLOAT16 compute runs as f32 products of rounded operands")
+                            .c_str());
+    return;
+  }
   const memory::dim n = 2048;
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(engine);

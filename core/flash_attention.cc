@@ -157,18 +157,25 @@ class ScoreBias {
 // through oneDNN matmul primitives built once per shape for this thread: the brgemm kernels, far
 // faster on tiles than the gemm:jit behind dnnl_sgemm. Tile shapes repeat within and across calls,
 // so each thread keeps its primitives (ThreadState). Operands are f32, or bf16 (uint16_t bits)
-// with f32 accumulation.
+// with f32 accumulation — widened to f32 per call where oneDNN has no bf16 matmul
+// (OneDnnHasBfloat16Matmul).
 class TileGemm {
  public:
   explicit TileGemm(ComputeType compute)
       : engine_(dnnl::engine::kind::cpu, 0),
         stream_(engine_),
-        operand_(compute == ComputeType::kBfloat16 ? dnnl::memory::data_type::bf16
-                                                   : dnnl::memory::data_type::f32) {}
+        widen_(compute == ComputeType::kBfloat16 && !OneDnnHasBfloat16Matmul()),
+        operand_(compute == ComputeType::kBfloat16 && !widen_ ? dnnl::memory::data_type::bf16
+                                                              : dnnl::memory::data_type::f32) {}
 
+  // a: [m, k] dense; b: [k, n] dense (or [n, k] when b_transposed); c: [m, n] dense.
   void Run(int64_t m, int64_t n, int64_t k, float alpha, const void* a, const void* b,
            bool b_transposed, bool accumulate, float* c) {
     using dnnl::memory;
+    if (widen_) {
+      a = Widened(static_cast<const uint16_t*>(a), m * k, a_wide_);
+      b = Widened(static_cast<const uint16_t*>(b), k * n, b_wide_);
+    }
     const Key key{m, n, k, b_transposed, accumulate, alpha};
     auto it = primitives_.find(key);
     if (it == primitives_.end()) {
@@ -210,9 +217,17 @@ class TileGemm {
     dnnl::matmul primitive;
     dnnl::memory::desc a, b, c;
   };
+  // bits as f32 values in `wide` (grown as needed; this runs inside one work item's thread).
+  static const float* Widened(const uint16_t* bits, int64_t count, std::vector<float>& wide) {
+    if (static_cast<int64_t>(wide.size()) < count) wide.resize(count);
+    for (int64_t i = 0; i < count; ++i) wide[i] = Bfloat16ToFloat(bits[i]);
+    return wide.data();
+  }
   dnnl::engine engine_;
   dnnl::stream stream_;
+  bool widen_;  // bf16 operands, but oneDNN has no bf16 matmul here
   dnnl::memory::data_type operand_;
+  std::vector<float> a_wide_, b_wide_;
   std::map<Key, Entry> primitives_;
 };
 

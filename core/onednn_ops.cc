@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/softmax_kernels.h"
 #include "dnnl.hpp"
 
 namespace attnserve {
@@ -72,6 +73,21 @@ std::string OneDnnCpuIsa() {
   return "unknown";
 }
 
+bool OneDnnHasBfloat16Matmul() {
+  static const bool has = [] {
+    const memory::desc operand_md({16, 16}, dt::bf16, tag::ab);
+    try {
+      dnnl::matmul::primitive_desc(
+          dnnl::matmul::desc(operand_md, operand_md, memory::desc({16, 16}, dt::f32, tag::ab)),
+          CpuEngine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return has;
+}
+
 void ApplyComputeThreads() {
   const int threads = g_compute_threads.load(std::memory_order_relaxed);
   if (threads > 0 && omp_get_max_threads() != threads) omp_set_num_threads(threads);
@@ -79,6 +95,17 @@ void ApplyComputeThreads() {
 
 absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const float* b,
                     int64_t n, float* y, ComputeType compute, const uint16_t* w_bf16) {
+  if (compute == ComputeType::kBfloat16 && !OneDnnHasBfloat16Matmul()) {
+    // The f32 product of the bf16-rounded operands (see OneDnnHasBfloat16Matmul).
+    std::vector<float> x_rounded(m * k), w_rounded(n * k);
+    RoundToBfloat16Parallel(x, m * k, x_rounded.data());
+    if (w_bf16 != nullptr) {
+      WidenBfloat16Parallel(w_bf16, n * k, w_rounded.data());
+    } else {
+      RoundToBfloat16Parallel(w, n * k, w_rounded.data());
+    }
+    return Linear(x_rounded.data(), m, k, w_rounded.data(), b, n, y);
+  }
   return RunPrimitives("linear", [&](dnnl::stream& stream) {
     const dt operand = compute == ComputeType::kBfloat16 ? dt::bf16 : dt::f32;
     const memory::desc x_md({m, k}, dt::f32, tag::ab);
@@ -120,7 +147,8 @@ absl::Status LinearToHeads(const float* x, int64_t batch, int64_t seq, int64_t k
     const memory::dims w_dims = {1, heads, k, hd};
     const memory::dims w_strides = {heads * hd * k, hd * k, 1, k};
     const memory::desc dst_md({batch, heads, seq, hd}, dt::f32, tag::abcd);
-    // oneDNN may have no implementation of this form for the CPU (bf16 without AVX-512), or
+    // oneDNN may have no implementation of this form for the CPU (bf16 without AVX-512: the 2D
+    // product emulates it), or
     // only its reference one (as it had for a [1, H, 1, hd] bias: ~1000× slower than its GEMM):
     // then the 2D product below does it.
     dnnl::matmul::primitive_desc pd;

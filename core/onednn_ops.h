@@ -27,6 +27,12 @@ std::string OneDnnVersion();
 // "avx512_core_bf16", "avx512_core_amx", …).
 std::string OneDnnCpuIsa();
 
+// Whether oneDNN has a bf16 matmul on this CPU (2.6 has none without AVX-512). Where it has
+// none, kBfloat16 products run as f32 products of the bf16-rounded operands: the same arithmetic
+// (a product of two bf16 values is exact in f32, and the accumulation is f32 either way, so only
+// the order of the sums may differ), at f32 speed.
+bool OneDnnHasBfloat16Matmul();
+
 // Applies SetComputeThreads' setting to the calling thread (OpenMP's thread count is per thread;
 // gRPC handler threads each need it). Every parallel compute entry point calls it first.
 void ApplyComputeThreads();

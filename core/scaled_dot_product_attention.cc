@@ -29,8 +29,7 @@ bool NeedsMask(const SdpaShape& shape, const SdpaOptions& options) {
 // A copy of bf16 bits as f32 (widened exactly), made by all threads into uninitialised memory.
 std::unique_ptr<float[]> ParallelWiden(const uint16_t* x, int64_t count) {
   std::unique_ptr<float[]> copy(new float[count]);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < count; ++i) copy[i] = Bfloat16ToFloat(x[i]);
+  WidenBfloat16Parallel(x, count, copy.get());
   return copy;
 }
 
@@ -170,7 +169,7 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
   if (materialised && options.compute == ComputeType::kBfloat16) {
     auto rounded = [](const float* values, int64_t count) {
       std::vector<float> copy(count);
-      for (int64_t i = 0; i < count; ++i) copy[i] = RoundToBfloat16(values[i]);
+      RoundToBfloat16Parallel(values, count, copy.data());
       return copy;
     };
     q_bf16 = rounded(q, B * H * Sq * hd);

@@ -391,4 +391,14 @@ void ConvertToBfloat16Parallel(const float* values, int64_t count, uint16_t* out
   }
 }
 
+void RoundToBfloat16Parallel(const float* values, int64_t count, float* out) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < count; ++i) out[i] = RoundToBfloat16(values[i]);
+}
+
+void WidenBfloat16Parallel(const uint16_t* bits, int64_t count, float* out) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < count; ++i) out[i] = Bfloat16ToFloat(bits[i]);
+}
+
 }  // namespace attnserve

@@ -82,6 +82,11 @@ void ScaleRowIntoBfloat16Avx512(const float* row, int64_t n, float factor,
 // OpenMP threads: whole tensors.
 void ConvertToBfloat16Parallel(const float* values, int64_t count, uint16_t* out);
 
+// out[i] = RoundToBfloat16(values[i]) (f32 holding the bf16 value, subnormals kept), and
+// out[i] = the f32 value of bf16 bits[i], for i < count, over OpenMP threads: whole tensors.
+void RoundToBfloat16Parallel(const float* values, int64_t count, float* out);
+void WidenBfloat16Parallel(const uint16_t* bits, int64_t count, float* out);
+
 }  // namespace attnserve
 
 #endif  // ATTNSERVE_CORE_SOFTMAX_KERNELS_H_

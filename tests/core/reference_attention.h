@@ -84,6 +84,34 @@ ReferenceResult ReferenceSdpa(const std::vector<T>& q, const std::vector<T>& k,
   return result;
 }
 
+// y[t, o] = Σ_i x[t, i]·W[o, i] + b[o] (torch.nn.Linear: W [out, in]; b [out] or empty).
+template <typename X>
+std::vector<double> ReferenceLinear(const std::vector<X>& x, int64_t tokens, int64_t in,
+                                    const std::vector<float>& w, const std::vector<float>& b,
+                                    int64_t out) {
+  std::vector<double> y(tokens * out);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t o = 0; o < out; ++o) {
+      double sum = b.empty() ? 0.0 : b[o];
+      for (int64_t i = 0; i < in; ++i) sum += double{x[t * in + i]} * w[o * in + i];
+      y[t * out + o] = sum;
+    }
+  }
+  return y;
+}
+
+// [B, S, heads·hd] → [B, heads, S, hd]
+inline std::vector<double> SplitHeads(const std::vector<double>& x, int64_t B, int64_t S,
+                                      int64_t heads, int64_t hd) {
+  std::vector<double> y(x.size());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t c = 0; c < hd; ++c)
+          y[((b * heads + h) * S + s) * hd + c] = x[((b * S + s) * heads + h) * hd + c];
+  return y;
+}
+
 }  // namespace attnserve::testing
 
 #endif  // ATTNSERVE_TESTS_CORE_REFERENCE_ATTENTION_H_
