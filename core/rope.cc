@@ -6,12 +6,14 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "core/bfloat16.h"
 #include "core/positions.h"
+#include "core/softmax_kernels.h"
 
 namespace attnserve {
 namespace {
@@ -455,10 +457,11 @@ void CopyHead(const uint16_t* x, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = Bfloat16ToFloat(x[i]);
 }
 
-template <typename T>
+// x: T (float or bf16 bits) → out: Out (float, or bf16 bits rounded as ScaleRowIntoBfloat16).
+template <typename T, typename Out>
 absl::Status RotateHeadMajor(const RopeParams& params, const T* x, int64_t batch, int64_t heads,
                              int64_t seq, int64_t head_dim, const int64_t* positions,
-                             int64_t seq_len, PositionTableCache* tables, float* out) {
+                             int64_t seq_len, PositionTableCache* tables, Out* out) {
   if (batch < 1 || heads < 1 || seq < 0) {
     return Invalid(absl::StrCat("batch=", batch, ", heads=", heads, ", seq=", seq,
                                 " must be >= 1, >= 1, >= 0"));
@@ -466,14 +469,26 @@ absl::Status RotateHeadMajor(const RopeParams& params, const T* x, int64_t batch
   absl::StatusOr<RopeRows> rows =
       RopeRows::Prepare(params, positions, batch * seq, head_dim, seq_len, tables);
   if (!rows.ok()) return rows.status();
+  constexpr bool kBfloat16Out = std::is_same_v<Out, uint16_t>;
 #pragma omp parallel
   {
-    std::vector<float> scratch(rows->scratch_size());
+    // The row's cos/sin (without a table) and, for bf16 output, the head rotated in f32.
+    std::vector<float> scratch(rows->scratch_size() + (kBfloat16Out ? head_dim : 0));
+    float* const rotated_head = scratch.data() + rows->scratch_size();
 #pragma omp for schedule(static)
     for (int64_t index = 0; index < batch * heads * seq; ++index) {
       const int64_t b = index / (heads * seq), s = index % seq;
-      CopyHead(x + index * head_dim, head_dim, out + index * head_dim);
-      rows->Rotate(out + index * head_dim, rows->Row(positions[b * seq + s], scratch.data()));
+      float* rotated;
+      if constexpr (kBfloat16Out) {
+        rotated = rotated_head;
+      } else {
+        rotated = out + index * head_dim;
+      }
+      CopyHead(x + index * head_dim, head_dim, rotated);
+      rows->Rotate(rotated, rows->Row(positions[b * seq + s], scratch.data()));
+      if constexpr (kBfloat16Out) {
+        ScaleRowIntoBfloat16(rotated, head_dim, 1.0f, out + index * head_dim);
+      }
     }
   }
   return absl::OkStatus();
@@ -512,6 +527,13 @@ absl::Status ApplyRopeHeadMajor(const RopeParams& params, const uint16_t* x, int
                                 int64_t heads, int64_t seq, int64_t head_dim,
                                 const int64_t* positions, int64_t seq_len,
                                 PositionTableCache* tables, float* out) {
+  return RotateHeadMajor(params, x, batch, heads, seq, head_dim, positions, seq_len, tables, out);
+}
+
+absl::Status ApplyRopeHeadMajor(const RopeParams& params, const uint16_t* x, int64_t batch,
+                                int64_t heads, int64_t seq, int64_t head_dim,
+                                const int64_t* positions, int64_t seq_len,
+                                PositionTableCache* tables, uint16_t* out) {
   return RotateHeadMajor(params, x, batch, heads, seq, head_dim, positions, seq_len, tables, out);
 }
 

@@ -79,6 +79,13 @@ absl::Status ApplyRopeHeadMajor(const RopeParams& params, const uint16_t* x, int
                                 int64_t heads, int64_t seq, int64_t head_dim,
                                 const int64_t* positions, int64_t seq_len,
                                 PositionTableCache* tables, float* out);
+// bf16 in and out: rotated in f32 and rounded to nearest even (as ScaleRowIntoBfloat16 rounds:
+// subnormals flushed where it uses AVX512-BF16), so out equals the f32 result rounded, bit for bit.
+// x and out must not overlap.
+absl::Status ApplyRopeHeadMajor(const RopeParams& params, const uint16_t* x, int64_t batch,
+                                int64_t heads, int64_t seq, int64_t head_dim,
+                                const int64_t* positions, int64_t seq_len,
+                                PositionTableCache* tables, uint16_t* out);
 
 }  // namespace attnserve
 

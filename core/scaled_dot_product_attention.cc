@@ -33,20 +33,19 @@ std::unique_ptr<float[]> ParallelWiden(const uint16_t* x, int64_t count) {
   return copy;
 }
 
-// RoPE's q' and k': rotated f32 copies of q and k (f32, or bf16 widened exactly) into
-// q_rotated, k_rotated, each made in one pass by all threads (a zero-filled copy, a one-thread
-// copy, and a parallel region per head each took a large share of a RoPE call). Dynamic scalings
-// see the longest position of the request.
-template <typename T>
+// RoPE's q' and k': rotated copies of q and k into q_rotated, k_rotated, each made in one pass
+// by all threads (a zero-filled copy, a one-thread copy, and a parallel region per head each took
+// a large share of a RoPE call): f32 from f32 or from bf16 (widened exactly), or bf16 from bf16
+// (rotated in f32, rounded once). Dynamic scalings see the longest position of the request.
+template <typename T, typename Out>
 absl::Status RotatedCopies(const RopeParams& rope, const SdpaShape& shape,
                            const SdpaOptions& options, const T* q, const T* k,
-                           std::unique_ptr<float[]>* q_rotated,
-                           std::unique_ptr<float[]>* k_rotated) {
+                           std::unique_ptr<Out[]>* q_rotated, std::unique_ptr<Out[]>* k_rotated) {
   const int64_t seq_len =
       1 + std::max(*std::max_element(options.q_positions.begin(), options.q_positions.end()),
                    *std::max_element(options.k_positions.begin(), options.k_positions.end()));
-  q_rotated->reset(new float[shape.batch * shape.num_heads * shape.q_len * shape.head_dim]);
-  k_rotated->reset(new float[shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim]);
+  q_rotated->reset(new Out[shape.batch * shape.num_heads * shape.q_len * shape.head_dim]);
+  k_rotated->reset(new Out[shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim]);
   // Without a shared cache, one for this call still computes each position's cos/sin once.
   PositionTableCache call_tables;
   PositionTableCache* tables = options.tables != nullptr ? options.tables : &call_tables;
@@ -254,15 +253,12 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
     const auto* rope = std::get_if<RopeParams>(&options.encoding);
     if (rope == nullptr) return FlashAttention(shape, options, q, k, v, out);
     // q' and k' rotated in f32 and rounded as the kernel would round f32 operands.
-    std::unique_ptr<float[]> q_rotated, k_rotated;
+    std::unique_ptr<uint16_t[]> q_rotated, k_rotated;
     if (absl::Status status = RotatedCopies(*rope, shape, options, q, k, &q_rotated, &k_rotated);
         !status.ok()) {
       return status;
     }
-    std::vector<uint16_t> q_bits(q_count), k_bits(kv_count);
-    ConvertToBfloat16Parallel(q_rotated.get(), q_count, q_bits.data());
-    ConvertToBfloat16Parallel(k_rotated.get(), kv_count, k_bits.data());
-    return FlashAttention(shape, options, q_bits.data(), k_bits.data(), v, out);
+    return FlashAttention(shape, options, q_rotated.get(), k_rotated.get(), v, out);
   }
   // CoPE needs whole rows, and f32 compute f32 operands: widened (exactly), the f32 version, the
   // output rounded.

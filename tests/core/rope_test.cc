@@ -958,7 +958,7 @@ TEST(RopeValidationTest, ApplyShapeArgumentsAreNamed) {
 }
 
 // Head-major rotation is the token-major rotation applied head by head, bit for bit: f32 out of
-// place and in place, bf16 bits widened first; both layouts, partial rotary, a scaling whose
+// place and in place, bf16 bits widened first (and bf16 out: rounded once); both layouts, partial rotary, a scaling whose
 // frequencies depend on seq_len, positions differing per batch element, with and without a
 // table cache.
 TEST(RopeHeadMajorTest, EqualsApplyRopePerHead) {
@@ -1004,6 +1004,13 @@ TEST(RopeHeadMajorTest, EqualsApplyRopePerHead) {
                                      positions.data(), 104, tables, out.data())
                       .ok());
       EXPECT_EQ(out, expected_bf16) << "bf16, cached " << cached;
+      std::vector<uint16_t> out_bits(x.size(), 0x7fc1);  // a NaN where nothing is written
+      ASSERT_TRUE(ApplyRopeHeadMajor(p, bits.data(), kBatch, kHeads, kSeq, kHd,
+                                     positions.data(), 104, tables, out_bits.data())
+                      .ok());
+      std::vector<uint16_t> expected_bits(x.size());
+      for (size_t i = 0; i < x.size(); ++i) expected_bits[i] = FloatToBfloat16(expected_bf16[i]);
+      EXPECT_EQ(out_bits, expected_bits) << "bf16 out, cached " << cached;
     }
   }
 }
