@@ -14,6 +14,7 @@
 #include "core/bfloat16.h"
 #include "core/positions.h"
 #include "core/softmax_kernels.h"
+#include "core/target_clones.h"
 
 namespace attnserve {
 namespace {
@@ -122,9 +123,11 @@ void Llama3Adjust(const RopeScaling& scaling, std::vector<double>& inv) {
 absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
 
 // One head's rotated dims, half-split: pair k is (lo[k], hi[k]) with hi = lo + r/2. Separate
-// restrict pointers let the compiler vectorise over k.
-void RotateHalfSplit(float* __restrict lo, float* __restrict hi, const float* __restrict cos_row,
-                     const float* __restrict sin_row, int64_t half) {
+// restrict pointers let the compiler vectorise over k (AVX-512 and AVX2 clones; rope.cc is built
+// without FMA contraction, so every clone rounds as the baseline does).
+ATTNSERVE_TARGET_CLONES void RotateHalfSplit(float* __restrict lo, float* __restrict hi,
+                                             const float* __restrict cos_row,
+                                             const float* __restrict sin_row, int64_t half) {
   for (int64_t k = 0; k < half; ++k) {
     const float a = lo[k], b = hi[k];
     lo[k] = a * cos_row[k] - b * sin_row[k];
@@ -133,8 +136,9 @@ void RotateHalfSplit(float* __restrict lo, float* __restrict hi, const float* __
 }
 
 // One head's rotated dims, interleaved: pair k is (head[2k], head[2k+1]).
-void RotateInterleaved(float* __restrict head, const float* __restrict cos_row,
-                       const float* __restrict sin_row, int64_t half) {
+ATTNSERVE_TARGET_CLONES void RotateInterleaved(float* __restrict head,
+                                               const float* __restrict cos_row,
+                                               const float* __restrict sin_row, int64_t half) {
   for (int64_t k = 0; k < half; ++k) {
     const float a = head[2 * k], b = head[2 * k + 1];
     head[2 * k] = a * cos_row[k] - b * sin_row[k];
@@ -453,7 +457,7 @@ class RopeRows {
 void CopyHead(const float* x, int64_t n, float* out) {
   if (out != x) std::memcpy(out, x, n * sizeof(float));
 }
-void CopyHead(const uint16_t* x, int64_t n, float* out) {
+ATTNSERVE_TARGET_CLONES void CopyHead(const uint16_t* x, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = Bfloat16ToFloat(x[i]);
 }
 
