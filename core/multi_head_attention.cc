@@ -171,14 +171,20 @@ absl::Status MultiHeadAttention::ProjectOut(const float* attended, int64_t batch
                 rounded != nullptr ? rounded->o_proj.data() : nullptr);
 }
 
-absl::Status MultiHeadAttention::EmbedQuery(const float* query, const int64_t* positions,
-                                            int64_t tokens, float* x) const {
-  const int64_t d = config_.d_model;
-  if (IsAdditive(config_.encoding)) {
-    return EncodeEmbeddings(config_.encoding, query, positions, tokens, 1, d, 1.0f, 0, x);
+absl::StatusOr<const float*> MultiHeadAttention::EmbedQuery(const float* query,
+                                                            const int64_t* positions,
+                                                            int64_t tokens,
+                                                            float* encoded) const {
+  if (!IsAdditive(config_.encoding) ||
+      std::holds_alternative<NoPositionalEncoding>(config_.encoding)) {
+    return query;
   }
-  std::copy(query, query + tokens * d, x);
-  return absl::OkStatus();
+  if (absl::Status status = EncodeEmbeddings(config_.encoding, query, positions, tokens, 1,
+                                             config_.d_model, 1.0f, 0, encoded);
+      !status.ok()) {
+    return status;
+  }
+  return encoded;
 }
 
 absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
@@ -213,11 +219,11 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
   using Slot = ForwardBuffers::Slot;
   const absl::Status result = [&]() -> absl::Status {
     // x = query + P[positions] for additive encodings, else the query: [B·Sq, d]
-    float* x = buffers.Get(Slot::kEmbedded, b * sq * config_.d_model);
-    if (absl::Status status = EmbedQuery(inputs.query, inputs.positions, b * sq, x);
-        !status.ok()) {
-      return status;
-    }
+    const absl::StatusOr<const float*> embedded =
+        EmbedQuery(inputs.query, inputs.positions, b * sq,
+                   buffers.Get(Slot::kEmbedded, b * sq * config_.d_model));
+    if (!embedded.ok()) return embedded.status();
+    const float* x = *embedded;
     const float* kv_source = inputs.context != nullptr ? inputs.context : x;
     // The projections' and the output merge's [B·S, heads·hd] rows, one at a time.
     float* scratch = buffers.Get(Slot::kScratch, b * std::max(sq, sk) * h * hd);
@@ -261,22 +267,22 @@ absl::Status MultiHeadAttention::Decode(const DecodeInputs& inputs, KvCache* cac
   std::vector<int64_t> positions(n);
   for (int64_t t = 0; t < n; ++t) positions[t] = cached + t;
 
-  std::vector<float> x(n * config_.d_model);
-  if (absl::Status status = EmbedQuery(inputs.query, positions.data(), n, x.data());
-      !status.ok()) {
-    return status;
-  }
+  std::vector<float> encoded(n * config_.d_model);
+  const absl::StatusOr<const float*> embedded =
+      EmbedQuery(inputs.query, positions.data(), n, encoded.data());
+  if (!embedded.ok()) return embedded.status();
+  const float* x = *embedded;
   // New rows: q [1, H, n, hd]; k, v [1, Hkv, n, hd].
   std::vector<float> q(h * n * hd), k_new(hkv * n * hd), v_new(hkv * n * hd), scratch(h * n * hd);
   const RoundedWeights* rounded = RoundedFor(inputs.compute);
   for (absl::Status status :
-       {Project(x.data(), 1, n, h, weights_.q_proj_weight,
+       {Project(x, 1, n, h, weights_.q_proj_weight,
                 rounded ? rounded->q_proj.data() : nullptr, weights_.q_proj_bias, inputs.compute,
                 q.data()),
-        Project(x.data(), 1, n, hkv, weights_.k_proj_weight,
+        Project(x, 1, n, hkv, weights_.k_proj_weight,
                 rounded ? rounded->k_proj.data() : nullptr, weights_.k_proj_bias, inputs.compute,
                 k_new.data()),
-        Project(x.data(), 1, n, hkv, weights_.v_proj_weight,
+        Project(x, 1, n, hkv, weights_.v_proj_weight,
                 rounded ? rounded->v_proj.data() : nullptr, weights_.v_proj_bias, inputs.compute,
                 v_new.data())}) {
     if (!status.ok()) return status;

@@ -115,9 +115,10 @@ class MultiHeadAttention {
   // floats.
   absl::Status ProjectOut(const float* attended, int64_t batch, int64_t seq, ComputeType compute,
                           float* scratch, float* out) const;
-  // x [tokens, d] ← query + P[positions] for additive encodings, else the query.
-  absl::Status EmbedQuery(const float* query, const int64_t* positions, int64_t tokens,
-                          float* x) const;
+  // The layer's input rows [tokens, d]: query + P[positions] written to `encoded` (tokens·d
+  // floats) for an encoding that adds to the embeddings, else the query itself (no copy).
+  absl::StatusOr<const float*> EmbedQuery(const float* query, const int64_t* positions,
+                                          int64_t tokens, float* encoded) const;
 
   AttentionConfig config_;
   AttentionWeights weights_;

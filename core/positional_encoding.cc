@@ -97,6 +97,7 @@ absl::Status EncodeEmbeddings(const PositionalEncoding& encoding, const float* x
   }
   ApplyComputeThreads();
   auto scale_into_out = [&] {
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < tokens * dim; ++i) out[i] = x[i] * input_scale;
   };
   return std::visit(
