@@ -1,5 +1,7 @@
 #include "core/rope.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -132,6 +134,49 @@ ATTNSERVE_TARGET_CLONES void RotateHalfSplit(float* __restrict lo, float* __rest
     const float a = lo[k], b = hi[k];
     lo[k] = a * cos_row[k] - b * sin_row[k];
     hi[k] = b * cos_row[k] + a * sin_row[k];
+  }
+}
+
+// Lanes [0, left) of 16 (all for left >= 16).
+inline __mmask16 LeadingLanes(int64_t left) {
+  return left >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// The masked lanes of 16 bf16 values at `bits`, as f32 (exact); the others 0.
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) inline __m512 LoadBfloat16x16(
+    const uint16_t* bits, __mmask16 mask) {
+  const __m256i loaded = _mm256_maskz_loadu_epi16(mask, bits);
+  // The maskz forms: GCC 12 warns of the undefined source the unmasked ones take.
+  return _mm512_castsi512_ps(
+      _mm512_maskz_slli_epi32(mask, _mm512_maskz_cvtepu16_epi32(mask, loaded), 16));
+}
+
+// values rounded to bf16 (nearest even), stored to the masked lanes of `to`.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) inline void
+StoreBfloat16x16(uint16_t* to, __mmask16 mask, __m512 values) {
+  _mm256_mask_storeu_epi16(to, mask, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(values)));
+}
+
+// One half-split head from bf16 bits to bf16 bits in one pass: x widened, its first 2·half dims
+// rotated as RotateHalfSplit rotates (multiplies and a subtraction or addition, no FMA), every
+// dim rounded as ScaleRowIntoBfloat16Avx512 rounds — the same bits as those three steps in turn,
+// without the f32 head between them. Needs CpuHasAvx512Bf16().
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void
+RotateHalfSplitBfloat16Avx512(const uint16_t* x, int64_t head_dim, int64_t half,
+                              const float* cos_row, const float* sin_row, uint16_t* out) {
+  for (int64_t k = 0; k < half; k += 16) {
+    const __mmask16 mask = LeadingLanes(half - k);
+    const __m512 a = LoadBfloat16x16(x + k, mask);
+    const __m512 b = LoadBfloat16x16(x + half + k, mask);
+    const __m512 c = _mm512_maskz_loadu_ps(mask, cos_row + k);
+    const __m512 s = _mm512_maskz_loadu_ps(mask, sin_row + k);
+    StoreBfloat16x16(out + k, mask, _mm512_sub_ps(_mm512_mul_ps(a, c), _mm512_mul_ps(b, s)));
+    StoreBfloat16x16(out + half + k, mask,
+                     _mm512_add_ps(_mm512_mul_ps(b, c), _mm512_mul_ps(a, s)));
+  }
+  for (int64_t k = 2 * half; k < head_dim; k += 16) {  // dims past the rotary ones
+    const __mmask16 mask = LeadingLanes(head_dim - k);
+    StoreBfloat16x16(out + k, mask, LoadBfloat16x16(x + k, mask));
   }
 }
 
@@ -423,6 +468,16 @@ class RopeRows {
     return scratch;
   }
 
+  // Rotates one head of bf16 bits into out by a row from Row, in one pass, and returns true —
+  // where the CPU has AVX512-BF16 and the layout is half-split; else returns false (then widen,
+  // Rotate and round).
+  bool RotateBfloat16(const uint16_t* head, int64_t head_dim, const float* row,
+                      uint16_t* out) const {
+    if (interleaved_ || !CpuHasAvx512Bf16()) return false;
+    RotateHalfSplitBfloat16Avx512(head, head_dim, half_, row, row + half_, out);
+    return true;
+  }
+
   // Rotates the first r dims of one head in place by a row from Row.
   void Rotate(float* head, const float* row) const {
     if (interleaved_) {
@@ -482,6 +537,13 @@ absl::Status RotateHeadMajor(const RopeParams& params, const T* x, int64_t batch
 #pragma omp for schedule(static)
     for (int64_t index = 0; index < batch * heads * seq; ++index) {
       const int64_t b = index / (heads * seq), s = index % seq;
+      if constexpr (kBfloat16Out && std::is_same_v<T, uint16_t>) {
+        if (rows->RotateBfloat16(x + index * head_dim, head_dim,
+                                 rows->Row(positions[b * seq + s], scratch.data()),
+                                 out + index * head_dim)) {
+          continue;
+        }
+      }
       float* rotated;
       if constexpr (kBfloat16Out) {
         rotated = rotated_head;

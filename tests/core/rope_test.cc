@@ -958,59 +958,64 @@ TEST(RopeValidationTest, ApplyShapeArgumentsAreNamed) {
 }
 
 // Head-major rotation is the token-major rotation applied head by head, bit for bit: f32 out of
-// place and in place, bf16 bits widened first (and bf16 out: rounded once); both layouts, partial rotary, a scaling whose
-// frequencies depend on seq_len, positions differing per batch element, with and without a
-// table cache.
+// place and in place, bf16 bits widened first (and bf16 out: rounded once); both layouts, partial
+// rotary with head dims 10 and 96 (vector loops with and without tails, rotary and pass-through
+// dims), a scaling whose frequencies depend on seq_len, positions differing per batch element,
+// with and without a table cache.
 TEST(RopeHeadMajorTest, EqualsApplyRopePerHead) {
-  constexpr int64_t kBatch = 2, kHeads = 3, kSeq = 5, kHd = 10;
+  constexpr int64_t kBatch = 2, kHeads = 3, kSeq = 5;
   std::vector<int64_t> positions = {4, 0, 9, 2, 7, 100, 101, 102, 103, 3};
-  for (const RopeLayout layout : {RopeLayout::kHalfSplit, RopeLayout::kInterleaved}) {
-    for (const bool cached : {false, true}) {
-      RopeParams p = Params(RopeScalingType::kDynamicNtk, layout);
-      p.rotary_dim = 8;
-      p.scaling.factor = 2.0;
-      p.scaling.original_max_positions = 16;  // seq_len 104 is past it: frequencies change
-      PositionTableCache cache;
-      PositionTableCache* tables = cached ? &cache : nullptr;
-      std::vector<float> x = RandomVector(kBatch * kHeads * kSeq * kHd, 23);
-      std::vector<uint16_t> bits(x.size());
-      for (size_t i = 0; i < x.size(); ++i) bits[i] = FloatToBfloat16(x[i]);
-      std::vector<float> widened(x.size());
-      for (size_t i = 0; i < x.size(); ++i) widened[i] = Bfloat16ToFloat(bits[i]);
-      // Expected: ApplyRope on each head of each batch element, in place.
-      auto per_head = [&](std::vector<float> values) {
-        for (int64_t b = 0; b < kBatch; ++b) {
-          for (int64_t h = 0; h < kHeads; ++h) {
-            const absl::Status status =
-                ApplyRope(p, values.data() + (b * kHeads + h) * kSeq * kHd,
-                          positions.data() + b * kSeq, kSeq, 1, kHd, 104, tables);
-            EXPECT_TRUE(status.ok()) << status;
+  for (const auto& [head_dim, rotary_dim] :
+       {std::pair<int64_t, int64_t>{10, 8}, std::pair<int64_t, int64_t>{96, 72}}) {
+    for (const RopeLayout layout : {RopeLayout::kHalfSplit, RopeLayout::kInterleaved}) {
+      for (const bool cached : {false, true}) {
+        RopeParams p = Params(RopeScalingType::kDynamicNtk, layout);
+        p.rotary_dim = rotary_dim;
+        p.scaling.factor = 2.0;
+        p.scaling.original_max_positions = 16;  // seq_len 104 is past it: frequencies change
+        PositionTableCache cache;
+        PositionTableCache* tables = cached ? &cache : nullptr;
+        std::vector<float> x = RandomVector(kBatch * kHeads * kSeq * head_dim, 23);
+        std::vector<uint16_t> bits(x.size());
+        for (size_t i = 0; i < x.size(); ++i) bits[i] = FloatToBfloat16(x[i]);
+        std::vector<float> widened(x.size());
+        for (size_t i = 0; i < x.size(); ++i) widened[i] = Bfloat16ToFloat(bits[i]);
+        // Expected: ApplyRope on each head of each batch element, in place.
+        auto per_head = [&](std::vector<float> values) {
+          for (int64_t b = 0; b < kBatch; ++b) {
+            for (int64_t h = 0; h < kHeads; ++h) {
+              const absl::Status status =
+                  ApplyRope(p, values.data() + (b * kHeads + h) * kSeq * head_dim,
+                            positions.data() + b * kSeq, kSeq, 1, head_dim, 104, tables);
+              EXPECT_TRUE(status.ok()) << status;
+            }
           }
-        }
-        return values;
-      };
-      const std::vector<float> expected = per_head(x), expected_bf16 = per_head(widened);
-      std::vector<float> out(x.size(), std::numeric_limits<float>::quiet_NaN());
-      ASSERT_TRUE(ApplyRopeHeadMajor(p, x.data(), kBatch, kHeads, kSeq, kHd, positions.data(),
-                                     104, tables, out.data())
-                      .ok());
-      EXPECT_EQ(out, expected) << "out of place, cached " << cached;
-      std::vector<float> in_place = x;
-      ASSERT_TRUE(ApplyRopeHeadMajor(p, in_place.data(), kBatch, kHeads, kSeq, kHd,
-                                     positions.data(), 104, tables, in_place.data())
-                      .ok());
-      EXPECT_EQ(in_place, expected) << "in place, cached " << cached;
-      ASSERT_TRUE(ApplyRopeHeadMajor(p, bits.data(), kBatch, kHeads, kSeq, kHd,
-                                     positions.data(), 104, tables, out.data())
-                      .ok());
-      EXPECT_EQ(out, expected_bf16) << "bf16, cached " << cached;
-      std::vector<uint16_t> out_bits(x.size(), 0x7fc1);  // a NaN where nothing is written
-      ASSERT_TRUE(ApplyRopeHeadMajor(p, bits.data(), kBatch, kHeads, kSeq, kHd,
-                                     positions.data(), 104, tables, out_bits.data())
-                      .ok());
-      std::vector<uint16_t> expected_bits(x.size());
-      for (size_t i = 0; i < x.size(); ++i) expected_bits[i] = FloatToBfloat16(expected_bf16[i]);
-      EXPECT_EQ(out_bits, expected_bits) << "bf16 out, cached " << cached;
+          return values;
+        };
+        const std::vector<float> expected = per_head(x), expected_bf16 = per_head(widened);
+        std::vector<float> out(x.size(), std::numeric_limits<float>::quiet_NaN());
+        ASSERT_TRUE(ApplyRopeHeadMajor(p, x.data(), kBatch, kHeads, kSeq, head_dim,
+                                       positions.data(), 104, tables, out.data())
+                        .ok());
+        EXPECT_EQ(out, expected) << "out of place, cached " << cached;
+        std::vector<float> in_place = x;
+        ASSERT_TRUE(ApplyRopeHeadMajor(p, in_place.data(), kBatch, kHeads, kSeq, head_dim,
+                                       positions.data(), 104, tables, in_place.data())
+                        .ok());
+        EXPECT_EQ(in_place, expected) << "in place, cached " << cached;
+        ASSERT_TRUE(ApplyRopeHeadMajor(p, bits.data(), kBatch, kHeads, kSeq, head_dim,
+                                       positions.data(), 104, tables, out.data())
+                        .ok());
+        EXPECT_EQ(out, expected_bf16) << "bf16, cached " << cached;
+        std::vector<uint16_t> out_bits(x.size(), 0x7fc1);  // a NaN where nothing is written
+        ASSERT_TRUE(ApplyRopeHeadMajor(p, bits.data(), kBatch, kHeads, kSeq, head_dim,
+                                       positions.data(), 104, tables, out_bits.data())
+                        .ok());
+        std::vector<uint16_t> expected_bits(x.size());
+        for (size_t i = 0; i < x.size(); ++i) expected_bits[i] = FloatToBfloat16(expected_bf16[i]);
+        EXPECT_EQ(out_bits, expected_bits)
+            << "bf16 out, cached " << cached << ", head_dim " << head_dim;
+      }
     }
   }
 }
