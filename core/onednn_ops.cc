@@ -147,10 +147,10 @@ absl::Status LinearToHeads(const float* x, int64_t batch, int64_t seq, int64_t k
     const memory::dims w_dims = {1, heads, k, hd};
     const memory::dims w_strides = {heads * hd * k, hd * k, 1, k};
     const memory::desc dst_md({batch, heads, seq, hd}, dt::f32, tag::abcd);
-    // oneDNN may have no implementation of this form for the CPU (bf16 without AVX-512: the 2D
-    // product emulates it), or
-    // only its reference one (as it had for a [1, H, 1, hd] bias: ~1000× slower than its GEMM):
-    // then the 2D product below does it.
+    // Without a bf16 matmul (CPUs without AVX-512) the 2D product below emulates one. oneDNN may
+    // also have no implementation of this form, or only its reference one (as it had for a
+    // [1, H, 1, hd] bias: ~1000× slower than its GEMM): then the 2D product does it too.
+    if (operand == dt::bf16 && !OneDnnHasBfloat16Matmul()) return;
     dnnl::matmul::primitive_desc pd;
     try {
       pd = dnnl::matmul::primitive_desc(
