@@ -22,11 +22,11 @@
 
 #include "bench/counter_reporter.h"
 #include "benchmark/benchmark.h"
-#include "core/bfloat16.h"
-#include "core/multi_head_attention.h"
-#include "core/onednn_ops.h"
-#include "core/position_table_cache.h"
-#include "core/scaled_dot_product_attention.h"
+#include "core/kernels/bfloat16.h"
+#include "core/attention/multi_head_attention.h"
+#include "core/kernels/onednn_ops.h"
+#include "core/encodings/position_table_cache.h"
+#include "core/attention/scaled_dot_product_attention.h"
 #include "dnnl.hpp"
 
 namespace attnserve {

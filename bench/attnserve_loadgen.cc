@@ -50,10 +50,10 @@
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
-#include "server/metrics.h"
-#include "server/model_registry.h"
-#include "server/status_macros.h"
-#include "server/tensor_codec.h"
+#include "server/observability/metrics.h"
+#include "server/models/model_registry.h"
+#include "core/base/status_macros.h"
+#include "server/rpc/tensor_codec.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "host:port of the attnserve gRPC endpoint");
 ABSL_FLAG(std::string, rpc, "attend",

@@ -16,8 +16,8 @@
 #include "absl/flags/parse.h"
 #include "bench/counter_reporter.h"
 #include "benchmark/benchmark.h"
-#include "core/position_table_cache.h"
-#include "core/positional_encoding.h"
+#include "core/encodings/position_table_cache.h"
+#include "core/encodings/positional_encoding.h"
 
 ABSL_FLAG(int64_t, tokens, 4096, "positions per request (batch 1)");
 ABSL_FLAG(int64_t, d_model, 4096, "embedding width");

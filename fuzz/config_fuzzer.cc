@@ -13,8 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "fuzz/fuzz_support.h"
-#include "server/model_registry.h"
-#include "server/safetensors.h"
+#include "server/models/model_registry.h"
+#include "server/models/safetensors.h"
 
 namespace attnserve::fuzz {
 namespace {

@@ -18,7 +18,7 @@
 
 #include "attnserve/v1/attention_service.pb.h"
 #include "attnserve/v1/model_config.pb.h"
-#include "core/bfloat16.h"
+#include "core/kernels/bfloat16.h"
 #include "fuzz/fuzz_support.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/text_format.h"

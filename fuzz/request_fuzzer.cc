@@ -14,9 +14,9 @@
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "fuzz/fuzz_support.h"
 #include "grpcpp/server_context.h"
-#include "server/attention_service.h"
-#include "server/model_registry.h"
-#include "server/model_store.h"
+#include "server/rpc/attention_service.h"
+#include "server/models/model_registry.h"
+#include "server/models/model_store.h"
 
 namespace attnserve::fuzz {
 namespace {

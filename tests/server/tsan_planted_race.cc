@@ -15,7 +15,7 @@
 
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "server/compute_pool.h"
+#include "server/requests/compute_pool.h"
 
 namespace attnserve {
 namespace {

@@ -1,0 +1,348 @@
+#include "core/attention/multi_head_attention.h"
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/kernels/onednn_ops.h"
+#include "core/encodings/positions.h"
+#include "core/kernels/softmax_kernels.h"
+
+namespace attnserve {
+namespace {
+
+absl::Status CheckSize(const char* name, const std::vector<float>& tensor, int64_t expected,
+                       bool optional) {
+  if (optional && tensor.empty()) return absl::OkStatus();
+  if (static_cast<int64_t>(tensor.size()) != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " has ", tensor.size(), " elements; expected ", expected));
+  }
+  return absl::OkStatus();
+}
+
+const float* DataOrNull(const std::vector<float>& tensor) {
+  return tensor.empty() ? nullptr : tensor.data();
+}
+
+// The buffers of Forward, kept by each calling thread for its next call: fresh ones cost a page
+// fault per 4 KiB and a zero fill on every call (a quarter of a 2048-token bf16 layer call).
+// Contents are not kept. A thread holds at most kKeptFloats between calls; a larger call frees
+// its buffers when done.
+class ForwardBuffers {
+ public:
+  enum Slot { kEmbedded, kScratch, kQuery, kKey, kValue, kAttended, kSlots };
+  static constexpr int64_t kKeptFloats = int64_t{16} << 20;  // 64 MiB
+
+  static ForwardBuffers& OfThisThread() {
+    thread_local ForwardBuffers buffers;
+    return buffers;
+  }
+
+  // `count` uninitialised floats for `slot`, valid until the next Get of the slot or Release.
+  float* Get(Slot slot, int64_t count) {
+    if (count > sizes_[slot]) {
+      data_[slot].reset();  // the old buffer goes before the new one comes
+      data_[slot].reset(new float[count]);
+      sizes_[slot] = count;
+    }
+    return data_[slot].get();
+  }
+
+  // Frees every buffer when together they exceed kKeptFloats.
+  void ReleaseIfLarge() {
+    int64_t total = 0;
+    for (int64_t size : sizes_) total += size;
+    if (total <= kKeptFloats) return;
+    for (int slot = 0; slot < kSlots; ++slot) {
+      data_[slot].reset();
+      sizes_[slot] = 0;
+    }
+  }
+
+ private:
+  std::unique_ptr<float[]> data_[kSlots];
+  int64_t sizes_[kSlots] = {};
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MultiHeadAttention>> MultiHeadAttention::Create(
+    const AttentionConfig& config, AttentionWeights weights) {
+  AttentionConfig resolved = config;
+  if (resolved.d_model < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("d_model=", resolved.d_model, " must be >= 1"));
+  }
+  if (resolved.num_heads < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_heads=", resolved.num_heads, " must be >= 1"));
+  }
+  // Bounds that keep every product of the shape (e.g. H·hd·d, 2·len·Hkv·hd) far from int64 overflow.
+  constexpr int64_t kMaxDim = int64_t{1} << 20;
+  const struct {
+    const char* name;
+    int64_t value;
+  } dims[] = {{"d_model", resolved.d_model},
+              {"num_heads", resolved.num_heads},
+              {"num_kv_heads", resolved.num_kv_heads},
+              {"head_dim", resolved.head_dim}};
+  for (const auto& dim : dims) {
+    if (dim.value > kMaxDim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dim.name, "=", dim.value, " must be <= ", kMaxDim));
+    }
+  }
+  if (resolved.num_kv_heads == 0) resolved.num_kv_heads = resolved.num_heads;
+  if (resolved.num_kv_heads < 1 || resolved.num_heads % resolved.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("num_kv_heads=", resolved.num_kv_heads,
+                                                   " must divide num_heads=", resolved.num_heads));
+  }
+  if (resolved.head_dim == 0) {
+    if (resolved.d_model % resolved.num_heads != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("num_heads=", resolved.num_heads,
+                                                     " must divide d_model=", resolved.d_model,
+                                                     " when head_dim is not given"));
+    }
+    resolved.head_dim = resolved.d_model / resolved.num_heads;
+  }
+  if (resolved.head_dim < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("head_dim=", resolved.head_dim, " must be >= 1"));
+  }
+  if (absl::Status status = ValidateEncoding(resolved.encoding, resolved.d_model,
+                                             resolved.num_heads, resolved.head_dim);
+      !status.ok()) {
+    return status;
+  }
+  const int64_t d = resolved.d_model;
+  const int64_t q_width = resolved.num_heads * resolved.head_dim;
+  const int64_t kv_width = resolved.num_kv_heads * resolved.head_dim;
+  for (const absl::Status& status :
+       {CheckSize("q_proj.weight", weights.q_proj_weight, q_width * d, false),
+        CheckSize("k_proj.weight", weights.k_proj_weight, kv_width * d, false),
+        CheckSize("v_proj.weight", weights.v_proj_weight, kv_width * d, false),
+        CheckSize("o_proj.weight", weights.o_proj_weight, d * q_width, false),
+        CheckSize("q_proj.bias", weights.q_proj_bias, q_width, true),
+        CheckSize("k_proj.bias", weights.k_proj_bias, kv_width, true),
+        CheckSize("v_proj.bias", weights.v_proj_bias, kv_width, true),
+        CheckSize("o_proj.bias", weights.o_proj_bias, d, true)}) {
+    if (!status.ok()) return status;
+  }
+  return std::unique_ptr<MultiHeadAttention>(new MultiHeadAttention(resolved, std::move(weights)));
+}
+
+const MultiHeadAttention::RoundedWeights* MultiHeadAttention::RoundedFor(
+    ComputeType compute) const {
+  if (compute != ComputeType::kBfloat16) return nullptr;
+  absl::call_once(rounded_once_, [this] {
+    auto rounded = [](const std::vector<float>& weight) {
+      std::vector<uint16_t> bits(weight.size());
+      ConvertToBfloat16Parallel(weight.data(), static_cast<int64_t>(weight.size()), bits.data());
+      return bits;
+    };
+    rounded_.q_proj = rounded(weights_.q_proj_weight);
+    rounded_.k_proj = rounded(weights_.k_proj_weight);
+    rounded_.v_proj = rounded(weights_.v_proj_weight);
+    rounded_.o_proj = rounded(weights_.o_proj_weight);
+  });
+  return &rounded_;
+}
+
+absl::Status MultiHeadAttention::Project(const float* input, int64_t batch, int64_t seq,
+                                         int64_t heads, const std::vector<float>& weight,
+                                         const uint16_t* rounded, const std::vector<float>& bias,
+                                         ComputeType compute, float* head_major) const {
+  return LinearToHeads(input, batch, seq, config_.d_model, weight.data(), DataOrNull(bias), heads,
+                       config_.head_dim, head_major, compute, rounded);
+}
+
+absl::Status MultiHeadAttention::ProjectOut(const float* attended, int64_t batch, int64_t seq,
+                                            ComputeType compute, float* scratch,
+                                            float* out) const {
+  const int64_t h = config_.num_heads, hd = config_.head_dim;
+  // attended: [B, H, S, hd] → [B, S, H, hd] = [B·S, H·hd] → out = attended·Woᵀ + bo
+  if (absl::Status status = SwapMiddleAxes(attended, batch, h, seq, hd, scratch); !status.ok()) {
+    return status;
+  }
+  const RoundedWeights* rounded = RoundedFor(compute);
+  return Linear(scratch, batch * seq, h * hd, weights_.o_proj_weight.data(),
+                DataOrNull(weights_.o_proj_bias), config_.d_model, out, compute,
+                rounded != nullptr ? rounded->o_proj.data() : nullptr);
+}
+
+absl::StatusOr<const float*> MultiHeadAttention::EmbedQuery(const float* query,
+                                                            const int64_t* positions,
+                                                            int64_t tokens,
+                                                            float* encoded) const {
+  if (!IsAdditive(config_.encoding) ||
+      std::holds_alternative<NoPositionalEncoding>(config_.encoding)) {
+    return query;
+  }
+  if (absl::Status status = EncodeEmbeddings(config_.encoding, query, positions, tokens, 1,
+                                             config_.d_model, 1.0f, 0, encoded);
+      !status.ok()) {
+    return status;
+  }
+  return encoded;
+}
+
+absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
+                                         float* probs) const {
+  const int64_t h = config_.num_heads;
+  const int64_t hkv = config_.num_kv_heads;
+  const int64_t hd = config_.head_dim;
+  const int64_t b = inputs.batch;
+  const int64_t sq = inputs.q_len;
+  const int64_t sk = inputs.context != nullptr ? inputs.kv_len : sq;
+
+  SdpaShape shape{b, h, hkv, sq, sk, hd};
+  SdpaOptions options;
+  options.causal = inputs.causal;
+  options.key_lengths = inputs.key_lengths;
+  options.scale = config_.scale;
+  options.compute = inputs.compute;
+  options.is_cancelled = inputs.is_cancelled;
+  options.tables = &tables_;
+  if (!IsAdditive(config_.encoding)) {
+    options.encoding = config_.encoding;
+    options.q_positions.assign(inputs.positions, inputs.positions + b * sq);
+    if (inputs.context == nullptr) {
+      options.k_positions = options.q_positions;
+    } else {
+      options.k_positions.resize(b * sk);
+      for (int64_t i = 0; i < b * sk; ++i) options.k_positions[i] = i % sk;
+    }
+  }
+  if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
+  ForwardBuffers& buffers = ForwardBuffers::OfThisThread();
+  using Slot = ForwardBuffers::Slot;
+  const absl::Status result = [&]() -> absl::Status {
+    // x = query + P[positions] for additive encodings, else the query: [B·Sq, d]
+    const absl::StatusOr<const float*> embedded =
+        EmbedQuery(inputs.query, inputs.positions, b * sq,
+                   buffers.Get(Slot::kEmbedded, b * sq * config_.d_model));
+    if (!embedded.ok()) return embedded.status();
+    const float* x = *embedded;
+    const float* kv_source = inputs.context != nullptr ? inputs.context : x;
+    // The projections' and the output merge's [B·S, heads·hd] rows, one at a time.
+    float* scratch = buffers.Get(Slot::kScratch, b * std::max(sq, sk) * h * hd);
+    float* q = buffers.Get(Slot::kQuery, b * h * sq * hd);
+    float* k = buffers.Get(Slot::kKey, b * hkv * sk * hd);
+    float* v = buffers.Get(Slot::kValue, b * hkv * sk * hd);
+    const RoundedWeights* rounded = RoundedFor(inputs.compute);
+    for (absl::Status status :
+         {Project(x, b, sq, h, weights_.q_proj_weight, rounded ? rounded->q_proj.data() : nullptr,
+                  weights_.q_proj_bias, inputs.compute, q),
+          Project(kv_source, b, sk, hkv, weights_.k_proj_weight,
+                  rounded ? rounded->k_proj.data() : nullptr, weights_.k_proj_bias,
+                  inputs.compute, k),
+          Project(kv_source, b, sk, hkv, weights_.v_proj_weight,
+                  rounded ? rounded->v_proj.data() : nullptr, weights_.v_proj_bias,
+                  inputs.compute, v)}) {
+      if (!status.ok()) return status;
+    }
+    float* attended = buffers.Get(Slot::kAttended, b * h * sq * hd);
+    if (absl::Status status = ScaledDotProductAttention(shape, options, q, k, v, attended, probs);
+        !status.ok()) {
+      return status;
+    }
+    return ProjectOut(attended, b, sq, inputs.compute, scratch, out);
+  }();
+  buffers.ReleaseIfLarge();
+  return result;
+}
+
+absl::Status MultiHeadAttention::Decode(const DecodeInputs& inputs, KvCache* cache, float* out,
+                                        float* probs) const {
+  const int64_t h = config_.num_heads, hkv = config_.num_kv_heads, hd = config_.head_dim;
+  const int64_t n = inputs.new_tokens;
+  const int64_t cached = cache->length;
+  const int64_t total = cached + n;
+  if (n < 1) return absl::InvalidArgumentError(absl::StrCat("new tokens=", n, " must be >= 1"));
+  if (total - 1 > kMaxPosition) {
+    return absl::OutOfRangeError(absl::StrCat("position ", total - 1, " is past the limit ",
+                                              kMaxPosition));
+  }
+  std::vector<int64_t> positions(n);
+  for (int64_t t = 0; t < n; ++t) positions[t] = cached + t;
+
+  std::vector<float> encoded(n * config_.d_model);
+  const absl::StatusOr<const float*> embedded =
+      EmbedQuery(inputs.query, positions.data(), n, encoded.data());
+  if (!embedded.ok()) return embedded.status();
+  const float* x = *embedded;
+  // New rows: q [1, H, n, hd]; k, v [1, Hkv, n, hd].
+  std::vector<float> q(h * n * hd), k_new(hkv * n * hd), v_new(hkv * n * hd), scratch(h * n * hd);
+  const RoundedWeights* rounded = RoundedFor(inputs.compute);
+  for (absl::Status status :
+       {Project(x, 1, n, h, weights_.q_proj_weight,
+                rounded ? rounded->q_proj.data() : nullptr, weights_.q_proj_bias, inputs.compute,
+                q.data()),
+        Project(x, 1, n, hkv, weights_.k_proj_weight,
+                rounded ? rounded->k_proj.data() : nullptr, weights_.k_proj_bias, inputs.compute,
+                k_new.data()),
+        Project(x, 1, n, hkv, weights_.v_proj_weight,
+                rounded ? rounded->v_proj.data() : nullptr, weights_.v_proj_bias, inputs.compute,
+                v_new.data())}) {
+    if (!status.ok()) return status;
+  }
+
+  SdpaOptions options;
+  options.causal = true;  // bottom-right: new token t sees the cache and new tokens up to t
+  options.scale = config_.scale;
+  options.compute = inputs.compute;
+  options.is_cancelled = inputs.is_cancelled;
+  options.tables = &tables_;
+  if (const auto* rope = std::get_if<RopeParams>(&config_.encoding)) {
+    // Keys enter the cache rotated, so each is rotated once, at the frequencies of the step that
+    // added it (dynamic scalings see the sequence length so far; cached keys are not re-rotated).
+    if (absl::Status status = ApplyRopeHeadMajor(*rope, q.data(), 1, h, n, hd, positions.data(),
+                                                 total, &tables_, q.data());
+        !status.ok()) {
+      return status;
+    }
+    if (absl::Status status = ApplyRopeHeadMajor(*rope, k_new.data(), 1, hkv, n, hd,
+                                                 positions.data(), total, &tables_, k_new.data());
+        !status.ok()) {
+      return status;
+    }
+  } else if (!IsAdditive(config_.encoding)) {
+    options.encoding = config_.encoding;
+    options.q_positions = positions;
+    options.k_positions.resize(total);
+    for (int64_t j = 0; j < total; ++j) options.k_positions[j] = j;
+  }
+
+  // The cache with the new rows appended: [Hkv, cached + n, hd]. Built aside and swapped in only
+  // when the step succeeds, so a failed or cancelled step leaves the cache as it was.
+  std::vector<float> k_all(hkv * total * hd), v_all(hkv * total * hd);
+  for (int64_t head = 0; head < hkv; ++head) {
+    const auto append = [&](const std::vector<float>& old_rows, const std::vector<float>& new_rows,
+                            std::vector<float>& all) {
+      std::copy_n(old_rows.begin() + head * cached * hd, cached * hd,
+                  all.begin() + head * total * hd);
+      std::copy_n(new_rows.begin() + head * n * hd, n * hd,
+                  all.begin() + (head * total + cached) * hd);
+    };
+    append(cache->k, k_new, k_all);
+    append(cache->v, v_new, v_all);
+  }
+  const SdpaShape shape{1, h, hkv, n, total, hd};
+  std::vector<float> attended(h * n * hd);
+  if (absl::Status status = ScaledDotProductAttention(shape, options, q.data(), k_all.data(),
+                                                      v_all.data(), attended.data(), probs);
+      !status.ok()) {
+    return status;
+  }
+  if (absl::Status status = ProjectOut(attended.data(), 1, n, inputs.compute, scratch.data(), out);
+      !status.ok()) {
+    return status;
+  }
+  cache->k = std::move(k_all);
+  cache->v = std::move(v_all);
+  cache->length = total;
+  return absl::OkStatus();
+}
+
+}  // namespace attnserve

@@ -1,0 +1,133 @@
+// One multi-head attention layer with Hugging Face / torch.nn.Linear weights (y = x·Wᵀ + b) and
+// the positional encoding it applies.
+#ifndef ATTNSERVE_CORE_ATTENTION_MULTI_HEAD_ATTENTION_H_
+#define ATTNSERVE_CORE_ATTENTION_MULTI_HEAD_ATTENTION_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/base/call_once.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/encodings/position_table_cache.h"
+#include "core/encodings/positional_encoding.h"
+#include "core/attention/scaled_dot_product_attention.h"
+
+namespace attnserve {
+
+struct AttentionConfig {
+  int64_t d_model = 0;       // d; >= 1.
+  int64_t num_heads = 0;     // H; >= 1.
+  int64_t num_kv_heads = 0;  // Hkv; 0 = H. Must divide H.
+  int64_t head_dim = 0;      // hd; 0 = d / H (H must divide d).
+  std::optional<float> scale;  // Score scale; unset = 1/sqrt(hd).
+  // Additive encodings (sinusoidal, learned) are added to the query input (the layer's own
+  // sequence) before the projections; a cross-attention context is used as given. RoPE, ALiBi,
+  // T5 and CoPE act inside attention, with cross-attention keys at positions 0..Sk−1.
+  PositionalEncoding encoding;
+};
+
+struct AttentionWeights {
+  std::vector<float> q_proj_weight;  // [H·hd, d]
+  std::vector<float> k_proj_weight;  // [Hkv·hd, d]
+  std::vector<float> v_proj_weight;  // [Hkv·hd, d]
+  std::vector<float> o_proj_weight;  // [d, H·hd]
+  std::vector<float> q_proj_bias;    // [H·hd] or empty (no bias)
+  std::vector<float> k_proj_bias;    // [Hkv·hd] or empty
+  std::vector<float> v_proj_bias;    // [Hkv·hd] or empty
+  std::vector<float> o_proj_bias;    // [d] or empty
+};
+
+struct AttendInputs {
+  const float* query = nullptr;    // [B, Sq, d]
+  int64_t batch = 0;               // B
+  int64_t q_len = 0;               // Sq
+  const float* context = nullptr;  // [B, Sk, d]; nullptr = self-attention (Sk = Sq)
+  int64_t kv_len = 0;              // Sk; ignored for self-attention
+  const int64_t* positions = nullptr;  // [B, Sq] positions of the query tokens, each >= 0
+                                       // (self-attention keys share them)
+  bool causal = false;                 // bottom-right aligned
+  std::vector<int64_t> key_lengths;    // [B] valid keys, or empty for all
+  ComputeType compute = ComputeType::kFloat32;  // projections and attention products
+  std::function<bool()> is_cancelled;  // polled between attention tiles; unset = never
+};
+
+// One sequence's keys and values for incremental decoding, after projection (and after RoPE for
+// keys): k, v [Hkv, length, hd] row-major, token j at position j.
+struct KvCache {
+  int64_t length = 0;
+  std::vector<float> k;
+  std::vector<float> v;
+
+  // Bytes a cache of `length` tokens holds for a layer with `kv_heads` heads of `head_dim`.
+  static int64_t Bytes(int64_t length, int64_t kv_heads, int64_t head_dim) {
+    return 2 * length * kv_heads * head_dim * static_cast<int64_t>(sizeof(float));
+  }
+};
+
+struct DecodeInputs {
+  const float* query = nullptr;  // [1, new_tokens, d]: the next tokens of the sequence
+  int64_t new_tokens = 0;
+  ComputeType compute = ComputeType::kFloat32;
+  std::function<bool()> is_cancelled;  // polled between attention tiles; unset = never
+};
+
+class MultiHeadAttention {
+ public:
+  // Resolves the config's defaults and checks every weight's size against it.
+  static absl::StatusOr<std::unique_ptr<MultiHeadAttention>> Create(const AttentionConfig& config,
+                                                                    AttentionWeights weights);
+
+  // The config with defaults resolved (num_kv_heads, head_dim set).
+  const AttentionConfig& config() const { return config_; }
+
+  // out: [B, Sq, d]; probs: [B, H, Sq, Sk] or nullptr. Thread-safe.
+  absl::Status Forward(const AttendInputs& inputs, float* out, float* probs) const;
+
+  // One step of incremental decoding: the new tokens get positions cache->length + t, attend
+  // causally to the cached tokens and to each other, and their keys/values join the cache.
+  // Outputs equal Forward with causal over the whole prefix. out: [1, n, d]; probs:
+  // [1, H, n, length + n] or nullptr. On error the cache is unchanged. Thread-safe across caches.
+  absl::Status Decode(const DecodeInputs& inputs, KvCache* cache, float* out, float* probs) const;
+
+ private:
+  MultiHeadAttention(const AttentionConfig& config, AttentionWeights weights)
+      : config_(config), weights_(std::move(weights)) {}
+
+  // The projection weights rounded to bf16 for bf16 calls, made by the first such call (rounding
+  // them on every call cost as much as a fifth of the product).
+  struct RoundedWeights {
+    std::vector<uint16_t> q_proj, k_proj, v_proj, o_proj;
+  };
+  // The rounded weights for bf16 compute, else nullptr.
+  const RoundedWeights* RoundedFor(ComputeType compute) const;
+
+  // head_major [B, heads, S, hd] ← (input [B·S, d]·Wᵀ + b) split into heads; rounded: the weight
+  // rounded to bf16 for bf16 compute, or nullptr.
+  absl::Status Project(const float* input, int64_t batch, int64_t seq, int64_t heads,
+                       const std::vector<float>& weight, const uint16_t* rounded,
+                       const std::vector<float>& bias, ComputeType compute,
+                       float* head_major) const;
+  // out [B·S, d] ← heads of attended [B, H, S, hd] merged, ·Woᵀ + bo; scratch holds B·S·H·hd
+  // floats.
+  absl::Status ProjectOut(const float* attended, int64_t batch, int64_t seq, ComputeType compute,
+                          float* scratch, float* out) const;
+  // The layer's input rows [tokens, d]: query + P[positions] written to `encoded` (tokens·d
+  // floats) for an encoding that adds to the embeddings, else the query itself (no copy).
+  absl::StatusOr<const float*> EmbedQuery(const float* query, const int64_t* positions,
+                                          int64_t tokens, float* encoded) const;
+
+  AttentionConfig config_;
+  AttentionWeights weights_;
+  mutable absl::once_flag rounded_once_;
+  mutable RoundedWeights rounded_;
+  // RoPE cos/sin tables shared by all calls (thread-safe).
+  mutable PositionTableCache tables_;
+};
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_CORE_ATTENTION_MULTI_HEAD_ATTENTION_H_

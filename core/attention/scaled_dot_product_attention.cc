@@ -1,0 +1,278 @@
+#include "core/attention/scaled_dot_product_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/kernels/bfloat16.h"
+#include "core/attention/flash_attention.h"
+#include "core/kernels/onednn_ops.h"
+#include "core/kernels/softmax_kernels.h"
+
+namespace attnserve {
+namespace {
+
+constexpr float kMasked = -std::numeric_limits<float>::infinity();
+
+bool NeedsMask(const SdpaShape& shape, const SdpaOptions& options) {
+  if (options.causal) return true;
+  for (int64_t length : options.key_lengths) {
+    if (length < shape.kv_len) return true;
+  }
+  return false;
+}
+
+// A copy of bf16 bits as f32 (widened exactly), made by all threads into uninitialised memory.
+std::unique_ptr<float[]> ParallelWiden(const uint16_t* x, int64_t count) {
+  std::unique_ptr<float[]> copy(new float[count]);
+  WidenBfloat16Parallel(x, count, copy.get());
+  return copy;
+}
+
+// RoPE's q' and k': rotated copies of q and k into q_rotated, k_rotated, each made in one pass
+// by all threads (a zero-filled copy, a one-thread copy, and a parallel region per head each took
+// a large share of a RoPE call): f32 from f32 or from bf16 (widened exactly), or bf16 from bf16
+// (rotated in f32, rounded once). Dynamic scalings see the longest position of the request.
+template <typename T, typename Out>
+absl::Status RotatedCopies(const RopeParams& rope, const SdpaShape& shape,
+                           const SdpaOptions& options, const T* q, const T* k,
+                           std::unique_ptr<Out[]>* q_rotated, std::unique_ptr<Out[]>* k_rotated) {
+  const int64_t seq_len =
+      1 + std::max(*std::max_element(options.q_positions.begin(), options.q_positions.end()),
+                   *std::max_element(options.k_positions.begin(), options.k_positions.end()));
+  q_rotated->reset(new Out[shape.batch * shape.num_heads * shape.q_len * shape.head_dim]);
+  k_rotated->reset(new Out[shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim]);
+  // Without a shared cache, one for this call still computes each position's cos/sin once.
+  PositionTableCache call_tables;
+  PositionTableCache* tables = options.tables != nullptr ? options.tables : &call_tables;
+  if (absl::Status status = ApplyRopeHeadMajor(
+          rope, q, shape.batch, shape.num_heads, shape.q_len, shape.head_dim,
+          options.q_positions.data(), seq_len, tables, q_rotated->get());
+      !status.ok()) {
+    return status;
+  }
+  return ApplyRopeHeadMajor(rope, k, shape.batch, shape.num_kv_heads, shape.kv_len,
+                            shape.head_dim, options.k_positions.data(), seq_len, tables,
+                            k_rotated->get());
+}
+
+}  // namespace
+
+int64_t VisibleKeyCount(const SdpaShape& shape, const SdpaOptions& options, int64_t b, int64_t i) {
+  int64_t visible = options.key_lengths.empty() ? shape.kv_len : options.key_lengths[b];
+  if (options.causal) visible = std::min(visible, i + shape.kv_len - shape.q_len + 1);
+  return std::max<int64_t>(visible, 0);
+}
+
+float EffectiveScale(const SdpaShape& shape, const SdpaOptions& options) {
+  if (options.scale.has_value()) return *options.scale;
+  if (std::holds_alternative<T5BiasParams>(options.encoding)) return 1.0f;
+  return 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
+}
+
+absl::Status ValidateSdpa(const SdpaShape& shape, const SdpaOptions& options) {
+  const struct {
+    const char* name;
+    int64_t value;
+  } dims[] = {{"batch", shape.batch},   {"num_heads", shape.num_heads},
+              {"num_kv_heads", shape.num_kv_heads}, {"q_len", shape.q_len},
+              {"kv_len", shape.kv_len}, {"head_dim", shape.head_dim}};
+  for (const auto& dim : dims) {
+    if (dim.value < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(dim.name, "=", dim.value, " must be >= 1"));
+    }
+  }
+  if (shape.num_heads % shape.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("num_kv_heads=", shape.num_kv_heads,
+                                                   " must divide num_heads=", shape.num_heads));
+  }
+  if (!options.key_lengths.empty()) {
+    if (static_cast<int64_t>(options.key_lengths.size()) != shape.batch) {
+      return absl::InvalidArgumentError(absl::StrCat("key_lengths has ", options.key_lengths.size(),
+                                                     " entries; must equal batch=", shape.batch));
+    }
+    for (size_t b = 0; b < options.key_lengths.size(); ++b) {
+      const int64_t length = options.key_lengths[b];
+      if (length < 0 || length > shape.kv_len) {
+        return absl::InvalidArgumentError(absl::StrCat("key_lengths[", b, "]=", length,
+                                                       " must be in [0, kv_len=", shape.kv_len,
+                                                       "]"));
+      }
+    }
+  }
+  if (options.scale.has_value() && !std::isfinite(*options.scale)) {
+    return absl::InvalidArgumentError(absl::StrCat("scale=", *options.scale, " must be finite"));
+  }
+  if (std::holds_alternative<NoPositionalEncoding>(options.encoding)) return absl::OkStatus();
+  if (IsAdditive(options.encoding)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("encoding.", EncodingName(options.encoding),
+                     " is added to embeddings; it cannot be applied inside attention"));
+  }
+  if (absl::Status status = ValidateEncoding(options.encoding, shape.num_heads * shape.head_dim,
+                                             shape.num_heads, shape.head_dim);
+      !status.ok()) {
+    return status;
+  }
+  const struct {
+    const char* name;
+    const std::vector<int64_t>& positions;
+    int64_t expected;
+  } position_sets[] = {{"q_positions", options.q_positions, shape.batch * shape.q_len},
+                       {"k_positions", options.k_positions, shape.batch * shape.kv_len}};
+  for (const auto& set : position_sets) {
+    if (static_cast<int64_t>(set.positions.size()) != set.expected) {
+      return absl::InvalidArgumentError(absl::StrCat(set.name, " has ", set.positions.size(),
+                                                     " entries; must be ", set.expected));
+    }
+    if (absl::Status status = CheckPositions(set.positions.data(),
+                                             static_cast<int64_t>(set.positions.size()), set.name);
+        !status.ok()) {
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions& options,
+                                       const float* q, const float* k, const float* v, float* out,
+                                       float* probs) {
+  if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
+  const int64_t B = shape.batch, H = shape.num_heads, Hkv = shape.num_kv_heads;
+  const int64_t Sq = shape.q_len, Sk = shape.kv_len, hd = shape.head_dim;
+  const int64_t group = H / Hkv;
+  // The `group` query heads of one kv head are contiguous in q: [B, Hkv, group·Sq, hd].
+  const int64_t rows = group * Sq;
+  const bool t5 = std::holds_alternative<T5BiasParams>(options.encoding);
+  const float scale = EffectiveScale(shape, options);
+
+  // RoPE: q' and k' are rotated copies.
+  std::unique_ptr<float[]> q_rotated, k_rotated;
+  if (const auto* rope = std::get_if<RopeParams>(&options.encoding)) {
+    if (absl::Status status = RotatedCopies(*rope, shape, options, q, k, &q_rotated, &k_rotated);
+        !status.ok()) {
+      return status;
+    }
+    q = q_rotated.get();
+    k = k_rotated.get();
+  }
+
+  // bf16 compute in the materialised path: the same operands a bf16 GEMM sees (bf16-rounded
+  // q, k, v; products exact in f32; f32 accumulation).
+  std::vector<float> q_bf16, k_bf16, v_bf16;
+  const bool materialised = probs != nullptr || std::holds_alternative<CopeParams>(options.encoding);
+  if (materialised && options.compute == ComputeType::kBfloat16) {
+    auto rounded = [](const float* values, int64_t count) {
+      std::vector<float> copy(count);
+      RoundToBfloat16Parallel(values, count, copy.data());
+      return copy;
+    };
+    q_bf16 = rounded(q, B * H * Sq * hd);
+    k_bf16 = rounded(k, B * Hkv * Sk * hd);
+    v_bf16 = rounded(v, B * Hkv * Sk * hd);
+    q = q_bf16.data();
+    k = k_bf16.data();
+    v = v_bf16.data();
+  }
+
+  // Without probabilities to return, the tiled kernel never materialises the scores. CoPE needs
+  // whole rows of gates, so it takes the materialised path below.
+  if (!materialised) return FlashAttention(shape, options, q, k, v, out);
+  std::vector<float> own_probs;
+  if (probs == nullptr) {
+    own_probs.resize(B * H * Sq * Sk);
+    probs = own_probs.data();
+  }
+
+  // bias: [B, 1, group·Sq, Sk] holding the mask (0 or −inf), or [B, Hkv, group·Sq, Sk] holding
+  // ALiBi / T5 bias plus the mask.
+  const bool per_head_bias = std::holds_alternative<AlibiParams>(options.encoding) || t5;
+  const bool masked = NeedsMask(shape, options);
+  const int64_t bias_heads = per_head_bias ? Hkv : 1;
+  std::vector<float> bias;
+  if (per_head_bias || masked) {
+    bias.assign(B * bias_heads * rows * Sk, 0.0f);
+    for (int64_t b = 0; b < B; ++b) {
+      float* batch_bias = bias.data() + b * bias_heads * rows * Sk;
+      // ALiBi / T5 bias [H, Sq, Sk] is [Hkv, group·Sq, Sk] since query head h = kv_head·G + g.
+      if (per_head_bias) {
+        if (absl::Status status = ScoreBiasMap(
+                options.encoding, H, options.q_positions.data() + b * Sq, Sq,
+                options.k_positions.data() + b * Sk, Sk, options.causal, batch_bias);
+            !status.ok()) {
+          return status;
+        }
+      }
+      if (!masked) continue;
+      for (int64_t r = 0; r < bias_heads * rows; ++r) {
+        const int64_t visible = VisibleKeyCount(shape, options, b, r % Sq);
+        std::fill(batch_bias + r * Sk + visible, batch_bias + (r + 1) * Sk, kMasked);
+      }
+    }
+  }
+
+  if (absl::Status status = AttentionScores(q, k, bias.empty() ? nullptr : bias.data(),
+                                            bias_heads, B, Hkv, rows, Sk, hd, scale, probs);
+      !status.ok()) {
+    return status;
+  }
+  if (const auto* cope = std::get_if<CopeParams>(&options.encoding)) {
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      AddCopeLogits(*cope, q + bh * Sq * hd, Sq, Sk, hd, probs + bh * Sq * Sk);
+    }
+  }
+  if (absl::Status status = SoftmaxRows(probs, B * H * Sq, Sk); !status.ok()) return status;
+
+  // oneDNN's softmax of an all −inf row is NaN; such rows attend to nothing.
+  if (masked) {
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t i = 0; i < Sq; ++i) {
+        if (VisibleKeyCount(shape, options, b, i) > 0) continue;
+        for (int64_t h = 0; h < H; ++h) {
+          float* row = probs + ((b * H + h) * Sq + i) * Sk;
+          std::fill(row, row + Sk, 0.0f);
+        }
+      }
+    }
+  }
+  return ProbsTimesValues(probs, v, B, Hkv, rows, Sk, hd, out);
+}
+
+absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions& options,
+                                       const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                                       uint16_t* out) {
+  if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
+  const int64_t q_count = shape.batch * shape.num_heads * shape.q_len * shape.head_dim;
+  const int64_t kv_count = shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim;
+  if (options.compute == ComputeType::kBfloat16 &&
+      !std::holds_alternative<CopeParams>(options.encoding)) {
+    const auto* rope = std::get_if<RopeParams>(&options.encoding);
+    if (rope == nullptr) return FlashAttention(shape, options, q, k, v, out);
+    // q' and k' rotated in f32 and rounded as the kernel would round f32 operands.
+    std::unique_ptr<uint16_t[]> q_rotated, k_rotated;
+    if (absl::Status status = RotatedCopies(*rope, shape, options, q, k, &q_rotated, &k_rotated);
+        !status.ok()) {
+      return status;
+    }
+    return FlashAttention(shape, options, q_rotated.get(), k_rotated.get(), v, out);
+  }
+  // CoPE needs whole rows, and f32 compute f32 operands: widened (exactly), the f32 version, the
+  // output rounded.
+  const std::unique_ptr<float[]> q_f32 = ParallelWiden(q, q_count);
+  const std::unique_ptr<float[]> k_f32 = ParallelWiden(k, kv_count);
+  const std::unique_ptr<float[]> v_f32 = ParallelWiden(v, kv_count);
+  const std::unique_ptr<float[]> out_f32(new float[q_count]);
+  if (absl::Status status = ScaledDotProductAttention(shape, options, q_f32.get(), k_f32.get(),
+                                                      v_f32.get(), out_f32.get(), nullptr);
+      !status.ok()) {
+    return status;
+  }
+  ConvertToBfloat16Parallel(out_f32.get(), q_count, out);
+  return absl::OkStatus();
+}
+
+}  // namespace attnserve

@@ -1,0 +1,150 @@
+#include "server/observability/access_log.h"
+
+#include <algorithm>
+#include <cctype>
+#include <atomic>
+#include <chrono>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/string_view.h"
+#include "attnserve/v1/attention_service.pb.h"
+#include "grpcpp/server_context.h"
+#include "nlohmann/json.hpp"
+#include "server/observability/logging.h"
+#include "server/observability/metrics.h"
+#include "spdlog/sinks/stdout_sinks.h"
+#include "spdlog/spdlog.h"
+
+namespace attnserve {
+namespace {
+
+constexpr size_t kMaxFieldLength = 64;  // of the client-chosen request id and model name
+constexpr absl::string_view kServicePrefix = "/attnserve.v1.AttentionService/";
+
+// The model a request names, for the RPCs that name one; "" otherwise. `message` is the first
+// message received on `method`, of that method's request type.
+std::string ModelOfRequest(absl::string_view method, const void* message) {
+  if (message == nullptr || !absl::StartsWith(method, kServicePrefix)) return "";
+  method.remove_prefix(kServicePrefix.size());
+  std::string model;
+  if (method == "Encode") model = static_cast<const v1::EncodeRequest*>(message)->model();
+  if (method == "Attend") model = static_cast<const v1::AttendRequest*>(message)->model();
+  if (method == "Decode") model = static_cast<const v1::DecodeRequest*>(message)->model();
+  if (method == "PositionBias") {
+    model = static_cast<const v1::PositionBiasRequest*>(message)->model();
+  }
+  if (method == "GetModel") model = static_cast<const v1::GetModelRequest*>(message)->name();
+  model.resize(std::min(model.size(), kMaxFieldLength));
+  return model;
+}
+
+// A client-chosen value made safe for a text line: characters other than letters, digits and
+// ._:/- become '_', so a value can neither break the line nor forge key=value pairs.
+std::string TextField(const std::string& value) {
+  std::string safe = value.empty() ? "-" : value;
+  for (char& c : safe) {
+    const bool allowed = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+                         c == ':' || c == '/' || c == '-';
+    if (!allowed) c = '_';
+  }
+  return safe;
+}
+
+class AccessLogInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  AccessLogInterceptor(AccessLogFormat format, spdlog::logger* json_logger,
+                       grpc::experimental::ServerRpcInfo* info, std::string fallback_id)
+      : format_(format),
+        json_logger_(json_logger),
+        info_(info),
+        request_id_(std::move(fallback_id)),
+        start_(std::chrono::steady_clock::now()) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
+      const auto* metadata = methods->GetRecvInitialMetadata();
+      if (metadata != nullptr) {
+        auto it = metadata->find("x-request-id");
+        if (it != metadata->end()) {
+          request_id_ = std::string(it->second.data(),
+                                    std::min(it->second.size(), kMaxFieldLength));
+        }
+      }
+    }
+    if (!seen_message_ &&
+        methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
+      seen_message_ = true;
+      model_ = ModelOfRequest(info_->method() != nullptr ? info_->method() : "",
+                              methods->GetRecvMessage());
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      Log(methods->GetSendStatus().error_code());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  void Log(grpc::StatusCode code) const {
+    const double latency_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
+            .count();
+    const std::string method = info_->method() != nullptr ? info_->method() : "";
+    const std::string peer = info_->server_context()->peer();
+    const std::string code_name(StatusCodeName(code));
+    if (format_ == AccessLogFormat::kJson) {
+      // A whole JSON line of its own (not inside the server log's format).
+      const nlohmann::json line = {{"time", LogTimestamp()},   {"level", "info"},
+                                   {"access", true},           {"request_id", request_id_},
+                                   {"method", method},         {"model", model_},
+                                   {"code", code_name},        {"latency_ms", latency_ms},
+                                   {"peer", peer}};
+      json_logger_->info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    } else {
+      // The method is the client's :path too (any string for a method the server lacks).
+      spdlog::info("access request_id={} method={} model={} code={} latency_ms={:.3f} peer={}",
+                   TextField(request_id_), TextField(method), TextField(model_), code_name,
+                   latency_ms, peer);
+    }
+  }
+
+  const AccessLogFormat format_;
+  spdlog::logger* json_logger_;
+  grpc::experimental::ServerRpcInfo* info_;
+  std::string request_id_;
+  std::string model_;
+  bool seen_message_ = false;
+  const std::chrono::steady_clock::time_point start_;
+};
+
+class AccessLogFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit AccessLogFactory(AccessLogFormat format)
+      : format_(format),
+        json_logger_(std::make_shared<spdlog::logger>(
+            "access", std::make_shared<spdlog::sinks::stdout_sink_mt>())) {
+    json_logger_->set_pattern("%v");
+    json_logger_->flush_on(spdlog::level::info);
+  }
+
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new AccessLogInterceptor(format_, json_logger_.get(), info,
+                                    std::to_string(++sequence_));
+  }
+
+ private:
+  const AccessLogFormat format_;
+  const std::shared_ptr<spdlog::logger> json_logger_;  // JSON lines, pattern "%v"
+  std::atomic<uint64_t> sequence_{0};
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> CreateAccessLogFactory(
+    AccessLogFormat format) {
+  return std::make_unique<AccessLogFactory>(format);
+}
+
+}  // namespace attnserve

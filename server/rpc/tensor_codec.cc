@@ -1,0 +1,211 @@
+#include "server/rpc/tensor_codec.h"
+
+#include <algorithm>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/encodings/positional_encoding.h"
+#include "core/base/status_macros.h"
+
+namespace attnserve {
+namespace {
+
+static_assert(sizeof(float) == 4, "FLOAT32 is IEEE binary32");
+
+int64_t ElementSize(int dtype) {
+  switch (dtype) {
+    case v1::FLOAT32:
+    case v1::INT32:
+      return 4;
+    case v1::BFLOAT16:
+      return 2;
+    case v1::INT64:
+      return 8;
+    default:
+      return 0;
+  }
+}
+
+// Checks the rank, each dim >= 1, and that data holds exactly product(shape)·element_size bytes
+// (the product is checked against overflow before it is formed).
+absl::StatusOr<int64_t> CheckedElementCount(const v1::Tensor& tensor, absl::string_view field,
+                                            int rank, absl::string_view dims) {
+  if (tensor.shape_size() != rank) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".shape=", FormatShape(tensor.shape()),
+                                                   " has rank ", tensor.shape_size(), "; must be ",
+                                                   dims));
+  }
+  for (int i = 0; i < rank; ++i) {
+    if (tensor.shape(i) < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".shape[", i, "]=", tensor.shape(i), " must be >= 1"));
+    }
+  }
+  const int64_t element_size = ElementSize(tensor.dtype());
+  const int64_t bytes = static_cast<int64_t>(tensor.data().size());
+  const std::string described =
+      absl::StrCat("shape ", FormatShape(tensor.shape()), " of ", DataTypeName(tensor.dtype()));
+  int64_t count = 1;
+  for (int64_t dim : tensor.shape()) {
+    if (count > std::numeric_limits<int64_t>::max() / element_size / dim) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".data has ", bytes, " bytes; ", described, " needs over 2^63"));
+    }
+    count *= dim;
+  }
+  if (count * element_size != bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".data has ", bytes, " bytes; ",
+                                                   described, " needs ", count * element_size));
+  }
+  return count;
+}
+
+// INVALID_ARGUMENT "<field>.dtype=<dtype> must be <allowed>" unless the dtype is one of them.
+absl::Status CheckDtype(const v1::Tensor& tensor, absl::string_view field,
+                        std::initializer_list<v1::DataType> allowed) {
+  for (v1::DataType dtype : allowed) {
+    if (tensor.dtype() == dtype) return absl::OkStatus();
+  }
+  std::vector<std::string> names;
+  for (v1::DataType dtype : allowed) names.push_back(DataTypeName(dtype));
+  return absl::InvalidArgumentError(absl::StrCat(field, ".dtype=", DataTypeName(tensor.dtype()),
+                                                 " must be ", absl::StrJoin(names, " or ")));
+}
+
+}  // namespace
+
+std::string FormatShape(absl::Span<const int64_t> shape) {
+  constexpr size_t kShownDims = 8;
+  if (shape.size() <= kShownDims) return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+  return absl::StrCat("[", absl::StrJoin(shape.first(kShownDims), ","), ",…(", shape.size(),
+                      " dims)]");
+}
+
+std::string DataTypeName(int dtype) {
+  if (v1::DataType_IsValid(dtype)) return v1::DataType_Name(static_cast<v1::DataType>(dtype));
+  return absl::StrCat(dtype);
+}
+
+absl::StatusOr<FloatTensor> DecodeFloatTensor(const v1::Tensor& tensor, absl::string_view field,
+                                              int rank, absl::string_view dims) {
+  if (absl::Status status = CheckDtype(tensor, field, {v1::FLOAT32, v1::BFLOAT16}); !status.ok()) {
+    return status;
+  }
+  absl::StatusOr<int64_t> count = CheckedElementCount(tensor, field, rank, dims);
+  if (!count.ok()) return count.status();
+  FloatTensor decoded;
+  decoded.shape.assign(tensor.shape().begin(), tensor.shape().end());
+  decoded.values.resize(*count);
+  const char* data = tensor.data().data();
+  if (tensor.dtype() == v1::FLOAT32) {
+    std::memcpy(decoded.values.data(), data, *count * sizeof(float));
+  } else {
+    for (int64_t i = 0; i < *count; ++i) {
+      uint16_t bits;
+      std::memcpy(&bits, data + 2 * i, sizeof(bits));
+      decoded.values[i] = Bfloat16ToFloat(bits);
+    }
+  }
+  return decoded;
+}
+
+absl::StatusOr<Bfloat16Tensor> DecodeBfloat16Tensor(const v1::Tensor& tensor,
+                                                    absl::string_view field, int rank,
+                                                    absl::string_view dims) {
+  if (absl::Status status = CheckDtype(tensor, field, {v1::BFLOAT16}); !status.ok()) {
+    return status;
+  }
+  absl::StatusOr<int64_t> count = CheckedElementCount(tensor, field, rank, dims);
+  if (!count.ok()) return count.status();
+  Bfloat16Tensor decoded;
+  decoded.shape.assign(tensor.shape().begin(), tensor.shape().end());
+  decoded.bits.resize(*count);
+  std::memcpy(decoded.bits.data(), tensor.data().data(), *count * sizeof(uint16_t));
+  return decoded;
+}
+
+void EncodeBfloat16Tensor(const std::vector<int64_t>& shape, const uint16_t* bits,
+                          v1::Tensor* tensor) {
+  int64_t count = 1;
+  for (int64_t dim : shape) count *= dim;
+  tensor->set_dtype(v1::BFLOAT16);
+  tensor->mutable_shape()->Assign(shape.begin(), shape.end());
+  tensor->mutable_data()->assign(reinterpret_cast<const char*>(bits), count * sizeof(uint16_t));
+}
+
+void EncodeFloatTensor(const std::vector<int64_t>& shape, const float* values, v1::DataType dtype,
+                       v1::Tensor* tensor) {
+  int64_t count = 1;
+  for (int64_t dim : shape) count *= dim;
+  tensor->set_dtype(dtype);
+  tensor->mutable_shape()->Assign(shape.begin(), shape.end());
+  std::string* data = tensor->mutable_data();
+  if (dtype == v1::BFLOAT16) {
+    data->resize(count * 2);
+    for (int64_t i = 0; i < count; ++i) {
+      const uint16_t bits = FloatToBfloat16(values[i]);
+      std::memcpy(data->data() + 2 * i, &bits, sizeof(bits));
+    }
+  } else {
+    data->assign(reinterpret_cast<const char*>(values), count * sizeof(float));
+  }
+}
+
+absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
+                                                      absl::string_view ids_field,
+                                                      int64_t position_offset, int64_t batch,
+                                                      int64_t seq) {
+  std::vector<int64_t> positions;
+  if (ids.shape_size() == 0 && ids.data().empty()) {
+    // The last token sits at position_offset + seq − 1 <= kMaxPosition (seq >= 1, so the bound
+    // itself cannot overflow).
+    const int64_t max_offset = kMaxPosition - seq + 1;
+    if (position_offset < 0 || position_offset > max_offset) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "position_offset=", position_offset, " must be in [0, ", max_offset,
+          "]: the last position, position_offset + ", seq - 1, ", must be <= ", kMaxPosition));
+    }
+    positions.resize(batch * seq);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t t = 0; t < seq; ++t) positions[b * seq + t] = position_offset + t;
+    }
+    return positions;
+  }
+  if (ids.dtype() != v1::INT32 && ids.dtype() != v1::INT64) {
+    return absl::InvalidArgumentError(absl::StrCat(ids_field, ".dtype=", DataTypeName(ids.dtype()),
+                                                   " must be INT32 or INT64"));
+  }
+  const int rank = ids.shape_size() == 1 ? 1 : 2;
+  ASSIGN_OR_RETURN(const int64_t count,
+                   CheckedElementCount(ids, ids_field, rank, rank == 1 ? "[seq]" : "[batch, seq]"));
+  if (ids.shape(rank - 1) != seq || (rank == 2 && ids.shape(0) != batch)) {
+    return absl::InvalidArgumentError(absl::StrCat(ids_field, ".shape=", FormatShape(ids.shape()),
+                                                   " must be [", seq, "] or [", batch, ",", seq,
+                                                   "]"));
+  }
+  std::vector<int64_t> values(count);
+  const char* data = ids.data().data();
+  for (int64_t i = 0; i < count; ++i) {
+    if (ids.dtype() == v1::INT32) {
+      int32_t value;
+      std::memcpy(&value, data + 4 * i, sizeof(value));
+      values[i] = value;
+    } else {
+      std::memcpy(&values[i], data + 8 * i, sizeof(int64_t));
+    }
+  }
+  RETURN_IF_ERROR(CheckPositions(values.data(), count, ids_field));
+  positions.resize(batch * seq);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t* row = values.data() + (rank == 2 ? b * seq : 0);
+    std::copy(row, row + seq, positions.begin() + b * seq);
+  }
+  return positions;
+}
+
+}  // namespace attnserve

@@ -1,0 +1,65 @@
+// Conversion between wire tensors (attnserve.v1.Tensor) and float buffers, with validation that
+// names the field: every size is checked before anything is allocated.
+#ifndef ATTNSERVE_SERVER_RPC_TENSOR_CODEC_H_
+#define ATTNSERVE_SERVER_RPC_TENSOR_CODEC_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "attnserve/v1/tensor.pb.h"
+#include "core/kernels/bfloat16.h"
+
+namespace attnserve {
+
+struct FloatTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> values;  // row-major, product(shape) elements
+};
+
+// Decodes a FLOAT32 or BFLOAT16 tensor of the given rank. `dims` names each dimension for
+// messages, e.g. "[batch, seq, d_model]".
+absl::StatusOr<FloatTensor> DecodeFloatTensor(const v1::Tensor& tensor, absl::string_view field,
+                                              int rank, absl::string_view dims);
+
+// A BFLOAT16 tensor's values as they are on the wire (bf16 bits, little-endian like x86).
+struct Bfloat16Tensor {
+  std::vector<int64_t> shape;
+  std::vector<uint16_t> bits;  // row-major, product(shape) elements
+};
+
+// Decodes a BFLOAT16 tensor of the given rank without widening it; messages as above.
+absl::StatusOr<Bfloat16Tensor> DecodeBfloat16Tensor(const v1::Tensor& tensor,
+                                                    absl::string_view field, int rank,
+                                                    absl::string_view dims);
+
+// Writes product(shape) bf16 values as a BFLOAT16 tensor.
+void EncodeBfloat16Tensor(const std::vector<int64_t>& shape, const uint16_t* bits,
+                          v1::Tensor* tensor);
+
+// Writes values (product(shape) elements) as `dtype` (FLOAT32 or BFLOAT16, round to nearest even).
+void EncodeFloatTensor(const std::vector<int64_t>& shape, const float* values, v1::DataType dtype,
+                       v1::Tensor* tensor);
+
+// Positions [batch·seq]: position_offset + t when `ids` is empty, else the ids (INT32 or INT64,
+// shape [seq] broadcast over the batch, or [batch, seq]). Every position must be in
+// [0, kMaxPosition]: position_offset in [0, kMaxPosition − seq + 1], each id in [0, kMaxPosition];
+// INVALID_ARGUMENT naming `position_offset` or `<ids_field>[i]` and the value otherwise.
+absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
+                                                      absl::string_view ids_field,
+                                                      int64_t position_offset, int64_t batch,
+                                                      int64_t seq);
+
+// A shape for messages: "[2,3,4]"; past 8 dims only the first 8 are shown, then "…(N dims)",
+// so a message never echoes an unbounded client list.
+std::string FormatShape(absl::Span<const int64_t> shape);
+
+// "FLOAT32", or the number for values outside the enum.
+std::string DataTypeName(int dtype);
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_SERVER_RPC_TENSOR_CODEC_H_

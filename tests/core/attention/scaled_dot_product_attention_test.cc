@@ -1,0 +1,198 @@
+// oneDNN scaled dot-product attention against the double-precision reference.
+#include "core/attention/scaled_dot_product_attention.h"
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/kernels/bfloat16.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/core/reference_attention.h"
+
+namespace attnserve {
+namespace {
+
+using ::attnserve::testing::RandomVector;
+using ::attnserve::testing::ReferenceSdpa;
+using ::attnserve::testing::RelativeError;
+using ::testing::HasSubstr;
+
+// f32 accumulation over hd ≤ 128 and Sk ≤ 200 stays well inside this (issue #2's bound).
+constexpr double kRelativeTolerance = 1e-5;
+
+SdpaOptions MaskOptions(bool causal, std::vector<int64_t> key_lengths,
+                        std::optional<float> scale = {}) {
+  SdpaOptions options;
+  options.causal = causal;
+  options.key_lengths = std::move(key_lengths);
+  options.scale = scale;
+  return options;
+}
+
+struct SdpaCase {
+  const char* name;
+  SdpaShape shape;
+  bool causal;
+  std::vector<int64_t> key_lengths;
+  std::optional<float> scale;
+};
+
+class SdpaReferenceTest : public ::testing::TestWithParam<SdpaCase> {};
+
+TEST_P(SdpaReferenceTest, MatchesDoublePrecisionReference) {
+  const SdpaCase& c = GetParam();
+  const SdpaShape& s = c.shape;
+  const auto q = RandomVector(s.batch * s.num_heads * s.q_len * s.head_dim, 1);
+  const auto k = RandomVector(s.batch * s.num_kv_heads * s.kv_len * s.head_dim, 2);
+  const auto v = RandomVector(s.batch * s.num_kv_heads * s.kv_len * s.head_dim, 3);
+  const SdpaOptions options = MaskOptions(c.causal, c.key_lengths, c.scale);
+  std::vector<float> out(q.size()), probs(s.batch * s.num_heads * s.q_len * s.kv_len);
+  ASSERT_TRUE(ScaledDotProductAttention(s, options, q.data(), k.data(), v.data(), out.data(),
+                                        probs.data())
+                  .ok());
+  const double scale = c.scale.value_or(1.0 / std::sqrt(static_cast<double>(s.head_dim)));
+  const auto ref = ReferenceSdpa(q, k, v, s.batch, s.num_heads, s.num_kv_heads, s.q_len, s.kv_len,
+                                 s.head_dim, scale, c.causal, c.key_lengths);
+  EXPECT_LT(RelativeError(out, ref.out), kRelativeTolerance);
+  EXPECT_LT(RelativeError(probs, ref.probs), kRelativeTolerance);
+  for (size_t i = 0; i < probs.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(probs[i])) << "probs[" << i << "]";
+    if (ref.probs[i] == 0.0) {
+      ASSERT_EQ(probs[i], 0.0f) << "masked probs[" << i << "]";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, SdpaReferenceTest,
+    ::testing::Values(
+        SdpaCase{"Plain", {2, 4, 4, 7, 7, 16}, false, {}, {}},
+        SdpaCase{"Causal", {2, 4, 4, 9, 9, 32}, true, {}, {}},
+        SdpaCase{"CausalBottomRightKvLonger", {1, 2, 2, 3, 11, 8}, true, {}, {}},
+        SdpaCase{"CausalQueryLongerMasksFirstRows", {1, 2, 2, 6, 4, 8}, true, {}, {}},
+        SdpaCase{"KeyLengths", {3, 2, 2, 5, 8, 16}, false, {8, 3, 1}, {}},
+        SdpaCase{"KeyLengthZeroGivesZeroRows", {2, 2, 2, 4, 4, 8}, false, {0, 4}, {}},
+        SdpaCase{"CausalAndKeyLengths", {2, 4, 2, 6, 6, 16}, true, {2, 5}, {}},
+        SdpaCase{"GroupedQuery", {2, 8, 2, 5, 13, 32}, false, {}, {}},
+        SdpaCase{"MultiQueryCausal", {1, 6, 1, 10, 10, 64}, true, {}, {}},
+        SdpaCase{"ExplicitScale", {1, 2, 2, 4, 6, 16}, false, {}, 1.0f},
+        SdpaCase{"LongerSequence", {1, 2, 2, 200, 200, 128}, true, {}, {}},
+        SdpaCase{"SingleToken", {1, 1, 1, 1, 1, 1}, false, {}, {}}),
+    [](const ::testing::TestParamInfo<SdpaCase>& info) { return info.param.name; });
+
+TEST(SdpaTest, RowWithNoVisibleKeyIsZeroNotNan) {
+  const SdpaShape s{1, 1, 1, 2, 2, 4};
+  const auto q = RandomVector(8, 4), k = RandomVector(8, 5), v = RandomVector(8, 6);
+  std::vector<float> out(8, 123.0f), probs(4, 123.0f);
+  ASSERT_TRUE(
+      ScaledDotProductAttention(s, MaskOptions(false, {0}), q.data(), k.data(), v.data(),
+                                out.data(), probs.data())
+          .ok());
+  EXPECT_THAT(out, ::testing::Each(0.0f));
+  EXPECT_THAT(probs, ::testing::Each(0.0f));
+}
+
+TEST(SdpaTest, InvalidShapesAndOptionsAreNamed) {
+  const float x[64] = {};
+  float out[64];
+  auto message = [&](SdpaShape s, SdpaOptions o) {
+    return std::string(ScaledDotProductAttention(s, o, x, x, x, out, nullptr).message());
+  };
+  EXPECT_THAT(message({1, 6, 4, 1, 1, 1}, {}), HasSubstr("num_kv_heads=4 must divide num_heads=6"));
+  EXPECT_THAT(message({1, 1, 1, 0, 1, 1}, {}), HasSubstr("q_len=0"));
+  EXPECT_THAT(message({2, 1, 1, 1, 4, 1}, MaskOptions(false, {1})), HasSubstr("key_lengths has 1"));
+  EXPECT_THAT(message({1, 1, 1, 1, 4, 1}, MaskOptions(false, {5})), HasSubstr("key_lengths[0]=5"));
+  EXPECT_THAT(message({1, 1, 1, 1, 1, 1}, MaskOptions(false, {}, INFINITY)), HasSubstr("scale=inf"));
+}
+
+PositionalEncoding EncodingNamed(const std::string& name, int64_t heads, int64_t head_dim) {
+  if (name == "rope") return RopeParams{};
+  if (name == "alibi") return AlibiParams{};
+  if (name == "t5") {
+    T5BiasParams t5;
+    t5.table = std::make_shared<std::vector<float>>(RandomVector(32 * heads, 7));
+    return t5;
+  }
+  if (name == "cope") {
+    CopeParams cope;
+    cope.npos_max = 8;
+    cope.pos_emb = std::make_shared<std::vector<float>>(RandomVector(8 * head_dim, 8));
+    return cope;
+  }
+  return NoPositionalEncoding{};
+}
+
+struct Bfloat16TensorsCase {
+  std::string encoding;
+  ComputeType compute;
+};
+
+class Bfloat16TensorsTest : public ::testing::TestWithParam<Bfloat16TensorsCase> {};
+
+// bf16 tensors in and out, whether they go to the tiled kernel as they are (bf16 compute with
+// none, ALiBi, T5) or are widened (RoPE, CoPE, f32 compute): bit for bit the f32 entry's result
+// on the widened values, rounded — over GQA, head_dim 80 (padded to 96 on AMX), causal and
+// ragged key lengths, 70 keys (two AMX key tiles with a tail).
+TEST_P(Bfloat16TensorsTest, EqualTheFloat32EntryRounded) {
+  const SdpaShape shape{2, 4, 2, 37, 70, 80};
+  const int64_t q_count = 2 * 4 * 37 * 80, kv_count = 2 * 2 * 70 * 80;
+  auto bits_of = [](const std::vector<float>& values) {
+    std::vector<uint16_t> bits(values.size());
+    for (size_t i = 0; i < values.size(); ++i) bits[i] = FloatToBfloat16(values[i]);
+    return bits;
+  };
+  auto widened = [](const std::vector<uint16_t>& bits) {
+    std::vector<float> values(bits.size());
+    for (size_t i = 0; i < bits.size(); ++i) values[i] = Bfloat16ToFloat(bits[i]);
+    return values;
+  };
+  const std::vector<uint16_t> q = bits_of(RandomVector(q_count, 11)),
+                              k = bits_of(RandomVector(kv_count, 12)),
+                              v = bits_of(RandomVector(kv_count, 13));
+  SdpaOptions options = MaskOptions(true, {70, 51});
+  options.compute = GetParam().compute;
+  options.encoding = EncodingNamed(GetParam().encoding, 4, 80);
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t i = 0; i < 37; ++i) options.q_positions.push_back(70 - 37 + i);
+    for (int64_t j = 0; j < 70; ++j) options.k_positions.push_back(j);
+  }
+  std::vector<uint16_t> out(q_count, 0x7fc1);  // NaN: an unwritten element fails
+  ASSERT_TRUE(ScaledDotProductAttention(shape, options, q.data(), k.data(), v.data(), out.data())
+                  .ok());
+  std::vector<float> out_f32(q_count);
+  ASSERT_TRUE(ScaledDotProductAttention(shape, options, widened(q).data(), widened(k).data(),
+                                        widened(v).data(), out_f32.data(), nullptr)
+                  .ok());
+  for (int64_t i = 0; i < q_count; ++i) {
+    ASSERT_EQ(out[i], FloatToBfloat16(out_f32[i])) << "out[" << i << "]";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Encodings, Bfloat16TensorsTest,
+    ::testing::Values(Bfloat16TensorsCase{"none", ComputeType::kBfloat16},
+                      Bfloat16TensorsCase{"alibi", ComputeType::kBfloat16},
+                      Bfloat16TensorsCase{"t5", ComputeType::kBfloat16},
+                      Bfloat16TensorsCase{"rope", ComputeType::kBfloat16},
+                      Bfloat16TensorsCase{"cope", ComputeType::kBfloat16},
+                      Bfloat16TensorsCase{"none", ComputeType::kFloat32},
+                      Bfloat16TensorsCase{"alibi", ComputeType::kFloat32}),
+    [](const ::testing::TestParamInfo<Bfloat16TensorsCase>& info) {
+      return info.param.encoding +
+             (info.param.compute == ComputeType::kBfloat16 ? "Bf16Compute" : "F32Compute");
+    });
+
+TEST(SdpaTest, Bfloat16TensorsAreValidatedToo) {
+  const uint16_t x[64] = {};
+  uint16_t out[64];
+  SdpaOptions options;
+  options.compute = ComputeType::kBfloat16;
+  EXPECT_THAT(std::string(
+                  ScaledDotProductAttention({1, 6, 4, 1, 1, 1}, options, x, x, x, out).message()),
+              HasSubstr("num_kv_heads=4 must divide num_heads=6"));
+}
+
+}  // namespace
+}  // namespace attnserve
