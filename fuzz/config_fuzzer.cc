@@ -14,6 +14,7 @@
 #include "absl/strings/string_view.h"
 #include "fuzz/fuzz_support.h"
 #include "server/models/model_registry.h"
+#include "server/models/model_spec.h"
 #include "server/models/safetensors.h"
 
 namespace attnserve::fuzz {

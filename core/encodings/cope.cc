@@ -19,14 +19,19 @@ double Sigmoid(double x) {
 
 }  // namespace
 
-absl::Status ValidateCope(const CopeParams& params, int64_t head_dim) {
-  if (head_dim < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("head_dim=", head_dim, " must be >= 1"));
-  }
+absl::Status ValidateCopeParams(const CopeParams& params) {
   if (params.npos_max < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("cope.npos_max=", params.npos_max, " must be >= 1"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateCope(const CopeParams& params, int64_t head_dim) {
+  if (head_dim < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("head_dim=", head_dim, " must be >= 1"));
+  }
+  if (absl::Status status = ValidateCopeParams(params); !status.ok()) return status;
   if (params.pos_emb == nullptr) {
     return absl::InvalidArgumentError(
         "cope.pos_emb is missing; must hold npos_max·head_dim values");

@@ -18,7 +18,10 @@ struct CopeParams {
   std::shared_ptr<const std::vector<float>> pos_emb;
 };
 
-// Checks npos_max and the table size. "cope.<name>=…" messages.
+// Checks npos_max (not the table). "cope.<name>=…" messages.
+absl::Status ValidateCopeParams(const CopeParams& params);
+
+// ValidateCopeParams, then that the table has npos_max·head_dim values.
 absl::Status ValidateCope(const CopeParams& params, int64_t head_dim);
 
 // Adds CoPE's position logits to one head's scores in place, as the paper's code does:

@@ -1,6 +1,7 @@
 #include "core/encodings/positional_encoding.h"
 
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "core/kernels/onednn_ops.h"
@@ -139,6 +140,25 @@ absl::Status ScoreBiasMap(const PositionalEncoding& encoding, int64_t num_heads,
   return absl::InvalidArgumentError(
       absl::StrCat("encoding.", EncodingName(encoding),
                    " has no fixed score bias; position bias maps exist for alibi and t5"));
+}
+
+absl::Status PositionBiasMap(const PositionalEncoding& encoding, int64_t num_heads,
+                             const int64_t* q_positions, int64_t q_len, const int64_t* k_positions,
+                             int64_t kv_len, bool causal, float* bias) {
+  if (absl::Status status = ScoreBiasMap(encoding, num_heads, q_positions, q_len, k_positions,
+                                         kv_len, causal, bias);
+      !status.ok() || !causal) {
+    return status;
+  }
+  for (int64_t h = 0; h < num_heads; ++h) {
+    for (int64_t i = 0; i < q_len; ++i) {
+      float* row = bias + (h * q_len + i) * kv_len;
+      for (int64_t j = 0; j < kv_len; ++j) {
+        if (k_positions[j] > q_positions[i]) row[j] = -std::numeric_limits<float>::infinity();
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace attnserve

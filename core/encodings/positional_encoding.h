@@ -67,6 +67,12 @@ absl::Status ScoreBiasMap(const PositionalEncoding& encoding, int64_t num_heads,
                           const int64_t* q_positions, int64_t q_len, const int64_t* k_positions,
                           int64_t kv_len, bool causal, float* bias);
 
+// The map the PositionBias RPC shows: ScoreBiasMap, and with `causal` every key after its query
+// (by position) at −inf, as attention masks it.
+absl::Status PositionBiasMap(const PositionalEncoding& encoding, int64_t num_heads,
+                             const int64_t* q_positions, int64_t q_len, const int64_t* k_positions,
+                             int64_t kv_len, bool causal, float* bias);
+
 }  // namespace attnserve
 
 #endif  // ATTNSERVE_CORE_ENCODINGS_POSITIONAL_ENCODING_H_

@@ -18,10 +18,7 @@ int64_t MaxExact(int64_t num_buckets, bool bidirectional) {
 
 }  // namespace
 
-absl::Status ValidateT5Bias(const T5BiasParams& params, int64_t num_heads) {
-  if (num_heads < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("num_heads=", num_heads, " must be >= 1"));
-  }
+absl::Status ValidateT5BiasParams(const T5BiasParams& params) {
   if (params.num_buckets < 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("t5.num_buckets=", params.num_buckets, " must be >= 2"));
@@ -39,6 +36,14 @@ absl::Status ValidateT5Bias(const T5BiasParams& params, int64_t num_heads) {
         absl::StrCat("t5.max_distance=", params.max_distance, " must be > max_exact=", max_exact,
                      " (num_buckets", params.bidirectional ? "/4" : "/2", ")"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateT5Bias(const T5BiasParams& params, int64_t num_heads) {
+  if (num_heads < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("num_heads=", num_heads, " must be >= 1"));
+  }
+  if (absl::Status status = ValidateT5BiasParams(params); !status.ok()) return status;
   if (params.table == nullptr) {
     return absl::InvalidArgumentError(
         "t5.table is missing; must hold num_buckets·num_heads values");

@@ -18,7 +18,10 @@ struct T5BiasParams {
   std::shared_ptr<const std::vector<float>> table;
 };
 
-// Checks params and that the table has num_buckets·num_heads values. "t5.<name>=…" messages.
+// Checks num_buckets and max_distance (not the table). "t5.<name>=…" messages.
+absl::Status ValidateT5BiasParams(const T5BiasParams& params);
+
+// ValidateT5BiasParams, then that the table has num_buckets·num_heads values.
 absl::Status ValidateT5Bias(const T5BiasParams& params, int64_t num_heads);
 
 // Hugging Face T5Attention._relative_position_bucket for relative_position = j − i, including its

@@ -3,6 +3,8 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+#include "server/rpc/tensor_codec.h"
 
 namespace attnserve {
 namespace {
@@ -144,6 +146,25 @@ absl::StatusOr<PositionalEncoding> EncodingFromProto(const v1::PositionalEncodin
   }
   return absl::InvalidArgumentError(absl::StrCat(
       field, " is not set: choose one of none, sinusoidal, learned, rope, alibi, t5, cope"));
+}
+
+absl::StatusOr<RequestTable> RequestTableFromProto(const PositionalEncoding& encoding,
+                                                   const v1::Tensor& t5_table,
+                                                   const v1::Tensor& cope_pos_emb) {
+  RequestTable table;
+  const v1::Tensor* tensor = nullptr;
+  if (std::holds_alternative<T5BiasParams>(encoding)) {
+    table.field = "t5_table";
+    tensor = &t5_table;
+  } else if (std::holds_alternative<CopeParams>(encoding)) {
+    table.field = "cope_pos_emb";
+    tensor = &cope_pos_emb;
+  }
+  if (tensor == nullptr || (tensor->shape_size() == 0 && tensor->data().empty())) return table;
+  ASSIGN_OR_RETURN(table.tensor,
+                   DecodeFloatTensor(*tensor, table.field, 2,
+                                     EncodingTable(encoding, TableLayerShape{})->dims));
+  return table;
 }
 
 }  // namespace attnserve

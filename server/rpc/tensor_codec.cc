@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "core/encodings/positional_encoding.h"
 #include "core/base/status_macros.h"
+#include "core/kernels/bfloat16.h"
 
 namespace attnserve {
 namespace {
@@ -79,11 +80,11 @@ absl::Status CheckDtype(const v1::Tensor& tensor, absl::string_view field,
 
 }  // namespace
 
-std::string FormatShape(absl::Span<const int64_t> shape) {
-  constexpr size_t kShownDims = 8;
-  if (shape.size() <= kShownDims) return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
-  return absl::StrCat("[", absl::StrJoin(shape.first(kShownDims), ","), ",…(", shape.size(),
-                      " dims)]");
+absl::StatusOr<ComputeType> ComputeTypeFromProto(int dtype) {
+  if (dtype == v1::DATA_TYPE_UNSPECIFIED || dtype == v1::FLOAT32) return ComputeType::kFloat32;
+  if (dtype == v1::BFLOAT16) return ComputeType::kBfloat16;
+  return absl::InvalidArgumentError(absl::StrCat("compute_dtype=", DataTypeName(dtype),
+                                                 " must be FLOAT32 or BFLOAT16"));
 }
 
 std::string DataTypeName(int dtype) {
@@ -124,8 +125,8 @@ absl::StatusOr<Bfloat16Tensor> DecodeBfloat16Tensor(const v1::Tensor& tensor,
   if (!count.ok()) return count.status();
   Bfloat16Tensor decoded;
   decoded.shape.assign(tensor.shape().begin(), tensor.shape().end());
-  decoded.bits.resize(*count);
-  std::memcpy(decoded.bits.data(), tensor.data().data(), *count * sizeof(uint16_t));
+  decoded.values.resize(*count);
+  std::memcpy(decoded.values.data(), tensor.data().data(), *count * sizeof(uint16_t));
   return decoded;
 }
 

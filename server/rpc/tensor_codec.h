@@ -9,27 +9,16 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/types/span.h"
 #include "attnserve/v1/tensor.pb.h"
-#include "core/kernels/bfloat16.h"
+#include "core/kernels/onednn_ops.h"
+#include "server/requests/tensors.h"
 
 namespace attnserve {
-
-struct FloatTensor {
-  std::vector<int64_t> shape;
-  std::vector<float> values;  // row-major, product(shape) elements
-};
 
 // Decodes a FLOAT32 or BFLOAT16 tensor of the given rank. `dims` names each dimension for
 // messages, e.g. "[batch, seq, d_model]".
 absl::StatusOr<FloatTensor> DecodeFloatTensor(const v1::Tensor& tensor, absl::string_view field,
                                               int rank, absl::string_view dims);
-
-// A BFLOAT16 tensor's values as they are on the wire (bf16 bits, little-endian like x86).
-struct Bfloat16Tensor {
-  std::vector<int64_t> shape;
-  std::vector<uint16_t> bits;  // row-major, product(shape) elements
-};
 
 // Decodes a BFLOAT16 tensor of the given rank without widening it; messages as above.
 absl::StatusOr<Bfloat16Tensor> DecodeBfloat16Tensor(const v1::Tensor& tensor,
@@ -53,9 +42,9 @@ absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
                                                       int64_t position_offset, int64_t batch,
                                                       int64_t seq);
 
-// A shape for messages: "[2,3,4]"; past 8 dims only the first 8 are shown, then "…(N dims)",
-// so a message never echoes an unbounded client list.
-std::string FormatShape(absl::Span<const int64_t> shape);
+// compute_dtype: FLOAT32 (or unset) computes in f32; BFLOAT16 uses bf16 operands, f32
+// accumulation; INVALID_ARGUMENT otherwise.
+absl::StatusOr<ComputeType> ComputeTypeFromProto(int dtype);
 
 // "FLOAT32", or the number for values outside the enum.
 std::string DataTypeName(int dtype);

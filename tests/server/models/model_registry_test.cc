@@ -1,4 +1,5 @@
 #include "server/models/model_registry.h"
+#include "server/models/model_spec.h"
 
 #include <cstdint>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "server/models/model_store.h"
 #include "server/models/safetensors.h"
+#include "tests/server/test_safetensors.h"
 
 namespace attnserve {
 namespace {
@@ -21,24 +23,13 @@ using ::testing::HasSubstr;
 // A safetensors file in memory holding F32 tensors of `shapes`, every element `value`.
 std::string Weights(const std::vector<std::pair<std::string, std::vector<int64_t>>>& shapes,
                     float value = 0.125f) {
-  std::string header = "{", data;
+  std::vector<testing::F32Tensor> tensors;
   for (const auto& [name, shape] : shapes) {
     int64_t elements = 1;
-    std::string dims;
-    for (int64_t dim : shape) {
-      elements *= dim;
-      dims += (dims.empty() ? "" : ",") + std::to_string(dim);
-    }
-    const size_t begin = data.size();
-    for (int64_t i = 0; i < elements; ++i) data.append(reinterpret_cast<const char*>(&value), 4);
-    header += (header.size() > 1 ? "," : "") + ("\"" + name + "\":{\"dtype\":\"F32\",\"shape\":[") +
-              dims + "],\"data_offsets\":[" + std::to_string(begin) + "," +
-              std::to_string(data.size()) + "]}";
+    for (int64_t dim : shape) elements *= dim;
+    tensors.push_back({name, shape, std::vector<float>(elements, value)});
   }
-  header += "}";
-  std::string bytes(8, '\0');
-  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
-  return bytes + header + data;
+  return testing::SafetensorsBytes(tensors);
 }
 
 TEST(ParseModelConfigTest, ResolvesDefaultsAndNamesTheFolder) {

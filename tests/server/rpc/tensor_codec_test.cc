@@ -60,7 +60,7 @@ TEST(TensorCodecTest, Bfloat16TensorKeepsItsBitsBothWays) {
   absl::StatusOr<Bfloat16Tensor> decoded = DecodeBfloat16Tensor(tensor, "q", 3, "[a, b, c]");
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_EQ(decoded->shape, (std::vector<int64_t>{2, 1, 3}));
-  EXPECT_EQ(decoded->bits, bits);
+  EXPECT_EQ(decoded->values, bits);
 }
 
 TEST(TensorCodecTest, Bfloat16DecodingNamesTheFieldAndValue) {

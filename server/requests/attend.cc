@@ -1,0 +1,66 @@
+#include "server/requests/attend.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+
+namespace attnserve {
+namespace {
+
+// The query's and the context's shapes against the model's width and each other.
+absl::Status CheckShapes(const AttendCall& call, int64_t d_model) {
+  if (call.query.shape[2] != d_model) {
+    return absl::InvalidArgumentError(absl::StrCat("query.shape[2]=", call.query.shape[2],
+                                                   " must equal d_model=", d_model));
+  }
+  if (!call.context.has_value()) return absl::OkStatus();
+  const std::vector<int64_t>& shape = call.context->shape;
+  if (shape[0] != call.query.shape[0]) {
+    return absl::InvalidArgumentError(absl::StrCat("context.shape[0]=", shape[0],
+                                                   " must equal query.shape[0]=",
+                                                   call.query.shape[0]));
+  }
+  if (shape[2] != d_model) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("context.shape[2]=", shape[2], " must equal d_model=", d_model));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, const AttendCall& call,
+                                   AttendResult* result) {
+  const AttentionConfig& config = call.model->layer->config();
+  RETURN_IF_ERROR(CheckShapes(call, config.d_model));
+  const int64_t batch = call.query.shape[0], q_len = call.query.shape[1];
+  const int64_t kv_len = call.context.has_value() ? call.context->shape[1] : q_len;
+  RETURN_IF_ERROR(CheckLimits(context.limits, batch, config.num_heads, q_len, kv_len,
+                              "query.shape[1]",
+                              call.context.has_value() ? "context.shape[1]" : "query.shape[1]"));
+  result->attention_shape = {batch, config.num_heads, q_len, kv_len};
+  if (call.return_attention) {
+    RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
+                                      result->attention_shape, call.output_bytes));
+  }
+
+  AttendInputs inputs;
+  inputs.query = call.query.values.data();
+  inputs.batch = batch;
+  inputs.q_len = q_len;
+  inputs.context = call.context.has_value() ? call.context->values.data() : nullptr;
+  inputs.kv_len = kv_len;
+  inputs.positions = call.positions.data();
+  inputs.causal = call.causal;
+  inputs.key_lengths = call.key_lengths;
+  inputs.compute = call.compute;
+  inputs.is_cancelled = context.is_cancelled;
+
+  result->output.resize(batch * q_len * config.d_model);
+  if (call.return_attention) result->attention.resize(batch * config.num_heads * q_len * kv_len);
+  RETURN_IF_ERROR(call.model->layer->Forward(
+      inputs, result->output.data(),
+      call.return_attention ? result->attention.data() : nullptr));
+  return WorkDone{batch * q_len, LayerFlops(config, batch, q_len, kv_len, call.causal)};
+}
+
+}  // namespace attnserve

@@ -1,0 +1,41 @@
+// Attend, transport-neutral: a loaded model's attention layer over a request's embeddings.
+#ifndef ATTNSERVE_SERVER_REQUESTS_ATTEND_H_
+#define ATTNSERVE_SERVER_REQUESTS_ATTEND_H_
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/kernels/onednn_ops.h"
+#include "server/models/model_registry.h"
+#include "server/requests/request_context.h"
+#include "server/requests/tensors.h"
+
+namespace attnserve {
+
+struct AttendCall {
+  const LoadedModel* model = nullptr;  // not null
+  FloatTensor query;                   // [batch, q_len, d_model]
+  std::optional<FloatTensor> context;  // [batch, kv_len, d_model]; absent: self-attention
+  std::vector<int64_t> positions;      // [batch·q_len], each in [0, kMaxPosition]
+  bool causal = false;
+  std::vector<int64_t> key_lengths;    // [batch] valid keys per element; empty: all
+  ComputeType compute = ComputeType::kFloat32;
+  bool return_attention = false;
+  int64_t output_bytes = 0;  // the output's size on the wire, for the response limit
+};
+
+struct AttendResult {
+  std::vector<float> output;     // [batch, q_len, d_model]
+  std::vector<int64_t> attention_shape;  // [batch, num_heads, q_len, kv_len]
+  std::vector<float> attention;  // probabilities, with return_attention
+};
+
+// Checks the call against the model and the limits (the response included), then runs the layer.
+absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, const AttendCall& call,
+                                   AttendResult* result);
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_SERVER_REQUESTS_ATTEND_H_

@@ -1,0 +1,98 @@
+// Decode, transport-neutral: one stream's incremental decoding and the K/V cache budget all
+// streams share.
+#ifndef ATTNSERVE_SERVER_REQUESTS_DECODE_SESSION_H_
+#define ATTNSERVE_SERVER_REQUESTS_DECODE_SESSION_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "core/attention/multi_head_attention.h"
+#include "server/models/model_registry.h"
+#include "server/observability/metrics.h"
+#include "server/requests/request_context.h"
+#include "server/requests/tensors.h"
+
+namespace attnserve {
+
+// All Decode streams' K/V caches together, held to --max_kv_cache_bytes, and the number of open
+// streams. Shared by every DecodeSession (thread-safe).
+class KvCacheBudget {
+ public:
+  // `metrics` (may be null) sees the gauges and the budget's refusals; it must outlive this.
+  KvCacheBudget(int64_t max_bytes, ServerMetrics* metrics)
+      : max_bytes_(max_bytes), metrics_(metrics) {}
+
+  int64_t max_bytes() const { return max_bytes_; }
+  // Adds `bytes` unless the total would pass max_bytes (then adds nothing: false).
+  bool TryReserve(int64_t bytes);
+  void Release(int64_t bytes);
+  void OpenStream();
+  void CloseStream();
+
+ private:
+  void Observe() const;
+
+  const int64_t max_bytes_;
+  ServerMetrics* const metrics_;  // may be null
+  std::atomic<int64_t> bytes_{0};
+  std::atomic<int64_t> streams_{0};
+};
+
+// One message of a stream: the sequence's next tokens.
+struct DecodeStep {
+  std::string model;  // empty, or the stream's model
+  FloatTensor query;  // [1, new_tokens, d_model]
+  bool return_attention = false;
+  int64_t output_bytes = 0;  // the output's size on the wire, for the response limit
+};
+
+struct DecodeStepResult {
+  int64_t position = 0;                  // the first new token's position
+  std::vector<int64_t> output_shape;     // the query's
+  std::vector<float> output;             // [1, new_tokens, d_model]
+  std::vector<int64_t> attention_shape;  // [1, num_heads, new_tokens, cached + new]
+  std::vector<float> attention;          // probabilities, with return_attention
+};
+
+// Runs `work` on a compute worker (the front end's queue and its metrics) and returns its status.
+using RunOnWorker = absl::FunctionRef<absl::Status(absl::FunctionRef<absl::Status()>)>;
+
+// One Decode stream: its model (the snapshot it started with), its K/V cache and the share of
+// the budget the cache holds, given back when the session ends however the stream ends.
+class DecodeSession {
+ public:
+  // `model` and `budget` must outlive the session.
+  DecodeSession(const LoadedModel& model, const ServiceLimits& limits, KvCacheBudget& budget);
+  ~DecodeSession();
+  DecodeSession(const DecodeSession&) = delete;
+  DecodeSession& operator=(const DecodeSession&) = delete;
+
+  const std::string& model_name() const { return model_.config.name(); }
+
+  // Checks the step (model, shape, the stream's positions, limits, response size), reserves the
+  // cache's growth (RESOURCE_EXHAUSTED past the budget), then runs the layer through `run`.
+  // Positions continue the sequence; causal is implied.
+  absl::StatusOr<WorkDone> Step(const RequestContext& context, const DecodeStep& step,
+                                RunOnWorker run, DecodeStepResult* result);
+
+ private:
+  absl::Status CheckStep(const RequestContext& context, const DecodeStep& step) const;
+  // Reserves what the step needs on top of what the session holds: the grown cache plus a
+  // transient copy of the old one (the layer builds the new cache from it), released after
+  // the step by the caller.
+  absl::Status Reserve(int64_t total, int64_t transient);
+
+  const LoadedModel& model_;
+  KvCacheBudget& budget_;
+  const int64_t max_positions_;  // model max_positions or --max_sequence_length, the smaller
+  KvCache cache_;
+  int64_t reserved_ = 0;  // bytes of the budget this session holds
+};
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_SERVER_REQUESTS_DECODE_SESSION_H_

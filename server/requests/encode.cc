@@ -1,0 +1,109 @@
+#include "server/requests/encode.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/base/field_status.h"
+#include "core/base/status_macros.h"
+#include "server/requests/request_tables.h"
+
+namespace attnserve {
+namespace {
+
+// Score kinds have no embedding form: ALiBi and T5 have a fixed bias map (PositionBias); CoPE's
+// term depends on q and k, so it exists only inside attention.
+absl::Status RejectScoreEncoding(const PositionalEncoding& encoding) {
+  if (!IsScoreEncoding(encoding)) return absl::OkStatus();
+  const std::string prefix = absl::StrCat("encoding.", EncodingName(encoding),
+                                          " is a score bias, not an embedding encoding; ");
+  if (std::holds_alternative<CopeParams>(encoding)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        prefix, "it depends on q·k, so PositionBias has no fixed map for it either: use Attend "
+                "or ScaledDotProductAttention"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(prefix, "use PositionBias to see it"));
+}
+
+// The model's encoding over d_model-wide embeddings: RoPE needs its heads to split them exactly.
+absl::Status UseModelEncoding(const LoadedModel& model, int64_t d_model, EncodeCall& call) {
+  const AttentionConfig& config = model.layer->config();
+  const std::string& name = model.config.name();
+  if (d_model != config.d_model) {
+    return absl::InvalidArgumentError(absl::StrCat("input.shape[2]=", d_model,
+                                                   " must equal d_model=", config.d_model,
+                                                   " of model=\"", name, "\""));
+  }
+  call.encoding = config.encoding;
+  call.num_heads = config.num_heads;
+  call.head_dim = config.head_dim;
+  if (std::holds_alternative<RopeParams>(call.encoding) &&
+      (d_model % call.num_heads != 0 || d_model / call.num_heads != call.head_dim)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model=\"", name, "\" has num_heads=", call.num_heads, " and head_dim=", call.head_dim,
+        ", which do not split d_model=", d_model,
+        ": Encode cannot apply its RoPE to d_model-wide embeddings"));
+  }
+  return RejectScoreEncoding(call.encoding);
+}
+
+// An inline RoPE rotates per head: the channels split as [num_heads, head_dim], from either
+// (both >= 0 here, not both 0).
+absl::Status SplitInlineRopeHeads(int64_t d_model, EncodeCall& call) {
+  if (call.num_heads == 0 && call.head_dim == 0) {
+    return absl::InvalidArgumentError("encoding.rope needs num_heads or head_dim");
+  }
+  if (call.num_heads > 0) {
+    if (d_model % call.num_heads != 0 ||
+        (call.head_dim > 0 && d_model / call.num_heads != call.head_dim)) {
+      return absl::InvalidArgumentError(absl::StrCat("num_heads=", call.num_heads,
+                                                     " and head_dim=", call.head_dim,
+                                                     " must split d_model=", d_model));
+    }
+    call.head_dim = d_model / call.num_heads;
+  } else if (d_model % call.head_dim != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("head_dim=", call.head_dim, " must divide d_model=", d_model));
+  }
+  call.num_heads = d_model / call.head_dim;
+  return absl::OkStatus();
+}
+
+// The inline encoding: an embedding kind (no table: a learned one comes only with a model), with
+// the head split RoPE needs.
+absl::Status UseInlineEncoding(int64_t d_model, EncodeCall& call) {
+  RETURN_IF_ERROR(RejectScoreEncoding(call.encoding));
+  RETURN_IF_ERROR(AttachRequestTable(RequestTable{}, TableLayerShape{}, call.encoding));
+  if (std::holds_alternative<RopeParams>(call.encoding)) return SplitInlineRopeHeads(d_model, call);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<WorkDone> RunEncode(const RequestContext& context, EncodeCall& call) {
+  const int64_t batch = call.input.shape[0], seq = call.input.shape[1];
+  const int64_t d_model = call.input.shape[2];
+  RETURN_IF_ERROR(CheckLimits(context.limits, batch, 1, seq, 1, "input.shape[1]"));
+  using NamedValue = std::pair<const char*, int64_t>;
+  for (const auto& [name, value] :
+       {NamedValue{"num_heads", call.num_heads}, NamedValue{"head_dim", call.head_dim}}) {
+    if (value < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(name, "=", value, " must be >= 0 (0: unset)"));
+    }
+  }
+  RETURN_IF_ERROR(call.model != nullptr ? UseModelEncoding(*call.model, d_model, call)
+                                        : UseInlineEncoding(d_model, call));
+  if (!std::holds_alternative<RopeParams>(call.encoding)) {
+    call.num_heads = 1;  // additive kinds treat the channels as one row
+    call.head_dim = d_model;
+  }
+  RETURN_IF_ERROR(WithFieldPrefix(
+      ValidateEncoding(call.encoding, d_model, call.num_heads, call.head_dim), "encoding"));
+  float* values = call.input.values.data();
+  RETURN_IF_ERROR(EncodeEmbeddings(call.encoding, values, call.positions.data(), batch * seq,
+                                   call.num_heads, call.head_dim, call.input_scale, 0, values,
+                                   &context.tables));
+  return WorkDone{batch * seq, 0};
+}
+
+}  // namespace attnserve

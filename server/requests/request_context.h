@@ -1,0 +1,38 @@
+// What the transport-neutral request handlers (server/requests) get from the front end that
+// calls them, and what they give back: no gRPC, no protobuf.
+#ifndef ATTNSERVE_SERVER_REQUESTS_REQUEST_CONTEXT_H_
+#define ATTNSERVE_SERVER_REQUESTS_REQUEST_CONTEXT_H_
+
+#include <cstdint>
+#include <functional>
+
+#include "core/attention/multi_head_attention.h"
+#include "core/encodings/position_table_cache.h"
+#include "server/requests/service_limits.h"
+
+namespace attnserve {
+
+struct RequestContext {
+  const ServiceLimits& limits;
+  PositionTableCache& tables;  // sin/cos tables shared by all requests (thread-safe)
+  // Polled between attention tiles: the call's cancellation or deadline. Null: never.
+  std::function<bool()> is_cancelled;
+};
+
+// What a request computed, for the front end's metrics.
+struct WorkDone {
+  int64_t tokens = 0;  // query tokens (Encode: input tokens)
+  double flops = 0;    // useful floating-point operations
+};
+
+// Useful FLOPs of attention: 4·B·H·Sq·Sk·hd (q·kᵀ and p·v), halved for causal square attention.
+double AttentionFlops(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len,
+                      int64_t head_dim, bool causal);
+
+// The layer: q/k/v/o projections (2·tokens·in·out each) plus attention.
+double LayerFlops(const AttentionConfig& config, int64_t batch, int64_t q_len, int64_t kv_len,
+                  bool causal);
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_SERVER_REQUESTS_REQUEST_CONTEXT_H_

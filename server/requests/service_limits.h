@@ -1,0 +1,45 @@
+// The per-request bounds every front door enforces, checked before anything request-sized is
+// allocated.
+#ifndef ATTNSERVE_SERVER_REQUESTS_SERVICE_LIMITS_H_
+#define ATTNSERVE_SERVER_REQUESTS_SERVICE_LIMITS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace attnserve {
+
+struct ServiceLimits {
+  int64_t max_batch = 64;               // batch dimension of any input
+  int64_t max_sequence_length = 8192;   // seq / q_len / kv_len
+  // B·H·Sq·Sk, the size of the score matrix one request may need (2^26 f32 = 256 MiB).
+  int64_t max_attention_elements = int64_t{1} << 26;
+  // The largest response (--max_message_bytes): a request whose response would not fit is
+  // rejected before anything is computed.
+  int64_t max_response_bytes = int64_t{64} << 20;
+  // All Decode streams' K/V caches together (--max_kv_cache_bytes); a step that would pass it is
+  // RESOURCE_EXHAUSTED.
+  int64_t max_kv_cache_bytes = int64_t{1} << 30;
+  // Computations running at once (--compute_workers) and waiting for a turn
+  // (--compute_queue_depth); past both, RESOURCE_EXHAUSTED at once.
+  int compute_workers = 1;
+  int compute_queue_depth = 64;
+};
+
+// INVALID_ARGUMENT naming the size when a batch, sequence or score size exceeds the limits;
+// `q_field` and `kv_field` name the request fields the lengths come from.
+absl::Status CheckLimits(const ServiceLimits& limits, int64_t batch, int64_t heads, int64_t q_len,
+                         int64_t kv_len, absl::string_view q_field = "q_len",
+                         absl::string_view kv_field = "kv_len");
+
+// INVALID_ARGUMENT naming `field` when a response holding a FLOAT32 `tensor` of `shape` (its
+// elements bounded by CheckLimits) plus `other_bytes` of other data exceeds the message limit.
+absl::Status CheckResponseSize(const ServiceLimits& limits, absl::string_view field,
+                               absl::string_view tensor, const std::vector<int64_t>& shape,
+                               int64_t other_bytes);
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_SERVER_REQUESTS_SERVICE_LIMITS_H_
