@@ -1,5 +1,7 @@
 #include "server/requests/attend.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 
@@ -28,12 +30,13 @@ absl::Status CheckShapes(const AttendCall& call, int64_t d_model) {
 
 }  // namespace
 
-absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, const AttendCall& call,
+absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& call,
                                    AttendResult* result) {
   const AttentionConfig& config = call.model->layer->config();
   RETURN_IF_ERROR(CheckShapes(call, config.d_model));
   const int64_t batch = call.query.shape[0], q_len = call.query.shape[1];
   const int64_t kv_len = call.context.has_value() ? call.context->shape[1] : q_len;
+  ASSIGN_OR_RETURN(const ComputeType compute, call.compute);
   RETURN_IF_ERROR(CheckLimits(context.limits, batch, config.num_heads, q_len, kv_len,
                               "query.shape[1]",
                               call.context.has_value() ? "context.shape[1]" : "query.shape[1]"));
@@ -42,6 +45,7 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, const AttendCa
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
                                       result->attention_shape, call.output_bytes));
   }
+  ASSIGN_OR_RETURN(const std::vector<int64_t> positions, std::move(call.positions));
 
   AttendInputs inputs;
   inputs.query = call.query.values.data();
@@ -49,10 +53,10 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, const AttendCa
   inputs.q_len = q_len;
   inputs.context = call.context.has_value() ? call.context->values.data() : nullptr;
   inputs.kv_len = kv_len;
-  inputs.positions = call.positions.data();
+  inputs.positions = positions.data();
   inputs.causal = call.causal;
   inputs.key_lengths = call.key_lengths;
-  inputs.compute = call.compute;
+  inputs.compute = compute;
   inputs.is_cancelled = context.is_cancelled;
 
   result->output.resize(batch * q_len * config.d_model);

@@ -14,14 +14,16 @@
 
 namespace attnserve {
 
+// The StatusOr fields hold what the front end converted, or why it could not, reported in its
+// turn among the checks (see EncodeCall).
 struct AttendCall {
   const LoadedModel* model = nullptr;  // not null
   FloatTensor query;                   // [batch, q_len, d_model]
   std::optional<FloatTensor> context;  // [batch, kv_len, d_model]; absent: self-attention
-  std::vector<int64_t> positions;      // [batch·q_len], each in [0, kMaxPosition]
+  absl::StatusOr<std::vector<int64_t>> positions;  // [batch·q_len], each in [0, kMaxPosition]
   bool causal = false;
   std::vector<int64_t> key_lengths;    // [batch] valid keys per element; empty: all
-  ComputeType compute = ComputeType::kFloat32;
+  absl::StatusOr<ComputeType> compute = ComputeType::kFloat32;
   bool return_attention = false;
   int64_t output_bytes = 0;  // the output's size on the wire, for the response limit
 };
@@ -33,7 +35,7 @@ struct AttendResult {
 };
 
 // Checks the call against the model and the limits (the response included), then runs the layer.
-absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, const AttendCall& call,
+absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& call,
                                    AttendResult* result);
 
 }  // namespace attnserve

@@ -26,7 +26,8 @@ absl::Status RejectScoreEncoding(const PositionalEncoding& encoding) {
 }
 
 // The model's encoding over d_model-wide embeddings: RoPE needs its heads to split them exactly.
-absl::Status UseModelEncoding(const LoadedModel& model, int64_t d_model, EncodeCall& call) {
+absl::Status UseModelEncoding(const LoadedModel& model, int64_t d_model, EncodeCall& call,
+                              PositionalEncoding& encoding) {
   const AttentionConfig& config = model.layer->config();
   const std::string& name = model.config.name();
   if (d_model != config.d_model) {
@@ -34,17 +35,17 @@ absl::Status UseModelEncoding(const LoadedModel& model, int64_t d_model, EncodeC
                                                    " must equal d_model=", config.d_model,
                                                    " of model=\"", name, "\""));
   }
-  call.encoding = config.encoding;
+  encoding = config.encoding;
   call.num_heads = config.num_heads;
   call.head_dim = config.head_dim;
-  if (std::holds_alternative<RopeParams>(call.encoding) &&
+  if (std::holds_alternative<RopeParams>(encoding) &&
       (d_model % call.num_heads != 0 || d_model / call.num_heads != call.head_dim)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model=\"", name, "\" has num_heads=", call.num_heads, " and head_dim=", call.head_dim,
         ", which do not split d_model=", d_model,
         ": Encode cannot apply its RoPE to d_model-wide embeddings"));
   }
-  return RejectScoreEncoding(call.encoding);
+  return RejectScoreEncoding(encoding);
 }
 
 // An inline RoPE rotates per head: the channels split as [num_heads, head_dim], from either
@@ -71,10 +72,11 @@ absl::Status SplitInlineRopeHeads(int64_t d_model, EncodeCall& call) {
 
 // The inline encoding: an embedding kind (no table: a learned one comes only with a model), with
 // the head split RoPE needs.
-absl::Status UseInlineEncoding(int64_t d_model, EncodeCall& call) {
-  RETURN_IF_ERROR(RejectScoreEncoding(call.encoding));
-  RETURN_IF_ERROR(AttachRequestTable(RequestTable{}, TableLayerShape{}, call.encoding));
-  if (std::holds_alternative<RopeParams>(call.encoding)) return SplitInlineRopeHeads(d_model, call);
+absl::Status UseInlineEncoding(int64_t d_model, EncodeCall& call, PositionalEncoding& encoding) {
+  ASSIGN_OR_RETURN(encoding, std::move(call.encoding));
+  RETURN_IF_ERROR(RejectScoreEncoding(encoding));
+  RETURN_IF_ERROR(AttachRequestTable(RequestTable{}, TableLayerShape{}, encoding));
+  if (std::holds_alternative<RopeParams>(encoding)) return SplitInlineRopeHeads(d_model, call);
   return absl::OkStatus();
 }
 
@@ -91,16 +93,19 @@ absl::StatusOr<WorkDone> RunEncode(const RequestContext& context, EncodeCall& ca
       return absl::InvalidArgumentError(absl::StrCat(name, "=", value, " must be >= 0 (0: unset)"));
     }
   }
-  RETURN_IF_ERROR(call.model != nullptr ? UseModelEncoding(*call.model, d_model, call)
-                                        : UseInlineEncoding(d_model, call));
-  if (!std::holds_alternative<RopeParams>(call.encoding)) {
+  ASSIGN_OR_RETURN(const LoadedModel* model, call.model);
+  PositionalEncoding encoding;
+  RETURN_IF_ERROR(model != nullptr ? UseModelEncoding(*model, d_model, call, encoding)
+                                   : UseInlineEncoding(d_model, call, encoding));
+  if (!std::holds_alternative<RopeParams>(encoding)) {
     call.num_heads = 1;  // additive kinds treat the channels as one row
     call.head_dim = d_model;
   }
+  ASSIGN_OR_RETURN(const std::vector<int64_t> positions, std::move(call.positions));
   RETURN_IF_ERROR(WithFieldPrefix(
-      ValidateEncoding(call.encoding, d_model, call.num_heads, call.head_dim), "encoding"));
+      ValidateEncoding(encoding, d_model, call.num_heads, call.head_dim), "encoding"));
   float* values = call.input.values.data();
-  RETURN_IF_ERROR(EncodeEmbeddings(call.encoding, values, call.positions.data(), batch * seq,
+  RETURN_IF_ERROR(EncodeEmbeddings(encoding, values, positions.data(), batch * seq,
                                    call.num_heads, call.head_dim, call.input_scale, 0, values,
                                    &context.tables));
   return WorkDone{batch * seq, 0};

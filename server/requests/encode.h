@@ -13,13 +13,17 @@
 
 namespace attnserve {
 
+// The StatusOr fields hold what the front end converted, or why it could not: that error is
+// reported in its turn among the checks, so a request with several faults gets the same first
+// error from any front door.
 struct EncodeCall {
-  FloatTensor input;                   // [batch, seq, d_model]; encoded in place
-  const LoadedModel* model = nullptr;  // its encoding and head split; null: the fields below
-  PositionalEncoding encoding;         // the inline encoding (without a model)
-  int64_t num_heads = 0;               // inline RoPE's head split; 0 = unset (either suffices)
+  FloatTensor input;  // [batch, seq, d_model]; encoded in place
+  // Its encoding and head split; null: the inline fields below.
+  absl::StatusOr<const LoadedModel*> model = nullptr;
+  absl::StatusOr<PositionalEncoding> encoding;  // the inline encoding (without a model)
+  int64_t num_heads = 0;  // inline RoPE's head split; 0 = unset (either suffices)
   int64_t head_dim = 0;
-  std::vector<int64_t> positions;      // [batch·seq], each in [0, kMaxPosition]
+  absl::StatusOr<std::vector<int64_t>> positions;  // [batch·seq], each in [0, kMaxPosition]
   float input_scale = 1.0f;
 };
 

@@ -25,37 +25,40 @@ absl::Status RequireFixedBias(const PositionalEncoding& encoding) {
                    " has no fixed score bias; PositionBias serves alibi and t5"));
 }
 
-absl::Status UseModelEncoding(const LoadedModel& model, PositionBiasCall& call) {
+absl::Status UseModelEncoding(const LoadedModel& model, PositionBiasCall& call,
+                              PositionalEncoding& encoding) {
   const int64_t model_heads = model.layer->config().num_heads;
   if (call.num_heads != 0 && call.num_heads != model_heads) {
     return absl::InvalidArgumentError(absl::StrCat(
         "num_heads=", call.num_heads, " differs from num_heads=", model_heads, " of model=\"",
         model.config.name(), "\"; leave num_heads 0 with `model`"));
   }
-  call.encoding = model.layer->config().encoding;
+  encoding = model.layer->config().encoding;
   call.num_heads = model_heads;
-  return RequireFixedBias(call.encoding);
+  return RequireFixedBias(encoding);
 }
 
-absl::Status UseInlineEncoding(PositionBiasCall& call) {
+absl::Status UseInlineEncoding(PositionBiasCall& call, PositionalEncoding& encoding) {
   if (call.num_heads < 1 || call.num_heads > kMaxBiasHeads) {
     return absl::InvalidArgumentError(
         absl::StrCat("num_heads=", call.num_heads, " must be in [1, ", kMaxBiasHeads, "]"));
   }
+  ASSIGN_OR_RETURN(encoding, std::move(call.encoding));
   // The kind first: only T5's table comes with this request.
-  RETURN_IF_ERROR(RequireFixedBias(call.encoding));
+  RETURN_IF_ERROR(RequireFixedBias(encoding));
   const TableLayerShape layer{call.num_heads, call.num_heads, 1};
-  return AttachRequestTable(std::move(call.table), layer, call.encoding);
+  return AttachRequestTable(std::move(call.table), layer, encoding);
 }
 
 }  // namespace
 
 absl::StatusOr<WorkDone> RunPositionBias(const RequestContext& context, PositionBiasCall& call,
                                          PositionBiasResult* result) {
-  RETURN_IF_ERROR(call.model != nullptr ? UseModelEncoding(*call.model, call)
-                                        : UseInlineEncoding(call));
+  PositionalEncoding encoding;
+  RETURN_IF_ERROR(call.model != nullptr ? UseModelEncoding(*call.model, call, encoding)
+                                        : UseInlineEncoding(call, encoding));
   const int64_t heads = call.num_heads;
-  RETURN_IF_ERROR(WithFieldPrefix(ValidateEncoding(call.encoding, heads, heads, 1), "encoding"));
+  RETURN_IF_ERROR(WithFieldPrefix(ValidateEncoding(encoding, heads, heads, 1), "encoding"));
   const int64_t q_len = call.q_len;
   const int64_t kv_len = call.kv_len != 0 ? call.kv_len : q_len;
   if (q_len < 1 || kv_len < 1) {
@@ -72,7 +75,7 @@ absl::StatusOr<WorkDone> RunPositionBias(const RequestContext& context, Position
   BottomRightPositions(std::max<int64_t>(q_len - kv_len, 0), 1, q_len, kv_len, &q_positions,
                        &k_positions);
   result->bias.resize(heads * q_len * kv_len);
-  RETURN_IF_ERROR(PositionBiasMap(call.encoding, heads, q_positions.data(), q_len,
+  RETURN_IF_ERROR(PositionBiasMap(encoding, heads, q_positions.data(), q_len,
                                   k_positions.data(), kv_len, call.causal, result->bias.data()));
   return WorkDone{};
 }

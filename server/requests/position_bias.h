@@ -13,10 +13,12 @@
 
 namespace attnserve {
 
+// The StatusOr fields hold what the front end converted, or why it could not, reported in its
+// turn among the checks (see EncodeCall).
 struct PositionBiasCall {
-  const LoadedModel* model = nullptr;  // its encoding and heads; null: the fields below
-  PositionalEncoding encoding;         // the inline encoding (alibi or t5)
-  RequestTable table;                  // T5's table, inline
+  const LoadedModel* model = nullptr;           // its encoding and heads; null: the fields below
+  absl::StatusOr<PositionalEncoding> encoding;  // the inline encoding (alibi or t5)
+  absl::StatusOr<RequestTable> table = RequestTable();  // T5's table, inline
   int64_t num_heads = 0;               // inline: required; with a model: 0 or the model's
   int64_t q_len = 0;
   int64_t kv_len = 0;                  // 0: q_len

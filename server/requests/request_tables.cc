@@ -6,11 +6,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/base/field_status.h"
+#include "core/base/status_macros.h"
 
 namespace attnserve {
 
-absl::Status AttachRequestTable(RequestTable table, const TableLayerShape& layer,
-                                PositionalEncoding& encoding) {
+absl::Status AttachRequestTable(absl::StatusOr<RequestTable> decoded,
+                                const TableLayerShape& layer, PositionalEncoding& encoding) {
   if (absl::Status status = ValidateTableParams(encoding); !status.ok()) {
     return WithFieldPrefix(status, "encoding");
   }
@@ -20,6 +21,7 @@ absl::Status AttachRequestTable(RequestTable table, const TableLayerShape& layer
     return absl::InvalidArgumentError(
         "encoding.learned needs a model's table: set `model` to a model with learned positions");
   }
+  ASSIGN_OR_RETURN(RequestTable table, std::move(decoded));
   if (!table.tensor.has_value()) {
     return absl::InvalidArgumentError(absl::StrCat(table.field, " is required with encoding.",
                                                    EncodingName(encoding), ": FLOAT32 ",

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "core/encodings/encoding_tables.h"
 #include "core/encodings/positional_encoding.h"
 #include "server/requests/tensors.h"
@@ -20,10 +21,10 @@ struct RequestTable {
 };
 
 // Checks the parameters that shape the encoding's table (messages "encoding.<kind>.<name>=…"),
-// then gives it `table`, which must be present and of exactly the shape EncodingTable gives for
-// `layer`. A learned table only comes with a model: INVALID_ARGUMENT. Kinds without a table
-// ignore `table`.
-absl::Status AttachRequestTable(RequestTable table, const TableLayerShape& layer,
+// then gives it `table`, which must have been decoded (else its error), be present and have
+// exactly the shape EncodingTable gives for `layer`. A learned table only comes with a model:
+// INVALID_ARGUMENT. Kinds without a table ignore `table`.
+absl::Status AttachRequestTable(absl::StatusOr<RequestTable> table, const TableLayerShape& layer,
                                 PositionalEncoding& encoding);
 
 }  // namespace attnserve

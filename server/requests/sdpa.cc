@@ -53,7 +53,7 @@ absl::Status PlaceEncoding(const SdpaShape& shape, SdpaCall& call, SdpaOptions& 
         "position_offset=", offset, " must be in [0, ", max_offset,
         "]: the last key's position, position_offset + Sk − 1, must be <= ", kMaxPosition));
   }
-  options.encoding = std::move(call.encoding);
+  ASSIGN_OR_RETURN(options.encoding, std::move(call.encoding));
   if (std::holds_alternative<NoPositionalEncoding>(options.encoding)) return absl::OkStatus();
   if (IsAdditive(options.encoding)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -79,7 +79,7 @@ absl::Status PlaceEncoding(const SdpaShape& shape, SdpaCall& call, SdpaOptions& 
 absl::StatusOr<SdpaOptions> OptionsFor(const RequestContext& context, const SdpaShape& shape,
                                        SdpaCall& call) {
   SdpaOptions options;
-  options.compute = call.compute;
+  ASSIGN_OR_RETURN(options.compute, call.compute);
   options.is_cancelled = context.is_cancelled;
   options.tables = &context.tables;
   options.causal = call.causal;

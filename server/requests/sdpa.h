@@ -21,17 +21,20 @@ struct QkvTensors {
   DenseTensor<T> q, k, v;
 };
 
+// The StatusOr fields hold what the front end converted, or why it could not, reported in its
+// turn among the checks (see EncodeCall).
 struct SdpaCall {
   // f32 values, or bf16 bits kept bf16 all the way (then the output is bf16 too, and there are
   // no probabilities: return_attention needs the f32 form).
   std::variant<QkvTensors<float>, QkvTensors<uint16_t>> qkv;
-  PositionalEncoding encoding;  // none, rope, alibi, t5 or cope (inline: tables in `table`)
-  RequestTable table;           // T5's or CoPE's table
+  // none, rope, alibi, t5 or cope (inline: tables in `table`)
+  absl::StatusOr<PositionalEncoding> encoding = PositionalEncoding();
+  absl::StatusOr<RequestTable> table = RequestTable();  // T5's or CoPE's table
   bool causal = false;
   std::vector<int64_t> key_lengths;  // [B]; empty: all keys
   std::optional<double> scale;       // unset: 1/sqrt(hd) (1 with T5)
   int64_t position_offset = 0;       // keys at position_offset + j, queries bottom-right aligned
-  ComputeType compute = ComputeType::kFloat32;
+  absl::StatusOr<ComputeType> compute = ComputeType::kFloat32;
   bool return_attention = false;
   int64_t output_bytes = 0;  // the output's size on the wire, for the response limit
 };

@@ -17,11 +17,10 @@ absl::StatusOr<WorkDone> HandleAttend(const RequestContext& context, const Model
     ASSIGN_OR_RETURN(call.context, DecodeFloatTensor(request.context(), "context", 3,
                                                      "[batch, kv_len, d_model]"));
   }
-  ASSIGN_OR_RETURN(call.compute, ComputeTypeFromProto(request.compute_dtype()));
-  ASSIGN_OR_RETURN(call.positions,
-                   ResolvePositions(request.position_ids(), "position_ids",
+  call.compute = ComputeTypeFromProto(request.compute_dtype());
+  call.positions = ResolvePositions(request.position_ids(), "position_ids",
                                     request.position_offset(), call.query.shape[0],
-                                    call.query.shape[1]));
+                                    call.query.shape[1]);
   call.causal = request.causal();
   call.key_lengths.assign(request.key_lengths().begin(), request.key_lengths().end());
   call.return_attention = request.return_attention();

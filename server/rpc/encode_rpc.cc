@@ -13,17 +13,16 @@ absl::StatusOr<WorkDone> HandleEncode(const RequestContext& context, const Model
   EncodeCall call;
   ASSIGN_OR_RETURN(call.input,
                    DecodeFloatTensor(request.input(), "input", 3, "[batch, seq, d_model]"));
+  call.num_heads = request.num_heads();
+  call.head_dim = request.head_dim();
   if (!request.model().empty()) {
-    ASSIGN_OR_RETURN(call.model, models.Find(request.model()));
+    call.model = models.Find(request.model());
   } else {
-    ASSIGN_OR_RETURN(call.encoding, EncodingFromProto(request.encoding(), "encoding"));
-    call.num_heads = request.num_heads();
-    call.head_dim = request.head_dim();
+    call.encoding = EncodingFromProto(request.encoding(), "encoding");
   }
-  ASSIGN_OR_RETURN(call.positions,
-                   ResolvePositions(request.position_ids(), "position_ids",
+  call.positions = ResolvePositions(request.position_ids(), "position_ids",
                                     request.position_offset(), call.input.shape[0],
-                                    call.input.shape[1]));
+                                    call.input.shape[1]);
   if (request.has_input_scale()) call.input_scale = request.input_scale();
   ASSIGN_OR_RETURN(const WorkDone work, RunEncode(context, call));
   EncodeFloatTensor(call.input.shape, call.input.values.data(), request.input().dtype(),

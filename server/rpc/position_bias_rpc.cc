@@ -19,9 +19,10 @@ absl::StatusOr<WorkDone> HandlePositionBias(const RequestContext& context,
       return absl::InvalidArgumentError(
           "encoding or model must be set: the bias of which encoding?");
     }
-    ASSIGN_OR_RETURN(call.encoding, EncodingFromProto(request.encoding(), "encoding"));
-    ASSIGN_OR_RETURN(call.table,
-                     RequestTableFromProto(call.encoding, request.t5_table(), v1::Tensor()));
+    call.encoding = EncodingFromProto(request.encoding(), "encoding");
+    if (call.encoding.ok()) {
+      call.table = RequestTableFromProto(*call.encoding, request.t5_table(), v1::Tensor());
+    }
   }
   call.num_heads = request.num_heads();
   call.q_len = request.q_len();

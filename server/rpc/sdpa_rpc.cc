@@ -43,12 +43,14 @@ absl::StatusOr<WorkDone> HandleSdpa(const RequestContext& context, const v1::Sdp
                                     v1::SdpaResponse* response) {
   SdpaCall call;
   RETURN_IF_ERROR(DecodeQkv(request, call));
-  ASSIGN_OR_RETURN(call.compute, ComputeTypeFromProto(request.compute_dtype()));
+  call.compute = ComputeTypeFromProto(request.compute_dtype());
   if (request.has_encoding()) {
-    ASSIGN_OR_RETURN(call.encoding, EncodingFromProto(request.encoding(), "encoding"));
+    call.encoding = EncodingFromProto(request.encoding(), "encoding");
+    if (call.encoding.ok()) {
+      call.table =
+          RequestTableFromProto(*call.encoding, request.t5_table(), request.cope_pos_emb());
+    }
   }
-  ASSIGN_OR_RETURN(call.table, RequestTableFromProto(call.encoding, request.t5_table(),
-                                                     request.cope_pos_emb()));
   call.causal = request.causal();
   call.key_lengths.assign(request.key_lengths().begin(), request.key_lengths().end());
   if (request.has_scale()) call.scale = request.scale();

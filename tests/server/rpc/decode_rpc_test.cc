@@ -1,0 +1,131 @@
+// Decode streams through the in-process server: steps continue the sequence exactly as the
+// causal layer over all tokens does (the double reference, relative error < 1e-5), and each
+// stream's K/V cache is held against the shared budget and given back when the stream ends.
+#include "server/rpc/decode_rpc.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/server/rpc/test_server.h"
+
+namespace attnserve {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::F32;
+using testing::RandomVector;
+using testing::RelativeError;
+using testing::TestServer;
+using testing::TinyModel;
+using testing::Values;
+
+constexpr int64_t kD = TinyModel::kDModel;
+
+v1::DecodeRequest Step(const std::vector<float>& x, int64_t first, int64_t tokens) {
+  v1::DecodeRequest request;
+  request.set_model("tiny");
+  *request.mutable_query() =
+      F32({1, tokens, kD}, std::vector<float>(x.begin() + first * kD,
+                                              x.begin() + (first + tokens) * kD));
+  return request;
+}
+
+TEST(DecodeRpcTest, StepsEqualTheCausalLayerOverTheWholeSequence) {
+  const TinyModel tiny;
+  TestServer server(tiny.Repository());
+  const int64_t total = 6;
+  const std::vector<float> x = RandomVector(total * kD, 41);
+  grpc::ClientContext context;
+  auto stream = server.stub().Decode(&context);
+  std::vector<float> decoded;
+  const int64_t steps[][2] = {{0, 3}, {3, 1}, {4, 2}};  // (first token, tokens)
+  for (const auto& [first, tokens] : steps) {
+    ASSERT_TRUE(stream->Write(Step(x, first, tokens)));
+    v1::DecodeResponse response;
+    ASSERT_TRUE(stream->Read(&response));
+    EXPECT_EQ(response.position(), first);
+    const std::vector<float> out = Values(response.output());
+    decoded.insert(decoded.end(), out.begin(), out.end());
+  }
+  stream->WritesDone();
+  ASSERT_TRUE(stream->Finish().ok());
+  EXPECT_LT(RelativeError(decoded, tiny.Reference(x, 1, total, /*causal=*/true)), 1e-5);
+}
+
+// One step's reservation: the cache of `tokens` plus the transient copy of the cache before it.
+int64_t StepBytes(int64_t cached, int64_t tokens) {
+  return KvCache::Bytes(cached + tokens, TinyModel::kKvHeads, TinyModel::kHeadDim) +
+         KvCache::Bytes(cached, TinyModel::kKvHeads, TinyModel::kHeadDim);
+}
+
+TEST(DecodeRpcTest, TheBudgetRefusesGrowthAndIsGivenBackWhenAStreamEnds) {
+  const TinyModel tiny;
+  ServiceLimits limits;
+  limits.max_kv_cache_bytes = StepBytes(0, 4);  // one stream of 4 tokens, in one step
+  TestServer server(tiny.Repository(), limits);
+  const std::vector<float> x = RandomVector(8 * kD, 42);
+
+  grpc::ClientContext first_context;
+  auto first = server.stub().Decode(&first_context);
+  v1::DecodeResponse response;
+  ASSERT_TRUE(first->Write(Step(x, 0, 4)));
+  ASSERT_TRUE(first->Read(&response));
+
+  {  // while the first stream holds its cache, a second one does not fit
+    grpc::ClientContext context;
+    auto second = server.stub().Decode(&context);
+    ASSERT_TRUE(second->Write(Step(x, 0, 1)));
+    EXPECT_FALSE(second->Read(&response));
+    const grpc::Status status = second->Finish();
+    EXPECT_EQ(status.error_code(), grpc::RESOURCE_EXHAUSTED);
+    EXPECT_THAT(status.error_message(),
+                HasSubstr("does not fit --max_kv_cache_bytes=" +
+                          std::to_string(limits.max_kv_cache_bytes)));
+  }
+  first->WritesDone();
+  ASSERT_TRUE(first->Finish().ok());
+
+  grpc::ClientContext context;  // the first stream's share came back: 4 tokens fit again
+  auto third = server.stub().Decode(&context);
+  ASSERT_TRUE(third->Write(Step(x, 4, 4)));
+  EXPECT_TRUE(third->Read(&response));
+  third->WritesDone();
+  EXPECT_TRUE(third->Finish().ok());
+}
+
+TEST(DecodeRpcTest, AStepMayNotSwitchModelsOrPassMaxPositions) {
+  const TinyModel tiny;
+  TestServer server(tiny.Repository());
+  const std::vector<float> x = RandomVector(65 * kD, 43);
+  for (const auto& [request, message] :
+       {std::pair<v1::DecodeRequest, std::string>{Step(x, 0, 65),
+                                                  "query.shape[1]=65 new tokens after 0 would "
+                                                  "pass the stream's 64 positions"},
+        {[&] {
+           v1::DecodeRequest r = Step(x, 0, 1);
+           *r.mutable_query() = F32({2, 1, kD}, std::vector<float>(2 * kD));
+           return r;
+         }(),
+         "query.shape[0]=2 must be 1 (one sequence per stream)"}}) {
+    grpc::ClientContext context;
+    auto stream = server.stub().Decode(&context);
+    ASSERT_TRUE(stream->Write(request));
+    v1::DecodeResponse response;
+    EXPECT_FALSE(stream->Read(&response));
+    const grpc::Status status = stream->Finish();
+    EXPECT_THAT(status.error_message(), HasSubstr(message));
+  }
+  grpc::ClientContext context;
+  auto stream = server.stub().Decode(&context);
+  ASSERT_TRUE(stream->Write(Step(x, 0, 1)));
+  v1::DecodeResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  v1::DecodeRequest other = Step(x, 1, 1);
+  other.set_model("demo-rope");
+  ASSERT_TRUE(stream->Write(other));
+  EXPECT_FALSE(stream->Read(&response));
+  EXPECT_THAT(stream->Finish().error_message(),
+              HasSubstr("model=\"demo-rope\" differs from the stream's model=\"tiny\""));
+}
+
+}  // namespace
+}  // namespace attnserve
