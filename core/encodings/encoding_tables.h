@@ -31,9 +31,11 @@ struct TableLayerShape {
 
 struct EncodingTableSpec {
   TableRole role;
-  const char* tensor_name;  // Hugging Face name in a weights file, e.g. "position_embeddings.weight"
-  const char* rows_field;   // what gives the rows: "max_positions", "t5.num_buckets", "cope.npos_max"
-  const char* dims;         // the shape in words, e.g. "[num_buckets, num_heads]"
+  // Its Hugging Face name in a weights file, e.g. "position_embeddings.weight".
+  const char* tensor_name;
+  // What gives its rows: "max_positions", "t5.num_buckets" or "cope.npos_max".
+  const char* rows_field;
+  const char* dims;  // the shape in words, e.g. "[num_buckets, num_heads]"
   int64_t rows = 0;
   int64_t cols = 0;
 };

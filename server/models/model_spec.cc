@@ -43,19 +43,6 @@ TableLayerShape LayerShape(const ModelSpec& spec) {
                          spec.config.max_positions()};
 }
 
-// The config's tensor_names override for an encoding table (empty: the Hugging Face name).
-const std::string& TableNameOverride(const v1::TensorNames& names, TableRole role) {
-  switch (role) {
-    case TableRole::kPositionEmbeddings:
-      return names.position_embeddings();
-    case TableRole::kRelativeAttentionBias:
-      return names.relative_attention_bias();
-    case TableRole::kCopePositions:
-      return names.cope_position_embeddings();
-  }
-  return names.position_embeddings();  // unreachable: every role is listed above
-}
-
 }  // namespace
 
 absl::StatusOr<ModelSpec> ParseModelConfig(absl::string_view text, const std::string& config_path,
@@ -152,7 +139,7 @@ std::vector<RequiredTensor> RequiredTensors(const ModelSpec& spec) {
     add("v_proj.bias", names.v_proj_bias(), {kv_width});
   }
   if (config.o_bias()) add("o_proj.bias", names.o_proj_bias(), {d});
-  if (const std::optional<EncodingTableSpec> table = EncodingTable(spec.encoding, LayerShape(spec))) {
+  if (const auto table = EncodingTable(spec.encoding, LayerShape(spec))) {
     add(table->tensor_name, TableNameOverride(names, table->role), {table->rows, table->cols});
   }
   return tensors;
@@ -174,7 +161,7 @@ absl::StatusOr<LoadedModel> LoadModel(ModelSpec spec, const SafetensorsFile& wei
   weights.k_proj_bias = take("k_proj.bias");
   weights.v_proj_bias = take("v_proj.bias");
   weights.o_proj_bias = take("o_proj.bias");
-  if (const std::optional<EncodingTableSpec> table = EncodingTable(spec.encoding, LayerShape(spec))) {
+  if (const auto table = EncodingTable(spec.encoding, LayerShape(spec))) {
     AttachTable(std::make_shared<const std::vector<float>>(take(table->tensor_name)),
                 spec.encoding);
   }

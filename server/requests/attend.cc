@@ -40,10 +40,10 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& ca
   RETURN_IF_ERROR(CheckLimits(context.limits, batch, config.num_heads, q_len, kv_len,
                               "query.shape[1]",
                               call.context.has_value() ? "context.shape[1]" : "query.shape[1]"));
-  result->attention_shape = {batch, config.num_heads, q_len, kv_len};
+  result->attention.shape = {batch, config.num_heads, q_len, kv_len};
   if (call.return_attention) {
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
-                                      result->attention_shape, call.output_bytes));
+                                      result->attention.shape, call.output_bytes));
   }
   ASSIGN_OR_RETURN(const std::vector<int64_t> positions, std::move(call.positions));
 
@@ -60,10 +60,12 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& ca
   inputs.is_cancelled = context.is_cancelled;
 
   result->output.resize(batch * q_len * config.d_model);
-  if (call.return_attention) result->attention.resize(batch * config.num_heads * q_len * kv_len);
+  if (call.return_attention) {
+    result->attention.values.resize(batch * config.num_heads * q_len * kv_len);
+  }
   RETURN_IF_ERROR(call.model->layer->Forward(
       inputs, result->output.data(),
-      call.return_attention ? result->attention.data() : nullptr));
+      call.return_attention ? result->attention.values.data() : nullptr));
   return WorkDone{batch * q_len, LayerFlops(config, batch, q_len, kv_len, call.causal)};
 }
 

@@ -29,9 +29,8 @@ struct AttendCall {
 };
 
 struct AttendResult {
-  std::vector<float> output;     // [batch, q_len, d_model]
-  std::vector<int64_t> attention_shape;  // [batch, num_heads, q_len, kv_len]
-  std::vector<float> attention;  // probabilities, with return_attention
+  std::vector<float> output;  // [batch, q_len, d_model]
+  AttentionMap attention;
 };
 
 // Checks the call against the model and the limits (the response included), then runs the layer.

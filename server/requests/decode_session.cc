@@ -119,11 +119,11 @@ absl::StatusOr<WorkDone> DecodeSession::Step(const RequestContext& context,
   result->position = cache_.length;
   result->output_shape = step.query.shape;
   result->output.resize(n * config.d_model);
-  result->attention_shape = {1, config.num_heads, n, total};
-  if (step.return_attention) result->attention.resize(config.num_heads * n * total);
+  result->attention.shape = {1, config.num_heads, n, total};
+  if (step.return_attention) result->attention.values.resize(config.num_heads * n * total);
   RETURN_IF_ERROR(run([&] {
     return model_.layer->Decode(inputs, &cache_, result->output.data(),
-                                step.return_attention ? result->attention.data() : nullptr);
+                                step.return_attention ? result->attention.values.data() : nullptr);
   }));
   return WorkDone{n, LayerFlops(config, 1, n, total, true)};
 }

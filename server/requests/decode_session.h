@@ -47,15 +47,13 @@ struct DecodeStep {
   std::string model;  // empty, or the stream's model
   FloatTensor query;  // [1, new_tokens, d_model]
   bool return_attention = false;
-  int64_t output_bytes = 0;  // the output's size on the wire, for the response limit
 };
 
 struct DecodeStepResult {
   int64_t position = 0;                  // the first new token's position
   std::vector<int64_t> output_shape;     // the query's
   std::vector<float> output;             // [1, new_tokens, d_model]
-  std::vector<int64_t> attention_shape;  // [1, num_heads, new_tokens, cached + new]
-  std::vector<float> attention;          // probabilities, with return_attention
+  AttentionMap attention;                // [1, num_heads, new_tokens, cached + new]
 };
 
 // Runs `work` on a compute worker (the front end's queue and its metrics) and returns its status.

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "core/attention/multi_head_attention.h"
 #include "core/encodings/position_table_cache.h"
@@ -17,6 +18,12 @@ struct RequestContext {
   PositionTableCache& tables;  // sin/cos tables shared by all requests (thread-safe)
   // Polled between attention tiles: the call's cancellation or deadline. Null: never.
   std::function<bool()> is_cancelled;
+};
+
+// The attention probabilities a call may ask for beside its output (return_attention).
+struct AttentionMap {
+  std::vector<int64_t> shape;  // [batch, num_heads, q_len, kv_len]
+  std::vector<float> values;   // product(shape) values when asked for, else empty
 };
 
 // What a request computed, for the front end's metrics.

@@ -96,11 +96,11 @@ absl::Status Compute(const SdpaShape& shape, const SdpaOptions& options,
                      const QkvTensors<float>& qkv, bool return_attention, SdpaResult* result) {
   std::vector<float>& out = result->output.emplace<std::vector<float>>(qkv.q.values.size());
   if (return_attention) {
-    result->attention.resize(shape.batch * shape.num_heads * shape.q_len * shape.kv_len);
+    result->attention.values.resize(shape.batch * shape.num_heads * shape.q_len * shape.kv_len);
   }
   return ScaledDotProductAttention(shape, options, qkv.q.values.data(), qkv.k.values.data(),
                                    qkv.v.values.data(), out.data(),
-                                   return_attention ? result->attention.data() : nullptr);
+                                   return_attention ? result->attention.values.data() : nullptr);
 }
 
 absl::Status Compute(const SdpaShape& shape, const SdpaOptions& options,
@@ -119,10 +119,10 @@ absl::StatusOr<WorkDone> RunSdpa(const RequestContext& context, SdpaCall& call,
                    std::visit([](const auto& qkv) { return ShapeOf(qkv); }, call.qkv));
   RETURN_IF_ERROR(CheckLimits(context.limits, shape.batch, shape.num_heads, shape.q_len,
                               shape.kv_len, "q.shape[2]", "k.shape[2]"));
-  result->attention_shape = {shape.batch, shape.num_heads, shape.q_len, shape.kv_len};
+  result->attention.shape = {shape.batch, shape.num_heads, shape.q_len, shape.kv_len};
   if (call.return_attention) {
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
-                                      result->attention_shape, call.output_bytes));
+                                      result->attention.shape, call.output_bytes));
   }
   ASSIGN_OR_RETURN(const SdpaOptions options, OptionsFor(context, shape, call));
   result->output_shape = {shape.batch, shape.num_heads, shape.q_len, shape.head_dim};

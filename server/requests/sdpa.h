@@ -42,8 +42,7 @@ struct SdpaCall {
 struct SdpaResult {
   std::vector<int64_t> output_shape;  // q's
   std::variant<std::vector<float>, std::vector<uint16_t>> output;  // as the call's qkv
-  std::vector<int64_t> attention_shape;  // [B, H, Sq, Sk]
-  std::vector<float> attention;          // probabilities, with return_attention
+  AttentionMap attention;
 };
 
 // Checks the shapes, the limits (the response included) and the encoding, places the positions,

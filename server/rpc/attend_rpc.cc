@@ -1,4 +1,4 @@
-#include "server/rpc/attend_rpc.h"
+#include "server/rpc/unary_rpcs.h"
 
 #include "core/base/status_macros.h"
 #include "server/requests/attend.h"
@@ -32,8 +32,7 @@ absl::StatusOr<WorkDone> HandleAttend(const RequestContext& context, const Model
   EncodeFloatTensor(call.query.shape, result.output.data(), request.query().dtype(),
                     response->mutable_output());
   if (call.return_attention) {
-    EncodeFloatTensor(result.attention_shape, result.attention.data(), v1::FLOAT32,
-                      response->mutable_attention());
+    EncodeAttentionMap(result.attention, response->mutable_attention());
   }
   return work;
 }

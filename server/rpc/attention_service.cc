@@ -5,12 +5,9 @@
 #include <thread>
 
 #include "core/base/status_macros.h"
-#include "server/rpc/attend_rpc.h"
 #include "server/rpc/decode_rpc.h"
-#include "server/rpc/encode_rpc.h"
-#include "server/rpc/position_bias_rpc.h"
-#include "server/rpc/sdpa_rpc.h"
 #include "server/rpc/status_util.h"
+#include "server/rpc/unary_rpcs.h"
 
 namespace attnserve {
 

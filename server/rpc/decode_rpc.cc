@@ -29,8 +29,7 @@ absl::Status ServeStep(const RequestContext& context, const DecodeStreamServices
   response.set_position(result.position);
   services.record_step(model, work);
   if (step.return_attention) {
-    EncodeFloatTensor(result.attention_shape, result.attention.data(), v1::FLOAT32,
-                      response.mutable_attention());
+    EncodeAttentionMap(result.attention, response.mutable_attention());
   }
   if (!stream->Write(response)) return absl::CancelledError("the client closed the stream");
   return absl::OkStatus();

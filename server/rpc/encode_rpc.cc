@@ -1,4 +1,4 @@
-#include "server/rpc/encode_rpc.h"
+#include "server/rpc/unary_rpcs.h"
 
 #include "core/base/status_macros.h"
 #include "server/requests/encode.h"

@@ -149,22 +149,40 @@ absl::StatusOr<PositionalEncoding> EncodingFromProto(const v1::PositionalEncodin
 }
 
 absl::StatusOr<RequestTable> RequestTableFromProto(const PositionalEncoding& encoding,
-                                                   const v1::Tensor& t5_table,
-                                                   const v1::Tensor& cope_pos_emb) {
+                                                   const google::protobuf::Message& request) {
   RequestTable table;
-  const v1::Tensor* tensor = nullptr;
-  if (std::holds_alternative<T5BiasParams>(encoding)) {
-    table.field = "t5_table";
-    tensor = &t5_table;
-  } else if (std::holds_alternative<CopeParams>(encoding)) {
-    table.field = "cope_pos_emb";
-    tensor = &cope_pos_emb;
+  const std::optional<EncodingTableSpec> spec = EncodingTable(encoding, TableLayerShape());
+  if (!spec.has_value()) return table;
+  switch (spec->role) {
+    case TableRole::kPositionEmbeddings:  // only a model has one
+      return table;
+    case TableRole::kRelativeAttentionBias:
+      table.field = "t5_table";
+      break;
+    case TableRole::kCopePositions:
+      table.field = "cope_pos_emb";
+      break;
   }
-  if (tensor == nullptr || (tensor->shape_size() == 0 && tensor->data().empty())) return table;
-  ASSIGN_OR_RETURN(table.tensor,
-                   DecodeFloatTensor(*tensor, table.field, 2,
-                                     EncodingTable(encoding, TableLayerShape{})->dims));
+  const google::protobuf::FieldDescriptor* field =
+      request.GetDescriptor()->FindFieldByName(table.field);
+  if (field == nullptr) return table;
+  const auto& tensor =
+      static_cast<const v1::Tensor&>(request.GetReflection()->GetMessage(request, field));
+  if (tensor.shape_size() == 0 && tensor.data().empty()) return table;
+  ASSIGN_OR_RETURN(table.tensor, DecodeFloatTensor(tensor, table.field, 2, spec->dims));
   return table;
+}
+
+const std::string& TableNameOverride(const v1::TensorNames& names, TableRole role) {
+  switch (role) {
+    case TableRole::kPositionEmbeddings:
+      return names.position_embeddings();
+    case TableRole::kRelativeAttentionBias:
+      return names.relative_attention_bias();
+    case TableRole::kCopePositions:
+      return names.cope_position_embeddings();
+  }
+  return names.position_embeddings();  // unreachable: every role is listed above
 }
 
 }  // namespace attnserve

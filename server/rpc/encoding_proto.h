@@ -5,7 +5,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "attnserve/v1/positional_encoding.pb.h"
+#include <string>
+
+#include "attnserve/v1/model_config.pb.h"
 #include "attnserve/v1/tensor.pb.h"
+#include "google/protobuf/message.h"
 #include "core/encodings/positional_encoding.h"
 #include "server/requests/request_tables.h"
 
@@ -18,11 +22,15 @@ namespace attnserve {
 absl::StatusOr<PositionalEncoding> EncodingFromProto(const v1::PositionalEncoding& proto,
                                                      absl::string_view field);
 
-// The table an inline `encoding` takes from its request: T5's from `t5_table`, CoPE's from
-// `cope_pos_emb` (FLOAT32 or BFLOAT16, rank 2), decoded when sent; the other kinds take none.
+// The table an inline `encoding` takes from `request`, any request message with table fields
+// (T5's `t5_table`, CoPE's `cope_pos_emb`; FLOAT32 or BFLOAT16, rank 2), decoded when sent. Kinds
+// without one, or a request without the kind's field, give an absent table.
 absl::StatusOr<RequestTable> RequestTableFromProto(const PositionalEncoding& encoding,
-                                                   const v1::Tensor& t5_table,
-                                                   const v1::Tensor& cope_pos_emb);
+                                                   const google::protobuf::Message& request);
+
+// The ModelConfig.tensor_names override of an encoding table's tensor (empty: its Hugging Face
+// name).
+const std::string& TableNameOverride(const v1::TensorNames& names, TableRole role);
 
 }  // namespace attnserve
 

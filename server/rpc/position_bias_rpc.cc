@@ -1,4 +1,4 @@
-#include "server/rpc/position_bias_rpc.h"
+#include "server/rpc/unary_rpcs.h"
 
 #include "core/base/status_macros.h"
 #include "server/requests/position_bias.h"
@@ -21,7 +21,7 @@ absl::StatusOr<WorkDone> HandlePositionBias(const RequestContext& context,
     }
     call.encoding = EncodingFromProto(request.encoding(), "encoding");
     if (call.encoding.ok()) {
-      call.table = RequestTableFromProto(*call.encoding, request.t5_table(), v1::Tensor());
+      call.table = RequestTableFromProto(*call.encoding, request);
     }
   }
   call.num_heads = request.num_heads();

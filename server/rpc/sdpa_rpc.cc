@@ -1,4 +1,4 @@
-#include "server/rpc/sdpa_rpc.h"
+#include "server/rpc/unary_rpcs.h"
 
 #include <utility>
 
@@ -47,8 +47,7 @@ absl::StatusOr<WorkDone> HandleSdpa(const RequestContext& context, const v1::Sdp
   if (request.has_encoding()) {
     call.encoding = EncodingFromProto(request.encoding(), "encoding");
     if (call.encoding.ok()) {
-      call.table =
-          RequestTableFromProto(*call.encoding, request.t5_table(), request.cope_pos_emb());
+      call.table = RequestTableFromProto(*call.encoding, request);
     }
   }
   call.causal = request.causal();
@@ -63,8 +62,7 @@ absl::StatusOr<WorkDone> HandleSdpa(const RequestContext& context, const v1::Sdp
   ASSIGN_OR_RETURN(const WorkDone work, RunSdpa(context, call, &result));
   EncodeOutput(result, request.q().dtype(), response->mutable_output());
   if (call.return_attention) {
-    EncodeFloatTensor(result.attention_shape, result.attention.data(), v1::FLOAT32,
-                      response->mutable_attention());
+    EncodeAttentionMap(result.attention, response->mutable_attention());
   }
   return work;
 }

@@ -157,6 +157,10 @@ void EncodeFloatTensor(const std::vector<int64_t>& shape, const float* values, v
   }
 }
 
+void EncodeAttentionMap(const AttentionMap& map, v1::Tensor* tensor) {
+  EncodeFloatTensor(map.shape, map.values.data(), v1::FLOAT32, tensor);
+}
+
 absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
                                                       absl::string_view ids_field,
                                                       int64_t position_offset, int64_t batch,

@@ -11,6 +11,7 @@
 #include "absl/strings/string_view.h"
 #include "attnserve/v1/tensor.pb.h"
 #include "core/kernels/onednn_ops.h"
+#include "server/requests/request_context.h"
 #include "server/requests/tensors.h"
 
 namespace attnserve {
@@ -32,6 +33,9 @@ void EncodeBfloat16Tensor(const std::vector<int64_t>& shape, const uint16_t* bit
 // Writes values (product(shape) elements) as `dtype` (FLOAT32 or BFLOAT16, round to nearest even).
 void EncodeFloatTensor(const std::vector<int64_t>& shape, const float* values, v1::DataType dtype,
                        v1::Tensor* tensor);
+
+// Writes attention probabilities as a FLOAT32 tensor of their shape.
+void EncodeAttentionMap(const AttentionMap& map, v1::Tensor* tensor);
 
 // Positions [batch·seq]: position_offset + t when `ids` is empty, else the ids (INT32 or INT64,
 // shape [seq] broadcast over the batch, or [batch, seq]). Every position must be in

@@ -1,6 +1,6 @@
 // Attend through the in-process server on a repository model whose weights the test wrote,
 // against the layer computed in double precision from the definitions (relative error < 1e-5).
-#include "server/rpc/attend_rpc.h"
+#include "server/rpc/unary_rpcs.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

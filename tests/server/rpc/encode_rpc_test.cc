@@ -1,6 +1,6 @@
 // Encode through the in-process server: the adapter's conversions, the handler's rules, the core
 // result against closed forms (double precision; tolerance 1e-5 absolute on values of order 1).
-#include "server/rpc/encode_rpc.h"
+#include "server/rpc/unary_rpcs.h"
 
 #include <cmath>
 

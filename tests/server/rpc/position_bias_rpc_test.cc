@@ -1,6 +1,6 @@
 // PositionBias through the in-process server: ALiBi's and T5's maps against their closed forms
 // (exact up to float rounding: 1e-6), bottom-right aligned, with the causal mask.
-#include "server/rpc/position_bias_rpc.h"
+#include "server/rpc/unary_rpcs.h"
 
 #include <cmath>
 #include <limits>

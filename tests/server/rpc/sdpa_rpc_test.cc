@@ -1,7 +1,7 @@
 // ScaledDotProductAttention through the in-process server: inline ALiBi with bottom-right
 // positions against the double reference (relative error < 1e-5; bf16 tensors < 1e-2), and the
 // request rules with their messages.
-#include "server/rpc/sdpa_rpc.h"
+#include "server/rpc/unary_rpcs.h"
 
 #include <cmath>
 

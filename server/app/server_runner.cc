@@ -1,0 +1,329 @@
+#include "server/app/server_runner.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+#include "core/kernels/onednn_ops.h"
+#include "google/protobuf/descriptor.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/impl/server_builder_option.h"
+#include "grpcpp/impl/server_builder_plugin.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+#include "server/models/model_registry.h"
+#include "server/models/model_reload.h"
+#include "server/models/model_store.h"
+#include "server/observability/metrics.h"
+#include "server/observability/process_metrics.h"
+#include "server/rpc/attention_service.h"
+#include "server/rpc/auth.h"
+#include "spdlog/spdlog.h"
+
+namespace attnserve {
+namespace {
+
+constexpr char kServiceName[] = "attnserve.v1.AttentionService";
+
+// "/package.Service/Method" of every RPC the server registers: AttentionService (from its
+// generated descriptor), the health service and server reflection. Metrics label anything else
+// "unknown".
+std::vector<std::string> ServedMethods() {
+  std::vector<std::string> methods = {
+      "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"};
+  const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(kServiceName);
+  for (int i = 0; i < service->method_count(); ++i) {
+    methods.push_back(absl::StrCat("/", kServiceName, "/", service->method(i)->name()));
+  }
+  return methods;
+}
+
+// Removes server reflection from a ServerBuilder (linking grpc++_reflection adds its plugin to
+// every builder).
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& plugin) {
+                                    return plugin->name() == "proto_server_reflection";
+                                  }),
+                   plugins->end());
+  }
+};
+
+// "0.0.0.0:0" with bound port 1234 → "0.0.0.0:1234".
+std::string WithPort(const std::string& address, int port) {
+  return absl::StrCat(address.substr(0, address.rfind(':')), ":", port);
+}
+
+// Waits for one of `signals` (blocked in every thread) for at most `timeout_seconds` (forever when
+// <= 0); the signal's number, or 0 when the time ran out.
+int WaitForSignal(const sigset_t& signals, double timeout_seconds) {
+  while (true) {
+    if (timeout_seconds <= 0) {
+      int signal_number = 0;
+      if (sigwait(&signals, &signal_number) == 0) return signal_number;
+      continue;
+    }
+    double whole = 0;
+    const double fraction = std::modf(timeout_seconds, &whole);
+    const timespec timeout{static_cast<time_t>(std::min(whole, 1e9)),
+                           static_cast<long>(fraction * 1e9)};
+    const int signal_number = sigtimedwait(&signals, nullptr, &timeout);
+    if (signal_number > 0) return signal_number;
+    if (errno == EAGAIN) return 0;
+    if (errno != EINTR) {  // EINTR: interrupted by a signal outside the set; wait again
+      spdlog::error("sigtimedwait failed ({}); the repository is no longer polled",
+                    std::strerror(errno));
+      timeout_seconds = 0;
+    }
+  }
+}
+
+// The options' own ranges, and the compute threads each worker gets (OpenMP).
+absl::Status CheckOptionsAndSetThreads(const ServerOptions& options) {
+  const int workers = options.limits.compute_workers;
+  const int queue_depth = options.limits.compute_queue_depth;
+  if (workers < 1 || queue_depth < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--compute_workers=", workers,
+                                                   " must be >= 1 and --compute_queue_depth=",
+                                                   queue_depth, " >= 0"));
+  }
+  // Polls closer than this would reread every config.pbtxt back to back.
+  constexpr double kMinPollSeconds = 0.1;
+  if (const double poll = options.model_poll_seconds;
+      !(poll == 0 || (poll >= kMinPollSeconds && poll <= 1e9))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--model_poll_seconds=", poll, " must be 0 (reload on SIGHUP only) or in [",
+                     kMinPollSeconds, ", 1e9]"));
+  }
+  // By default the workers share the cores instead of each spreading over all of them.
+  int threads = options.compute_threads;
+  if (threads == 0 && workers > 1) {
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / workers);
+  }
+  SetComputeThreads(threads);
+  return absl::OkStatus();
+}
+
+// The repository's models (or the demo models), at least one; failures logged.
+absl::StatusOr<std::unique_ptr<ModelRegistry>> LoadModels(const std::string& repository) {
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> models =
+      repository.empty() ? ModelRegistry::CreateWithDemoModels()
+                         : ModelRegistry::CreateFromRepository(repository);
+  if (!models.ok()) {
+    return absl::Status(models.status().code(),
+                        absl::StrCat("loading models failed: ", models.status().ToString()));
+  }
+  for (const auto& [name, status] : (*models)->failures()) {
+    spdlog::error("model {} not loaded: {}", name, std::string(status.message()));
+  }
+  if ((*models)->List().empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("no model loaded from --model_repository=", repository));
+  }
+  for (const LoadedModel* model : (*models)->List()) {
+    spdlog::info("loaded model {}: {}", model->config.name(), model->config.description());
+  }
+  return models;
+}
+
+// Who may call: TLS (mutual with a client CA) and an optional bearer token.
+struct CallerChecks {
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  std::unique_ptr<TokenAuthenticator> authenticator;  // null: no token required
+  bool restricted = false;  // a token or client certificates are required
+};
+
+absl::StatusOr<CallerChecks> LoadCallerChecks(const ServerOptions& options) {
+  CallerChecks checks;
+  const TlsFiles tls{options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file};
+  ASSIGN_OR_RETURN(checks.credentials, ServerCredentialsFromFiles(tls));
+  if (!options.auth_token_file.empty()) {
+    ASSIGN_OR_RETURN(checks.authenticator, TokenAuthenticator::FromFile(options.auth_token_file));
+  }
+  checks.restricted = checks.authenticator != nullptr || !tls.client_ca_file.empty();
+  return checks;
+}
+
+// The Prometheus endpoint and the metric families it serves (the exposer holds its collectables
+// weakly: they live here).
+struct MetricsEndpoint {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  ServerMetrics metrics{*registry, ServedMethods()};
+  std::shared_ptr<ProcessMetrics> process_metrics = std::make_shared<ProcessMetrics>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::string address;
+};
+
+// The metrics endpoint has no authentication: it stays on loopback when the gRPC port is
+// restricted, unless an address is given.
+absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartMetricsEndpoint(
+    const ServerOptions& options, bool restricted, const ModelRegistry& models) {
+  auto endpoint = std::make_unique<MetricsEndpoint>();
+  endpoint->address = options.metrics_address;
+  if (endpoint->address.empty()) {
+    endpoint->address = restricted ? "127.0.0.1:9464" : "0.0.0.0:9464";
+  }
+  try {
+    endpoint->exposer = std::make_unique<prometheus::Exposer>(endpoint->address);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", endpoint->address, ": ", e.what()));
+  }
+  endpoint->exposer->RegisterCollectable(endpoint->registry);
+  endpoint->metrics.SetComputeCapacity(options.limits.compute_workers,
+                                       options.limits.compute_queue_depth);
+  endpoint->metrics.SetBuildInfo(options.version, OneDnnVersion(), OneDnnCpuIsa());
+  PublishModels(models, endpoint->metrics);
+  endpoint->exposer->RegisterCollectable(endpoint->process_metrics);
+  return endpoint;
+}
+
+// Connection age, thread cap and interceptors (metrics, access log) of the gRPC server.
+void ConfigureTransport(const ServerOptions& options, ServerMetrics& metrics,
+                        grpc::ServerBuilder& builder) {
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.limits.max_response_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(options.limits.max_response_bytes));
+  if (const double age = options.max_connection_age_seconds; age > 0) {
+    // gRPC adds ±10% jitter, so the replicas' clients do not all reconnect at once.
+    // Milliseconds as an int channel argument: at most INT_MAX (24.8 days).
+    auto milliseconds = [](double seconds) {
+      return static_cast<int>(std::clamp(seconds * 1000, 0.0, double{INT_MAX}));
+    };
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, milliseconds(age));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               milliseconds(options.max_connection_age_grace_seconds));
+  }
+  if (options.rpc_threads > 0) {
+    grpc::ResourceQuota quota("attnserve");
+    quota.SetMaxThreads(options.rpc_threads);
+    builder.SetResourceQuota(quota);
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(metrics.CreateInterceptorFactory());
+  if (options.access_log.has_value()) {
+    interceptors.push_back(CreateAccessLogFactory(*options.access_log));
+  }
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+}
+
+// The gRPC server with the service, health and (unless a token is required: it would answer
+// without one) reflection; `port` receives the bound port.
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const ServerOptions& options,
+                                                              const CallerChecks& callers,
+                                                              ServerMetrics& metrics,
+                                                              AttentionServiceImpl& service,
+                                                              int* port) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.grpc_address, callers.credentials, port);
+  builder.RegisterService(&service);
+  if (callers.authenticator != nullptr) builder.SetOption(std::make_unique<WithoutReflection>());
+  ConfigureTransport(options, metrics, builder);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || *port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", options.grpc_address));
+  }
+  server->GetHealthCheckService()->SetServingStatus(kServiceName, true);
+  return server;
+}
+
+// Serves until SIGTERM or SIGINT (returned); SIGHUP, and every model_poll_seconds, reloads the
+// repository.
+int ServeUntilStopSignal(const ServerOptions& options, const sigset_t& signals,
+                         ModelStore& model_store, ServerMetrics& metrics) {
+  const std::string& repository = options.model_repository;
+  const double poll_seconds = repository.empty() ? 0 : options.model_poll_seconds;
+  while (true) {
+    const int signal_number = WaitForSignal(signals, poll_seconds);
+    if (signal_number != 0 && signal_number != SIGHUP) return signal_number;
+    if (repository.empty()) {
+      spdlog::info("SIGHUP: serving the built-in demo models, nothing to reload");
+      continue;
+    }
+    if (signal_number == SIGHUP) spdlog::info("SIGHUP: reloading {}", repository);
+    // Errors are logged and counted there; the served models stay as they were.
+    ReloadModels(repository, model_store, &metrics).IgnoreError();
+  }
+}
+
+// Health turns NOT_SERVING and new requests are answered UNAVAILABLE while the running ones
+// finish (at most the grace period); then the port closes and anything left is cancelled.
+void Drain(const ServerOptions& options, grpc::Server& server, AttentionServiceImpl& service) {
+  server.GetHealthCheckService()->Shutdown();
+  service.StartDraining();
+  const auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::duration<double>(options.shutdown_grace_seconds));
+  const auto grace_end = std::chrono::system_clock::now() + grace;
+  if (!service.WaitUntilIdle(grace_end)) {
+    spdlog::warn("requests still running after {} s; cancelling them",
+                 options.shutdown_grace_seconds);
+  }
+  // Handlers have returned; their responses may still be on the wire. Give those up to 2 s (within
+  // the grace period) — gRPC would otherwise also wait that long for idle client connections.
+  server.Shutdown(std::min(grace_end, std::chrono::system_clock::now() + std::chrono::seconds(2)));
+  server.Wait();
+}
+
+// Logs a failed step's message and gives the process's exit code.
+int Failed(const absl::Status& status) {
+  spdlog::error("{}", std::string(status.message()));
+  return 1;
+}
+
+}  // namespace
+
+int RunServer(const ServerOptions& options, const sigset_t& signals) {
+  if (absl::Status status = CheckOptionsAndSetThreads(options); !status.ok()) {
+    return Failed(status);
+  }
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> models = LoadModels(options.model_repository);
+  if (!models.ok()) return Failed(models.status());
+  absl::StatusOr<CallerChecks> callers = LoadCallerChecks(options);
+  if (!callers.ok()) return Failed(callers.status());
+  absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+      StartMetricsEndpoint(options, callers->restricted, **models);
+  if (!endpoint.ok()) return Failed(endpoint.status());
+  ServerMetrics& metrics = (*endpoint)->metrics;
+
+  ModelStore model_store(*std::move(models));
+  AttentionServiceImpl service(&model_store, options.limits, &metrics,
+                               callers->authenticator.get());
+  int grpc_port = 0;
+  absl::StatusOr<std::unique_ptr<grpc::Server>> server =
+      StartGrpcServer(options, *callers, metrics, service, &grpc_port);
+  if (!server.ok()) return Failed(server.status());
+  spdlog::info("gRPC listening on {}", WithPort(options.grpc_address, grpc_port));
+  spdlog::info("metrics listening on http://{}/metrics",
+               WithPort((*endpoint)->address, (*endpoint)->exposer->GetListeningPorts().front()));
+
+  const int signal_number = ServeUntilStopSignal(options, signals, model_store, metrics);
+  spdlog::info("received signal {}; draining", signal_number);
+  Drain(options, **server, service);
+  spdlog::info("stopped");
+  spdlog::shutdown();
+  // Every RPC has finished. Destroying the metrics endpoint would only wait out its HTTP
+  // server's 2-second poll (civetweb's fixed quantum), so the process ends here instead.
+  std::quick_exit(0);
+}
+
+}  // namespace attnserve

@@ -1,0 +1,45 @@
+// The attnserve process as named steps: options checked → models loaded → callers' credentials →
+// metrics endpoint → gRPC server → signal loop (reloads) → drain. main.cc turns flags into
+// ServerOptions; nothing here reads a flag.
+#ifndef ATTNSERVE_SERVER_APP_SERVER_RUNNER_H_
+#define ATTNSERVE_SERVER_APP_SERVER_RUNNER_H_
+
+#include <signal.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "server/observability/access_log.h"
+#include "server/requests/service_limits.h"
+
+namespace attnserve {
+
+struct ServerOptions {
+  std::string grpc_address = "0.0.0.0:50051";  // port 0 picks a free port
+  // Empty: 0.0.0.0:9464, or 127.0.0.1:9464 when a token or client CA restricts the gRPC port.
+  std::string metrics_address;
+  std::string tls_cert_file;       // TLS with tls_key_file; empty: plaintext
+  std::string tls_key_file;
+  std::string tls_client_ca_file;  // mutual TLS
+  std::string auth_token_file;     // bearer token every AttentionService call must carry
+  std::string model_repository;    // empty: the built-in demo models
+  double model_poll_seconds = 0;   // 0: reload on SIGHUP only; else in [0.1, 1e9]
+  int compute_threads = 0;         // OpenMP threads per computation; 0: cores / workers
+  int rpc_threads = 0;             // gRPC's thread cap; 0: its default
+  ServiceLimits limits;            // per-request bounds, compute workers and queue
+  double shutdown_grace_seconds = 10;
+  double max_connection_age_seconds = 0;  // 0: never
+  double max_connection_age_grace_seconds = 30;
+  // One line per RPC; nullopt: off.
+  std::optional<AccessLogFormat> access_log = AccessLogFormat::kText;
+  std::string version;  // reported by attnserve_build_info
+};
+
+// Serves until one of `signals` other than SIGHUP (blocked in every thread) arrives, then drains
+// and ends the process (std::quick_exit(0)). Returns 1, having logged why, when a step fails.
+int RunServer(const ServerOptions& options, const sigset_t& signals);
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_SERVER_APP_SERVER_RUNNER_H_
