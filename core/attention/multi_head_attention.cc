@@ -22,6 +22,22 @@ absl::Status CheckSize(const char* name, const std::vector<float>& tensor, int64
   return absl::OkStatus();
 }
 
+// [heads, cached + n, hd] ← each head's old rows [heads, cached, hd] followed by its new rows
+// [heads, n, hd].
+std::vector<float> AppendRows(const std::vector<float>& old_rows,
+                              const std::vector<float>& new_rows, int64_t heads, int64_t cached,
+                              int64_t n, int64_t hd) {
+  const int64_t total = cached + n;
+  std::vector<float> all(heads * total * hd);
+  for (int64_t head = 0; head < heads; ++head) {
+    std::copy_n(old_rows.begin() + head * cached * hd, cached * hd,
+                all.begin() + head * total * hd);
+    std::copy_n(new_rows.begin() + head * n * hd, n * hd,
+                all.begin() + (head * total + cached) * hd);
+  }
+  return all;
+}
+
 const float* DataOrNull(const std::vector<float>& tensor) {
   return tensor.empty() ? nullptr : tensor.data();
 }
@@ -157,6 +173,23 @@ absl::Status MultiHeadAttention::Project(const float* input, int64_t batch, int6
                        config_.head_dim, head_major, compute, rounded);
 }
 
+absl::Status MultiHeadAttention::ProjectQkv(const float* x, const float* kv_source,
+                                            int64_t batch, int64_t q_len, int64_t kv_len,
+                                            ComputeType compute, float* q, float* k,
+                                            float* v) const {
+  const RoundedWeights* rounded = RoundedFor(compute);
+  for (absl::Status status :
+       {Project(x, batch, q_len, config_.num_heads, weights_.q_proj_weight,
+                rounded ? rounded->q_proj.data() : nullptr, weights_.q_proj_bias, compute, q),
+        Project(kv_source, batch, kv_len, config_.num_kv_heads, weights_.k_proj_weight,
+                rounded ? rounded->k_proj.data() : nullptr, weights_.k_proj_bias, compute, k),
+        Project(kv_source, batch, kv_len, config_.num_kv_heads, weights_.v_proj_weight,
+                rounded ? rounded->v_proj.data() : nullptr, weights_.v_proj_bias, compute, v)}) {
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status MultiHeadAttention::ProjectOut(const float* attended, int64_t batch, int64_t seq,
                                             ComputeType compute, float* scratch,
                                             float* out) const {
@@ -230,17 +263,9 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
     float* q = buffers.Get(Slot::kQuery, b * h * sq * hd);
     float* k = buffers.Get(Slot::kKey, b * hkv * sk * hd);
     float* v = buffers.Get(Slot::kValue, b * hkv * sk * hd);
-    const RoundedWeights* rounded = RoundedFor(inputs.compute);
-    for (absl::Status status :
-         {Project(x, b, sq, h, weights_.q_proj_weight, rounded ? rounded->q_proj.data() : nullptr,
-                  weights_.q_proj_bias, inputs.compute, q),
-          Project(kv_source, b, sk, hkv, weights_.k_proj_weight,
-                  rounded ? rounded->k_proj.data() : nullptr, weights_.k_proj_bias,
-                  inputs.compute, k),
-          Project(kv_source, b, sk, hkv, weights_.v_proj_weight,
-                  rounded ? rounded->v_proj.data() : nullptr, weights_.v_proj_bias,
-                  inputs.compute, v)}) {
-      if (!status.ok()) return status;
+    if (absl::Status status = ProjectQkv(x, kv_source, b, sq, sk, inputs.compute, q, k, v);
+        !status.ok()) {
+      return status;
     }
     float* attended = buffers.Get(Slot::kAttended, b * h * sq * hd);
     if (absl::Status status = ScaledDotProductAttention(shape, options, q, k, v, attended, probs);
@@ -251,6 +276,32 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
   }();
   buffers.ReleaseIfLarge();
   return result;
+}
+
+absl::Status MultiHeadAttention::PlaceDecodePositions(int64_t cached, int64_t new_tokens,
+                                                      float* q, float* k_new,
+                                                      SdpaOptions& options) const {
+  const int64_t total = cached + new_tokens;
+  std::vector<int64_t> q_positions, k_positions;
+  BottomRightPositions(0, 1, new_tokens, total, &q_positions, &k_positions);
+  if (const auto* rope = std::get_if<RopeParams>(&config_.encoding)) {
+    // Keys enter the cache rotated, so each is rotated once, at the frequencies of the step that
+    // added it (dynamic scalings see the sequence length so far; cached keys are not re-rotated).
+    const int64_t hd = config_.head_dim;
+    if (absl::Status status = ApplyRopeHeadMajor(*rope, q, 1, config_.num_heads, new_tokens, hd,
+                                                 q_positions.data(), total, &tables_, q);
+        !status.ok()) {
+      return status;
+    }
+    return ApplyRopeHeadMajor(*rope, k_new, 1, config_.num_kv_heads, new_tokens, hd,
+                              q_positions.data(), total, &tables_, k_new);
+  }
+  if (!IsAdditive(config_.encoding)) {
+    options.encoding = config_.encoding;
+    options.q_positions = std::move(q_positions);
+    options.k_positions = std::move(k_positions);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status MultiHeadAttention::Decode(const DecodeInputs& inputs, KvCache* cache, float* out,
@@ -271,63 +322,28 @@ absl::Status MultiHeadAttention::Decode(const DecodeInputs& inputs, KvCache* cac
   const absl::StatusOr<const float*> embedded =
       EmbedQuery(inputs.query, positions.data(), n, encoded.data());
   if (!embedded.ok()) return embedded.status();
-  const float* x = *embedded;
   // New rows: q [1, H, n, hd]; k, v [1, Hkv, n, hd].
   std::vector<float> q(h * n * hd), k_new(hkv * n * hd), v_new(hkv * n * hd), scratch(h * n * hd);
-  const RoundedWeights* rounded = RoundedFor(inputs.compute);
-  for (absl::Status status :
-       {Project(x, 1, n, h, weights_.q_proj_weight,
-                rounded ? rounded->q_proj.data() : nullptr, weights_.q_proj_bias, inputs.compute,
-                q.data()),
-        Project(x, 1, n, hkv, weights_.k_proj_weight,
-                rounded ? rounded->k_proj.data() : nullptr, weights_.k_proj_bias, inputs.compute,
-                k_new.data()),
-        Project(x, 1, n, hkv, weights_.v_proj_weight,
-                rounded ? rounded->v_proj.data() : nullptr, weights_.v_proj_bias, inputs.compute,
-                v_new.data())}) {
-    if (!status.ok()) return status;
+  if (absl::Status status = ProjectQkv(*embedded, *embedded, 1, n, n, inputs.compute, q.data(),
+                                       k_new.data(), v_new.data());
+      !status.ok()) {
+    return status;
   }
-
   SdpaOptions options;
   options.causal = true;  // bottom-right: new token t sees the cache and new tokens up to t
   options.scale = config_.scale;
   options.compute = inputs.compute;
   options.is_cancelled = inputs.is_cancelled;
   options.tables = &tables_;
-  if (const auto* rope = std::get_if<RopeParams>(&config_.encoding)) {
-    // Keys enter the cache rotated, so each is rotated once, at the frequencies of the step that
-    // added it (dynamic scalings see the sequence length so far; cached keys are not re-rotated).
-    if (absl::Status status = ApplyRopeHeadMajor(*rope, q.data(), 1, h, n, hd, positions.data(),
-                                                 total, &tables_, q.data());
-        !status.ok()) {
-      return status;
-    }
-    if (absl::Status status = ApplyRopeHeadMajor(*rope, k_new.data(), 1, hkv, n, hd,
-                                                 positions.data(), total, &tables_, k_new.data());
-        !status.ok()) {
-      return status;
-    }
-  } else if (!IsAdditive(config_.encoding)) {
-    options.encoding = config_.encoding;
-    options.q_positions = positions;
-    options.k_positions.resize(total);
-    for (int64_t j = 0; j < total; ++j) options.k_positions[j] = j;
+  if (absl::Status status = PlaceDecodePositions(cached, n, q.data(), k_new.data(), options);
+      !status.ok()) {
+    return status;
   }
 
   // The cache with the new rows appended: [Hkv, cached + n, hd]. Built aside and swapped in only
   // when the step succeeds, so a failed or cancelled step leaves the cache as it was.
-  std::vector<float> k_all(hkv * total * hd), v_all(hkv * total * hd);
-  for (int64_t head = 0; head < hkv; ++head) {
-    const auto append = [&](const std::vector<float>& old_rows, const std::vector<float>& new_rows,
-                            std::vector<float>& all) {
-      std::copy_n(old_rows.begin() + head * cached * hd, cached * hd,
-                  all.begin() + head * total * hd);
-      std::copy_n(new_rows.begin() + head * n * hd, n * hd,
-                  all.begin() + (head * total + cached) * hd);
-    };
-    append(cache->k, k_new, k_all);
-    append(cache->v, v_new, v_all);
-  }
+  std::vector<float> k_all = AppendRows(cache->k, k_new, hkv, cached, n, hd);
+  std::vector<float> v_all = AppendRows(cache->v, v_new, hkv, cached, n, hd);
   const SdpaShape shape{1, h, hkv, n, total, hd};
   std::vector<float> attended(h * n * hd);
   if (absl::Status status = ScaledDotProductAttention(shape, options, q.data(), k_all.data(),

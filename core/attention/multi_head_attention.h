@@ -111,6 +111,10 @@ class MultiHeadAttention {
                        const std::vector<float>& weight, const uint16_t* rounded,
                        const std::vector<float>& bias, ComputeType compute,
                        float* head_major) const;
+  // q [B, H, Sq, hd] from x [B·Sq, d]; k, v [B, Hkv, Sk, hd] from kv_source [B·Sk, d].
+  absl::Status ProjectQkv(const float* x, const float* kv_source, int64_t batch, int64_t q_len,
+                          int64_t kv_len, ComputeType compute, float* q, float* k,
+                          float* v) const;
   // out [B·S, d] ← heads of attended [B, H, S, hd] merged, ·Woᵀ + bo; scratch holds B·S·H·hd
   // floats.
   absl::Status ProjectOut(const float* attended, int64_t batch, int64_t seq, ComputeType compute,
@@ -119,6 +123,11 @@ class MultiHeadAttention {
   // floats) for an encoding that adds to the embeddings, else the query itself (no copy).
   absl::StatusOr<const float*> EmbedQuery(const float* query, const int64_t* positions,
                                           int64_t tokens, float* encoded) const;
+  // Decode's position terms for `new_tokens` after `cached` (bottom-right: the new tokens are
+  // the last queries): RoPE rotates q and k_new [Hkv, n, hd] in place, score kinds get their
+  // positions in `options`.
+  absl::Status PlaceDecodePositions(int64_t cached, int64_t new_tokens, float* q, float* k_new,
+                                    SdpaOptions& options) const;
 
   AttentionConfig config_;
   AttentionWeights weights_;
