@@ -17,9 +17,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/kernels/alibi_term.h"
 #include "core/kernels/amx_tiles.h"
 #include "core/kernels/bfloat16.h"
-#include "core/kernels/target_clones.h"
+#include "core/kernels/bfloat16_rows.h"
+#include "core/kernels/cpu_features.h"
 #include "core/kernels/onednn_ops.h"
 #include "core/kernels/softmax_kernels.h"
 #include "dnnl.hpp"
@@ -30,27 +32,6 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr unsigned int kFlushToZero = 0x8000;      // MXCSR FTZ: subnormal results become 0
 constexpr unsigned int kDenormalsAreZero = 0x0040;  // MXCSR DAZ: subnormal inputs read as 0
-
-// row[c] ← scale·row[c] + the ALiBi term's bias: the score's own scale (when the product left
-// it out) and the bias in one pass. Positions arrive relative to the batch element's first key,
-// as floats: exact while they span < 2^24 positions, and the loop stays vectorisable.
-ATTNSERVE_TARGET_CLONES void AddAlibiRow(float* row, int64_t n, float scale,
-                                         const AlibiTerm& term) {
-  const float slope = term.slope, q_position = term.q_position;
-  const float* k_positions = term.k_positions;
-  if (term.causal) {
-    // The DESIGN's −m(i−j): visible keys usually have k <= q.
-#pragma omp simd
-    for (int64_t c = 0; c < n; ++c) {
-      row[c] = row[c] * scale - slope * (q_position - k_positions[c]);
-    }
-  } else {
-#pragma omp simd
-    for (int64_t c = 0; c < n; ++c) {
-      row[c] = row[c] * scale - slope * std::fabs(q_position - k_positions[c]);
-    }
-  }
-}
 
 // The position-dependent part of the scores, prepared once per call (shared by all heads and
 // tiles) for ALiBi and T5.

@@ -13,9 +13,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "core/kernels/bfloat16.h"
 #include "core/encodings/positions.h"
-#include "core/kernels/softmax_kernels.h"
+#include "core/kernels/bfloat16.h"
+#include "core/kernels/bfloat16_rows.h"
+#include "core/kernels/cpu_features.h"
 #include "core/kernels/target_clones.h"
 
 namespace attnserve {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/kernels/softmax_kernels.h"
+#include "core/kernels/bfloat16_rows.h"
 #include "dnnl.hpp"
 
 namespace attnserve {

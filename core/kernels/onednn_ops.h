@@ -9,12 +9,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "core/kernels/compute_type.h"
 
 namespace attnserve {
-
-// Arithmetic of matrix products: f32 throughout, or bf16 operands (AVX512-BF16 / AMX where the
-// CPU has them) with f32 accumulation. Softmax, biases and outputs stay f32 either way.
-enum class ComputeType { kFloat32, kBfloat16 };
 
 // Sets the number of OpenMP threads oneDNN uses from now on, on every thread that computes.
 // 0 = OpenMP's default (all cores, or OMP_NUM_THREADS).
