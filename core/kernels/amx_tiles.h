@@ -1,4 +1,4 @@
-// bf16 tile products on Intel AMX for the tiled attention (core/attention/flash_attention.cc).
+// bf16 tile products on Intel AMX for the tiled attention (core/attention/flash_attention_amx.cc).
 //
 // Why not oneDNN: with head_dim 64 the score product Q·Kᵀ does 64 multiply-adds per f32 output,
 // and oneDNN 2.6's AMX matmul spends ~1 cycle writing each output (measured ~370 GFLOP/s on one

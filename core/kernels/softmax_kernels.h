@@ -1,8 +1,9 @@
 // Row kernels of the online softmax in the tiled attention (core/attention/flash_attention*.cc):
-// the row maximum, e^(score − max) with its sum, and the rescaling of accumulated rows. Each has a portable
-// version (compiled for AVX-512, AVX2 and baseline x86-64, chosen at load time) and, where the CPU
-// has AVX-512, a hand-vectorised one; the plain names pick the fastest the CPU runs. Both
-// versions are exposed so that tests can check each against a double-precision reference.
+// the row maximum, e^(score − max) with its sum, and the rescaling of accumulated rows. Each has
+// a portable version (compiled for AVX-512, AVX2 and baseline x86-64, chosen at load time) and,
+// where the CPU has AVX-512, a hand-vectorised one; the plain names pick the fastest the CPU
+// runs. Both versions are exposed so that tests can check each against a double-precision
+// reference.
 #ifndef ATTNSERVE_CORE_KERNELS_SOFTMAX_KERNELS_H_
 #define ATTNSERVE_CORE_KERNELS_SOFTMAX_KERNELS_H_
 
