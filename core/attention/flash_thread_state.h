@@ -33,9 +33,10 @@ struct Scratch {
   CacheAlignedArray<int64_t> visible;      // [q_tile] keys each row sees
 };
 
-// What a compute thread keeps between calls: its scratch buffers and GEMM primitives. Fresh
-// buffers cost page faults and fresh primitives a primitive-descriptor creation each, per thread
-// and call: together ~0.2 ms, a quarter of a 512-token call on 16 threads.
+// What a compute thread keeps between calls: its scratch buffers and tile products (whose
+// primitives stay in the thread's matmul cache, core/kernels/onednn_primitives.h). Fresh buffers
+// cost page faults and fresh primitives a primitive-descriptor creation each, per thread and
+// call: together ~0.2 ms, a quarter of a 512-token call on 16 threads.
 struct ThreadState {
   Scratch scratch;
   std::unique_ptr<TileGemm> gemm_f32, gemm_bf16;

@@ -4,7 +4,6 @@
 #define ATTNSERVE_CORE_KERNELS_TILE_GEMM_H_
 
 #include <cstdint>
-#include <map>
 #include <vector>
 
 #include "core/kernels/compute_type.h"
@@ -13,11 +12,10 @@
 namespace attnserve {
 
 // Row-major C [M,N] (+)= alpha·A·op(B), A [M,K], B [K,N] (or [N,K] when b_transposed), C f32,
-// through oneDNN matmul primitives built once per shape for this thread: the brgemm kernels, far
-// faster on tiles than the gemm:jit behind dnnl_sgemm. Tile shapes repeat within and across calls,
-// so each compute thread keeps its TileGemm. Operands are f32, or bf16 (uint16_t bits) with f32
-// accumulation — widened to f32 per call where oneDNN has no bf16 matmul
-// (OneDnnHasBfloat16Matmul). Not thread-safe: one per thread.
+// through oneDNN matmul primitives built once per shape for this thread (ThreadMatmul): the
+// brgemm kernels, far faster on tiles than the gemm:jit behind dnnl_sgemm. Operands are f32, or
+// bf16 (uint16_t bits) with f32 accumulation — widened to f32 per call where oneDNN has no bf16
+// matmul (OneDnnHasBfloat16Matmul). Not thread-safe: each compute thread keeps its own.
 class TileGemm {
  public:
   explicit TileGemm(ComputeType compute);
@@ -27,24 +25,10 @@ class TileGemm {
            bool b_transposed, bool accumulate, float* c);
 
  private:
-  struct Key {
-    int64_t m, n, k;
-    bool b_transposed, accumulate;
-    float alpha;
-    bool operator<(const Key& o) const;
-  };
-  static constexpr size_t kMaxPrimitives = 64;
-  struct Entry {
-    dnnl::matmul primitive;
-    dnnl::memory::desc a, b, c;
-  };
-
-  dnnl::engine engine_;
   dnnl::stream stream_;
   bool widen_;  // bf16 operands, but oneDNN has no bf16 matmul here
   dnnl::memory::data_type operand_;
   std::vector<float> a_wide_, b_wide_;
-  std::map<Key, Entry> primitives_;
 };
 
 }  // namespace attnserve
