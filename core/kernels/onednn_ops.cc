@@ -119,10 +119,7 @@ absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const 
     return Linear(x_rounded.data(), m, k, w_rounded.data(), b, n, y);
   }
   return RunPrimitives("linear", [&](dnnl::stream& stream) {
-    MatmulShape shape;
-    shape.m = m;
-    shape.n = n;
-    shape.k = k;
+    MatmulShape shape(m, n, k);
     shape.operand = compute == ComputeType::kBfloat16 ? dt::bf16 : dt::f32;
     shape.weights_transposed = true;  // W [N,K] row-major seen as Wᵀ [K,N]
     shape.bias = b != nullptr;
@@ -144,10 +141,7 @@ absl::Status LinearToHeads(const float* x, int64_t batch, int64_t seq, int64_t k
   absl::Status status = RunPrimitives("linear_to_heads", [&](dnnl::stream& stream) {
     // x [B, 1, S, K] broadcast over the heads; W seen as [1, H, K, hd]: element (h, i, c) is
     // W[h·hd + c][i]; dst [B, H, S, hd].
-    MatmulShape shape;
-    shape.m = seq;
-    shape.n = hd;
-    shape.k = k;
+    MatmulShape shape(seq, hd, k);
     shape.src_batch = {batch, 1};
     shape.weights_batch = {1, heads};
     shape.operand = compute == ComputeType::kBfloat16 ? dt::bf16 : dt::f32;
@@ -212,10 +206,7 @@ absl::Status AttentionScores(const float* q, const float* k, const float* bias,
     // scores [B,Hkv,R,Sk] = Q [B,Hkv,R,hd] · Kᵀ (K [B,Hkv,Sk,hd] row-major seen as Kᵀ) · scale
     // + bias. A bias [B,1,R,Sk] or [B,Hkv,R,Sk] keeps the brgemm kernel; [1,H,R,Sk] would fall
     // back to ref.
-    MatmulShape shape;
-    shape.m = rows;
-    shape.n = sk;
-    shape.k = hd;
+    MatmulShape shape(rows, sk, hd);
     shape.src_batch = shape.weights_batch = {b, hkv};
     shape.weights_transposed = true;
     shape.output_scale = scale;
@@ -245,10 +236,7 @@ absl::Status ProbsTimesValues(const float* probs, const float* v, int64_t b, int
                               int64_t rows, int64_t sk, int64_t hd, float* out) {
   return RunPrimitives("attention_values", [&](dnnl::stream& stream) {
     // out [B,Hkv,R,hd] = P [B,Hkv,R,Sk] · V [B,Hkv,Sk,hd]
-    MatmulShape shape;
-    shape.m = rows;
-    shape.n = hd;
-    shape.k = sk;
+    MatmulShape shape(rows, hd, sk);
     shape.src_batch = shape.weights_batch = {b, hkv};
     const MatmulPrimitive& matmul = ThreadMatmul(shape);
     matmul.primitive.execute(stream, {{DNNL_ARG_SRC, Wrap(matmul.src, probs)},

@@ -21,7 +21,9 @@ const dnnl::engine& CpuEngine();
 // 2D: src [m, k], weights [k, n], dst [m, n]. Batched: each with two leading dims (dst's the
 // larger of src's and weights', which broadcast where 1).
 struct MatmulShape {
-  int64_t m = 0, n = 0, k = 0;
+  MatmulShape(int64_t m, int64_t n, int64_t k) : m(m), n(n), k(k) {}
+
+  int64_t m, n, k;
   std::array<int64_t, 2> src_batch = {0, 0};  // {0, 0}: a 2D product
   std::array<int64_t, 2> weights_batch = {0, 0};
   dnnl::memory::data_type operand = dnnl::memory::data_type::f32;  // src and weights

@@ -106,8 +106,7 @@ float ExpNonPositive(float x) {
 }
 
 ATTNSERVE_TARGET_CLONES float RowMax(const float* row, int64_t n) {
-  Float32x16 lanes;
-  for (int l = 0; l < 16; ++l) lanes[l] = kNegInf;
+  Float32x16 lanes = Float32x16{} + kNegInf;  // −inf in every lane
   int64_t c = 0;
   for (; c + 16 <= n; c += 16) {
     Float32x16 x;
@@ -151,8 +150,7 @@ ATTNSERVE_TARGET_CLONES float ExpShiftedSumToBfloat16Portable(const float* row, 
                                                               float scale, float shift,
                                                               uint16_t* out, float* row_max) {
   Float32x16 sums = {};
-  Float32x16 maxima;
-  for (int l = 0; l < 16; ++l) maxima[l] = kNegInf;
+  Float32x16 maxima = Float32x16{} + kNegInf;
   int64_t c = 0;
   for (; c + 16 <= n; c += 16) {
     Float32x16 x;

@@ -30,10 +30,7 @@ void TileGemm::Run(int64_t m, int64_t n, int64_t k, float alpha, const void* a, 
     a = Widened(static_cast<const uint16_t*>(a), m * k, a_wide_);
     b = Widened(static_cast<const uint16_t*>(b), k * n, b_wide_);
   }
-  MatmulShape shape;
-  shape.m = m;
-  shape.n = n;
-  shape.k = k;
+  MatmulShape shape(m, n, k);
   shape.operand = operand_;
   shape.weights_transposed = b_transposed;
   if (alpha != 1.0f) shape.output_scale = alpha;
