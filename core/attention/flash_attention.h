@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-#include "core/attention/scaled_dot_product_attention.h"
+#include "core/attention/sdpa_options.h"
 
 namespace attnserve {
 

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/kernels/onednn_ops.h"
 #include "core/encodings/positions.h"
-#include "core/kernels/softmax_kernels.h"
+#include "core/kernels/bfloat16_rows.h"
 
 namespace attnserve {
 namespace {

@@ -1,17 +1,14 @@
 #include "core/attention/scaled_dot_product_attention.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 #include <limits>
 #include <memory>
+#include <variant>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
-#include "core/kernels/bfloat16.h"
 #include "core/attention/flash_attention.h"
+#include "core/kernels/bfloat16_rows.h"
 #include "core/kernels/onednn_ops.h"
-#include "core/kernels/softmax_kernels.h"
 
 namespace attnserve {
 namespace {
@@ -60,95 +57,100 @@ absl::Status RotatedCopies(const RopeParams& rope, const SdpaShape& shape,
                             k_rotated->get());
 }
 
-}  // namespace
-
-int64_t VisibleKeyCount(const SdpaShape& shape, const SdpaOptions& options, int64_t b, int64_t i) {
-  int64_t visible = options.key_lengths.empty() ? shape.kv_len : options.key_lengths[b];
-  if (options.causal) visible = std::min(visible, i + shape.kv_len - shape.q_len + 1);
-  return std::max<int64_t>(visible, 0);
+// values rounded to bf16, kept as f32, by all threads: the operands a bf16 GEMM sees.
+std::vector<float> RoundedToBfloat16(const float* values, int64_t count) {
+  std::vector<float> copy(count);
+  RoundToBfloat16Parallel(values, count, copy.data());
+  return copy;
 }
 
-float EffectiveScale(const SdpaShape& shape, const SdpaOptions& options) {
-  if (options.scale.has_value()) return *options.scale;
-  if (std::holds_alternative<T5BiasParams>(options.encoding)) return 1.0f;
-  return 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
-}
-
-absl::Status ValidateSdpa(const SdpaShape& shape, const SdpaOptions& options) {
-  const struct {
-    const char* name;
-    int64_t value;
-  } dims[] = {{"batch", shape.batch},   {"num_heads", shape.num_heads},
-              {"num_kv_heads", shape.num_kv_heads}, {"q_len", shape.q_len},
-              {"kv_len", shape.kv_len}, {"head_dim", shape.head_dim}};
-  for (const auto& dim : dims) {
-    if (dim.value < 1) {
-      return absl::InvalidArgumentError(absl::StrCat(dim.name, "=", dim.value, " must be >= 1"));
-    }
-  }
-  if (shape.num_heads % shape.num_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("num_kv_heads=", shape.num_kv_heads,
-                                                   " must divide num_heads=", shape.num_heads));
-  }
-  if (!options.key_lengths.empty()) {
-    if (static_cast<int64_t>(options.key_lengths.size()) != shape.batch) {
-      return absl::InvalidArgumentError(absl::StrCat("key_lengths has ", options.key_lengths.size(),
-                                                     " entries; must equal batch=", shape.batch));
-    }
-    for (size_t b = 0; b < options.key_lengths.size(); ++b) {
-      const int64_t length = options.key_lengths[b];
-      if (length < 0 || length > shape.kv_len) {
-        return absl::InvalidArgumentError(absl::StrCat("key_lengths[", b, "]=", length,
-                                                       " must be in [0, kv_len=", shape.kv_len,
-                                                       "]"));
+// *bias ← [B, 1, group·Sq, Sk] holding the mask (0 or −inf), or [B, Hkv, group·Sq, Sk] holding
+// ALiBi / T5 bias plus the mask (bias_heads Hkv); left empty when there is neither.
+absl::Status MaskAndBias(const SdpaShape& shape, const SdpaOptions& options, bool per_head_bias,
+                         bool masked, int64_t bias_heads, std::vector<float>* bias) {
+  if (!per_head_bias && !masked) return absl::OkStatus();
+  const int64_t Sq = shape.q_len, Sk = shape.kv_len;
+  const int64_t rows = shape.num_heads / shape.num_kv_heads * Sq;
+  bias->assign(shape.batch * bias_heads * rows * Sk, 0.0f);
+  for (int64_t b = 0; b < shape.batch; ++b) {
+    float* batch_bias = bias->data() + b * bias_heads * rows * Sk;
+    // ALiBi / T5 bias [H, Sq, Sk] is [Hkv, group·Sq, Sk] since query head h = kv_head·G + g.
+    if (per_head_bias) {
+      if (absl::Status status = ScoreBiasMap(
+              options.encoding, shape.num_heads, options.q_positions.data() + b * Sq, Sq,
+              options.k_positions.data() + b * Sk, Sk, options.causal, batch_bias);
+          !status.ok()) {
+        return status;
       }
     }
-  }
-  if (options.scale.has_value() && !std::isfinite(*options.scale)) {
-    return absl::InvalidArgumentError(absl::StrCat("scale=", *options.scale, " must be finite"));
-  }
-  if (std::holds_alternative<NoPositionalEncoding>(options.encoding)) return absl::OkStatus();
-  if (IsAdditive(options.encoding)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("encoding.", EncodingName(options.encoding),
-                     " is added to embeddings; it cannot be applied inside attention"));
-  }
-  if (absl::Status status = ValidateEncoding(options.encoding, shape.num_heads * shape.head_dim,
-                                             shape.num_heads, shape.head_dim);
-      !status.ok()) {
-    return status;
-  }
-  const struct {
-    const char* name;
-    const std::vector<int64_t>& positions;
-    int64_t expected;
-  } position_sets[] = {{"q_positions", options.q_positions, shape.batch * shape.q_len},
-                       {"k_positions", options.k_positions, shape.batch * shape.kv_len}};
-  for (const auto& set : position_sets) {
-    if (static_cast<int64_t>(set.positions.size()) != set.expected) {
-      return absl::InvalidArgumentError(absl::StrCat(set.name, " has ", set.positions.size(),
-                                                     " entries; must be ", set.expected));
-    }
-    if (absl::Status status = CheckPositions(set.positions.data(),
-                                             static_cast<int64_t>(set.positions.size()), set.name);
-        !status.ok()) {
-      return status;
+    if (!masked) continue;
+    for (int64_t r = 0; r < bias_heads * rows; ++r) {
+      const int64_t visible = VisibleKeyCount(shape, options, b, r % Sq);
+      std::fill(batch_bias + r * Sk + visible, batch_bias + (r + 1) * Sk, kMasked);
     }
   }
   return absl::OkStatus();
 }
 
+// Zero probabilities for the query rows that see no key (oneDNN's softmax of an all −inf row is
+// NaN; such rows attend to nothing). probs: [B, H, Sq, Sk].
+void ZeroRowsWithoutKeys(const SdpaShape& shape, const SdpaOptions& options, float* probs) {
+  const int64_t H = shape.num_heads, Sq = shape.q_len, Sk = shape.kv_len;
+  for (int64_t b = 0; b < shape.batch; ++b) {
+    for (int64_t i = 0; i < Sq; ++i) {
+      if (VisibleKeyCount(shape, options, b, i) > 0) continue;
+      for (int64_t h = 0; h < H; ++h) {
+        float* row = probs + ((b * H + h) * Sq + i) * Sk;
+        std::fill(row, row + Sk, 0.0f);
+      }
+    }
+  }
+}
+
+// The scores as a whole tensor probs [B, H, Sq, Sk] (for callers that want the probabilities,
+// and for CoPE, which needs whole rows of gates): mask and bias, Q·Kᵀ, CoPE's logits, softmax,
+// then P·V into out. q, k (already rotated for RoPE) and v as ScaledDotProductAttention takes
+// them.
+absl::Status MaterialisedAttention(const SdpaShape& shape, const SdpaOptions& options,
+                                   const float* q, const float* k, const float* v, float* out,
+                                   float* probs) {
+  const int64_t B = shape.batch, H = shape.num_heads, Hkv = shape.num_kv_heads;
+  const int64_t Sq = shape.q_len, Sk = shape.kv_len, hd = shape.head_dim;
+  // The `group` query heads of one kv head are contiguous in q: [B, Hkv, group·Sq, hd].
+  const int64_t rows = H / Hkv * Sq;
+  const bool per_head_bias = std::holds_alternative<AlibiParams>(options.encoding) ||
+                             std::holds_alternative<T5BiasParams>(options.encoding);
+  const bool masked = NeedsMask(shape, options);
+  const int64_t bias_heads = per_head_bias ? Hkv : 1;
+  std::vector<float> bias;
+  if (absl::Status status = MaskAndBias(shape, options, per_head_bias, masked, bias_heads, &bias);
+      !status.ok()) {
+    return status;
+  }
+  if (absl::Status status =
+          AttentionScores(q, k, bias.empty() ? nullptr : bias.data(), bias_heads, B, Hkv, rows,
+                          Sk, hd, EffectiveScale(shape, options), probs);
+      !status.ok()) {
+    return status;
+  }
+  if (const auto* cope = std::get_if<CopeParams>(&options.encoding)) {
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      AddCopeLogits(*cope, q + bh * Sq * hd, Sq, Sk, hd, probs + bh * Sq * Sk);
+    }
+  }
+  if (absl::Status status = SoftmaxRows(probs, B * H * Sq, Sk); !status.ok()) return status;
+  if (masked) ZeroRowsWithoutKeys(shape, options, probs);
+  return ProbsTimesValues(probs, v, B, Hkv, rows, Sk, hd, out);
+}
+
+}  // namespace
+
 absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions& options,
                                        const float* q, const float* k, const float* v, float* out,
                                        float* probs) {
   if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
-  const int64_t B = shape.batch, H = shape.num_heads, Hkv = shape.num_kv_heads;
-  const int64_t Sq = shape.q_len, Sk = shape.kv_len, hd = shape.head_dim;
-  const int64_t group = H / Hkv;
-  // The `group` query heads of one kv head are contiguous in q: [B, Hkv, group·Sq, hd].
-  const int64_t rows = group * Sq;
-  const bool t5 = std::holds_alternative<T5BiasParams>(options.encoding);
-  const float scale = EffectiveScale(shape, options);
+  const int64_t q_count = shape.batch * shape.num_heads * shape.q_len * shape.head_dim;
+  const int64_t kv_count = shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim;
 
   // RoPE: q' and k' are rotated copies.
   std::unique_ptr<float[]> q_rotated, k_rotated;
@@ -161,85 +163,28 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
     k = k_rotated.get();
   }
 
+  // Without probabilities to return, the tiled kernel never materialises the scores. CoPE needs
+  // whole rows of gates, so it takes the materialised path.
+  const bool materialised =
+      probs != nullptr || std::holds_alternative<CopeParams>(options.encoding);
+  if (!materialised) return FlashAttention(shape, options, q, k, v, out);
   // bf16 compute in the materialised path: the same operands a bf16 GEMM sees (bf16-rounded
   // q, k, v; products exact in f32; f32 accumulation).
   std::vector<float> q_bf16, k_bf16, v_bf16;
-  const bool materialised = probs != nullptr || std::holds_alternative<CopeParams>(options.encoding);
-  if (materialised && options.compute == ComputeType::kBfloat16) {
-    auto rounded = [](const float* values, int64_t count) {
-      std::vector<float> copy(count);
-      RoundToBfloat16Parallel(values, count, copy.data());
-      return copy;
-    };
-    q_bf16 = rounded(q, B * H * Sq * hd);
-    k_bf16 = rounded(k, B * Hkv * Sk * hd);
-    v_bf16 = rounded(v, B * Hkv * Sk * hd);
+  if (options.compute == ComputeType::kBfloat16) {
+    q_bf16 = RoundedToBfloat16(q, q_count);
+    k_bf16 = RoundedToBfloat16(k, kv_count);
+    v_bf16 = RoundedToBfloat16(v, kv_count);
     q = q_bf16.data();
     k = k_bf16.data();
     v = v_bf16.data();
   }
-
-  // Without probabilities to return, the tiled kernel never materialises the scores. CoPE needs
-  // whole rows of gates, so it takes the materialised path below.
-  if (!materialised) return FlashAttention(shape, options, q, k, v, out);
   std::vector<float> own_probs;
   if (probs == nullptr) {
-    own_probs.resize(B * H * Sq * Sk);
+    own_probs.resize(shape.batch * shape.num_heads * shape.q_len * shape.kv_len);
     probs = own_probs.data();
   }
-
-  // bias: [B, 1, group·Sq, Sk] holding the mask (0 or −inf), or [B, Hkv, group·Sq, Sk] holding
-  // ALiBi / T5 bias plus the mask.
-  const bool per_head_bias = std::holds_alternative<AlibiParams>(options.encoding) || t5;
-  const bool masked = NeedsMask(shape, options);
-  const int64_t bias_heads = per_head_bias ? Hkv : 1;
-  std::vector<float> bias;
-  if (per_head_bias || masked) {
-    bias.assign(B * bias_heads * rows * Sk, 0.0f);
-    for (int64_t b = 0; b < B; ++b) {
-      float* batch_bias = bias.data() + b * bias_heads * rows * Sk;
-      // ALiBi / T5 bias [H, Sq, Sk] is [Hkv, group·Sq, Sk] since query head h = kv_head·G + g.
-      if (per_head_bias) {
-        if (absl::Status status = ScoreBiasMap(
-                options.encoding, H, options.q_positions.data() + b * Sq, Sq,
-                options.k_positions.data() + b * Sk, Sk, options.causal, batch_bias);
-            !status.ok()) {
-          return status;
-        }
-      }
-      if (!masked) continue;
-      for (int64_t r = 0; r < bias_heads * rows; ++r) {
-        const int64_t visible = VisibleKeyCount(shape, options, b, r % Sq);
-        std::fill(batch_bias + r * Sk + visible, batch_bias + (r + 1) * Sk, kMasked);
-      }
-    }
-  }
-
-  if (absl::Status status = AttentionScores(q, k, bias.empty() ? nullptr : bias.data(),
-                                            bias_heads, B, Hkv, rows, Sk, hd, scale, probs);
-      !status.ok()) {
-    return status;
-  }
-  if (const auto* cope = std::get_if<CopeParams>(&options.encoding)) {
-    for (int64_t bh = 0; bh < B * H; ++bh) {
-      AddCopeLogits(*cope, q + bh * Sq * hd, Sq, Sk, hd, probs + bh * Sq * Sk);
-    }
-  }
-  if (absl::Status status = SoftmaxRows(probs, B * H * Sq, Sk); !status.ok()) return status;
-
-  // oneDNN's softmax of an all −inf row is NaN; such rows attend to nothing.
-  if (masked) {
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t i = 0; i < Sq; ++i) {
-        if (VisibleKeyCount(shape, options, b, i) > 0) continue;
-        for (int64_t h = 0; h < H; ++h) {
-          float* row = probs + ((b * H + h) * Sq + i) * Sk;
-          std::fill(row, row + Sk, 0.0f);
-        }
-      }
-    }
-  }
-  return ProbsTimesValues(probs, v, B, Hkv, rows, Sk, hd, out);
+  return MaterialisedAttention(shape, options, q, k, v, out, probs);
 }
 
 absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions& options,

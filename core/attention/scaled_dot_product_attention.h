@@ -4,61 +4,11 @@
 #define ATTNSERVE_CORE_ATTENTION_SCALED_DOT_PRODUCT_ATTENTION_H_
 
 #include <cstdint>
-#include <functional>
-#include <optional>
-#include <vector>
 
 #include "absl/status/status.h"
-#include "core/kernels/onednn_ops.h"
-#include "core/encodings/position_table_cache.h"
-#include "core/encodings/positional_encoding.h"
+#include "core/attention/sdpa_options.h"
 
 namespace attnserve {
-
-struct SdpaShape {
-  int64_t batch = 1;         // B
-  int64_t num_heads = 1;     // H, query heads
-  int64_t num_kv_heads = 1;  // Hkv; divides H. Query head h uses kv head h / (H / Hkv).
-  int64_t q_len = 1;         // Sq
-  int64_t kv_len = 1;        // Sk
-  int64_t head_dim = 1;      // hd
-};
-
-struct SdpaOptions {
-  // Bottom-right aligned causal mask: query i sees keys j <= i + Sk − Sq.
-  bool causal = false;
-  // Valid keys per batch element (keys j >= key_lengths[b] are masked); empty = all Sk keys.
-  std::vector<int64_t> key_lengths;
-  // Score multiplier; unset = 1/sqrt(head_dim), or 1 with a T5 bias (T5 folds the scale into
-  // its weights).
-  std::optional<float> scale;
-  // Position-dependent attention: RoPE rotates q and k; ALiBi and T5 add a score bias; CoPE adds
-  // contextual position logits. Additive kinds (sinusoidal, learned) belong to embeddings and are
-  // rejected here; none = plain attention.
-  PositionalEncoding encoding;
-  // Positions of the tokens, required unless encoding is none: q_positions [B·Sq],
-  // k_positions [B·Sk], each >= 0.
-  std::vector<int64_t> q_positions;
-  std::vector<int64_t> k_positions;
-  // Matrix products in f32, or with bf16 operands and f32 accumulation.
-  ComputeType compute = ComputeType::kFloat32;
-  // Caches RoPE's cos/sin tables across calls (thread-safe); unset = a table per call.
-  PositionTableCache* tables = nullptr;
-  // Polled between tiles, from any compute thread but never by two at once; when it returns
-  // true the computation stops with CANCELLED. Unset = never cancelled.
-  std::function<bool()> is_cancelled;
-};
-
-// Keys [0, VisibleKeyCount) are visible to query row i of batch element b (causal bottom-right
-// alignment and key_lengths applied); 0 means the row attends to nothing.
-int64_t VisibleKeyCount(const SdpaShape& shape, const SdpaOptions& options, int64_t b, int64_t i);
-
-// options.scale, else 1 for a T5 bias, else 1/sqrt(head_dim).
-float EffectiveScale(const SdpaShape& shape, const SdpaOptions& options);
-
-// Checks shape (every dim >= 1, H % Hkv == 0) and options (key_lengths size B, values in [0, Sk],
-// scale finite, encoding valid for the head shape, positions present). Messages name the field.
-absl::Status ValidateSdpa(const SdpaShape& shape, const SdpaOptions& options);
 
 // out = softmax(q'·k'ᵀ·scale + bias + mask [+ CoPE])·v per head (q', k' rotated for RoPE).
 //   q: [B, H, Sq, hd]; k, v: [B, Hkv, Sk, hd]; out: [B, H, Sq, hd]

@@ -2,6 +2,8 @@
 #ifndef ATTNSERVE_CORE_BASE_FIELD_STATUS_H_
 #define ATTNSERVE_CORE_BASE_FIELD_STATUS_H_
 
+#include <cstdint>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -13,6 +15,12 @@ namespace attnserve {
 inline absl::Status WithFieldPrefix(const absl::Status& status, absl::string_view prefix) {
   if (status.ok()) return status;
   return absl::Status(status.code(), absl::StrCat(prefix, ".", status.message()));
+}
+
+// OK when value >= minimum; else INVALID_ARGUMENT "<field>=<value> must be >= <minimum>".
+inline absl::Status CheckAtLeast(absl::string_view field, int64_t value, int64_t minimum) {
+  if (value >= minimum) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(field, "=", value, " must be >= ", minimum));
 }
 
 }  // namespace attnserve

@@ -5,7 +5,8 @@
 #include <limits>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
+#include "core/base/field_status.h"
+#include "core/encodings/learned_table.h"
 
 namespace attnserve {
 namespace {
@@ -20,32 +21,14 @@ double Sigmoid(double x) {
 }  // namespace
 
 absl::Status ValidateCopeParams(const CopeParams& params) {
-  if (params.npos_max < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cope.npos_max=", params.npos_max, " must be >= 1"));
-  }
-  return absl::OkStatus();
+  return CheckAtLeast("cope.npos_max", params.npos_max, 1);
 }
 
 absl::Status ValidateCope(const CopeParams& params, int64_t head_dim) {
-  if (head_dim < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("head_dim=", head_dim, " must be >= 1"));
-  }
-  if (absl::Status status = ValidateCopeParams(params); !status.ok()) return status;
-  if (params.pos_emb == nullptr) {
-    return absl::InvalidArgumentError(
-        "cope.pos_emb is missing; must hold npos_max·head_dim values");
-  }
-  if (params.npos_max > std::numeric_limits<int64_t>::max() / head_dim) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cope.npos_max=", params.npos_max, " times head_dim=", head_dim, " overflows int64"));
-  }
-  if (static_cast<int64_t>(params.pos_emb->size()) != params.npos_max * head_dim) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cope.pos_emb has ", params.pos_emb->size(),
-                     " values; must be npos_max·head_dim=", params.npos_max * head_dim));
-  }
-  return absl::OkStatus();
+  if (absl::Status s = CheckAtLeast("head_dim", head_dim, 1); !s.ok()) return s;
+  if (absl::Status s = ValidateCopeParams(params); !s.ok()) return s;
+  return CheckLearnedTable("cope", "pos_emb", params.pos_emb.get(), "npos_max", params.npos_max,
+                           "head_dim", head_dim);
 }
 
 void AddCopeLogits(const CopeParams& params, const float* q, int64_t q_len, int64_t kv_len,

@@ -3,9 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "core/base/field_status.h"
+#include "core/encodings/learned_table.h"
 
 namespace attnserve {
 namespace {
@@ -19,10 +20,7 @@ int64_t MaxExact(int64_t num_buckets, bool bidirectional) {
 }  // namespace
 
 absl::Status ValidateT5BiasParams(const T5BiasParams& params) {
-  if (params.num_buckets < 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("t5.num_buckets=", params.num_buckets, " must be >= 2"));
-  }
+  if (absl::Status s = CheckAtLeast("t5.num_buckets", params.num_buckets, 2); !s.ok()) return s;
   if (params.bidirectional && (params.num_buckets % 2 != 0 || params.num_buckets < 4)) {
     // Each direction gets num_buckets / 2 buckets, of which num_buckets / 4 are exact; with fewer
     // than 4 there is no exact bucket and HF's formula divides 0 by 0.
@@ -40,24 +38,10 @@ absl::Status ValidateT5BiasParams(const T5BiasParams& params) {
 }
 
 absl::Status ValidateT5Bias(const T5BiasParams& params, int64_t num_heads) {
-  if (num_heads < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("num_heads=", num_heads, " must be >= 1"));
-  }
-  if (absl::Status status = ValidateT5BiasParams(params); !status.ok()) return status;
-  if (params.table == nullptr) {
-    return absl::InvalidArgumentError(
-        "t5.table is missing; must hold num_buckets·num_heads values");
-  }
-  if (params.num_buckets > std::numeric_limits<int64_t>::max() / num_heads) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "t5.num_buckets=", params.num_buckets, " times num_heads=", num_heads, " overflows int64"));
-  }
-  if (static_cast<int64_t>(params.table->size()) != params.num_buckets * num_heads) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("t5.table has ", params.table->size(),
-                     " values; must be num_buckets·num_heads=", params.num_buckets * num_heads));
-  }
-  return absl::OkStatus();
+  if (absl::Status s = CheckAtLeast("num_heads", num_heads, 1); !s.ok()) return s;
+  if (absl::Status s = ValidateT5BiasParams(params); !s.ok()) return s;
+  return CheckLearnedTable("t5", "table", params.table.get(), "num_buckets", params.num_buckets,
+                           "num_heads", num_heads);
 }
 
 int64_t T5RelativeBucket(int64_t relative_position, bool bidirectional, int64_t num_buckets,

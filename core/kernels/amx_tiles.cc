@@ -165,22 +165,22 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void PackValues(
 
 }  // namespace
 
-void AmxPackKeys(const float* k, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
+// Forwarders without the target attribute the header's declarations lack (with it, GCC would
+// take the definitions for other versions of the functions).
+template <typename T>
+void AmxPackKeys(const T* k, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
                  uint16_t* packed) {
   PackKeys(k, keys, hd, key_begin, key_end, packed);
 }
-void AmxPackKeys(const uint16_t* k, int64_t keys, int64_t hd, int64_t key_begin,
-                 int64_t key_end, uint16_t* packed) {
-  PackKeys(k, keys, hd, key_begin, key_end, packed);
-}
-void AmxPackValues(const float* v, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
+template <typename T>
+void AmxPackValues(const T* v, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
                    uint16_t* packed) {
   PackValues(v, keys, hd, key_begin, key_end, packed);
 }
-void AmxPackValues(const uint16_t* v, int64_t keys, int64_t hd, int64_t key_begin,
-                   int64_t key_end, uint16_t* packed) {
-  PackValues(v, keys, hd, key_begin, key_end, packed);
-}
+template void AmxPackKeys(const float*, int64_t, int64_t, int64_t, int64_t, uint16_t*);
+template void AmxPackKeys(const uint16_t*, int64_t, int64_t, int64_t, int64_t, uint16_t*);
+template void AmxPackValues(const float*, int64_t, int64_t, int64_t, int64_t, uint16_t*);
+template void AmxPackValues(const uint16_t*, int64_t, int64_t, int64_t, int64_t, uint16_t*);
 
 __attribute__((target("amx-tile"))) void AmxConfigure() {
   TileConfig config;

@@ -1,4 +1,4 @@
-// bf16 tile products on Intel AMX for the tiled attention (core/attention/flash_attention.cc).
+// bf16 tile products on Intel AMX for the tiled attention (core/attention/flash_attention_amx.cc).
 //
 // Why not oneDNN: with head_dim 64 the score product Q·Kᵀ does 64 multiply-adds per f32 output,
 // and oneDNN 2.6's AMX matmul spends ~1 cycle writing each output (measured ~370 GFLOP/s on one
@@ -35,14 +35,13 @@ constexpr int64_t AmxPackedSize(int64_t keys, int64_t hd) { return PadTo32(keys)
 // tiles of keys [key_begin, key_end) (key_begin a multiple of 32; key_end is clipped to
 // pad32(keys)), so that threads can pack parts of one head. Packing every part writes every
 // element of the AmxPackedSize(keys, hd) output. Need AVX512-BF16 (which AMX-BF16 CPUs have).
-void AmxPackKeys(const float* k, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
+// T is float or uint16_t.
+template <typename T>
+void AmxPackKeys(const T* k, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
                  uint16_t* packed);
-void AmxPackKeys(const uint16_t* k, int64_t keys, int64_t hd, int64_t key_begin,
-                 int64_t key_end, uint16_t* packed);
-void AmxPackValues(const float* v, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
+template <typename T>
+void AmxPackValues(const T* v, int64_t keys, int64_t hd, int64_t key_begin, int64_t key_end,
                    uint16_t* packed);
-void AmxPackValues(const uint16_t* v, int64_t keys, int64_t hd, int64_t key_begin,
-                   int64_t key_end, uint16_t* packed);
 
 // Loads this thread's tile configuration (eight 16×64-byte tiles); call before the products on
 // each thread, and AmxRelease when done.

@@ -9,7 +9,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/kernels/softmax_kernels.h"
+#include "core/kernels/bfloat16_rows.h"
+#include "core/kernels/onednn_primitives.h"
 #include "dnnl.hpp"
 
 namespace attnserve {
@@ -20,11 +21,6 @@ using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
 std::atomic<int> g_compute_threads{0};
-
-const dnnl::engine& CpuEngine() {
-  static const dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
-  return *engine;
-}
 
 memory Wrap(const memory::desc& md, const void* data) {
   return memory(md, CpuEngine(), const_cast<void*>(data));
@@ -45,6 +41,22 @@ absl::Status RunPrimitives(const char* op, Body body) {
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(op, ": ", e.what()));
   }
+}
+
+// *x_mem and *w_mem (f32) as the bf16 operands `matmul` takes, rounded to nearest even by oneDNN
+// reorders; W from w_bf16 instead when given (W already rounded).
+void RoundOperands(dnnl::stream& stream, const MatmulPrimitive& matmul, const uint16_t* w_bf16,
+                   memory* x_mem, memory* w_mem) {
+  memory x_rounded(matmul.src, CpuEngine());
+  dnnl::reorder(*x_mem, x_rounded).execute(stream, *x_mem, x_rounded);
+  *x_mem = x_rounded;
+  if (w_bf16 != nullptr) {
+    *w_mem = Wrap(matmul.weights, w_bf16);
+    return;
+  }
+  memory w_rounded(matmul.weights, CpuEngine());
+  dnnl::reorder(*w_mem, w_rounded).execute(stream, *w_mem, w_rounded);
+  *w_mem = w_rounded;
 }
 
 }  // namespace
@@ -107,32 +119,18 @@ absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const 
     return Linear(x_rounded.data(), m, k, w_rounded.data(), b, n, y);
   }
   return RunPrimitives("linear", [&](dnnl::stream& stream) {
-    const dt operand = compute == ComputeType::kBfloat16 ? dt::bf16 : dt::f32;
-    const memory::desc x_md({m, k}, dt::f32, tag::ab);
-    const memory::desc w_md({k, n}, dt::f32, tag::ba);  // W [N,K] row-major seen as Wᵀ [K,N]
-    const memory::desc y_md({m, n}, dt::f32, tag::ab);
-    const memory::desc b_md = b != nullptr ? memory::desc({1, n}, dt::f32, tag::ab) : memory::desc();
-    memory x_mem = Wrap(x_md, x), w_mem = Wrap(w_md, w);
-    if (operand != dt::f32) {
-      // bf16 copies of the operands (round to nearest even), made by oneDNN reorders.
-      memory x_rounded({{m, k}, operand, tag::ab}, CpuEngine());
-      dnnl::reorder(x_mem, x_rounded).execute(stream, x_mem, x_rounded);
-      x_mem = x_rounded;
-      const memory::desc w_rounded_md({k, n}, operand, tag::ba);
-      if (w_bf16 != nullptr) {
-        w_mem = Wrap(w_rounded_md, w_bf16);
-      } else {
-        memory w_rounded(w_rounded_md, CpuEngine());
-        dnnl::reorder(w_mem, w_rounded).execute(stream, w_mem, w_rounded);
-        w_mem = w_rounded;
-      }
-    }
-    const dnnl::matmul::primitive_desc pd(
-        dnnl::matmul::desc(x_mem.get_desc(), w_mem.get_desc(), b_md, y_md), CpuEngine());
+    MatmulShape shape(m, n, k);
+    shape.operand = compute == ComputeType::kBfloat16 ? dt::bf16 : dt::f32;
+    shape.weights_transposed = true;  // W [N,K] row-major seen as Wᵀ [K,N]
+    shape.bias = b != nullptr;
+    const MatmulPrimitive& matmul = ThreadMatmul(shape);
+    memory x_mem = Wrap(memory::desc({m, k}, dt::f32, tag::ab), x);
+    memory w_mem = Wrap(memory::desc({k, n}, dt::f32, tag::ba), w);
+    if (shape.operand != dt::f32) RoundOperands(stream, matmul, w_bf16, &x_mem, &w_mem);
     std::unordered_map<int, memory> args = {
-        {DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, Wrap(y_md, y)}};
-    if (b != nullptr) args.emplace(DNNL_ARG_BIAS, Wrap(b_md, b));
-    dnnl::matmul(pd).execute(stream, args);
+        {DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, Wrap(matmul.dst, y)}};
+    if (b != nullptr) args.emplace(DNNL_ARG_BIAS, Wrap(matmul.bias, b));
+    matmul.primitive.execute(stream, args);
   });
 }
 
@@ -141,44 +139,31 @@ absl::Status LinearToHeads(const float* x, int64_t batch, int64_t seq, int64_t k
                            ComputeType compute, const uint16_t* w_bf16) {
   bool batched = false;
   absl::Status status = RunPrimitives("linear_to_heads", [&](dnnl::stream& stream) {
-    const dt operand = compute == ComputeType::kBfloat16 ? dt::bf16 : dt::f32;
     // x [B, 1, S, K] broadcast over the heads; W seen as [1, H, K, hd]: element (h, i, c) is
     // W[h·hd + c][i]; dst [B, H, S, hd].
-    const memory::dims w_dims = {1, heads, k, hd};
-    const memory::dims w_strides = {heads * hd * k, hd * k, 1, k};
-    const memory::desc dst_md({batch, heads, seq, hd}, dt::f32, tag::abcd);
+    MatmulShape shape(seq, hd, k);
+    shape.src_batch = {batch, 1};
+    shape.weights_batch = {1, heads};
+    shape.operand = compute == ComputeType::kBfloat16 ? dt::bf16 : dt::f32;
+    shape.weights_transposed = true;
     // Without a bf16 matmul (CPUs without AVX-512) the 2D product below emulates one. oneDNN may
     // also have no implementation of this form, or only its reference one (as it had for a
     // [1, H, 1, hd] bias: ~1000× slower than its GEMM): then the 2D product does it too.
-    if (operand == dt::bf16 && !OneDnnHasBfloat16Matmul()) return;
-    dnnl::matmul::primitive_desc pd;
+    if (shape.operand == dt::bf16 && !OneDnnHasBfloat16Matmul()) return;
+    const MatmulPrimitive* matmul;
     try {
-      pd = dnnl::matmul::primitive_desc(
-          dnnl::matmul::desc(memory::desc({batch, 1, seq, k}, operand, tag::abcd),
-                             memory::desc(w_dims, operand, w_strides), dst_md),
-          CpuEngine());
+      matmul = &ThreadMatmul(shape);
     } catch (const dnnl::error&) {
       return;
     }
-    if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return;
+    if (matmul->reference) return;
     batched = true;
     memory x_mem = Wrap(memory::desc({batch, 1, seq, k}, dt::f32, tag::abcd), x);
-    memory w_mem = Wrap(memory::desc(w_dims, dt::f32, w_strides), w);
-    if (operand != dt::f32) {
-      memory x_rounded(pd.src_desc(), CpuEngine());
-      dnnl::reorder(x_mem, x_rounded).execute(stream, x_mem, x_rounded);
-      x_mem = x_rounded;
-      if (w_bf16 != nullptr) {
-        w_mem = Wrap(pd.weights_desc(), w_bf16);
-      } else {
-        memory w_rounded(pd.weights_desc(), CpuEngine());
-        dnnl::reorder(w_mem, w_rounded).execute(stream, w_mem, w_rounded);
-        w_mem = w_rounded;
-      }
-    }
-    dnnl::matmul(pd).execute(stream, {{DNNL_ARG_SRC, x_mem},
-                                      {DNNL_ARG_WEIGHTS, w_mem},
-                                      {DNNL_ARG_DST, Wrap(dst_md, head_major)}});
+    memory w_mem = Wrap(memory::desc({1, heads, k, hd}, dt::f32, tag::abdc), w);
+    if (shape.operand != dt::f32) RoundOperands(stream, *matmul, w_bf16, &x_mem, &w_mem);
+    matmul->primitive.execute(stream, {{DNNL_ARG_SRC, x_mem},
+                                       {DNNL_ARG_WEIGHTS, w_mem},
+                                       {DNNL_ARG_DST, Wrap(matmul->dst, head_major)}});
   });
   if (!status.ok()) return status;
   if (!batched) {
@@ -218,30 +203,22 @@ absl::Status AttentionScores(const float* q, const float* k, const float* bias,
                              int64_t bias_heads, int64_t b, int64_t hkv, int64_t rows, int64_t sk,
                              int64_t hd, float scale, float* scores) {
   return RunPrimitives("attention_scores", [&](dnnl::stream& stream) {
-    const memory::desc q_md({b, hkv, rows, hd}, dt::f32, tag::abcd);
-    // K [B,Hkv,Sk,hd] row-major seen as Kᵀ [B,Hkv,hd,Sk].
-    const memory::desc kt_md({b, hkv, hd, sk}, dt::f32, tag::abdc);
-    const memory::desc s_md({b, hkv, rows, sk}, dt::f32, tag::abcd);
-    // [B,1,R,Sk] and [B,Hkv,R,Sk] keep the brgemm kernel; [1,H,R,Sk] would fall back to ref.
-    const memory::desc bias_md({b, bias_heads, rows, sk}, dt::f32, tag::abcd);
-
-    // scores = Q·Kᵀ·scale + bias (output scales apply before post-ops).
-    dnnl::primitive_attr attr;
-    attr.set_output_scales(0, {scale});
+    // scores [B,Hkv,R,Sk] = Q [B,Hkv,R,hd] · Kᵀ (K [B,Hkv,Sk,hd] row-major seen as Kᵀ) · scale
+    // + bias. A bias [B,1,R,Sk] or [B,Hkv,R,Sk] keeps the brgemm kernel; [1,H,R,Sk] would fall
+    // back to ref.
+    MatmulShape shape(rows, sk, hd);
+    shape.src_batch = shape.weights_batch = {b, hkv};
+    shape.weights_transposed = true;
+    shape.output_scale = scale;
+    if (bias != nullptr) shape.addend_heads = bias_heads;
+    const MatmulPrimitive& matmul = ThreadMatmul(shape);
+    std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, Wrap(matmul.src, q)},
+                                            {DNNL_ARG_WEIGHTS, Wrap(matmul.weights, k)},
+                                            {DNNL_ARG_DST, Wrap(matmul.dst, scores)}};
     if (bias != nullptr) {
-      dnnl::post_ops ops;
-      ops.append_binary(dnnl::algorithm::binary_add, bias_md);
-      attr.set_post_ops(ops);
+      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, Wrap(matmul.addend, bias));
     }
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(q_md, kt_md, s_md), attr,
-                                          CpuEngine());
-    std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, Wrap(q_md, q)},
-                                            {DNNL_ARG_WEIGHTS, Wrap(kt_md, k)},
-                                            {DNNL_ARG_DST, Wrap(s_md, scores)}};
-    if (bias != nullptr) {
-      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, Wrap(bias_md, bias));
-    }
-    dnnl::matmul(pd).execute(stream, args);
+    matmul.primitive.execute(stream, args);
   });
 }
 
@@ -258,13 +235,13 @@ absl::Status SoftmaxRows(float* data, int64_t rows, int64_t cols) {
 absl::Status ProbsTimesValues(const float* probs, const float* v, int64_t b, int64_t hkv,
                               int64_t rows, int64_t sk, int64_t hd, float* out) {
   return RunPrimitives("attention_values", [&](dnnl::stream& stream) {
-    const memory::desc p_md({b, hkv, rows, sk}, dt::f32, tag::abcd);
-    const memory::desc v_md({b, hkv, sk, hd}, dt::f32, tag::abcd);
-    const memory::desc o_md({b, hkv, rows, hd}, dt::f32, tag::abcd);
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p_md, v_md, o_md), CpuEngine());
-    dnnl::matmul(pd).execute(stream, {{DNNL_ARG_SRC, Wrap(p_md, probs)},
-                                      {DNNL_ARG_WEIGHTS, Wrap(v_md, v)},
-                                      {DNNL_ARG_DST, Wrap(o_md, out)}});
+    // out [B,Hkv,R,hd] = P [B,Hkv,R,Sk] · V [B,Hkv,Sk,hd]
+    MatmulShape shape(rows, hd, sk);
+    shape.src_batch = shape.weights_batch = {b, hkv};
+    const MatmulPrimitive& matmul = ThreadMatmul(shape);
+    matmul.primitive.execute(stream, {{DNNL_ARG_SRC, Wrap(matmul.src, probs)},
+                                      {DNNL_ARG_WEIGHTS, Wrap(matmul.weights, v)},
+                                      {DNNL_ARG_DST, Wrap(matmul.dst, out)}});
   });
 }
 

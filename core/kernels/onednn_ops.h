@@ -1,7 +1,7 @@
-// Thin wrappers over oneDNN 2.6 primitives used by the attention core. Each call builds its
-// primitive descriptor for the exact shape; oneDNN's primitive cache makes repeated shapes cheap
-// (runtime dims would fall back from the brgemm kernels to gemm:jit). All buffers are row-major
-// f32 owned by the caller.
+// Thin wrappers over oneDNN 2.6 primitives used by the attention core, built for the exact
+// shape (runtime dims would fall back from the brgemm kernels to gemm:jit): the matmuls once per
+// shape and thread (core/kernels/onednn_primitives.h), the reorders and the softmax per call
+// through oneDNN's own primitive cache. All buffers are row-major f32 owned by the caller.
 #ifndef ATTNSERVE_CORE_KERNELS_ONEDNN_OPS_H_
 #define ATTNSERVE_CORE_KERNELS_ONEDNN_OPS_H_
 
@@ -9,12 +9,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "core/kernels/compute_type.h"
 
 namespace attnserve {
-
-// Arithmetic of matrix products: f32 throughout, or bf16 operands (AVX512-BF16 / AMX where the
-// CPU has them) with f32 accumulation. Softmax, biases and outputs stay f32 either way.
-enum class ComputeType { kFloat32, kBfloat16 };
 
 // Sets the number of OpenMP threads oneDNN uses from now on, on every thread that computes.
 // 0 = OpenMP's default (all cores, or OMP_NUM_THREADS).

@@ -8,7 +8,9 @@
 #include <limits>
 
 #include "core/kernels/bfloat16.h"
+#include "core/kernels/cpu_features.h"
 #include "core/kernels/target_clones.h"
+#include "core/kernels/vector_lanes.h"
 
 // GCC 12's AVX-512 headers build "undefined" vectors as self-initialised variables (`__m512 __Y =
 // __Y;`, GCC bug 105593), which -Wuninitialized reports wherever the intrinsics are inlined.
@@ -22,13 +24,6 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLog2eLow = 1.9259629911266175e-08f;  // log2 e − kLog2e
 constexpr float kLaneSumLimit = 16777216.0f;            // 2^24, ExpShiftedToBfloat16Lanes
-
-// Sixteen lanes as GCC vector types: the compiler emits one 512-bit (or two 256-bit) operation
-// per step, which its auto-vectoriser would not do for a max reduction without fast-math.
-typedef float Float16 __attribute__((vector_size(64)));
-typedef int32_t Int32x16 __attribute__((vector_size(64)));
-typedef uint32_t Uint32x16 __attribute__((vector_size(64)));
-typedef uint16_t Uint16x16 __attribute__((vector_size(32)));
 
 // 2^f as polynomials in f, coefficients fitted here for the least maximum relative error
 // (checked in f32 over 2·10^5 points of the interval). For f32 results, degree 5 on
@@ -85,12 +80,6 @@ __attribute__((target("avx512f"), always_inline)) inline __m512 RoundToInteger(_
   return _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-// Lanes [0, remaining) of a 16-lane step.
-__attribute__((target("avx512f"), always_inline)) inline __mmask16 TailMask(int64_t remaining) {
-  return remaining >= 16 ? static_cast<__mmask16>(0xffff)
-                         : static_cast<__mmask16>((1u << remaining) - 1u);
-}
-
 }  // namespace
 
 float ExpNonPositive(float x) {
@@ -117,19 +106,18 @@ float ExpNonPositive(float x) {
 }
 
 ATTNSERVE_TARGET_CLONES float RowMax(const float* row, int64_t n) {
-  Float16 lanes;
-  for (int l = 0; l < 16; ++l) lanes[l] = kNegInf;
+  Float32x16 lanes = Float32x16{} + kNegInf;  // −inf in every lane
   int64_t c = 0;
   for (; c + 16 <= n; c += 16) {
-    Float16 x;
+    Float32x16 x;
     std::memcpy(&x, row + c, sizeof(x));
     lanes = x > lanes ? x : lanes;
   }
   // Lanes folded in halves, four shuffles instead of sixteen dependent compares: for the 16
   // scores that start a bf16 row (Bfloat16Probabilities), the reduction is most of the cost.
   // (__builtin_shufflevector: GCC 12 and clang both have it.)
-  Float16 other = __builtin_shufflevector(lanes, lanes, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3,
-                                          4, 5, 6, 7);
+  Float32x16 other = __builtin_shufflevector(lanes, lanes, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2,
+                                             3, 4, 5, 6, 7);
   lanes = other > lanes ? other : lanes;
   other = __builtin_shufflevector(lanes, lanes, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10,
                                   11);
@@ -161,12 +149,11 @@ ATTNSERVE_TARGET_CLONES float ExpShiftedSumPortable(float* row, int64_t n, float
 ATTNSERVE_TARGET_CLONES float ExpShiftedSumToBfloat16Portable(const float* row, int64_t n,
                                                               float scale, float shift,
                                                               uint16_t* out, float* row_max) {
-  Float16 sums = {};
-  Float16 maxima;
-  for (int l = 0; l < 16; ++l) maxima[l] = kNegInf;
+  Float32x16 sums = {};
+  Float32x16 maxima = Float32x16{} + kNegInf;
   int64_t c = 0;
   for (; c + 16 <= n; c += 16) {
-    Float16 x;
+    Float32x16 x;
     std::memcpy(&x, row + c, sizeof(x));
     maxima = x > maxima ? x : maxima;
     x = x * scale - shift;
@@ -177,18 +164,18 @@ ATTNSERVE_TARGET_CLONES float ExpShiftedSumToBfloat16Portable(const float* row, 
     x = underflow | nan ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;  // keeps the integer exponent defined
     // n = round(x·log2 e) by the 1.5·2^23 trick; r = x − n·ln 2 in two parts.
-    const Float16 k = (x * kLog2e + 12582912.0f) - 12582912.0f;
-    const Float16 r = x - k * 0.693145751953125f - k * 1.428606765330187e-06f;
-    Float16 p = r * (1.0f / 120.0f) + 1.0f / 24.0f;
+    const Float32x16 k = (x * kLog2e + 12582912.0f) - 12582912.0f;
+    const Float32x16 r = x - k * 0.693145751953125f - k * 1.428606765330187e-06f;
+    Float32x16 p = r * (1.0f / 120.0f) + 1.0f / 24.0f;
     p = p * r + 1.0f / 6.0f;
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
     const Uint32x16 exponent =
         __builtin_convertvector(__builtin_convertvector(k, Int32x16) + 127, Uint32x16) << 23;
-    Float16 two_k;
+    Float32x16 two_k;
     std::memcpy(&two_k, &exponent, sizeof(two_k));
-    Float16 e = p * two_k;
+    Float32x16 e = p * two_k;
     e = underflow ? 0.0f : e;
     e = nan ? std::numeric_limits<float>::quiet_NaN() : e;
     sums += e;
@@ -306,20 +293,6 @@ ExpShiftedToBfloat16Lanes(const float* row, int64_t n, float scale, float shift,
   return ExpShiftedLanes<false>(row, n, scale, shift, AlibiTerm{}, out, lane_sums);
 }
 
-bool CpuHasAvx512() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
-
-bool CpuHasAvx512Bf16() {
-  static const bool has = __builtin_cpu_supports("avx512f") &&
-                          __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl") &&
-                          __builtin_cpu_supports("avx512dq") &&
-                          __builtin_cpu_supports("avx512bf16");
-  return has;
-}
-
 float ExpShiftedSum(float* row, int64_t n, float max) {
   return CpuHasAvx512() ? ExpShiftedSumAvx512(row, n, max) : ExpShiftedSumPortable(row, n, max);
 }
@@ -339,66 +312,6 @@ ATTNSERVE_TARGET_CLONES void ScaleRow(float* row, int64_t n, float factor) {
 ATTNSERVE_TARGET_CLONES void ScaleRowInto(const float* row, int64_t n, float factor, float* out) {
 #pragma omp simd
   for (int64_t c = 0; c < n; ++c) out[c] = row[c] * factor;
-}
-
-ATTNSERVE_TARGET_CLONES void ScaleRowIntoBfloat16Portable(const float* row, int64_t n,
-                                                          float factor, uint16_t* out) {
-  int64_t c = 0;
-  for (; c + 16 <= n; c += 16) {
-    Float16 x;
-    std::memcpy(&x, row + c, sizeof(x));
-    x *= factor;
-    Uint32x16 bits;
-    std::memcpy(&bits, &x, sizeof(bits));
-    const Uint32x16 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-    const Uint32x16 quiet_nan = (bits >> 16) | 0x0040u;
-    const Uint32x16 result = (bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded;
-    const Uint16x16 narrow = __builtin_convertvector(result, Uint16x16);
-    std::memcpy(out + c, &narrow, sizeof(narrow));
-  }
-  for (; c < n; ++c) out[c] = FloatToBfloat16(row[c] * factor);
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void ScaleRowIntoBfloat16Avx512(
-    const float* row, int64_t n, float factor, uint16_t* out) {
-  const __m512 factor16 = _mm512_set1_ps(factor);
-  int64_t c = 0;
-  for (; c + 32 <= n; c += 32) {
-    const __m512 low = _mm512_mul_ps(_mm512_loadu_ps(row + c), factor16);
-    const __m512 high = _mm512_mul_ps(_mm512_loadu_ps(row + c + 16), factor16);
-    _mm512_storeu_si512(out + c, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(high, low)));
-  }
-  for (; c < n; c += 16) {
-    const __mmask16 lanes = TailMask(n - c);
-    const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, row + c), factor16);
-    _mm256_mask_storeu_epi16(out + c, lanes, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(x)));
-  }
-}
-
-void ScaleRowIntoBfloat16(const float* row, int64_t n, float factor, uint16_t* out) {
-  if (CpuHasAvx512Bf16()) {
-    ScaleRowIntoBfloat16Avx512(row, n, factor, out);
-  } else {
-    ScaleRowIntoBfloat16Portable(row, n, factor, out);
-  }
-}
-
-void ConvertToBfloat16Parallel(const float* values, int64_t count, uint16_t* out) {
-  constexpr int64_t kChunk = 1 << 14;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < count; i += kChunk) {
-    ScaleRowIntoBfloat16(values + i, std::min(kChunk, count - i), 1.0f, out + i);
-  }
-}
-
-void RoundToBfloat16Parallel(const float* values, int64_t count, float* out) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < count; ++i) out[i] = RoundToBfloat16(values[i]);
-}
-
-void WidenBfloat16Parallel(const uint16_t* bits, int64_t count, float* out) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < count; ++i) out[i] = Bfloat16ToFloat(bits[i]);
 }
 
 }  // namespace attnserve

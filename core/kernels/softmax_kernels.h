@@ -1,12 +1,15 @@
-// Row kernels of the online softmax in the tiled attention (core/attention/flash_attention.cc): the row
-// maximum, e^(score − max) with its sum, and the rescaling of accumulated rows. Each has a portable
-// version (compiled for AVX-512, AVX2 and baseline x86-64, chosen at load time) and, where the CPU
-// has AVX-512, a hand-vectorised one; the plain names pick the fastest the CPU runs. Both
-// versions are exposed so that tests can check each against a double-precision reference.
+// Row kernels of the online softmax in the tiled attention (core/attention/flash_attention*.cc):
+// the row maximum, e^(score − max) with its sum, and the rescaling of accumulated rows. Each has
+// a portable version (compiled for AVX-512, AVX2 and baseline x86-64, chosen at load time) and,
+// where the CPU has AVX-512, a hand-vectorised one; the plain names pick the fastest the CPU
+// runs. Both versions are exposed so that tests can check each against a double-precision
+// reference.
 #ifndef ATTNSERVE_CORE_KERNELS_SOFTMAX_KERNELS_H_
 #define ATTNSERVE_CORE_KERNELS_SOFTMAX_KERNELS_H_
 
 #include <cstdint>
+
+#include "core/kernels/alibi_term.h"
 
 namespace attnserve {
 
@@ -37,15 +40,6 @@ float ExpShiftedSumToBfloat16Avx512(const float* row, int64_t n, float scale, fl
                                     uint16_t* out,
                                     float* row_max);  // needs CpuHasAvx512Bf16()
 
-// ALiBi's bias of one score row, −slope·(q − k[c]) when causal, −slope·|q − k[c]| otherwise
-// (positions as floats, relative to any common origin).
-struct AlibiTerm {
-  float slope = 0.0f;
-  float q_position = 0.0f;
-  const float* k_positions = nullptr;  // [n], the row's keys
-  bool causal = false;
-};
-
 // The same exponentials for a row that arrives in chunks (the fused AMX attention): out[c] ←
 // bf16(e^(scale·row[c] + bias(c) − shift)) for c < n, bias the ALiBi term when `alibi` is set
 // (else 0), and their f32 values added to the row's running sum, kept as 16 partial sums in
@@ -59,33 +53,11 @@ bool ExpShiftedToBfloat16Lanes(const float* row, int64_t n, float scale, float s
                                uint16_t* out, float* lane_sums,
                                const AlibiTerm* alibi = nullptr);
 
-// Whether this CPU runs the *Avx512 versions above (AVX512F; for the bf16 ones also BW, VL, DQ
-// and AVX512_BF16).
-bool CpuHasAvx512();
-bool CpuHasAvx512Bf16();
-
 // row[c] *= factor for c < n.
 void ScaleRow(float* row, int64_t n, float factor);
 
 // out[c] = row[c] · factor for c < n (the final normalisation of an output row).
 void ScaleRowInto(const float* row, int64_t n, float factor, float* out);
-
-// out[c] = bf16(row[c] · factor) for c < n, rounded to nearest even, NaN kept a quiet NaN, as
-// FloatToBfloat16 — except that the AVX-512 version (vcvtneps2bf16) flushes subnormal inputs
-// and results to zero. factor 1 converts a row (the product is then exact).
-void ScaleRowIntoBfloat16(const float* row, int64_t n, float factor, uint16_t* out);
-void ScaleRowIntoBfloat16Portable(const float* row, int64_t n, float factor, uint16_t* out);
-void ScaleRowIntoBfloat16Avx512(const float* row, int64_t n, float factor,
-                                uint16_t* out);  // needs CpuHasAvx512Bf16()
-
-// out[i] = bf16(values[i]) for i < count as ScaleRowIntoBfloat16 (factor 1), in chunks over
-// OpenMP threads: whole tensors.
-void ConvertToBfloat16Parallel(const float* values, int64_t count, uint16_t* out);
-
-// out[i] = RoundToBfloat16(values[i]) (f32 holding the bf16 value, subnormals kept), and
-// out[i] = the f32 value of bf16 bits[i], for i < count, over OpenMP threads: whole tensors.
-void RoundToBfloat16Parallel(const float* values, int64_t count, float* out);
-void WidenBfloat16Parallel(const uint16_t* bits, int64_t count, float* out);
 
 }  // namespace attnserve
 

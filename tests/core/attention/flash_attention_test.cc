@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/attention/scaled_dot_product_attention.h"
+#include "core/attention/sdpa_options.h"
 #include "core/kernels/bfloat16.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

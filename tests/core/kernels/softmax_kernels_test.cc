@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "core/kernels/bfloat16.h"
+#include "core/kernels/bfloat16_rows.h"
+#include "core/kernels/cpu_features.h"
 #include "gtest/gtest.h"
 #include "tests/core/reference_attention.h"
 
