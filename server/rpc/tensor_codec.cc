@@ -78,6 +78,20 @@ absl::Status CheckDtype(const v1::Tensor& tensor, absl::string_view field,
                                                  " must be ", absl::StrJoin(names, " or ")));
 }
 
+// A tensor of `tensor`'s shape with room for its values, once its dtype is one of `allowed` and
+// its rank and byte size check out.
+template <class T>
+absl::StatusOr<DenseTensor<T>> SizedFor(const v1::Tensor& tensor, absl::string_view field,
+                                        int rank, absl::string_view dims,
+                                        std::initializer_list<v1::DataType> allowed) {
+  RETURN_IF_ERROR(CheckDtype(tensor, field, allowed));
+  ASSIGN_OR_RETURN(const int64_t count, CheckedElementCount(tensor, field, rank, dims));
+  DenseTensor<T> sized;
+  sized.shape.assign(tensor.shape().begin(), tensor.shape().end());
+  sized.values.resize(count);
+  return sized;
+}
+
 }  // namespace
 
 absl::StatusOr<ComputeType> ComputeTypeFromProto(int dtype) {
@@ -94,19 +108,14 @@ std::string DataTypeName(int dtype) {
 
 absl::StatusOr<FloatTensor> DecodeFloatTensor(const v1::Tensor& tensor, absl::string_view field,
                                               int rank, absl::string_view dims) {
-  if (absl::Status status = CheckDtype(tensor, field, {v1::FLOAT32, v1::BFLOAT16}); !status.ok()) {
-    return status;
-  }
-  absl::StatusOr<int64_t> count = CheckedElementCount(tensor, field, rank, dims);
-  if (!count.ok()) return count.status();
-  FloatTensor decoded;
-  decoded.shape.assign(tensor.shape().begin(), tensor.shape().end());
-  decoded.values.resize(*count);
+  ASSIGN_OR_RETURN(FloatTensor decoded,
+                   SizedFor<float>(tensor, field, rank, dims, {v1::FLOAT32, v1::BFLOAT16}));
+  const int64_t count = static_cast<int64_t>(decoded.values.size());
   const char* data = tensor.data().data();
   if (tensor.dtype() == v1::FLOAT32) {
-    std::memcpy(decoded.values.data(), data, *count * sizeof(float));
+    std::memcpy(decoded.values.data(), data, count * sizeof(float));
   } else {
-    for (int64_t i = 0; i < *count; ++i) {
+    for (int64_t i = 0; i < count; ++i) {
       uint16_t bits;
       std::memcpy(&bits, data + 2 * i, sizeof(bits));
       decoded.values[i] = Bfloat16ToFloat(bits);
@@ -118,15 +127,10 @@ absl::StatusOr<FloatTensor> DecodeFloatTensor(const v1::Tensor& tensor, absl::st
 absl::StatusOr<Bfloat16Tensor> DecodeBfloat16Tensor(const v1::Tensor& tensor,
                                                     absl::string_view field, int rank,
                                                     absl::string_view dims) {
-  if (absl::Status status = CheckDtype(tensor, field, {v1::BFLOAT16}); !status.ok()) {
-    return status;
-  }
-  absl::StatusOr<int64_t> count = CheckedElementCount(tensor, field, rank, dims);
-  if (!count.ok()) return count.status();
-  Bfloat16Tensor decoded;
-  decoded.shape.assign(tensor.shape().begin(), tensor.shape().end());
-  decoded.values.resize(*count);
-  std::memcpy(decoded.values.data(), tensor.data().data(), *count * sizeof(uint16_t));
+  ASSIGN_OR_RETURN(Bfloat16Tensor decoded,
+                   SizedFor<uint16_t>(tensor, field, rank, dims, {v1::BFLOAT16}));
+  std::memcpy(decoded.values.data(), tensor.data().data(),
+              decoded.values.size() * sizeof(uint16_t));
   return decoded;
 }
 
