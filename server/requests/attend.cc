@@ -8,18 +8,15 @@
 namespace attnserve {
 namespace {
 
-// The query's and the context's shapes against the model's width and each other.
-absl::Status CheckShapes(const AttendCall& call, int64_t d_model) {
-  if (call.query.shape[2] != d_model) {
-    return absl::InvalidArgumentError(absl::StrCat("query.shape[2]=", call.query.shape[2],
-                                                   " must equal d_model=", d_model));
-  }
-  if (!call.context.has_value()) return absl::OkStatus();
-  const std::vector<int64_t>& shape = call.context->shape;
-  if (shape[0] != call.query.shape[0]) {
+// The context's shape against the model's width and the query's batch.
+absl::Status CheckContext(const FloatTensor& query, const std::optional<FloatTensor>& context,
+                          int64_t d_model) {
+  if (!context.has_value()) return absl::OkStatus();
+  const std::vector<int64_t>& shape = context->shape;
+  if (shape[0] != query.shape[0]) {
     return absl::InvalidArgumentError(absl::StrCat("context.shape[0]=", shape[0],
                                                    " must equal query.shape[0]=",
-                                                   call.query.shape[0]));
+                                                   query.shape[0]));
   }
   if (shape[2] != d_model) {
     return absl::InvalidArgumentError(
@@ -33,13 +30,18 @@ absl::Status CheckShapes(const AttendCall& call, int64_t d_model) {
 absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& call,
                                    AttendResult* result) {
   const AttentionConfig& config = call.model->layer->config();
-  RETURN_IF_ERROR(CheckShapes(call, config.d_model));
+  if (call.query.shape[2] != config.d_model) {
+    return absl::InvalidArgumentError(absl::StrCat("query.shape[2]=", call.query.shape[2],
+                                                   " must equal d_model=", config.d_model));
+  }
+  ASSIGN_OR_RETURN(const std::optional<FloatTensor> kv_source, std::move(call.context));
+  RETURN_IF_ERROR(CheckContext(call.query, kv_source, config.d_model));
   const int64_t batch = call.query.shape[0], q_len = call.query.shape[1];
-  const int64_t kv_len = call.context.has_value() ? call.context->shape[1] : q_len;
+  const int64_t kv_len = kv_source.has_value() ? kv_source->shape[1] : q_len;
   ASSIGN_OR_RETURN(const ComputeType compute, call.compute);
   RETURN_IF_ERROR(CheckLimits(context.limits, batch, config.num_heads, q_len, kv_len,
                               "query.shape[1]",
-                              call.context.has_value() ? "context.shape[1]" : "query.shape[1]"));
+                              kv_source.has_value() ? "context.shape[1]" : "query.shape[1]"));
   result->attention.shape = {batch, config.num_heads, q_len, kv_len};
   if (call.return_attention) {
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
@@ -51,7 +53,7 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& ca
   inputs.query = call.query.values.data();
   inputs.batch = batch;
   inputs.q_len = q_len;
-  inputs.context = call.context.has_value() ? call.context->values.data() : nullptr;
+  inputs.context = kv_source.has_value() ? kv_source->values.data() : nullptr;
   inputs.kv_len = kv_len;
   inputs.positions = positions.data();
   inputs.causal = call.causal;

@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/kernels/onednn_ops.h"
-#include "server/models/model_registry.h"
+#include "server/models/loaded_model.h"
 #include "server/requests/request_context.h"
 #include "server/requests/tensors.h"
 
@@ -17,10 +17,12 @@ namespace attnserve {
 // The StatusOr fields hold what the front end converted, or why it could not, reported in its
 // turn among the checks (see EncodeCall).
 struct AttendCall {
-  const LoadedModel* model = nullptr;  // not null
+  const LoadedModel* model = nullptr;  // must be set
   FloatTensor query;                   // [batch, q_len, d_model]
-  std::optional<FloatTensor> context;  // [batch, kv_len, d_model]; absent: self-attention
-  absl::StatusOr<std::vector<int64_t>> positions;  // [batch·q_len], each in [0, kMaxPosition]
+  // [batch, kv_len, d_model]; absent: self-attention.
+  absl::StatusOr<std::optional<FloatTensor>> context = std::nullopt;
+  // [batch·q_len], each in [0, kMaxPosition].
+  absl::StatusOr<std::vector<int64_t>> positions = absl::InternalError("positions not resolved");
   bool causal = false;
   std::vector<int64_t> key_lengths;    // [batch] valid keys per element; empty: all
   absl::StatusOr<ComputeType> compute = ComputeType::kFloat32;

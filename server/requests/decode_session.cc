@@ -1,8 +1,8 @@
 #include "server/requests/decode_session.h"
 
 #include <algorithm>
+#include <utility>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 
@@ -11,7 +11,7 @@ namespace attnserve {
 bool KvCacheBudget::TryReserve(int64_t bytes) {
   if (bytes_.fetch_add(bytes) + bytes > max_bytes_) {
     bytes_ -= bytes;
-    if (metrics_ != nullptr) metrics_->RecordRejected("kv_cache_budget");
+    if (observers_.refused) observers_.refused();
     return false;
   }
   Observe();
@@ -31,7 +31,22 @@ void KvCacheBudget::CloseStream() {
 }
 
 void KvCacheBudget::Observe() const {
-  if (metrics_ != nullptr) metrics_->ObserveDecode(streams_.load(), bytes_.load());
+  if (observers_.changed) observers_.changed(streams_.load(), bytes_.load());
+}
+
+BudgetHold& BudgetHold::operator=(BudgetHold&& other) noexcept {
+  Release();
+  budget_ = std::exchange(other.budget_, nullptr);
+  session_bytes_ = std::exchange(other.session_bytes_, nullptr);
+  bytes_ = std::exchange(other.bytes_, 0);
+  return *this;
+}
+
+void BudgetHold::Release() {
+  if (budget_ == nullptr) return;
+  budget_->Release(bytes_);
+  *session_bytes_ -= bytes_;
+  budget_ = nullptr;
 }
 
 DecodeSession::DecodeSession(const LoadedModel& model, const ServiceLimits& limits,
@@ -49,16 +64,10 @@ DecodeSession::~DecodeSession() {
   budget_.CloseStream();
 }
 
-absl::Status DecodeSession::CheckStep(const RequestContext& context,
-                                      const DecodeStep& step) const {
+absl::Status DecodeSession::CheckStep(const RequestContext& context, const DecodeStep& step,
+                                      const FloatTensor& query) const {
   const AttentionConfig& config = model_.layer->config();
-  const std::string& name = model_.config.name();
-  if (!step.model.empty() && step.model != name) {
-    return absl::InvalidArgumentError(absl::StrCat("model=\"", step.model,
-                                                   "\" differs from the stream's model=\"", name,
-                                                   "\""));
-  }
-  const std::vector<int64_t>& shape = step.query.shape;
+  const std::vector<int64_t>& shape = query.shape;
   if (shape[0] != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("query.shape[0]=", shape[0], " must be 1 (one sequence per stream)"));
@@ -97,27 +106,29 @@ absl::Status DecodeSession::Reserve(int64_t total, int64_t transient) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<WorkDone> DecodeSession::Step(const RequestContext& context,
-                                             const DecodeStep& step, RunOnWorker run,
-                                             DecodeStepResult* result) {
-  RETURN_IF_ERROR(CheckStep(context, step));
+absl::StatusOr<WorkDone> DecodeSession::Step(const RequestContext& context, DecodeStep& step,
+                                             RunOnWorker run, DecodeStepResult* result) {
+  if (!step.model.empty() && step.model != model_name()) {
+    return absl::InvalidArgumentError(absl::StrCat("model=\"", step.model,
+                                                   "\" differs from the stream's model=\"",
+                                                   model_name(), "\""));
+  }
+  ASSIGN_OR_RETURN(const FloatTensor query, std::move(step.query));
+  RETURN_IF_ERROR(CheckStep(context, step, query));
   const AttentionConfig& config = model_.layer->config();
-  const int64_t n = step.query.shape[1];
+  const int64_t n = query.shape[1];
   const int64_t total = cache_.length + n;
   const int64_t transient = KvCache::Bytes(cache_.length, config.num_kv_heads, config.head_dim);
   RETURN_IF_ERROR(Reserve(total, transient));
-  // Whatever happens in the step, the transient copy is gone after it.
-  absl::Cleanup release_transient = [this, transient] {
-    budget_.Release(transient);
-    reserved_ -= transient;
-  };
+  // Whatever happens in the step, the transient copy is given back after it (result->transient).
+  result->transient = BudgetHold(&budget_, &reserved_, transient);
 
   DecodeInputs inputs;
-  inputs.query = step.query.values.data();
+  inputs.query = query.values.data();
   inputs.new_tokens = n;
   inputs.is_cancelled = context.is_cancelled;
   result->position = cache_.length;
-  result->output_shape = step.query.shape;
+  result->output_shape = query.shape;
   result->output.resize(n * config.d_model);
   result->attention.shape = {1, config.num_heads, n, total};
   if (step.return_attention) result->attention.values.resize(config.num_heads * n * total);

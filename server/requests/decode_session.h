@@ -5,14 +5,15 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "core/attention/multi_head_attention.h"
-#include "server/models/model_registry.h"
-#include "server/observability/metrics.h"
+#include "server/models/loaded_model.h"
 #include "server/requests/request_context.h"
 #include "server/requests/tensors.h"
 
@@ -22,9 +23,16 @@ namespace attnserve {
 // streams. Shared by every DecodeSession (thread-safe).
 class KvCacheBudget {
  public:
-  // `metrics` (may be null) sees the gauges and the budget's refusals; it must outlive this.
-  KvCacheBudget(int64_t max_bytes, ServerMetrics* metrics)
-      : max_bytes_(max_bytes), metrics_(metrics) {}
+  struct Observers {
+    // The open streams and the bytes held, after each change but a release.
+    std::function<void(int64_t streams, int64_t bytes)> changed;
+    // A reservation refused.
+    std::function<void()> refused;
+  };
+
+  // `observers` may be empty.
+  KvCacheBudget(int64_t max_bytes, Observers observers)
+      : max_bytes_(max_bytes), observers_(std::move(observers)) {}
 
   int64_t max_bytes() const { return max_bytes_; }
   // Adds `bytes` unless the total would pass max_bytes (then adds nothing: false).
@@ -37,19 +45,40 @@ class KvCacheBudget {
   void Observe() const;
 
   const int64_t max_bytes_;
-  ServerMetrics* const metrics_;  // may be null
+  const Observers observers_;
   std::atomic<int64_t> bytes_{0};
   std::atomic<int64_t> streams_{0};
 };
 
-// One message of a stream: the sequence's next tokens.
+// One message of a stream: the sequence's next tokens. `query` holds what the front end
+// decoded, or why it could not (reported after the model check, see EncodeCall).
 struct DecodeStep {
-  std::string model;  // empty, or the stream's model
-  FloatTensor query;  // [1, new_tokens, d_model]
+  std::string model;                  // empty, or the stream's model
+  absl::StatusOr<FloatTensor> query = absl::InternalError("query not decoded");  // [1, n, d]
   bool return_attention = false;
 };
 
+// Bytes of a KvCacheBudget held by a session until this is destroyed (move-only): a step's
+// transient copy of the old cache, which the front end keeps until the step's response is out.
+class BudgetHold {
+ public:
+  BudgetHold() = default;
+  BudgetHold(KvCacheBudget* budget, int64_t* session_bytes, int64_t bytes)
+      : budget_(budget), session_bytes_(session_bytes), bytes_(bytes) {}
+  BudgetHold(BudgetHold&& other) noexcept { *this = std::move(other); }
+  BudgetHold& operator=(BudgetHold&& other) noexcept;
+  ~BudgetHold() { Release(); }
+
+ private:
+  void Release();
+
+  KvCacheBudget* budget_ = nullptr;
+  int64_t* session_bytes_ = nullptr;  // the session's count of what it holds
+  int64_t bytes_ = 0;
+};
+
 struct DecodeStepResult {
+  BudgetHold transient;                  // given back when the result goes
   int64_t position = 0;                  // the first new token's position
   std::vector<int64_t> output_shape;     // the query's
   std::vector<float> output;             // [1, new_tokens, d_model]
@@ -73,12 +102,14 @@ class DecodeSession {
 
   // Checks the step (model, shape, the stream's positions, limits, response size), reserves the
   // cache's growth (RESOURCE_EXHAUSTED past the budget), then runs the layer through `run`.
-  // Positions continue the sequence; causal is implied.
-  absl::StatusOr<WorkDone> Step(const RequestContext& context, const DecodeStep& step,
+  // Positions continue the sequence; causal is implied. The step's transient reservation stays
+  // with `result` (result->transient), as long as the front end keeps it.
+  absl::StatusOr<WorkDone> Step(const RequestContext& context, DecodeStep& step,
                                 RunOnWorker run, DecodeStepResult* result);
 
  private:
-  absl::Status CheckStep(const RequestContext& context, const DecodeStep& step) const;
+  absl::Status CheckStep(const RequestContext& context, const DecodeStep& step,
+                         const FloatTensor& query) const;
   // Reserves what the step needs on top of what the session holds: the grown cache plus a
   // transient copy of the old one (the layer builds the new cache from it), released after
   // the step by the caller.

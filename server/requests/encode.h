@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/encodings/positional_encoding.h"
-#include "server/models/model_registry.h"
+#include "server/models/loaded_model.h"
 #include "server/requests/request_context.h"
 #include "server/requests/tensors.h"
 
@@ -20,10 +20,11 @@ struct EncodeCall {
   FloatTensor input;  // [batch, seq, d_model]; encoded in place
   // Its encoding and head split; null: the inline fields below.
   absl::StatusOr<const LoadedModel*> model = nullptr;
-  absl::StatusOr<PositionalEncoding> encoding;  // the inline encoding (without a model)
+  absl::StatusOr<PositionalEncoding> encoding = PositionalEncoding();  // inline (no model)
   int64_t num_heads = 0;  // inline RoPE's head split; 0 = unset (either suffices)
   int64_t head_dim = 0;
-  absl::StatusOr<std::vector<int64_t>> positions;  // [batch·seq], each in [0, kMaxPosition]
+  // [batch·seq], each in [0, kMaxPosition].
+  absl::StatusOr<std::vector<int64_t>> positions = absl::InternalError("positions not resolved");
   float input_scale = 1.0f;
 };
 

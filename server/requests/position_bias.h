@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/encodings/positional_encoding.h"
-#include "server/models/model_registry.h"
+#include "server/models/loaded_model.h"
 #include "server/requests/request_context.h"
 #include "server/requests/request_tables.h"
 
@@ -17,7 +17,8 @@ namespace attnserve {
 // turn among the checks (see EncodeCall).
 struct PositionBiasCall {
   const LoadedModel* model = nullptr;           // its encoding and heads; null: the fields below
-  absl::StatusOr<PositionalEncoding> encoding;  // the inline encoding (alibi or t5)
+  // The inline encoding (alibi or t5).
+  absl::StatusOr<PositionalEncoding> encoding = absl::InternalError("encoding not converted");
   absl::StatusOr<RequestTable> table = RequestTable();  // T5's table, inline
   int64_t num_heads = 0;               // inline: required; with a model: 0 or the model's
   int64_t q_len = 0;

@@ -14,8 +14,7 @@ absl::StatusOr<WorkDone> HandleAttend(const RequestContext& context, const Model
   ASSIGN_OR_RETURN(call.query,
                    DecodeFloatTensor(request.query(), "query", 3, "[batch, q_len, d_model]"));
   if (request.has_context()) {
-    ASSIGN_OR_RETURN(call.context, DecodeFloatTensor(request.context(), "context", 3,
-                                                     "[batch, kv_len, d_model]"));
+    call.context = DecodeFloatTensor(request.context(), "context", 3, "[batch, kv_len, d_model]");
   }
   call.compute = ComputeTypeFromProto(request.compute_dtype());
   call.positions = ResolvePositions(request.position_ids(), "position_ids",

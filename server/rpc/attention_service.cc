@@ -11,6 +11,17 @@
 
 namespace attnserve {
 
+namespace {
+
+// The Decode gauges and the budget's refusals, when there are metrics.
+KvCacheBudget::Observers KvCacheObservers(ServerMetrics* metrics) {
+  if (metrics == nullptr) return {};
+  return {[metrics](int64_t streams, int64_t bytes) { metrics->ObserveDecode(streams, bytes); },
+          [metrics] { metrics->RecordRejected("kv_cache_budget"); }};
+}
+
+}  // namespace
+
 AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimits limits,
                                            ServerMetrics* metrics,
                                            const TokenAuthenticator* authenticator)
@@ -22,7 +33,7 @@ AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimi
                     [metrics](int busy, int waiting) {
                       if (metrics != nullptr) metrics->ObserveCompute(busy, waiting);
                     }),
-      kv_cache_budget_(limits.max_kv_cache_bytes, metrics) {}
+      kv_cache_budget_(limits.max_kv_cache_bytes, KvCacheObservers(metrics)) {}
 
 grpc::Status AttentionServiceImpl::Serve(grpc::ServerContext* context, absl::string_view rpc,
                                          absl::FunctionRef<absl::Status()> body) {

@@ -12,8 +12,7 @@ absl::Status ServeStep(const RequestContext& context, const DecodeStreamServices
                        DecodeStream* stream) {
   DecodeStep step;
   step.model = request.model();
-  ASSIGN_OR_RETURN(step.query,
-                   DecodeFloatTensor(request.query(), "query", 3, "[1, new_tokens, d_model]"));
+  step.query = DecodeFloatTensor(request.query(), "query", 3, "[1, new_tokens, d_model]");
   step.return_attention = request.return_attention();
   DecodeStepResult result;
   const std::string& model = session.model_name();
@@ -48,7 +47,9 @@ absl::Status HandleDecode(const RequestContext& context, const ModelRegistry& mo
   } while (stream->Read(&request));
   // Read also fails when the call was cancelled (by the client, a deadline or shutdown): that is
   // not a stream the client ended.
-  if (context.is_cancelled()) return absl::CancelledError("the stream was cancelled");
+  if (context.is_cancelled && context.is_cancelled()) {
+    return absl::CancelledError("the stream was cancelled");
+  }
   return absl::OkStatus();
 }
 
