@@ -7,18 +7,16 @@ namespace attnserve {
 std::optional<EncodingTableSpec> EncodingTable(const PositionalEncoding& encoding,
                                                const TableLayerShape& layer) {
   if (std::holds_alternative<LearnedParams>(encoding)) {
-    return EncodingTableSpec{TableRole::kPositionEmbeddings, "position_embeddings.weight",
-                             "max_positions", "[max_positions, d_model]", layer.max_positions,
-                             layer.d_model};
+    return EncodingTableSpec{"position_embeddings.weight", "max_positions",
+                             "[max_positions, d_model]", layer.max_positions, layer.d_model, 0.02f};
   }
   if (const auto* t5 = std::get_if<T5BiasParams>(&encoding)) {
-    return EncodingTableSpec{TableRole::kRelativeAttentionBias, "relative_attention_bias.weight",
-                             "t5.num_buckets", "[num_buckets, num_heads]", t5->num_buckets,
-                             layer.num_heads};
+    return EncodingTableSpec{"relative_attention_bias.weight", "t5.num_buckets",
+                             "[num_buckets, num_heads]", t5->num_buckets, layer.num_heads};
   }
   if (const auto* cope = std::get_if<CopeParams>(&encoding)) {
-    return EncodingTableSpec{TableRole::kCopePositions, "cope.pos_emb", "cope.npos_max",
-                             "[npos_max, head_dim]", cope->npos_max, layer.head_dim};
+    return EncodingTableSpec{"cope.pos_emb", "cope.npos_max", "[npos_max, head_dim]",
+                             cope->npos_max, layer.head_dim};
   }
   return std::nullopt;
 }

@@ -14,13 +14,6 @@
 
 namespace attnserve {
 
-// What a table is for; one role per table-carrying encoding.
-enum class TableRole {
-  kPositionEmbeddings,     // learned: E [max_positions, d_model]
-  kRelativeAttentionBias,  // t5: [num_buckets, num_heads]
-  kCopePositions,          // cope: e [npos_max, head_dim]
-};
-
 // The layer dimensions a table's shape follows.
 struct TableLayerShape {
   int64_t d_model = 0;
@@ -30,7 +23,6 @@ struct TableLayerShape {
 };
 
 struct EncodingTableSpec {
-  TableRole role;
   // Its Hugging Face name in a weights file, e.g. "position_embeddings.weight".
   const char* tensor_name;
   // What gives its rows: "max_positions", "t5.num_buckets" or "cope.npos_max".
@@ -38,6 +30,9 @@ struct EncodingTableSpec {
   const char* dims;  // the shape in words, e.g. "[num_buckets, num_heads]"
   int64_t rows = 0;
   int64_t cols = 0;
+  // The spread its reference models initialise it with, N(0, init_stddev) (GPT-2's wpe 0.02;
+  // T5's and CoPE's tables 1): what the built-in demo models draw.
+  float init_stddev = 1.0f;
 };
 
 // The table `encoding` reads, shaped for `layer`; nullopt for kinds without one (none,

@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/encodings/encoding_tables.h"
 #include "server/models/model_registry.h"
-#include "server/rpc/encoding_proto.h"
+#include "server/models/encoding_proto.h"
 
 namespace attnserve {
 namespace {
@@ -64,9 +64,7 @@ void AttachDemoTable(const v1::ModelConfig& config, std::mt19937& rng,
       encoding, TableLayerShape{config.d_model(), config.num_heads(), config.head_dim(),
                                 config.max_positions()});
   if (!spec.has_value()) return;
-  // GPT-2 initialises wpe with N(0, 0.02); the relative tables are drawn from N(0, 1).
-  const float stddev = spec->role == TableRole::kPositionEmbeddings ? 0.02f : 1.0f;
-  std::normal_distribution<float> normal(0.0f, stddev);
+  std::normal_distribution<float> normal(0.0f, spec->init_stddev);
   auto table = std::make_shared<std::vector<float>>(spec->rows * spec->cols);
   for (float& value : *table) value = normal(rng);
   AttachTable(std::move(table), encoding);

@@ -10,7 +10,7 @@
 #include "core/encodings/encoding_tables.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
-#include "server/rpc/encoding_proto.h"
+#include "server/models/encoding_proto.h"
 
 namespace attnserve {
 namespace {
@@ -107,7 +107,7 @@ absl::StatusOr<ModelSpec> ParseModelConfig(absl::string_view text, const std::st
   // above (the encoding's own rules are checked when the layer is built).
   if (const std::optional<EncodingTableSpec> table = EncodingTable(spec.encoding, LayerShape(spec));
       table.has_value() && (table->rows < 1 || table->rows > kMaxDim)) {
-    if (table->role == TableRole::kPositionEmbeddings) {
+    if (std::holds_alternative<LearnedParams>(spec.encoding)) {
       return absl::InvalidArgumentError(absl::StrCat(config_path, ": max_positions=", table->rows,
                                                      " must give the learned table's rows (>= 1)"));
     }
@@ -140,7 +140,7 @@ std::vector<RequiredTensor> RequiredTensors(const ModelSpec& spec) {
   }
   if (config.o_bias()) add("o_proj.bias", names.o_proj_bias(), {d});
   if (const auto table = EncodingTable(spec.encoding, LayerShape(spec))) {
-    add(table->tensor_name, TableNameOverride(names, table->role), {table->rows, table->cols});
+    add(table->tensor_name, TableNameOverride(names, spec.encoding), {table->rows, table->cols});
   }
   return tensors;
 }

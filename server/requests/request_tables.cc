@@ -17,9 +17,11 @@ absl::Status AttachRequestTable(absl::StatusOr<RequestTable> decoded,
   }
   const std::optional<EncodingTableSpec> spec = EncodingTable(encoding, layer);
   if (!spec.has_value()) return absl::OkStatus();
-  if (spec->role == TableRole::kPositionEmbeddings) {
+  // An embedding table (learned positions) is a model's: requests send only score tables.
+  if (IsAdditive(encoding)) {
     return absl::InvalidArgumentError(
-        "encoding.learned needs a model's table: set `model` to a model with learned positions");
+        absl::StrCat("encoding.", EncodingName(encoding),
+                     " needs a model's table: set `model` to a model with learned positions"));
   }
   ASSIGN_OR_RETURN(RequestTable table, std::move(decoded));
   if (!table.tensor.has_value()) {

@@ -4,7 +4,7 @@
 
 #include "core/base/status_macros.h"
 #include "server/requests/sdpa.h"
-#include "server/rpc/encoding_proto.h"
+#include "server/models/encoding_proto.h"
 #include "server/rpc/tensor_codec.h"
 
 namespace attnserve {

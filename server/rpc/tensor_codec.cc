@@ -92,7 +92,38 @@ absl::StatusOr<DenseTensor<T>> SizedFor(const v1::Tensor& tensor, absl::string_v
   return sized;
 }
 
+// The inline table of `encoding` from the request's field for its kind (null: the request has
+// none for it).
+absl::StatusOr<RequestTable> DecodeRequestTable(const PositionalEncoding& encoding,
+                                                const v1::Tensor* t5_table,
+                                                const v1::Tensor* cope_pos_emb) {
+  RequestTable table;
+  const v1::Tensor* tensor = nullptr;
+  if (std::holds_alternative<T5BiasParams>(encoding)) {
+    table.field = "t5_table";
+    tensor = t5_table;
+  } else if (std::holds_alternative<CopeParams>(encoding)) {
+    table.field = "cope_pos_emb";
+    tensor = cope_pos_emb;
+  }
+  if (tensor == nullptr || (tensor->shape_size() == 0 && tensor->data().empty())) return table;
+  ASSIGN_OR_RETURN(table.tensor,
+                   DecodeFloatTensor(*tensor, table.field, 2,
+                                     EncodingTable(encoding, TableLayerShape())->dims));
+  return table;
+}
+
 }  // namespace
+
+absl::StatusOr<RequestTable> RequestTableFromProto(const PositionalEncoding& encoding,
+                                                   const v1::SdpaRequest& request) {
+  return DecodeRequestTable(encoding, &request.t5_table(), &request.cope_pos_emb());
+}
+
+absl::StatusOr<RequestTable> RequestTableFromProto(const PositionalEncoding& encoding,
+                                                   const v1::PositionBiasRequest& request) {
+  return DecodeRequestTable(encoding, &request.t5_table(), nullptr);
+}
 
 absl::StatusOr<ComputeType> ComputeTypeFromProto(int dtype) {
   if (dtype == v1::DATA_TYPE_UNSPECIFIED || dtype == v1::FLOAT32) return ComputeType::kFloat32;

@@ -9,9 +9,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "attnserve/v1/attention_service.pb.h"
 #include "attnserve/v1/tensor.pb.h"
+#include "core/encodings/positional_encoding.h"
 #include "core/kernels/onednn_ops.h"
 #include "server/requests/request_context.h"
+#include "server/requests/request_tables.h"
 #include "server/requests/tensors.h"
 
 namespace attnserve {
@@ -33,6 +36,14 @@ void EncodeBfloat16Tensor(const std::vector<int64_t>& shape, const uint16_t* bit
 // Writes values (product(shape) elements) as `dtype` (FLOAT32 or BFLOAT16, round to nearest even).
 void EncodeFloatTensor(const std::vector<int64_t>& shape, const float* values, v1::DataType dtype,
                        v1::Tensor* tensor);
+
+// The table an inline `encoding` takes from its request (T5's `t5_table`, CoPE's `cope_pos_emb`;
+// FLOAT32 or BFLOAT16, rank 2), decoded when sent; absent for other kinds, for a request without
+// the kind's field, or when the field is empty.
+absl::StatusOr<RequestTable> RequestTableFromProto(const PositionalEncoding& encoding,
+                                                   const v1::SdpaRequest& request);
+absl::StatusOr<RequestTable> RequestTableFromProto(const PositionalEncoding& encoding,
+                                                   const v1::PositionBiasRequest& request);
 
 // Writes attention probabilities as a FLOAT32 tensor of their shape.
 void EncodeAttentionMap(const AttentionMap& map, v1::Tensor* tensor);

@@ -1,10 +1,9 @@
-#include "server/rpc/encoding_proto.h"
+#include "server/models/encoding_proto.h"
 
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
-#include "server/rpc/tensor_codec.h"
 
 namespace attnserve {
 namespace {
@@ -148,41 +147,11 @@ absl::StatusOr<PositionalEncoding> EncodingFromProto(const v1::PositionalEncodin
       field, " is not set: choose one of none, sinusoidal, learned, rope, alibi, t5, cope"));
 }
 
-absl::StatusOr<RequestTable> RequestTableFromProto(const PositionalEncoding& encoding,
-                                                   const google::protobuf::Message& request) {
-  RequestTable table;
-  const std::optional<EncodingTableSpec> spec = EncodingTable(encoding, TableLayerShape());
-  if (!spec.has_value()) return table;
-  switch (spec->role) {
-    case TableRole::kPositionEmbeddings:  // only a model has one
-      return table;
-    case TableRole::kRelativeAttentionBias:
-      table.field = "t5_table";
-      break;
-    case TableRole::kCopePositions:
-      table.field = "cope_pos_emb";
-      break;
-  }
-  const google::protobuf::FieldDescriptor* field =
-      request.GetDescriptor()->FindFieldByName(table.field);
-  if (field == nullptr) return table;
-  const auto& tensor =
-      static_cast<const v1::Tensor&>(request.GetReflection()->GetMessage(request, field));
-  if (tensor.shape_size() == 0 && tensor.data().empty()) return table;
-  ASSIGN_OR_RETURN(table.tensor, DecodeFloatTensor(tensor, table.field, 2, spec->dims));
-  return table;
-}
-
-const std::string& TableNameOverride(const v1::TensorNames& names, TableRole role) {
-  switch (role) {
-    case TableRole::kPositionEmbeddings:
-      return names.position_embeddings();
-    case TableRole::kRelativeAttentionBias:
-      return names.relative_attention_bias();
-    case TableRole::kCopePositions:
-      return names.cope_position_embeddings();
-  }
-  return names.position_embeddings();  // unreachable: every role is listed above
+const std::string& TableNameOverride(const v1::TensorNames& names,
+                                     const PositionalEncoding& encoding) {
+  if (std::holds_alternative<T5BiasParams>(encoding)) return names.relative_attention_bias();
+  if (std::holds_alternative<CopeParams>(encoding)) return names.cope_position_embeddings();
+  return names.position_embeddings();
 }
 
 }  // namespace attnserve
