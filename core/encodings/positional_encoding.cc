@@ -61,10 +61,13 @@ bool IsAdditive(const PositionalEncoding& encoding) {
          std::holds_alternative<LearnedParams>(encoding);
 }
 
-bool IsScoreEncoding(const PositionalEncoding& encoding) {
+bool HasFixedBiasMap(const PositionalEncoding& encoding) {
   return std::holds_alternative<AlibiParams>(encoding) ||
-         std::holds_alternative<T5BiasParams>(encoding) ||
-         std::holds_alternative<CopeParams>(encoding);
+         std::holds_alternative<T5BiasParams>(encoding);
+}
+
+bool IsScoreEncoding(const PositionalEncoding& encoding) {
+  return HasFixedBiasMap(encoding) || std::holds_alternative<CopeParams>(encoding);
 }
 
 absl::Status ValidateEncoding(const PositionalEncoding& encoding, int64_t d_model,

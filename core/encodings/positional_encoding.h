@@ -41,6 +41,9 @@ const char* EncodingName(const PositionalEncoding& encoding);
 bool IsAdditive(const PositionalEncoding& encoding);
 // True for ALiBi, T5 and CoPE: encodings that only exist as attention-score terms.
 bool IsScoreEncoding(const PositionalEncoding& encoding);
+// True for ALiBi and T5: score terms that depend on positions only, so they have a bias map
+// (ScoreBiasMap). CoPE's depends on q·k.
+bool HasFixedBiasMap(const PositionalEncoding& encoding);
 
 // Checks the parameters (and any table) for a layer of width d_model split into num_heads heads
 // of head_dim (rotary and score kinds use the head shape; additive kinds use d_model).

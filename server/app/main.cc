@@ -143,7 +143,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
 
 int main(int argc, char** argv) {
   // Block the handled signals before any thread exists, so every thread inherits the mask and only
-  // WaitForSignal() in Run() receives them: SIGTERM and SIGINT drain and stop, SIGHUP reloads.
+  // WaitForSignal() in RunServer() receives them: SIGTERM and SIGINT drain and stop, SIGHUP reloads.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);

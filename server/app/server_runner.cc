@@ -32,6 +32,7 @@
 #include "server/observability/process_metrics.h"
 #include "server/rpc/attention_service.h"
 #include "server/rpc/auth.h"
+#include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
 
 namespace attnserve {
@@ -110,9 +111,10 @@ absl::Status CheckOptionsAndSetThreads(const ServerOptions& options) {
   constexpr double kMinPollSeconds = 0.1;
   if (const double poll = options.model_poll_seconds;
       !(poll == 0 || (poll >= kMinPollSeconds && poll <= 1e9))) {
+    // fmt, as the log always printed it: the shortest form that reads back as the same double.
     return absl::InvalidArgumentError(
-        absl::StrCat("--model_poll_seconds=", poll, " must be 0 (reload on SIGHUP only) or in [",
-                     kMinPollSeconds, ", 1e9]"));
+        fmt::format("--model_poll_seconds={} must be 0 (reload on SIGHUP only) or in [{}, 1e9]",
+                    poll, kMinPollSeconds));
   }
   // By default the workers share the cores instead of each spreading over all of them.
   int threads = options.compute_threads;

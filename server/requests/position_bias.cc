@@ -16,10 +16,7 @@ constexpr int64_t kMaxBiasHeads = 65536;
 
 // PositionBias serves the kinds with a fixed score bias map: ALiBi and T5.
 absl::Status RequireFixedBias(const PositionalEncoding& encoding) {
-  if (std::holds_alternative<AlibiParams>(encoding) ||
-      std::holds_alternative<T5BiasParams>(encoding)) {
-    return absl::OkStatus();
-  }
+  if (HasFixedBiasMap(encoding)) return absl::OkStatus();
   return absl::InvalidArgumentError(
       absl::StrCat("encoding.", EncodingName(encoding),
                    " has no fixed score bias; PositionBias serves alibi and t5"));

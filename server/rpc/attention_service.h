@@ -1,6 +1,7 @@
 // attnserve.v1.AttentionService, the gRPC shell: authentication, draining, the compute queue and
 // the work metrics. Each RPC's request → core → response lives in its own adapter
-// (server/rpc/*_rpc.h) over the transport-neutral handlers in server/requests/.
+// (server/rpc/*_rpc.cc, declared in unary_rpcs.h and decode_rpc.h) over the transport-neutral
+// handlers in server/requests/.
 #ifndef ATTNSERVE_SERVER_RPC_ATTENTION_SERVICE_H_
 #define ATTNSERVE_SERVER_RPC_ATTENTION_SERVICE_H_
 

@@ -45,7 +45,7 @@ WAIT_S = 60.0
 # Health is set NOT_SERVING first thing after the signal; 3 s leaves room for a machine shared
 # with other builds (measured: milliseconds).
 HEALTH_BOUND_S = 3.0
-# The server's own shutdown adds at most 2 s after the handlers return (main.cc).
+# The server's own shutdown adds at most 2 s after the handlers return (Drain in server/app/server_runner.cc).
 EXIT_SLACK_S = 5.0
 DRAINING_MESSAGE = "the server is draining"
 ACCESS_RE = re.compile(r"\baccess request_id=(\S+) method=/attnserve\.v1\.AttentionService/(\w+) "

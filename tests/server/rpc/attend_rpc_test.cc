@@ -34,6 +34,8 @@ TEST(AttendRpcTest, SelfAttentionMatchesTheDoubleLayer) {
     ASSERT_TRUE(status.ok()) << status.error_message();
     EXPECT_LT(RelativeError(Values(response.output()), tiny.Reference(x, B, S, causal)), 1e-5)
         << "causal=" << causal;
+    EXPECT_EQ(server.Sample("attnserve_tokens_total", {{"rpc", "Attend"}, {"model", "tiny"}}),
+              B * S * (causal ? 2 : 1));
     ASSERT_THAT(response.attention().shape(), ::testing::ElementsAre(B, 2, S, S));
     const std::vector<float> probs = Values(response.attention());
     for (int64_t row = 0; row < B * 2 * S; ++row) {  // each row a distribution; causal: no future
@@ -86,6 +88,11 @@ TEST(AttendRpcTest, RejectsWhatDoesNotFitTheModelNamingTheField) {
     EXPECT_EQ(status.error_code(), c.code) << c.message;
     EXPECT_THAT(status.error_message(), HasSubstr(c.message));
   }
+  // Refused requests computed nothing; the unknown model's name is not a label.
+  EXPECT_EQ(server.Sample("attnserve_tokens_total", {{"rpc", "Attend"}}), -1);
+  EXPECT_EQ(server.Sample("attnserve_compute_seconds", {{"rpc", "Attend"}, {"model", "unknown"}}),
+            1);
+  EXPECT_EQ(server.Sample("attnserve_compute_seconds", {{"model", "nope"}}), -1);
 }
 
 }  // namespace

@@ -51,16 +51,11 @@ TEST(DecodeRpcTest, StepsEqualTheCausalLayerOverTheWholeSequence) {
   EXPECT_LT(RelativeError(decoded, tiny.Reference(x, 1, total, /*causal=*/true)), 1e-5);
 }
 
-// One step's reservation: the cache of `tokens` plus the transient copy of the cache before it.
-int64_t StepBytes(int64_t cached, int64_t tokens) {
-  return KvCache::Bytes(cached + tokens, TinyModel::kKvHeads, TinyModel::kHeadDim) +
-         KvCache::Bytes(cached, TinyModel::kKvHeads, TinyModel::kHeadDim);
-}
-
 TEST(DecodeRpcTest, TheBudgetRefusesGrowthAndIsGivenBackWhenAStreamEnds) {
   const TinyModel tiny;
   ServiceLimits limits;
-  limits.max_kv_cache_bytes = StepBytes(0, 4);  // one stream of 4 tokens, in one step
+  // One stream of 4 tokens in one step: K and V of 4 tokens × 1 K/V head × 4 dims, float32.
+  limits.max_kv_cache_bytes = 2 * 4 * 1 * 4 * 4;
   TestServer server(tiny.Repository(), limits);
   const std::vector<float> x = RandomVector(8 * kD, 42);
 
@@ -81,8 +76,13 @@ TEST(DecodeRpcTest, TheBudgetRefusesGrowthAndIsGivenBackWhenAStreamEnds) {
                 HasSubstr("does not fit --max_kv_cache_bytes=" +
                           std::to_string(limits.max_kv_cache_bytes)));
   }
+  EXPECT_EQ(server.Sample("attnserve_rejected_requests_total", {{"reason", "kv_cache_budget"}}),
+            1);
+  EXPECT_EQ(server.Sample("attnserve_kv_cache_bytes", {}), limits.max_kv_cache_bytes);
   first->WritesDone();
   ASSERT_TRUE(first->Finish().ok());
+  EXPECT_EQ(server.Sample("attnserve_kv_cache_bytes", {}), 0);
+  EXPECT_EQ(server.Sample("attnserve_decode_streams", {}), 0);
 
   grpc::ClientContext context;  // the first stream's share came back: 4 tokens fit again
   auto third = server.stub().Decode(&context);
@@ -90,6 +90,8 @@ TEST(DecodeRpcTest, TheBudgetRefusesGrowthAndIsGivenBackWhenAStreamEnds) {
   EXPECT_TRUE(third->Read(&response));
   third->WritesDone();
   EXPECT_TRUE(third->Finish().ok());
+  // Each computed step's tokens, under the stream's model.
+  EXPECT_EQ(server.Sample("attnserve_tokens_total", {{"rpc", "Decode"}, {"model", "tiny"}}), 8);
 }
 
 TEST(DecodeRpcTest, AStepMayNotSwitchModelsOrPassMaxPositions) {

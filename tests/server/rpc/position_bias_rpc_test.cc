@@ -55,6 +55,18 @@ TEST(PositionBiasRpcTest, AlibiMapIsBottomRightAlignedAndMasked) {
   }
 }
 
+TEST(PositionBiasRpcTest, AMapIsNotTokenWork) {
+  TestServer server;
+  v1::PositionBiasRequest request;
+  request.mutable_encoding()->mutable_alibi();
+  request.set_num_heads(2);
+  request.set_q_len(3);
+  v1::PositionBiasResponse response;
+  ASSERT_TRUE(Bias(server, request, &response).ok());
+  EXPECT_EQ(server.Sample("attnserve_compute_seconds", {{"rpc", "PositionBias"}}), 1);
+  EXPECT_EQ(server.Sample("attnserve_tokens_total", {{"rpc", "PositionBias"}}), -1);
+}
+
 TEST(PositionBiasRpcTest, T5TableFromTheRequestIsIndexedByBucket) {
   TestServer server;
   // 8 causal buckets (max_exact 4), max distance 16, 1 head: bucket b holds the value b.

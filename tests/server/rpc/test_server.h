@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -19,8 +20,10 @@
 #include "gtest/gtest.h"
 #include "server/models/model_registry.h"
 #include "server/models/model_store.h"
+#include "server/observability/metrics.h"
 #include "server/rpc/attention_service.h"
 #include "tests/core/reference_attention.h"
+#include "tests/server/observability/metric_sample.h"
 #include "tests/server/test_safetensors.h"
 
 namespace attnserve::testing {
@@ -30,7 +33,8 @@ class TestServer {
   // Serves `models` (the built-in demo models when null) within `limits`.
   explicit TestServer(std::shared_ptr<const ModelRegistry> models = nullptr,
                       ServiceLimits limits = ServiceLimits())
-      : store_(models != nullptr ? std::move(models) : DemoModels()), service_(&store_, limits) {
+      : store_(models != nullptr ? std::move(models) : DemoModels()),
+        service_(&store_, limits, &metrics_) {
     grpc::ServerBuilder builder;
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
@@ -39,6 +43,11 @@ class TestServer {
   ~TestServer() { server_->Shutdown(); }
 
   v1::AttentionService::Stub& stub() { return *stub_; }
+  // The value of a metric sample the service recorded (-1: none), e.g.
+  // Sample("attnserve_tokens_total", {{"rpc", "Attend"}, {"model", "tiny"}}).
+  double Sample(const std::string& family, const std::map<std::string, std::string>& labels) {
+    return testing::Sample(registry_, family, labels);
+  }
 
  private:
   static std::shared_ptr<const ModelRegistry> DemoModels() {
@@ -47,6 +56,8 @@ class TestServer {
     return *std::move(demo);
   }
 
+  prometheus::Registry registry_;
+  ServerMetrics metrics_{registry_, {}};
   ModelStore store_;
   AttentionServiceImpl service_;
   std::unique_ptr<grpc::Server> server_;
@@ -78,12 +89,15 @@ struct TinyModel {
   std::vector<float> wv = RandomVector(kKvHeads * kHeadDim * kDModel, 3, 0.3f);
   std::vector<float> wo = RandomVector(kDModel * kHeads * kHeadDim, 4, 0.3f);
 
-  // A repository holding only "tiny", written under a fresh temporary folder, loaded.
+  const std::filesystem::path repository =
+      std::filesystem::temp_directory_path() /
+      ("attnserve_tiny_" + std::to_string(::getpid()) + "_" +
+       ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  ~TinyModel() { std::filesystem::remove_all(repository); }
+
+  // A repository holding only "tiny", written under `repository`, loaded.
   std::shared_ptr<const ModelRegistry> Repository() const {
-    const std::filesystem::path folder =
-        std::filesystem::temp_directory_path() /
-        ("attnserve_tiny_" + std::to_string(::getpid()) + "_" +
-         ::testing::UnitTest::GetInstance()->current_test_info()->name()) / "tiny";
+    const std::filesystem::path folder = repository / "tiny";
     std::filesystem::create_directories(folder);
     std::ofstream(folder / "config.pbtxt")
         << "d_model: 8 num_heads: 2 num_kv_heads: 1 max_positions: 64 encoding { none {} }\n";
