@@ -31,6 +31,8 @@ struct PositionBiasResult {
   std::vector<float> bias;     // queries and keys bottom-right aligned; −inf where causal masks
 };
 
+// Checks the call (the kind must have a fixed map), then computes the map. Its WorkDone is empty:
+// a map is not token work, so the front end records none.
 absl::StatusOr<WorkDone> RunPositionBias(const RequestContext& context, PositionBiasCall& call,
                                          PositionBiasResult* result);
 
