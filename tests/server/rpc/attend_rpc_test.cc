@@ -6,16 +6,10 @@
 #include "gtest/gtest.h"
 #include "tests/server/rpc/test_server.h"
 
-namespace attnserve {
+namespace attnserve::testing {
 namespace {
 
 using ::testing::HasSubstr;
-using testing::F32;
-using testing::RandomVector;
-using testing::RelativeError;
-using testing::TestServer;
-using testing::TinyModel;
-using testing::Values;
 
 TEST(AttendRpcTest, SelfAttentionMatchesTheDoubleLayer) {
   const TinyModel tiny;
@@ -29,8 +23,7 @@ TEST(AttendRpcTest, SelfAttentionMatchesTheDoubleLayer) {
     request.set_causal(causal);
     request.set_return_attention(true);
     v1::AttendResponse response;
-    grpc::ClientContext context;
-    const grpc::Status status = server.stub().Attend(&context, request, &response);
+    const grpc::Status status = server.Call(&Stub::Attend, request, &response);
     ASSERT_TRUE(status.ok()) << status.error_message();
     EXPECT_LT(RelativeError(Values(response.output()), tiny.Reference(x, B, S, causal)), 1e-5)
         << "causal=" << causal;
@@ -83,8 +76,7 @@ TEST(AttendRpcTest, RejectsWhatDoesNotFitTheModelNamingTheField) {
     *request.mutable_query() = F32({1, 2, 8}, std::vector<float>(16));
     c.change(request);
     v1::AttendResponse response;
-    grpc::ClientContext context;
-    const grpc::Status status = server.stub().Attend(&context, request, &response);
+    const grpc::Status status = server.Call(&Stub::Attend, request, &response);
     EXPECT_EQ(status.error_code(), c.code) << c.message;
     EXPECT_THAT(status.error_message(), HasSubstr(c.message));
   }
@@ -96,4 +88,4 @@ TEST(AttendRpcTest, RejectsWhatDoesNotFitTheModelNamingTheField) {
 }
 
 }  // namespace
-}  // namespace attnserve
+}  // namespace attnserve::testing

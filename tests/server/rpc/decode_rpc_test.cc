@@ -7,16 +7,10 @@
 #include "gtest/gtest.h"
 #include "tests/server/rpc/test_server.h"
 
-namespace attnserve {
+namespace attnserve::testing {
 namespace {
 
 using ::testing::HasSubstr;
-using testing::F32;
-using testing::RandomVector;
-using testing::RelativeError;
-using testing::TestServer;
-using testing::TinyModel;
-using testing::Values;
 
 constexpr int64_t kD = TinyModel::kDModel;
 
@@ -130,4 +124,4 @@ TEST(DecodeRpcTest, AStepMayNotSwitchModelsOrPassMaxPositions) {
 }
 
 }  // namespace
-}  // namespace attnserve
+}  // namespace attnserve::testing

@@ -8,20 +8,10 @@
 #include "gtest/gtest.h"
 #include "tests/server/rpc/test_server.h"
 
-namespace attnserve {
+namespace attnserve::testing {
 namespace {
 
 using ::testing::HasSubstr;
-using testing::F32;
-using testing::RandomVector;
-using testing::TestServer;
-using testing::Values;
-
-grpc::Status Encode(TestServer& server, const v1::EncodeRequest& request,
-                    v1::EncodeResponse* response) {
-  grpc::ClientContext context;
-  return server.stub().Encode(&context, request, response);
-}
 
 TEST(EncodeRpcTest, InlineSinusoidalAddsTheClosedForm) {
   TestServer server;
@@ -33,7 +23,7 @@ TEST(EncodeRpcTest, InlineSinusoidalAddsTheClosedForm) {
   request.set_position_offset(3);
   request.set_input_scale(2.0f);
   v1::EncodeResponse response;
-  ASSERT_TRUE(Encode(server, request, &response).ok());
+  ASSERT_TRUE(server.Call(&Stub::Encode, request, &response).ok());
   const std::vector<float> out = Values(response.output());
   ASSERT_EQ(out.size(), x.size());
   for (int64_t t = 0; t < seq; ++t) {
@@ -54,7 +44,7 @@ TEST(EncodeRpcTest, InlineRopeRotatesEachHeadsHalves) {
   request.mutable_encoding()->mutable_rope()->set_theta(100);
   request.set_num_heads(heads);
   v1::EncodeResponse response;
-  ASSERT_TRUE(Encode(server, request, &response).ok());
+  ASSERT_TRUE(server.Call(&Stub::Encode, request, &response).ok());
   const std::vector<float> out = Values(response.output());
   for (int64_t t = 0; t < seq; ++t) {
     for (int64_t h = 0; h < heads; ++h) {
@@ -113,7 +103,7 @@ TEST(EncodeRpcTest, RejectsWhatHasNoEmbeddingFormNamingTheField) {
     *request.mutable_input() = F32({1, 2, 8}, std::vector<float>(16));
     c.change(request);
     v1::EncodeResponse response;
-    const grpc::Status status = Encode(server, request, &response);
+    const grpc::Status status = server.Call(&Stub::Encode, request, &response);
     EXPECT_EQ(status.error_code(), c.code) << c.description;
     EXPECT_THAT(status.error_message(), HasSubstr(c.message)) << c.description;
   }
@@ -126,10 +116,10 @@ TEST(EncodeRpcTest, TooLongInputIsRefusedBeforeAnyWork) {
   v1::EncodeRequest request;
   *request.mutable_input() = F32({1, 5, 2}, std::vector<float>(10));
   v1::EncodeResponse response;
-  const grpc::Status status = Encode(server, request, &response);
+  const grpc::Status status = server.Call(&Stub::Encode, request, &response);
   EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message(), "input.shape[1]=5 exceeds --max_sequence_length=4");
 }
 
 }  // namespace
-}  // namespace attnserve
+}  // namespace attnserve::testing

@@ -9,20 +9,11 @@
 #include "gtest/gtest.h"
 #include "tests/server/rpc/test_server.h"
 
-namespace attnserve {
+namespace attnserve::testing {
 namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using testing::F32;
-using testing::TestServer;
-using testing::Values;
-
-grpc::Status Bias(TestServer& server, const v1::PositionBiasRequest& request,
-                  v1::PositionBiasResponse* response) {
-  grpc::ClientContext context;
-  return server.stub().PositionBias(&context, request, response);
-}
 
 // q_len 2, kv_len 4: queries at positions 2, 3 and keys at 0…3 (the last of each together).
 TEST(PositionBiasRpcTest, AlibiMapIsBottomRightAlignedAndMasked) {
@@ -35,7 +26,7 @@ TEST(PositionBiasRpcTest, AlibiMapIsBottomRightAlignedAndMasked) {
     request.set_kv_len(4);
     request.set_causal(causal);
     v1::PositionBiasResponse response;
-    ASSERT_TRUE(Bias(server, request, &response).ok());
+    ASSERT_TRUE(server.Call(&Stub::PositionBias, request, &response).ok());
     ASSERT_THAT(response.bias().shape(), ElementsAre(2, 2, 4));
     const std::vector<float> bias = Values(response.bias());
     for (int64_t h = 0; h < 2; ++h) {
@@ -62,7 +53,7 @@ TEST(PositionBiasRpcTest, AMapIsNotTokenWork) {
   request.set_num_heads(2);
   request.set_q_len(3);
   v1::PositionBiasResponse response;
-  ASSERT_TRUE(Bias(server, request, &response).ok());
+  ASSERT_TRUE(server.Call(&Stub::PositionBias, request, &response).ok());
   EXPECT_EQ(server.Sample("attnserve_compute_seconds", {{"rpc", "PositionBias"}}), 1);
   EXPECT_EQ(server.Sample("attnserve_tokens_total", {{"rpc", "PositionBias"}}), -1);
 }
@@ -79,7 +70,7 @@ TEST(PositionBiasRpcTest, T5TableFromTheRequestIsIndexedByBucket) {
   request.set_num_heads(1);
   request.set_q_len(3);
   v1::PositionBiasResponse response;
-  const grpc::Status status = Bias(server, request, &response);
+  const grpc::Status status = server.Call(&Stub::PositionBias, request, &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
   const std::vector<float> bias = Values(response.bias());
   // Causal buckets of j − i ≤ 0: the distance i − j itself below max_exact (HF's rule).
@@ -116,11 +107,11 @@ TEST(PositionBiasRpcTest, RefusesKindsWithoutAFixedMap) {
     request.set_q_len(3);
     c.change(request);
     v1::PositionBiasResponse response;
-    const grpc::Status status = Bias(server, request, &response);
+    const grpc::Status status = server.Call(&Stub::PositionBias, request, &response);
     EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT) << c.message;
     EXPECT_THAT(status.error_message(), HasSubstr(c.message));
   }
 }
 
 }  // namespace
-}  // namespace attnserve
+}  // namespace attnserve::testing

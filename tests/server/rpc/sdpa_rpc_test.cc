@@ -10,16 +10,10 @@
 #include "gtest/gtest.h"
 #include "tests/server/rpc/test_server.h"
 
-namespace attnserve {
+namespace attnserve::testing {
 namespace {
 
 using ::testing::HasSubstr;
-using testing::F32;
-using testing::RandomVector;
-using testing::ReferenceSdpa;
-using testing::RelativeError;
-using testing::TestServer;
-using testing::Values;
 
 constexpr int64_t kB = 1, kH = 4, kHkv = 2, kSq = 3, kSk = 5, kHd = 8;
 
@@ -51,12 +45,10 @@ TEST(SdpaRpcTest, InlineAlibiWithBottomRightPositionsMatchesTheReference) {
   for (bool causal : {false, true}) {
     const int64_t offset = 7;
     v1::SdpaResponse response;
-    grpc::ClientContext context;
-    const grpc::Status status =
-        server.stub().ScaledDotProductAttention(&context, AlibiRequest(q, k, v, offset, causal),
-                                                &response);
+    const grpc::Status status = server.Call(
+        &Stub::ScaledDotProductAttention, AlibiRequest(q, k, v, offset, causal), &response);
     ASSERT_TRUE(status.ok()) << status.error_message();
-    const testing::ReferenceResult expected = ReferenceSdpa(
+    const ReferenceResult expected = ReferenceSdpa(
         q, k, v, kB, kH, kHkv, kSq, kSk, kHd, 1 / std::sqrt(double{kHd}), causal, {},
         [offset](int64_t, int64_t h, int64_t i, int64_t j) { return AlibiBias(h, i, j, offset); });
     EXPECT_LT(RelativeError(Values(response.output()), expected.out), 1e-5) << causal;
@@ -83,8 +75,7 @@ TEST(SdpaRpcTest, Bfloat16TensorsComeBackBfloat16) {
     tensors[t]->set_data(bits);
   }
   v1::SdpaResponse response;
-  grpc::ClientContext context;
-  ASSERT_TRUE(server.stub().ScaledDotProductAttention(&context, request, &response).ok());
+  ASSERT_TRUE(server.Call(&Stub::ScaledDotProductAttention, request, &response).ok());
   ASSERT_EQ(response.output().dtype(), v1::BFLOAT16);
   std::vector<float> out;
   for (size_t i = 0; i < response.output().data().size() / 2; ++i) {
@@ -92,7 +83,7 @@ TEST(SdpaRpcTest, Bfloat16TensorsComeBackBfloat16) {
     std::memcpy(&bf16, response.output().data().data() + 2 * i, 2);
     out.push_back(Bfloat16ToFloat(bf16));
   }
-  const testing::ReferenceResult expected = ReferenceSdpa(
+  const ReferenceResult expected = ReferenceSdpa(
       widened[0], widened[1], widened[2], kB, kH, kHkv, kSq, kSk, kHd,
       1 / std::sqrt(double{kHd}), true, {},
       [](int64_t, int64_t h, int64_t i, int64_t j) { return AlibiBias(h, i, j, 0); });
@@ -138,9 +129,8 @@ TEST(SdpaRpcTest, RejectsInconsistentRequestsNamingTheField) {
     *request.mutable_v() = F32({1, 2, 5, 8}, std::vector<float>(80));
     c.change(request);
     v1::SdpaResponse response;
-    grpc::ClientContext context;
     const grpc::Status status =
-        server.stub().ScaledDotProductAttention(&context, request, &response);
+        server.Call(&Stub::ScaledDotProductAttention, request, &response);
     EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT) << c.message;
     EXPECT_THAT(status.error_message(), HasSubstr(c.message));
   }
@@ -154,11 +144,10 @@ TEST(SdpaRpcTest, QueriesBeforePositionZeroAreRefused) {
   *request.mutable_v() = F32({1, 1, 3, 2}, std::vector<float>(6));
   request.mutable_encoding()->mutable_alibi();
   v1::SdpaResponse response;
-  grpc::ClientContext context;
-  const grpc::Status status = server.stub().ScaledDotProductAttention(&context, request, &response);
+  const grpc::Status status = server.Call(&Stub::ScaledDotProductAttention, request, &response);
   EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("position_offset=0 must be >= Sq − Sk=2"));
 }
 
 }  // namespace
-}  // namespace attnserve
+}  // namespace attnserve::testing

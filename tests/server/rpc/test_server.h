@@ -31,6 +31,8 @@
 
 namespace attnserve::testing {
 
+using Stub = v1::AttentionService::Stub;
+
 class TestServer {
  public:
   // Serves `models` (the built-in demo models when null) within `limits`.
@@ -50,6 +52,15 @@ class TestServer {
   ~TestServer() { server_->Shutdown(); }
 
   v1::AttentionService::Stub& stub() { return *stub_; }
+
+  // Calls a unary RPC as a client would, e.g. Call(&Stub::Encode, request, &response).
+  template <class Request, class Response>
+  grpc::Status Call(grpc::Status (v1::AttentionService::Stub::*method)(grpc::ClientContext*,
+                                                                       const Request&, Response*),
+                    const Request& request, Response* response) {
+    grpc::ClientContext context;
+    return (stub_.get()->*method)(&context, request, response);
+  }
   // The value of a metric sample the service recorded (-1: none), e.g.
   // Sample("attnserve_tokens_total", {{"rpc", "Attend"}, {"model", "tiny"}}).
   double Sample(const std::string& family, const std::map<std::string, std::string>& labels) {
