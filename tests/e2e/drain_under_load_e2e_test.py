@@ -7,9 +7,9 @@ Decode stream is open, and the server gets SIGTERM (or SIGINT). Checked:
     was draining: the server's access log shows no other code for Attend, and the load tool
     received exactly as many OK answers as the server sent. The load tool tags each request with
     an x-request-id, so its other failures can be looked up in that log: UNAVAILABLE after the
-    exit (connection refused, GOAWAY) and CANCELLED for the few calls that reach gRPC at the very
-    instant the server closes (gRPC resets calls it received but had not yet handed to the
-    service) are calls the server never began;
+    exit (connection refused, GOAWAY) and CANCELLED for the calls that reach gRPC while the server
+    closes (gRPC resets calls it received but had not yet handed to the service) are calls the
+    server never began;
   * requests that were queued when the signal came were computed during the drain;
   * the Decode step in flight at the signal completes, a further step on the open stream is served,
     and the server waits for the stream to close;
@@ -176,8 +176,10 @@ class DrainUnderLoadTest(unittest.TestCase):
         ids = summary["request_ids"]
         for request_id in ids.get("UNAVAILABLE", []):
             self.assertIn(begun.get(request_id, "never begun"), ("UNAVAILABLE", "never begun"))
-        # At most one per client thread: the call it had sent when the port closed.
-        self.assertLessEqual(codes.get("CANCELLED", 0), CONCURRENCY, summary)
+        # CANCELLED: calls gRPC received while the server closed and reset before handing them to
+        # the service. Their number is not bounded by the client threads (a closed-loop client
+        # whose call was reset sends the next at once, and can be reset again while the port is
+        # closing: 21 from 12 threads was seen); what matters is that none of them was begun.
         self.assertEqual(len(ids.get("CANCELLED", [])), codes.get("CANCELLED", 0))
         for request_id in ids.get("CANCELLED", []):
             self.assertNotIn(request_id, begun, "the server began a call that was cancelled")
