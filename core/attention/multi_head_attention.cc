@@ -1,11 +1,14 @@
 #include "core/attention/multi_head_attention.h"
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/kernels/onednn_ops.h"
+#include "core/attention/sdpa_batch.h"
+#include "core/base/status_macros.h"
 #include "core/encodings/positions.h"
 #include "core/kernels/bfloat16_rows.h"
 
@@ -48,7 +51,12 @@ const float* DataOrNull(const std::vector<float>& tensor) {
 // its buffers when done.
 class ForwardBuffers {
  public:
-  enum Slot { kEmbedded, kScratch, kQuery, kKey, kValue, kAttended, kSlots };
+  // The last four are ForwardBatch's: the packed inputs and contexts, and the members' K and V
+  // gathered from the packed projections.
+  enum Slot {
+    kEmbedded, kScratch, kQuery, kKey, kValue, kAttended,
+    kInput, kContext, kMemberKeys, kMemberValues, kSlots
+  };
   static constexpr int64_t kKeptFloats = int64_t{16} << 20;  // 64 MiB
 
   static ForwardBuffers& OfThisThread() {
@@ -198,8 +206,13 @@ absl::Status MultiHeadAttention::ProjectOut(const float* attended, int64_t batch
   if (absl::Status status = SwapMiddleAxes(attended, batch, h, seq, hd, scratch); !status.ok()) {
     return status;
   }
+  return ProjectMergedRows(scratch, batch * seq, compute, out);
+}
+
+absl::Status MultiHeadAttention::ProjectMergedRows(const float* rows, int64_t count,
+                                                   ComputeType compute, float* out) const {
   const RoundedWeights* rounded = RoundedFor(compute);
-  return Linear(scratch, batch * seq, h * hd, weights_.o_proj_weight.data(),
+  return Linear(rows, count, config_.num_heads * config_.head_dim, weights_.o_proj_weight.data(),
                 DataOrNull(weights_.o_proj_bias), config_.d_model, out, compute,
                 rounded != nullptr ? rounded->o_proj.data() : nullptr);
 }
@@ -220,6 +233,28 @@ absl::StatusOr<const float*> MultiHeadAttention::EmbedQuery(const float* query,
   return encoded;
 }
 
+void MultiHeadAttention::PlanAttention(const AttendInputs& inputs, SdpaShape* shape,
+                                       SdpaOptions* options) const {
+  const int64_t b = inputs.batch, sq = inputs.q_len;
+  const int64_t sk = inputs.context != nullptr ? inputs.kv_len : sq;
+  *shape = SdpaShape{b, config_.num_heads, config_.num_kv_heads, sq, sk, config_.head_dim};
+  options->causal = inputs.causal;
+  options->key_lengths = inputs.key_lengths;
+  options->scale = config_.scale;
+  options->compute = inputs.compute;
+  options->is_cancelled = inputs.is_cancelled;
+  options->tables = &tables_;
+  if (IsAdditive(config_.encoding)) return;
+  options->encoding = config_.encoding;
+  options->q_positions.assign(inputs.positions, inputs.positions + b * sq);
+  if (inputs.context == nullptr) {
+    options->k_positions = options->q_positions;
+  } else {
+    options->k_positions.resize(b * sk);
+    for (int64_t i = 0; i < b * sk; ++i) options->k_positions[i] = i % sk;
+  }
+}
+
 absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
                                          float* probs) const {
   const int64_t h = config_.num_heads;
@@ -229,24 +264,9 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
   const int64_t sq = inputs.q_len;
   const int64_t sk = inputs.context != nullptr ? inputs.kv_len : sq;
 
-  SdpaShape shape{b, h, hkv, sq, sk, hd};
+  SdpaShape shape;
   SdpaOptions options;
-  options.causal = inputs.causal;
-  options.key_lengths = inputs.key_lengths;
-  options.scale = config_.scale;
-  options.compute = inputs.compute;
-  options.is_cancelled = inputs.is_cancelled;
-  options.tables = &tables_;
-  if (!IsAdditive(config_.encoding)) {
-    options.encoding = config_.encoding;
-    options.q_positions.assign(inputs.positions, inputs.positions + b * sq);
-    if (inputs.context == nullptr) {
-      options.k_positions = options.q_positions;
-    } else {
-      options.k_positions.resize(b * sk);
-      for (int64_t i = 0; i < b * sk; ++i) options.k_positions[i] = i % sk;
-    }
-  }
+  PlanAttention(inputs, &shape, &options);
   if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
   ForwardBuffers& buffers = ForwardBuffers::OfThisThread();
   using Slot = ForwardBuffers::Slot;
@@ -276,6 +296,155 @@ absl::Status MultiHeadAttention::Forward(const AttendInputs& inputs, float* out,
   }();
   buffers.ReleaseIfLarge();
   return result;
+}
+
+struct MultiHeadAttention::PackedBatch {
+  struct Member {
+    int64_t index;      // in the caller's members
+    SdpaShape shape;    // its attention call
+    SdpaOptions options;
+    int64_t q_offset;   // its first query token among the packed ones
+    int64_t kv_offset;  // its first key token
+  };
+  std::vector<Member> members;
+  int64_t q_tokens = 0;   // T: Σ B·Sq
+  int64_t kv_tokens = 0;  // Σ B·Sk
+  bool cross = false;     // some member attends to a context
+  ComputeType compute = ComputeType::kFloat32;
+};
+
+MultiHeadAttention::PackedBatch MultiHeadAttention::PlanBatch(
+    absl::Span<const LayerBatchMember> members, std::vector<absl::Status>* statuses) const {
+  PackedBatch batch;
+  for (int64_t i = 0; i < static_cast<int64_t>(members.size()); ++i) {
+    const AttendInputs& inputs = *members[i].inputs;
+    PackedBatch::Member member{i, {}, {}, batch.q_tokens, batch.kv_tokens};
+    PlanAttention(inputs, &member.shape, &member.options);
+    (*statuses)[i] = ValidateSdpa(member.shape, member.options);
+    if (!(*statuses)[i].ok()) continue;
+    if (batch.members.empty()) {
+      batch.compute = inputs.compute;
+    } else if (inputs.compute != batch.compute) {
+      (*statuses)[i] = absl::InvalidArgumentError(
+          "a batch's members must share one compute type (the first member's)");
+      continue;
+    }
+    batch.q_tokens += member.shape.batch * member.shape.q_len;
+    batch.kv_tokens += member.shape.batch * member.shape.kv_len;
+    batch.cross = batch.cross || inputs.context != nullptr;
+    batch.members.push_back(std::move(member));
+  }
+  return batch;
+}
+
+std::vector<absl::Status> MultiHeadAttention::ForwardBatch(
+    absl::Span<const LayerBatchMember> members) const {
+  std::vector<absl::Status> statuses(members.size());
+  const PackedBatch batch = PlanBatch(members, &statuses);
+  if (batch.members.empty()) return statuses;
+  const absl::Status shared = RunPacked(members, batch, &statuses);
+  ForwardBuffers::OfThisThread().ReleaseIfLarge();
+  if (!shared.ok()) {
+    for (const PackedBatch::Member& member : batch.members) statuses[member.index] = shared;
+  }
+  return statuses;
+}
+
+namespace {
+
+// dst [batch, heads, seq, hd] ← one member's rows of the packed projection src [heads, T, hd]:
+// tokens offset…offset + batch·seq of every head.
+void GatherMemberHeads(const float* src, int64_t total_tokens, int64_t heads, int64_t hd,
+                       int64_t offset, int64_t batch, int64_t seq, float* dst) {
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      std::memcpy(dst + (b * heads + h) * seq * hd, src + (h * total_tokens + offset + b * seq) * hd,
+                  seq * hd * sizeof(float));
+    }
+  }
+}
+
+}  // namespace
+
+absl::Status MultiHeadAttention::RunPacked(absl::Span<const LayerBatchMember> members,
+                                           const PackedBatch& batch,
+                                           std::vector<absl::Status>* statuses) const {
+  const int64_t d = config_.d_model, h = config_.num_heads, hkv = config_.num_kv_heads;
+  const int64_t hd = config_.head_dim, tokens = batch.q_tokens, kv_tokens = batch.kv_tokens;
+  ForwardBuffers& buffers = ForwardBuffers::OfThisThread();
+  using Slot = ForwardBuffers::Slot;
+  // The members' queries and positions, packed: [T, d], [T].
+  float* input = buffers.Get(Slot::kInput, tokens * d);
+  std::vector<int64_t> positions(tokens);
+  for (const PackedBatch::Member& member : batch.members) {
+    const AttendInputs& inputs = *members[member.index].inputs;
+    const int64_t rows = member.shape.batch * member.shape.q_len;
+    std::copy_n(inputs.query, rows * d, input + member.q_offset * d);
+    std::copy_n(inputs.positions, rows, positions.data() + member.q_offset);
+  }
+  // x = query + P[positions] for additive encodings, else the query: [T, d]
+  ASSIGN_OR_RETURN(const float* x,
+                   EmbedQuery(input, positions.data(), tokens,
+                              buffers.Get(Slot::kEmbedded, tokens * d)));
+  // The keys' source rows [Σ B·Sk, d]: each member's context, or its own x rows.
+  const float* kv_source = x;
+  if (batch.cross) {
+    float* packed = buffers.Get(Slot::kContext, kv_tokens * d);
+    for (const PackedBatch::Member& member : batch.members) {
+      const AttendInputs& inputs = *members[member.index].inputs;
+      const float* rows = inputs.context != nullptr ? inputs.context : x + member.q_offset * d;
+      std::copy_n(rows, member.shape.batch * member.shape.kv_len * d,
+                  packed + member.kv_offset * d);
+    }
+    kv_source = packed;
+  }
+  // One product per projection for the whole batch: q [H, T, hd]; k, v [Hkv, Σ B·Sk, hd].
+  float* q = buffers.Get(Slot::kQuery, h * tokens * hd);
+  float* k = buffers.Get(Slot::kKey, hkv * kv_tokens * hd);
+  float* v = buffers.Get(Slot::kValue, hkv * kv_tokens * hd);
+  RETURN_IF_ERROR(ProjectQkv(x, kv_source, 1, tokens, kv_tokens, batch.compute, q, k, v));
+  // Each member's q [B, H, Sq, hd] and k, v [B, Hkv, Sk, hd], one region per member.
+  float* member_q = buffers.Get(Slot::kAttended, h * tokens * hd);
+  float* member_k = buffers.Get(Slot::kMemberKeys, hkv * kv_tokens * hd);
+  float* member_v = buffers.Get(Slot::kMemberValues, hkv * kv_tokens * hd);
+  std::vector<SdpaBatchMember<float>> calls;
+  for (const PackedBatch::Member& member : batch.members) {
+    const SdpaShape& shape = member.shape;
+    float* mq = member_q + member.q_offset * h * hd;
+    float* mk = member_k + member.kv_offset * hkv * hd;
+    float* mv = member_v + member.kv_offset * hkv * hd;
+    GatherMemberHeads(q, tokens, h, hd, member.q_offset, shape.batch, shape.q_len, mq);
+    GatherMemberHeads(k, kv_tokens, hkv, hd, member.kv_offset, shape.batch, shape.kv_len, mk);
+    GatherMemberHeads(v, kv_tokens, hkv, hd, member.kv_offset, shape.batch, shape.kv_len, mv);
+    // The member's attended rows go where its packed query rows were (q is read no more).
+    calls.push_back({shape, &member.options, mq, mk, mv, q + member.q_offset * h * hd,
+                     members[member.index].probs});
+  }
+  const std::vector<absl::Status> attended = ScaledDotProductAttentionBatch(calls);
+  // attended [B, H, Sq, hd] per member → its rows [B·Sq, H·hd] of scratch; a failed member's
+  // rows are zeros (computed, not read).
+  float* scratch = buffers.Get(Slot::kScratch, tokens * h * hd);
+  for (size_t n = 0; n < batch.members.size(); ++n) {
+    const PackedBatch::Member& member = batch.members[n];
+    const SdpaShape& shape = member.shape;
+    float* rows = scratch + member.q_offset * h * hd;
+    (*statuses)[member.index] = attended[n];
+    if (attended[n].ok()) {
+      RETURN_IF_ERROR(SwapMiddleAxes(calls[n].out, shape.batch, h, shape.q_len, hd, rows));
+    } else {
+      std::fill_n(rows, shape.batch * shape.q_len * h * hd, 0.0f);
+    }
+  }
+  // out = attended·Woᵀ + bo for all rows at once, then each member's rows to its output.
+  float* out = buffers.Get(Slot::kEmbedded, tokens * d);
+  RETURN_IF_ERROR(ProjectMergedRows(scratch, tokens, batch.compute, out));
+  for (size_t n = 0; n < batch.members.size(); ++n) {
+    const PackedBatch::Member& member = batch.members[n];
+    if (!attended[n].ok()) continue;
+    std::copy_n(out + member.q_offset * d, member.shape.batch * member.shape.q_len * d,
+                members[member.index].out);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status MultiHeadAttention::PlaceDecodePositions(int64_t cached, int64_t new_tokens,

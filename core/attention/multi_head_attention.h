@@ -12,6 +12,7 @@
 #include "absl/base/call_once.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "core/encodings/position_table_cache.h"
 #include "core/encodings/positional_encoding.h"
 #include "core/attention/scaled_dot_product_attention.h"
@@ -68,6 +69,14 @@ struct KvCache {
   }
 };
 
+// A member of a batch of layer calls (MultiHeadAttention::ForwardBatch): its inputs and where
+// its results go, as Forward takes them.
+struct LayerBatchMember {
+  const AttendInputs* inputs = nullptr;  // must outlive the call
+  float* out = nullptr;                  // [B, Sq, d]
+  float* probs = nullptr;                // [B, H, Sq, Sk] or nullptr
+};
+
 struct DecodeInputs {
   const float* query = nullptr;  // [1, new_tokens, d]: the next tokens of the sequence
   int64_t new_tokens = 0;
@@ -86,6 +95,15 @@ class MultiHeadAttention {
 
   // out: [B, Sq, d]; probs: [B, H, Sq, Sk] or nullptr. Thread-safe.
   absl::Status Forward(const AttendInputs& inputs, float* out, float* probs) const;
+
+  // Forward over a batch of calls, the variable-length way: the members' tokens are packed into
+  // one [Σ B·Sq, d] matrix, so each projection reads its weights once for the whole batch, and
+  // attention runs per member (ScaledDotProductAttentionBatch) with the member's own causal
+  // alignment, key lengths, positions and context. statuses[i] is member i's; a member whose
+  // inputs are invalid, or whose compute type differs from the first valid member's, fails alone
+  // and the others run. Each member's output equals Forward's on it alone up to the order of the
+  // projections' sums (bit for bit where oneDNN blocks a product the same for the packed rows).
+  std::vector<absl::Status> ForwardBatch(absl::Span<const LayerBatchMember> members) const;
 
   // One step of incremental decoding: the new tokens get positions cache->length + t, attend
   // causally to the cached tokens and to each other, and their keys/values join the cache.
@@ -119,6 +137,21 @@ class MultiHeadAttention {
   // floats.
   absl::Status ProjectOut(const float* attended, int64_t batch, int64_t seq, ComputeType compute,
                           float* scratch, float* out) const;
+  // out [count, d] ← rows [count, H·hd] (heads merged)·Woᵀ + bo.
+  absl::Status ProjectMergedRows(const float* rows, int64_t count, ComputeType compute,
+                                 float* out) const;
+  // The attention call of one Forward: its shape and options (positions placed for the score
+  // kinds), not yet validated.
+  void PlanAttention(const AttendInputs& inputs, SdpaShape* shape, SdpaOptions* options) const;
+  // ForwardBatch's plan: the members that run, their attention calls, and where their rows sit
+  // in the packed tensors (multi_head_attention.cc).
+  struct PackedBatch;
+  PackedBatch PlanBatch(absl::Span<const LayerBatchMember> members,
+                        std::vector<absl::Status>* statuses) const;
+  // The packed computation of a planned batch; statuses of members whose attention fails are set
+  // here, a failure of the shared projections is returned for all.
+  absl::Status RunPacked(absl::Span<const LayerBatchMember> members, const PackedBatch& batch,
+                         std::vector<absl::Status>* statuses) const;
   // The layer's input rows [tokens, d]: query + P[positions] written to `encoded` (tokens·d
   // floats) for an encoding that adds to the embeddings, else the query itself (no copy).
   absl::StatusOr<const float*> EmbedQuery(const float* query, const int64_t* positions,

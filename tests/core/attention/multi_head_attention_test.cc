@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/core/reference_attention.h"
+#include "tests/core/test_encodings.h"
 
 namespace attnserve {
 namespace {
@@ -239,46 +240,13 @@ namespace {
 // sequence gives (the definition of a correct K/V cache), for every kind of encoding.
 class DecodeMatchesForwardTest : public ::testing::TestWithParam<const char*> {};
 
-PositionalEncoding EncodingForDecode(const std::string& name, int64_t heads, int64_t head_dim,
-                                     int64_t d) {
-  if (name == "sinusoidal") return SinusoidalParams{};
-  if (name == "learned") {
-    return LearnedParams{std::make_shared<std::vector<float>>(
-        ::attnserve::testing::RandomVector(64 * d, 71, 0.1f))};
-  }
-  if (name == "rope") return RopeParams{};
-  if (name == "rope_dynamic_ntk") {
-    RopeParams rope;
-    rope.scaling.type = RopeScalingType::kDynamicNtk;
-    rope.scaling.factor = 2.0;
-    rope.scaling.original_max_positions = 64;  // never exceeded here: one theta for all steps
-    return rope;
-  }
-  if (name == "alibi") return AlibiParams{};
-  if (name == "t5") {
-    T5BiasParams t5;
-    t5.bidirectional = false;
-    t5.table = std::make_shared<std::vector<float>>(
-        ::attnserve::testing::RandomVector(32 * heads, 72));
-    return t5;
-  }
-  if (name == "cope") {
-    CopeParams cope;
-    cope.npos_max = 8;
-    cope.pos_emb = std::make_shared<std::vector<float>>(
-        ::attnserve::testing::RandomVector(8 * head_dim, 73));
-    return cope;
-  }
-  return NoPositionalEncoding{};
-}
-
 TEST_P(DecodeMatchesForwardTest, StepsEqualCausalForwardOverThePrefix) {
   const int64_t d = 64, heads = 4, kv_heads = 2, hd = 16, length = 11;
   AttentionConfig config;
   config.d_model = d;
   config.num_heads = heads;
   config.num_kv_heads = kv_heads;
-  config.encoding = EncodingForDecode(GetParam(), heads, hd, d);
+  config.encoding = ::attnserve::testing::TestEncoding(GetParam(), heads, hd, d);
   AttentionWeights w;
   w.q_proj_weight = ::attnserve::testing::RandomVector(heads * hd * d, 61, 0.125f);
   w.k_proj_weight = ::attnserve::testing::RandomVector(kv_heads * hd * d, 62, 0.125f);

@@ -1,0 +1,202 @@
+// MultiHeadAttention::ForwardBatch (packed projections, attention per member) against Forward on
+// each member alone, for every kind of encoding, f32 and bf16: members of different lengths,
+// batch sizes, causal or not, key lengths, cross-attention, position offsets, probabilities; and
+// members that fail (invalid, cancelled, another compute type) fail alone.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/attention/multi_head_attention.h"
+#include "gtest/gtest.h"
+#include "tests/core/reference_attention.h"
+#include "tests/core/test_encodings.h"
+
+namespace attnserve {
+namespace {
+
+using ::attnserve::testing::RandomVector;
+
+constexpr int64_t kD = 64, kHeads = 4, kKvHeads = 2, kHeadDim = 16;
+
+// A member's inputs and the buffers they point to.
+struct MemberData {
+  int64_t batch, q_len, kv_len;
+  bool cross, causal, probs;
+  int64_t position_offset;
+  std::vector<int64_t> key_lengths;
+  std::vector<float> query, context;
+  std::vector<int64_t> positions;
+  AttendInputs inputs;
+
+  MemberData(int64_t batch, int64_t q_len, int64_t kv_len, bool cross, bool causal, bool probs,
+             int64_t position_offset, std::vector<int64_t> key_lengths, uint32_t seed)
+      : batch(batch), q_len(q_len), kv_len(cross ? kv_len : q_len), cross(cross), causal(causal),
+        probs(probs), position_offset(position_offset), key_lengths(std::move(key_lengths)),
+        query(RandomVector(batch * q_len * kD, seed)),
+        context(RandomVector(batch * this->kv_len * kD, seed + 1)) {
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t t = 0; t < q_len; ++t) positions.push_back(position_offset + 2 * b + t);
+    }
+    inputs.query = query.data();
+    inputs.batch = batch;
+    inputs.q_len = q_len;
+    inputs.context = cross ? context.data() : nullptr;
+    inputs.kv_len = this->kv_len;
+    inputs.positions = positions.data();
+    inputs.causal = causal;
+    inputs.key_lengths = this->key_lengths;
+  }
+  int64_t OutSize() const { return batch * q_len * kD; }
+  int64_t ProbsSize() const { return batch * kHeads * q_len * kv_len; }
+};
+
+std::vector<std::unique_ptr<MemberData>> MixedMembers(ComputeType compute) {
+  std::vector<std::unique_ptr<MemberData>> members;
+  // batch, q_len, kv_len, cross, causal, probs, position offset, key lengths
+  members.push_back(std::make_unique<MemberData>(1, 1, 0, false, false, false, 0,
+                                                 std::vector<int64_t>{}, 100));
+  members.push_back(std::make_unique<MemberData>(1, 7, 0, false, true, false, 5,
+                                                 std::vector<int64_t>{}, 200));
+  members.push_back(std::make_unique<MemberData>(2, 5, 0, false, false, true, 0,
+                                                 std::vector<int64_t>{3, 5}, 300));
+  members.push_back(std::make_unique<MemberData>(1, 12, 9, true, false, false, 3,
+                                                 std::vector<int64_t>{}, 400));
+  members.push_back(std::make_unique<MemberData>(1, 33, 0, false, true, true, 31,
+                                                 std::vector<int64_t>{}, 500));
+  members.push_back(std::make_unique<MemberData>(3, 2, 0, false, true, false, 7,
+                                                 std::vector<int64_t>{}, 600));
+  for (auto& member : members) member->inputs.compute = compute;
+  return members;
+}
+
+std::unique_ptr<MultiHeadAttention> MakeLayer(const std::string& encoding) {
+  AttentionConfig config;
+  config.d_model = kD;
+  config.num_heads = kHeads;
+  config.num_kv_heads = kKvHeads;
+  config.encoding = ::attnserve::testing::TestEncoding(encoding, kHeads, kHeadDim, kD);
+  AttentionWeights w;
+  w.q_proj_weight = RandomVector(kHeads * kHeadDim * kD, 61, 0.125f);
+  w.k_proj_weight = RandomVector(kKvHeads * kHeadDim * kD, 62, 0.125f);
+  w.v_proj_weight = RandomVector(kKvHeads * kHeadDim * kD, 63, 0.125f);
+  w.o_proj_weight = RandomVector(kD * kHeads * kHeadDim, 64, 0.125f);
+  w.q_proj_bias = RandomVector(kHeads * kHeadDim, 65, 0.1f);
+  w.o_proj_bias = RandomVector(kD, 66, 0.1f);
+  absl::StatusOr<std::unique_ptr<MultiHeadAttention>> layer =
+      MultiHeadAttention::Create(config, std::move(w));
+  EXPECT_TRUE(layer.ok()) << layer.status();
+  return layer.ok() ? *std::move(layer) : nullptr;
+}
+
+// max |a − b| / max |b|: the packed projections may sum in another order than the member's own
+// (oneDNN picks its blocking by the number of rows), which moves the last bits only.
+double MaxRelativeDifference(const std::vector<float>& a, const std::vector<float>& b) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    diff = std::max(diff, std::fabs(static_cast<double>(a[i]) - b[i]));
+    norm = std::max(norm, std::fabs(static_cast<double>(b[i])));
+  }
+  return norm > 0 ? diff / norm : diff;
+}
+
+// f32: 1e-6 of the output's scale (a few ulps; the bound). bf16: the operands are the
+// same bf16 values either way, so the same bound holds.
+constexpr double kTolerance = 1e-6;
+
+class ForwardBatchTest
+    : public ::testing::TestWithParam<std::tuple<const char*, ComputeType>> {};
+
+TEST_P(ForwardBatchTest, EachMemberEqualsForwardAlone) {
+  const auto [encoding, compute] = GetParam();
+  const std::unique_ptr<MultiHeadAttention> layer = MakeLayer(encoding);
+  ASSERT_NE(layer, nullptr);
+  std::vector<std::unique_ptr<MemberData>> members = MixedMembers(compute);
+
+  std::vector<std::vector<float>> alone_out, alone_probs, batch_out, batch_probs;
+  std::vector<LayerBatchMember> batch;
+  for (const auto& member : members) {
+    alone_out.emplace_back(member->OutSize());
+    alone_probs.emplace_back(member->probs ? member->ProbsSize() : 0);
+    const absl::Status status = layer->Forward(
+        member->inputs, alone_out.back().data(), member->probs ? alone_probs.back().data() : nullptr);
+    ASSERT_TRUE(status.ok()) << status;
+    batch_out.emplace_back(member->OutSize(), std::numeric_limits<float>::quiet_NaN());
+    batch_probs.emplace_back(member->probs ? member->ProbsSize() : 0);
+  }
+  for (size_t i = 0; i < members.size(); ++i) {
+    batch.push_back({&members[i]->inputs, batch_out[i].data(),
+                     members[i]->probs ? batch_probs[i].data() : nullptr});
+  }
+  const std::vector<absl::Status> statuses = layer->ForwardBatch(batch);
+  ASSERT_EQ(statuses.size(), members.size());
+  for (size_t i = 0; i < members.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << "member " << i);
+    ASSERT_TRUE(statuses[i].ok()) << statuses[i];
+    EXPECT_LE(MaxRelativeDifference(batch_out[i], alone_out[i]), kTolerance);
+    EXPECT_LE(MaxRelativeDifference(batch_probs[i], alone_probs[i]), kTolerance);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Encodings, ForwardBatchTest,
+    ::testing::Combine(::testing::Values("none", "sinusoidal", "learned", "rope",
+                                         "rope_dynamic_ntk", "alibi", "t5", "cope"),
+                       ::testing::Values(ComputeType::kFloat32, ComputeType::kBfloat16)),
+    [](const auto& info) {
+      return std::string(std::get<0>(info.param)) +
+             (std::get<1>(info.param) == ComputeType::kBfloat16 ? "_bf16" : "_f32");
+    });
+
+// Members differing only in their position offsets get different outputs (an absolute encoding),
+// each its own: a batch that gave one member another's positions (or none) would fail here.
+TEST(ForwardBatchTest, PositionOffsetsStayWithTheirMembers) {
+  const std::unique_ptr<MultiHeadAttention> layer = MakeLayer("sinusoidal");
+  ASSERT_NE(layer, nullptr);
+  MemberData first(1, 6, 0, false, true, false, 0, {}, 700);
+  MemberData second(1, 6, 0, false, true, false, 40, {}, 700);  // same tokens, later positions
+  std::vector<float> first_alone(first.OutSize()), second_alone(second.OutSize());
+  ASSERT_TRUE(layer->Forward(first.inputs, first_alone.data(), nullptr).ok());
+  ASSERT_TRUE(layer->Forward(second.inputs, second_alone.data(), nullptr).ok());
+  ASSERT_GT(MaxRelativeDifference(first_alone, second_alone), 1e-3);
+  std::vector<float> first_out(first.OutSize()), second_out(second.OutSize());
+  const std::vector<absl::Status> statuses =
+      layer->ForwardBatch({{&first.inputs, first_out.data(), nullptr},
+                           {&second.inputs, second_out.data(), nullptr}});
+  ASSERT_TRUE(statuses[0].ok() && statuses[1].ok());
+  EXPECT_LE(MaxRelativeDifference(first_out, first_alone), kTolerance);
+  EXPECT_LE(MaxRelativeDifference(second_out, second_alone), kTolerance);
+}
+
+TEST(ForwardBatchTest, FailingMembersFailAloneAndTheOthersRun) {
+  const std::unique_ptr<MultiHeadAttention> layer = MakeLayer("alibi");
+  ASSERT_NE(layer, nullptr);
+  std::vector<std::unique_ptr<MemberData>> members = MixedMembers(ComputeType::kFloat32);
+  members[1]->inputs.key_lengths = {1, 2, 3};  // three lengths for one batch element
+  members[2]->inputs.is_cancelled = [] { return true; };
+  members[4]->inputs.compute = ComputeType::kBfloat16;  // not the batch's (the first's) type
+  std::vector<std::vector<float>> alone(members.size()), out(members.size());
+  std::vector<LayerBatchMember> batch;
+  for (size_t i = 0; i < members.size(); ++i) {
+    alone[i].resize(members[i]->OutSize());
+    out[i].assign(members[i]->OutSize(), std::numeric_limits<float>::quiet_NaN());
+    batch.push_back({&members[i]->inputs, out[i].data(), nullptr});
+  }
+  const std::vector<absl::Status> statuses = layer->ForwardBatch(batch);
+  EXPECT_EQ(statuses[1].code(), absl::StatusCode::kInvalidArgument) << statuses[1];
+  EXPECT_EQ(statuses[1], layer->Forward(members[1]->inputs, alone[1].data(), nullptr));
+  EXPECT_EQ(statuses[2].code(), absl::StatusCode::kCancelled) << statuses[2];
+  EXPECT_EQ(statuses[4].code(), absl::StatusCode::kInvalidArgument) << statuses[4];
+  for (size_t i : {0, 3, 5}) {
+    SCOPED_TRACE(::testing::Message() << "member " << i);
+    ASSERT_TRUE(statuses[i].ok()) << statuses[i];
+    ASSERT_TRUE(layer->Forward(members[i]->inputs, alone[i].data(), nullptr).ok());
+    EXPECT_LE(MaxRelativeDifference(out[i], alone[i]), kTolerance);
+  }
+}
+
+}  // namespace
+}  // namespace attnserve
