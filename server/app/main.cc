@@ -2,6 +2,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,6 +51,14 @@ ABSL_FLAG(int32_t, compute_workers, 1,
 ABSL_FLAG(int32_t, compute_queue_depth, 64,
           "requests that may wait for a compute worker; more are RESOURCE_EXHAUSTED at once, and "
           "one whose deadline passes while waiting is DEADLINE_EXCEEDED without being computed");
+ABSL_FLAG(int32_t, max_batch_requests, 32,
+          "requests of one kind (RPC, model, compute dtype) waiting for a compute worker that it "
+          "computes together as one batch, at most; 1 = no batching");
+ABSL_FLAG(int64_t, max_batch_tokens, 8192,
+          "query tokens a batch holds at most (a lone request may hold more); 0 = no bound");
+ABSL_FLAG(int64_t, batch_timeout_micros, 0,
+          "how long a worker may hold a batch open for more requests, from its first request's "
+          "arrival; 0 = never wait (a batch is what waits when a worker becomes free)");
 ABSL_FLAG(int32_t, rpc_threads, 0,
           "most threads gRPC may use to run RPCs concurrently; 0 = gRPC's default");
 ABSL_FLAG(int64_t, max_batch, 64, "largest batch dimension accepted in a request");
@@ -122,6 +131,9 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   limits.max_kv_cache_bytes = absl::GetFlag(FLAGS_max_kv_cache_bytes);
   limits.compute_workers = absl::GetFlag(FLAGS_compute_workers);
   limits.compute_queue_depth = absl::GetFlag(FLAGS_compute_queue_depth);
+  limits.batching.max_requests = absl::GetFlag(FLAGS_max_batch_requests);
+  limits.batching.max_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  limits.batching.timeout = std::chrono::microseconds(absl::GetFlag(FLAGS_batch_timeout_micros));
   options.shutdown_grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   options.max_connection_age_seconds = absl::GetFlag(FLAGS_max_connection_age_seconds);
   options.max_connection_age_grace_seconds = absl::GetFlag(FLAGS_max_connection_age_grace_seconds);

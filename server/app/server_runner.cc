@@ -107,6 +107,16 @@ absl::Status CheckOptionsAndSetThreads(const ServerOptions& options) {
                                                    " must be >= 1 and --compute_queue_depth=",
                                                    queue_depth, " >= 0"));
   }
+  const BatchLimits& batching = options.limits.batching;
+  // An hour bounds the timeout far below any overflow of the clock arithmetic.
+  constexpr int64_t kMaxBatchTimeoutMicros = int64_t{3600} * 1000 * 1000;
+  if (batching.max_requests < 1 || batching.max_tokens < 0 || batching.timeout.count() < 0 ||
+      batching.timeout.count() > kMaxBatchTimeoutMicros) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_batch_requests=", batching.max_requests, " must be >= 1, --max_batch_tokens=",
+        batching.max_tokens, " >= 0 and --batch_timeout_micros=", batching.timeout.count(),
+        " in [0, ", kMaxBatchTimeoutMicros, "]"));
+  }
   // Polls closer than this would reread every config.pbtxt back to back.
   constexpr double kMinPollSeconds = 0.1;
   if (const double poll = options.model_poll_seconds;

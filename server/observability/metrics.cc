@@ -22,6 +22,20 @@ const prometheus::Histogram::BucketBoundaries& HandlingBuckets() {
   return *buckets;
 }
 
+// Requests per batch: 1 to 256, powers of two.
+const prometheus::Histogram::BucketBoundaries& BatchRequestBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      1, 2, 4, 8, 16, 32, 64, 128, 256};
+  return *buckets;
+}
+
+// Query tokens per batch: 1 to 64 Ki, powers of four.
+const prometheus::Histogram::BucketBoundaries& BatchTokenBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      1, 4, 16, 64, 256, 1024, 4096, 16384, 65536};
+  return *buckets;
+}
+
 absl::string_view RpcTypeName(grpc::experimental::ServerRpcInfo::Type type) {
   using Type = grpc::experimental::ServerRpcInfo::Type;
   switch (type) {
@@ -146,6 +160,15 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                             .Help("Time from the start of an RPC to its status being sent, in "
                                   "seconds.")
                             .Register(registry)),
+      batch_requests_(prometheus::BuildHistogram()
+                          .Name("attnserve_batch_requests")
+                          .Help("Requests computed together in one batch (1: alone), by RPC "
+                                "and model.")
+                          .Register(registry)),
+      batch_tokens_(prometheus::BuildHistogram()
+                        .Name("attnserve_batch_tokens")
+                        .Help("Query tokens computed together in one batch, by RPC and model.")
+                        .Register(registry)),
       tokens_(prometheus::BuildCounter()
                   .Name("attnserve_tokens_total")
                   .Help("Query tokens processed by successful computations, by RPC and model.")
@@ -327,6 +350,14 @@ void ServerMetrics::RecordCompute(absl::string_view rpc, absl::string_view model
                                                      {"model", std::string(model)}};
   queue_seconds_.Add(labels, HandlingBuckets()).Observe(queue_seconds);
   compute_seconds_.Add(labels, HandlingBuckets()).Observe(compute_seconds);
+}
+
+void ServerMetrics::RecordBatch(absl::string_view rpc, absl::string_view model, int requests,
+                                int64_t tokens) {
+  const std::map<std::string, std::string> labels = {{"rpc", std::string(rpc)},
+                                                     {"model", std::string(model)}};
+  batch_requests_.Add(labels, BatchRequestBuckets()).Observe(requests);
+  batch_tokens_.Add(labels, BatchTokenBuckets()).Observe(static_cast<double>(tokens));
 }
 
 void ServerMetrics::RecordHandled(absl::string_view full_method, absl::string_view type,

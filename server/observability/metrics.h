@@ -72,6 +72,10 @@ class ServerMetrics {
   // attnserve_model_load_failures_total{model} for each folder that failed to load.
   void RecordReload(bool ok, const std::vector<std::string>& failed_models);
 
+  // A batch of `requests` requests holding `tokens` query tokens began computing for `rpc` on
+  // `model` (a lone request is a batch of one): attnserve_batch_requests and
+  // attnserve_batch_tokens.
+  void RecordBatch(absl::string_view rpc, absl::string_view model, int requests, int64_t tokens);
   // Work done by a successful computation: `tokens` query tokens and `flops` useful FLOPs for
   // `rpc` on `model` ("inline" for weight-free RPCs).
   void RecordWork(absl::string_view rpc, absl::string_view model, double tokens, double flops);
@@ -103,6 +107,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& queue_seconds_;
   prometheus::Family<prometheus::Histogram>& compute_seconds_;
   prometheus::Family<prometheus::Histogram>& handling_seconds_;
+  prometheus::Family<prometheus::Histogram>& batch_requests_;
+  prometheus::Family<prometheus::Histogram>& batch_tokens_;
   prometheus::Family<prometheus::Counter>& tokens_;
   prometheus::Family<prometheus::Counter>& flops_;
   prometheus::Family<prometheus::Counter>& rejected_;

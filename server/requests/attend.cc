@@ -1,5 +1,6 @@
 #include "server/requests/attend.h"
 
+#include <cstdint>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +25,39 @@ absl::Status CheckContext(const FloatTensor& query, const std::optional<FloatTen
   }
   return absl::OkStatus();
 }
+
+// One checked Attend call. Calls on the same model instance with the same compute type run as
+// one ForwardBatch; the rest of a call (causal, key lengths, positions, context, probabilities)
+// is its own.
+class AttendMember final : public BatchMember {
+ public:
+  AttendMember(const LoadedModel& model, const AttendInputs& inputs, float* out, float* probs)
+      : BatchMember("Attend", model.config.name(),
+                    absl::StrCat("Attend/", reinterpret_cast<uintptr_t>(model.layer.get()), "/",
+                                 static_cast<int>(inputs.compute)),
+                    inputs.batch * inputs.q_len),
+        layer_(*model.layer),
+        inputs_(inputs),
+        out_(out),
+        probs_(probs) {}
+
+  std::vector<absl::Status> RunBatch(absl::Span<BatchMember* const> batch) override {
+    // Alone, the plain layer: no packing copies.
+    if (batch.size() == 1) return {layer_.Forward(inputs_, out_, probs_)};
+    std::vector<LayerBatchMember> members;
+    for (BatchMember* member : batch) {
+      const auto* attend = static_cast<const AttendMember*>(member);
+      members.push_back({&attend->inputs_, attend->out_, attend->probs_});
+    }
+    return layer_.ForwardBatch(members);
+  }
+
+ private:
+  const MultiHeadAttention& layer_;
+  const AttendInputs& inputs_;
+  float* const out_;
+  float* const probs_;
+};
 
 }  // namespace
 
@@ -65,9 +99,9 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& ca
   if (call.return_attention) {
     result->attention.values.resize(batch * config.num_heads * q_len * kv_len);
   }
-  RETURN_IF_ERROR(call.model->layer->Forward(
-      inputs, result->output.data(),
-      call.return_attention ? result->attention.values.data() : nullptr));
+  AttendMember member(*call.model, inputs, result->output.data(),
+                      call.return_attention ? result->attention.values.data() : nullptr);
+  RETURN_IF_ERROR(Compute(context, member));
   return WorkDone{batch * q_len, LayerFlops(config, batch, q_len, kv_len, call.causal)};
 }
 

@@ -35,7 +35,9 @@ struct AttendResult {
   AttentionMap attention;
 };
 
-// Checks the call against the model and the limits (the response included), then runs the layer.
+// Checks the call against the model and the limits (the response included), then runs the layer
+// through context.compute: batched with the other Attend calls on the same model instance and
+// compute type that wait with it (MultiHeadAttention::ForwardBatch).
 absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& call,
                                    AttendResult* result);
 

@@ -11,12 +11,28 @@ namespace {
 // How often a waiting request checks whether its client gave up.
 constexpr std::chrono::milliseconds kCancellationPoll{5};
 
+// Work that runs alone (an empty key).
+class LoneWork final : public BatchMember {
+ public:
+  explicit LoneWork(absl::FunctionRef<absl::Status()> work)
+      : BatchMember("", "", "", 0), work_(work) {}
+  std::vector<absl::Status> RunBatch(absl::Span<BatchMember* const>) override {
+    return {work_()};
+  }
+
+ private:
+  absl::FunctionRef<absl::Status()> work_;
+};
+
 }  // namespace
 
-ComputePool::ComputePool(int workers, int queue_depth, Observer observer)
+ComputePool::ComputePool(int workers, int queue_depth, Observer observer, BatchLimits limits,
+                         BatchObserver batch_observer)
     : workers_(std::max(workers, 1)),
       queue_depth_(std::max(queue_depth, 0)),
-      observer_(std::move(observer)) {
+      observer_(std::move(observer)),
+      limits_(limits),
+      batch_observer_(std::move(batch_observer)) {
   for (int i = 0; i < workers_; ++i) threads_.emplace_back([this] { WorkerLoop(); });
 }
 
@@ -34,27 +50,82 @@ void ComputePool::WorkerLoop() {
   while (true) {
     work_queued_.wait(lock, [this] { return !queue_.empty() || stopping_; });
     if (queue_.empty()) return;  // stopping, and nothing left to run
-    Task* task = queue_.front();
-    queue_.pop_front();
-    task->started = true;
+    if (WaitForBatch(lock)) continue;
+    const std::vector<Task*> batch = TakeBatch();
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<BatchMember*> members;
+    for (Task* task : batch) {
+      task->started = true;
+      if (task->started_at != nullptr) *task->started_at = now;
+      members.push_back(&task->member);
+    }
     ++busy_;
     Notify();
+    if (batch_observer_ && !members.front()->key().empty()) batch_observer_(members);
     task_changed_.notify_all();
     lock.unlock();
-    absl::Status result = task->work();
+    std::vector<absl::Status> results = members.front()->RunBatch(members);
     lock.lock();
     --busy_;
     Notify();
-    task->result = std::move(result);
-    task->done = true;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      batch[i]->result = i < results.size()
+                             ? std::move(results[i])
+                             : absl::InternalError("the batch computed no status for this request");
+      batch[i]->done = true;
+    }
     task_changed_.notify_all();
   }
 }
 
+bool ComputePool::WaitForBatch(std::unique_lock<std::mutex>& lock) {
+  const Task* front = queue_.front();
+  const std::string& key = front->member.key();
+  if (limits_.timeout.count() <= 0 || limits_.max_requests <= 1 || key.empty() || stopping_) {
+    return false;
+  }
+  const auto until = front->queued + limits_.timeout;
+  if (std::chrono::steady_clock::now() >= until) return false;
+  int requests = 0;
+  int64_t tokens = 0;
+  for (const Task* task : queue_) {
+    if (task->member.key() != key) continue;
+    ++requests;
+    tokens += task->member.tokens();
+  }
+  if (requests >= limits_.max_requests || (limits_.max_tokens > 0 && tokens >= limits_.max_tokens)) {
+    return false;  // full already
+  }
+  work_queued_.wait_until(lock, until);
+  return true;
+}
+
+std::vector<ComputePool::Task*> ComputePool::TakeBatch() {
+  std::vector<Task*> batch{queue_.front()};
+  queue_.pop_front();
+  const std::string& key = batch.front()->member.key();
+  if (key.empty()) return batch;
+  int64_t tokens = batch.front()->member.tokens();
+  for (auto it = queue_.begin();
+       it != queue_.end() && static_cast<int>(batch.size()) < limits_.max_requests;) {
+    const int64_t more = (*it)->member.tokens();
+    // One that would overflow the tokens stays first in line for the next batch; smaller ones
+    // behind it may still join this one.
+    if ((*it)->member.key() != key || (limits_.max_tokens > 0 && tokens + more > limits_.max_tokens)) {
+      ++it;
+      continue;
+    }
+    tokens += more;
+    batch.push_back(*it);
+    it = queue_.erase(it);
+  }
+  return batch;
+}
+
 absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
-                              const std::function<bool()>& is_cancelled,
-                              absl::FunctionRef<absl::Status()> work) {
-  Task task(work);
+                              const std::function<bool()>& is_cancelled, BatchMember& member,
+                              std::chrono::steady_clock::time_point* started) {
+  Task task(member, started);
   std::unique_lock<std::mutex> lock(mutex_);
   // Tasks queued beyond the free workers are the ones that really wait.
   const int free_workers = workers_ - busy_;
@@ -80,6 +151,14 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
   }
   task_changed_.wait(lock, [&task] { return task.done; });
   return task.result;
+}
+
+absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
+                              const std::function<bool()>& is_cancelled,
+                              absl::FunctionRef<absl::Status()> work,
+                              std::chrono::steady_clock::time_point* started) {
+  LoneWork lone(work);
+  return Run(deadline, is_cancelled, lone, started);
 }
 
 void ComputePool::Notify() {

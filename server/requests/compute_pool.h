@@ -3,11 +3,17 @@
 // pool of its own, and cost about 1 ms per request in contention). At most `queue_depth` requests
 // wait; a request that finds the queue full is refused at once, and one whose deadline passes (or
 // that is cancelled) while waiting is never computed.
+//
+// Batching: when a worker takes a request whose BatchMember key is not empty, the requests with
+// the same key waiting behind it join it, in arrival order, up to the batch limits, and the
+// worker computes them together (BatchMember::RunBatch). A request never waits for others while a
+// worker is free, unless batch_timeout asks for it.
 #ifndef ATTNSERVE_SERVER_REQUESTS_COMPUTE_POOL_H_
 #define ATTNSERVE_SERVER_REQUESTS_COMPUTE_POOL_H_
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -16,6 +22,8 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "server/requests/batch_member.h"
+#include "server/requests/service_limits.h"
 
 namespace attnserve {
 
@@ -24,42 +32,63 @@ class ComputePool {
   // Called with (busy workers, waiting requests) whenever either changes, under the pool's lock
   // (keep it cheap: it feeds metrics gauges).
   using Observer = std::function<void(int busy, int waiting)>;
+  // Called as a batch of members with a key starts (a lone one too), with its members, under
+  // the pool's lock.
+  using BatchObserver = std::function<void(absl::Span<BatchMember* const> batch)>;
 
   // Starts `workers` (>= 1) threads; `queue_depth` >= 0 requests may wait for one.
-  ComputePool(int workers, int queue_depth, Observer observer = nullptr);
+  ComputePool(int workers, int queue_depth, Observer observer = nullptr, BatchLimits limits = {},
+              BatchObserver batch_observer = nullptr);
   // Lets queued work finish, then stops the threads.
   ~ComputePool();
 
   ComputePool(const ComputePool&) = delete;
   ComputePool& operator=(const ComputePool&) = delete;
 
-  // Runs `work` on a worker thread and returns its status. RESOURCE_EXHAUSTED at once when every
-  // worker is busy and `queue_depth` requests already wait; DEADLINE_EXCEEDED or CANCELLED (polled
-  // every few milliseconds through `is_cancelled`) when that happens before a worker takes it —
-  // then `work` never runs. Once running, `work` is waited for (it polls cancellation itself).
+  // Computes `member` on a worker, in a batch with others of its key when they wait together,
+  // and returns its status. RESOURCE_EXHAUSTED at once when every worker is busy and
+  // `queue_depth` requests already wait; DEADLINE_EXCEEDED or CANCELLED (polled every few
+  // milliseconds through `is_cancelled`) when that happens before its batch starts — then it is
+  // never computed. Once started, it is waited for (it polls cancellation itself). `started`, when
+  // given, is set to when its batch started.
+  absl::Status Run(std::chrono::system_clock::time_point deadline,
+                   const std::function<bool()>& is_cancelled, BatchMember& member,
+                   std::chrono::steady_clock::time_point* started = nullptr);
+  // The same for work that always runs alone.
   absl::Status Run(std::chrono::system_clock::time_point deadline,
                    const std::function<bool()>& is_cancelled,
-                   absl::FunctionRef<absl::Status()> work);
+                   absl::FunctionRef<absl::Status()> work,
+                   std::chrono::steady_clock::time_point* started = nullptr);
 
   int busy() const;
   int waiting() const;
 
  private:
   struct Task {
-    explicit Task(absl::FunctionRef<absl::Status()> work) : work(work) {}
-    absl::FunctionRef<absl::Status()> work;
+    Task(BatchMember& member, std::chrono::steady_clock::time_point* started)
+        : member(member), started_at(started) {}
+    BatchMember& member;
+    std::chrono::steady_clock::time_point* started_at;  // may be null
+    std::chrono::steady_clock::time_point queued = std::chrono::steady_clock::now();
     absl::Status result;
     bool started = false;
     bool done = false;
   };
 
   void WorkerLoop();
+  // Requires mutex_ and a non-empty queue: waits out the batch timeout of the front task when it
+  // applies (true: the queue changed meanwhile, look again), else false.
+  bool WaitForBatch(std::unique_lock<std::mutex>& lock);
+  // Requires mutex_: removes the front task and the waiting tasks that may join its batch.
+  std::vector<Task*> TakeBatch();
   // Requires mutex_.
   void Notify();
 
   const int workers_;
   const int queue_depth_;
   const Observer observer_;
+  const BatchLimits limits_;
+  const BatchObserver batch_observer_;
   // std::mutex rather than absl::Mutex: ThreadSanitizer intercepts it, whereas Debian's absl is
   // not instrumented, so TSan could not see absl's locking (scripts/sanitize.sh thread).
   mutable std::mutex mutex_;

@@ -2,6 +2,12 @@
 
 namespace attnserve {
 
+absl::Status Compute(const RequestContext& context, BatchMember& member) {
+  if (context.compute) return context.compute(member);
+  BatchMember* const alone[] = {&member};
+  return member.RunBatch(alone).front();
+}
+
 double AttentionFlops(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len,
                       int64_t head_dim, bool causal) {
   const double full = 4.0 * batch * heads * q_len * kv_len * head_dim;

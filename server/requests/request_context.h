@@ -7,8 +7,10 @@
 #include <functional>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "core/attention/multi_head_attention.h"
 #include "core/encodings/position_table_cache.h"
+#include "server/requests/batch_member.h"
 #include "server/requests/service_limits.h"
 
 namespace attnserve {
@@ -18,7 +20,13 @@ struct RequestContext {
   PositionTableCache& tables;  // sin/cos tables shared by all requests (thread-safe)
   // Polled between attention tiles: the call's cancellation or deadline. Null: never.
   std::function<bool()> is_cancelled;
+  // Computes a member on a compute worker, batched with others of its key that wait with it
+  // (ComputePool). Unset: on the calling thread, alone.
+  std::function<absl::Status(BatchMember&)> compute;
 };
+
+// context.compute(member), or the member alone here when unset.
+absl::Status Compute(const RequestContext& context, BatchMember& member);
 
 // The attention probabilities a call may ask for beside its output (return_attention).
 struct AttentionMap {

@@ -3,6 +3,7 @@
 #ifndef ATTNSERVE_SERVER_REQUESTS_SERVICE_LIMITS_H_
 #define ATTNSERVE_SERVER_REQUESTS_SERVICE_LIMITS_H_
 
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
@@ -10,6 +11,16 @@
 #include "absl/strings/string_view.h"
 
 namespace attnserve {
+
+// How requests waiting for a compute worker are merged into batches (ComputePool).
+struct BatchLimits {
+  int max_requests = 32;        // requests per batch (--max_batch_requests); 1: no batching
+  // Σ query tokens per batch (--max_batch_tokens); a lone request may exceed it. 0: no bound.
+  int64_t max_tokens = 8192;
+  // How long a worker may hold a batch open for more requests, from its first request's arrival
+  // (--batch_timeout_micros); 0: never (a batch is what waits when a worker becomes free).
+  std::chrono::microseconds timeout{0};
+};
 
 struct ServiceLimits {
   int64_t max_batch = 64;               // batch dimension of any input
@@ -26,6 +37,7 @@ struct ServiceLimits {
   // (--compute_queue_depth); past both, RESOURCE_EXHAUSTED at once.
   int compute_workers = 1;
   int compute_queue_depth = 64;
+  BatchLimits batching;
 };
 
 // INVALID_ARGUMENT naming the size when a batch, sequence or score size exceeds the limits;

@@ -20,6 +20,17 @@ KvCacheBudget::Observers KvCacheObservers(ServerMetrics* metrics) {
           [metrics] { metrics->RecordRejected("kv_cache_budget"); }};
 }
 
+// The batch size histograms, when there are metrics.
+ComputePool::BatchObserver BatchObserver(ServerMetrics* metrics) {
+  if (metrics == nullptr) return nullptr;
+  return [metrics](absl::Span<BatchMember* const> batch) {
+    int64_t tokens = 0;
+    for (const BatchMember* member : batch) tokens += member->tokens();
+    metrics->RecordBatch(batch.front()->rpc(), batch.front()->model(),
+                         static_cast<int>(batch.size()), tokens);
+  };
+}
+
 }  // namespace
 
 AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimits limits,
@@ -32,7 +43,8 @@ AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimi
       compute_pool_(limits.compute_workers, limits.compute_queue_depth,
                     [metrics](int busy, int waiting) {
                       if (metrics != nullptr) metrics->ObserveCompute(busy, waiting);
-                    }),
+                    },
+                    limits.batching, BatchObserver(metrics)),
       kv_cache_budget_(limits.max_kv_cache_bytes, KvCacheObservers(metrics)) {}
 
 grpc::Status AttentionServiceImpl::Serve(grpc::ServerContext* context, absl::string_view rpc,
@@ -75,6 +87,24 @@ grpc::Status AttentionServiceImpl::ServeCompute(grpc::ServerContext* context,
   });
 }
 
+grpc::Status AttentionServiceImpl::ServeBatched(grpc::ServerContext* context,
+                                                absl::string_view rpc,
+                                                const std::string& requested_model,
+                                                ComputeBody body) {
+  return Serve(context, rpc, [&]() -> absl::Status {
+    // The models this request uses, taken as it starts (a reload meanwhile does not change them).
+    const std::shared_ptr<const ModelRegistry> models = models_->Current();
+    const std::string label = ModelLabel(*models, requested_model);
+    RequestContext request_context = ContextFor(context);
+    request_context.compute = [&](BatchMember& member) {
+      return RunCompute(context, rpc, label, member);
+    };
+    ASSIGN_OR_RETURN(const WorkDone work, body(request_context, *models));
+    RecordWork(rpc, label, work);
+    return absl::OkStatus();
+  });
+}
+
 void AttentionServiceImpl::StartDraining() { draining_ = true; }
 
 bool AttentionServiceImpl::WaitUntilIdle(std::chrono::system_clock::time_point deadline) const {
@@ -92,7 +122,7 @@ std::string AttentionServiceImpl::ModelLabel(const ModelRegistry& models,
 }
 
 RequestContext AttentionServiceImpl::ContextFor(grpc::ServerContext* context) {
-  return RequestContext{limits_, tables_, [context] { return context->IsCancelled(); }};
+  return RequestContext{limits_, tables_, [context] { return context->IsCancelled(); }, nullptr};
 }
 
 void AttentionServiceImpl::RecordWork(absl::string_view rpc, absl::string_view model_label,
@@ -103,16 +133,32 @@ void AttentionServiceImpl::RecordWork(absl::string_view rpc, absl::string_view m
 
 absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl::string_view rpc,
                                               const std::string& model_label,
+                                              BatchMember& member) {
+  const auto queued = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point started;
+  const absl::Status status = compute_pool_.Run(
+      context->deadline(), [context] { return context->IsCancelled(); }, member, &started);
+  RecordComputeOutcome(rpc, model_label, queued, started, status);
+  return status;
+}
+
+absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl::string_view rpc,
+                                              const std::string& model_label,
                                               absl::FunctionRef<absl::Status()> work) {
   const auto queued = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point started;
-  absl::Status status = compute_pool_.Run(
-      context->deadline(), [context] { return context->IsCancelled(); },
-      [&] {
-        started = std::chrono::steady_clock::now();
-        return work();
-      });
-  if (metrics_ == nullptr) return status;
+  const absl::Status status = compute_pool_.Run(
+      context->deadline(), [context] { return context->IsCancelled(); }, work, &started);
+  RecordComputeOutcome(rpc, model_label, queued, started, status);
+  return status;
+}
+
+void AttentionServiceImpl::RecordComputeOutcome(absl::string_view rpc,
+                                                const std::string& model_label,
+                                                std::chrono::steady_clock::time_point queued,
+                                                std::chrono::steady_clock::time_point started,
+                                                const absl::Status& status) {
+  if (metrics_ == nullptr) return;
   if (started != std::chrono::steady_clock::time_point()) {
     const std::chrono::duration<double> waited = started - queued;
     const std::chrono::duration<double> ran = std::chrono::steady_clock::now() - started;
@@ -124,7 +170,6 @@ absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl
   } else if (status.code() == absl::StatusCode::kCancelled) {
     metrics_->RecordRejected("cancelled");
   }
-  return status;
 }
 
 grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext* context,
@@ -139,7 +184,7 @@ grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext* context,
 grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
                                           const v1::AttendRequest* request,
                                           v1::AttendResponse* response) {
-  return ServeCompute(context, "Attend", request->model(),
+  return ServeBatched(context, "Attend", request->model(),
                       [&](const RequestContext& call, const ModelRegistry& models) {
                         return HandleAttend(call, models, *request, response);
                       });

@@ -57,7 +57,7 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
                         v1::GetModelResponse* response) override;
 
  private:
-  // An adapter run on a compute worker: the call's context and models snapshot → its work.
+  // An adapter: the call's context and models snapshot → its work.
   using ComputeBody =
       absl::FunctionRef<absl::StatusOr<WorkDone>(const RequestContext&, const ModelRegistry&)>;
 
@@ -69,11 +69,25 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   // now, its work recorded under `rpc` and the model label of `requested_model`.
   grpc::Status ServeCompute(grpc::ServerContext* context, absl::string_view rpc,
                             const std::string& requested_model, ComputeBody body);
+  // The batching RPCs: the same, but `body` runs here (converting and checking the request) and
+  // sends its computation to a worker through the RequestContext's `compute`, where it joins the
+  // requests of its kind waiting with it (ComputePool).
+  grpc::Status ServeBatched(grpc::ServerContext* context, absl::string_view rpc,
+                            const std::string& requested_model, ComputeBody body);
 
-  // Runs `work` on a compute worker for the RPC of `context` (its deadline bounds the wait),
-  // recording the wait and the computation under `rpc` and `model_label` (ModelLabel).
+  // Computes `member` (or runs `work`) on a compute worker for the RPC of `context` (its deadline
+  // bounds the wait), recording the wait and the computation under `rpc` and `model_label`
+  // (ModelLabel).
+  absl::Status RunCompute(grpc::ServerContext* context, absl::string_view rpc,
+                          const std::string& model_label, BatchMember& member);
   absl::Status RunCompute(grpc::ServerContext* context, absl::string_view rpc,
                           const std::string& model_label, absl::FunctionRef<absl::Status()> work);
+  // The metrics of a computation queued at `queued`: its wait and run when it `started`, else
+  // the reason it was refused.
+  void RecordComputeOutcome(absl::string_view rpc, const std::string& model_label,
+                            std::chrono::steady_clock::time_point queued,
+                            std::chrono::steady_clock::time_point started,
+                            const absl::Status& status);
   // Counts a computed request's tokens and FLOPs (work that touched no tokens is not counted).
   void RecordWork(absl::string_view rpc, absl::string_view model_label, const WorkDone& work);
   // The request context of a call: the limits, the shared tables, the call's cancellation.

@@ -3,8 +3,11 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -112,6 +115,163 @@ TEST(ComputePoolTest, DeadlineOrCancellationWhileQueuedNeverRunsTheWork) {
   EXPECT_FALSE(ran);
   EXPECT_EQ(pool.waiting(), 0);
   EXPECT_TRUE(blocker.Release().ok());
+}
+
+// A member that records the batches it was computed in: which members (by name) ran together.
+class RecordingMember final : public BatchMember {
+ public:
+  // The batches computed so far, each as its members' names in order.
+  struct Log {
+    std::mutex mutex;
+    std::vector<std::vector<std::string>> batches;
+  };
+
+  RecordingMember(std::string name, std::string key, int64_t tokens, Log* log)
+      : BatchMember("Attend", "m", std::move(key), tokens), name_(std::move(name)), log_(log) {}
+
+  std::vector<absl::Status> RunBatch(absl::Span<BatchMember* const> batch) override {
+    std::vector<std::string> names;
+    std::vector<absl::Status> statuses;
+    for (BatchMember* member : batch) {
+      names.push_back(static_cast<RecordingMember*>(member)->name_);
+      statuses.push_back(absl::OkStatus());
+    }
+    std::lock_guard<std::mutex> lock(log_->mutex);
+    log_->batches.push_back(std::move(names));
+    return statuses;
+  }
+
+ private:
+  const std::string name_;
+  Log* const log_;
+};
+
+// Members submitted one after another (each queued before the next) from their own threads.
+class Submitted {
+ public:
+  explicit Submitted(ComputePool& pool) : pool_(pool) {}
+  ~Submitted() { Wait(); }
+
+  // Queues a member and waits until the pool counts it among the waiting.
+  void Add(std::unique_ptr<RecordingMember> member,
+           std::function<bool()> is_cancelled = kNeverCancelled) {
+    const int before = pool_.waiting();
+    RecordingMember* raw = member.get();
+    members_.push_back(std::move(member));
+    results_.push_back(std::async(std::launch::async, [this, raw, is_cancelled] {
+      return pool_.Run(In(kLong), is_cancelled, *raw);
+    }));
+    while (pool_.waiting() == before) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  // Every member's status, in submission order.
+  std::vector<absl::Status> Wait() {
+    std::vector<absl::Status> statuses;
+    for (auto& result : results_) statuses.push_back(result.valid() ? result.get() : absl::OkStatus());
+    return statuses;
+  }
+
+ private:
+  ComputePool& pool_;
+  std::vector<std::unique_ptr<RecordingMember>> members_;
+  std::vector<std::future<absl::Status>> results_;
+};
+
+TEST(ComputePoolBatchingTest, WaitingMembersOfOneKeyRunTogetherInArrivalOrder) {
+  RecordingMember::Log log;
+  std::vector<int> observed;
+  ComputePool pool(1, 16, nullptr, BatchLimits{8, 0, {}},
+                   [&observed](absl::Span<BatchMember* const> batch) {
+                     observed.push_back(static_cast<int>(batch.size()));
+                   });
+  Blocker blocker(pool);
+  Submitted submitted(pool);
+  submitted.Add(std::make_unique<RecordingMember>("a1", "A", 1, &log));
+  submitted.Add(std::make_unique<RecordingMember>("b1", "B", 1, &log));
+  submitted.Add(std::make_unique<RecordingMember>("a2", "A", 1, &log));
+  submitted.Add(std::make_unique<RecordingMember>("lone", "", 1, &log));
+  submitted.Add(std::make_unique<RecordingMember>("a3", "A", 1, &log));
+  submitted.Add(std::make_unique<RecordingMember>("b2", "B", 1, &log));
+  ASSERT_TRUE(blocker.Release().ok());
+  for (const absl::Status& status : submitted.Wait()) EXPECT_TRUE(status.ok()) << status;
+  using Names = std::vector<std::string>;
+  // The worker takes the first waiting request, and those of its key join it; keys never mix,
+  // and an empty key runs alone (and is not a batch for the observer).
+  EXPECT_EQ(log.batches, (std::vector<Names>{{"a1", "a2", "a3"}, {"b1", "b2"}, {"lone"}}));
+  EXPECT_EQ(observed, (std::vector<int>{3, 2}));
+}
+
+TEST(ComputePoolBatchingTest, BatchesKeepToTheRequestAndTokenLimits) {
+  RecordingMember::Log log;
+  ComputePool pool(1, 16, nullptr, BatchLimits{3, 10, {}});
+  Blocker blocker(pool);
+  Submitted submitted(pool);
+  const std::pair<const char*, int64_t> members[] = {
+      {"t4", 4}, {"t5", 5}, {"t2", 2}, {"t1", 1}, {"t12", 12}, {"t3", 3}, {"t6", 6}};
+  for (const auto& [name, tokens] : members) {
+    submitted.Add(std::make_unique<RecordingMember>(name, "K", tokens, &log));
+  }
+  ASSERT_TRUE(blocker.Release().ok());
+  submitted.Wait();
+  using Names = std::vector<std::string>;
+  // 4+5 fit, 2 would pass 10 (it stays first in line), 1 fits: three requests, full. Then 2+3
+  // (12 and 6 would pass 10); 12 alone (a lone request may exceed the tokens); 6.
+  EXPECT_EQ(log.batches, (std::vector<Names>{{"t4", "t5", "t1"}, {"t2", "t3"}, {"t12"}, {"t6"}}));
+}
+
+TEST(ComputePoolBatchingTest, ACancelledMemberIsDroppedAndTheOthersRun) {
+  RecordingMember::Log log;
+  ComputePool pool(1, 16, nullptr, BatchLimits{8, 0, {}});
+  Blocker blocker(pool);
+  Submitted submitted(pool);
+  std::atomic<bool> cancel{false};
+  submitted.Add(std::make_unique<RecordingMember>("a1", "A", 1, &log));
+  submitted.Add(std::make_unique<RecordingMember>("a2", "A", 1, &log), [&cancel] { return cancel.load(); });
+  submitted.Add(std::make_unique<RecordingMember>("a3", "A", 1, &log));
+  cancel = true;
+  while (pool.waiting() != 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(blocker.Release().ok());
+  const std::vector<absl::Status> statuses = submitted.Wait();
+  EXPECT_TRUE(statuses[0].ok());
+  EXPECT_EQ(statuses[1].code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(statuses[2].ok());
+  EXPECT_EQ(log.batches, (std::vector<std::vector<std::string>>{{"a1", "a3"}}));
+}
+
+TEST(ComputePoolBatchingTest, ALoneRequestOnAnIdleWorkerDoesNotWait) {
+  RecordingMember::Log log;
+  ComputePool pool(1, 16, nullptr, BatchLimits{8, 0, {}});
+  RecordingMember member("alone", "A", 1, &log);
+  const auto start = Clock::now();
+  std::chrono::steady_clock::time_point started;
+  ASSERT_TRUE(pool.Run(In(kLong), kNeverCancelled, member, &started).ok());
+  EXPECT_NE(started, std::chrono::steady_clock::time_point());
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(1));
+  EXPECT_EQ(log.batches, (std::vector<std::vector<std::string>>{{"alone"}}));
+}
+
+TEST(ComputePoolBatchingTest, TheTimeoutHoldsABatchOpenForLaterArrivals) {
+  RecordingMember::Log log;
+  // The worker is idle: without the timeout the first member would run alone at once.
+  ComputePool pool(1, 16, nullptr, BatchLimits{8, 0, std::chrono::seconds(2)});
+  Submitted submitted(pool);
+  const auto start = Clock::now();
+  submitted.Add(std::make_unique<RecordingMember>("a1", "A", 1, &log));
+  submitted.Add(std::make_unique<RecordingMember>("a2", "A", 1, &log));
+  submitted.Wait();
+  EXPECT_EQ(log.batches, (std::vector<std::vector<std::string>>{{"a1", "a2"}}));
+  EXPECT_GE(Clock::now() - start, std::chrono::milliseconds(1900));
+}
+
+TEST(ComputePoolBatchingTest, AFullBatchDoesNotWaitOutTheTimeout) {
+  RecordingMember::Log log;
+  ComputePool pool(1, 16, nullptr, BatchLimits{2, 0, std::chrono::seconds(30)});
+  Submitted submitted(pool);
+  const auto start = Clock::now();
+  submitted.Add(std::make_unique<RecordingMember>("a1", "A", 1, &log));
+  submitted.Add(std::make_unique<RecordingMember>("a2", "A", 1, &log));
+  submitted.Wait();
+  EXPECT_EQ(log.batches, (std::vector<std::vector<std::string>>{{"a1", "a2"}}));
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(10));
 }
 
 }  // namespace

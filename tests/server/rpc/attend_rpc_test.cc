@@ -36,7 +36,9 @@ TEST(AttendRpcTest, SelfAttentionMatchesTheDoubleLayer) {
       double total = 0;
       for (int64_t j = 0; j < S; ++j) {
         total += probs[row * S + j];
-        if (causal && j > i) EXPECT_EQ(probs[row * S + j], 0.0f);
+        if (causal && j > i) {
+          EXPECT_EQ(probs[row * S + j], 0.0f);
+        }
       }
       EXPECT_NEAR(total, 1.0, 1e-5);
     }
@@ -80,10 +82,11 @@ TEST(AttendRpcTest, RejectsWhatDoesNotFitTheModelNamingTheField) {
     EXPECT_EQ(status.error_code(), c.code) << c.message;
     EXPECT_THAT(status.error_message(), HasSubstr(c.message));
   }
-  // Refused requests computed nothing; the unknown model's name is not a label.
+  // Refused requests are checked before they queue: they computed nothing and took no compute
+  // worker's turn; the unknown model's name is not a label.
   EXPECT_EQ(server.Sample("attnserve_tokens_total", {{"rpc", "Attend"}}), -1);
-  EXPECT_EQ(server.Sample("attnserve_compute_seconds", {{"rpc", "Attend"}, {"model", "unknown"}}),
-            1);
+  EXPECT_EQ(server.Sample("attnserve_compute_seconds", {{"rpc", "Attend"}}), -1);
+  EXPECT_EQ(server.Sample("attnserve_batch_requests", {{"rpc", "Attend"}}), -1);
   EXPECT_EQ(server.Sample("attnserve_compute_seconds", {{"model", "nope"}}), -1);
 }
 
