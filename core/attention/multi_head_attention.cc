@@ -41,6 +41,18 @@ std::vector<float> AppendRows(const std::vector<float>& old_rows,
   return all;
 }
 
+// dst [batch, heads, seq, hd] ← one member's rows of the packed projection src [heads, T, hd]:
+// tokens offset…offset + batch·seq of every head.
+void GatherMemberHeads(const float* src, int64_t total_tokens, int64_t heads, int64_t hd,
+                       int64_t offset, int64_t batch, int64_t seq, float* dst) {
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      std::memcpy(dst + (b * heads + h) * seq * hd, src + (h * total_tokens + offset + b * seq) * hd,
+                  seq * hd * sizeof(float));
+    }
+  }
+}
+
 const float* DataOrNull(const std::vector<float>& tensor) {
   return tensor.empty() ? nullptr : tensor.data();
 }
@@ -350,21 +362,6 @@ std::vector<absl::Status> MultiHeadAttention::ForwardBatch(
   return statuses;
 }
 
-namespace {
-
-// dst [batch, heads, seq, hd] ← one member's rows of the packed projection src [heads, T, hd]:
-// tokens offset…offset + batch·seq of every head.
-void GatherMemberHeads(const float* src, int64_t total_tokens, int64_t heads, int64_t hd,
-                       int64_t offset, int64_t batch, int64_t seq, float* dst) {
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t h = 0; h < heads; ++h) {
-      std::memcpy(dst + (b * heads + h) * seq * hd, src + (h * total_tokens + offset + b * seq) * hd,
-                  seq * hd * sizeof(float));
-    }
-  }
-}
-
-}  // namespace
 
 absl::Status MultiHeadAttention::RunPacked(absl::Span<const LayerBatchMember> members,
                                            const PackedBatch& batch,
@@ -475,58 +472,133 @@ absl::Status MultiHeadAttention::PlaceDecodePositions(int64_t cached, int64_t ne
 
 absl::Status MultiHeadAttention::Decode(const DecodeInputs& inputs, KvCache* cache, float* out,
                                         float* probs) const {
-  const int64_t h = config_.num_heads, hkv = config_.num_kv_heads, hd = config_.head_dim;
-  const int64_t n = inputs.new_tokens;
-  const int64_t cached = cache->length;
-  const int64_t total = cached + n;
-  if (n < 1) return absl::InvalidArgumentError(absl::StrCat("new tokens=", n, " must be >= 1"));
-  if (total - 1 > kMaxPosition) {
-    return absl::OutOfRangeError(absl::StrCat("position ", total - 1, " is past the limit ",
-                                              kMaxPosition));
-  }
-  std::vector<int64_t> positions(n);
-  for (int64_t t = 0; t < n; ++t) positions[t] = cached + t;
+  return DecodeBatch({{&inputs, cache, out, probs}}).front();
+}
 
-  std::vector<float> encoded(n * config_.d_model);
-  const absl::StatusOr<const float*> embedded =
-      EmbedQuery(inputs.query, positions.data(), n, encoded.data());
-  if (!embedded.ok()) return embedded.status();
-  // New rows: q [1, H, n, hd]; k, v [1, Hkv, n, hd].
-  std::vector<float> q(h * n * hd), k_new(hkv * n * hd), v_new(hkv * n * hd), scratch(h * n * hd);
-  if (absl::Status status = ProjectQkv(*embedded, *embedded, 1, n, n, inputs.compute, q.data(),
-                                       k_new.data(), v_new.data());
-      !status.ok()) {
-    return status;
-  }
-  SdpaOptions options;
-  options.causal = true;  // bottom-right: new token t sees the cache and new tokens up to t
-  options.scale = config_.scale;
-  options.compute = inputs.compute;
-  options.is_cancelled = inputs.is_cancelled;
-  options.tables = &tables_;
-  if (absl::Status status = PlaceDecodePositions(cached, n, q.data(), k_new.data(), options);
-      !status.ok()) {
-    return status;
-  }
+struct MultiHeadAttention::PackedSteps {
+  struct Member {
+    int64_t index;     // in the caller's members
+    int64_t cached;    // tokens in its cache before the step
+    int64_t n;         // its new tokens
+    int64_t offset;    // its first new token among the packed ones
+    SdpaOptions options;
+    // Its cache with the new rows appended, [Hkv, cached + n, hd]: built aside and swapped in
+    // only when its step succeeds, so a failed or cancelled step leaves the cache as it was.
+    std::vector<float> k_all, v_all;
+  };
+  std::vector<Member> members;
+  int64_t tokens = 0;  // N: Σ n
+  ComputeType compute = ComputeType::kFloat32;
+};
 
-  // The cache with the new rows appended: [Hkv, cached + n, hd]. Built aside and swapped in only
-  // when the step succeeds, so a failed or cancelled step leaves the cache as it was.
-  std::vector<float> k_all = AppendRows(cache->k, k_new, hkv, cached, n, hd);
-  std::vector<float> v_all = AppendRows(cache->v, v_new, hkv, cached, n, hd);
-  const SdpaShape shape{1, h, hkv, n, total, hd};
-  std::vector<float> attended(h * n * hd);
-  if (absl::Status status = ScaledDotProductAttention(shape, options, q.data(), k_all.data(),
-                                                      v_all.data(), attended.data(), probs);
-      !status.ok()) {
-    return status;
+MultiHeadAttention::PackedSteps MultiHeadAttention::PlanSteps(
+    absl::Span<const DecodeBatchMember> members, std::vector<absl::Status>* statuses) const {
+  PackedSteps steps;
+  for (int64_t i = 0; i < static_cast<int64_t>(members.size()); ++i) {
+    const DecodeInputs& inputs = *members[i].inputs;
+    const int64_t n = inputs.new_tokens, cached = members[i].cache->length;
+    if (n < 1) {
+      (*statuses)[i] = absl::InvalidArgumentError(absl::StrCat("new tokens=", n, " must be >= 1"));
+      continue;
+    }
+    if (cached + n - 1 > kMaxPosition) {
+      (*statuses)[i] = absl::OutOfRangeError(
+          absl::StrCat("position ", cached + n - 1, " is past the limit ", kMaxPosition));
+      continue;
+    }
+    if (steps.members.empty()) {
+      steps.compute = inputs.compute;
+    } else if (inputs.compute != steps.compute) {
+      (*statuses)[i] = absl::InvalidArgumentError(
+          "a batch's members must share one compute type (the first member's)");
+      continue;
+    }
+    PackedSteps::Member member{i, cached, n, steps.tokens, {}, {}, {}};
+    member.options.causal = true;  // bottom-right: new token t sees the cache and new tokens ≤ t
+    member.options.scale = config_.scale;
+    member.options.compute = inputs.compute;
+    member.options.is_cancelled = inputs.is_cancelled;
+    member.options.tables = &tables_;
+    steps.tokens += n;
+    steps.members.push_back(std::move(member));
   }
-  if (absl::Status status = ProjectOut(attended.data(), 1, n, inputs.compute, scratch.data(), out);
-      !status.ok()) {
-    return status;
+  return steps;
+}
+
+std::vector<absl::Status> MultiHeadAttention::DecodeBatch(
+    absl::Span<const DecodeBatchMember> members) const {
+  std::vector<absl::Status> statuses(members.size());
+  PackedSteps steps = PlanSteps(members, &statuses);
+  if (steps.members.empty()) return statuses;
+  const absl::Status shared = RunPackedSteps(members, steps, &statuses);
+  for (PackedSteps::Member& member : steps.members) {
+    absl::Status& status = statuses[member.index];
+    if (!shared.ok()) status = shared;
+    if (!status.ok()) continue;
+    KvCache* cache = members[member.index].cache;
+    cache->k = std::move(member.k_all);
+    cache->v = std::move(member.v_all);
+    cache->length = member.cached + member.n;
   }
-  cache->k = std::move(k_all);
-  cache->v = std::move(v_all);
-  cache->length = total;
+  return statuses;
+}
+
+absl::Status MultiHeadAttention::RunPackedSteps(absl::Span<const DecodeBatchMember> members,
+                                                PackedSteps& steps,
+                                                std::vector<absl::Status>* statuses) const {
+  const int64_t d = config_.d_model, h = config_.num_heads, hkv = config_.num_kv_heads;
+  const int64_t hd = config_.head_dim, tokens = steps.tokens;
+  // The new tokens of every stream, packed: [N, d], at positions cached + t.
+  std::vector<float> input(tokens * d), encoded(tokens * d);
+  std::vector<int64_t> positions(tokens);
+  for (const PackedSteps::Member& member : steps.members) {
+    std::copy_n(members[member.index].inputs->query, member.n * d, input.data() + member.offset * d);
+    for (int64_t t = 0; t < member.n; ++t) positions[member.offset + t] = member.cached + t;
+  }
+  ASSIGN_OR_RETURN(const float* x, EmbedQuery(input.data(), positions.data(), tokens,
+                                               encoded.data()));
+  // New rows of every stream: q [H, N, hd]; k, v [Hkv, N, hd].
+  std::vector<float> q(h * tokens * hd), k_new(hkv * tokens * hd), v_new(hkv * tokens * hd);
+  RETURN_IF_ERROR(ProjectQkv(x, x, 1, tokens, tokens, steps.compute, q.data(), k_new.data(),
+                             v_new.data()));
+  // Per stream: its q [1, H, n, hd] (rotated for RoPE), its cache grown by its k and v rows.
+  std::vector<float> member_q(h * tokens * hd), attended(h * tokens * hd);
+  std::vector<SdpaBatchMember<float>> calls;
+  std::vector<size_t> running;  // steps.members indices of the calls
+  for (size_t m = 0; m < steps.members.size(); ++m) {
+    PackedSteps::Member& member = steps.members[m];
+    const int64_t n = member.n, offset = member.offset, total = member.cached + n;
+    float* mq = member_q.data() + offset * h * hd;
+    std::vector<float> mk(hkv * n * hd), mv(hkv * n * hd);
+    GatherMemberHeads(q.data(), tokens, h, hd, offset, 1, n, mq);
+    GatherMemberHeads(k_new.data(), tokens, hkv, hd, offset, 1, n, mk.data());
+    GatherMemberHeads(v_new.data(), tokens, hkv, hd, offset, 1, n, mv.data());
+    absl::Status& status = (*statuses)[member.index];
+    status = PlaceDecodePositions(member.cached, n, mq, mk.data(), member.options);
+    if (!status.ok()) continue;
+    const KvCache& cache = *members[member.index].cache;
+    member.k_all = AppendRows(cache.k, mk, hkv, member.cached, n, hd);
+    member.v_all = AppendRows(cache.v, mv, hkv, member.cached, n, hd);
+    calls.push_back({SdpaShape{1, h, hkv, n, total, hd}, &member.options, mq,
+                     member.k_all.data(), member.v_all.data(), attended.data() + offset * h * hd,
+                     members[member.index].probs});
+    running.push_back(m);
+  }
+  const std::vector<absl::Status> results = ScaledDotProductAttentionBatch(calls);
+  // attended [1, H, n, hd] per stream → its rows [n, H·hd]; a failed stream's rows are zeros.
+  std::vector<float> rows(tokens * h * hd, 0.0f), out(tokens * d);
+  for (size_t c = 0; c < calls.size(); ++c) {
+    const PackedSteps::Member& member = steps.members[running[c]];
+    (*statuses)[member.index] = results[c];
+    if (!results[c].ok()) continue;
+    RETURN_IF_ERROR(SwapMiddleAxes(calls[c].out, 1, h, member.n, hd,
+                                   rows.data() + member.offset * h * hd));
+  }
+  RETURN_IF_ERROR(ProjectMergedRows(rows.data(), tokens, steps.compute, out.data()));
+  for (const PackedSteps::Member& member : steps.members) {
+    if (!(*statuses)[member.index].ok()) continue;
+    std::copy_n(out.data() + member.offset * d, member.n * d, members[member.index].out);
+  }
   return absl::OkStatus();
 }
 

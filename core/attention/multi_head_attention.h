@@ -84,6 +84,14 @@ struct DecodeInputs {
   std::function<bool()> is_cancelled;  // polled between attention tiles; unset = never
 };
 
+// A stream's step in a batch of decoding steps (MultiHeadAttention::DecodeBatch).
+struct DecodeBatchMember {
+  const DecodeInputs* inputs = nullptr;  // must outlive the call
+  KvCache* cache = nullptr;              // the stream's own
+  float* out = nullptr;                  // [1, n, d]
+  float* probs = nullptr;                // [1, H, n, length + n] or nullptr
+};
+
 class MultiHeadAttention {
  public:
   // Resolves the config's defaults and checks every weight's size against it.
@@ -110,6 +118,13 @@ class MultiHeadAttention {
   // Outputs equal Forward with causal over the whole prefix. out: [1, n, d]; probs:
   // [1, H, n, length + n] or nullptr. On error the cache is unchanged. Thread-safe across caches.
   absl::Status Decode(const DecodeInputs& inputs, KvCache* cache, float* out, float* probs) const;
+
+  // Decode for several streams at once (continuous batching): the new tokens of all members are
+  // packed for the projections (one weight read for the batch), and each attends to its own
+  // cache. statuses[i] is member i's; a member that fails (invalid, cancelled, another compute
+  // type than the first valid member's) fails alone, its cache unchanged. Each member's output
+  // equals Decode's on it alone up to the order of the projections' sums (see ForwardBatch).
+  std::vector<absl::Status> DecodeBatch(absl::Span<const DecodeBatchMember> members) const;
 
  private:
   MultiHeadAttention(const AttentionConfig& config, AttentionWeights weights)
@@ -156,6 +171,12 @@ class MultiHeadAttention {
   // floats) for an encoding that adds to the embeddings, else the query itself (no copy).
   absl::StatusOr<const float*> EmbedQuery(const float* query, const int64_t* positions,
                                           int64_t tokens, float* encoded) const;
+  // DecodeBatch's plan and packed computation (multi_head_attention.cc).
+  struct PackedSteps;
+  PackedSteps PlanSteps(absl::Span<const DecodeBatchMember> members,
+                        std::vector<absl::Status>* statuses) const;
+  absl::Status RunPackedSteps(absl::Span<const DecodeBatchMember> members, PackedSteps& steps,
+                              std::vector<absl::Status>* statuses) const;
   // Decode's position terms for `new_tokens` after `cached` (bottom-right: the new tokens are
   // the last queries): RoPE rotates q and k_new [Hkv, n, hd] in place, score kinds get their
   // positions in `options`.

@@ -2,6 +2,13 @@
 // against the layer computed in double precision from the definitions (relative error < 1e-5).
 #include "server/rpc/unary_rpcs.h"
 
+#include <chrono>
+#include <cmath>
+#include <future>
+#include <map>
+#include <string>
+#include <vector>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server/rpc/test_server.h"
@@ -88,6 +95,103 @@ TEST(AttendRpcTest, RejectsWhatDoesNotFitTheModelNamingTheField) {
   EXPECT_EQ(server.Sample("attnserve_compute_seconds", {{"rpc", "Attend"}}), -1);
   EXPECT_EQ(server.Sample("attnserve_batch_requests", {{"rpc", "Attend"}}), -1);
   EXPECT_EQ(server.Sample("attnserve_compute_seconds", {{"model", "nope"}}), -1);
+}
+
+// max |a − b| / max |b|.
+double MaxRelativeDifference(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    diff = std::max(diff, std::fabs(static_cast<double>(a[i]) - b[i]));
+    norm = std::max(norm, std::fabs(static_cast<double>(b[i])));
+  }
+  return norm > 0 ? diff / norm : diff;
+}
+
+// Four requests of different shapes and options on `model` (width d): causal, positions offset,
+// probabilities, cross-attention, and one in bf16 (another batch key).
+std::vector<v1::AttendRequest> MixedRequests(const std::string& model, int64_t d, uint32_t seed) {
+  std::vector<v1::AttendRequest> requests(4);
+  for (v1::AttendRequest& request : requests) request.set_model(model);
+  *requests[0].mutable_query() = F32({1, 3, d}, RandomVector(3 * d, seed));
+  requests[0].set_causal(true);
+  *requests[1].mutable_query() = F32({2, 9, d}, RandomVector(18 * d, seed + 1));
+  requests[1].set_position_offset(5);
+  requests[1].set_return_attention(true);
+  *requests[2].mutable_query() = F32({1, 4, d}, RandomVector(4 * d, seed + 2));
+  *requests[2].mutable_context() = F32({1, 7, d}, RandomVector(7 * d, seed + 3));
+  *requests[3].mutable_query() = F32({1, 6, d}, RandomVector(6 * d, seed + 4));
+  requests[3].set_causal(true);
+  requests[3].set_compute_dtype(v1::BFLOAT16);
+  return requests;
+}
+
+// Requests on all seven demo models sent at once, held together by a batch timeout so that they
+// batch: each answer equals the one the request got alone (up to the order of the projections'
+// sums: 1e-6 of the output's scale); an invalid request gets its own error; one whose deadline
+// passes while its batch is held open is DEADLINE_EXCEEDED; the others are unaffected.
+TEST(AttendRpcTest, ConcurrentRequestsBatchAndEachGetsItsOwnAnswer) {
+  TestServer alone_server;  // sequential calls: every request computed alone
+  ServiceLimits limits;
+  limits.batching.timeout = std::chrono::milliseconds(300);
+  TestServer server(nullptr, limits);
+  v1::ListModelsResponse models;
+  ASSERT_TRUE(server.Call(&Stub::ListModels, v1::ListModelsRequest(), &models).ok());
+  ASSERT_EQ(models.models_size(), 7);
+  std::vector<v1::AttendRequest> requests;
+  uint32_t seed = 40;
+  for (const v1::ModelConfig& model : models.models()) {
+    for (v1::AttendRequest& request : MixedRequests(model.name(), model.d_model(), seed += 10)) {
+      requests.push_back(std::move(request));
+    }
+  }
+  std::vector<v1::AttendResponse> alone(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const grpc::Status status = alone_server.Call(&Stub::Attend, requests[i], &alone[i]);
+    ASSERT_TRUE(status.ok()) << requests[i].model() << " " << i << ": " << status.error_message();
+  }
+  v1::AttendRequest invalid = requests[0];
+  *invalid.mutable_query() = F32({1, 2, 5}, std::vector<float>(10));
+  v1::AttendRequest expiring = requests[0];
+
+  std::vector<v1::AttendResponse> batched(requests.size());
+  std::vector<std::future<grpc::Status>> calls;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    calls.push_back(std::async(std::launch::async, [&, i] {
+      return server.Call(&Stub::Attend, requests[i], &batched[i]);
+    }));
+  }
+  auto invalid_call = std::async(std::launch::async, [&] {
+    v1::AttendResponse response;
+    return server.Call(&Stub::Attend, invalid, &response);
+  });
+  auto expiring_call = std::async(std::launch::async, [&] {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(50));
+    v1::AttendResponse response;
+    return server.stub().Attend(&context, expiring, &response);
+  });
+  for (size_t i = 0; i < requests.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << requests[i].model() << " request " << i % 4);
+    const grpc::Status status = calls[i].get();
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_LE(MaxRelativeDifference(Values(batched[i].output()), Values(alone[i].output())), 1e-6);
+    EXPECT_LE(MaxRelativeDifference(Values(batched[i].attention()), Values(alone[i].attention())),
+              1e-6);
+  }
+  const grpc::Status invalid_status = invalid_call.get();
+  EXPECT_EQ(invalid_status.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_THAT(invalid_status.error_message(), HasSubstr("query.shape[2]=5 must equal d_model="));
+  EXPECT_EQ(expiring_call.get().error_code(), grpc::DEADLINE_EXCEEDED);
+  // Batches formed: per model at most one f32 batch and one bf16 batch for its four requests
+  // (all arrive within the first batch's 300 ms), and each request was counted in one.
+  for (const v1::ModelConfig& model : models.models()) {
+    SCOPED_TRACE(model.name());
+    const double batches =
+        server.Sample("attnserve_batch_requests", {{"rpc", "Attend"}, {"model", model.name()}});
+    EXPECT_GE(batches, 2);
+    EXPECT_LE(batches, 3);
+  }
 }
 
 }  // namespace
