@@ -1,7 +1,9 @@
 #include "server/requests/decode_session.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
@@ -59,6 +61,34 @@ DecodeSession::DecodeSession(const LoadedModel& model, const ServiceLimits& limi
   budget_.OpenStream();
 }
 
+namespace {
+
+// One stream's checked step. The steps of streams on the same model instance with the same
+// compute type run as one DecodeBatch, each against its own cache.
+class DecodeMember final : public BatchMember {
+ public:
+  DecodeMember(const LoadedModel& model, const DecodeInputs& inputs, KvCache* cache, float* out,
+               float* probs)
+      : BatchMember("Decode", model.config.name(),
+                    absl::StrCat("Decode/", reinterpret_cast<uintptr_t>(model.layer.get()), "/",
+                                 static_cast<int>(inputs.compute)),
+                    inputs.new_tokens),
+        layer_(*model.layer),
+        step_{&inputs, cache, out, probs} {}
+
+  std::vector<absl::Status> RunBatch(absl::Span<BatchMember* const> batch) override {
+    std::vector<DecodeBatchMember> steps;
+    for (BatchMember* member : batch) steps.push_back(static_cast<DecodeMember*>(member)->step_);
+    return layer_.DecodeBatch(steps);
+  }
+
+ private:
+  const MultiHeadAttention& layer_;
+  const DecodeBatchMember step_;
+};
+
+}  // namespace
+
 DecodeSession::~DecodeSession() {
   budget_.Release(reserved_);
   budget_.CloseStream();
@@ -107,7 +137,7 @@ absl::Status DecodeSession::Reserve(int64_t total, int64_t transient) {
 }
 
 absl::StatusOr<WorkDone> DecodeSession::Step(const RequestContext& context, DecodeStep& step,
-                                             RunOnWorker run, DecodeStepResult* result) {
+                                             DecodeStepResult* result) {
   if (!step.model.empty() && step.model != model_name()) {
     return absl::InvalidArgumentError(absl::StrCat("model=\"", step.model,
                                                    "\" differs from the stream's model=\"",
@@ -132,10 +162,9 @@ absl::StatusOr<WorkDone> DecodeSession::Step(const RequestContext& context, Deco
   result->output.resize(n * config.d_model);
   result->attention.shape = {1, config.num_heads, n, total};
   if (step.return_attention) result->attention.values.resize(config.num_heads * n * total);
-  RETURN_IF_ERROR(run([&] {
-    return model_.layer->Decode(inputs, &cache_, result->output.data(),
-                                step.return_attention ? result->attention.values.data() : nullptr);
-  }));
+  DecodeMember member(model_, inputs, &cache_, result->output.data(),
+                      step.return_attention ? result->attention.values.data() : nullptr);
+  RETURN_IF_ERROR(Compute(context, member));
   return WorkDone{n, LayerFlops(config, 1, n, total, true)};
 }
 

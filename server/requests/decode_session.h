@@ -85,9 +85,6 @@ struct DecodeStepResult {
   AttentionMap attention;                // [1, num_heads, new_tokens, cached + new]
 };
 
-// Runs `work` on a compute worker (the front end's queue and its metrics) and returns its status.
-using RunOnWorker = absl::FunctionRef<absl::Status(absl::FunctionRef<absl::Status()>)>;
-
 // One Decode stream: its model (the snapshot it started with), its K/V cache and the share of
 // the budget the cache holds, given back when the session ends however the stream ends.
 class DecodeSession {
@@ -101,11 +98,13 @@ class DecodeSession {
   const std::string& model_name() const { return model_.config.name(); }
 
   // Checks the step (model, shape, the stream's positions, limits, response size), reserves the
-  // cache's growth (RESOURCE_EXHAUSTED past the budget), then runs the layer through `run`.
-  // Positions continue the sequence; causal is implied. The step's transient reservation stays
-  // with `result` (result->transient), as long as the front end keeps it.
+  // cache's growth (RESOURCE_EXHAUSTED past the budget), then runs the layer through
+  // context.compute: continuous batching, one DecodeBatch with the steps of the model's other
+  // streams that wait with it. Positions continue the sequence; causal is implied. The step's
+  // transient reservation stays with `result` (result->transient), as long as the front end
+  // keeps it.
   absl::StatusOr<WorkDone> Step(const RequestContext& context, DecodeStep& step,
-                                RunOnWorker run, DecodeStepResult* result);
+                                DecodeStepResult* result);
 
  private:
   absl::Status CheckStep(const RequestContext& context, const DecodeStep& step,

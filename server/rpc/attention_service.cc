@@ -215,14 +215,14 @@ grpc::Status AttentionServiceImpl::Decode(
     // The stream's models, from its start to its end: a reload meanwhile does not change them.
     const std::shared_ptr<const ModelRegistry> models = models_->Current();
     const DecodeStreamServices services{
-        kv_cache_budget_,
-        [&](const std::string& model, absl::FunctionRef<absl::Status()> work) {
-          return RunCompute(context, "Decode", model, work);
-        },
-        [&](const std::string& model, const WorkDone& work) {
+        kv_cache_budget_, [&](const std::string& model, const WorkDone& work) {
           RecordWork("Decode", model, work);
         }};
-    return HandleDecode(ContextFor(context), *models, services, stream);
+    RequestContext request_context = ContextFor(context);
+    request_context.compute = [&](BatchMember& step) {
+      return RunCompute(context, "Decode", step.model(), step);
+    };
+    return HandleDecode(request_context, *models, services, stream);
   });
 }
 

@@ -16,12 +16,7 @@ absl::Status ServeStep(const RequestContext& context, const DecodeStreamServices
   step.return_attention = request.return_attention();
   DecodeStepResult result;
   const std::string& model = session.model_name();
-  ASSIGN_OR_RETURN(const WorkDone work,
-                   session.Step(context, step,
-                                [&](absl::FunctionRef<absl::Status()> work) {
-                                  return services.run_on_worker(model, work);
-                                },
-                                &result));
+  ASSIGN_OR_RETURN(const WorkDone work, session.Step(context, step, &result));
   v1::DecodeResponse response;
   EncodeFloatTensor(result.output_shape, result.output.data(), request.query().dtype(),
                     response.mutable_output());

@@ -18,14 +18,12 @@ using DecodeStream = grpc::ServerReaderWriterInterface<v1::DecodeResponse, v1::D
 // What the service shell lends a stream; `model` is the stream's model name.
 struct DecodeStreamServices {
   KvCacheBudget& budget;
-  // Runs a step's computation on a compute worker (the shell's queue and metrics).
-  std::function<absl::Status(const std::string& model, absl::FunctionRef<absl::Status()>)>
-      run_on_worker;
   // Records a computed step's work.
   std::function<void(const std::string& model, const WorkDone&)> record_step;
 };
 
-// The first message names the model (of `models`, the snapshot the stream took as it started);
+// Each step is computed through context.compute (continuous batching with the other streams'
+// steps, DecodeSession::Step). The first message names the model (of `models`, the snapshot the stream took as it started);
 // each message's tokens continue the sequence. OK when the client ends the stream, CANCELLED
 // when the call is cancelled; the session's cache is freed either way.
 absl::Status HandleDecode(const RequestContext& context, const ModelRegistry& models,

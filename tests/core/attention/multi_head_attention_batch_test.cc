@@ -1,7 +1,8 @@
-// MultiHeadAttention::ForwardBatch (packed projections, attention per member) against Forward on
-// each member alone, for every kind of encoding, f32 and bf16: members of different lengths,
-// batch sizes, causal or not, key lengths, cross-attention, position offsets, probabilities; and
-// members that fail (invalid, cancelled, another compute type) fail alone.
+// MultiHeadAttention::ForwardBatch and DecodeBatch (packed projections, attention per member)
+// against Forward and Decode on each member alone, for every kind of encoding, f32 and bf16:
+// members of different lengths, batch sizes, cache lengths, causal or not, key lengths,
+// cross-attention, position offsets, probabilities; and members that fail (invalid, cancelled,
+// another compute type) fail alone.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -196,6 +197,95 @@ TEST(ForwardBatchTest, FailingMembersFailAloneAndTheOthersRun) {
     ASSERT_TRUE(layer->Forward(members[i]->inputs, alone[i].data(), nullptr).ok());
     EXPECT_LE(MaxRelativeDifference(out[i], alone[i]), kTolerance);
   }
+}
+
+// Streams with caches of different lengths, stepped together with DecodeBatch and each alone
+// with Decode (from copies of the same caches): the outputs, probabilities and grown caches agree.
+class DecodeBatchTest : public ::testing::TestWithParam<std::tuple<const char*, ComputeType>> {};
+
+TEST_P(DecodeBatchTest, EachStreamEqualsDecodeAlone) {
+  const auto [encoding, compute] = GetParam();
+  const std::unique_ptr<MultiHeadAttention> layer = MakeLayer(encoding);
+  ASSERT_NE(layer, nullptr);
+  // (tokens already cached, new tokens) per stream; the first has no cache yet.
+  const std::vector<std::pair<int64_t, int64_t>> streams = {{0, 3}, {5, 1}, {9, 1}, {2, 4}, {20, 2}};
+  std::vector<KvCache> caches(streams.size());
+  for (size_t s = 0; s < streams.size(); ++s) {
+    if (streams[s].first == 0) continue;
+    const std::vector<float> prefix = RandomVector(streams[s].first * kD, 800 + s);
+    DecodeInputs inputs;
+    inputs.query = prefix.data();
+    inputs.new_tokens = streams[s].first;
+    inputs.compute = compute;
+    std::vector<float> out(streams[s].first * kD);
+    ASSERT_TRUE(layer->Decode(inputs, &caches[s], out.data(), nullptr).ok());
+  }
+  std::vector<KvCache> alone_caches = caches;
+  std::vector<std::vector<float>> queries, alone_out, batch_out, alone_probs, batch_probs;
+  std::vector<DecodeInputs> inputs(streams.size());
+  std::vector<DecodeBatchMember> batch;
+  for (size_t s = 0; s < streams.size(); ++s) {
+    const auto [cached, n] = streams[s];
+    queries.push_back(RandomVector(n * kD, 900 + s));
+    inputs[s].query = queries.back().data();
+    inputs[s].new_tokens = n;
+    inputs[s].compute = compute;
+    alone_out.emplace_back(n * kD);
+    batch_out.emplace_back(n * kD, std::numeric_limits<float>::quiet_NaN());
+    alone_probs.emplace_back(s == 1 ? kHeads * n * (cached + n) : 0);
+    batch_probs.emplace_back(alone_probs.back().size());
+  }
+  for (size_t s = 0; s < streams.size(); ++s) {
+    float* probs = s == 1 ? alone_probs[s].data() : nullptr;
+    ASSERT_TRUE(layer->Decode(inputs[s], &alone_caches[s], alone_out[s].data(), probs).ok());
+    batch.push_back({&inputs[s], &caches[s], batch_out[s].data(),
+                     s == 1 ? batch_probs[s].data() : nullptr});
+  }
+  const std::vector<absl::Status> statuses = layer->DecodeBatch(batch);
+  for (size_t s = 0; s < streams.size(); ++s) {
+    SCOPED_TRACE(::testing::Message() << "stream " << s);
+    ASSERT_TRUE(statuses[s].ok()) << statuses[s];
+    EXPECT_LE(MaxRelativeDifference(batch_out[s], alone_out[s]), kTolerance);
+    EXPECT_LE(MaxRelativeDifference(batch_probs[s], alone_probs[s]), kTolerance);
+    EXPECT_EQ(caches[s].length, alone_caches[s].length);
+    EXPECT_LE(MaxRelativeDifference(caches[s].k, alone_caches[s].k), kTolerance);
+    EXPECT_LE(MaxRelativeDifference(caches[s].v, alone_caches[s].v), kTolerance);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Encodings, DecodeBatchTest,
+    ::testing::Combine(::testing::Values("none", "sinusoidal", "learned", "rope",
+                                         "rope_dynamic_ntk", "alibi", "t5", "cope"),
+                       ::testing::Values(ComputeType::kFloat32, ComputeType::kBfloat16)),
+    [](const auto& info) {
+      return std::string(std::get<0>(info.param)) +
+             (std::get<1>(info.param) == ComputeType::kBfloat16 ? "_bf16" : "_f32");
+    });
+
+TEST(DecodeBatchTest, AFailingStreamKeepsItsCacheAndTheOthersStep) {
+  const std::unique_ptr<MultiHeadAttention> layer = MakeLayer("rope");
+  ASSERT_NE(layer, nullptr);
+  std::vector<KvCache> caches(3);
+  std::vector<std::vector<float>> queries, out;
+  std::vector<DecodeInputs> inputs(3);
+  std::vector<DecodeBatchMember> batch;
+  for (int s = 0; s < 3; ++s) {
+    queries.push_back(RandomVector(2 * kD, 950 + s));
+    out.emplace_back(2 * kD);
+    inputs[s].query = queries.back().data();
+    inputs[s].new_tokens = 2;
+  }
+  inputs[1].is_cancelled = [] { return true; };
+  for (int s = 0; s < 3; ++s) batch.push_back({&inputs[s], &caches[s], out[s].data(), nullptr});
+  const std::vector<absl::Status> statuses = layer->DecodeBatch(batch);
+  EXPECT_TRUE(statuses[0].ok()) << statuses[0];
+  EXPECT_EQ(statuses[1].code(), absl::StatusCode::kCancelled) << statuses[1];
+  EXPECT_TRUE(statuses[2].ok()) << statuses[2];
+  EXPECT_EQ(caches[0].length, 2);
+  EXPECT_EQ(caches[1].length, 0);
+  EXPECT_TRUE(caches[1].k.empty());
+  EXPECT_EQ(caches[2].length, 2);
 }
 
 }  // namespace

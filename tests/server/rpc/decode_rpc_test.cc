@@ -3,6 +3,10 @@
 // stream's K/V cache is held against the shared budget and given back when the stream ends.
 #include "server/rpc/decode_rpc.h"
 
+#include <chrono>
+#include <future>
+#include <vector>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server/rpc/test_server.h"
@@ -43,6 +47,48 @@ TEST(DecodeRpcTest, StepsEqualTheCausalLayerOverTheWholeSequence) {
   stream->WritesDone();
   ASSERT_TRUE(stream->Finish().ok());
   EXPECT_LT(RelativeError(decoded, tiny.Reference(x, 1, total, /*causal=*/true)), 1e-5);
+}
+
+// The steps of `x`'s stream, (0, 3), (3, 1), (4, 2), as a client sends them; the outputs in order.
+std::vector<float> DecodeSixTokens(TestServer& server, const std::vector<float>& x) {
+  grpc::ClientContext context;
+  auto stream = server.stub().Decode(&context);
+  std::vector<float> decoded;
+  for (const auto& [first, tokens] : {std::pair{0, 3}, {3, 1}, {4, 2}}) {
+    EXPECT_TRUE(stream->Write(Step(x, first, tokens)));
+    v1::DecodeResponse response;
+    EXPECT_TRUE(stream->Read(&response));
+    const std::vector<float> out = Values(response.output());
+    decoded.insert(decoded.end(), out.begin(), out.end());
+  }
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+  return decoded;
+}
+
+// Continuous batching: four streams stepping at once, their steps held together by a batch
+// timeout, each still equal to the causal layer over its own sequence; their steps shared
+// batches (fewer batches than steps).
+TEST(DecodeRpcTest, ConcurrentStreamsStepTogetherEachOverItsOwnSequence) {
+  const TinyModel tiny;
+  ServiceLimits limits;
+  limits.batching.timeout = std::chrono::milliseconds(100);
+  TestServer server(tiny.Repository(), limits);
+  constexpr int kStreams = 4;
+  std::vector<std::vector<float>> xs;
+  for (int s = 0; s < kStreams; ++s) xs.push_back(RandomVector(6 * kD, 50 + s));
+  std::vector<std::future<std::vector<float>>> streams;
+  for (int s = 0; s < kStreams; ++s) {
+    streams.push_back(std::async(std::launch::async, [&, s] { return DecodeSixTokens(server, xs[s]); }));
+  }
+  for (int s = 0; s < kStreams; ++s) {
+    EXPECT_LT(RelativeError(streams[s].get(), tiny.Reference(xs[s], 1, 6, /*causal=*/true)), 1e-5)
+        << "stream " << s;
+  }
+  const double batches = server.Sample("attnserve_batch_requests", {{"rpc", "Decode"}});
+  EXPECT_GE(batches, 3);                // at least one per round of steps
+  EXPECT_LT(batches, 3 * kStreams);     // and some shared
+  EXPECT_EQ(server.Sample("attnserve_tokens_total", {{"rpc", "Decode"}}), 6 * kStreams);
 }
 
 TEST(DecodeRpcTest, TheBudgetRefusesGrowthAndIsGivenBackWhenAStreamEnds) {
