@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/base/field_status.h"
+#include "core/attention/sdpa_batch.h"
 #include "core/base/status_macros.h"
 #include "core/encodings/positions.h"
 
@@ -92,23 +93,44 @@ absl::StatusOr<SdpaOptions> OptionsFor(const RequestContext& context, const Sdpa
   return options;
 }
 
-absl::Status Compute(const SdpaShape& shape, const SdpaOptions& options,
-                     const QkvTensors<float>& qkv, bool return_attention, SdpaResult* result) {
-  std::vector<float>& out = result->output.emplace<std::vector<float>>(qkv.q.values.size());
+// One checked call. Calls on tensors of the same type with the same compute type run as one
+// ScaledDotProductAttentionBatch; everything else (shape, mask, encoding, tables) is their own.
+template <typename T>
+class SdpaMember final : public BatchMember {
+ public:
+  SdpaMember(const SdpaBatchMember<T>& call, int64_t tokens)
+      : BatchMember("ScaledDotProductAttention", "inline",
+                    absl::StrCat("ScaledDotProductAttention/", sizeof(T) == 2 ? "bf16" : "f32",
+                                 "/", static_cast<int>(call.options->compute)),
+                    tokens),
+        call_(call) {}
+
+  std::vector<absl::Status> RunBatch(absl::Span<BatchMember* const> batch) override {
+    std::vector<SdpaBatchMember<T>> calls;
+    for (BatchMember* member : batch) calls.push_back(static_cast<SdpaMember*>(member)->call_);
+    return ScaledDotProductAttentionBatch(calls);
+  }
+
+ private:
+  const SdpaBatchMember<T> call_;
+};
+
+// The output (and probabilities) of the call allocated in `result`, then computed through
+// context.compute.
+template <typename T>
+absl::Status Compute(const RequestContext& context, const SdpaShape& shape,
+                     const SdpaOptions& options, const QkvTensors<T>& qkv, bool return_attention,
+                     SdpaResult* result) {
+  std::vector<T>& out = result->output.template emplace<std::vector<T>>(qkv.q.values.size());
   if (return_attention) {
     result->attention.values.resize(shape.batch * shape.num_heads * shape.q_len * shape.kv_len);
   }
-  return ScaledDotProductAttention(shape, options, qkv.q.values.data(), qkv.k.values.data(),
-                                   qkv.v.values.data(), out.data(),
-                                   return_attention ? result->attention.values.data() : nullptr);
-}
-
-absl::Status Compute(const SdpaShape& shape, const SdpaOptions& options,
-                     const QkvTensors<uint16_t>& qkv, bool, SdpaResult* result) {
-  std::vector<uint16_t>& out =
-      result->output.emplace<std::vector<uint16_t>>(qkv.q.values.size());
-  return ScaledDotProductAttention(shape, options, qkv.q.values.data(), qkv.k.values.data(),
-                                   qkv.v.values.data(), out.data());
+  SdpaMember<T> member(
+      SdpaBatchMember<T>{shape, &options, qkv.q.values.data(), qkv.k.values.data(),
+                         qkv.v.values.data(), out.data(),
+                         return_attention ? result->attention.values.data() : nullptr},
+      shape.batch * shape.q_len);
+  return attnserve::Compute(context, member);
 }
 
 }  // namespace
@@ -127,7 +149,9 @@ absl::StatusOr<WorkDone> RunSdpa(const RequestContext& context, SdpaCall& call,
   ASSIGN_OR_RETURN(const SdpaOptions options, OptionsFor(context, shape, call));
   result->output_shape = {shape.batch, shape.num_heads, shape.q_len, shape.head_dim};
   RETURN_IF_ERROR(std::visit(
-      [&](const auto& qkv) { return Compute(shape, options, qkv, call.return_attention, result); },
+      [&](const auto& qkv) {
+        return Compute(context, shape, options, qkv, call.return_attention, result);
+      },
       call.qkv));
   return WorkDone{shape.batch * shape.q_len,
                   AttentionFlops(shape.batch, shape.num_heads, shape.q_len, shape.kv_len,

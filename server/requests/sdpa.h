@@ -46,7 +46,8 @@ struct SdpaResult {
 };
 
 // Checks the shapes, the limits (the response included) and the encoding, places the positions,
-// then runs the kernel.
+// then runs the kernel through context.compute: batched with the other calls on tensors of the
+// same type and compute type that wait with it (ScaledDotProductAttentionBatch).
 absl::StatusOr<WorkDone> RunSdpa(const RequestContext& context, SdpaCall& call,
                                  SdpaResult* result);
 

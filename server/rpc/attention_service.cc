@@ -193,7 +193,7 @@ grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
 grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext* context,
                                                              const v1::SdpaRequest* request,
                                                              v1::SdpaResponse* response) {
-  return ServeCompute(context, "ScaledDotProductAttention", "",
+  return ServeBatched(context, "ScaledDotProductAttention", "",
                       [&](const RequestContext& call, const ModelRegistry&) {
                         return HandleSdpa(call, *request, response);
                       });

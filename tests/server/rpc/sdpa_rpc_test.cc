@@ -3,7 +3,10 @@
 // request rules with their messages.
 #include "server/rpc/unary_rpcs.h"
 
+#include <chrono>
 #include <cmath>
+#include <future>
+#include <vector>
 
 #include "core/kernels/bfloat16.h"
 #include "gmock/gmock.h"
@@ -147,6 +150,58 @@ TEST(SdpaRpcTest, QueriesBeforePositionZeroAreRefused) {
   const grpc::Status status = server.Call(&Stub::ScaledDotProductAttention, request, &response);
   EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("position_offset=0 must be >= Sq − Sk=2"));
+}
+
+// Requests with different shapes, offsets, masks and encodings (ALiBi, RoPE, none; one with
+// probabilities; one in bf16 tensors, another batch key), sent at once and held together by a
+// batch timeout: each answer equals its answer alone, bit for bit (the kernel computes each
+// member as it would alone), and they shared batches.
+TEST(SdpaRpcTest, ConcurrentRequestsBatchAndEachGetsItsOwnAnswer) {
+  TestServer alone_server;  // sequential calls: every request computed alone
+  ServiceLimits limits;
+  limits.batching.timeout = std::chrono::milliseconds(300);
+  TestServer server(nullptr, limits);
+  std::vector<v1::SdpaRequest> requests;
+  for (int r = 0; r < 6; ++r) {
+    const std::vector<float> q = RandomVector(kB * kH * kSq * kHd, 60 + 3 * r);
+    const std::vector<float> k = RandomVector(kB * kHkv * kSk * kHd, 61 + 3 * r);
+    const std::vector<float> v = RandomVector(kB * kHkv * kSk * kHd, 62 + 3 * r);
+    requests.push_back(AlibiRequest(q, k, v, 3 * r, r % 2 == 0));
+  }
+  requests[1].mutable_encoding()->mutable_rope();
+  requests[2].clear_encoding();
+  requests[3].set_return_attention(true);
+  for (v1::Tensor* tensor : {requests[4].mutable_q(), requests[4].mutable_k(),
+                             requests[4].mutable_v()}) {
+    std::string bits;
+    for (float value : Values(*tensor)) {
+      const uint16_t bf16 = FloatToBfloat16(value);
+      bits.append(reinterpret_cast<const char*>(&bf16), 2);
+    }
+    tensor->set_dtype(v1::BFLOAT16);
+    tensor->set_data(bits);
+  }
+  requests[4].set_compute_dtype(v1::BFLOAT16);
+  std::vector<v1::SdpaResponse> alone(requests.size()), batched(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(
+        alone_server.Call(&Stub::ScaledDotProductAttention, requests[i], &alone[i]).ok());
+  }
+  std::vector<std::future<grpc::Status>> calls;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    calls.push_back(std::async(std::launch::async, [&, i] {
+      return server.Call(&Stub::ScaledDotProductAttention, requests[i], &batched[i]);
+    }));
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(calls[i].get().ok()) << i;
+    EXPECT_EQ(batched[i].output().data(), alone[i].output().data()) << i;
+    EXPECT_EQ(batched[i].attention().data(), alone[i].attention().data()) << i;
+  }
+  const double batches =
+      server.Sample("attnserve_batch_requests", {{"rpc", "ScaledDotProductAttention"}});
+  EXPECT_GE(batches, 2);  // the f32 and the bf16 keys
+  EXPECT_LT(batches, static_cast<double>(requests.size()));
 }
 
 }  // namespace
