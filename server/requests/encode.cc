@@ -1,7 +1,9 @@
 #include "server/requests/encode.h"
 
+#include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/base/field_status.h"
@@ -80,6 +82,41 @@ absl::Status UseInlineEncoding(int64_t d_model, EncodeCall& call, PositionalEnco
   return absl::OkStatus();
 }
 
+// One checked call. Calls on the same model (or all inline ones) share a worker's turn and are
+// computed there one after another: the encodings are elementwise and bound by memory, so
+// packing their rows would save nothing but what the shared turn already saves, the hand-offs.
+class EncodeMember final : public BatchMember {
+ public:
+  EncodeMember(const LoadedModel* model, PositionalEncoding encoding, EncodeCall& call,
+               const int64_t* positions, PositionTableCache& tables)
+      : BatchMember("Encode", model != nullptr ? model->config.name() : "inline",
+                    absl::StrCat("Encode/", reinterpret_cast<uintptr_t>(model)),
+                    call.input.shape[0] * call.input.shape[1]),
+        encoding_(std::move(encoding)),
+        call_(call),
+        positions_(positions),
+        tables_(tables) {}
+
+  std::vector<absl::Status> RunBatch(absl::Span<BatchMember* const> batch) override {
+    std::vector<absl::Status> statuses;
+    for (BatchMember* member : batch) statuses.push_back(static_cast<EncodeMember*>(member)->Run());
+    return statuses;
+  }
+
+ private:
+  // The embeddings encoded in place.
+  absl::Status Run() {
+    float* values = call_.input.values.data();
+    return EncodeEmbeddings(encoding_, values, positions_, tokens(), call_.num_heads,
+                            call_.head_dim, call_.input_scale, 0, values, &tables_);
+  }
+
+  const PositionalEncoding encoding_;
+  EncodeCall& call_;
+  const int64_t* const positions_;
+  PositionTableCache& tables_;
+};
+
 }  // namespace
 
 absl::StatusOr<WorkDone> RunEncode(const RequestContext& context, EncodeCall& call) {
@@ -104,10 +141,8 @@ absl::StatusOr<WorkDone> RunEncode(const RequestContext& context, EncodeCall& ca
   ASSIGN_OR_RETURN(const std::vector<int64_t> positions, std::move(call.positions));
   RETURN_IF_ERROR(WithFieldPrefix(
       ValidateEncoding(encoding, d_model, call.num_heads, call.head_dim), "encoding"));
-  float* values = call.input.values.data();
-  RETURN_IF_ERROR(EncodeEmbeddings(encoding, values, positions.data(), batch * seq,
-                                   call.num_heads, call.head_dim, call.input_scale, 0, values,
-                                   &context.tables));
+  EncodeMember member(model, std::move(encoding), call, positions.data(), context.tables);
+  RETURN_IF_ERROR(Compute(context, member));
   return WorkDone{batch * seq, 0};
 }
 

@@ -28,8 +28,10 @@ struct EncodeCall {
   float input_scale = 1.0f;
 };
 
-// Checks the call against the limits and the encoding's rules, then encodes call.input in place:
-// additive kinds x·input_scale + P[pos], RoPE per head; score kinds are INVALID_ARGUMENT.
+// Checks the call against the limits and the encoding's rules, then encodes call.input in place
+// through context.compute (sharing a worker's turn with the other Encode calls on the same model
+// that wait with it): additive kinds x·input_scale + P[pos], RoPE per head; score kinds are
+// INVALID_ARGUMENT.
 absl::StatusOr<WorkDone> RunEncode(const RequestContext& context, EncodeCall& call);
 
 }  // namespace attnserve

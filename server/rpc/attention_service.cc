@@ -175,7 +175,7 @@ void AttentionServiceImpl::RecordComputeOutcome(absl::string_view rpc,
 grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext* context,
                                           const v1::EncodeRequest* request,
                                           v1::EncodeResponse* response) {
-  return ServeCompute(context, "Encode", request->model(),
+  return ServeBatched(context, "Encode", request->model(),
                       [&](const RequestContext& call, const ModelRegistry& models) {
                         return HandleEncode(call, models, *request, response);
                       });

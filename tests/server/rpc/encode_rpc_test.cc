@@ -2,7 +2,10 @@
 // result against closed forms (double precision; tolerance 1e-5 absolute on values of order 1).
 #include "server/rpc/unary_rpcs.h"
 
+#include <chrono>
 #include <cmath>
+#include <future>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -119,6 +122,45 @@ TEST(EncodeRpcTest, TooLongInputIsRefusedBeforeAnyWork) {
   const grpc::Status status = server.Call(&Stub::Encode, request, &response);
   EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message(), "input.shape[1]=5 exceeds --max_sequence_length=4");
+}
+
+// Inline requests (sinusoidal and RoPE, different offsets and scales) sent at once and held
+// together by a batch timeout share a worker's turn, and each answer equals its answer alone, bit
+// for bit (each is computed as alone, one after another).
+TEST(EncodeRpcTest, ConcurrentRequestsShareATurnAndEachGetsItsOwnAnswer) {
+  TestServer alone_server;
+  ServiceLimits limits;
+  limits.batching.timeout = std::chrono::milliseconds(300);
+  TestServer server(nullptr, limits);
+  std::vector<v1::EncodeRequest> requests(6);
+  for (int r = 0; r < 6; ++r) {
+    *requests[r].mutable_input() = F32({1, 3 + r, 8}, RandomVector((3 + r) * 8, 90 + r));
+    requests[r].set_position_offset(4 * r);
+    if (r % 2 == 0) {
+      requests[r].mutable_encoding()->mutable_sinusoidal();
+      requests[r].set_input_scale(1.0f + r);
+    } else {
+      requests[r].mutable_encoding()->mutable_rope();
+      requests[r].set_num_heads(2);
+    }
+  }
+  std::vector<v1::EncodeResponse> alone(requests.size()), batched(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(alone_server.Call(&Stub::Encode, requests[i], &alone[i]).ok());
+  }
+  std::vector<std::future<grpc::Status>> calls;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    calls.push_back(std::async(std::launch::async, [&, i] {
+      return server.Call(&Stub::Encode, requests[i], &batched[i]);
+    }));
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(calls[i].get().ok()) << i;
+    EXPECT_EQ(batched[i].output().data(), alone[i].output().data()) << i;
+  }
+  const double batches = server.Sample("attnserve_batch_requests", {{"rpc", "Encode"}});
+  EXPECT_GE(batches, 1);
+  EXPECT_LT(batches, static_cast<double>(requests.size()));
 }
 
 }  // namespace
