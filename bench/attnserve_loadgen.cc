@@ -1,7 +1,8 @@
-// attnserve_loadgen: a closed-loop load generator. `--concurrency` threads each send the next
-// request as soon as the previous one answered, for `--duration_seconds` or `--requests` in all,
-// then print a JSON summary as the last line:
-//   {"rps":…, "p50_ms":…, "p90_ms":…, "p99_ms":…, "requests":…, "errors":{"CODE":count},
+// attnserve_loadgen: a load generator. `--concurrency` threads each send the next request as
+// soon as the previous one answered (or, with --rate, when it is due), for `--duration_seconds`
+// or `--requests` in all, then print a JSON summary as the last line:
+//   {"rps":…, "tokens_per_s":…, "rate":…, "p50_ms":…, "p90_ms":…, "p99_ms":…, "requests":…,
+//    "errors":{"CODE":count},
 //    "sent":…, "codes":{"CODE":count}, "invalid_codes":{"CODE":count},
 //    "rejected":…, "rejected_p50_ms":…, "rejected_p99_ms":…,
 //    "messages":{"CODE: message":count}, "unexpected":…, "request_ids":{"CODE":[…]}}
@@ -14,7 +15,19 @@
 // that did not end OK, so they can be looked up in the server's access log (did the server ever
 // begin this call?).
 //
-// --rpc takes a comma-separated mix (attend, encode, sdpa); each thread cycles through it. With
+// --rpc takes a comma-separated mix (attend, encode, sdpa, decode); each thread cycles through it.
+// decode: each thread keeps a Decode stream open and a request is one step of --tokens_per_step
+// tokens on it (its latency: the step's answer); after --steps_per_stream steps the stream ends
+// and the thread's next step opens a new one (on --model; the first step of each stream names
+// it). "tokens_per_s" counts the query tokens of the requests that ended OK, every RPC alike.
+//
+// With --rate the load is open-loop: requests are due at a fixed rate (evenly spaced) whatever
+// the answers, each sent by the first of the --concurrency threads free at its time, and its
+// latency counts from when it was due (so a server falling behind shows as latency, not as a
+// slower client); --concurrency bounds the requests in flight, so make it large enough. Without
+// --rate each thread sends its next request as soon as the previous one answered.
+//
+// With
 // --invalid_fraction, that share of the requests is malformed on purpose — an unknown model
 // (NOT_FOUND) or a tensor of the wrong shape (INVALID_ARGUMENT) — and must end with that code.
 // With --expect_codes=OK,RESOURCE_EXHAUSTED (for example), every valid request must end with one
@@ -35,6 +48,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -57,17 +71,25 @@
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "host:port of the attnserve gRPC endpoint");
 ABSL_FLAG(std::string, rpc, "attend",
-          "attend, encode or sdpa, or a comma-separated mix of them (each thread cycles through "
-          "the mix)");
-ABSL_FLAG(std::string, model, "demo-sinusoidal", "model for attend (built-in demo names for "
-                                                 "--in_process)");
+          "attend, encode, sdpa or decode, or a comma-separated mix of them (each thread cycles "
+          "through the mix)");
+ABSL_FLAG(std::string, model, "demo-sinusoidal", "model for attend and decode (built-in demo "
+                                                 "names for --in_process)");
 ABSL_FLAG(int64_t, batch, 1, "batch of each request");
 ABSL_FLAG(int64_t, seq, 128, "tokens per sequence");
 ABSL_FLAG(int64_t, d_model, 0, "embedding width for encode (attend uses the model's); 0 = 512");
 ABSL_FLAG(int64_t, heads, 8, "heads of sdpa's q, k and v [batch, heads, seq, head_dim]");
 ABSL_FLAG(int64_t, head_dim, 64, "head_dim of sdpa's q, k and v");
 ABSL_FLAG(bool, causal, false, "causal attention");
-ABSL_FLAG(int32_t, concurrency, 1, "requests in flight (one per thread, closed loop)");
+ABSL_FLAG(int32_t, concurrency, 1,
+          "threads, each with one request in flight (closed loop; with --rate, the most requests "
+          "in flight)");
+ABSL_FLAG(double, rate, 0,
+          "open loop: requests per second, due evenly spaced whatever the answers; latency counts "
+          "from when a request was due. 0 = closed loop");
+ABSL_FLAG(int64_t, tokens_per_step, 1, "decode: new tokens per step");
+ABSL_FLAG(int64_t, steps_per_stream, 32,
+          "decode: steps per stream; then the stream ends and the next step opens a new one");
 ABSL_FLAG(double, duration_seconds, 5.0, "how long to run, if --requests is 0");
 ABSL_FLAG(int64_t, requests, 0, "total requests to send (0 = run for --duration_seconds)");
 ABSL_FLAG(double, timeout_seconds, 30.0, "deadline of each request");
@@ -108,10 +130,11 @@ constexpr char kUnknownModel[] = "no-such-model";
 // status.
 using RequestFn = std::function<grpc::Status(const std::string& request_id)>;
 
-// A request and the code it must end with (OK for a valid one).
+// A request, the code it must end with (OK for a valid one) and its query tokens.
 struct Call {
   RequestFn send;
   grpc::StatusCode expected = grpc::StatusCode::OK;
+  int64_t tokens = 0;
 };
 
 struct Calls {
@@ -122,6 +145,7 @@ struct Calls {
 // What one thread saw.
 struct Outcome {
   std::vector<double> ok_ms;        // latencies of requests that ended OK
+  int64_t ok_tokens = 0;            // their query tokens
   std::vector<double> rejected_ms;  // of valid requests that did not
   std::map<std::string, int64_t> codes;          // of valid requests
   std::map<std::string, int64_t> invalid_codes;  // of malformed requests
@@ -225,27 +249,99 @@ Call UnaryCall(std::shared_ptr<Stub> stub, Prepare prepare, Request request,
                 Response response;
                 return ((*stub).*method)(&context, *shared, &response);
               },
-              expected};
+              expected, absl::GetFlag(FLAGS_batch) * absl::GetFlag(FLAGS_seq)};
+}
+
+// The calling thread's Decode stream: opened by the first step, ended after
+// --steps_per_stream steps, when a step fails, or when the thread ends.
+class ThreadDecodeStream {
+ public:
+  ~ThreadDecodeStream() { End(); }
+
+  // One step: `step` (its model named only when the stream is new) sent on the thread's stream,
+  // and its answer read.
+  grpc::Status Step(Stub& stub, const Prepare& prepare, const std::string& request_id,
+                    v1::DecodeRequest step, const std::string& model) {
+    if (stream_ == nullptr) {
+      context_ = std::make_unique<grpc::ClientContext>();
+      prepare(*context_, request_id);
+      // The stream's deadline covers all of its steps.
+      context_->set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::microseconds(static_cast<int64_t>(
+                                 absl::GetFlag(FLAGS_timeout_seconds) * 1e6 *
+                                 absl::GetFlag(FLAGS_steps_per_stream))));
+      stream_ = stub.Decode(context_.get());
+      step.set_model(model);
+    }
+    v1::DecodeResponse response;
+    if (!stream_->Write(step) || !stream_->Read(&response)) {
+      grpc::Status status = End();
+      return status.ok() ? grpc::Status(grpc::StatusCode::UNKNOWN, "the stream ended early")
+                         : status;
+    }
+    if (++steps_ >= absl::GetFlag(FLAGS_steps_per_stream)) End();
+    return grpc::Status::OK;
+  }
+
+ private:
+  grpc::Status End() {
+    if (stream_ == nullptr) return grpc::Status::OK;
+    stream_->WritesDone();
+    grpc::Status status = stream_->Finish();
+    stream_.reset();
+    context_.reset();
+    steps_ = 0;
+    return status;
+  }
+
+  std::unique_ptr<grpc::ClientContext> context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::DecodeRequest, v1::DecodeResponse>> stream_;
+  int64_t steps_ = 0;
+};
+
+// A Decode step of --tokens_per_step tokens on the calling thread's stream.
+Call DecodeCall(std::shared_ptr<Stub> stub, Prepare prepare, const std::string& model,
+                int64_t d_model) {
+  const int64_t tokens = absl::GetFlag(FLAGS_tokens_per_step);
+  auto step = std::make_shared<v1::DecodeRequest>();
+  EncodeFloatTensor({1, tokens, d_model}, RandomInput(tokens * d_model).data(), v1::FLOAT32,
+                    step->mutable_query());
+  return Call{[stub, prepare, step, model](const std::string& request_id) {
+                thread_local ThreadDecodeStream stream;
+                return stream.Step(*stub, prepare, request_id, *step, model);
+              },
+              grpc::StatusCode::OK, tokens};
+}
+
+// The config of --model, from the server.
+absl::StatusOr<v1::ModelConfig> GetModelConfig(Stub& stub, const Prepare& prepare) {
+  grpc::ClientContext context;
+  prepare(context, "");
+  v1::GetModelRequest get;
+  get.set_name(absl::GetFlag(FLAGS_model));
+  v1::GetModelResponse model;
+  if (grpc::Status status = stub.GetModel(&context, get, &model); !status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        "GetModel: " + status.error_message());
+  }
+  return model.config();
 }
 
 // The valid request of `rpc` and its malformed variants, appended to `calls`.
 absl::Status AddRemoteCalls(const std::string& rpc, std::shared_ptr<Stub> stub,
                             const Prepare& prepare, Calls& calls) {
   const int64_t batch = absl::GetFlag(FLAGS_batch), seq = absl::GetFlag(FLAGS_seq);
+  if (rpc == "decode") {
+    ASSIGN_OR_RETURN(const v1::ModelConfig model, GetModelConfig(*stub, prepare));
+    calls.valid.push_back(DecodeCall(stub, prepare, model.name(), model.d_model()));
+    return absl::OkStatus();
+  }
   if (rpc == "attend") {
-    grpc::ClientContext context;
-    prepare(context, "");
-    v1::GetModelRequest get;
-    get.set_name(absl::GetFlag(FLAGS_model));
-    v1::GetModelResponse model;
-    if (grpc::Status status = stub->GetModel(&context, get, &model); !status.ok()) {
-      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                          "GetModel: " + status.error_message());
-    }
+    ASSIGN_OR_RETURN(const v1::ModelConfig model, GetModelConfig(*stub, prepare));
     v1::AttendRequest request;
-    request.set_model(get.name());
+    request.set_model(model.name());
     request.set_causal(absl::GetFlag(FLAGS_causal));
-    const int64_t d = model.config().d_model();
+    const int64_t d = model.d_model();
     EncodeFloatTensor({batch, seq, d}, RandomInput(batch * seq * d).data(), v1::FLOAT32,
                       request.mutable_query());
     v1::AttendRequest unknown_model = request;
@@ -296,7 +392,8 @@ absl::Status AddRemoteCalls(const std::string& rpc, std::shared_ptr<Stub> stub,
                                       grpc::StatusCode::INVALID_ARGUMENT));
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError("--rpc: \"" + rpc + "\" must be attend, encode or sdpa");
+  return absl::InvalidArgumentError("--rpc: \"" + rpc +
+                                    "\" must be attend, encode, sdpa or decode");
 }
 
 absl::StatusOr<Calls> RemoteCalls(std::shared_ptr<grpc::Channel> channel) {
@@ -350,7 +447,7 @@ absl::StatusOr<Calls> InProcessCalls(std::shared_ptr<ModelRegistry> registry) {
     const absl::Status status = layer->Forward(inputs, out.data(), nullptr);
     return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
                         std::string(status.message()));
-  }});
+  }, grpc::StatusCode::OK, batch * seq});
   return calls;
 }
 
@@ -365,6 +462,11 @@ int Run() {
   const double invalid_fraction = absl::GetFlag(FLAGS_invalid_fraction);
   if (concurrency < 1) {
     std::cerr << "--concurrency must be >= 1\n";
+    return 2;
+  }
+  if (!(absl::GetFlag(FLAGS_rate) >= 0) || absl::GetFlag(FLAGS_tokens_per_step) < 1 ||
+      absl::GetFlag(FLAGS_steps_per_stream) < 1) {
+    std::cerr << "--rate must be >= 0, --tokens_per_step and --steps_per_stream >= 1\n";
     return 2;
   }
   if (!(invalid_fraction >= 0 && invalid_fraction <= 1)) {
@@ -408,6 +510,21 @@ int Run() {
   const auto end = start + std::chrono::microseconds(
                                static_cast<int64_t>(absl::GetFlag(FLAGS_duration_seconds) * 1e6));
   std::atomic<int64_t> issued{0};
+  const double rate = absl::GetFlag(FLAGS_rate);
+  // When the next request is due: open loop, slot n at start + n / rate; closed loop, now. Null
+  // when the run is over.
+  auto next_due = [&]() -> std::optional<Clock::time_point> {
+    const int64_t slot = issued.fetch_add(1);
+    if (total_requests > 0 && slot >= total_requests) return std::nullopt;
+    if (rate <= 0) {
+      if (total_requests == 0 && Clock::now() >= end) return std::nullopt;
+      return Clock::now();
+    }
+    const auto due = start + std::chrono::nanoseconds(static_cast<int64_t>(slot * 1e9 / rate));
+    if (total_requests == 0 && due >= end) return std::nullopt;
+    std::this_thread::sleep_until(due);
+    return due;
+  };
   std::vector<Outcome> outcomes(concurrency);
   std::vector<std::thread> threads;
   for (int t = 0; t < concurrency; ++t) {
@@ -417,22 +534,21 @@ int Run() {
       std::bernoulli_distribution malformed(calls->invalid.empty() ? 0.0 : invalid_fraction);
       size_t next_valid = t, next_invalid = t;
       for (int64_t sequence = 0;; ++sequence) {
-        if (total_requests > 0 ? issued.fetch_add(1) >= total_requests : Clock::now() >= end) {
-          break;
-        }
+        const std::optional<Clock::time_point> due = next_due();
+        if (!due.has_value()) break;
         const bool invalid = malformed(rng);
         const Call& call = invalid ? calls->invalid[next_invalid++ % calls->invalid.size()]
                                    : calls->valid[next_valid++ % calls->valid.size()];
         const std::string request_id =
             id_prefix.empty() ? "" : absl::StrCat(id_prefix, "-", t, "-", sequence);
-        const auto sent = Clock::now();
         const grpc::Status status = call.send(request_id);
-        const std::chrono::duration<double, std::milli> latency = Clock::now() - sent;
+        const std::chrono::duration<double, std::milli> latency = Clock::now() - *due;
         const std::string code(StatusCodeName(status.error_code()));
         ++(invalid ? outcome.invalid_codes : outcome.codes)[code];
         if (!allowed(call.expected, status.error_code())) ++outcome.unexpected;
         if (status.ok()) {
           outcome.ok_ms.push_back(latency.count());
+          outcome.ok_tokens += call.tokens;
           continue;
         }
         if (!invalid) outcome.rejected_ms.push_back(latency.count());
@@ -449,6 +565,7 @@ int Run() {
   Outcome all;
   for (const Outcome& outcome : outcomes) {
     all.ok_ms.insert(all.ok_ms.end(), outcome.ok_ms.begin(), outcome.ok_ms.end());
+    all.ok_tokens += outcome.ok_tokens;
     all.rejected_ms.insert(all.rejected_ms.end(), outcome.rejected_ms.begin(),
                            outcome.rejected_ms.end());
     MergeCounts(outcome.codes, all.codes);
@@ -475,6 +592,8 @@ int Run() {
   }
   nlohmann::json summary = {
       {"rps", static_cast<double>(all.ok_ms.size()) / elapsed.count()},
+      {"tokens_per_s", static_cast<double>(all.ok_tokens) / elapsed.count()},
+      {"rate", rate},
       {"p50_ms", Percentile(all.ok_ms, 0.50)},
       {"p90_ms", Percentile(all.ok_ms, 0.90)},
       {"p99_ms", Percentile(all.ok_ms, 0.99)},

@@ -4,7 +4,8 @@
 # the last line of each run is its JSON summary. Then a mix of Attend, Encode and SDPA with half of
 # the requests malformed: each malformed one ends with its own code (NOT_FOUND, INVALID_ARGUMENT),
 # --expect_codes=OK passes and lists the failed calls' request ids, and --expect_codes naming a
-# code the calls do not get exits 3 with every request counted as unexpected.
+# code the calls do not get exits 3 with every request counted as unexpected. Decode steps on
+# streams and an open-loop rate run end OK too.
 #   usage: loadgen_test.sh SERVER_BINARY LOADGEN_BINARY
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,6 +29,20 @@ summary=$("$here/run_with_server.sh" "$1" bash -c \
   "$2" | grep '^{' | tail -1)
 echo "$summary"
 check "$summary" 2
+# Decode streams: 2 threads × 10 steps of 2 tokens, a new stream every 4 steps; and open-loop
+# Attend at 100 requests/s: 30 requests take about 0.3 s, however fast the server answers.
+summary=$("$here/run_with_server.sh" "$1" bash -c \
+  'exec "$0" --target="$2" --rpc=decode --model=demo-rope --concurrency=2 --requests=20 \
+   --tokens_per_step=2 --steps_per_stream=4' "$2" | grep '^{' | tail -1)
+echo "$summary"
+check "$summary" 20
+/usr/bin/python3 -c 'import json,sys; s=json.loads(sys.argv[1]); assert abs(s["tokens_per_s"] - 2 * s["rps"]) < 1e-6 * s["rps"], s' "$summary"
+summary=$("$here/run_with_server.sh" "$1" bash -c \
+  'exec "$0" --target="$2" --rpc=attend --model=demo-rope --seq=8 --concurrency=4 --rate=100 \
+   --requests=30' "$2" | grep '^{' | tail -1)
+echo "$summary"
+check "$summary" 30
+/usr/bin/python3 -c 'import json,sys; s=json.loads(sys.argv[1]); assert s["rate"] == 100 and s["seconds"] >= 0.28 and s["rps"] <= 110, s' "$summary"
 
 # Every run below prints its summary and then "exit=STATUS".
 mixed=$("$here/run_with_server.sh" "$1" bash -c \
