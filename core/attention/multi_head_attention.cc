@@ -63,11 +63,11 @@ const float* DataOrNull(const std::vector<float>& tensor) {
 // its buffers when done.
 class ForwardBuffers {
  public:
-  // The last four are ForwardBatch's: the packed inputs and contexts, and the members' K and V
-  // gathered from the packed projections.
+  // The last three are ForwardBatch's: the packed contexts, and the members' K and V gathered
+  // from the packed projections.
   enum Slot {
     kEmbedded, kScratch, kQuery, kKey, kValue, kAttended,
-    kInput, kContext, kMemberKeys, kMemberValues, kSlots
+    kContext, kMemberKeys, kMemberValues, kSlots
   };
   static constexpr int64_t kKeptFloats = int64_t{16} << 20;  // 64 MiB
 
@@ -325,43 +325,72 @@ struct MultiHeadAttention::PackedBatch {
   ComputeType compute = ComputeType::kFloat32;
 };
 
-MultiHeadAttention::PackedBatch MultiHeadAttention::PlanBatch(
-    absl::Span<const LayerBatchMember> members, std::vector<absl::Status>* statuses) const {
-  PackedBatch batch;
+std::vector<MultiHeadAttention::PackedBatch> MultiHeadAttention::PlanBatches(
+    absl::Span<const LayerBatchMember> members, std::vector<absl::Status>* statuses,
+    std::vector<int64_t>* alone) const {
+  const int64_t d = config_.d_model, q_width = config_.num_heads * config_.head_dim;
+  const int64_t kv_width = config_.num_kv_heads * config_.head_dim;
+  std::vector<PackedBatch> groups(1);
+  int64_t group_floats = 0;
+  bool have_compute = false;
+  ComputeType compute = ComputeType::kFloat32;
   for (int64_t i = 0; i < static_cast<int64_t>(members.size()); ++i) {
     const AttendInputs& inputs = *members[i].inputs;
-    PackedBatch::Member member{i, {}, {}, batch.q_tokens, batch.kv_tokens};
+    PackedBatch::Member member{i, {}, {}, 0, 0};
     PlanAttention(inputs, &member.shape, &member.options);
     (*statuses)[i] = ValidateSdpa(member.shape, member.options);
     if (!(*statuses)[i].ok()) continue;
-    if (batch.members.empty()) {
-      batch.compute = inputs.compute;
-    } else if (inputs.compute != batch.compute) {
+    if (!have_compute) {
+      compute = inputs.compute;
+      have_compute = true;
+    } else if (inputs.compute != compute) {
       (*statuses)[i] = absl::InvalidArgumentError(
           "a batch's members must share one compute type (the first member's)");
       continue;
     }
-    batch.q_tokens += member.shape.batch * member.shape.q_len;
-    batch.kv_tokens += member.shape.batch * member.shape.kv_len;
-    batch.cross = batch.cross || inputs.context != nullptr;
-    batch.members.push_back(std::move(member));
+    // RunPacked's buffers for this member: x and the merged rows [q_rows, d]; q twice and the
+    // heads' output [q_rows, H·hd]; k and v twice [kv_rows, Hkv·hd]; its context rows.
+    const bool cross = inputs.context != nullptr;
+    const int64_t q_rows = member.shape.batch * member.shape.q_len;
+    const int64_t kv_rows = member.shape.batch * member.shape.kv_len;
+    const int64_t floats = q_rows * (d + 3 * q_width) + kv_rows * (4 * kv_width + (cross ? d : 0));
+    if (floats > ForwardBuffers::kKeptFloats) {
+      alone->push_back(i);
+      continue;
+    }
+    if (group_floats + floats > ForwardBuffers::kKeptFloats) {
+      groups.emplace_back();
+      group_floats = 0;
+    }
+    PackedBatch& group = groups.back();
+    group_floats += floats;
+    group.compute = compute;
+    member.q_offset = group.q_tokens;
+    member.kv_offset = group.kv_tokens;
+    group.q_tokens += q_rows;
+    group.kv_tokens += kv_rows;
+    group.cross = group.cross || cross;
+    group.members.push_back(std::move(member));
   }
-  return batch;
+  if (groups.back().members.empty()) groups.pop_back();
+  return groups;
 }
 
 std::vector<absl::Status> MultiHeadAttention::ForwardBatch(
     absl::Span<const LayerBatchMember> members) const {
   std::vector<absl::Status> statuses(members.size());
-  const PackedBatch batch = PlanBatch(members, &statuses);
-  if (batch.members.empty()) return statuses;
-  const absl::Status shared = RunPacked(members, batch, &statuses);
-  ForwardBuffers::OfThisThread().ReleaseIfLarge();
-  if (!shared.ok()) {
-    for (const PackedBatch::Member& member : batch.members) statuses[member.index] = shared;
+  std::vector<int64_t> alone;
+  for (const PackedBatch& group : PlanBatches(members, &statuses, &alone)) {
+    const absl::Status shared = RunPacked(members, group, &statuses);
+    if (shared.ok()) continue;
+    for (const PackedBatch::Member& member : group.members) statuses[member.index] = shared;
   }
+  for (int64_t i : alone) {
+    statuses[i] = Forward(*members[i].inputs, members[i].out, members[i].probs);
+  }
+  ForwardBuffers::OfThisThread().ReleaseIfLarge();
   return statuses;
 }
-
 
 absl::Status MultiHeadAttention::RunPacked(absl::Span<const LayerBatchMember> members,
                                            const PackedBatch& batch,
@@ -370,19 +399,17 @@ absl::Status MultiHeadAttention::RunPacked(absl::Span<const LayerBatchMember> me
   const int64_t hd = config_.head_dim, tokens = batch.q_tokens, kv_tokens = batch.kv_tokens;
   ForwardBuffers& buffers = ForwardBuffers::OfThisThread();
   using Slot = ForwardBuffers::Slot;
-  // The members' queries and positions, packed: [T, d], [T].
-  float* input = buffers.Get(Slot::kInput, tokens * d);
-  std::vector<int64_t> positions(tokens);
+  // x = query + P[positions] for additive encodings, else the query, each member's rows packed:
+  // [T, d]
+  float* x = buffers.Get(Slot::kEmbedded, tokens * d);
   for (const PackedBatch::Member& member : batch.members) {
     const AttendInputs& inputs = *members[member.index].inputs;
     const int64_t rows = member.shape.batch * member.shape.q_len;
-    std::copy_n(inputs.query, rows * d, input + member.q_offset * d);
-    std::copy_n(inputs.positions, rows, positions.data() + member.q_offset);
+    float* member_x = x + member.q_offset * d;
+    ASSIGN_OR_RETURN(const float* embedded,
+                     EmbedQuery(inputs.query, inputs.positions, rows, member_x));
+    if (embedded != member_x) std::copy_n(embedded, rows * d, member_x);
   }
-  // x = query + P[positions] for additive encodings, else the query: [T, d]
-  ASSIGN_OR_RETURN(const float* x,
-                   EmbedQuery(input, positions.data(), tokens,
-                              buffers.Get(Slot::kEmbedded, tokens * d)));
   // The keys' source rows [Σ B·Sk, d]: each member's context, or its own x rows.
   const float* kv_source = x;
   if (batch.cross) {
@@ -432,8 +459,9 @@ absl::Status MultiHeadAttention::RunPacked(absl::Span<const LayerBatchMember> me
       std::fill_n(rows, shape.batch * shape.q_len * h * hd, 0.0f);
     }
   }
-  // out = attended·Woᵀ + bo for all rows at once, then each member's rows to its output.
-  float* out = buffers.Get(Slot::kEmbedded, tokens * d);
+  // out = attended·Woᵀ + bo for all rows at once (x is read no more), then each member's rows to
+  // its output.
+  float* out = x;
   RETURN_IF_ERROR(ProjectMergedRows(scratch, tokens, batch.compute, out));
   for (size_t n = 0; n < batch.members.size(); ++n) {
     const PackedBatch::Member& member = batch.members[n];

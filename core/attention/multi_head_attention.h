@@ -107,7 +107,9 @@ class MultiHeadAttention {
   // Forward over a batch of calls, the variable-length way: the members' tokens are packed into
   // one [Σ B·Sq, d] matrix, so each projection reads its weights once for the whole batch, and
   // attention runs per member (ScaledDotProductAttentionBatch) with the member's own causal
-  // alignment, key lengths, positions and context. statuses[i] is member i's; a member whose
+  // alignment, key lengths, positions and context. Packed groups are kept within the buffers a
+  // thread keeps between calls (64 MiB): more members make more groups, and a member too large
+  // for one runs by Forward (its products are large enough to gain nothing from packing). statuses[i] is member i's; a member whose
   // inputs are invalid, or whose compute type differs from the first valid member's, fails alone
   // and the others run. Each member's output equals Forward's on it alone up to the order of the
   // projections' sums (bit for bit where oneDNN blocks a product the same for the packed rows).
@@ -158,11 +160,13 @@ class MultiHeadAttention {
   // The attention call of one Forward: its shape and options (positions placed for the score
   // kinds), not yet validated.
   void PlanAttention(const AttendInputs& inputs, SdpaShape* shape, SdpaOptions* options) const;
-  // ForwardBatch's plan: the members that run, their attention calls, and where their rows sit
-  // in the packed tensors (multi_head_attention.cc).
+  // ForwardBatch's plan: groups of members packed together (their attention calls, and where
+  // their rows sit in the packed tensors; multi_head_attention.cc), and in *alone the members
+  // too large to pack, run by Forward. Invalid members get their status and no place.
   struct PackedBatch;
-  PackedBatch PlanBatch(absl::Span<const LayerBatchMember> members,
-                        std::vector<absl::Status>* statuses) const;
+  std::vector<PackedBatch> PlanBatches(absl::Span<const LayerBatchMember> members,
+                                       std::vector<absl::Status>* statuses,
+                                       std::vector<int64_t>* alone) const;
   // The packed computation of a planned batch; statuses of members whose attention fails are set
   // here, a failure of the shared projections is returned for all.
   absl::Status RunPacked(absl::Span<const LayerBatchMember> members, const PackedBatch& batch,
