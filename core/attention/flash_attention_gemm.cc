@@ -75,7 +75,7 @@ void AttendGemm(const FlashCall& call, const FlashOperands<T>& operands, const W
                 Scratch& scratch, TileGemm& gemm, T* out) {
   const int64_t hd = call.shape.head_dim, rows = item.rows;
   const int64_t q_offset = QueryOffset(call.shape, item);
-  const int64_t kv_offset = KvHead(call.shape, item) * call.shape.kv_len * hd;
+  const int64_t kv_offset = KvHead(call.shape, item) * KvHeadRows(call.shape) * hd;
   // The last row sees the most keys (visibility never shrinks down the rows).
   const int64_t keys = VisibleKeyCount(call.shape, call.options, item.b, item.i0 + rows - 1);
   float* acc = scratch.acc.data();

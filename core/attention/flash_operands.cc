@@ -21,7 +21,8 @@ FlashOperands<T>::FlashOperands(Kind kind, const SdpaShape& shape, const T* q_in
                                 const T* v_in)
     : kind(kind), q(q_in), k(k_in), v(v_in), shape_(shape) {
   const int64_t kv_heads = shape.batch * shape.num_kv_heads;
-  const int64_t kv_count = kv_heads * shape.kv_len * shape.head_dim;
+  // A strided k and v (kv_stride) are copied whole, gaps included: still one conversion pass.
+  const int64_t kv_count = kv_heads * KvHeadRows(shape) * shape.head_dim;
   if constexpr (std::is_same_v<T, float>) {
     if (kind == Kind::kBfloat16) {
       q_bf16 = ToBfloat16(q_in, shape.batch * shape.num_heads * shape.q_len * shape.head_dim);
@@ -47,7 +48,8 @@ void FlashOperands<T>::Pack(int64_t part) const {
   const int64_t Sk = shape_.kv_len, hd = shape_.head_dim;
   const int64_t kv_head = part / parts_per_head_;
   const int64_t begin = (part % parts_per_head_) * kPackKeys;
-  const int64_t source = kv_head * Sk * hd, target = kv_head * packed_head_size;
+  const int64_t source = kv_head * KvHeadRows(shape_) * hd;
+  const int64_t target = kv_head * packed_head_size;
   AmxPackKeys(static_cast<const T*>(k) + source, Sk, hd, begin, begin + kPackKeys,
               k_packed.data() + target);
   AmxPackValues(static_cast<const T*>(v) + source, Sk, hd, begin, begin + kPackKeys,

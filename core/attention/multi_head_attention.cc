@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -25,20 +26,27 @@ absl::Status CheckSize(const char* name, const std::vector<float>& tensor, int64
   return absl::OkStatus();
 }
 
-// [heads, cached + n, hd] ← each head's old rows [heads, cached, hd] followed by its new rows
-// [heads, n, hd].
-std::vector<float> AppendRows(const std::vector<float>& old_rows,
-                              const std::vector<float>& new_rows, int64_t heads, int64_t cached,
-                              int64_t n, int64_t hd) {
-  const int64_t total = cached + n;
-  std::vector<float> all(heads * total * hd);
+// The cache with room for `capacity` tokens per head: its `length` tokens copied into new
+// arrays. Throws std::bad_alloc when they cannot be had (the cache is then unchanged).
+void Regrow(KvCache& cache, int64_t capacity, int64_t heads, int64_t hd) {
+  std::vector<float> k(heads * capacity * hd), v(heads * capacity * hd);
   for (int64_t head = 0; head < heads; ++head) {
-    std::copy_n(old_rows.begin() + head * cached * hd, cached * hd,
-                all.begin() + head * total * hd);
-    std::copy_n(new_rows.begin() + head * n * hd, n * hd,
-                all.begin() + (head * total + cached) * hd);
+    const int64_t from = head * cache.capacity * hd, to = head * capacity * hd;
+    std::copy_n(cache.k.begin() + from, cache.length * hd, k.begin() + to);
+    std::copy_n(cache.v.begin() + from, cache.length * hd, v.begin() + to);
   }
-  return all;
+  cache.k = std::move(k);
+  cache.v = std::move(v);
+  cache.capacity = capacity;
+}
+
+// The cache's rows length…length + n of every head ← rows [heads, n, hd].
+void WriteNewRows(const std::vector<float>& rows, int64_t heads, int64_t n, int64_t hd,
+                  std::vector<float>& cache_rows, const KvCache& cache) {
+  for (int64_t head = 0; head < heads; ++head) {
+    std::copy_n(rows.begin() + head * n * hd, n * hd,
+                cache_rows.begin() + (head * cache.capacity + cache.length) * hd);
+  }
 }
 
 // dst [batch, heads, seq, hd] ← one member's rows of the packed projection src [heads, T, hd]:
@@ -510,9 +518,6 @@ struct MultiHeadAttention::PackedSteps {
     int64_t n;         // its new tokens
     int64_t offset;    // its first new token among the packed ones
     SdpaOptions options;
-    // Its cache with the new rows appended, [Hkv, cached + n, hd]: built aside and swapped in
-    // only when its step succeeds, so a failed or cancelled step leaves the cache as it was.
-    std::vector<float> k_all, v_all;
   };
   std::vector<Member> members;
   int64_t tokens = 0;  // N: Σ n
@@ -541,7 +546,7 @@ MultiHeadAttention::PackedSteps MultiHeadAttention::PlanSteps(
           "a batch's members must share one compute type (the first member's)");
       continue;
     }
-    PackedSteps::Member member{i, cached, n, steps.tokens, {}, {}, {}};
+    PackedSteps::Member member{i, cached, n, steps.tokens, {}};
     member.options.causal = true;  // bottom-right: new token t sees the cache and new tokens ≤ t
     member.options.scale = config_.scale;
     member.options.compute = inputs.compute;
@@ -559,14 +564,11 @@ std::vector<absl::Status> MultiHeadAttention::DecodeBatch(
   PackedSteps steps = PlanSteps(members, &statuses);
   if (steps.members.empty()) return statuses;
   const absl::Status shared = RunPackedSteps(members, steps, &statuses);
-  for (PackedSteps::Member& member : steps.members) {
+  for (const PackedSteps::Member& member : steps.members) {
     absl::Status& status = statuses[member.index];
     if (!shared.ok()) status = shared;
-    if (!status.ok()) continue;
-    KvCache* cache = members[member.index].cache;
-    cache->k = std::move(member.k_all);
-    cache->v = std::move(member.v_all);
-    cache->length = member.cached + member.n;
+    // The step's rows are in the cache already; they count from now on.
+    if (status.ok()) members[member.index].cache->length = member.cached + member.n;
   }
   return statuses;
 }
@@ -589,7 +591,8 @@ absl::Status MultiHeadAttention::RunPackedSteps(absl::Span<const DecodeBatchMemb
   std::vector<float> q(h * tokens * hd), k_new(hkv * tokens * hd), v_new(hkv * tokens * hd);
   RETURN_IF_ERROR(ProjectQkv(x, x, 1, tokens, tokens, steps.compute, q.data(), k_new.data(),
                              v_new.data()));
-  // Per stream: its q [1, H, n, hd] (rotated for RoPE), its cache grown by its k and v rows.
+  // Per stream: its q [1, H, n, hd] and its k, v rows (rotated for RoPE), written into its cache
+  // past its tokens (growing the cache's room when needed).
   std::vector<float> member_q(h * tokens * hd), attended(h * tokens * hd);
   std::vector<SdpaBatchMember<float>> calls;
   std::vector<size_t> running;  // steps.members indices of the calls
@@ -604,11 +607,20 @@ absl::Status MultiHeadAttention::RunPackedSteps(absl::Span<const DecodeBatchMemb
     absl::Status& status = (*statuses)[member.index];
     status = PlaceDecodePositions(member.cached, n, mq, mk.data(), member.options);
     if (!status.ok()) continue;
-    const KvCache& cache = *members[member.index].cache;
-    member.k_all = AppendRows(cache.k, mk, hkv, member.cached, n, hd);
-    member.v_all = AppendRows(cache.v, mv, hkv, member.cached, n, hd);
-    calls.push_back({SdpaShape{1, h, hkv, n, total, hd}, &member.options, mq,
-                     member.k_all.data(), member.v_all.data(), attended.data() + offset * h * hd,
+    KvCache& cache = *members[member.index].cache;
+    if (const int64_t capacity = KvCache::GrownCapacity(cache.capacity, total);
+        capacity != cache.capacity) {
+      try {
+        Regrow(cache, capacity, hkv, hd);
+      } catch (const std::bad_alloc&) {
+        status = absl::ResourceExhaustedError("decode: out of memory for the K/V cache");
+        continue;
+      }
+    }
+    WriteNewRows(mk, hkv, n, hd, cache.k, cache);
+    WriteNewRows(mv, hkv, n, hd, cache.v, cache);
+    calls.push_back({SdpaShape{1, h, hkv, n, total, hd, cache.capacity}, &member.options, mq,
+                     cache.k.data(), cache.v.data(), attended.data() + offset * h * hd,
                      members[member.index].probs});
     running.push_back(m);
   }

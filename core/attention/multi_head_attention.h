@@ -3,6 +3,7 @@
 #ifndef ATTNSERVE_CORE_ATTENTION_MULTI_HEAD_ATTENTION_H_
 #define ATTNSERVE_CORE_ATTENTION_MULTI_HEAD_ATTENTION_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -57,15 +58,26 @@ struct AttendInputs {
 };
 
 // One sequence's keys and values for incremental decoding, after projection (and after RoPE for
-// keys): k, v [Hkv, length, hd] row-major, token j at position j.
+// keys): k, v [Hkv, capacity, hd] row-major, token j of head h at row h·capacity + j (token j at
+// position j); rows from `length` on are room to grow into, so a step writes its tokens in place
+// and copies the cache only when the room runs out (GrownCapacity).
 struct KvCache {
   int64_t length = 0;
+  int64_t capacity = 0;
   std::vector<float> k;
   std::vector<float> v;
 
-  // Bytes a cache of `length` tokens holds for a layer with `kv_heads` heads of `head_dim`.
-  static int64_t Bytes(int64_t length, int64_t kv_heads, int64_t head_dim) {
-    return 2 * length * kv_heads * head_dim * static_cast<int64_t>(sizeof(float));
+  // Bytes a cache with room for `tokens` holds for a layer with `kv_heads` heads of `head_dim`.
+  static int64_t Bytes(int64_t tokens, int64_t kv_heads, int64_t head_dim) {
+    return 2 * tokens * kv_heads * head_dim * static_cast<int64_t>(sizeof(float));
+  }
+  // The room a cache with room for `capacity` tokens has once it must hold `needed`: `capacity`
+  // when that is enough, else `needed` or `capacity` grown by min(capacity, 1024), the larger —
+  // appends cost amortised O(1) copies, and the room never exceeds the need by more than 1024
+  // tokens (or by the cache's own size, below that).
+  static int64_t GrownCapacity(int64_t capacity, int64_t needed) {
+    if (needed <= capacity) return capacity;
+    return std::max(needed, capacity + std::min<int64_t>(capacity, 1024));
   }
 };
 
@@ -118,7 +130,8 @@ class MultiHeadAttention {
   // One step of incremental decoding: the new tokens get positions cache->length + t, attend
   // causally to the cached tokens and to each other, and their keys/values join the cache.
   // Outputs equal Forward with causal over the whole prefix. out: [1, n, d]; probs:
-  // [1, H, n, length + n] or nullptr. On error the cache is unchanged. Thread-safe across caches.
+  // [1, H, n, length + n] or nullptr. On error the cache holds the same tokens (its room may have
+  // grown). Thread-safe across caches.
   absl::Status Decode(const DecodeInputs& inputs, KvCache* cache, float* out, float* probs) const;
 
   // Decode for several streams at once (continuous batching): the new tokens of all members are

@@ -30,6 +30,26 @@ std::unique_ptr<float[]> ParallelWiden(const uint16_t* x, int64_t count) {
   return copy;
 }
 
+// k and v copied without the gaps between K/V heads (kv_stride), for the paths that read them
+// as whole [B, Hkv, Sk, hd] tensors; `shape` loses its kv_stride. Nothing to do without gaps.
+template <typename T>
+void CompactKv(SdpaShape& shape, const T*& k, const T*& v, std::unique_ptr<T[]>* k_copy,
+               std::unique_ptr<T[]>* v_copy) {
+  if (KvHeadRows(shape) == shape.kv_len) return;
+  const int64_t heads = shape.batch * shape.num_kv_heads;
+  const int64_t head_size = shape.kv_len * shape.head_dim;
+  const int64_t stride = KvHeadRows(shape) * shape.head_dim;
+  k_copy->reset(new T[heads * head_size]);
+  v_copy->reset(new T[heads * head_size]);
+  for (int64_t head = 0; head < heads; ++head) {
+    std::copy_n(k + head * stride, head_size, k_copy->get() + head * head_size);
+    std::copy_n(v + head * stride, head_size, v_copy->get() + head * head_size);
+  }
+  k = k_copy->get();
+  v = v_copy->get();
+  shape.kv_stride = 0;
+}
+
 // RoPE's q' and k': rotated copies of q and k into q_rotated, k_rotated, each made in one pass
 // by all threads (a zero-filled copy, a one-thread copy, and a parallel region per head each took
 // a large share of a RoPE call): f32 from f32 or from bf16 (widened exactly), or bf16 from bf16
@@ -145,10 +165,19 @@ absl::Status MaterialisedAttention(const SdpaShape& shape, const SdpaOptions& op
 
 }  // namespace
 
-absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions& options,
+absl::Status ScaledDotProductAttention(const SdpaShape& call_shape, const SdpaOptions& options,
                                        const float* q, const float* k, const float* v, float* out,
                                        float* probs) {
-  if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
+  if (absl::Status status = ValidateSdpa(call_shape, options); !status.ok()) return status;
+  SdpaShape shape = call_shape;
+  // CoPE needs whole rows of gates, so it takes the materialised path too.
+  const bool materialised =
+      probs != nullptr || std::holds_alternative<CopeParams>(options.encoding);
+  // Only the tiled kernel reads k and v across gaps between heads.
+  std::unique_ptr<float[]> k_compact, v_compact;
+  if (materialised || std::holds_alternative<RopeParams>(options.encoding)) {
+    CompactKv(shape, k, v, &k_compact, &v_compact);
+  }
   const int64_t q_count = shape.batch * shape.num_heads * shape.q_len * shape.head_dim;
   const int64_t kv_count = shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim;
 
@@ -163,10 +192,7 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
     k = k_rotated.get();
   }
 
-  // Without probabilities to return, the tiled kernel never materialises the scores. CoPE needs
-  // whole rows of gates, so it takes the materialised path.
-  const bool materialised =
-      probs != nullptr || std::holds_alternative<CopeParams>(options.encoding);
+  // Without probabilities to return, the tiled kernel never materialises the scores.
   if (!materialised) return FlashAttention(shape, options, q, k, v, out);
   // bf16 compute in the materialised path: the same operands a bf16 GEMM sees (bf16-rounded
   // q, k, v; products exact in f32; f32 accumulation).
@@ -187,15 +213,20 @@ absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions
   return MaterialisedAttention(shape, options, q, k, v, out, probs);
 }
 
-absl::Status ScaledDotProductAttention(const SdpaShape& shape, const SdpaOptions& options,
+absl::Status ScaledDotProductAttention(const SdpaShape& call_shape, const SdpaOptions& options,
                                        const uint16_t* q, const uint16_t* k, const uint16_t* v,
                                        uint16_t* out) {
-  if (absl::Status status = ValidateSdpa(shape, options); !status.ok()) return status;
+  if (absl::Status status = ValidateSdpa(call_shape, options); !status.ok()) return status;
+  SdpaShape shape = call_shape;
+  const auto* rope = std::get_if<RopeParams>(&options.encoding);
+  const bool tiled = options.compute == ComputeType::kBfloat16 &&
+                     !std::holds_alternative<CopeParams>(options.encoding);
+  // Only the tiled kernel reads k and v across gaps between heads.
+  std::unique_ptr<uint16_t[]> k_compact, v_compact;
+  if (!tiled || rope != nullptr) CompactKv(shape, k, v, &k_compact, &v_compact);
   const int64_t q_count = shape.batch * shape.num_heads * shape.q_len * shape.head_dim;
   const int64_t kv_count = shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim;
-  if (options.compute == ComputeType::kBfloat16 &&
-      !std::holds_alternative<CopeParams>(options.encoding)) {
-    const auto* rope = std::get_if<RopeParams>(&options.encoding);
+  if (tiled) {
     if (rope == nullptr) return FlashAttention(shape, options, q, k, v, out);
     // q' and k' rotated in f32 and rounded as the kernel would round f32 operands.
     std::unique_ptr<uint16_t[]> q_rotated, k_rotated;

@@ -33,6 +33,10 @@ absl::Status ValidateSdpa(const SdpaShape& shape, const SdpaOptions& options) {
       return absl::InvalidArgumentError(absl::StrCat(dim.name, "=", dim.value, " must be >= 1"));
     }
   }
+  if (shape.kv_stride != 0 && shape.kv_stride < shape.kv_len) {
+    return absl::InvalidArgumentError(absl::StrCat("kv_stride=", shape.kv_stride,
+                                                   " must be 0 or >= kv_len=", shape.kv_len));
+  }
   if (shape.num_heads % shape.num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat("num_kv_heads=", shape.num_kv_heads,
                                                    " must divide num_heads=", shape.num_heads));

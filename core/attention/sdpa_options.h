@@ -22,7 +22,15 @@ struct SdpaShape {
   int64_t q_len = 1;         // Sq
   int64_t kv_len = 1;        // Sk
   int64_t head_dim = 1;      // hd
+  // Rows from one K/V head to the next in k and v, >= Sk (a K/V cache with room to grow keeps
+  // its capacity here); 0 = Sk (k, v are [B, Hkv, Sk, hd]).
+  int64_t kv_stride = 0;
 };
+
+// The rows from one K/V head to the next in k and v.
+inline int64_t KvHeadRows(const SdpaShape& shape) {
+  return shape.kv_stride > 0 ? shape.kv_stride : shape.kv_len;
+}
 
 struct SdpaOptions {
   // Bottom-right aligned causal mask: query i sees keys j <= i + Sk − Sq.
@@ -56,7 +64,7 @@ int64_t VisibleKeyCount(const SdpaShape& shape, const SdpaOptions& options, int6
 // options.scale, else 1 for a T5 bias, else 1/sqrt(head_dim).
 float EffectiveScale(const SdpaShape& shape, const SdpaOptions& options);
 
-// Checks shape (every dim >= 1, H % Hkv == 0) and options (key_lengths size B, values in [0, Sk],
+// Checks shape (every dim >= 1, H % Hkv == 0, kv_stride 0 or >= Sk) and options (key_lengths size B, values in [0, Sk],
 // scale finite, encoding valid for the head shape, positions present). Messages name the field.
 absl::Status ValidateSdpa(const SdpaShape& shape, const SdpaOptions& options);
 

@@ -122,13 +122,13 @@ absl::Status DecodeSession::CheckStep(const RequestContext& context, const Decod
   return absl::OkStatus();
 }
 
-absl::Status DecodeSession::Reserve(int64_t total, int64_t transient) {
+absl::Status DecodeSession::Reserve(int64_t room, int64_t transient) {
   const AttentionConfig& config = model_.layer->config();
   const int64_t growth =
-      KvCache::Bytes(total, config.num_kv_heads, config.head_dim) + transient - reserved_;
+      KvCache::Bytes(room, config.num_kv_heads, config.head_dim) + transient - reserved_;
   if (!budget_.TryReserve(growth)) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "K/V cache of ", total, " tokens (", reserved_ + growth,
+        "K/V cache with room for ", room, " tokens (", reserved_ + growth,
         " bytes) does not fit --max_kv_cache_bytes=", budget_.max_bytes(),
         " with the other streams' caches"));
   }
@@ -148,8 +148,13 @@ absl::StatusOr<WorkDone> DecodeSession::Step(const RequestContext& context, Deco
   const AttentionConfig& config = model_.layer->config();
   const int64_t n = query.shape[1];
   const int64_t total = cache_.length + n;
-  const int64_t transient = KvCache::Bytes(cache_.length, config.num_kv_heads, config.head_dim);
-  RETURN_IF_ERROR(Reserve(total, transient));
+  const int64_t room = KvCache::GrownCapacity(cache_.capacity, total);
+  // While the cache moves to larger arrays, the old ones are held too.
+  const int64_t transient =
+      room != cache_.capacity ? KvCache::Bytes(cache_.capacity, config.num_kv_heads,
+                                               config.head_dim)
+                              : 0;
+  RETURN_IF_ERROR(Reserve(room, transient));
   // Whatever happens in the step, the transient copy is given back after it (result->transient).
   result->transient = BudgetHold(&budget_, &reserved_, transient);
 

@@ -59,7 +59,8 @@ struct DecodeStep {
 };
 
 // Bytes of a KvCacheBudget held by a session until this is destroyed (move-only): a step's
-// transient copy of the old cache, which the front end keeps until the step's response is out.
+// transient bytes (the old arrays of a cache that moved to larger ones), which the front end keeps
+// until the step's response is out.
 class BudgetHold {
  public:
   BudgetHold() = default;
@@ -109,10 +110,10 @@ class DecodeSession {
  private:
   absl::Status CheckStep(const RequestContext& context, const DecodeStep& step,
                          const FloatTensor& query) const;
-  // Reserves what the step needs on top of what the session holds: the grown cache plus a
-  // transient copy of the old one (the layer builds the new cache from it), released after
-  // the step by the caller.
-  absl::Status Reserve(int64_t total, int64_t transient);
+  // Reserves what the step needs on top of what the session holds: a cache with room for `room`
+  // tokens plus `transient` bytes (the old arrays while the cache moves to larger ones),
+  // released after the step by the caller.
+  absl::Status Reserve(int64_t room, int64_t transient);
 
   const LoadedModel& model_;
   KvCacheBudget& budget_;

@@ -280,13 +280,24 @@ TEST_P(DecodeMatchesForwardTest, StepsEqualCausalForwardOverThePrefix) {
     ASSERT_TRUE(status.ok()) << status;
     EXPECT_EQ(cache.length, start + n);
   }
-  EXPECT_EQ(cache.k.size(), static_cast<size_t>(kv_heads * length * hd));
+  EXPECT_EQ(cache.k.size(), static_cast<size_t>(kv_heads * cache.capacity * hd));
+  // Room grew geometrically from the first step's 3 tokens: 3, 6, 12.
+  EXPECT_EQ(cache.capacity, 12);
   EXPECT_LT(RelativeError(stepped, std::vector<double>(expected.begin(), expected.end())), 1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Encodings, DecodeMatchesForwardTest,
                          ::testing::Values("none", "sinusoidal", "learned", "rope",
                                            "rope_dynamic_ntk", "alibi", "t5", "cope"));
+
+TEST(KvCacheTest, RoomGrowsByItsOwnSizeUpTo1024TokensAndNeverLessThanNeeded) {
+  EXPECT_EQ(KvCache::GrownCapacity(0, 5), 5);        // the first step: what it needs
+  EXPECT_EQ(KvCache::GrownCapacity(8, 8), 8);        // room enough: unchanged
+  EXPECT_EQ(KvCache::GrownCapacity(8, 9), 16);       // doubled
+  EXPECT_EQ(KvCache::GrownCapacity(8, 40), 40);      // or what the step needs, if more
+  EXPECT_EQ(KvCache::GrownCapacity(4096, 4097), 5120);  // past 1024 tokens, by 1024
+  EXPECT_EQ(KvCache::Bytes(10, 2, 4), 2 * 10 * 2 * 4 * 4);
+}
 
 TEST(DecodeTest, LearnedTableEndIsOutOfRangeAndLeavesTheCache) {
   AttentionConfig config;

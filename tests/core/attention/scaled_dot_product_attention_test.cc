@@ -4,12 +4,14 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/kernels/bfloat16.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/core/reference_attention.h"
+#include "tests/core/test_encodings.h"
 
 namespace attnserve {
 namespace {
@@ -192,6 +194,74 @@ TEST(SdpaTest, Bfloat16TensorsAreValidatedToo) {
   EXPECT_THAT(std::string(
                   ScaledDotProductAttention({1, 6, 4, 1, 1, 1}, options, x, x, x, out).message()),
               HasSubstr("num_kv_heads=4 must divide num_heads=6"));
+}
+
+// k and v with room between their heads (kv_stride, as a growing K/V cache keeps them) give what
+// the same keys and values packed give, bit for bit: read in place by the tiled kernel, compacted
+// for RoPE, probabilities and CoPE; f32 and bf16 compute, f32 and bf16 tensors. The room holds
+// NaN, which must never be read.
+class KvStrideTest : public ::testing::TestWithParam<std::tuple<const char*, bool, bool>> {};
+
+TEST_P(KvStrideTest, RoomBetweenHeadsIsNeverRead) {
+  const auto [encoding, bf16_compute, probs] = GetParam();
+  const int64_t B = 1, H = 4, Hkv = 2, Sq = 3, Sk = 37, hd = 16, stride = 50;
+  SdpaShape packed{B, H, Hkv, Sq, Sk, hd};
+  SdpaShape strided = packed;
+  strided.kv_stride = stride;
+  SdpaOptions options;
+  options.causal = true;
+  options.encoding = ::attnserve::testing::TestEncoding(encoding, H, hd, H * hd);
+  for (int64_t i = 0; i < Sq; ++i) options.q_positions.push_back(Sk - Sq + i);
+  for (int64_t j = 0; j < Sk; ++j) options.k_positions.push_back(j);
+  if (bf16_compute) options.compute = ComputeType::kBfloat16;
+  const std::vector<float> q = RandomVector(B * H * Sq * hd, 81);
+  const std::vector<float> k = RandomVector(B * Hkv * Sk * hd, 82);
+  const std::vector<float> v = RandomVector(B * Hkv * Sk * hd, 83);
+  std::vector<float> k_room(B * Hkv * stride * hd, NAN), v_room(k_room.size(), NAN);
+  for (int64_t head = 0; head < B * Hkv; ++head) {
+    std::copy_n(k.begin() + head * Sk * hd, Sk * hd, k_room.begin() + head * stride * hd);
+    std::copy_n(v.begin() + head * Sk * hd, Sk * hd, v_room.begin() + head * stride * hd);
+  }
+  std::vector<float> expected(q.size()), out(q.size());
+  std::vector<float> expected_probs(probs ? B * H * Sq * Sk : 0), out_probs(expected_probs.size());
+  ASSERT_TRUE(ScaledDotProductAttention(packed, options, q.data(), k.data(), v.data(),
+                                        expected.data(), probs ? expected_probs.data() : nullptr)
+                  .ok());
+  ASSERT_TRUE(ScaledDotProductAttention(strided, options, q.data(), k_room.data(), v_room.data(),
+                                        out.data(), probs ? out_probs.data() : nullptr)
+                  .ok());
+  EXPECT_EQ(out, expected);
+  EXPECT_EQ(out_probs, expected_probs);
+  if (!bf16_compute || probs) return;
+  // bf16 tensors, read as they are by the tiled kernel.
+  auto bits = [](const std::vector<float>& values) {
+    std::vector<uint16_t> result(values.size());
+    for (size_t i = 0; i < values.size(); ++i) result[i] = FloatToBfloat16(values[i]);
+    return result;
+  };
+  const std::vector<uint16_t> q16 = bits(q), k16 = bits(k), v16 = bits(v);
+  const std::vector<uint16_t> k16_room = bits(k_room), v16_room = bits(v_room);
+  std::vector<uint16_t> expected16(q.size()), out16(q.size());
+  ASSERT_TRUE(ScaledDotProductAttention(packed, options, q16.data(), k16.data(), v16.data(),
+                                        expected16.data())
+                  .ok());
+  ASSERT_TRUE(ScaledDotProductAttention(strided, options, q16.data(), k16_room.data(),
+                                        v16_room.data(), out16.data())
+                  .ok());
+  EXPECT_EQ(out16, expected16);
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, KvStrideTest,
+                         ::testing::Combine(::testing::Values("none", "alibi", "t5", "rope",
+                                                              "cope"),
+                                            ::testing::Bool(), ::testing::Bool()));
+
+TEST(SdpaTest, KvStrideBelowKvLenIsRefused) {
+  SdpaShape shape{1, 1, 1, 2, 8, 4};
+  shape.kv_stride = 7;
+  const absl::Status status = ValidateSdpa(shape, SdpaOptions());
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("kv_stride=7 must be 0 or >= kv_len=8"));
 }
 
 }  // namespace
