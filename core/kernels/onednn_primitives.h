@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <optional>
 
+#include <unordered_map>
+
 #include "dnnl.hpp"
 
 namespace attnserve {
@@ -40,6 +42,10 @@ struct MatmulPrimitive {
   dnnl::memory::desc src, weights, dst, bias, addend;
   // oneDNN chose its reference implementation, orders of magnitude slower than its own kernels.
   bool reference = false;
+  // TileGemm's arguments for this primitive: made by its first product, then pointed at each
+  // product's buffers (making them for every product cost a sixth of a small tile's time).
+  // Thread-local like the primitive; empty until used.
+  mutable std::unordered_map<int, dnnl::memory> tile_args;
 };
 
 // This thread's primitive for `shape` (and the current OpenMP thread count, which oneDNN sizes

@@ -1,6 +1,7 @@
 #include "core/kernels/tile_gemm.h"
 
 #include <optional>
+#include <unordered_map>
 
 #include "core/kernels/bfloat16.h"
 #include "core/kernels/onednn_ops.h"
@@ -36,11 +37,17 @@ void TileGemm::Run(int64_t m, int64_t n, int64_t k, float alpha, const void* a, 
   if (alpha != 1.0f) shape.output_scale = alpha;
   shape.accumulate = accumulate;
   const MatmulPrimitive& matmul = ThreadMatmul(shape);
-  const dnnl::engine& engine = CpuEngine();
-  matmul.primitive.execute(
-      stream_, {{DNNL_ARG_SRC, dnnl::memory(matmul.src, engine, const_cast<void*>(a))},
-                {DNNL_ARG_WEIGHTS, dnnl::memory(matmul.weights, engine, const_cast<void*>(b))},
-                {DNNL_ARG_DST, dnnl::memory(matmul.dst, engine, c)}});
+  std::unordered_map<int, dnnl::memory>& args = matmul.tile_args;
+  if (args.empty()) {
+    const dnnl::engine& engine = CpuEngine();
+    args = {{DNNL_ARG_SRC, dnnl::memory(matmul.src, engine, DNNL_MEMORY_NONE)},
+            {DNNL_ARG_WEIGHTS, dnnl::memory(matmul.weights, engine, DNNL_MEMORY_NONE)},
+            {DNNL_ARG_DST, dnnl::memory(matmul.dst, engine, DNNL_MEMORY_NONE)}};
+  }
+  args[DNNL_ARG_SRC].set_data_handle(const_cast<void*>(a));
+  args[DNNL_ARG_WEIGHTS].set_data_handle(const_cast<void*>(b));
+  args[DNNL_ARG_DST].set_data_handle(c);
+  matmul.primitive.execute(stream_, args);
 }
 
 }  // namespace attnserve
