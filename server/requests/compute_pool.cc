@@ -8,8 +8,10 @@
 namespace attnserve {
 namespace {
 
-// How often a waiting request checks whether its client gave up.
-constexpr std::chrono::milliseconds kCancellationPoll{5};
+// How often a waiting request checks whether its client gave up. Workers check every request
+// they consider for a batch, so this is only a backstop for requests left waiting long; waking
+// every waiter every few milliseconds took CPU from the computation.
+constexpr std::chrono::milliseconds kCancellationPoll{50};
 
 // Work that runs alone (an empty key).
 class LoneWork final : public BatchMember {
@@ -52,6 +54,7 @@ void ComputePool::WorkerLoop() {
     if (queue_.empty()) return;  // stopping, and nothing left to run
     if (WaitForBatch(lock)) continue;
     const std::vector<Task*> batch = TakeBatch();
+    if (batch.empty()) continue;  // all it found was cancelled
     const auto now = std::chrono::steady_clock::now();
     std::vector<BatchMember*> members;
     for (Task* task : batch) {
@@ -62,7 +65,7 @@ void ComputePool::WorkerLoop() {
     ++busy_;
     Notify();
     if (batch_observer_ && !members.front()->key().empty()) batch_observer_(members);
-    task_changed_.notify_all();
+    for (Task* task : batch) task->changed.notify_one();
     lock.unlock();
     std::vector<absl::Status> results = members.front()->RunBatch(members);
     lock.lock();
@@ -73,9 +76,17 @@ void ComputePool::WorkerLoop() {
                              ? std::move(results[i])
                              : absl::InternalError("the batch computed no status for this request");
       batch[i]->done = true;
+      batch[i]->changed.notify_one();
     }
-    task_changed_.notify_all();
   }
+}
+
+bool ComputePool::EndIfCancelled(Task* task) {
+  if (!task->is_cancelled || !task->is_cancelled()) return false;
+  task->result = absl::CancelledError("cancelled while waiting for a compute worker");
+  task->done = true;
+  task->changed.notify_one();
+  return true;
 }
 
 bool ComputePool::WaitForBatch(std::unique_lock<std::mutex>& lock) {
@@ -101,13 +112,22 @@ bool ComputePool::WaitForBatch(std::unique_lock<std::mutex>& lock) {
 }
 
 std::vector<ComputePool::Task*> ComputePool::TakeBatch() {
-  std::vector<Task*> batch{queue_.front()};
-  queue_.pop_front();
+  std::vector<Task*> batch;
+  while (batch.empty() && !queue_.empty()) {
+    Task* first = queue_.front();
+    queue_.pop_front();
+    if (!EndIfCancelled(first)) batch.push_back(first);
+  }
+  Notify();
+  if (batch.empty() || batch.front()->member.key().empty()) return batch;
   const std::string& key = batch.front()->member.key();
-  if (key.empty()) return batch;
   int64_t tokens = batch.front()->member.tokens();
   for (auto it = queue_.begin();
        it != queue_.end() && static_cast<int>(batch.size()) < limits_.max_requests;) {
+    if ((*it)->member.key() == key && EndIfCancelled(*it)) {
+      it = queue_.erase(it);
+      continue;
+    }
     const int64_t more = (*it)->member.tokens();
     // One that would overflow the tokens stays first in line for the next batch; smaller ones
     // behind it may still join this one.
@@ -125,7 +145,7 @@ std::vector<ComputePool::Task*> ComputePool::TakeBatch() {
 absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
                               const std::function<bool()>& is_cancelled, BatchMember& member,
                               std::chrono::steady_clock::time_point* started) {
-  Task task(member, started);
+  Task task(member, is_cancelled, started);
   std::unique_lock<std::mutex> lock(mutex_);
   // Tasks queued beyond the free workers are the ones that really wait.
   const int free_workers = workers_ - busy_;
@@ -137,7 +157,7 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
   queue_.push_back(&task);
   Notify();
   work_queued_.notify_one();
-  while (!task.started) {
+  while (!task.started && !task.done) {
     const auto now = std::chrono::system_clock::now();
     const bool expired = now >= deadline;
     if (expired || (is_cancelled && is_cancelled())) {
@@ -147,9 +167,9 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
                            "deadline passed while waiting for a compute worker")
                      : absl::CancelledError("cancelled while waiting for a compute worker");
     }
-    task_changed_.wait_until(lock, std::min(deadline, now + kCancellationPoll));
+    task.changed.wait_until(lock, std::min(deadline, now + kCancellationPoll));
   }
-  task_changed_.wait(lock, [&task] { return task.done; });
+  task.changed.wait(lock, [&task] { return task.done; });
   return task.result;
 }
 

@@ -47,10 +47,11 @@ class ComputePool {
 
   // Computes `member` on a worker, in a batch with others of its key when they wait together,
   // and returns its status. RESOURCE_EXHAUSTED at once when every worker is busy and
-  // `queue_depth` requests already wait; DEADLINE_EXCEEDED or CANCELLED (polled every few
-  // milliseconds through `is_cancelled`) when that happens before its batch starts — then it is
-  // never computed. Once started, it is waited for (it polls cancellation itself). `started`, when
-  // given, is set to when its batch started.
+  // `queue_depth` requests already wait; DEADLINE_EXCEEDED or CANCELLED when that happens before
+  // its batch starts — then it is never computed. Cancellation is polled through `is_cancelled`
+  // by the worker forming a batch, and by the waiting caller every 50 ms. Once started, the
+  // member is waited for (it polls cancellation itself). `started`, when given, is set to when
+  // its batch started.
   absl::Status Run(std::chrono::system_clock::time_point deadline,
                    const std::function<bool()>& is_cancelled, BatchMember& member,
                    std::chrono::steady_clock::time_point* started = nullptr);
@@ -65,11 +66,15 @@ class ComputePool {
 
  private:
   struct Task {
-    Task(BatchMember& member, std::chrono::steady_clock::time_point* started)
-        : member(member), started_at(started) {}
+    Task(BatchMember& member, const std::function<bool()>& is_cancelled,
+         std::chrono::steady_clock::time_point* started)
+        : member(member), is_cancelled(is_cancelled), started_at(started) {}
     BatchMember& member;
+    const std::function<bool()>& is_cancelled;  // may be unset
     std::chrono::steady_clock::time_point* started_at;  // may be null
     std::chrono::steady_clock::time_point queued = std::chrono::steady_clock::now();
+    // Signalled when the task starts or ends (its waiter alone wakes).
+    std::condition_variable changed;
     absl::Status result;
     bool started = false;
     bool done = false;
@@ -79,8 +84,11 @@ class ComputePool {
   // Requires mutex_ and a non-empty queue: waits out the batch timeout of the front task when it
   // applies (true: the queue changed meanwhile, look again), else false.
   bool WaitForBatch(std::unique_lock<std::mutex>& lock);
-  // Requires mutex_: removes the front task and the waiting tasks that may join its batch.
+  // Requires mutex_: removes the front task and the waiting tasks that may join its batch. Tasks
+  // found cancelled on the way are removed and ended CANCELLED (their waiters poll only rarely).
   std::vector<Task*> TakeBatch();
+  // Requires mutex_: whether `task` was cancelled; if so it is ended CANCELLED (not started).
+  bool EndIfCancelled(Task* task);
   // Requires mutex_.
   void Notify();
 
@@ -93,7 +101,6 @@ class ComputePool {
   // not instrumented, so TSan could not see absl's locking (scripts/sanitize.sh thread).
   mutable std::mutex mutex_;
   std::condition_variable work_queued_;  // queue_ gained a task, or stopping_ was set
-  std::condition_variable task_changed_;  // some task was started or finished
   // Guarded by mutex_:
   std::deque<Task*> queue_;
   int busy_ = 0;
