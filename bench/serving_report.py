@@ -45,9 +45,20 @@ def start(*flags):
     return server.start()
 
 
+def metrics(server):
+    return urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+
+
+def server_cpu_seconds(server):
+    for line in metrics(server).splitlines():
+        if line.startswith("process_cpu_seconds_total"):
+            return float(line.split()[-1])
+    return float("nan")
+
+
 def batch_sizes(server, rpc):
     """Mean requests per batch of `rpc`, from the server's histogram."""
-    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    text = metrics(server)
     sums = {}
     for line in text.splitlines():
         for kind in ("sum", "count"):
@@ -64,7 +75,9 @@ def attend_rows(seq):
         server = start(*flags)
         try:
             target = f"--target={server.grpc_address}"
+            cpu_before = server_cpu_seconds(server)
             many = loadgen(target, "--model=demo-sinusoidal", f"--seq={seq}", "--concurrency=16")
+            many["server_cpu_seconds"] = server_cpu_seconds(server) - cpu_before
             sizes = batch_sizes(server, "Attend")
             one = loadgen(target, "--model=demo-sinusoidal", f"--seq={seq}", "--concurrency=1")
         finally:
@@ -121,16 +134,18 @@ def attend_report():
     print(f"Attend, demo-sinusoidal, {ARGS.seconds:g} s per row; server flags: "
           f"{ARGS.server_flags or '(defaults)'}\n")
     print("| query | in-process batch of 16: seq/s (batch ms) | batching | 16 clients: seq/s "
-          "(ratio) | p50 / p99 ms | mean batch | load tool CPU | 1 client p50 ms |")
+          "(ratio) | p50 / p99 ms | mean batch | CPU cores: server + load tool | "
+          "1 client p50 ms |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for seq in (8, 128):
         batched_rate, batch_ms, rows = attend_rows(seq)
         for label, (many, one, sizes) in rows.items():
-            cpu = many["client_cpu_seconds"] / many["seconds"]
+            server_cpu = many["server_cpu_seconds"] / many["seconds"]
+            client_cpu = many["client_cpu_seconds"] / many["seconds"]
             print(f"| 1×{seq}×512 | {batched_rate:.0f} ({batch_ms:.1f}) | {label} | "
                   f"{many['rps']:.0f} ({many['rps'] / batched_rate:.2f}) | "
                   f"{many['p50_ms']:.1f} / {many['p99_ms']:.1f} | {sizes:.1f} | "
-                  f"{cpu:.2f} cores | {one['p50_ms']:.2f} |")
+                  f"{server_cpu:.2f} + {client_cpu:.2f} | {one['p50_ms']:.2f} |")
 
 
 def decode_report():
