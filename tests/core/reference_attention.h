@@ -3,6 +3,7 @@
 #ifndef ATTNSERVE_TESTS_CORE_REFERENCE_ATTENTION_H_
 #define ATTNSERVE_TESTS_CORE_REFERENCE_ATTENTION_H_
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -29,6 +30,18 @@ inline double RelativeError(const std::vector<float>& a, const std::vector<doubl
     norm += b[i] * b[i];
   }
   return std::sqrt(diff / norm);
+}
+
+// max |a − b| / max |b| (the largest difference against the tensor's scale); infinity when the
+// sizes differ.
+inline double MaxRelativeDifference(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    diff = std::max(diff, std::fabs(static_cast<double>(a[i]) - b[i]));
+    norm = std::max(norm, std::fabs(static_cast<double>(b[i])));
+  }
+  return norm > 0 ? diff / norm : diff;
 }
 
 struct ReferenceResult {

@@ -97,17 +97,6 @@ TEST(AttendRpcTest, RejectsWhatDoesNotFitTheModelNamingTheField) {
   EXPECT_EQ(server.Sample("attnserve_compute_seconds", {{"model", "nope"}}), -1);
 }
 
-// max |a − b| / max |b|.
-double MaxRelativeDifference(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return INFINITY;
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    diff = std::max(diff, std::fabs(static_cast<double>(a[i]) - b[i]));
-    norm = std::max(norm, std::fabs(static_cast<double>(b[i])));
-  }
-  return norm > 0 ? diff / norm : diff;
-}
-
 // Four requests of different shapes and options on `model` (width d): causal, positions offset,
 // probabilities, cross-attention, and one in bf16 (another batch key).
 std::vector<v1::AttendRequest> MixedRequests(const std::string& model, int64_t d, uint32_t seed) {
