@@ -88,6 +88,7 @@ class ForwardBuffers {
   float* Get(Slot slot, int64_t count) {
     if (count > sizes_[slot]) {
       data_[slot].reset();  // the old buffer goes before the new one comes
+      sizes_[slot] = 0;     // (and stays gone if the new one cannot be had)
       data_[slot].reset(new float[count]);
       sizes_[slot] = count;
     }
@@ -410,15 +411,24 @@ absl::Status MultiHeadAttention::RunPacked(absl::Span<const LayerBatchMember> me
   ForwardBuffers& buffers = ForwardBuffers::OfThisThread();
   using Slot = ForwardBuffers::Slot;
   // x = query + P[positions] for additive encodings, else the query, each member's rows packed:
-  // [T, d]
+  // [T, d]. A member whose positions its encoding cannot place (past a learned table) fails
+  // here alone: its rows are zeros, and it gets no attention call.
   float* x = buffers.Get(Slot::kEmbedded, tokens * d);
-  for (const PackedBatch::Member& member : batch.members) {
+  std::vector<bool> embedded_ok(batch.members.size());
+  for (size_t m = 0; m < batch.members.size(); ++m) {
+    const PackedBatch::Member& member = batch.members[m];
     const AttendInputs& inputs = *members[member.index].inputs;
     const int64_t rows = member.shape.batch * member.shape.q_len;
     float* member_x = x + member.q_offset * d;
-    ASSIGN_OR_RETURN(const float* embedded,
-                     EmbedQuery(inputs.query, inputs.positions, rows, member_x));
-    if (embedded != member_x) std::copy_n(embedded, rows * d, member_x);
+    const absl::StatusOr<const float*> embedded =
+        EmbedQuery(inputs.query, inputs.positions, rows, member_x);
+    embedded_ok[m] = embedded.ok();
+    if (!embedded.ok()) {
+      (*statuses)[member.index] = embedded.status();
+      std::fill_n(member_x, rows * d, 0.0f);
+    } else if (*embedded != member_x) {
+      std::copy_n(*embedded, rows * d, member_x);
+    }
   }
   // The keys' source rows [Σ B·Sk, d]: each member's context, or its own x rows.
   const float* kv_source = x;
@@ -442,7 +452,10 @@ absl::Status MultiHeadAttention::RunPacked(absl::Span<const LayerBatchMember> me
   float* member_k = buffers.Get(Slot::kMemberKeys, hkv * kv_tokens * hd);
   float* member_v = buffers.Get(Slot::kMemberValues, hkv * kv_tokens * hd);
   std::vector<SdpaBatchMember<float>> calls;
-  for (const PackedBatch::Member& member : batch.members) {
+  std::vector<size_t> running;  // batch.members indices of the calls
+  for (size_t m = 0; m < batch.members.size(); ++m) {
+    if (!embedded_ok[m]) continue;
+    const PackedBatch::Member& member = batch.members[m];
     const SdpaShape& shape = member.shape;
     float* mq = member_q + member.q_offset * h * hd;
     float* mk = member_k + member.kv_offset * hkv * hd;
@@ -453,29 +466,27 @@ absl::Status MultiHeadAttention::RunPacked(absl::Span<const LayerBatchMember> me
     // The member's attended rows go where its packed query rows were (q is read no more).
     calls.push_back({shape, &member.options, mq, mk, mv, q + member.q_offset * h * hd,
                      members[member.index].probs});
+    running.push_back(m);
   }
   const std::vector<absl::Status> attended = ScaledDotProductAttentionBatch(calls);
   // attended [B, H, Sq, hd] per member → its rows [B·Sq, H·hd] of scratch; a failed member's
   // rows are zeros (computed, not read).
   float* scratch = buffers.Get(Slot::kScratch, tokens * h * hd);
-  for (size_t n = 0; n < batch.members.size(); ++n) {
-    const PackedBatch::Member& member = batch.members[n];
-    const SdpaShape& shape = member.shape;
-    float* rows = scratch + member.q_offset * h * hd;
-    (*statuses)[member.index] = attended[n];
-    if (attended[n].ok()) {
-      RETURN_IF_ERROR(SwapMiddleAxes(calls[n].out, shape.batch, h, shape.q_len, hd, rows));
-    } else {
-      std::fill_n(rows, shape.batch * shape.q_len * h * hd, 0.0f);
-    }
+  std::fill_n(scratch, tokens * h * hd, 0.0f);
+  for (size_t c = 0; c < calls.size(); ++c) {
+    const PackedBatch::Member& member = batch.members[running[c]];
+    (*statuses)[member.index] = attended[c];
+    if (!attended[c].ok()) continue;
+    RETURN_IF_ERROR(SwapMiddleAxes(calls[c].out, member.shape.batch, h, member.shape.q_len, hd,
+                                   scratch + member.q_offset * h * hd));
   }
   // out = attended·Woᵀ + bo for all rows at once (x is read no more), then each member's rows to
   // its output.
   float* out = x;
   RETURN_IF_ERROR(ProjectMergedRows(scratch, tokens, batch.compute, out));
-  for (size_t n = 0; n < batch.members.size(); ++n) {
-    const PackedBatch::Member& member = batch.members[n];
-    if (!attended[n].ok()) continue;
+  for (size_t c = 0; c < calls.size(); ++c) {
+    const PackedBatch::Member& member = batch.members[running[c]];
+    if (!attended[c].ok()) continue;
     std::copy_n(out + member.q_offset * d, member.shape.batch * member.shape.q_len * d,
                 members[member.index].out);
   }
@@ -610,7 +621,8 @@ absl::Status MultiHeadAttention::RunPackedSteps(absl::Span<const DecodeBatchMemb
     status = PlaceDecodePositions(member.cached, n, mq, mk.data(), member.options);
     if (!status.ok()) continue;
     KvCache& cache = *members[member.index].cache;
-    if (const int64_t capacity = KvCache::GrownCapacity(cache.capacity, total);
+    const int64_t limit = members[member.index].inputs->max_length;
+    if (const int64_t capacity = KvCache::GrownCapacity(cache.capacity, total, limit);
         capacity != cache.capacity) {
       try {
         Regrow(cache, capacity, hkv, hd);

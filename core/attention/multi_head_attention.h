@@ -72,12 +72,14 @@ struct KvCache {
     return 2 * tokens * kv_heads * head_dim * static_cast<int64_t>(sizeof(float));
   }
   // The room a cache with room for `capacity` tokens has once it must hold `needed`: `capacity`
-  // when that is enough, else `needed` or `capacity` grown by min(capacity, 1024), the larger —
-  // appends cost amortised O(1) copies, and the room never exceeds the need by more than 1024
-  // tokens (or by the cache's own size, below that).
-  static int64_t GrownCapacity(int64_t capacity, int64_t needed) {
+  // when that is enough, else `needed` or `capacity` grown by min(capacity, 1024), the larger,
+  // but never past `limit` (the stream's most tokens; 0: none). The cache moves to larger arrays
+  // once per doubling up to 1024 tokens, then once per 1024 tokens, and its room exceeds its
+  // need by at most 1024 tokens (or by its own size, below that).
+  static int64_t GrownCapacity(int64_t capacity, int64_t needed, int64_t limit = 0) {
     if (needed <= capacity) return capacity;
-    return std::max(needed, capacity + std::min<int64_t>(capacity, 1024));
+    const int64_t grown = std::max(needed, capacity + std::min<int64_t>(capacity, 1024));
+    return limit > 0 ? std::max(needed, std::min(grown, limit)) : grown;
   }
 };
 
@@ -92,6 +94,7 @@ struct LayerBatchMember {
 struct DecodeInputs {
   const float* query = nullptr;  // [1, new_tokens, d]: the next tokens of the sequence
   int64_t new_tokens = 0;
+  int64_t max_length = 0;        // the stream's most tokens, which caps its cache's room; 0: none
   ComputeType compute = ComputeType::kFloat32;
   std::function<bool()> is_cancelled;  // polled between attention tiles; unset = never
 };

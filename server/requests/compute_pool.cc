@@ -1,6 +1,8 @@
 #include "server/requests/compute_pool.h"
 
 #include <algorithm>
+#include <exception>
+#include <new>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -25,6 +27,19 @@ class LoneWork final : public BatchMember {
  private:
   absl::FunctionRef<absl::Status()> work_;
 };
+
+// The batch's statuses; an exception out of it (memory for its buffers) fails its members
+// instead of the process.
+std::vector<absl::Status> RunCaught(absl::Span<BatchMember* const> batch) {
+  try {
+    return batch.front()->RunBatch(batch);
+  } catch (const std::bad_alloc&) {
+    return std::vector<absl::Status>(batch.size(),
+                                     absl::ResourceExhaustedError("out of memory for the batch"));
+  } catch (const std::exception& e) {
+    return std::vector<absl::Status>(batch.size(), absl::InternalError(e.what()));
+  }
+}
 
 }  // namespace
 
@@ -54,6 +69,9 @@ void ComputePool::WorkerLoop() {
     if (queue_.empty()) return;  // stopping, and nothing left to run
     if (WaitForBatch(lock)) continue;
     const std::vector<Task*> batch = TakeBatch();
+    // Requests it left (another key, past the limits) may have had their wake-up taken by a
+    // worker that was busy: wake one more.
+    if (!queue_.empty()) work_queued_.notify_one();
     if (batch.empty()) continue;  // all it found was cancelled
     const auto now = std::chrono::steady_clock::now();
     std::vector<BatchMember*> members;
@@ -67,7 +85,7 @@ void ComputePool::WorkerLoop() {
     if (batch_observer_ && !members.front()->key().empty()) batch_observer_(members);
     for (Task* task : batch) task->changed.notify_one();
     lock.unlock();
-    std::vector<absl::Status> results = members.front()->RunBatch(members);
+    std::vector<absl::Status> results = RunCaught(members);
     lock.lock();
     --busy_;
     Notify();

@@ -7,7 +7,8 @@
 // Batching: when a worker takes a request whose BatchMember key is not empty, the requests with
 // the same key waiting behind it join it, in arrival order, up to the batch limits, and the
 // worker computes them together (BatchMember::RunBatch). A request never waits for others while a
-// worker is free, unless batch_timeout asks for it.
+// worker is free, unless the batch timeout asks for it; then the requests queued behind a batch
+// held open wait for it too (workers take the queue in order).
 #ifndef ATTNSERVE_SERVER_REQUESTS_COMPUTE_POOL_H_
 #define ATTNSERVE_SERVER_REQUESTS_COMPUTE_POOL_H_
 

@@ -148,7 +148,7 @@ absl::StatusOr<WorkDone> DecodeSession::Step(const RequestContext& context, Deco
   const AttentionConfig& config = model_.layer->config();
   const int64_t n = query.shape[1];
   const int64_t total = cache_.length + n;
-  const int64_t room = KvCache::GrownCapacity(cache_.capacity, total);
+  const int64_t room = KvCache::GrownCapacity(cache_.capacity, total, max_positions_);
   // While the cache moves to larger arrays, the old ones are held too.
   const int64_t transient =
       room != cache_.capacity ? KvCache::Bytes(cache_.capacity, config.num_kv_heads,
@@ -161,6 +161,7 @@ absl::StatusOr<WorkDone> DecodeSession::Step(const RequestContext& context, Deco
   DecodeInputs inputs;
   inputs.query = query.values.data();
   inputs.new_tokens = n;
+  inputs.max_length = max_positions_;
   inputs.is_cancelled = context.is_cancelled;
   result->position = cache_.length;
   result->output_shape = query.shape;

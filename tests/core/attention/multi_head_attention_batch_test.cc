@@ -198,6 +198,26 @@ TEST(ForwardBatchTest, FailingMembersFailAloneAndTheOthersRun) {
   }
 }
 
+// A member whose positions pass its learned table (64 rows) fails as it would alone, and only it:
+// the embedding of packed rows is checked per member.
+TEST(ForwardBatchTest, PositionsPastALearnedTableFailOnlyTheirMember) {
+  const std::unique_ptr<MultiHeadAttention> layer = MakeLayer("learned");
+  ASSERT_NE(layer, nullptr);
+  MemberData inside(1, 5, 0, false, true, false, 10, {}, 720);
+  MemberData past(1, 5, 0, false, true, false, 62, {}, 730);  // positions 62…66
+  std::vector<float> inside_alone(inside.OutSize()), past_alone(past.OutSize());
+  ASSERT_TRUE(layer->Forward(inside.inputs, inside_alone.data(), nullptr).ok());
+  const absl::Status past_status = layer->Forward(past.inputs, past_alone.data(), nullptr);
+  ASSERT_FALSE(past_status.ok());
+  std::vector<float> inside_out(inside.OutSize()), past_out(past.OutSize());
+  const std::vector<absl::Status> statuses =
+      layer->ForwardBatch({{&past.inputs, past_out.data(), nullptr},
+                           {&inside.inputs, inside_out.data(), nullptr}});
+  EXPECT_EQ(statuses[0], past_status);
+  ASSERT_TRUE(statuses[1].ok()) << statuses[1];
+  EXPECT_LE(MaxRelativeDifference(inside_out, inside_alone), kTolerance);
+}
+
 // Streams with caches of different lengths, stepped together with DecodeBatch and each alone
 // with Decode (from copies of the same caches): the outputs, probabilities and grown caches agree.
 class DecodeBatchTest : public ::testing::TestWithParam<EncodingAndCompute> {};

@@ -290,12 +290,14 @@ INSTANTIATE_TEST_SUITE_P(Encodings, DecodeMatchesForwardTest,
                          ::testing::Values("none", "sinusoidal", "learned", "rope",
                                            "rope_dynamic_ntk", "alibi", "t5", "cope"));
 
-TEST(KvCacheTest, RoomGrowsByItsOwnSizeUpTo1024TokensAndNeverLessThanNeeded) {
+TEST(KvCacheTest, RoomGrowsByItsOwnSizeUpTo1024TokensWithinTheLimit) {
   EXPECT_EQ(KvCache::GrownCapacity(0, 5), 5);        // the first step: what it needs
   EXPECT_EQ(KvCache::GrownCapacity(8, 8), 8);        // room enough: unchanged
   EXPECT_EQ(KvCache::GrownCapacity(8, 9), 16);       // doubled
   EXPECT_EQ(KvCache::GrownCapacity(8, 40), 40);      // or what the step needs, if more
   EXPECT_EQ(KvCache::GrownCapacity(4096, 4097), 5120);  // past 1024 tokens, by 1024
+  EXPECT_EQ(KvCache::GrownCapacity(320, 321, 512), 512);  // never past the stream's limit
+  EXPECT_EQ(KvCache::GrownCapacity(8, 9, 0), 16);          // 0: no limit
   EXPECT_EQ(KvCache::Bytes(10, 2, 4), 2 * 10 * 2 * 4 * 4);
 }
 

@@ -5,6 +5,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -235,6 +236,21 @@ TEST(ComputePoolBatchingTest, ACancelledMemberIsDroppedAndTheOthersRun) {
   EXPECT_EQ(statuses[1].code(), absl::StatusCode::kCancelled);
   EXPECT_TRUE(statuses[2].ok());
   EXPECT_EQ(log.batches, (std::vector<std::vector<std::string>>{{"a1", "a3"}}));
+}
+
+// A batch that throws (memory for its buffers) fails its members, and the pool goes on.
+TEST(ComputePoolBatchingTest, ABatchThatThrowsFailsItsMembersNotTheServer) {
+  class Throwing final : public BatchMember {
+   public:
+    Throwing() : BatchMember("Attend", "m", "K", 1) {}
+    std::vector<absl::Status> RunBatch(absl::Span<BatchMember* const>) override {
+      throw std::bad_alloc();
+    }
+  } throwing;
+  ComputePool pool(1, 4, nullptr, BatchLimits{8, 0, {}});
+  EXPECT_EQ(pool.Run(In(kLong), kNeverCancelled, throwing).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(pool.Run(In(kLong), kNeverCancelled, [] { return absl::OkStatus(); }).ok());
 }
 
 TEST(ComputePoolBatchingTest, ALoneRequestOnAnIdleWorkerDoesNotWait) {

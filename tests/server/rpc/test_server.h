@@ -94,7 +94,8 @@ inline v1::Tensor F32(const std::vector<int64_t>& shape, const std::vector<float
 // A FLOAT32 wire tensor's values.
 inline std::vector<float> Values(const v1::Tensor& tensor) {
   std::vector<float> values(tensor.data().size() / 4);
-  std::memcpy(values.data(), tensor.data().data(), tensor.data().size());
+  // (memcpy from an empty tensor's null data would be undefined even for 0 bytes.)
+  if (!values.empty()) std::memcpy(values.data(), tensor.data().data(), tensor.data().size());
   return values;
 }
 
