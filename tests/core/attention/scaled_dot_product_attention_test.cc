@@ -109,23 +109,6 @@ TEST(SdpaTest, InvalidShapesAndOptionsAreNamed) {
   EXPECT_THAT(message({1, 1, 1, 1, 1, 1}, MaskOptions(false, {}, INFINITY)), HasSubstr("scale=inf"));
 }
 
-PositionalEncoding EncodingNamed(const std::string& name, int64_t heads, int64_t head_dim) {
-  if (name == "rope") return RopeParams{};
-  if (name == "alibi") return AlibiParams{};
-  if (name == "t5") {
-    T5BiasParams t5;
-    t5.table = std::make_shared<std::vector<float>>(RandomVector(32 * heads, 7));
-    return t5;
-  }
-  if (name == "cope") {
-    CopeParams cope;
-    cope.npos_max = 8;
-    cope.pos_emb = std::make_shared<std::vector<float>>(RandomVector(8 * head_dim, 8));
-    return cope;
-  }
-  return NoPositionalEncoding{};
-}
-
 struct Bfloat16TensorsCase {
   std::string encoding;
   ComputeType compute;
@@ -155,7 +138,7 @@ TEST_P(Bfloat16TensorsTest, EqualTheFloat32EntryRounded) {
                               v = bits_of(RandomVector(kv_count, 13));
   SdpaOptions options = MaskOptions(true, {70, 51});
   options.compute = GetParam().compute;
-  options.encoding = EncodingNamed(GetParam().encoding, 4, 80);
+  options.encoding = ::attnserve::testing::TestEncoding(GetParam().encoding, 4, 80, 4 * 80);
   for (int64_t b = 0; b < 2; ++b) {
     for (int64_t i = 0; i < 37; ++i) options.q_positions.push_back(70 - 37 + i);
     for (int64_t j = 0; j < 70; ++j) options.k_positions.push_back(j);

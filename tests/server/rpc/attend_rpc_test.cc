@@ -134,43 +134,34 @@ TEST(AttendRpcTest, ConcurrentRequestsBatchAndEachGetsItsOwnAnswer) {
       requests.push_back(std::move(request));
     }
   }
-  std::vector<v1::AttendResponse> alone(requests.size());
-  for (size_t i = 0; i < requests.size(); ++i) {
-    const grpc::Status status = alone_server.Call(&Stub::Attend, requests[i], &alone[i]);
-    ASSERT_TRUE(status.ok()) << requests[i].model() << " " << i << ": " << status.error_message();
-  }
-  v1::AttendRequest invalid = requests[0];
-  *invalid.mutable_query() = F32({1, 2, 5}, std::vector<float>(10));
   v1::AttendRequest expiring = requests[0];
-
-  std::vector<v1::AttendResponse> batched(requests.size());
-  std::vector<std::future<grpc::Status>> calls;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    calls.push_back(std::async(std::launch::async, [&, i] {
-      return server.Call(&Stub::Attend, requests[i], &batched[i]);
-    }));
+  // The last request is invalid: the wrong width.
+  requests.push_back(requests[0]);
+  *requests.back().mutable_query() = F32({1, 2, 5}, std::vector<float>(10));
+  const size_t valid = requests.size() - 1;
+  std::vector<v1::AttendResponse> alone, batched;
+  const std::vector<grpc::Status> alone_statuses =
+      alone_server.CallEach(&Stub::Attend, requests, &alone);
+  for (size_t i = 0; i < valid; ++i) {
+    ASSERT_TRUE(alone_statuses[i].ok()) << i << ": " << alone_statuses[i].error_message();
   }
-  auto invalid_call = std::async(std::launch::async, [&] {
-    v1::AttendResponse response;
-    return server.Call(&Stub::Attend, invalid, &response);
-  });
+
   auto expiring_call = std::async(std::launch::async, [&] {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(50));
     v1::AttendResponse response;
     return server.stub().Attend(&context, expiring, &response);
   });
-  for (size_t i = 0; i < requests.size(); ++i) {
+  const std::vector<grpc::Status> statuses = server.CallAtOnce(&Stub::Attend, requests, &batched);
+  for (size_t i = 0; i < valid; ++i) {
     SCOPED_TRACE(::testing::Message() << requests[i].model() << " request " << i % 4);
-    const grpc::Status status = calls[i].get();
-    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_TRUE(statuses[i].ok()) << statuses[i].error_message();
     EXPECT_LE(MaxRelativeDifference(Values(batched[i].output()), Values(alone[i].output())), 1e-6);
     EXPECT_LE(MaxRelativeDifference(Values(batched[i].attention()), Values(alone[i].attention())),
               1e-6);
   }
-  const grpc::Status invalid_status = invalid_call.get();
-  EXPECT_EQ(invalid_status.error_code(), grpc::INVALID_ARGUMENT);
-  EXPECT_THAT(invalid_status.error_message(), HasSubstr("query.shape[2]=5 must equal d_model="));
+  EXPECT_EQ(statuses[valid].error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_THAT(statuses[valid].error_message(), HasSubstr("query.shape[2]=5 must equal d_model="));
   EXPECT_EQ(expiring_call.get().error_code(), grpc::DEADLINE_EXCEEDED);
   // Batches formed: per model at most one f32 batch and one bf16 batch for its four requests
   // (all arrive within the first batch's 300 ms), and each request was counted in one.

@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <future>
 #include <vector>
 
 #include "core/kernels/bfloat16.h"
@@ -182,19 +181,15 @@ TEST(SdpaRpcTest, ConcurrentRequestsBatchAndEachGetsItsOwnAnswer) {
     tensor->set_data(bits);
   }
   requests[4].set_compute_dtype(v1::BFLOAT16);
-  std::vector<v1::SdpaResponse> alone(requests.size()), batched(requests.size());
-  for (size_t i = 0; i < requests.size(); ++i) {
-    ASSERT_TRUE(
-        alone_server.Call(&Stub::ScaledDotProductAttention, requests[i], &alone[i]).ok());
+  std::vector<v1::SdpaResponse> alone, batched;
+  for (const grpc::Status& status :
+       alone_server.CallEach(&Stub::ScaledDotProductAttention, requests, &alone)) {
+    ASSERT_TRUE(status.ok()) << status.error_message();
   }
-  std::vector<std::future<grpc::Status>> calls;
+  const std::vector<grpc::Status> statuses =
+      server.CallAtOnce(&Stub::ScaledDotProductAttention, requests, &batched);
   for (size_t i = 0; i < requests.size(); ++i) {
-    calls.push_back(std::async(std::launch::async, [&, i] {
-      return server.Call(&Stub::ScaledDotProductAttention, requests[i], &batched[i]);
-    }));
-  }
-  for (size_t i = 0; i < requests.size(); ++i) {
-    ASSERT_TRUE(calls[i].get().ok()) << i;
+    ASSERT_TRUE(statuses[i].ok()) << i;
     EXPECT_EQ(batched[i].output().data(), alone[i].output().data()) << i;
     EXPECT_EQ(batched[i].attention().data(), alone[i].attention().data()) << i;
   }

@@ -6,14 +6,15 @@
 #ifndef ATTNSERVE_TESTS_SERVER_RPC_TEST_SERVER_H_
 #define ATTNSERVE_TESTS_SERVER_RPC_TEST_SERVER_H_
 
-#include <cstdint>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <map>
 #include <fstream>
+#include <future>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,10 @@
 namespace attnserve::testing {
 
 using Stub = v1::AttentionService::Stub;
+
+// A unary method of the stub, e.g. &Stub::Encode.
+template <class Request, class Response>
+using UnaryMethod = grpc::Status (Stub::*)(grpc::ClientContext*, const Request&, Response*);
 
 class TestServer {
  public:
@@ -55,11 +60,40 @@ class TestServer {
 
   // Calls a unary RPC as a client would, e.g. Call(&Stub::Encode, request, &response).
   template <class Request, class Response>
-  grpc::Status Call(grpc::Status (v1::AttentionService::Stub::*method)(grpc::ClientContext*,
-                                                                       const Request&, Response*),
-                    const Request& request, Response* response) {
+  grpc::Status Call(UnaryMethod<Request, Response> method, const Request& request,
+                    Response* response) {
     grpc::ClientContext context;
     return (stub_.get()->*method)(&context, request, response);
+  }
+  // Calls `method` with each of `requests` one after another; their statuses, their responses in
+  // *responses.
+  template <class Request, class Response>
+  std::vector<grpc::Status> CallEach(UnaryMethod<Request, Response> method,
+                                      const std::vector<Request>& requests,
+                                      std::vector<Response>* responses) {
+    responses->assign(requests.size(), Response());
+    std::vector<grpc::Status> statuses;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      statuses.push_back(Call(method, requests[i], &(*responses)[i]));
+    }
+    return statuses;
+  }
+  // The same with all of `requests` sent at once, each from its own thread (so the server may
+  // batch them).
+  template <class Request, class Response>
+  std::vector<grpc::Status> CallAtOnce(UnaryMethod<Request, Response> method,
+                                      const std::vector<Request>& requests,
+                                      std::vector<Response>* responses) {
+    responses->assign(requests.size(), Response());
+    std::vector<std::future<grpc::Status>> calls;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      calls.push_back(std::async(std::launch::async, [this, method, &requests, responses, i] {
+        return Call(method, requests[i], &(*responses)[i]);
+      }));
+    }
+    std::vector<grpc::Status> statuses;
+    for (std::future<grpc::Status>& call : calls) statuses.push_back(call.get());
+    return statuses;
   }
   // The value of a metric sample the service recorded (-1: none), e.g.
   // Sample("attnserve_tokens_total", {{"rpc", "Attend"}, {"model", "tiny"}}).
