@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <exception>
 #include <string>
@@ -20,7 +21,9 @@ using dnnl::memory;
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
-std::atomic<int> g_compute_threads{0};
+// SetComputeThreads' threads (0 while never set), divided among g_running computations.
+std::atomic<int> g_shared_threads{0};
+std::atomic<int> g_running{0};
 
 memory Wrap(const memory::desc& md, const void* data) {
   return memory(md, CpuEngine(), const_cast<void*>(data));
@@ -61,7 +64,13 @@ void RoundOperands(dnnl::stream& stream, const MatmulPrimitive& matmul, const ui
 
 }  // namespace
 
-void SetComputeThreads(int threads) { g_compute_threads.store(threads < 0 ? 0 : threads); }
+void SetComputeThreads(int threads) {
+  g_shared_threads.store(threads > 0 ? threads : omp_get_max_threads());
+}
+
+RunningComputation::RunningComputation() { g_running.fetch_add(1, std::memory_order_relaxed); }
+
+RunningComputation::~RunningComputation() { g_running.fetch_sub(1, std::memory_order_relaxed); }
 
 std::string OneDnnVersion() {
   const dnnl_version_t* version = dnnl_version();
@@ -101,8 +110,11 @@ bool OneDnnHasBfloat16Matmul() {
 }
 
 void ApplyComputeThreads() {
-  const int threads = g_compute_threads.load(std::memory_order_relaxed);
-  if (threads > 0 && omp_get_max_threads() != threads) omp_set_num_threads(threads);
+  const int shared = g_shared_threads.load(std::memory_order_relaxed);
+  if (shared == 0) return;
+  const int running = g_running.load(std::memory_order_relaxed);
+  const int threads = std::max(1, shared / std::max(1, running));
+  if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
 }
 
 absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const float* b,

@@ -13,9 +13,25 @@
 
 namespace attnserve {
 
-// Sets the number of OpenMP threads oneDNN uses from now on, on every thread that computes.
-// 0 = OpenMP's default (all cores, or OMP_NUM_THREADS).
+// Sets the OpenMP threads the computations share from now on: `threads`, or with 0 the calling
+// thread's OpenMP thread count (by default all cores, or OMP_NUM_THREADS). A lone computation
+// (RunningComputation) uses them all, and N running at once use 1/N each (at least one thread).
+// Sharing matters under load: OpenMP teams that together ask for more threads than there are
+// cores spin at their barriers waiting for a thread the kernel has descheduled (that took three
+// quarters of a loaded server's CPU on two cores). Until it is called, every computation keeps
+// OpenMP's default.
 void SetComputeThreads(int threads);
+
+// Counts the calling thread's computation among those sharing the cores (SetComputeThreads(0))
+// for as long as it lives. Each parallel entry point rereads the count, so a computation that
+// started alone narrows when another starts and widens again when that one ends.
+class RunningComputation {
+ public:
+  RunningComputation();
+  ~RunningComputation();
+  RunningComputation(const RunningComputation&) = delete;
+  RunningComputation& operator=(const RunningComputation&) = delete;
+};
 
 // oneDNN's version, "major.minor.patch".
 std::string OneDnnVersion();
@@ -30,8 +46,8 @@ std::string OneDnnCpuIsa();
 // the order of the sums may differ), at f32 speed.
 bool OneDnnHasBfloat16Matmul();
 
-// Applies SetComputeThreads' setting to the calling thread (OpenMP's thread count is per thread;
-// gRPC handler threads each need it). Every parallel compute entry point calls it first.
+// Applies SetComputeThreads' setting (and the current share) to the calling thread (OpenMP's
+// thread count is per thread). Every parallel compute entry point calls it first.
 void ApplyComputeThreads();
 
 // y[M,N] = x[M,K]·Wᵀ + b; W: [N,K] (torch.nn.Linear layout); b: [N] or nullptr. With kBfloat16,

@@ -44,10 +44,10 @@ ABSL_FLAG(double, model_poll_seconds, 0,
           "with --model_repository: reload it every this many seconds (0: only on SIGHUP); "
           "unchanged folders are not reloaded");
 ABSL_FLAG(int32_t, compute_threads, 0,
-          "OpenMP threads per computation; 0 = the cores divided among --compute_workers");
-ABSL_FLAG(int32_t, compute_workers, 1,
-          "compute worker threads: computations running at once (each uses --compute_threads "
-          "threads)");
+          "OpenMP threads the computations share (0 = the cores, or OMP_NUM_THREADS): a lone "
+          "computation uses them all, N running at once 1/N each");
+ABSL_FLAG(int32_t, compute_workers, 2,
+          "compute worker threads: computations (batches) running at once");
 ABSL_FLAG(int32_t, compute_queue_depth, 64,
           "requests that may wait for a compute worker; more are RESOURCE_EXHAUSTED at once, and "
           "one whose deadline passes while waiting is DEADLINE_EXCEEDED without being computed");

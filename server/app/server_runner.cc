@@ -9,7 +9,6 @@
 #include <cstring>
 #include <ctime>
 #include <memory>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -102,10 +101,10 @@ int WaitForSignal(const sigset_t& signals, double timeout_seconds) {
 absl::Status CheckOptionsAndSetThreads(const ServerOptions& options) {
   const int workers = options.limits.compute_workers;
   const int queue_depth = options.limits.compute_queue_depth;
-  if (workers < 1 || queue_depth < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--compute_workers=", workers,
-                                                   " must be >= 1 and --compute_queue_depth=",
-                                                   queue_depth, " >= 0"));
+  if (workers < 1 || queue_depth < 0 || options.compute_threads < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--compute_workers=", workers, " must be >= 1, --compute_queue_depth=", queue_depth,
+        " >= 0 and --compute_threads=", options.compute_threads, " >= 0"));
   }
   const BatchLimits& batching = options.limits.batching;
   // An hour bounds the timeout far below any overflow of the clock arithmetic.
@@ -126,12 +125,7 @@ absl::Status CheckOptionsAndSetThreads(const ServerOptions& options) {
         fmt::format("--model_poll_seconds={} must be 0 (reload on SIGHUP only) or in [{}, 1e9]",
                     poll, kMinPollSeconds));
   }
-  // By default the workers share the cores instead of each spreading over all of them.
-  int threads = options.compute_threads;
-  if (threads == 0 && workers > 1) {
-    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / workers);
-  }
-  SetComputeThreads(threads);
+  SetComputeThreads(options.compute_threads);
   return absl::OkStatus();
 }
 

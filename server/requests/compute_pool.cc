@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/kernels/onednn_ops.h"
 
 namespace attnserve {
 namespace {
@@ -57,21 +58,26 @@ ComputePool::~ComputePool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
+    while (!idle_workers_.empty()) WakeIdleWorker();
   }
-  work_queued_.notify_all();
+  batch_queue_changed_.notify_all();
   for (std::thread& thread : threads_) thread.join();
 }
 
 void ComputePool::WorkerLoop() {
   std::unique_lock<std::mutex> lock(mutex_);
+  IdleWorker idle;
   while (true) {
-    work_queued_.wait(lock, [this] { return !queue_.empty() || stopping_; });
+    while (queue_.empty() && !stopping_) {
+      idle.woken = false;
+      idle_workers_.push_back(&idle);
+      idle.woken_up.wait(lock, [&idle] { return idle.woken; });
+    }
     if (queue_.empty()) return;  // stopping, and nothing left to run
     if (WaitForBatch(lock)) continue;
     const std::vector<Task*> batch = TakeBatch();
-    // Requests it left (another key, past the limits) may have had their wake-up taken by a
-    // worker that was busy: wake one more.
-    if (!queue_.empty()) work_queued_.notify_one();
+    // Requests it left (another key, past the limits) need a worker of their own.
+    if (!queue_.empty()) WakeIdleWorker();
     if (batch.empty()) continue;  // all it found was cancelled
     const auto now = std::chrono::steady_clock::now();
     std::vector<BatchMember*> members;
@@ -85,7 +91,11 @@ void ComputePool::WorkerLoop() {
     if (batch_observer_ && !members.front()->key().empty()) batch_observer_(members);
     for (Task* task : batch) task->changed.notify_one();
     lock.unlock();
-    std::vector<absl::Status> results = RunCaught(members);
+    std::vector<absl::Status> results;
+    {
+      RunningComputation running;
+      results = RunCaught(members);
+    }
     lock.lock();
     --busy_;
     Notify();
@@ -125,7 +135,7 @@ bool ComputePool::WaitForBatch(std::unique_lock<std::mutex>& lock) {
   if (requests >= limits_.max_requests || (limits_.max_tokens > 0 && tokens >= limits_.max_tokens)) {
     return false;  // full already
   }
-  work_queued_.wait_until(lock, until);
+  batch_queue_changed_.wait_until(lock, until);
   return true;
 }
 
@@ -174,7 +184,8 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
   }
   queue_.push_back(&task);
   Notify();
-  work_queued_.notify_one();
+  WakeIdleWorker();
+  batch_queue_changed_.notify_all();
   while (!task.started && !task.done) {
     const auto now = std::chrono::system_clock::now();
     const bool expired = now >= deadline;
@@ -197,6 +208,14 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
                               std::chrono::steady_clock::time_point* started) {
   LoneWork lone(work);
   return Run(deadline, is_cancelled, lone, started);
+}
+
+void ComputePool::WakeIdleWorker() {
+  if (idle_workers_.empty()) return;
+  IdleWorker* worker = idle_workers_.back();
+  idle_workers_.pop_back();
+  worker->woken = true;
+  worker->woken_up.notify_one();
 }
 
 void ComputePool::Notify() {

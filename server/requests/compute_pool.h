@@ -9,6 +9,11 @@
 // worker computes them together (BatchMember::RunBatch). A request never waits for others while a
 // worker is free, unless the batch timeout asks for it; then the requests queued behind a batch
 // held open wait for it too (workers take the queue in order).
+//
+// An idle worker that is woken is the one that went idle last, so light traffic keeps landing on
+// the same warm thread (its OpenMP team, oneDNN primitives and buffers); each computation counts
+// as a RunningComputation, so the workers busy at once share the compute threads
+// (SetComputeThreads) instead of each spreading over all of them.
 #ifndef ATTNSERVE_SERVER_REQUESTS_COMPUTE_POOL_H_
 #define ATTNSERVE_SERVER_REQUESTS_COMPUTE_POOL_H_
 
@@ -92,6 +97,14 @@ class ComputePool {
   bool EndIfCancelled(Task* task);
   // Requires mutex_.
   void Notify();
+  // Requires mutex_: wakes the worker that went idle last, if one is idle.
+  void WakeIdleWorker();
+
+  // A worker waiting for work.
+  struct IdleWorker {
+    std::condition_variable woken_up;
+    bool woken = false;  // guarded by mutex_
+  };
 
   const int workers_;
   const int queue_depth_;
@@ -101,9 +114,11 @@ class ComputePool {
   // std::mutex rather than absl::Mutex: ThreadSanitizer intercepts it, whereas Debian's absl is
   // not instrumented, so TSan could not see absl's locking (scripts/sanitize.sh thread).
   mutable std::mutex mutex_;
-  std::condition_variable work_queued_;  // queue_ gained a task, or stopping_ was set
+  // Workers holding a batch open (WaitForBatch) wait on this for queue_ to gain a task.
+  std::condition_variable batch_queue_changed_;
   // Guarded by mutex_:
   std::deque<Task*> queue_;
+  std::vector<IdleWorker*> idle_workers_;  // the last to go idle at the back
   int busy_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> threads_;

@@ -35,7 +35,7 @@ struct ServiceLimits {
   int64_t max_kv_cache_bytes = int64_t{1} << 30;
   // Computations running at once (--compute_workers) and waiting for a turn
   // (--compute_queue_depth); past both, RESOURCE_EXHAUSTED at once.
-  int compute_workers = 1;
+  int compute_workers = 2;
   int compute_queue_depth = 64;
   BatchLimits batching;
 };

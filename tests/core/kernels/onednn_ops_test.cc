@@ -1,9 +1,13 @@
 // The projections (Linear, LinearToHeads) in f32 and bf16 compute against double-precision
 // references. ctest also runs this binary with oneDNN held to AVX2 (onednn_ops_test_onednn_avx2),
-// where oneDNN 2.6 has no bf16 matmul and bf16 compute takes the emulated path.
+// where oneDNN 2.6 has no bf16 matmul and bf16 compute takes the emulated path. And the compute
+// threads, shared among the computations running at once.
 #include "core/kernels/onednn_ops.h"
 
+#include <omp.h>
+
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,6 +36,35 @@ std::vector<uint16_t> Bits(const std::vector<float>& values) {
   std::vector<uint16_t> bits(values.size());
   for (size_t i = 0; i < values.size(); ++i) bits[i] = FloatToBfloat16(values[i]);
   return bits;
+}
+
+// The OpenMP threads a computation starting now on this thread gets.
+int AppliedThreads() {
+  ApplyComputeThreads();
+  return omp_get_max_threads();
+}
+
+TEST(ComputeThreadsTest, RunningComputationsShareTheCores) {
+  omp_set_num_threads(6);
+  SetComputeThreads(0);  // share this thread's 6
+  EXPECT_EQ(AppliedThreads(), 6);  // none counted running: OpenMP's count
+  {
+    RunningComputation first;
+    EXPECT_EQ(AppliedThreads(), 6);  // alone: all of them
+    auto second = std::make_unique<RunningComputation>();
+    RunningComputation third;
+    EXPECT_EQ(AppliedThreads(), 2);
+    second.reset();
+    EXPECT_EQ(AppliedThreads(), 3);  // widens again when one ends
+    std::vector<RunningComputation> many(10);
+    EXPECT_EQ(AppliedThreads(), 1);  // never less than one
+  }
+  SetComputeThreads(5);  // 5 shared, whatever this thread's count
+  EXPECT_EQ(AppliedThreads(), 5);
+  RunningComputation a, b;
+  EXPECT_EQ(AppliedThreads(), 2);
+  omp_set_num_threads(omp_get_num_procs());
+  SetComputeThreads(0);
 }
 
 TEST(OneDnnOpsTest, Bfloat16MatmulProbeFollowsTheIsa) {

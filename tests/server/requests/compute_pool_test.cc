@@ -1,5 +1,7 @@
 #include "server/requests/compute_pool.h"
 
+#include <omp.h>
+
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -11,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/kernels/onednn_ops.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -63,6 +66,72 @@ TEST(ComputePoolTest, RunsOnOneLongLivedWorkerThread) {
   EXPECT_EQ(first, second);
   EXPECT_EQ(pool.Run(In(kLong), kNeverCancelled, [] { return absl::NotFoundError("x"); }).code(),
             absl::StatusCode::kNotFound);  // the work's own status comes back
+}
+
+TEST(ComputePoolTest, LightTrafficStaysOnTheWorkerThatWentIdleLast) {
+  constexpr int kWorkers = 3;
+  ComputePool pool(kWorkers, 4);
+  // Every worker busy at once first, so all of them are idle (none still starting) afterwards.
+  std::atomic<int> started{0};
+  std::vector<std::future<absl::Status>> all_busy;
+  for (int i = 0; i < kWorkers; ++i) {
+    all_busy.push_back(std::async(std::launch::async, [&] {
+      return pool.Run(In(kLong), kNeverCancelled, [&] {
+        ++started;
+        while (started < kWorkers) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return absl::OkStatus();
+      });
+    }));
+  }
+  for (std::future<absl::Status>& busy : all_busy) ASSERT_TRUE(busy.get().ok());
+  std::vector<std::thread::id> workers;
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(pool.Run(In(kLong), kNeverCancelled, [&] {
+                      workers.push_back(std::this_thread::get_id());
+                      return absl::OkStatus();
+                    }).ok());
+  }
+  for (const std::thread::id& worker : workers) EXPECT_EQ(worker, workers.front());
+}
+
+// The OpenMP threads a computation starting now on the calling thread gets.
+int AppliedThreads() {
+  ApplyComputeThreads();
+  return omp_get_max_threads();
+}
+
+TEST(ComputePoolTest, BusyWorkersShareTheCores) {
+  omp_set_num_threads(4);
+  SetComputeThreads(0);  // share this thread's 4
+  ComputePool pool(2, 4);
+  int lone = 0;
+  ASSERT_TRUE(pool.Run(In(kLong), kNeverCancelled, [&] {
+                    lone = AppliedThreads();
+                    return absl::OkStatus();
+                  }).ok());
+  EXPECT_EQ(lone, 4);
+  // Two at once, each starting its parallel work once both have started, and ending once both
+  // have started it.
+  std::atomic<int> started{0}, applied{0};
+  auto wait_for_both = [](const std::atomic<int>& count) {
+    while (count < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  auto side_by_side = [&] {
+    int threads = 0;
+    EXPECT_TRUE(pool.Run(In(kLong), kNeverCancelled, [&] {
+                      ++started;
+                      wait_for_both(started);
+                      threads = AppliedThreads();
+                      ++applied;
+                      wait_for_both(applied);
+                      return absl::OkStatus();
+                    }).ok());
+    return threads;
+  };
+  auto first = std::async(std::launch::async, side_by_side);
+  auto second = std::async(std::launch::async, side_by_side);
+  EXPECT_EQ(first.get(), 2);
+  EXPECT_EQ(second.get(), 2);
 }
 
 TEST(ComputePoolTest, FullQueueIsRefusedAtOnceNamingTheFlags) {
