@@ -5,9 +5,11 @@ shared and noisy; only ratios within a run mean something). Prints a Markdown re
 
   Attend, demo-sinusoidal (d_model 512, 8 heads, FLOAT32), for seq 8 and 128:
     in-process batch of 16 (attnserve_loadgen --in_process --batch=16)  sequences/s, batch ms
-    16 clients × 1×seq, batching off (--max_batch_requests=1) and on   sequences/s, p50, p99
-    1 client × 1×seq, batching off and on                              p50 (a lone request
+    16 clients × 1×seq, batching off (--max_batch_requests=1), on,     sequences/s, p50, p99
+      and on with one compute worker (--compute_workers=1)
+    1 client × 1×seq, the same three servers                           p50 (a lone request
                                                                        must pay nothing)
+  Each measured run follows an unmeasured warm-up of the same load (--warmup_seconds).
   Decode, a d_model 2048, 16-head RoPE model written by this script: 1 stream and 16 streams of
   1 token per step, aggregate tokens/s.
   The load tool's own CPU time is reported: on a machine it shares with the server, the server
@@ -33,8 +35,8 @@ from attnserve_testing import ServerProcess, safetensors_bytes  # noqa: E402
 ARGS = None
 
 
-def loadgen(*flags):
-    out = subprocess.run([ARGS.loadgen, *flags, f"--duration_seconds={ARGS.seconds}"],
+def loadgen(*flags, seconds=None):
+    out = subprocess.run([ARGS.loadgen, *flags, f"--duration_seconds={seconds or ARGS.seconds}"],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -56,33 +58,52 @@ def server_cpu_seconds(server):
     return float("nan")
 
 
-def batch_sizes(server, rpc):
-    """Mean requests per batch of `rpc`, from the server's histogram."""
-    text = metrics(server)
-    sums = {}
-    for line in text.splitlines():
-        for kind in ("sum", "count"):
+def batch_totals(server, rpc):
+    """(requests, batches) of `rpc` so far, from the server's batch-size histogram."""
+    totals = {"sum": 0.0, "count": 0.0}
+    for line in metrics(server).splitlines():
+        for kind in totals:
             if line.startswith(f"attnserve_batch_requests_{kind}{{") and f'rpc="{rpc}"' in line:
-                sums[kind] = sums.get(kind, 0.0) + float(line.split()[-1])
-    return sums["sum"] / sums["count"] if sums.get("count") else float("nan")
+                totals[kind] += float(line.split()[-1])
+    return totals["sum"], totals["count"]
+
+
+def measure(server, rpc, *flags):
+    """The load tool's summary for `flags` against `server` after a warm-up run of the same load
+    (oneDNN compiles kernels for each new shape, a packed batch's token count included; a
+    long-running server has them all), with the server's CPU cores and mean batch size over the
+    measured run."""
+    target = f"--target={server.grpc_address}"
+    if ARGS.warmup_seconds > 0:
+        loadgen(target, *flags, seconds=ARGS.warmup_seconds)
+    cpu_before = server_cpu_seconds(server)
+    requests_before, batches_before = batch_totals(server, rpc)
+    summary = loadgen(target, *flags)
+    summary["server_cores"] = (server_cpu_seconds(server) - cpu_before) / summary["seconds"]
+    requests, batches = batch_totals(server, rpc)
+    summary["mean_batch"] = ((requests - requests_before) / (batches - batches_before)
+                             if batches > batches_before else float("nan"))
+    return summary
+
+
+# Server configurations of the Attend rows: batching off, the defaults, and one compute worker
+# (whose batches then use every compute thread: the configuration before the workers shared them).
+ATTEND_CONFIGS = (("off", ("--max_batch_requests=1",)), ("on", ()),
+                  ("on, 1 worker", ("--compute_workers=1",)))
 
 
 def attend_rows(seq):
     inproc = loadgen("--in_process", "--model=demo-sinusoidal", "--batch=16", f"--seq={seq}")
     batched_rate = inproc["rps"] * 16
     rows = {}
-    for label, flags in (("off", ("--max_batch_requests=1",)), ("on", ())):
+    for label, flags in ATTEND_CONFIGS:
         server = start(*flags)
         try:
-            target = f"--target={server.grpc_address}"
-            cpu_before = server_cpu_seconds(server)
-            many = loadgen(target, "--model=demo-sinusoidal", f"--seq={seq}", "--concurrency=16")
-            many["server_cpu_seconds"] = server_cpu_seconds(server) - cpu_before
-            sizes = batch_sizes(server, "Attend")
-            one = loadgen(target, "--model=demo-sinusoidal", f"--seq={seq}", "--concurrency=1")
+            load = ("Attend", "--model=demo-sinusoidal", f"--seq={seq}")
+            rows[label] = (measure(server, *load, "--concurrency=16"),
+                           measure(server, *load, "--concurrency=1"))
         finally:
             server.kill()
-        rows[label] = (many, one, sizes)
     return batched_rate, inproc["p50_ms"], rows
 
 
@@ -103,15 +124,13 @@ def decode_rows():
         write_decode_model(pathlib.Path(tmp))
         server = start(f"--model_repository={tmp}")
         try:
-            target = f"--target={server.grpc_address}"
-            common = ("--rpc=decode", "--model=decode-2048", "--tokens_per_step=1",
+            common = ("Decode", "--rpc=decode", "--model=decode-2048", "--tokens_per_step=1",
                       "--steps_per_stream=256")
-            one = loadgen(target, *common, "--concurrency=1")
-            many = loadgen(target, *common, "--concurrency=16")
-            sizes = batch_sizes(server, "Decode")
+            one = measure(server, *common, "--concurrency=1")
+            many = measure(server, *common, "--concurrency=16")
         finally:
             server.kill()
-    return one, many, sizes
+    return one, many
 
 
 def main():
@@ -121,6 +140,8 @@ def main():
     parser.add_argument("--server", required=True)
     parser.add_argument("--loadgen", required=True)
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--warmup_seconds", type=float, default=2.0,
+                        help="the same load first, unmeasured, on each server")
     parser.add_argument("--server_flags", default="", help="more flags for every server run")
     parser.add_argument("--only", choices=("attend", "decode"), help="run one part")
     ARGS = parser.parse_args()
@@ -131,29 +152,28 @@ def main():
 
 
 def attend_report():
-    print(f"Attend, demo-sinusoidal, {ARGS.seconds:g} s per row; server flags: "
-          f"{ARGS.server_flags or '(defaults)'}\n")
+    print(f"Attend, demo-sinusoidal, {ARGS.seconds:g} s per row after {ARGS.warmup_seconds:g} s "
+          f"of warm-up; server flags: {ARGS.server_flags or '(defaults)'}\n")
     print("| query | in-process batch of 16: seq/s (batch ms) | batching | 16 clients: seq/s "
           "(ratio) | p50 / p99 ms | mean batch | CPU cores: server + load tool | "
           "1 client p50 ms |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for seq in (8, 128):
         batched_rate, batch_ms, rows = attend_rows(seq)
-        for label, (many, one, sizes) in rows.items():
-            server_cpu = many["server_cpu_seconds"] / many["seconds"]
+        for label, (many, one) in rows.items():
             client_cpu = many["client_cpu_seconds"] / many["seconds"]
             print(f"| 1×{seq}×512 | {batched_rate:.0f} ({batch_ms:.1f}) | {label} | "
                   f"{many['rps']:.0f} ({many['rps'] / batched_rate:.2f}) | "
-                  f"{many['p50_ms']:.1f} / {many['p99_ms']:.1f} | {sizes:.1f} | "
-                  f"{server_cpu:.2f} + {client_cpu:.2f} | {one['p50_ms']:.2f} |")
+                  f"{many['p50_ms']:.1f} / {many['p99_ms']:.1f} | {many['mean_batch']:.1f} | "
+                  f"{many['server_cores']:.2f} + {client_cpu:.2f} | {one['p50_ms']:.2f} |")
 
 
 def decode_report():
-    one, many, sizes = decode_rows()
+    one, many = decode_rows()
     print(f"\nDecode, d_model 2048, 16 heads, RoPE, 1 token per step: 1 stream "
           f"{one['tokens_per_s']:.0f} tokens/s (p50 {one['p50_ms']:.1f} ms); 16 streams "
           f"{many['tokens_per_s']:.0f} tokens/s (p50 {many['p50_ms']:.1f} ms, mean batch "
-          f"{sizes:.1f}): {many['tokens_per_s'] / one['tokens_per_s']:.2f}×")
+          f"{many['mean_batch']:.1f}): {many['tokens_per_s'] / one['tokens_per_s']:.2f}×")
 
 
 if __name__ == "__main__":
