@@ -59,6 +59,10 @@ ABSL_FLAG(int64_t, max_batch_tokens, 8192,
 ABSL_FLAG(int64_t, batch_timeout_micros, 0,
           "how long a worker may hold a batch open for more requests, from its first request's "
           "arrival; 0 = never wait (a batch is what waits when a worker becomes free)");
+ABSL_FLAG(int64_t, decode_step_wait_micros, 2000,
+          "how long a worker may hold a batch of Decode steps open, from its first step's "
+          "arrival, while fewer steps wait than the last such batch on the model held (their "
+          "streams come back together); a lone stream never waits; 0 = never");
 ABSL_FLAG(int32_t, rpc_threads, 0,
           "most threads gRPC may use to run RPCs concurrently; 0 = gRPC's default");
 ABSL_FLAG(int64_t, max_batch, 64, "largest batch dimension accepted in a request");
@@ -134,6 +138,8 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   limits.batching.max_requests = absl::GetFlag(FLAGS_max_batch_requests);
   limits.batching.max_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   limits.batching.timeout = std::chrono::microseconds(absl::GetFlag(FLAGS_batch_timeout_micros));
+  limits.batching.step_wait =
+      std::chrono::microseconds(absl::GetFlag(FLAGS_decode_step_wait_micros));
   options.shutdown_grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   options.max_connection_age_seconds = absl::GetFlag(FLAGS_max_connection_age_seconds);
   options.max_connection_age_grace_seconds = absl::GetFlag(FLAGS_max_connection_age_grace_seconds);

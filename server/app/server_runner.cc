@@ -107,14 +107,18 @@ absl::Status CheckOptionsAndSetThreads(const ServerOptions& options) {
         " >= 0 and --compute_threads=", options.compute_threads, " >= 0"));
   }
   const BatchLimits& batching = options.limits.batching;
-  // An hour bounds the timeout far below any overflow of the clock arithmetic.
-  constexpr int64_t kMaxBatchTimeoutMicros = int64_t{3600} * 1000 * 1000;
-  if (batching.max_requests < 1 || batching.max_tokens < 0 || batching.timeout.count() < 0 ||
-      batching.timeout.count() > kMaxBatchTimeoutMicros) {
+  // An hour bounds the waits far below any overflow of the clock arithmetic.
+  constexpr int64_t kMaxBatchWaitMicros = int64_t{3600} * 1000 * 1000;
+  const auto wait_in_range = [](std::chrono::microseconds wait) {
+    return wait.count() >= 0 && wait.count() <= kMaxBatchWaitMicros;
+  };
+  if (batching.max_requests < 1 || batching.max_tokens < 0 || !wait_in_range(batching.timeout) ||
+      !wait_in_range(batching.step_wait)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--max_batch_requests=", batching.max_requests, " must be >= 1, --max_batch_tokens=",
-        batching.max_tokens, " >= 0 and --batch_timeout_micros=", batching.timeout.count(),
-        " in [0, ", kMaxBatchTimeoutMicros, "]"));
+        batching.max_tokens, " >= 0, and --batch_timeout_micros=", batching.timeout.count(),
+        " and --decode_step_wait_micros=", batching.step_wait.count(), " in [0, ",
+        kMaxBatchWaitMicros, "]"));
   }
   // Polls closer than this would reread every config.pbtxt back to back.
   constexpr double kMinPollSeconds = 0.1;

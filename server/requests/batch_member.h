@@ -29,6 +29,9 @@ class BatchMember {
   const std::string& model() const { return model_; }
   const std::string& key() const { return key_; }
   int64_t tokens() const { return tokens_; }
+  // Whether this is one step of a stream whose client sends the next step once answered
+  // (BatchLimits::step_wait).
+  virtual bool IsStreamStep() const { return false; }
 
   // Computes `batch` — members with this member's key, this one among them, each of this member's
   // own class — and returns one status per member, in order. Runs on a compute worker.

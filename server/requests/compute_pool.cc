@@ -68,44 +68,54 @@ void ComputePool::WorkerLoop() {
   std::unique_lock<std::mutex> lock(mutex_);
   IdleWorker idle;
   while (true) {
-    while (queue_.empty() && !stopping_) {
+    auto first = FirstTakeable();
+    while (first == queue_.end() && !stopping_) {
       idle.woken = false;
       idle_workers_.push_back(&idle);
       idle.woken_up.wait(lock, [&idle] { return idle.woken; });
+      first = FirstTakeable();
     }
-    if (queue_.empty()) return;  // stopping, and nothing left to run
-    if (WaitForBatch(lock)) continue;
-    const std::vector<Task*> batch = TakeBatch();
+    // Stopping, and nothing left that this worker may take (the worker running a key's stream
+    // steps takes the rest of them when its batch ends).
+    if (first == queue_.end()) return;
+    if (WaitForBatch(lock, **first)) continue;
+    const std::vector<Task*> batch = TakeBatch(first);
     // Requests it left (another key, past the limits) need a worker of their own.
-    if (!queue_.empty()) WakeIdleWorker();
-    if (batch.empty()) continue;  // all it found was cancelled
-    const auto now = std::chrono::steady_clock::now();
-    std::vector<BatchMember*> members;
-    for (Task* task : batch) {
-      task->started = true;
-      if (task->started_at != nullptr) *task->started_at = now;
-      members.push_back(&task->member);
-    }
-    ++busy_;
-    Notify();
-    if (batch_observer_ && !members.front()->key().empty()) batch_observer_(members);
-    for (Task* task : batch) task->changed.notify_one();
-    lock.unlock();
-    std::vector<absl::Status> results;
-    {
-      RunningComputation running;
-      results = RunCaught(members);
-    }
-    lock.lock();
-    --busy_;
-    Notify();
-    for (size_t i = 0; i < batch.size(); ++i) {
-      batch[i]->result = i < results.size()
-                             ? std::move(results[i])
-                             : absl::InternalError("the batch computed no status for this request");
-      batch[i]->done = true;
-      batch[i]->changed.notify_one();
-    }
+    if (FirstTakeable() != queue_.end()) WakeIdleWorker();
+    if (!batch.empty()) RunBatch(lock, batch);  // empty: what it found was cancelled
+  }
+}
+
+void ComputePool::RunBatch(std::unique_lock<std::mutex>& lock, const std::vector<Task*>& batch) {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<BatchMember*> members;
+  for (Task* task : batch) {
+    task->started = true;
+    if (task->started_at != nullptr) *task->started_at = now;
+    members.push_back(&task->member);
+  }
+  const BatchMember& lead = *members.front();
+  ++busy_;
+  Notify();
+  if (batch_observer_ && !lead.key().empty()) batch_observer_(members);
+  if (lead.IsStreamStep()) StartStepBatch(lead.key());
+  for (Task* task : batch) task->changed.notify_one();
+  lock.unlock();
+  std::vector<absl::Status> results;
+  {
+    RunningComputation running;
+    results = RunCaught(members);
+  }
+  lock.lock();
+  --busy_;
+  if (lead.IsStreamStep()) EndStepBatch(lead.key(), static_cast<int>(batch.size()));
+  Notify();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    batch[i]->result = i < results.size()
+                           ? std::move(results[i])
+                           : absl::InternalError("the batch computed no status for this request");
+    batch[i]->done = true;
+    batch[i]->changed.notify_one();
   }
 }
 
@@ -117,14 +127,20 @@ bool ComputePool::EndIfCancelled(Task* task) {
   return true;
 }
 
-bool ComputePool::WaitForBatch(std::unique_lock<std::mutex>& lock) {
-  const Task* front = queue_.front();
-  const std::string& key = front->member.key();
-  if (limits_.timeout.count() <= 0 || limits_.max_requests <= 1 || key.empty() || stopping_) {
-    return false;
-  }
-  const auto until = front->queued + limits_.timeout;
-  if (std::chrono::steady_clock::now() >= until) return false;
+bool ComputePool::StepsRunning(const BatchMember& member) const {
+  if (!member.IsStreamStep()) return false;
+  const auto steps = stream_steps_.find(member.key());
+  return steps != stream_steps_.end() && steps->second.running;
+}
+
+std::deque<ComputePool::Task*>::iterator ComputePool::FirstTakeable() {
+  return std::find_if(queue_.begin(), queue_.end(),
+                      [this](const Task* task) { return !StepsRunning(task->member); });
+}
+
+bool ComputePool::WaitForBatch(std::unique_lock<std::mutex>& lock, const Task& front) {
+  const std::string& key = front.member.key();
+  if (limits_.max_requests <= 1 || key.empty() || stopping_) return false;
   int requests = 0;
   int64_t tokens = 0;
   for (const Task* task : queue_) {
@@ -135,23 +151,56 @@ bool ComputePool::WaitForBatch(std::unique_lock<std::mutex>& lock) {
   if (requests >= limits_.max_requests || (limits_.max_tokens > 0 && tokens >= limits_.max_tokens)) {
     return false;  // full already
   }
+  const auto until = HoldUntil(front, requests);
+  if (std::chrono::steady_clock::now() >= until) return false;
   batch_queue_changed_.wait_until(lock, until);
   return true;
 }
 
-std::vector<ComputePool::Task*> ComputePool::TakeBatch() {
-  std::vector<Task*> batch;
-  while (batch.empty() && !queue_.empty()) {
-    Task* first = queue_.front();
-    queue_.pop_front();
-    if (!EndIfCancelled(first)) batch.push_back(first);
+std::chrono::steady_clock::time_point ComputePool::HoldUntil(const Task& front,
+                                                             int waiting) const {
+  auto until = front.queued + limits_.timeout;
+  if (front.member.IsStreamStep()) {
+    const auto steps = stream_steps_.find(front.member.key());
+    if (steps != stream_steps_.end() && waiting < steps->second.expected) {
+      // From when the batch could start: its first step may have waited through the last batch.
+      until = std::max(until, std::max(front.queued, steps->second.ended) + limits_.step_wait);
+    }
   }
+  return until;
+}
+
+void ComputePool::StartStepBatch(const std::string& key) {
+  // The keys of models since unloaded would stay forever: forget the idle ones past a few dozen.
+  constexpr size_t kMaxKeys = 64;
+  if (stream_steps_.size() >= kMaxKeys && stream_steps_.count(key) == 0) {
+    for (auto it = stream_steps_.begin(); it != stream_steps_.end();) {
+      it = it->second.running ? std::next(it) : stream_steps_.erase(it);
+    }
+  }
+  stream_steps_[key].running = true;
+}
+
+void ComputePool::EndStepBatch(const std::string& key, int members) {
+  StreamSteps& steps = stream_steps_[key];
+  steps.running = false;
+  steps.ended = std::chrono::steady_clock::now();
+  steps.expected = members + static_cast<int>(std::count_if(
+                                 queue_.begin(), queue_.end(),
+                                 [&key](const Task* task) { return task->member.key() == key; }));
+}
+
+std::vector<ComputePool::Task*> ComputePool::TakeBatch(std::deque<Task*>::iterator first) {
+  Task* lead = *first;
+  auto it = queue_.erase(first);
   Notify();
-  if (batch.empty() || batch.front()->member.key().empty()) return batch;
-  const std::string& key = batch.front()->member.key();
-  int64_t tokens = batch.front()->member.tokens();
-  for (auto it = queue_.begin();
-       it != queue_.end() && static_cast<int>(batch.size()) < limits_.max_requests;) {
+  if (EndIfCancelled(lead)) return {};
+  std::vector<Task*> batch = {lead};
+  const std::string& key = lead->member.key();
+  if (key.empty()) return batch;
+  int64_t tokens = lead->member.tokens();
+  // The tasks before `first` wait for a running batch of their own key, so none has this one.
+  while (it != queue_.end() && static_cast<int>(batch.size()) < limits_.max_requests) {
     if ((*it)->member.key() == key && EndIfCancelled(*it)) {
       it = queue_.erase(it);
       continue;
@@ -184,7 +233,8 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
   }
   queue_.push_back(&task);
   Notify();
-  WakeIdleWorker();
+  // A step of streams whose batch is running waits for it to end; its worker takes it then.
+  if (!StepsRunning(member)) WakeIdleWorker();
   batch_queue_changed_.notify_all();
   while (!task.started && !task.done) {
     const auto now = std::chrono::system_clock::now();

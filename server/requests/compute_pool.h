@@ -8,7 +8,9 @@
 // the same key waiting behind it join it, in arrival order, up to the batch limits, and the
 // worker computes them together (BatchMember::RunBatch). A request never waits for others while a
 // worker is free, unless the batch timeout asks for it; then the requests queued behind a batch
-// held open wait for it too (workers take the queue in order).
+// held open wait for it too (workers take the queue in order). Steps of streams (Decode) run one
+// batch per key at a time, and the next may be held open for the streams of the last
+// (BatchLimits::step_wait).
 //
 // An idle worker that is woken is the one that went idle last, so light traffic keeps landing on
 // the same warm thread (its OpenMP team, oneDNN primitives and buffers); each computation counts
@@ -23,7 +25,9 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -87,12 +91,28 @@ class ComputePool {
   };
 
   void WorkerLoop();
-  // Requires mutex_ and a non-empty queue: waits out the batch timeout of the front task when it
-  // applies (true: the queue changed meanwhile, look again), else false.
-  bool WaitForBatch(std::unique_lock<std::mutex>& lock);
-  // Requires mutex_: removes the front task and the waiting tasks that may join its batch. Tasks
-  // found cancelled on the way are removed and ended CANCELLED (their waiters poll only rarely).
-  std::vector<Task*> TakeBatch();
+  // Requires mutex_ (released while computing): runs `batch`, taken from the queue, and ends
+  // its tasks with their statuses.
+  void RunBatch(std::unique_lock<std::mutex>& lock, const std::vector<Task*>& batch);
+  // Requires mutex_: the first queued task a worker may take now (not a stream step whose key
+  // has a batch running), or queue_.end().
+  std::deque<Task*>::iterator FirstTakeable();
+  // Requires mutex_: whether `member` is a stream step whose key has a batch running.
+  bool StepsRunning(const BatchMember& member) const;
+  // Requires mutex_: holds the batch `front` (a waiting task) would lead open while the batch
+  // timeout or the step wait applies to it (true: the queue may have changed, look again),
+  // else false.
+  bool WaitForBatch(std::unique_lock<std::mutex>& lock, const Task& front);
+  // Requires mutex_: until when the batch `front` leads, with `waiting` tasks of its key queued,
+  // may be held open.
+  std::chrono::steady_clock::time_point HoldUntil(const Task& front, int waiting) const;
+  // Require mutex_: a batch of stream steps of `key` starts; one of `members` steps ends.
+  void StartStepBatch(const std::string& key);
+  void EndStepBatch(const std::string& key, int members);
+  // Requires mutex_: removes `first` and the waiting tasks that may join its batch. Tasks found
+  // cancelled on the way are removed and ended CANCELLED (their waiters poll only rarely); empty
+  // when `first` itself was.
+  std::vector<Task*> TakeBatch(std::deque<Task*>::iterator first);
   // Requires mutex_: whether `task` was cancelled; if so it is ended CANCELLED (not started).
   bool EndIfCancelled(Task* task);
   // Requires mutex_.
@@ -119,6 +139,15 @@ class ComputePool {
   // Guarded by mutex_:
   std::deque<Task*> queue_;
   std::vector<IdleWorker*> idle_workers_;  // the last to go idle at the back
+  // The steps of one key's streams (BatchMember::IsStreamStep) run one batch at a time, as
+  // continuous batching does (a second worker would split the streams and read the weights
+  // twice), and the next batch may be held open for the streams of the last (step_wait).
+  struct StreamSteps {
+    bool running = false;
+    int expected = 0;  // steps coming: the last batch's, and those that waited through it
+    std::chrono::steady_clock::time_point ended;  // of the last batch
+  };
+  std::unordered_map<std::string, StreamSteps> stream_steps_;  // by key: models × dtypes
   int busy_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> threads_;

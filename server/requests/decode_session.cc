@@ -76,6 +76,8 @@ class DecodeMember final : public BatchMember {
         layer_(*model.layer),
         step_{&inputs, cache, out, probs} {}
 
+  bool IsStreamStep() const override { return true; }
+
   std::vector<absl::Status> RunBatch(absl::Span<BatchMember* const> batch) override {
     std::vector<DecodeBatchMember> steps;
     for (BatchMember* member : batch) steps.push_back(static_cast<DecodeMember*>(member)->step_);

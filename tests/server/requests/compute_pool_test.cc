@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "core/kernels/onednn_ops.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -189,16 +190,28 @@ TEST(ComputePoolTest, DeadlineOrCancellationWhileQueuedNeverRunsTheWork) {
 }
 
 // A member that records the batches it was computed in: which members (by name) ran together.
+// A stream step's batch, once recorded, lasts while its log holds stream steps.
 class RecordingMember final : public BatchMember {
  public:
   // The batches computed so far, each as its members' names in order.
   struct Log {
+    std::vector<std::vector<std::string>> Batches() {
+      std::lock_guard<std::mutex> lock(mutex);
+      return batches;
+    }
     std::mutex mutex;
     std::vector<std::vector<std::string>> batches;
+    std::atomic<bool> hold_stream_steps{false};
   };
 
-  RecordingMember(std::string name, std::string key, int64_t tokens, Log* log)
-      : BatchMember("Attend", "m", std::move(key), tokens), name_(std::move(name)), log_(log) {}
+  RecordingMember(std::string name, std::string key, int64_t tokens, Log* log,
+                  bool stream_step = false)
+      : BatchMember("Attend", "m", std::move(key), tokens),
+        name_(std::move(name)),
+        log_(log),
+        stream_step_(stream_step) {}
+
+  bool IsStreamStep() const override { return stream_step_; }
 
   std::vector<absl::Status> RunBatch(absl::Span<BatchMember* const> batch) override {
     std::vector<std::string> names;
@@ -207,15 +220,31 @@ class RecordingMember final : public BatchMember {
       names.push_back(static_cast<RecordingMember*>(member)->name_);
       statuses.push_back(absl::OkStatus());
     }
-    std::lock_guard<std::mutex> lock(log_->mutex);
-    log_->batches.push_back(std::move(names));
+    {
+      std::lock_guard<std::mutex> lock(log_->mutex);
+      log_->batches.push_back(std::move(names));
+    }
+    while (stream_step_ && log_->hold_stream_steps) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     return statuses;
   }
 
  private:
   const std::string name_;
   Log* const log_;
+  const bool stream_step_;
 };
+
+// Whether `condition` holds within 10 s (polled every millisecond).
+bool Eventually(const std::function<bool()>& condition) {
+  const auto give_up = Clock::now() + std::chrono::seconds(10);
+  while (!condition()) {
+    if (Clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
 
 // Members submitted one after another (each queued before the next) from their own threads.
 class Submitted {
@@ -360,6 +389,78 @@ TEST(ComputePoolBatchingTest, AFullBatchDoesNotWaitOutTheTimeout) {
   const auto [batches, took] = TwoArrivals(BatchLimits{2, 0, std::chrono::seconds(30)});
   EXPECT_EQ(batches, (std::vector<std::vector<std::string>>{{"a1", "a2"}}));
   EXPECT_LT(took, std::chrono::seconds(10));
+}
+
+using Batches = std::vector<std::vector<std::string>>;
+
+TEST(ComputePoolBatchingTest, StreamStepsOfOneKeyRunOneBatchAtATime) {
+  RecordingMember::Log log;
+  log.hold_stream_steps = true;
+  ComputePool pool(2, 16, nullptr, BatchLimits{8, 0, {}, {}});
+  RecordingMember s1("s1", "S", 1, &log, true), s2("s2", "S", 1, &log, true), x1("x1", "X", 1, &log);
+  auto run = [&pool](RecordingMember& member) {
+    return std::async(std::launch::async,
+                      [&pool, &member] { return pool.Run(In(kLong), kNeverCancelled, member); });
+  };
+  auto first = run(s1);
+  EXPECT_TRUE(Eventually([&log] { return log.Batches().size() == 1; }));  // s1 runs (and lasts)
+  auto second = run(s2);
+  EXPECT_TRUE(Eventually([&pool] { return pool.waiting() == 1; }));
+  // The other worker is free, but s2 waits for s1's batch; x1, of another key, does not.
+  auto other = run(x1);
+  EXPECT_TRUE(Eventually([&other] {
+    return other.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  }));
+  EXPECT_EQ(log.Batches(), (Batches{{"s1"}, {"x1"}}));
+  EXPECT_EQ(pool.waiting(), 1);
+  log.hold_stream_steps = false;
+  EXPECT_TRUE(other.get().ok());
+  EXPECT_TRUE(first.get().ok());
+  EXPECT_TRUE(second.get().ok());
+  EXPECT_EQ(log.Batches(), (Batches{{"s1"}, {"x1"}, {"s2"}}));
+}
+
+TEST(ComputePoolBatchingTest, TheNextStepBatchWaitsForTheStreamsOfTheLast) {
+  RecordingMember::Log log;
+  constexpr auto kStepWait = std::chrono::seconds(2);
+  ComputePool pool(1, 16, nullptr, BatchLimits{8, 0, {}, kStepWait});
+  // Three steps arriving `spacing` apart (the first at once), as three streams' next steps;
+  // how long until all were answered.
+  int step = 0;
+  auto three_steps = [&](std::chrono::milliseconds spacing) {
+    std::vector<std::unique_ptr<RecordingMember>> members;
+    std::vector<std::future<absl::Status>> results;
+    const auto start = Clock::now();
+    for (int i = 0; i < 3; ++i) {
+      members.push_back(std::make_unique<RecordingMember>(
+          absl::StrCat("s", ++step), "S", 1, &log, true));
+      results.push_back(std::async(std::launch::async, [&pool, &members, i, spacing] {
+        std::this_thread::sleep_for(i * spacing);
+        return pool.Run(In(kLong), kNeverCancelled, *members[i]);
+      }));
+    }
+    for (std::future<absl::Status>& result : results) EXPECT_TRUE(result.get().ok());
+    return Clock::now() - start;
+  };
+  auto one_step = [&] {
+    RecordingMember member(absl::StrCat("s", ++step), "S", 1, &log, true);
+    const auto start = Clock::now();
+    EXPECT_TRUE(pool.Run(In(kLong), kNeverCancelled, member).ok());
+    return Clock::now() - start;
+  };
+  {
+    Blocker blocker(pool);  // the first three wait together: one batch, 3 streams
+    auto waiting = std::async(std::launch::async, three_steps, std::chrono::milliseconds(0));
+    while (pool.waiting() != 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_TRUE(blocker.Release().ok());
+    waiting.get();
+  }
+  // Their next steps come back 50 ms apart: the batch waits for the third, not for kStepWait.
+  EXPECT_LT(three_steps(std::chrono::milliseconds(50)), kStepWait * 3 / 4);
+  // Two streams left: the lone step waits out kStepWait once, then no longer.
+  EXPECT_GE(one_step(), kStepWait - std::chrono::milliseconds(100));
+  EXPECT_LT(one_step(), kStepWait / 2);
+  EXPECT_EQ(log.Batches(), (Batches{{"s1", "s2", "s3"}, {"s4", "s5", "s6"}, {"s7"}, {"s8"}}));
 }
 
 }  // namespace
