@@ -50,8 +50,7 @@ template <typename T>
 std::vector<absl::Status> RunBatch(absl::Span<const SdpaBatchMember<T>> members) {
   const int64_t count = static_cast<int64_t>(members.size());
   std::vector<absl::Status> statuses(count);
-  ApplyComputeThreads();
-  const int threads = omp_get_max_threads();
+  const int threads = ApplyComputeThreads();
   std::vector<double> work(count);
   for (int64_t i = 0; i < count; ++i) work[i] = Work(members[i].shape);
   const double total = std::accumulate(work.begin(), work.end(), 0.0);

@@ -109,12 +109,13 @@ bool OneDnnHasBfloat16Matmul() {
   return has;
 }
 
-void ApplyComputeThreads() {
+int ApplyComputeThreads() {
   const int shared = g_shared_threads.load(std::memory_order_relaxed);
-  if (shared == 0) return;
+  if (shared == 0) return omp_get_max_threads();
   const int running = g_running.load(std::memory_order_relaxed);
   const int threads = std::max(1, shared / std::max(1, running));
   if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
+  return threads;
 }
 
 absl::Status Linear(const float* x, int64_t m, int64_t k, const float* w, const float* b,

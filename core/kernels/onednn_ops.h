@@ -47,8 +47,9 @@ std::string OneDnnCpuIsa();
 bool OneDnnHasBfloat16Matmul();
 
 // Applies SetComputeThreads' setting (and the current share) to the calling thread (OpenMP's
-// thread count is per thread). Every parallel compute entry point calls it first.
-void ApplyComputeThreads();
+// thread count is per thread), and returns the threads a parallel region started now gets. Every
+// parallel compute entry point calls it first.
+int ApplyComputeThreads();
 
 // y[M,N] = x[M,K]·Wᵀ + b; W: [N,K] (torch.nn.Linear layout); b: [N] or nullptr. With kBfloat16,
 // x and W are rounded to bf16 for the product (f32 accumulation, f32 bias and output); w_bf16,

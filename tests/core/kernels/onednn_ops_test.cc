@@ -38,31 +38,25 @@ std::vector<uint16_t> Bits(const std::vector<float>& values) {
   return bits;
 }
 
-// The OpenMP threads a computation starting now on this thread gets.
-int AppliedThreads() {
-  ApplyComputeThreads();
-  return omp_get_max_threads();
-}
-
 TEST(ComputeThreadsTest, RunningComputationsShareTheCores) {
   omp_set_num_threads(6);
   SetComputeThreads(0);  // share this thread's 6
-  EXPECT_EQ(AppliedThreads(), 6);  // none counted running: OpenMP's count
+  EXPECT_EQ(ApplyComputeThreads(), 6);  // none counted running: OpenMP's count
   {
     RunningComputation first;
-    EXPECT_EQ(AppliedThreads(), 6);  // alone: all of them
+    EXPECT_EQ(ApplyComputeThreads(), 6);  // alone: all of them
     auto second = std::make_unique<RunningComputation>();
     RunningComputation third;
-    EXPECT_EQ(AppliedThreads(), 2);
+    EXPECT_EQ(ApplyComputeThreads(), 2);
     second.reset();
-    EXPECT_EQ(AppliedThreads(), 3);  // widens again when one ends
+    EXPECT_EQ(ApplyComputeThreads(), 3);  // widens again when one ends
     std::vector<RunningComputation> many(10);
-    EXPECT_EQ(AppliedThreads(), 1);  // never less than one
+    EXPECT_EQ(ApplyComputeThreads(), 1);  // never less than one
   }
   SetComputeThreads(5);  // 5 shared, whatever this thread's count
-  EXPECT_EQ(AppliedThreads(), 5);
+  EXPECT_EQ(ApplyComputeThreads(), 5);
   RunningComputation a, b;
-  EXPECT_EQ(AppliedThreads(), 2);
+  EXPECT_EQ(ApplyComputeThreads(), 2);
   omp_set_num_threads(omp_get_num_procs());
   SetComputeThreads(0);
 }

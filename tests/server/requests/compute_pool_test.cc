@@ -96,19 +96,13 @@ TEST(ComputePoolTest, LightTrafficStaysOnTheWorkerThatWentIdleLast) {
   for (const std::thread::id& worker : workers) EXPECT_EQ(worker, workers.front());
 }
 
-// The OpenMP threads a computation starting now on the calling thread gets.
-int AppliedThreads() {
-  ApplyComputeThreads();
-  return omp_get_max_threads();
-}
-
 TEST(ComputePoolTest, BusyWorkersShareTheCores) {
   omp_set_num_threads(4);
   SetComputeThreads(0);  // share this thread's 4
   ComputePool pool(2, 4);
   int lone = 0;
   ASSERT_TRUE(pool.Run(In(kLong), kNeverCancelled, [&] {
-                    lone = AppliedThreads();
+                    lone = ApplyComputeThreads();
                     return absl::OkStatus();
                   }).ok());
   EXPECT_EQ(lone, 4);
@@ -123,7 +117,7 @@ TEST(ComputePoolTest, BusyWorkersShareTheCores) {
     EXPECT_TRUE(pool.Run(In(kLong), kNeverCancelled, [&] {
                       ++started;
                       wait_for_both(started);
-                      threads = AppliedThreads();
+                      threads = ApplyComputeThreads();
                       ++applied;
                       wait_for_both(applied);
                       return absl::OkStatus();
