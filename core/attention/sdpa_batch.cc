@@ -1,7 +1,5 @@
 #include "core/attention/sdpa_batch.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <exception>
 #include <new>
