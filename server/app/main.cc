@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "server/app/flag_choice.h"
 #include "server/app/health_probe.h"
 #include "server/app/server_runner.h"
 #include "server/observability/logging.h"
@@ -77,9 +78,10 @@ ABSL_FLAG(int64_t, max_kv_cache_bytes, int64_t{1} << 30,
           "its stream's cache it makes while growing it); a step past it is RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
           "on SIGTERM/SIGINT, how long in-flight RPCs may take to finish before being cancelled");
-ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
+ABSL_FLAG(std::string, log_level, "info",
+          "trace, debug, info, warn, error, critical or off (in any case)");
 ABSL_FLAG(std::string, log_format, "text",
-          "server log lines: text, or json (one object per line: time, level, msg)");
+          "server log lines: text, or json (one object per line: time, level, msg); in any case");
 ABSL_FLAG(double, max_connection_age_seconds, 0,
           "close client connections after about this long (0 = never; a client reconnects and "
           "is balanced anew, so new replicas get traffic; see docs/scaling.md)");
@@ -91,7 +93,8 @@ ABSL_FLAG(bool, health_probe, false,
           "exec probes)");
 ABSL_FLAG(double, health_probe_timeout_seconds, 5.0, "deadline of the --health_probe call");
 ABSL_FLAG(std::string, access_log, "text",
-          "one line per RPC (request id, method, code, latency, peer): text, json or off");
+          "one line per RPC (request id, method, code, latency, peer): text, json or off (in any "
+          "case)");
 
 namespace attnserve {
 namespace {
@@ -143,15 +146,12 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   options.shutdown_grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   options.max_connection_age_seconds = absl::GetFlag(FLAGS_max_connection_age_seconds);
   options.max_connection_age_grace_seconds = absl::GetFlag(FLAGS_max_connection_age_grace_seconds);
-  const std::string access_log = absl::GetFlag(FLAGS_access_log);
-  if (access_log == "off") {
-    options.access_log = std::nullopt;
-  } else if (access_log == "text" || access_log == "json") {
-    options.access_log = access_log == "json" ? AccessLogFormat::kJson : AccessLogFormat::kText;
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--access_log=", access_log, " must be text, json or off"));
-  }
+  absl::StatusOr<std::optional<AccessLogFormat>> access_log =
+      ParseFlagChoice<std::optional<AccessLogFormat>>(
+          "access_log", absl::GetFlag(FLAGS_access_log),
+          {{"text", AccessLogFormat::kText}, {"json", AccessLogFormat::kJson}, {"off", std::nullopt}});
+  if (!access_log.ok()) return access_log.status();
+  options.access_log = *access_log;
   options.version = ATTNSERVE_VERSION;
   return options;
 }
@@ -186,14 +186,24 @@ int main(int argc, char** argv) {
                                   absl::Seconds(absl::GetFlag(FLAGS_health_probe_timeout_seconds)));
   }
 
+  using Level = spdlog::level::level_enum;
+  const absl::StatusOr<Level> log_level = attnserve::ParseFlagChoice<Level>(
+      "log_level", absl::GetFlag(FLAGS_log_level),
+      {{"trace", Level::trace}, {"debug", Level::debug}, {"info", Level::info},
+       {"warn", Level::warn}, {"error", Level::err}, {"critical", Level::critical},
+       {"off", Level::off}});
   const absl::StatusOr<attnserve::LogFormat> log_format =
-      attnserve::ParseLogFormat(absl::GetFlag(FLAGS_log_format), "log_format");
-  if (!log_format.ok()) {
-    spdlog::error("{}", std::string(log_format.status().message()));
-    return 2;
+      attnserve::ParseFlagChoice<attnserve::LogFormat>(
+          "log_format", absl::GetFlag(FLAGS_log_format),
+          {{"text", attnserve::LogFormat::kText}, {"json", attnserve::LogFormat::kJson}});
+  for (const absl::Status& status : {log_level.status(), log_format.status()}) {
+    if (!status.ok()) {
+      spdlog::error("{}", std::string(status.message()));
+      return 2;
+    }
   }
   attnserve::SetLogFormat(*log_format);
-  spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+  spdlog::set_level(*log_level);
   spdlog::flush_on(spdlog::level::info);
   const absl::StatusOr<attnserve::ServerOptions> options = attnserve::OptionsFromFlags();
   if (!options.ok()) {

@@ -2,7 +2,6 @@
 
 #include <memory>
 
-#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
@@ -29,12 +28,6 @@ class JsonStringMessage final : public spdlog::custom_flag_formatter {
 };
 
 }  // namespace
-
-absl::StatusOr<LogFormat> ParseLogFormat(const std::string& name, const std::string& flag) {
-  if (name == "text") return LogFormat::kText;
-  if (name == "json") return LogFormat::kJson;
-  return absl::InvalidArgumentError(absl::StrCat("--", flag, "=", name, " must be text or json"));
-}
 
 void SetLogFormat(LogFormat format) {
   if (format == LogFormat::kText) return;  // spdlog's own "[time] [level] message"

@@ -4,14 +4,9 @@
 
 #include <string>
 
-#include "absl/status/statusor.h"
-
 namespace attnserve {
 
 enum class LogFormat { kText, kJson };
-
-// "text" or "json"; INVALID_ARGUMENT naming the flag otherwise.
-absl::StatusOr<LogFormat> ParseLogFormat(const std::string& name, const std::string& flag);
 
 // Sets spdlog's default logger's format. kJson writes every line as
 //   {"time":"2026-11-23T04:11:06.123Z","level":"info","msg":"…"}

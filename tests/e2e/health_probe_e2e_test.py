@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """End-to-end test of the binary's --health_probe mode (the image's HEALTHCHECK), of flags taken
-from FLAGS_<name> environment variables (the command line winning over them), and of
+from FLAGS_<name> environment variables (the command line winning over them), of flags that name
+a choice (read in any case; anything else stops the server at start), and of
 --max_connection_age_seconds (clients reconnect; no call fails).
 
     /usr/bin/python3 tests/e2e/health_probe_e2e_test.py --server build/server/attnserve --stubs build/python
@@ -81,6 +82,29 @@ class FlagsFromEnvironmentTest(unittest.TestCase):
     def test_command_line_wins_over_the_environment(self):
         server = self.run_server({"FLAGS_max_batch": "2"}, ("--max_batch=8",))
         self.assertEqual(self.attend_batch(server, 3).output.shape[0], 3)
+        self.assertEqual(server.stop(), 0)
+
+
+class FlagChoicesTest(unittest.TestCase):
+
+    def test_an_unknown_name_stops_the_server_listing_the_accepted_ones(self):
+        for flag, value, accepted in (
+                ("log_level", "INFO2", "trace, debug, info, warn, error, critical, off"),
+                ("log_format", "xml", "text, json"),
+                ("access_log", "maybe", "text, json, off")):
+            with self.subTest(flag=flag):
+                run = subprocess.run([str(at.SERVER_PATH), f"--{flag}={value}",
+                                      "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0"],
+                                     capture_output=True, text=True, timeout=60)
+                self.assertNotEqual(run.returncode, 0)
+                self.assertIn(f"--{flag}={value} must be one of {accepted} (in any case)",
+                              run.stdout + run.stderr)
+
+    def test_names_are_read_in_any_case(self):
+        # An unrecognised level used to turn every log line off, the one announcing the port too.
+        server = ServerProcess(at.SERVER_PATH, ("--log_level=INFO", "--log_format=Text",
+                                                "--access_log=JSON")).start()
+        self.addCleanup(server.kill)
         self.assertEqual(server.stop(), 0)
 
 
