@@ -170,9 +170,7 @@ absl::Status ScaledDotProductAttention(const SdpaShape& call_shape, const SdpaOp
                                        float* probs) {
   if (absl::Status status = ValidateSdpa(call_shape, options); !status.ok()) return status;
   SdpaShape shape = call_shape;
-  // CoPE needs whole rows of gates, so it takes the materialised path too.
-  const bool materialised =
-      probs != nullptr || std::holds_alternative<CopeParams>(options.encoding);
+  const bool materialised = MaterialisesScores(options.encoding, probs != nullptr);
   // Only the tiled kernel reads k and v across gaps between heads.
   std::unique_ptr<float[]> k_compact, v_compact;
   if (materialised || std::holds_alternative<RopeParams>(options.encoding)) {
@@ -220,7 +218,7 @@ absl::Status ScaledDotProductAttention(const SdpaShape& call_shape, const SdpaOp
   SdpaShape shape = call_shape;
   const auto* rope = std::get_if<RopeParams>(&options.encoding);
   const bool tiled = options.compute == ComputeType::kBfloat16 &&
-                     !std::holds_alternative<CopeParams>(options.encoding);
+                     !MaterialisesScores(options.encoding, false);
   // Only the tiled kernel reads k and v across gaps between heads.
   std::unique_ptr<uint16_t[]> k_compact, v_compact;
   if (!tiled || rope != nullptr) CompactKv(shape, k, v, &k_compact, &v_compact);

@@ -21,6 +21,10 @@ float EffectiveScale(const SdpaShape& shape, const SdpaOptions& options) {
   return 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
 }
 
+bool MaterialisesScores(const PositionalEncoding& encoding, bool returns_probabilities) {
+  return returns_probabilities || std::holds_alternative<CopeParams>(encoding);
+}
+
 absl::Status ValidateSdpa(const SdpaShape& shape, const SdpaOptions& options) {
   const struct {
     const char* name;

@@ -61,6 +61,11 @@ struct SdpaOptions {
 // alignment and key_lengths applied); 0 means the row attends to nothing.
 int64_t VisibleKeyCount(const SdpaShape& shape, const SdpaOptions& options, int64_t b, int64_t i);
 
+// Whether a call holds its whole score matrix [B, H, Sq, Sk]: when it returns the probabilities,
+// and for CoPE (its gates need whole rows). Otherwise the tiled kernel holds one tile of scores
+// per thread, and memory grows with the sequence, not with its square.
+bool MaterialisesScores(const PositionalEncoding& encoding, bool returns_probabilities);
+
 // options.scale, else 1 for a T5 bias, else 1/sqrt(head_dim).
 float EffectiveScale(const SdpaShape& shape, const SdpaOptions& options);
 

@@ -69,7 +69,11 @@ ABSL_FLAG(int32_t, rpc_threads, 0,
 ABSL_FLAG(int64_t, max_batch, 64, "largest batch dimension accepted in a request");
 ABSL_FLAG(int64_t, max_sequence_length, 8192, "largest seq / q_len / kv_len accepted");
 ABSL_FLAG(int64_t, max_attention_elements, int64_t{1} << 26,
-          "largest batch·heads·q_len·kv_len (score matrix elements) one request may need");
+          "largest batch·heads·q_len·kv_len (score matrix elements) of a request that holds its "
+          "scores whole (return_attention, CoPE, PositionBias); the tiled kernel holds none");
+ABSL_FLAG(double, max_request_flops, 17592186044416.0,
+          "useful FLOPs one request may need (projections and attention, as "
+          "attnserve_flops_total counts them); default 2^44, about 1.8e13");
 ABSL_FLAG(int32_t, max_message_bytes, 64 << 20,
           "largest gRPC request or response, in bytes; a request whose response would be larger "
           "is refused before it is computed");
@@ -134,6 +138,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   limits.max_batch = absl::GetFlag(FLAGS_max_batch);
   limits.max_sequence_length = absl::GetFlag(FLAGS_max_sequence_length);
   limits.max_attention_elements = absl::GetFlag(FLAGS_max_attention_elements);
+  limits.max_request_flops = absl::GetFlag(FLAGS_max_request_flops);
   limits.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   limits.max_kv_cache_bytes = absl::GetFlag(FLAGS_max_kv_cache_bytes);
   limits.compute_workers = absl::GetFlag(FLAGS_compute_workers);

@@ -101,6 +101,10 @@ int WaitForSignal(const sigset_t& signals, double timeout_seconds) {
 absl::Status CheckOptionsAndSetThreads(const ServerOptions& options) {
   const int workers = options.limits.compute_workers;
   const int queue_depth = options.limits.compute_queue_depth;
+  if (const double flops = options.limits.max_request_flops; !(flops > 0 && flops < 1e300)) {
+    return absl::InvalidArgumentError(
+        fmt::format("--max_request_flops={} must be a positive number", flops));
+  }
   if (workers < 1 || queue_depth < 0 || options.compute_threads < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--compute_workers=", workers, " must be >= 1, --compute_queue_depth=", queue_depth,

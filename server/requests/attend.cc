@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/attention/sdpa_options.h"
 #include "core/base/status_macros.h"
 
 namespace attnserve {
@@ -74,8 +75,11 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& ca
   const int64_t kv_len = kv_source.has_value() ? kv_source->shape[1] : q_len;
   ASSIGN_OR_RETURN(const ComputeType compute, call.compute);
   RETURN_IF_ERROR(CheckLimits(context.limits, batch, config.num_heads, q_len, kv_len,
+                              MaterialisesScores(config.encoding, call.return_attention),
                               "query.shape[1]",
                               kv_source.has_value() ? "context.shape[1]" : "query.shape[1]"));
+  const double flops = LayerFlops(config, batch, q_len, kv_len, call.causal);
+  RETURN_IF_ERROR(CheckFlops(context.limits, flops));
   result->attention.shape = {batch, config.num_heads, q_len, kv_len};
   if (call.return_attention) {
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
@@ -102,7 +106,7 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& ca
   AttendMember member(*call.model, inputs, result->output.data(),
                       call.return_attention ? result->attention.values.data() : nullptr);
   RETURN_IF_ERROR(Compute(context, member));
-  return WorkDone{batch * q_len, LayerFlops(config, batch, q_len, kv_len, call.causal)};
+  return WorkDone{batch * q_len, flops};
 }
 
 }  // namespace attnserve

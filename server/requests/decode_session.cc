@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/attention/sdpa_options.h"
 #include "core/base/status_macros.h"
 
 namespace attnserve {
@@ -115,8 +116,10 @@ absl::Status DecodeSession::CheckStep(const RequestContext& context, const Decod
         max_positions_, " positions (model max_positions or --max_sequence_length)"));
   }
   const int64_t total = cache_.length + n;
-  RETURN_IF_ERROR(CheckLimits(context.limits, 1, config.num_heads, n, total, "query.shape[1]",
-                              "cached + new tokens"));
+  RETURN_IF_ERROR(CheckLimits(context.limits, 1, config.num_heads, n, total,
+                              MaterialisesScores(config.encoding, step.return_attention),
+                              "query.shape[1]", "cached + new tokens"));
+  RETURN_IF_ERROR(CheckFlops(context.limits, LayerFlops(config, 1, n, total, true)));
   if (step.return_attention) {
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
                                       {1, config.num_heads, n, total}, n * config.d_model * 4));

@@ -122,7 +122,8 @@ class EncodeMember final : public BatchMember {
 absl::StatusOr<WorkDone> RunEncode(const RequestContext& context, EncodeCall& call) {
   const int64_t batch = call.input.shape[0], seq = call.input.shape[1];
   const int64_t d_model = call.input.shape[2];
-  RETURN_IF_ERROR(CheckLimits(context.limits, batch, 1, seq, 1, "input.shape[1]"));
+  RETURN_IF_ERROR(
+      CheckLimits(context.limits, batch, 1, seq, 1, /*scores_held=*/false, "input.shape[1]"));
   using NamedValue = std::pair<const char*, int64_t>;
   for (const auto& [name, value] :
        {NamedValue{"num_heads", call.num_heads}, NamedValue{"head_dim", call.head_dim}}) {

@@ -62,7 +62,7 @@ absl::StatusOr<WorkDone> RunPositionBias(const RequestContext& context, Position
     return absl::InvalidArgumentError(
         absl::StrCat("q_len=", q_len, " and kv_len=", kv_len, " must be >= 1"));
   }
-  RETURN_IF_ERROR(CheckLimits(context.limits, 1, heads, q_len, kv_len));
+  RETURN_IF_ERROR(CheckLimits(context.limits, 1, heads, q_len, kv_len, /*scores_held=*/true));
   result->shape = {heads, q_len, kv_len};
   RETURN_IF_ERROR(
       CheckResponseSize(context.limits, "num_heads·q_len·kv_len", "bias", result->shape, 0));

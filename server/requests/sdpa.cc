@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/attention/sdpa_options.h"
 #include "core/base/field_status.h"
 #include "core/attention/sdpa_batch.h"
 #include "core/base/status_macros.h"
@@ -139,8 +140,14 @@ absl::StatusOr<WorkDone> RunSdpa(const RequestContext& context, SdpaCall& call,
                                  SdpaResult* result) {
   ASSIGN_OR_RETURN(const SdpaShape shape,
                    std::visit([](const auto& qkv) { return ShapeOf(qkv); }, call.qkv));
+  // An encoding that failed to convert is reported by OptionsFor, below.
+  const bool scores_held = MaterialisesScores(
+      call.encoding.ok() ? *call.encoding : PositionalEncoding(), call.return_attention);
   RETURN_IF_ERROR(CheckLimits(context.limits, shape.batch, shape.num_heads, shape.q_len,
-                              shape.kv_len, "q.shape[2]", "k.shape[2]"));
+                              shape.kv_len, scores_held, "q.shape[2]", "k.shape[2]"));
+  const double flops = AttentionFlops(shape.batch, shape.num_heads, shape.q_len, shape.kv_len,
+                                      shape.head_dim, call.causal);
+  RETURN_IF_ERROR(CheckFlops(context.limits, flops));
   result->attention.shape = {shape.batch, shape.num_heads, shape.q_len, shape.kv_len};
   if (call.return_attention) {
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
@@ -153,9 +160,7 @@ absl::StatusOr<WorkDone> RunSdpa(const RequestContext& context, SdpaCall& call,
         return Compute(context, shape, options, qkv, call.return_attention, result);
       },
       call.qkv));
-  return WorkDone{shape.batch * shape.q_len,
-                  AttentionFlops(shape.batch, shape.num_heads, shape.q_len, shape.kv_len,
-                                 shape.head_dim, options.causal)};
+  return WorkDone{shape.batch * shape.q_len, flops};
 }
 
 }  // namespace attnserve

@@ -9,7 +9,8 @@
 namespace attnserve {
 
 absl::Status CheckLimits(const ServiceLimits& limits, int64_t batch, int64_t heads, int64_t q_len,
-                         int64_t kv_len, absl::string_view q_field, absl::string_view kv_field) {
+                         int64_t kv_len, bool scores_held, absl::string_view q_field,
+                         absl::string_view kv_field) {
   if (batch > limits.max_batch) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch=", batch, " exceeds --max_batch=", limits.max_batch));
@@ -23,12 +24,20 @@ absl::Status CheckLimits(const ServiceLimits& limits, int64_t batch, int64_t hea
   }
   // Each factor is bounded above, so the product cannot overflow int64.
   const int64_t scores = batch * heads * q_len * kv_len;
-  if (scores > limits.max_attention_elements) {
+  if (scores_held && scores > limits.max_attention_elements) {
     return absl::InvalidArgumentError(absl::StrCat(
         "batch·heads·q_len·kv_len=", batch, "·", heads, "·", q_len, "·", kv_len, "=", scores,
-        " exceeds --max_attention_elements=", limits.max_attention_elements));
+        " exceeds --max_attention_elements=", limits.max_attention_elements,
+        " (the scores are held whole: probabilities returned, CoPE or a position bias)"));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckFlops(const ServiceLimits& limits, double flops) {
+  if (flops <= limits.max_request_flops) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("the request needs ", flops,
+                                                 " FLOPs; exceeds --max_request_flops=",
+                                                 limits.max_request_flops));
 }
 
 absl::Status CheckResponseSize(const ServiceLimits& limits, absl::string_view field,

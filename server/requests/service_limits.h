@@ -32,8 +32,13 @@ struct BatchLimits {
 struct ServiceLimits {
   int64_t max_batch = 64;               // batch dimension of any input
   int64_t max_sequence_length = 8192;   // seq / q_len / kv_len
-  // B·H·Sq·Sk, the size of the score matrix one request may need (2^26 f32 = 256 MiB).
+  // B·H·Sq·Sk of a request that holds its score matrix whole (returned probabilities, CoPE,
+  // PositionBias; MaterialisesScores): 2^26 f32 = 256 MiB. The tiled kernel holds no such matrix
+  // and is bounded by max_sequence_length and max_request_flops instead.
   int64_t max_attention_elements = int64_t{1} << 26;
+  // Useful FLOPs one request may need, as attnserve_flops_total counts them (AttentionFlops,
+  // LayerFlops): 2^44 ≈ 1.8e13, about a minute on two cores, and 64k-token causal attention.
+  double max_request_flops = 17592186044416.0;
   // The largest response (--max_message_bytes): a request whose response would not fit is
   // rejected before anything is computed.
   int64_t max_response_bytes = int64_t{64} << 20;
@@ -47,11 +52,15 @@ struct ServiceLimits {
   BatchLimits batching;
 };
 
-// INVALID_ARGUMENT naming the size when a batch, sequence or score size exceeds the limits;
-// `q_field` and `kv_field` name the request fields the lengths come from.
+// INVALID_ARGUMENT naming the size when a batch or sequence exceeds the limits, or the score
+// matrix does where `scores_held` (MaterialisesScores); `q_field` and `kv_field` name the request
+// fields the lengths come from.
 absl::Status CheckLimits(const ServiceLimits& limits, int64_t batch, int64_t heads, int64_t q_len,
-                         int64_t kv_len, absl::string_view q_field = "q_len",
+                         int64_t kv_len, bool scores_held, absl::string_view q_field = "q_len",
                          absl::string_view kv_field = "kv_len");
+
+// INVALID_ARGUMENT stating both when a request's `flops` exceed max_request_flops.
+absl::Status CheckFlops(const ServiceLimits& limits, double flops);
 
 // INVALID_ARGUMENT naming `field` when a response holding a FLOAT32 `tensor` of `shape` (its
 // elements bounded by CheckLimits) plus `other_bytes` of other data exceeds the message limit.

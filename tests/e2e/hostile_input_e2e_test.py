@@ -157,6 +157,13 @@ CASES = [
     ("attend_attention_too_large", "Attend",
      dict(model="demo-sinusoidal", query=f32(1, 400, 512), return_attention=True), INVALID,
      ["1·8·400·400", "max_attention_elements"]),
+    # CoPE's gates need whole rows: its scores are held whole even when not returned.
+    ("attend_cope_scores_too_large", "Attend",
+     dict(model="demo-cope", query=f32(2, 512, 256), causal=True), INVALID,
+     ["2·4·512·512", "max_attention_elements", "held whole"]),
+    # 4·512 tokens on a d_model 512 layer: 6.4e9 FLOPs (projections 4.3e9, attention 2.1e9).
+    ("attend_flops_too_many", "Attend", dict(model="demo-sinusoidal", query=f32(4, 512, 512)),
+     INVALID, ["6.44245e+09 FLOPs", "--max_request_flops=5e+09"]),
     # ScaledDotProductAttention
     ("sdpa_q_rank_3", "ScaledDotProductAttention", dict(QKV, q=f32(2, 3, 8)), INVALID,
      ["q.shape"]),
@@ -198,7 +205,7 @@ REQUEST_TYPES = {"Encode": pb.EncodeRequest, "Attend": pb.AttendRequest,
 
 class HostileInputTableTest(ServerTestCase):
     SERVER_ARGS = ("--max_batch=4", "--max_sequence_length=512",
-                   f"--max_attention_elements={2 ** 20}")
+                   f"--max_attention_elements={2 ** 20}", "--max_request_flops=5e9")
 
     def assertStillServes(self):
         x = np.ones((1, 2, 512), np.float32)
@@ -218,6 +225,12 @@ class HostileInputTableTest(ServerTestCase):
                     self.assertIn(text, error.details(), name)
                 self.assertLess(len(error.details()), 1000, name)
                 self.assertStillServes()
+
+    def test_tiled_attention_holds_no_score_matrix_and_is_not_charged_for_one(self):
+        # 1·8·400·400 = 1.28M scores > --max_attention_elements, but none returned: served.
+        x = np.ones((1, 400, 512), np.float32)
+        out = self.attend(model="demo-sinusoidal", query=f32_tensor(x)).output
+        self.assertEqual(list(out.shape), [1, 400, 512])
 
     def decode(self, *messages):
         with self.assertRaises(grpc.RpcError) as raised:
