@@ -29,6 +29,7 @@ KUBECTL = shutil.which("kubectl")
 # (apiVersion, kind) → model class name of python3-kubernetes 22 (API 1.22).
 MODELS = {
     ("v1", "ConfigMap"): "V1ConfigMap",
+    ("v1", "Namespace"): "V1Namespace",
     ("v1", "Service"): "V1Service",
     ("apps/v1", "Deployment"): "V1Deployment",
     ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
@@ -167,8 +168,12 @@ class K8sManifestsTest(unittest.TestCase):
         for overlay in OVERLAYS:
             with self.subTest(overlay=overlay.name):
                 objects = render(overlay)
-                namespaces = {o["metadata"].get("namespace") for o in objects}
+                # Every object in the overlay's namespace, which the overlay creates.
+                namespaces = {o["metadata"].get("namespace") for o in objects
+                              if o["kind"] != "Namespace"}
                 self.assertEqual(len(namespaces), 1, namespaces)
+                (namespace,) = by_kind(objects, "Namespace")
+                self.assertEqual({namespace["metadata"]["name"]}, namespaces)
                 (deployment,) = by_kind(objects, "Deployment")
                 pod = deployment["spec"]["template"]
                 labels = pod["metadata"]["labels"]
@@ -201,6 +206,9 @@ class K8sManifestsTest(unittest.TestCase):
                 self.assertFalse(security["allowPrivilegeEscalation"])
                 self.assertEqual(security["capabilities"]["drop"], ["ALL"])
                 self.assertIn("cpu", container["resources"]["requests"])
+                # The computations share as many threads as the pod requests CPUs.
+                self.assertEqual(flags["FLAGS_compute_threads"],
+                                 str(container["resources"]["requests"]["cpu"]))
                 self.assertIn("memory", container["resources"]["limits"])
 
                 # Services: both select the pods; one is headless; ports exist on the pod.
