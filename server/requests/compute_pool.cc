@@ -80,6 +80,9 @@ void ComputePool::WorkerLoop() {
     if (first == queue_.end()) return;
     if (WaitForBatch(lock, **first)) continue;
     const std::vector<Task*> batch = TakeBatch(first);
+    if (!batch.empty() && batch.front()->member.IsStreamStep()) {
+      StartStepBatch(batch.front()->member.key());
+    }
     // Requests it left (another key, past the limits) need a worker of their own.
     if (FirstTakeable() != queue_.end()) WakeIdleWorker();
     if (!batch.empty()) RunBatch(lock, batch);  // empty: what it found was cancelled
@@ -98,7 +101,6 @@ void ComputePool::RunBatch(std::unique_lock<std::mutex>& lock, const std::vector
   ++busy_;
   Notify();
   if (batch_observer_ && !lead.key().empty()) batch_observer_(members);
-  if (lead.IsStreamStep()) StartStepBatch(lead.key());
   for (Task* task : batch) task->changed.notify_one();
   lock.unlock();
   std::vector<absl::Status> results;
@@ -127,19 +129,21 @@ bool ComputePool::EndIfCancelled(Task* task) {
   return true;
 }
 
-bool ComputePool::StepsRunning(const BatchMember& member) const {
-  if (!member.IsStreamStep()) return false;
+bool ComputePool::Takeable(const BatchMember& member) const {
+  if (!member.key().empty() && held_keys_.count(member.key()) > 0) return false;
+  if (!member.IsStreamStep()) return true;
   const auto steps = stream_steps_.find(member.key());
-  return steps != stream_steps_.end() && steps->second.running;
+  return steps == stream_steps_.end() || !steps->second.running;
 }
 
 std::deque<ComputePool::Task*>::iterator ComputePool::FirstTakeable() {
   return std::find_if(queue_.begin(), queue_.end(),
-                      [this](const Task* task) { return !StepsRunning(task->member); });
+                      [this](const Task* task) { return Takeable(task->member); });
 }
 
 bool ComputePool::WaitForBatch(std::unique_lock<std::mutex>& lock, const Task& front) {
-  const std::string& key = front.member.key();
+  // A copy: `front` may leave the queue (cancelled) while this worker waits.
+  const std::string key = front.member.key();
   if (limits_.max_requests <= 1 || key.empty() || stopping_) return false;
   int requests = 0;
   int64_t tokens = 0;
@@ -153,7 +157,9 @@ bool ComputePool::WaitForBatch(std::unique_lock<std::mutex>& lock, const Task& f
   }
   const auto until = HoldUntil(front, requests);
   if (std::chrono::steady_clock::now() >= until) return false;
+  held_keys_.insert(key);
   batch_queue_changed_.wait_until(lock, until);
+  held_keys_.erase(key);
   return true;
 }
 
@@ -163,8 +169,9 @@ std::chrono::steady_clock::time_point ComputePool::HoldUntil(const Task& front,
   if (front.member.IsStreamStep()) {
     const auto steps = stream_steps_.find(front.member.key());
     if (steps != stream_steps_.end() && waiting < steps->second.expected) {
-      // From when the batch could start: its first step may have waited through the last batch.
-      until = std::max(until, std::max(front.queued, steps->second.ended) + limits_.step_wait);
+      // From the last batch's end: its streams come back within a round trip of their answers,
+      // so long after it the ones still missing have left (or paused).
+      until = std::max(until, steps->second.ended + limits_.step_wait);
     }
   }
   return until;
@@ -233,8 +240,9 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
   }
   queue_.push_back(&task);
   Notify();
-  // A step of streams whose batch is running waits for it to end; its worker takes it then.
-  if (!StepsRunning(member)) WakeIdleWorker();
+  // A step of streams whose batch is running waits for it to end (its worker takes it then), and
+  // one of a key held open joins that batch (its worker is told below).
+  if (Takeable(member)) WakeIdleWorker();
   batch_queue_changed_.notify_all();
   while (!task.started && !task.done) {
     const auto now = std::chrono::system_clock::now();
@@ -242,6 +250,7 @@ absl::Status ComputePool::Run(std::chrono::system_clock::time_point deadline,
     if (expired || (is_cancelled && is_cancelled())) {
       queue_.erase(std::find(queue_.begin(), queue_.end(), &task));
       Notify();
+      batch_queue_changed_.notify_all();  // it may have been the batch held open
       return expired ? absl::DeadlineExceededError(
                            "deadline passed while waiting for a compute worker")
                      : absl::CancelledError("cancelled while waiting for a compute worker");

@@ -7,10 +7,10 @@
 // Batching: when a worker takes a request whose BatchMember key is not empty, the requests with
 // the same key waiting behind it join it, in arrival order, up to the batch limits, and the
 // worker computes them together (BatchMember::RunBatch). A request never waits for others while a
-// worker is free, unless the batch timeout asks for it; then the requests queued behind a batch
-// held open wait for it too (workers take the queue in order). Steps of streams (Decode) run one
-// batch per key at a time, and the next may be held open for the streams of the last
-// (BatchLimits::step_wait).
+// worker is free, unless the batch timeout asks for it. Steps of streams (Decode) run one batch
+// per key at a time, and the next may be held open for the streams of the last
+// (BatchLimits::step_wait). One worker holds a batch open; the others take what waits behind it
+// (other keys).
 //
 // An idle worker that is woken is the one that went idle last, so light traffic keeps landing on
 // the same warm thread (its OpenMP team, oneDNN primitives and buffers); each computation counts
@@ -28,6 +28,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -95,10 +96,10 @@ class ComputePool {
   // its tasks with their statuses.
   void RunBatch(std::unique_lock<std::mutex>& lock, const std::vector<Task*>& batch);
   // Requires mutex_: the first queued task a worker may take now (not a stream step whose key
-  // has a batch running), or queue_.end().
+  // has a batch running, nor one of a key another worker holds open), or queue_.end().
   std::deque<Task*>::iterator FirstTakeable();
-  // Requires mutex_: whether `member` is a stream step whose key has a batch running.
-  bool StepsRunning(const BatchMember& member) const;
+  // Requires mutex_: whether `member` may be taken now (see FirstTakeable).
+  bool Takeable(const BatchMember& member) const;
   // Requires mutex_: holds the batch `front` (a waiting task) would lead open while the batch
   // timeout or the step wait applies to it (true: the queue may have changed, look again),
   // else false.
@@ -106,7 +107,7 @@ class ComputePool {
   // Requires mutex_: until when the batch `front` leads, with `waiting` tasks of its key queued,
   // may be held open.
   std::chrono::steady_clock::time_point HoldUntil(const Task& front, int waiting) const;
-  // Require mutex_: a batch of stream steps of `key` starts; one of `members` steps ends.
+  // Requires mutex_: a batch of stream steps of `key` starts; one of `members` steps ends.
   void StartStepBatch(const std::string& key);
   void EndStepBatch(const std::string& key, int members);
   // Requires mutex_: removes `first` and the waiting tasks that may join its batch. Tasks found
@@ -148,6 +149,7 @@ class ComputePool {
     std::chrono::steady_clock::time_point ended;  // of the last batch
   };
   std::unordered_map<std::string, StreamSteps> stream_steps_;  // by key: models × dtypes
+  std::unordered_set<std::string> held_keys_;  // the keys of batches a worker holds open
   int busy_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> threads_;

@@ -231,6 +231,8 @@ class RecordingMember final : public BatchMember {
   const bool stream_step_;
 };
 
+using Batches = std::vector<std::vector<std::string>>;
+
 // Whether `condition` holds within 10 s (polled every millisecond).
 bool Eventually(const std::function<bool()>& condition) {
   const auto give_up = Clock::now() + std::chrono::seconds(10);
@@ -380,13 +382,25 @@ TEST(ComputePoolBatchingTest, TheTimeoutHoldsABatchOpenForLaterArrivals) {
   EXPECT_GE(took, std::chrono::milliseconds(1900));
 }
 
+TEST(ComputePoolBatchingTest, OneWorkerHoldsABatchOpenAndAnotherTakesWhatWaitsBehindIt) {
+  RecordingMember::Log log;
+  ComputePool pool(2, 16, nullptr, BatchLimits{8, 0, std::chrono::seconds(2)});
+  RecordingMember a1("a1", "A", 1, &log);
+  auto held = std::async(std::launch::async,
+                         [&] { return pool.Run(In(kLong), kNeverCancelled, a1); });
+  EXPECT_TRUE(Eventually([&pool] { return pool.waiting() == 1; }));  // a1 is held open
+  const auto start = Clock::now();
+  EXPECT_TRUE(pool.Run(In(kLong), kNeverCancelled, [] { return absl::OkStatus(); }).ok());
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(1));  // not behind a1's timeout
+  EXPECT_TRUE(held.get().ok());
+  EXPECT_EQ(log.Batches(), (Batches{{"a1"}}));
+}
+
 TEST(ComputePoolBatchingTest, AFullBatchDoesNotWaitOutTheTimeout) {
   const auto [batches, took] = TwoArrivals(BatchLimits{2, 0, std::chrono::seconds(30)});
   EXPECT_EQ(batches, (std::vector<std::vector<std::string>>{{"a1", "a2"}}));
   EXPECT_LT(took, std::chrono::seconds(10));
 }
-
-using Batches = std::vector<std::vector<std::string>>;
 
 TEST(ComputePoolBatchingTest, StreamStepsOfOneKeyRunOneBatchAtATime) {
   RecordingMember::Log log;
