@@ -61,9 +61,9 @@ ABSL_FLAG(int64_t, batch_timeout_micros, 0,
           "how long a worker may hold a batch open for more requests, from its first request's "
           "arrival; 0 = never wait (a batch is what waits when a worker becomes free)");
 ABSL_FLAG(int64_t, decode_step_wait_micros, 2000,
-          "how long after a batch of Decode steps on a model ends a worker may hold the next one "
-          "open while fewer steps wait than that batch held (plus those that waited through it: "
-          "their streams come back together); a lone stream never waits; 0 = never");
+          "how long a worker may hold a batch of Decode steps open, from its first step, while "
+          "fewer steps wait than the model's last such batch held (plus those that waited "
+          "through it: their streams come back together); a lone stream never waits; 0 = never");
 ABSL_FLAG(int32_t, rpc_threads, 0,
           "most threads gRPC may use to run RPCs concurrently; 0 = gRPC's default");
 ABSL_FLAG(int64_t, max_batch, 64, "largest batch dimension accepted in a request");

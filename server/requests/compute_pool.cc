@@ -168,10 +168,12 @@ std::chrono::steady_clock::time_point ComputePool::HoldUntil(const Task& front,
   auto until = front.queued + limits_.timeout;
   if (front.member.IsStreamStep()) {
     const auto steps = stream_steps_.find(front.member.key());
-    if (steps != stream_steps_.end() && waiting < steps->second.expected) {
-      // From the last batch's end: its streams come back within a round trip of their answers,
-      // so long after it the ones still missing have left (or paused).
-      until = std::max(until, steps->second.ended + limits_.step_wait);
+    // The last batch's streams come back within a round trip of their answers: from the first
+    // of them (or from the end, for steps that waited through the batch), the rest get
+    // step_wait. A step arriving later than that after the end starts a new round.
+    if (steps != stream_steps_.end() && waiting < steps->second.expected &&
+        front.queued <= steps->second.ended + limits_.step_wait) {
+      until = std::max(until, std::max(front.queued, steps->second.ended) + limits_.step_wait);
     }
   }
   return until;

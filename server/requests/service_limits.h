@@ -20,11 +20,13 @@ struct BatchLimits {
   // How long a worker may hold a batch open for more requests, from its first request's arrival
   // (--batch_timeout_micros); 0: never (a batch is what waits when a worker becomes free).
   std::chrono::microseconds timeout{0};
-  // Steps of streams (Decode), which run one batch per model at a time: how long after a batch
-  // ends a worker may hold the next one open while fewer steps wait than that batch held plus
-  // those that waited through it (--decode_step_wait_micros). Streams answered together come
-  // back together; waiting for them keeps them in one batch. A lone stream never waits, and a
-  // stream that leaves costs one wait (the next batch expects one step fewer). 0: never.
+  // Steps of streams (Decode), which run one batch per model at a time: how long a worker may
+  // hold the next batch open, from its first step (or the last batch's end, if that step waited
+  // through it), while fewer steps wait than the last batch held plus those that waited through
+  // it (--decode_step_wait_micros). Streams answered together come back together; waiting for
+  // them keeps them in one batch. A lone stream never waits, a stream that leaves costs one
+  // wait (the next batch expects one step fewer), and a step arriving longer than that after
+  // the end starts afresh. 0: never.
   std::chrono::microseconds step_wait{2000};
 };
 
