@@ -39,6 +39,7 @@ std::vector<uint16_t> Bits(const std::vector<float>& values) {
 }
 
 TEST(ComputeThreadsTest, RunningComputationsShareTheCores) {
+  const int before = omp_get_max_threads();  // restored at the end for the tests after this one
   omp_set_num_threads(6);
   SetComputeThreads(0);  // share this thread's 6
   EXPECT_EQ(ApplyComputeThreads(), 6);  // none counted running: OpenMP's count
@@ -57,8 +58,8 @@ TEST(ComputeThreadsTest, RunningComputationsShareTheCores) {
   EXPECT_EQ(ApplyComputeThreads(), 5);
   RunningComputation a, b;
   EXPECT_EQ(ApplyComputeThreads(), 2);
-  omp_set_num_threads(omp_get_num_procs());
-  SetComputeThreads(0);
+  omp_set_num_threads(before);
+  SetComputeThreads(0);  // shares `before`: every later computation gets what OpenMP gave it
 }
 
 TEST(OneDnnOpsTest, Bfloat16MatmulProbeFollowsTheIsa) {

@@ -438,11 +438,13 @@ TEST(ComputePoolBatchingTest, TheNextStepBatchWaitsForTheStreamsOfTheLast) {
   int step = 0;
   auto three_steps = [&](std::chrono::milliseconds spacing) {
     std::vector<std::unique_ptr<RecordingMember>> members;
-    std::vector<std::future<absl::Status>> results;
-    const auto start = Clock::now();
     for (int i = 0; i < 3; ++i) {
       members.push_back(std::make_unique<RecordingMember>(
           absl::StrCat("s", ++step), "S", 1, &log, true));
+    }
+    std::vector<std::future<absl::Status>> results;
+    const auto start = Clock::now();
+    for (int i = 0; i < 3; ++i) {
       results.push_back(std::async(std::launch::async, [&pool, &members, i, spacing] {
         std::this_thread::sleep_for(i * spacing);
         return pool.Run(In(kLong), kNeverCancelled, *members[i]);
