@@ -1,6 +1,7 @@
 // Request decoding, validation and dispatch: the first byte picks an AttentionService RPC, the rest
-// is that RPC's request message in protobuf wire format. The method runs directly (no network) on
-// one service over the demo models, with small limits so that every accepted request is cheap.
+// is that RPC's request message in protobuf wire format. The RPC's adapter (unary_rpcs.h) runs
+// directly (no network, computing on the calling thread) over the demo models, with small limits
+// so that every accepted request is cheap, its status mapped as the service maps it (ServeRpc).
 // Findings: any sanitizer report or crash, a status a client cannot cause (UNKNOWN, INTERNAL), and
 // an OK response whose tensors' bytes do not match their shapes.
 #include <cstddef>
@@ -11,33 +12,35 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "attnserve/v1/attention_service.grpc.pb.h"
+#include "attnserve/v1/attention_service.pb.h"
+#include "core/encodings/position_table_cache.h"
 #include "fuzz/fuzz_support.h"
-#include "grpcpp/server_context.h"
-#include "server/rpc/attention_service.h"
+#include "server/rpc/status_util.h"
+#include "server/rpc/unary_rpcs.h"
 #include "server/models/model_registry.h"
-#include "server/models/model_store.h"
 
 namespace attnserve::fuzz {
 namespace {
 
-// The service under test. Kept in one place: it is the only code that knows how a service gets
-// its models.
-AttentionServiceImpl& Service() {
-  static const ModelStore* models = [] {
+// What the adapters run with: the demo models and small limits.
+struct Service {
+  std::unique_ptr<ModelRegistry> models;
+  ServiceLimits limits;
+  PositionTableCache tables;
+};
+
+const Service& TheService() {
+  static const Service* service = [] {
     QuietProtobufLogs();
     absl::StatusOr<std::unique_ptr<ModelRegistry>> demo = ModelRegistry::CreateWithDemoModels();
     FUZZ_CHECK(demo.ok(), demo.status().ToString());
-    return new ModelStore(*std::move(demo));
-  }();
-  static AttentionServiceImpl* service = [] {
-    ServiceLimits limits;
-    limits.max_batch = 4;
-    limits.max_sequence_length = 64;
-    limits.max_attention_elements = 8192;
-    limits.max_response_bytes = 1 << 20;
-    limits.max_kv_cache_bytes = 1 << 20;
-    return new AttentionServiceImpl(models, limits);
+    auto* service = new Service{*std::move(demo)};
+    service->limits.max_batch = 4;
+    service->limits.max_sequence_length = 64;
+    service->limits.max_attention_elements = 8192;
+    service->limits.max_response_bytes = 1 << 20;
+    service->limits.max_kv_cache_bytes = 1 << 20;
+    return service;
   }();
   return *service;
 }
@@ -62,14 +65,24 @@ void CheckStatus(const char* rpc, const grpc::Status& status) {
              absl::StrCat(rpc, ": code ", status.error_code(), ": ", status.error_message()));
 }
 
-// Parses `request` from the input, calls `method` and checks the status; true when OK.
-template <typename Request, typename Response, typename Method>
-bool Call(const char* rpc, const uint8_t* data, size_t size, Method method, Response* response) {
-  AttentionServiceImpl& service = Service();  // first, so that parsing logs nothing
+absl::Status StatusOf(const absl::Status& status) { return status; }
+template <typename T>
+absl::Status StatusOf(const absl::StatusOr<T>& result) {
+  return result.status();
+}
+
+// Parses `request` from the input, calls `handle(context, models, request, response)` and checks
+// the status; true when OK.
+template <typename Request, typename Response, typename Handler>
+bool Call(const char* rpc, const uint8_t* data, size_t size, Handler handle, Response* response) {
+  const Service& service = TheService();  // first, so that parsing logs nothing
   Request request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return false;
-  grpc::ServerContext context;
-  const grpc::Status status = (service.*method)(&context, &request, response);
+  const RequestContext context{service.limits, const_cast<PositionTableCache&>(service.tables),
+                               nullptr, nullptr};
+  const grpc::Status status = ServeRpc(rpc, [&] {
+    return StatusOf(handle(context, *service.models, request, response));
+  });
   CheckStatus(rpc, status);
   return status.ok();
 }
@@ -83,7 +96,7 @@ void FuzzOneRequest(const uint8_t* data, size_t size) {
   switch (rpc % 6) {
     case 0: {
       v1::EncodeResponse response;
-      if (Call<v1::EncodeRequest>("Encode", data, size, &AttentionServiceImpl::Encode,
+      if (Call<v1::EncodeRequest>("Encode", data, size, HandleEncode,
                                   &response)) {
         CheckTensor("output", response.output());
       }
@@ -91,7 +104,7 @@ void FuzzOneRequest(const uint8_t* data, size_t size) {
     }
     case 1: {
       v1::AttendResponse response;
-      if (Call<v1::AttendRequest>("Attend", data, size, &AttentionServiceImpl::Attend,
+      if (Call<v1::AttendRequest>("Attend", data, size, HandleAttend,
                                   &response)) {
         CheckTensor("output", response.output());
         if (response.has_attention()) CheckTensor("attention", response.attention());
@@ -101,7 +114,10 @@ void FuzzOneRequest(const uint8_t* data, size_t size) {
     case 2: {
       v1::SdpaResponse response;
       if (Call<v1::SdpaRequest>("ScaledDotProductAttention", data, size,
-                                &AttentionServiceImpl::ScaledDotProductAttention, &response)) {
+                                [](const RequestContext& context, const ModelRegistry&,
+                                    const v1::SdpaRequest& request, v1::SdpaResponse* response) {
+                                   return HandleSdpa(context, request, response);
+                                 }, &response)) {
         CheckTensor("output", response.output());
         if (response.has_attention()) CheckTensor("attention", response.attention());
       }
@@ -110,14 +126,19 @@ void FuzzOneRequest(const uint8_t* data, size_t size) {
     case 3: {
       v1::PositionBiasResponse response;
       if (Call<v1::PositionBiasRequest>("PositionBias", data, size,
-                                        &AttentionServiceImpl::PositionBias, &response)) {
+                                        HandlePositionBias, &response)) {
         CheckTensor("bias", response.bias());
       }
       break;
     }
     case 4: {
       v1::GetModelResponse response;
-      if (Call<v1::GetModelRequest>("GetModel", data, size, &AttentionServiceImpl::GetModel,
+      if (Call<v1::GetModelRequest>("GetModel", data, size,
+                                    [](const RequestContext&, const ModelRegistry& models,
+                                       const v1::GetModelRequest& request,
+                                       v1::GetModelResponse* response) {
+                                      return HandleGetModel(models, request, response);
+                                    },
                                     &response)) {
         FUZZ_CHECK(response.config().d_model() > 0, response.config().DebugString());
       }
@@ -126,7 +147,12 @@ void FuzzOneRequest(const uint8_t* data, size_t size) {
     case 5: {
       v1::ListModelsResponse response;
       if (Call<v1::ListModelsRequest>("ListModels", data, size,
-                                      &AttentionServiceImpl::ListModels, &response)) {
+                                      [](const RequestContext&, const ModelRegistry& models,
+                                         const v1::ListModelsRequest&,
+                                         v1::ListModelsResponse* response) {
+                                        return HandleListModels(models, response);
+                                      },
+                                      &response)) {
         FUZZ_CHECK(response.models_size() > 0, "no models listed");
       }
       break;

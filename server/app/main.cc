@@ -65,7 +65,8 @@ ABSL_FLAG(int64_t, decode_step_wait_micros, 2000,
           "fewer steps wait than the model's last such batch held (plus those that waited "
           "through it: their streams come back together); a lone stream never waits; 0 = never");
 ABSL_FLAG(int32_t, rpc_threads, 0,
-          "most threads gRPC may use to run RPCs concurrently; 0 = gRPC's default");
+          "most requests whose bodies run at once (each on a thread: the unary RPCs waiting for "
+          "their batch, Decode streams); past it, RESOURCE_EXHAUSTED; 0 = no cap");
 ABSL_FLAG(int64_t, max_batch, 64, "largest batch dimension accepted in a request");
 ABSL_FLAG(int64_t, max_sequence_length, 8192, "largest seq / q_len / kv_len accepted");
 ABSL_FLAG(int64_t, max_attention_elements, int64_t{1} << 26,
@@ -133,7 +134,6 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   options.model_repository = absl::GetFlag(FLAGS_model_repository);
   options.model_poll_seconds = absl::GetFlag(FLAGS_model_poll_seconds);
   options.compute_threads = absl::GetFlag(FLAGS_compute_threads);
-  options.rpc_threads = absl::GetFlag(FLAGS_rpc_threads);
   ServiceLimits& limits = options.limits;
   limits.max_batch = absl::GetFlag(FLAGS_max_batch);
   limits.max_sequence_length = absl::GetFlag(FLAGS_max_sequence_length);
@@ -143,6 +143,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   limits.max_kv_cache_bytes = absl::GetFlag(FLAGS_max_kv_cache_bytes);
   limits.compute_workers = absl::GetFlag(FLAGS_compute_workers);
   limits.compute_queue_depth = absl::GetFlag(FLAGS_compute_queue_depth);
+  limits.rpc_threads = absl::GetFlag(FLAGS_rpc_threads);
   limits.batching.max_requests = absl::GetFlag(FLAGS_max_batch_requests);
   limits.batching.max_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   limits.batching.timeout = std::chrono::microseconds(absl::GetFlag(FLAGS_batch_timeout_micros));

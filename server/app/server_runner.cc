@@ -105,10 +105,12 @@ absl::Status CheckOptionsAndSetThreads(const ServerOptions& options) {
     return absl::InvalidArgumentError(
         fmt::format("--max_request_flops={} must be a positive number", flops));
   }
-  if (workers < 1 || queue_depth < 0 || options.compute_threads < 0) {
+  if (workers < 1 || queue_depth < 0 || options.compute_threads < 0 ||
+      options.limits.rpc_threads < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--compute_workers=", workers, " must be >= 1, --compute_queue_depth=", queue_depth,
-        " >= 0 and --compute_threads=", options.compute_threads, " >= 0"));
+        " >= 0, --compute_threads=", options.compute_threads, " >= 0 and --rpc_threads=",
+        options.limits.rpc_threads, " >= 0"));
   }
   const BatchLimits& batching = options.limits.batching;
   // An hour bounds the waits far below any overflow of the clock arithmetic.
@@ -226,9 +228,10 @@ void ConfigureTransport(const ServerOptions& options, ServerMetrics& metrics,
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
                                milliseconds(options.max_connection_age_grace_seconds));
   }
-  if (options.rpc_threads > 0) {
+  // The synchronous Decode streams' threads; the unary RPCs' are the service's (RequestThreads).
+  if (options.limits.rpc_threads > 0) {
     grpc::ResourceQuota quota("attnserve");
-    quota.SetMaxThreads(options.rpc_threads);
+    quota.SetMaxThreads(options.limits.rpc_threads);
     builder.SetResourceQuota(quota);
   }
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;

@@ -26,7 +26,6 @@ struct ServerOptions {
   std::string model_repository;    // empty: the built-in demo models
   double model_poll_seconds = 0;   // 0: reload on SIGHUP only; else in [0.1, 1e9]
   int compute_threads = 0;         // OpenMP threads the computations share; 0: the cores
-  int rpc_threads = 0;             // gRPC's thread cap; 0: its default
   ServiceLimits limits;            // per-request bounds, compute workers and queue
   double shutdown_grace_seconds = 10;
   double max_connection_age_seconds = 0;  // 0: never

@@ -4,6 +4,7 @@
 #include <memory>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 #include "server/rpc/decode_rpc.h"
 #include "server/rpc/status_util.h"
@@ -45,9 +46,10 @@ AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimi
                       if (metrics != nullptr) metrics->ObserveCompute(busy, waiting);
                     },
                     limits.batching, BatchObserver(metrics)),
-      kv_cache_budget_(limits.max_kv_cache_bytes, KvCacheObservers(metrics)) {}
+      kv_cache_budget_(limits.max_kv_cache_bytes, KvCacheObservers(metrics)),
+      request_threads_(RequestThreads::Options{.max_threads = limits.rpc_threads}) {}
 
-grpc::Status AttentionServiceImpl::Serve(grpc::ServerContext* context, absl::string_view rpc,
+grpc::Status AttentionServiceImpl::Serve(grpc::ServerContextBase* context, absl::string_view rpc,
                                          absl::FunctionRef<absl::Status()> body) {
   if (authenticator_ != nullptr) {
     if (absl::Status status = authenticator_->Check(context->client_metadata()); !status.ok()) {
@@ -70,11 +72,29 @@ grpc::Status AttentionServiceImpl::Serve(grpc::ServerContext* context, absl::str
   return status;
 }
 
-grpc::Status AttentionServiceImpl::ServeCompute(grpc::ServerContext* context,
-                                                absl::string_view rpc,
-                                                const std::string& requested_model,
-                                                ComputeBody body) {
-  return Serve(context, rpc, [&] {
+grpc::ServerUnaryReactor* AttentionServiceImpl::ServeOnRequestThread(
+    grpc::CallbackServerContext* context, absl::string_view rpc,
+    std::function<absl::Status()> body) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // Finish is the body's last act: the call's request, response and context end with it.
+  const bool scheduled = request_threads_.TrySchedule(
+      [this, context, rpc, reactor, body = std::move(body)] {
+        reactor->Finish(Serve(context, rpc, body));
+      });
+  if (!scheduled) {
+    if (metrics_ != nullptr) metrics_->RecordRejected("rpc_threads");
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("all ", limits_.rpc_threads, " RPC threads are busy (--rpc_threads)")));
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AttentionServiceImpl::ServeCompute(grpc::CallbackServerContext* context,
+                                                             absl::string_view rpc,
+                                                             std::string requested_model,
+                                                             ComputeBody body) {
+  return ServeOnRequestThread(context, rpc, [=]() -> absl::Status {
     // The models this request uses, taken as it starts (a reload meanwhile does not change them).
     const std::shared_ptr<const ModelRegistry> models = models_->Current();
     const std::string label = ModelLabel(*models, requested_model);
@@ -87,11 +107,11 @@ grpc::Status AttentionServiceImpl::ServeCompute(grpc::ServerContext* context,
   });
 }
 
-grpc::Status AttentionServiceImpl::ServeBatched(grpc::ServerContext* context,
-                                                absl::string_view rpc,
-                                                const std::string& requested_model,
-                                                ComputeBody body) {
-  return Serve(context, rpc, [&]() -> absl::Status {
+grpc::ServerUnaryReactor* AttentionServiceImpl::ServeBatched(grpc::CallbackServerContext* context,
+                                                             absl::string_view rpc,
+                                                             std::string requested_model,
+                                                             ComputeBody body) {
+  return ServeOnRequestThread(context, rpc, [=]() -> absl::Status {
     // The models this request uses, taken as it starts (a reload meanwhile does not change them).
     const std::shared_ptr<const ModelRegistry> models = models_->Current();
     const std::string label = ModelLabel(*models, requested_model);
@@ -121,7 +141,7 @@ std::string AttentionServiceImpl::ModelLabel(const ModelRegistry& models,
   return models.Find(requested_model).ok() ? requested_model : "unknown";
 }
 
-RequestContext AttentionServiceImpl::ContextFor(grpc::ServerContext* context) {
+RequestContext AttentionServiceImpl::ContextFor(grpc::ServerContextBase* context) {
   return RequestContext{limits_, tables_, [context] { return context->IsCancelled(); }, nullptr};
 }
 
@@ -131,7 +151,7 @@ void AttentionServiceImpl::RecordWork(absl::string_view rpc, absl::string_view m
   metrics_->RecordWork(rpc, model_label, static_cast<double>(work.tokens), work.flops);
 }
 
-absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl::string_view rpc,
+absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContextBase* context, absl::string_view rpc,
                                               const std::string& model_label,
                                               BatchMember& member) {
   const auto queued = std::chrono::steady_clock::now();
@@ -142,7 +162,7 @@ absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl
   return status;
 }
 
-absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContext* context, absl::string_view rpc,
+absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContextBase* context, absl::string_view rpc,
                                               const std::string& model_label,
                                               absl::FunctionRef<absl::Status()> work) {
   const auto queued = std::chrono::steady_clock::now();
@@ -172,38 +192,34 @@ void AttentionServiceImpl::RecordComputeOutcome(absl::string_view rpc,
   }
 }
 
-grpc::Status AttentionServiceImpl::Encode(grpc::ServerContext* context,
-                                          const v1::EncodeRequest* request,
-                                          v1::EncodeResponse* response) {
+grpc::ServerUnaryReactor* AttentionServiceImpl::Encode(grpc::CallbackServerContext* context,
+    const v1::EncodeRequest* request, v1::EncodeResponse* response) {
   return ServeBatched(context, "Encode", request->model(),
-                      [&](const RequestContext& call, const ModelRegistry& models) {
+                      [request, response](const RequestContext& call, const ModelRegistry& models) {
                         return HandleEncode(call, models, *request, response);
                       });
 }
 
-grpc::Status AttentionServiceImpl::Attend(grpc::ServerContext* context,
-                                          const v1::AttendRequest* request,
-                                          v1::AttendResponse* response) {
+grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerContext* context,
+    const v1::AttendRequest* request, v1::AttendResponse* response) {
   return ServeBatched(context, "Attend", request->model(),
-                      [&](const RequestContext& call, const ModelRegistry& models) {
+                      [request, response](const RequestContext& call, const ModelRegistry& models) {
                         return HandleAttend(call, models, *request, response);
                       });
 }
 
-grpc::Status AttentionServiceImpl::ScaledDotProductAttention(grpc::ServerContext* context,
-                                                             const v1::SdpaRequest* request,
-                                                             v1::SdpaResponse* response) {
+grpc::ServerUnaryReactor* AttentionServiceImpl::ScaledDotProductAttention(grpc::CallbackServerContext* context,
+    const v1::SdpaRequest* request, v1::SdpaResponse* response) {
   return ServeBatched(context, "ScaledDotProductAttention", "",
-                      [&](const RequestContext& call, const ModelRegistry&) {
+                      [request, response](const RequestContext& call, const ModelRegistry&) {
                         return HandleSdpa(call, *request, response);
                       });
 }
 
-grpc::Status AttentionServiceImpl::PositionBias(grpc::ServerContext* context,
-                                                const v1::PositionBiasRequest* request,
-                                                v1::PositionBiasResponse* response) {
+grpc::ServerUnaryReactor* AttentionServiceImpl::PositionBias(grpc::CallbackServerContext* context,
+    const v1::PositionBiasRequest* request, v1::PositionBiasResponse* response) {
   return ServeCompute(context, "PositionBias", request->model(),
-                      [&](const RequestContext& call, const ModelRegistry& models) {
+                      [request, response](const RequestContext& call, const ModelRegistry& models) {
                         return HandlePositionBias(call, models, *request, response);
                       });
 }
@@ -226,25 +242,23 @@ grpc::Status AttentionServiceImpl::Decode(
   });
 }
 
-grpc::Status AttentionServiceImpl::ListModels(grpc::ServerContext* context,
-                                              const v1::ListModelsRequest*,
-                                              v1::ListModelsResponse* response) {
-  return Serve(context, "ListModels", [&] {
-    const std::shared_ptr<const ModelRegistry> registry = models_->Current();
-    for (const LoadedModel* model : registry->List()) *response->add_models() = model->config;
-    return absl::OkStatus();
-  });
+// The model RPCs answer on gRPC's thread: they neither block nor compute.
+grpc::ServerUnaryReactor* AttentionServiceImpl::ListModels(grpc::CallbackServerContext* context,
+                                                           const v1::ListModelsRequest*,
+                                                           v1::ListModelsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(Serve(context, "ListModels",
+                        [&] { return HandleListModels(*models_->Current(), response); }));
+  return reactor;
 }
 
-grpc::Status AttentionServiceImpl::GetModel(grpc::ServerContext* context,
-                                            const v1::GetModelRequest* request,
-                                            v1::GetModelResponse* response) {
-  return Serve(context, "GetModel", [&]() -> absl::Status {
-    const std::shared_ptr<const ModelRegistry> registry = models_->Current();
-    ASSIGN_OR_RETURN(const LoadedModel* model, registry->Find(request->name()));
-    *response->mutable_config() = model->config;
-    return absl::OkStatus();
-  });
+grpc::ServerUnaryReactor* AttentionServiceImpl::GetModel(grpc::CallbackServerContext* context,
+                                                         const v1::GetModelRequest* request,
+                                                         v1::GetModelResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(Serve(context, "GetModel",
+                        [&] { return HandleGetModel(*models_->Current(), *request, response); }));
+  return reactor;
 }
 
 }  // namespace attnserve

@@ -1,5 +1,6 @@
 // attnserve.v1.AttentionService, the gRPC shell: authentication, draining, the compute queue and
-// the work metrics. Each RPC's request → core → response lives in its own adapter
+// the work metrics. The unary RPCs use gRPC's callback API, their bodies on RequestThreads (they
+// block for their batch); Decode, a stream that blocks in its reads, is a synchronous method. Each RPC's request → core → response lives in its own adapter
 // (server/rpc/*_rpc.cc, declared in unary_rpcs.h and decode_rpc.h) over the transport-neutral
 // handlers in server/requests/.
 #ifndef ATTNSERVE_SERVER_RPC_ATTENTION_SERVICE_H_
@@ -7,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <string>
 
 #include "absl/functional/function_ref.h"
@@ -22,10 +24,19 @@
 #include "server/requests/request_context.h"
 #include "server/requests/service_limits.h"
 #include "server/rpc/auth.h"
+#include "server/rpc/request_threads.h"
 
 namespace attnserve {
 
-class AttentionServiceImpl final : public v1::AttentionService::Service {
+using AttentionServiceBase = v1::AttentionService::WithCallbackMethod_Encode<
+    v1::AttentionService::WithCallbackMethod_Attend<
+        v1::AttentionService::WithCallbackMethod_ScaledDotProductAttention<
+            v1::AttentionService::WithCallbackMethod_PositionBias<
+                v1::AttentionService::WithCallbackMethod_ListModels<
+                    v1::AttentionService::WithCallbackMethod_GetModel<
+                        v1::AttentionService::Service>>>>>>;
+
+class AttentionServiceImpl final : public AttentionServiceBase {
  public:
   // `models` (and `metrics` and `authenticator`, which may be null) must outlive the service.
   // Each request uses the models current when it starts, to its end (ModelStore).
@@ -39,48 +50,61 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   // Waits until no RPC is running (true) or `deadline` passes (false).
   bool WaitUntilIdle(std::chrono::system_clock::time_point deadline) const;
 
-  grpc::Status Encode(grpc::ServerContext* context, const v1::EncodeRequest* request,
-                      v1::EncodeResponse* response) override;
-  grpc::Status Attend(grpc::ServerContext* context, const v1::AttendRequest* request,
-                      v1::AttendResponse* response) override;
+  grpc::ServerUnaryReactor* Encode(grpc::CallbackServerContext* context,
+                                   const v1::EncodeRequest* request,
+                                   v1::EncodeResponse* response) override;
+  grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* context,
+                                   const v1::AttendRequest* request,
+                                   v1::AttendResponse* response) override;
   grpc::Status Decode(grpc::ServerContext* context,
                       grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream)
       override;
-  grpc::Status ScaledDotProductAttention(grpc::ServerContext* context,
-                                         const v1::SdpaRequest* request,
-                                         v1::SdpaResponse* response) override;
-  grpc::Status PositionBias(grpc::ServerContext* context, const v1::PositionBiasRequest* request,
-                            v1::PositionBiasResponse* response) override;
-  grpc::Status ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,
-                          v1::ListModelsResponse* response) override;
-  grpc::Status GetModel(grpc::ServerContext* context, const v1::GetModelRequest* request,
-                        v1::GetModelResponse* response) override;
+  grpc::ServerUnaryReactor* ScaledDotProductAttention(grpc::CallbackServerContext* context,
+                                                      const v1::SdpaRequest* request,
+                                                      v1::SdpaResponse* response) override;
+  grpc::ServerUnaryReactor* PositionBias(grpc::CallbackServerContext* context,
+                                         const v1::PositionBiasRequest* request,
+                                         v1::PositionBiasResponse* response) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
+                                       const v1::ListModelsRequest* request,
+                                       v1::ListModelsResponse* response) override;
+  grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* context,
+                                     const v1::GetModelRequest* request,
+                                     v1::GetModelResponse* response) override;
 
  private:
-  // An adapter: the call's context and models snapshot → its work.
+  // An adapter: the call's context and models snapshot → its work. It runs on a request thread
+  // while the call's request and response live (until the call finishes).
   using ComputeBody =
-      absl::FunctionRef<absl::StatusOr<WorkDone>(const RequestContext&, const ModelRegistry&)>;
+      std::function<absl::StatusOr<WorkDone>(const RequestContext&, const ModelRegistry&)>;
 
   // Every RPC's body: UNAUTHENTICATED without the token, UNAVAILABLE while draining, else the
   // body's status (ServeRpc), counted in in_flight_.
-  grpc::Status Serve(grpc::ServerContext* context, absl::string_view rpc,
+  grpc::Status Serve(grpc::ServerContextBase* context, absl::string_view rpc,
                      absl::FunctionRef<absl::Status()> body);
-  // The unary computing RPCs: Serve, then `body` on a compute worker with the models current
-  // now, its work recorded under `rpc` and the model label of `requested_model`.
-  grpc::Status ServeCompute(grpc::ServerContext* context, absl::string_view rpc,
-                            const std::string& requested_model, ComputeBody body);
-  // The batching RPCs: the same, but `body` runs here (converting and checking the request) and
-  // sends its computation to a worker through the RequestContext's `compute`, where it joins the
-  // requests of its kind waiting with it (ComputePool).
-  grpc::Status ServeBatched(grpc::ServerContext* context, absl::string_view rpc,
-                            const std::string& requested_model, ComputeBody body);
+  // A unary call whose body may block: Serve(body) on a request thread, then the call finishes
+  // with its status; RESOURCE_EXHAUSTED at once when --rpc_threads bodies are running.
+  grpc::ServerUnaryReactor* ServeOnRequestThread(grpc::CallbackServerContext* context,
+                                                 absl::string_view rpc,
+                                                 std::function<absl::Status()> body);
+  // The unary computing RPCs: `body` on a compute worker with the models current when the call
+  // starts, its work recorded under `rpc` and the model label of `requested_model`.
+  grpc::ServerUnaryReactor* ServeCompute(grpc::CallbackServerContext* context,
+                                         absl::string_view rpc, std::string requested_model,
+                                         ComputeBody body);
+  // The batching RPCs: the same, but `body` runs on the request thread (converting and checking
+  // the request) and sends its computation to a worker through the RequestContext's `compute`,
+  // where it joins the requests of its kind waiting with it (ComputePool).
+  grpc::ServerUnaryReactor* ServeBatched(grpc::CallbackServerContext* context,
+                                         absl::string_view rpc, std::string requested_model,
+                                         ComputeBody body);
 
   // Computes `member` (or runs `work`) on a compute worker for the RPC of `context` (its deadline
   // bounds the wait), recording the wait and the computation under `rpc` and `model_label`
   // (ModelLabel).
-  absl::Status RunCompute(grpc::ServerContext* context, absl::string_view rpc,
+  absl::Status RunCompute(grpc::ServerContextBase* context, absl::string_view rpc,
                           const std::string& model_label, BatchMember& member);
-  absl::Status RunCompute(grpc::ServerContext* context, absl::string_view rpc,
+  absl::Status RunCompute(grpc::ServerContextBase* context, absl::string_view rpc,
                           const std::string& model_label, absl::FunctionRef<absl::Status()> work);
   // The metrics of a computation queued at `queued`: its wait and run when it `started`, else
   // the reason it was refused.
@@ -91,7 +115,7 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   // Counts a computed request's tokens and FLOPs (work that touched no tokens is not counted).
   void RecordWork(absl::string_view rpc, absl::string_view model_label, const WorkDone& work);
   // The request context of a call: the limits, the shared tables, the call's cancellation.
-  RequestContext ContextFor(grpc::ServerContext* context);
+  RequestContext ContextFor(grpc::ServerContextBase* context);
 
   // The `model` label for a requested model: its name if `models` has it, "inline" when none is
   // named (weight-free RPCs), "unknown" otherwise — so clients cannot grow the label set.
@@ -106,6 +130,8 @@ class AttentionServiceImpl final : public v1::AttentionService::Service {
   KvCacheBudget kv_cache_budget_;  // all Decode streams' caches
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};  // RPC bodies running now (Decode: the whole stream)
+  // Last: destroyed first, it waits for the bodies still running, which use the members above.
+  RequestThreads request_threads_;
 };
 
 }  // namespace attnserve

@@ -1,7 +1,7 @@
 // The unary attnserve.v1 RPCs, one adapter each (defined in <rpc>_rpc.cc): the protobuf request
-// → the transport-neutral call (server/requests) → its handler → the protobuf response. Each runs
-// on a compute worker and returns what it computed for the shell's metrics. `models`: the
-// snapshot the call took as it started.
+// → the transport-neutral call (server/requests) → its handler → the protobuf response. The
+// computing ones return what they computed for the shell's metrics. `models`: the snapshot the
+// call took as it started.
 #ifndef ATTNSERVE_SERVER_RPC_UNARY_RPCS_H_
 #define ATTNSERVE_SERVER_RPC_UNARY_RPCS_H_
 
@@ -27,6 +27,11 @@ absl::StatusOr<WorkDone> HandlePositionBias(const RequestContext& context,
                                             const ModelRegistry& models,
                                             const v1::PositionBiasRequest& request,
                                             v1::PositionBiasResponse* response);
+
+// The model RPCs (model_rpcs.cc): they neither compute nor block.
+absl::Status HandleListModels(const ModelRegistry& models, v1::ListModelsResponse* response);
+absl::Status HandleGetModel(const ModelRegistry& models, const v1::GetModelRequest& request,
+                            v1::GetModelResponse* response);
 
 }  // namespace attnserve
 

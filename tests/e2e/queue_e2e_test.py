@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""End-to-end tests of the compute queue and draining: RESOURCE_EXHAUSTED when the queue is full,
-DEADLINE_EXCEEDED and CANCELLED while queued (the request is never computed), a running request
-cancelled by its client freeing the worker at once (the kernel stops between tiles),
-UNAVAILABLE for new requests while the server drains, with the in-flight request still completed.
+"""End-to-end tests of the compute queue and draining: RESOURCE_EXHAUSTED when the queue is full
+or --rpc_threads calls are running, DEADLINE_EXCEEDED and CANCELLED while queued (the request is
+never computed), a running request cancelled by its client freeing the worker at once (the kernel
+stops between tiles), UNAVAILABLE for new requests while the server drains, with the in-flight
+request still completed.
 
-The server runs with one compute worker; a slow request (attention over 8192 tokens, ~0.5 s here)
+The server runs with one compute worker; a slow request (attention over 8192 tokens, ~0.6 s here)
 holds it, and the tests wait for the `attnserve_compute_busy_workers` /
 `attnserve_compute_waiting_requests` gauges instead of sleeping, so they do not depend on timing.
 
@@ -38,10 +39,12 @@ BIG_MESSAGES = [("grpc.max_receive_message_length", 64 << 20),
 
 
 def slow_sdpa_request():
-    """B=1, H=8, 8192 tokens, head_dim 64, causal: ~70 GFLOP, well over 0.1 s on two cores."""
+    """B=1, H=8, 8192 tokens, head_dim 64, not causal: ~140 GFLOP, ~0.6 s on two cores, well over
+    the 0.1 s deadline of the queued call in test_deadline_passing_while_queued_is_never_computed
+    (a causal request's ~0.3 s left too little of it to run once the busy gauge was seen)."""
     x = np.random.default_rng(1).standard_normal((1, 8, 8192, 64)).astype(np.float32)
     t = f32_tensor(x)
-    return pb.SdpaRequest(q=t, k=t, v=t, causal=True)
+    return pb.SdpaRequest(q=t, k=t, v=t)
 
 
 def small_encode_request():
@@ -121,7 +124,7 @@ class QueueTest(ServerTestCase):
                                 {"rpc": "Encode"})
         slow, _ = self.start_slow()
         with self.assertRaises(grpc.RpcError) as ctx:
-            self.stub.Encode(small_encode_request(), timeout=0.2)
+            self.stub.Encode(small_encode_request(), timeout=0.1)
         self.assertEqual(ctx.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         slow.join()
         deadline = time.monotonic() + WAIT_S
@@ -156,6 +159,43 @@ class QueueTest(ServerTestCase):
         self.assertGreaterEqual(self.handled("Encode", "CANCELLED"), 1)
         self.assertEqual(metric_value(self.server.metrics_url, "attnserve_compute_seconds_count",
                                {"rpc": "Encode"}), before_computed, "the cancelled call ran")
+
+
+class RpcThreadsTest(ServerTestCase):
+    """--rpc_threads caps the unary calls whose bodies run at once (each on a request thread while
+    it waits for its computation); past it RESOURCE_EXHAUSTED at once, while the model RPCs,
+    answered on gRPC's own threads, still work."""
+    SERVER_ARGS = ("--compute_workers=1", "--compute_queue_depth=8", "--rpc_threads=2",
+                   "--max_attention_elements=1000000000", "--max_sequence_length=16384")
+
+    def test_calls_past_rpc_threads_are_refused_at_once(self):
+        big_channel = grpc.insecure_channel(self.server.grpc_address, options=BIG_MESSAGES)
+        result = {}
+
+        def run():
+            result["response"] = pb_grpc.AttentionServiceStub(big_channel).ScaledDotProductAttention(
+                slow_sdpa_request(), timeout=WAIT_S)
+        slow = threading.Thread(target=run)
+        slow.start()
+        wait_for(self.server.metrics_url, "attnserve_compute_busy_workers", 1)
+        queued = self.stub.Encode.future(small_encode_request(), timeout=WAIT_S)
+        wait_for(self.server.metrics_url, "attnserve_compute_waiting_requests", 1)
+        # Two bodies running (one computing, one waiting for the worker): the third is refused,
+        # though the compute queue has room.
+        start = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.stub.Encode(small_encode_request(), timeout=WAIT_S)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("all 2 RPC threads are busy (--rpc_threads)", ctx.exception.details())
+        self.assertLess(time.monotonic() - start, 5.0)
+        self.assertGreaterEqual(metric_value(self.server.metrics_url,
+                                             "attnserve_rejected_requests_total",
+                                             {"reason": "rpc_threads"}), 1)
+        self.assertGreater(len(self.stub.ListModels(pb.ListModelsRequest(), timeout=5).models), 0)
+        self.assertEqual(list(queued.result().output.shape), [1, 4, 8])
+        slow.join()
+        self.assertEqual(list(result["response"].output.shape), [1, 8, 8192, 64])
+        big_channel.close()
 
 
 class DrainTest(unittest.TestCase):
