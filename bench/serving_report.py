@@ -9,6 +9,8 @@ shared and noisy; only ratios within a run mean something). Prints a Markdown re
       and on with one compute worker (--compute_workers=1)
     1 client × 1×seq, the same three servers                           p50 (a lone request
                                                                        must pay nothing)
+    16 clients × Encode of the same 1×seq×512 tensors (no attention)  sequences/s: the RPC
+                                                                       path's own ceiling
   Each measured run follows an unmeasured warm-up of the same load (--warmup_seconds).
   Decode, a d_model 2048, 16-head RoPE model written by this script: 1 stream and 16 streams of
   1 token per step, aggregate tokens/s.
@@ -96,15 +98,19 @@ def attend_rows(seq):
     inproc = loadgen("--in_process", "--model=demo-sinusoidal", "--batch=16", f"--seq={seq}")
     batched_rate = inproc["rps"] * 16
     rows = {}
+    transport = None
     for label, flags in ATTEND_CONFIGS:
         server = start(*flags)
         try:
             load = ("Attend", "--model=demo-sinusoidal", f"--seq={seq}")
             rows[label] = (measure(server, *load, "--concurrency=16"),
                            measure(server, *load, "--concurrency=1"))
+            if not flags:
+                transport = measure(server, "Encode", "--rpc=encode", f"--seq={seq}",
+                                    "--d_model=512", "--concurrency=16")
         finally:
             server.kill()
-    return batched_rate, inproc["p50_ms"], rows
+    return batched_rate, inproc["p50_ms"], rows, transport
 
 
 def write_decode_model(folder):
@@ -158,14 +164,28 @@ def attend_report():
           "(ratio) | p50 / p99 ms | mean batch | CPU cores: server + load tool | "
           "1 client p50 ms |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
+    bounds = []
     for seq in (8, 128):
-        batched_rate, batch_ms, rows = attend_rows(seq)
+        batched_rate, batch_ms, rows, transport = attend_rows(seq)
+        bounds.append((seq, batched_rate, rows["on"][0]["rps"], transport["rps"]))
         for label, (many, one) in rows.items():
             client_cpu = many["client_cpu_seconds"] / many["seconds"]
             print(f"| 1×{seq}×512 | {batched_rate:.0f} ({batch_ms:.1f}) | {label} | "
                   f"{many['rps']:.0f} ({many['rps'] / batched_rate:.2f}) | "
                   f"{many['p50_ms']:.1f} / {many['p99_ms']:.1f} | {many['mean_batch']:.1f} | "
                   f"{many['server_cores']:.2f} + {client_cpu:.2f} | {one['p50_ms']:.2f} |")
+    # Encode carries the same tensors each way with next to no computation: its rate is what
+    # the RPC path alone (both gRPC ends, the request thread, the compute queue) allows on these
+    # cores. If a server paid that per request and the batch's computation per sequence one
+    # after the other, it would reach 1 / (1/transport + 1/batched) sequences/s (the two overlap
+    # a little: the computation's threads wait at barriers while gRPC works).
+    print("\n| query | 16 clients × Encode of the same tensors: seq/s (ratio to the batch) | "
+          "both costs added: seq/s (ratio) | Attend, batching on: measured / that |")
+    print("|---|---:|---:|---:|")
+    for seq, batched_rate, attend_rate, transport_rate in bounds:
+        bound = 1 / (1 / transport_rate + 1 / batched_rate)
+        print(f"| 1×{seq}×512 | {transport_rate:.0f} ({transport_rate / batched_rate:.2f}) | "
+              f"{bound:.0f} ({bound / batched_rate:.2f}) | {attend_rate / bound:.2f} |")
 
 
 def decode_report():

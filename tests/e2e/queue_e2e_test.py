@@ -64,8 +64,8 @@ def wait_for(metrics_url, name, value, labels=None):
     raise AssertionError(f"{name}{labels or ''} did not reach {value} in {WAIT_S} s")
 
 
-class QueueTest(ServerTestCase):
-    SERVER_ARGS = SLOW_ARGS
+class SlowRequestTestCase(ServerTestCase):
+    """A server with one compute worker, and the slow request to hold it with."""
 
     @classmethod
     def setUpClass(cls):
@@ -93,6 +93,10 @@ class QueueTest(ServerTestCase):
         thread.start()
         wait_for(self.server.metrics_url, "attnserve_compute_busy_workers", 1)
         return thread, result
+
+
+class QueueTest(SlowRequestTestCase):
+    SERVER_ARGS = SLOW_ARGS
 
     def handled(self, method, code):
         return metric_value(self.server.metrics_url, "grpc_server_handled_total",
@@ -161,7 +165,7 @@ class QueueTest(ServerTestCase):
                                {"rpc": "Encode"}), before_computed, "the cancelled call ran")
 
 
-class RpcThreadsTest(ServerTestCase):
+class RpcThreadsTest(SlowRequestTestCase):
     """--rpc_threads caps the unary calls whose bodies run at once (each on a request thread while
     it waits for its computation); past it RESOURCE_EXHAUSTED at once, while the model RPCs,
     answered on gRPC's own threads, still work."""
@@ -169,15 +173,7 @@ class RpcThreadsTest(ServerTestCase):
                    "--max_attention_elements=1000000000", "--max_sequence_length=16384")
 
     def test_calls_past_rpc_threads_are_refused_at_once(self):
-        big_channel = grpc.insecure_channel(self.server.grpc_address, options=BIG_MESSAGES)
-        result = {}
-
-        def run():
-            result["response"] = pb_grpc.AttentionServiceStub(big_channel).ScaledDotProductAttention(
-                slow_sdpa_request(), timeout=WAIT_S)
-        slow = threading.Thread(target=run)
-        slow.start()
-        wait_for(self.server.metrics_url, "attnserve_compute_busy_workers", 1)
+        slow, result = self.start_slow()
         queued = self.stub.Encode.future(small_encode_request(), timeout=WAIT_S)
         wait_for(self.server.metrics_url, "attnserve_compute_waiting_requests", 1)
         # Two bodies running (one computing, one waiting for the worker): the third is refused,
@@ -195,7 +191,6 @@ class RpcThreadsTest(ServerTestCase):
         self.assertEqual(list(queued.result().output.shape), [1, 4, 8])
         slow.join()
         self.assertEqual(list(result["response"].output.shape), [1, 8, 8192, 64])
-        big_channel.close()
 
 
 class DrainTest(unittest.TestCase):

@@ -18,6 +18,7 @@
 #include "core/kernels/onednn_ops.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/eventually.h"
 
 namespace attnserve {
 namespace {
@@ -234,14 +235,7 @@ class RecordingMember final : public BatchMember {
 using Batches = std::vector<std::vector<std::string>>;
 
 // Whether `condition` holds within 10 s (polled every millisecond).
-bool Eventually(const std::function<bool()>& condition) {
-  const auto give_up = Clock::now() + std::chrono::seconds(10);
-  while (!condition()) {
-    if (Clock::now() > give_up) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
+using testing::Eventually;
 
 // Members submitted one after another (each queued before the next) from their own threads.
 class Submitted {

@@ -11,20 +11,12 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/eventually.h"
 
 namespace attnserve {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-bool Eventually(const std::function<bool()>& condition) {
-  const auto give_up = Clock::now() + std::chrono::seconds(10);
-  while (!condition()) {
-    if (Clock::now() > give_up) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
+using testing::Eventually;
 
 // A gate the bodies wait at until the test opens it.
 class Gate {
