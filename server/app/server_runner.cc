@@ -213,7 +213,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartMetricsEndpoint(
   return endpoint;
 }
 
-// Connection age, thread cap and interceptors (metrics, access log) of the gRPC server.
+// Connection age and interceptors (metrics, access log) of the gRPC server.
 void ConfigureTransport(const ServerOptions& options, ServerMetrics& metrics,
                         grpc::ServerBuilder& builder) {
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.limits.max_response_bytes));
@@ -227,12 +227,6 @@ void ConfigureTransport(const ServerOptions& options, ServerMetrics& metrics,
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, milliseconds(age));
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
                                milliseconds(options.max_connection_age_grace_seconds));
-  }
-  // The synchronous Decode streams' threads; the unary RPCs' are the service's (RequestThreads).
-  if (options.limits.rpc_threads > 0) {
-    grpc::ResourceQuota quota("attnserve");
-    quota.SetMaxThreads(options.limits.rpc_threads);
-    builder.SetResourceQuota(quota);
   }
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(metrics.CreateInterceptorFactory());

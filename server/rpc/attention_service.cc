@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
-#include "server/rpc/decode_rpc.h"
+#include "server/rpc/decode_reactor.h"
 #include "server/rpc/status_util.h"
 #include "server/rpc/unary_rpcs.h"
 
@@ -49,8 +49,7 @@ AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimi
       kv_cache_budget_(limits.max_kv_cache_bytes, KvCacheObservers(metrics)),
       request_threads_(RequestThreads::Options{.max_threads = limits.rpc_threads}) {}
 
-grpc::Status AttentionServiceImpl::Serve(grpc::ServerContextBase* context, absl::string_view rpc,
-                                         absl::FunctionRef<absl::Status()> body) {
+grpc::Status AttentionServiceImpl::AdmitCall(grpc::ServerContextBase* context) {
   if (authenticator_ != nullptr) {
     if (absl::Status status = authenticator_->Check(context->client_metadata()); !status.ok()) {
       if (metrics_ != nullptr) metrics_->RecordRejected("unauthenticated");
@@ -67,9 +66,22 @@ grpc::Status AttentionServiceImpl::Serve(grpc::ServerContextBase* context, absl:
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "the server is draining (shutting down); retry on another replica");
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status AttentionServiceImpl::Serve(grpc::ServerContextBase* context, absl::string_view rpc,
+                                         absl::FunctionRef<absl::Status()> body) {
+  if (grpc::Status admitted = AdmitCall(context); !admitted.ok()) return admitted;
   grpc::Status status = ServeRpc(rpc, body);
-  --in_flight_;
+  EndCall();
   return status;
+}
+
+grpc::Status AttentionServiceImpl::RpcThreadsBusy() {
+  if (metrics_ != nullptr) metrics_->RecordRejected("rpc_threads");
+  return grpc::Status(
+      grpc::StatusCode::RESOURCE_EXHAUSTED,
+      absl::StrCat("all ", limits_.rpc_threads, " RPC threads are busy (--rpc_threads)"));
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::ServeOnRequestThread(
@@ -81,12 +93,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::ServeOnRequestThread(
       [this, context, rpc, reactor, body = std::move(body)] {
         reactor->Finish(Serve(context, rpc, body));
       });
-  if (!scheduled) {
-    if (metrics_ != nullptr) metrics_->RecordRejected("rpc_threads");
-    reactor->Finish(grpc::Status(
-        grpc::StatusCode::RESOURCE_EXHAUSTED,
-        absl::StrCat("all ", limits_.rpc_threads, " RPC threads are busy (--rpc_threads)")));
-  }
+  if (!scheduled) reactor->Finish(RpcThreadsBusy());
   return reactor;
 }
 
@@ -224,22 +231,9 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::PositionBias(grpc::CallbackServe
                       });
 }
 
-grpc::Status AttentionServiceImpl::Decode(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream) {
-  return Serve(context, "Decode", [&] {
-    // The stream's models, from its start to its end: a reload meanwhile does not change them.
-    const std::shared_ptr<const ModelRegistry> models = models_->Current();
-    const DecodeStreamServices services{
-        kv_cache_budget_, [&](const std::string& model, const WorkDone& work) {
-          RecordWork("Decode", model, work);
-        }};
-    RequestContext request_context = ContextFor(context);
-    request_context.compute = [&](BatchMember& step) {
-      return RunCompute(context, "Decode", step.model(), step);
-    };
-    return HandleDecode(request_context, *models, services, stream);
-  });
+grpc::ServerBidiReactor<v1::DecodeRequest, v1::DecodeResponse>* AttentionServiceImpl::Decode(
+    grpc::CallbackServerContext* context) {
+  return new DecodeReactor(this, context);
 }
 
 // The model RPCs answer on gRPC's thread: they neither block nor compute.

@@ -1,6 +1,6 @@
 // attnserve.v1.AttentionService, the gRPC shell: authentication, draining, the compute queue and
-// the work metrics. The unary RPCs use gRPC's callback API, their bodies on RequestThreads (they
-// block for their batch); Decode, a stream that blocks in its reads, is a synchronous method. Each RPC's request → core → response lives in its own adapter
+// the work metrics. Every RPC uses gRPC's callback API; what blocks (a computation waiting for
+// its batch: a unary call's body, a Decode step) runs on RequestThreads. Each RPC's request → core → response lives in its own adapter
 // (server/rpc/*_rpc.cc, declared in unary_rpcs.h and decode_rpc.h) over the transport-neutral
 // handlers in server/requests/.
 #ifndef ATTNSERVE_SERVER_RPC_ATTENTION_SERVICE_H_
@@ -28,13 +28,7 @@
 
 namespace attnserve {
 
-using AttentionServiceBase = v1::AttentionService::WithCallbackMethod_Encode<
-    v1::AttentionService::WithCallbackMethod_Attend<
-        v1::AttentionService::WithCallbackMethod_ScaledDotProductAttention<
-            v1::AttentionService::WithCallbackMethod_PositionBias<
-                v1::AttentionService::WithCallbackMethod_ListModels<
-                    v1::AttentionService::WithCallbackMethod_GetModel<
-                        v1::AttentionService::Service>>>>>>;
+using AttentionServiceBase = v1::AttentionService::CallbackService;
 
 class AttentionServiceImpl final : public AttentionServiceBase {
  public:
@@ -56,9 +50,8 @@ class AttentionServiceImpl final : public AttentionServiceBase {
   grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* context,
                                    const v1::AttendRequest* request,
                                    v1::AttendResponse* response) override;
-  grpc::Status Decode(grpc::ServerContext* context,
-                      grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream)
-      override;
+  grpc::ServerBidiReactor<v1::DecodeRequest, v1::DecodeResponse>* Decode(
+      grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* ScaledDotProductAttention(grpc::CallbackServerContext* context,
                                                       const v1::SdpaRequest* request,
                                                       v1::SdpaResponse* response) override;
@@ -78,10 +71,18 @@ class AttentionServiceImpl final : public AttentionServiceBase {
   using ComputeBody =
       std::function<absl::StatusOr<WorkDone>(const RequestContext&, const ModelRegistry&)>;
 
-  // Every RPC's body: UNAUTHENTICATED without the token, UNAVAILABLE while draining, else the
-  // body's status (ServeRpc), counted in in_flight_.
+  // A Decode stream (decode_reactor.cc).
+  class DecodeReactor;
+
+  // UNAUTHENTICATED without the token, UNAVAILABLE while draining; else OK, and the call counts
+  // in in_flight_ until EndCall.
+  grpc::Status AdmitCall(grpc::ServerContextBase* context);
+  void EndCall() { --in_flight_; }
+  // A call's body, admitted (AdmitCall, EndCall): the body's status (ServeRpc), or the refusal.
   grpc::Status Serve(grpc::ServerContextBase* context, absl::string_view rpc,
                      absl::FunctionRef<absl::Status()> body);
+  // RESOURCE_EXHAUSTED for a body RequestThreads refused (--rpc_threads), counted.
+  grpc::Status RpcThreadsBusy();
   // A unary call whose body may block: Serve(body) on a request thread, then the call finishes
   // with its status; RESOURCE_EXHAUSTED at once when --rpc_threads bodies are running.
   grpc::ServerUnaryReactor* ServeOnRequestThread(grpc::CallbackServerContext* context,

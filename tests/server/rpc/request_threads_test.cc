@@ -33,11 +33,11 @@ class Gate {
 // pool smaller than the bodies would never open the gate below).
 TEST(RequestThreadsTest, EveryBodyRunsAtOnceOnAThreadOfItsOwn) {
   constexpr int kBodies = 40;
-  RequestThreads threads({});
   std::atomic<int> arrived{0};
   Gate gate;
   std::mutex mutex;
   std::set<std::thread::id> ids;
+  RequestThreads threads({});  // last: it goes first, waiting for the bodies that use the above
   for (int i = 0; i < kBodies; ++i) {
     ASSERT_TRUE(threads.TrySchedule([&] {
       {
@@ -57,8 +57,8 @@ TEST(RequestThreadsTest, EveryBodyRunsAtOnceOnAThreadOfItsOwn) {
 
 // A body scheduled while a thread is idle runs on that thread instead of starting one.
 TEST(RequestThreadsTest, AnIdleThreadTakesTheNextBody) {
-  RequestThreads threads({});
   std::set<std::thread::id> ids;
+  RequestThreads threads({});
   for (int i = 0; i < 20; ++i) {
     std::promise<std::thread::id> ran;
     ASSERT_TRUE(threads.TrySchedule([&ran] { ran.set_value(std::this_thread::get_id()); }));
@@ -71,9 +71,11 @@ TEST(RequestThreadsTest, AnIdleThreadTakesTheNextBody) {
 
 // Past max_threads bodies running, a body is refused (not queued); once one ends, a body runs.
 TEST(RequestThreadsTest, RefusesPastMaxThreads) {
-  RequestThreads threads({.max_threads = 3});
   std::atomic<int> arrived{0};
   Gate gate;
+  bool ran = false;
+  std::promise<void> later;
+  RequestThreads threads({.max_threads = 3});
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(threads.TrySchedule([&] {
       ++arrived;
@@ -81,10 +83,8 @@ TEST(RequestThreadsTest, RefusesPastMaxThreads) {
     }));
   }
   EXPECT_TRUE(Eventually([&] { return arrived == 3; }));
-  bool ran = false;
   EXPECT_FALSE(threads.TrySchedule([&ran] { ran = true; }));
   gate.Open();
-  std::promise<void> later;
   EXPECT_TRUE(Eventually([&] { return threads.TrySchedule([&later] { later.set_value(); }); }));
   later.get_future().wait();
   EXPECT_FALSE(ran);
@@ -93,9 +93,9 @@ TEST(RequestThreadsTest, RefusesPastMaxThreads) {
 
 // After a burst, threads beyond max_idle_threads end; those kept serve the next bodies.
 TEST(RequestThreadsTest, KeepsAtMostMaxIdleThreadsAfterABurst) {
-  RequestThreads threads({.max_threads = 0, .max_idle_threads = 2});
   std::atomic<int> arrived{0};
   Gate gate;
+  RequestThreads threads({.max_threads = 0, .max_idle_threads = 2});
   for (int i = 0; i < 10; ++i) {
     ASSERT_TRUE(threads.TrySchedule([&] {
       ++arrived;
