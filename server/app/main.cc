@@ -65,8 +65,8 @@ ABSL_FLAG(int64_t, decode_step_wait_micros, 2000,
           "fewer steps wait than the model's last such batch held (plus those that waited "
           "through it: their streams come back together); a lone stream never waits; 0 = never");
 ABSL_FLAG(int32_t, rpc_threads, 0,
-          "most requests whose bodies run at once (each on a thread: the unary RPCs waiting for "
-          "their batch, Decode streams); past it, RESOURCE_EXHAUSTED; 0 = no cap");
+          "most calls (or Decode steps) whose bodies run at once, each on a thread while it "
+          "waits for its computation; past it, RESOURCE_EXHAUSTED; 0 = no cap");
 ABSL_FLAG(int64_t, max_batch, 64, "largest batch dimension accepted in a request");
 ABSL_FLAG(int64_t, max_sequence_length, 8192, "largest seq / q_len / kv_len accepted");
 ABSL_FLAG(int64_t, max_attention_elements, int64_t{1} << 26,

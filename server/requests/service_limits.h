@@ -50,8 +50,8 @@ struct ServiceLimits {
   // (--compute_queue_depth); past both, RESOURCE_EXHAUSTED at once.
   int compute_workers = 2;
   int compute_queue_depth = 64;
-  // Requests whose bodies run at once (--rpc_threads: the unary RPCs' request threads, and
-  // gRPC's threads for Decode streams); past it, RESOURCE_EXHAUSTED at once. 0: no cap.
+  // Calls (or Decode steps) whose bodies run at once, each on a request thread
+  // (--rpc_threads); past it, RESOURCE_EXHAUSTED at once. 0: no cap.
   int rpc_threads = 0;
   BatchLimits batching;
 };
