@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <optional>
 #include <string>
 #include <vector>
@@ -64,6 +65,11 @@ ABSL_FLAG(int64_t, decode_step_wait_micros, 2000,
           "how long a worker may hold a batch of Decode steps open, from its first step, while "
           "fewer steps wait than the model's last such batch held (plus those that waited "
           "through it: their streams come back together); a lone stream never waits; 0 = never");
+ABSL_FLAG(int64_t, max_decode_streams, 1024,
+          "Decode streams open at once; past it, RESOURCE_EXHAUSTED at once");
+ABSL_FLAG(double, decode_idle_timeout_seconds, 300,
+          "a Decode stream waiting this long for its client's next message is ended "
+          "(DEADLINE_EXCEEDED) and its cache freed; 0 = never");
 ABSL_FLAG(int32_t, rpc_threads, 0,
           "most calls (or Decode steps) whose bodies run at once, each on a thread while it "
           "waits for its computation; past it, RESOURCE_EXHAUSTED; 0 = no cap");
@@ -122,6 +128,9 @@ std::vector<char*> WithFlagsFromEnvironment(int argc, char** argv) {
   return args;
 }
 
+// The longest --decode_idle_timeout_seconds: a week, far from overflowing the milliseconds.
+constexpr double kMaxIdleTimeoutSeconds = 7 * 24 * 3600;
+
 // The flags as the server's options; INVALID_ARGUMENT for a flag no type check catches.
 absl::StatusOr<ServerOptions> OptionsFromFlags() {
   ServerOptions options;
@@ -144,6 +153,15 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   limits.compute_workers = absl::GetFlag(FLAGS_compute_workers);
   limits.compute_queue_depth = absl::GetFlag(FLAGS_compute_queue_depth);
   limits.rpc_threads = absl::GetFlag(FLAGS_rpc_threads);
+  limits.max_decode_streams = absl::GetFlag(FLAGS_max_decode_streams);
+  const double idle_seconds = absl::GetFlag(FLAGS_decode_idle_timeout_seconds);
+  if (!(idle_seconds >= 0 && idle_seconds <= kMaxIdleTimeoutSeconds)) {
+    return absl::InvalidArgumentError(absl::StrCat("--decode_idle_timeout_seconds=", idle_seconds,
+                                                   " must be in [0, ", kMaxIdleTimeoutSeconds,
+                                                   "]"));
+  }
+  limits.decode_idle_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(std::llround(idle_seconds * 1000)));
   limits.batching.max_requests = absl::GetFlag(FLAGS_max_batch_requests);
   limits.batching.max_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   limits.batching.timeout = std::chrono::microseconds(absl::GetFlag(FLAGS_batch_timeout_micros));

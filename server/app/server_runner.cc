@@ -106,11 +106,12 @@ absl::Status CheckOptionsAndSetThreads(const ServerOptions& options) {
         fmt::format("--max_request_flops={} must be a positive number", flops));
   }
   if (workers < 1 || queue_depth < 0 || options.compute_threads < 0 ||
-      options.limits.rpc_threads < 0) {
+      options.limits.rpc_threads < 0 || options.limits.max_decode_streams < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--compute_workers=", workers, " must be >= 1, --compute_queue_depth=", queue_depth,
-        " >= 0, --compute_threads=", options.compute_threads, " >= 0 and --rpc_threads=",
-        options.limits.rpc_threads, " >= 0"));
+        " >= 0, --compute_threads=", options.compute_threads, " >= 0, --rpc_threads=",
+        options.limits.rpc_threads, " >= 0 and --max_decode_streams=",
+        options.limits.max_decode_streams, " >= 1"));
   }
   const BatchLimits& batching = options.limits.batching;
   // An hour bounds the waits far below any overflow of the clock arithmetic.

@@ -46,6 +46,11 @@ struct ServiceLimits {
   // All Decode streams' K/V caches together (--max_kv_cache_bytes); a step that would pass it is
   // RESOURCE_EXHAUSTED.
   int64_t max_kv_cache_bytes = int64_t{1} << 30;
+  // Decode streams open at once (--max_decode_streams; past it RESOURCE_EXHAUSTED at once), and
+  // how long one may wait for its client's next message before it is ended with
+  // DEADLINE_EXCEEDED, its cache freed (--decode_idle_timeout_seconds; 0: never).
+  int64_t max_decode_streams = 1024;
+  std::chrono::milliseconds decode_idle_timeout{300'000};
   // Computations running at once (--compute_workers) and waiting for a turn
   // (--compute_queue_depth); past both, RESOURCE_EXHAUSTED at once.
   int compute_workers = 2;

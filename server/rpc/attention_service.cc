@@ -47,6 +47,8 @@ AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimi
                     },
                     limits.batching, BatchObserver(metrics)),
       kv_cache_budget_(limits.max_kv_cache_bytes, KvCacheObservers(metrics)),
+      decode_streams_(DecodeStreams::Options{.max_streams = limits.max_decode_streams,
+                                             .idle_timeout = limits.decode_idle_timeout}),
       request_threads_(RequestThreads::Options{.max_threads = limits.rpc_threads}) {}
 
 grpc::Status AttentionServiceImpl::AdmitCall(grpc::ServerContextBase* context) {

@@ -24,6 +24,7 @@
 #include "server/requests/request_context.h"
 #include "server/requests/service_limits.h"
 #include "server/rpc/auth.h"
+#include "server/rpc/decode_streams.h"
 #include "server/rpc/request_threads.h"
 
 namespace attnserve {
@@ -129,6 +130,7 @@ class AttentionServiceImpl final : public AttentionServiceBase {
   const TokenAuthenticator* authenticator_;  // may be null
   ComputePool compute_pool_;
   KvCacheBudget kv_cache_budget_;  // all Decode streams' caches
+  DecodeStreams decode_streams_;   // the open ones: their cap and idle timeout
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};  // RPC bodies running now (Decode: the whole stream)
   // Last: destroyed first, it waits for the bodies still running, which use the members above.

@@ -1,5 +1,9 @@
 #include "server/rpc/decode_reactor.h"
 
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
 #include "server/rpc/status_util.h"
 
 namespace attnserve {
@@ -19,24 +23,49 @@ AttentionServiceImpl::DecodeReactor::DecodeReactor(AttentionServiceImpl* service
     return service_->RunCompute(context_, "Decode", step.model(), step);
   };
   if (grpc::Status admitted = service_->AdmitCall(context); !admitted.ok()) {
-    Finish(admitted);
+    FinishStream(admitted);
+    return;
+  }
+  if (!service_->decode_streams_.Open(this, [this] { EndIdle(); })) {
+    service_->EndCall();
+    if (service_->metrics_ != nullptr) service_->metrics_->RecordRejected("decode_streams");
+    const int64_t max_streams = service_->decode_streams_.options().max_streams;
+    FinishStream(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat(max_streams, " Decode streams are open (--max_decode_streams=",
+                                     max_streams, "); retry later or on another replica")));
     return;
   }
   admitted_ = true;
+  ReadNext();
+}
+
+void AttentionServiceImpl::DecodeReactor::ReadNext() {
+  service_->decode_streams_.Waiting(this);
   StartRead(&request_);
 }
 
+void AttentionServiceImpl::DecodeReactor::EndIdle() {
+  if (service_->metrics_ != nullptr) service_->metrics_->RecordRejected("decode_idle_timeout");
+  const double seconds =
+      std::chrono::duration<double>(service_->decode_streams_.options().idle_timeout).count();
+  FinishStream(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                      absl::StrCat("no message for ", seconds,
+                                   " s (--decode_idle_timeout_seconds): the stream is ended and "
+                                   "its cache freed")));
+}
+
 void AttentionServiceImpl::DecodeReactor::OnReadDone(bool ok) {
+  if (!service_->decode_streams_.Busy(this)) return;  // ended idle: EndIdle finishes it
   if (!ok) {
     // The client ended the stream, or the call was cancelled (by the client, a deadline or
     // shutdown): that is not a stream the client ended.
-    Finish(context_->IsCancelled()
+    FinishStream(context_->IsCancelled()
                ? grpc::Status(grpc::StatusCode::CANCELLED, "the stream was cancelled")
                : grpc::Status::OK);
     return;
   }
   if (!service_->request_threads_.TrySchedule([this] { RunStep(); })) {
-    Finish(service_->RpcThreadsBusy());
+    FinishStream(service_->RpcThreadsBusy());
   }
 }
 
@@ -45,7 +74,7 @@ void AttentionServiceImpl::DecodeReactor::RunStep() {
     return handler_.Step(request_context_, request_, &response_, &transient_);
   });
   if (!status.ok()) {
-    Finish(status);
+    FinishStream(status);
     return;
   }
   StartWrite(&response_);
@@ -54,14 +83,22 @@ void AttentionServiceImpl::DecodeReactor::RunStep() {
 void AttentionServiceImpl::DecodeReactor::OnWriteDone(bool ok) {
   transient_ = BudgetHold();
   if (!ok) {
-    Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client closed the stream"));
+    FinishStream(grpc::Status(grpc::StatusCode::CANCELLED, "the client closed the stream"));
     return;
   }
-  StartRead(&request_);
+  ReadNext();
+}
+
+void AttentionServiceImpl::DecodeReactor::FinishStream(grpc::Status status) {
+  handler_.End();
+  Finish(std::move(status));
 }
 
 void AttentionServiceImpl::DecodeReactor::OnDone() {
-  if (admitted_) service_->EndCall();
+  if (admitted_) {
+    service_->decode_streams_.Close(this);
+    service_->EndCall();
+  }
   delete this;
 }
 

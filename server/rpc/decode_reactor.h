@@ -1,7 +1,8 @@
 // One Decode stream on gRPC's callback API: read a message, compute its step on a request thread
 // (it blocks for its batch, ComputePool), write the answer, read the next. Between steps the
 // stream holds no thread. Admitted like every call (AttentionServiceImpl::AdmitCall), counted in
-// flight for its whole life.
+// flight for its whole life, and one of the DecodeStreams: refused past their cap, ended when
+// it waits too long for its client.
 #ifndef ATTNSERVE_SERVER_RPC_DECODE_REACTOR_H_
 #define ATTNSERVE_SERVER_RPC_DECODE_REACTOR_H_
 
@@ -28,9 +29,15 @@ class AttentionServiceImpl::DecodeReactor final
   void OnDone() override;
 
  private:
+  // Waits for the client's next message.
+  void ReadNext();
   // The message read, on a request thread: its answer written, or the stream finished with
   // the step's error.
   void RunStep();
+  // Finishes a stream the DecodeStreams reaper found idle too long (from the reaper's thread).
+  void EndIdle();
+  // Ends the session (its cache freed), then finishes the call with `status`.
+  void FinishStream(grpc::Status status);
 
   AttentionServiceImpl* const service_;
   grpc::CallbackServerContext* const context_;

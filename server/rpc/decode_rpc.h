@@ -36,6 +36,10 @@ class DecodeStreamHandler {
   absl::Status Step(const RequestContext& context, const v1::DecodeRequest& request,
                     v1::DecodeResponse* response, BudgetHold* transient);
 
+  // Ends the session: its cache and its share of the budget go. The front end calls it before
+  // it sends the stream's status, so a client that has the status can count on them.
+  void End() { session_.reset(); }
+
  private:
   const ModelRegistry& models_;
   const DecodeStreamServices& services_;

@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <future>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -167,6 +169,92 @@ TEST(DecodeRpcTest, AStepMayNotSwitchModelsOrPassMaxPositions) {
   EXPECT_FALSE(stream->Read(&response));
   EXPECT_THAT(stream->Finish().error_message(),
               HasSubstr("model=\"demo-rope\" differs from the stream's model=\"tiny\""));
+}
+
+// A thousand idle streams: the one past --max_decode_streams is refused at once, and every idle
+// one is ended by the idle timeout (not before it, and within a second after), its cache freed.
+TEST(DecodeRpcTest, StreamsPastTheCapAreRefusedAndIdleOnesEnded) {
+  constexpr int kStreams = 1000;
+  constexpr auto kIdleTimeout = std::chrono::seconds(2);
+  const TinyModel tiny;
+  ServiceLimits limits;
+  limits.max_decode_streams = kStreams;
+  limits.decode_idle_timeout = kIdleTimeout;
+  TestServer server(tiny.Repository(), limits);
+  const std::vector<float> x = RandomVector(kD, 44);
+  struct OpenStream {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::DecodeRequest, v1::DecodeResponse>> stream;
+  };
+  std::vector<std::unique_ptr<OpenStream>> streams;
+  v1::DecodeResponse response;
+  for (int i = 0; i < kStreams; ++i) {
+    auto open = std::make_unique<OpenStream>();
+    // Were the server never to end them, the client's own deadline would, with another message.
+    open->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    open->stream = server.stub().Decode(&open->context);
+    ASSERT_TRUE(open->stream->Write(Step(x, 0, 1)));
+    ASSERT_TRUE(open->stream->Read(&response)) << "stream " << i;
+    streams.push_back(std::move(open));
+  }
+  const auto all_idle = std::chrono::steady_clock::now();
+  {
+    grpc::ClientContext context;
+    auto refused = server.stub().Decode(&context);
+    refused->Write(Step(x, 0, 1));
+    EXPECT_FALSE(refused->Read(&response));
+    const grpc::Status status = refused->Finish();
+    EXPECT_EQ(status.error_code(), grpc::RESOURCE_EXHAUSTED);
+    EXPECT_THAT(status.error_message(), HasSubstr("1000 Decode streams are open "
+                                                  "(--max_decode_streams=1000)"));
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - all_idle, kIdleTimeout);  // refused at once
+  EXPECT_EQ(server.Sample("attnserve_decode_streams", {}), kStreams);
+
+  // The server ends each idle stream: the client's next read fails, with the reason.
+  for (auto& open : streams) {
+    EXPECT_FALSE(open->stream->Read(&response));
+    const grpc::Status status = open->stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::DEADLINE_EXCEEDED);
+    EXPECT_THAT(status.error_message(),
+                HasSubstr("no message for 2 s (--decode_idle_timeout_seconds)"));
+  }
+  const auto reaped = std::chrono::steady_clock::now() - all_idle;
+  EXPECT_GE(reaped, kIdleTimeout);
+  EXPECT_LT(reaped, kIdleTimeout + std::chrono::seconds(1));
+  EXPECT_EQ(server.Sample("attnserve_rejected_requests_total", {{"reason", "decode_streams"}}),
+            1);
+  EXPECT_EQ(server.Sample("attnserve_rejected_requests_total",
+                          {{"reason", "decode_idle_timeout"}}),
+            kStreams);
+  EXPECT_EQ(server.Sample("attnserve_decode_streams", {}), 0);
+  EXPECT_EQ(server.Sample("attnserve_kv_cache_bytes", {}), 0);
+
+  grpc::ClientContext context;  // room again
+  auto stream = server.stub().Decode(&context);
+  ASSERT_TRUE(stream->Write(Step(x, 0, 1)));
+  EXPECT_TRUE(stream->Read(&response));
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+// A stream that keeps stepping, each step within the idle timeout, lives past it.
+TEST(DecodeRpcTest, AStreamThatKeepsSteppingIsNotEnded) {
+  const TinyModel tiny;
+  ServiceLimits limits;
+  limits.decode_idle_timeout = std::chrono::milliseconds(300);
+  TestServer server(tiny.Repository(), limits);
+  const std::vector<float> x = RandomVector(8 * kD, 45);
+  grpc::ClientContext context;
+  auto stream = server.stub().Decode(&context);
+  v1::DecodeResponse response;
+  for (int64_t token = 0; token < 8; ++token) {  // 8 × 100 ms: well past 300 ms in all
+    ASSERT_TRUE(stream->Write(Step(x, token, 1)));
+    ASSERT_TRUE(stream->Read(&response)) << "step " << token;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 }  // namespace

@@ -1,0 +1,75 @@
+#include "server/rpc/decode_streams.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+namespace attnserve {
+
+DecodeStreams::DecodeStreams(Options options) : options_(options) {
+  if (options_.idle_timeout.count() > 0) reaper_ = std::thread([this] { Reap(); });
+}
+
+DecodeStreams::~DecodeStreams() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  stop_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
+}
+
+bool DecodeStreams::Open(const void* stream, std::function<void()> end) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (static_cast<int64_t>(streams_.size()) >= options_.max_streams) return false;
+  streams_[stream] = Stream{std::move(end)};
+  return true;
+}
+
+void DecodeStreams::Close(const void* stream) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  streams_.erase(stream);
+}
+
+void DecodeStreams::Waiting(const void* stream) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Stream& entry = streams_.at(stream);
+  entry.waiting = true;
+  entry.waiting_since = std::chrono::steady_clock::now();
+}
+
+bool DecodeStreams::Busy(const void* stream) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Stream& entry = streams_.at(stream);
+  entry.waiting = false;
+  return !entry.ended;
+}
+
+int64_t DecodeStreams::open() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return static_cast<int64_t>(streams_.size());
+}
+
+void DecodeStreams::Reap() {
+  using std::chrono::milliseconds;
+  const milliseconds period =
+      std::clamp(options_.idle_timeout / 8, milliseconds(10), milliseconds(1000));
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!stop_.wait_for(lock, period, [this] { return stopping_; })) {
+    const auto idle_since = std::chrono::steady_clock::now() - options_.idle_timeout;
+    std::vector<std::function<void()>> ends;
+    for (auto& [key, stream] : streams_) {
+      if (stream.waiting && !stream.ended && stream.waiting_since <= idle_since) {
+        stream.ended = true;
+        ends.push_back(stream.end);
+      }
+    }
+    // Outside the lock: ending a stream may close it (Close) on this thread. An ended stream
+    // stays open until its end has finished it, so the callbacks' streams still exist.
+    lock.unlock();
+    for (const std::function<void()>& end : ends) end();
+    lock.lock();
+  }
+}
+
+}  // namespace attnserve

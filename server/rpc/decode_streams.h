@@ -1,0 +1,65 @@
+// The open Decode streams: at most max_streams of them, and a stream that waits longer than
+// idle_timeout for its client's next message is ended (its `end`, once, from the reaper thread),
+// so that idle clients cannot hold caches and calls for ever.
+#ifndef ATTNSERVE_SERVER_RPC_DECODE_STREAMS_H_
+#define ATTNSERVE_SERVER_RPC_DECODE_STREAMS_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+namespace attnserve {
+
+class DecodeStreams {
+ public:
+  struct Options {
+    int64_t max_streams = 1024;                       // --max_decode_streams
+    std::chrono::milliseconds idle_timeout{300'000};  // --decode_idle_timeout_seconds; 0: never
+  };
+
+  explicit DecodeStreams(Options options);
+  // Stops the reaper; every stream must be closed by then.
+  ~DecodeStreams();
+  DecodeStreams(const DecodeStreams&) = delete;
+  DecodeStreams& operator=(const DecodeStreams&) = delete;
+
+  // Registers `stream` (any unique key), busy; false when max_streams are open. `end` finishes
+  // the stream: the reaper calls it, outside its lock, after marking the stream ended.
+  bool Open(const void* stream, std::function<void()> end);
+  // Unregisters `stream`.
+  void Close(const void* stream);
+  // The stream waits for its client's next message from now on.
+  void Waiting(const void* stream);
+  // The stream has its message: false when the reaper ended it first (the stream must then do
+  // nothing more: its `end` finishes it).
+  bool Busy(const void* stream);
+
+  int64_t open() const;
+  const Options& options() const { return options_; }
+
+ private:
+  struct Stream {
+    std::function<void()> end;
+    bool waiting = false;
+    bool ended = false;
+    std::chrono::steady_clock::time_point waiting_since;
+  };
+
+  // Every idle_timeout / 8 (10 ms to 1 s): ends the streams waiting past idle_timeout.
+  void Reap();
+
+  const Options options_;
+  mutable std::mutex mutex_;
+  std::condition_variable stop_;
+  bool stopping_ = false;
+  std::unordered_map<const void*, Stream> streams_;
+  std::thread reaper_;  // last: it starts when the members above exist
+};
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_SERVER_RPC_DECODE_STREAMS_H_
