@@ -8,6 +8,7 @@
 #include "core/base/status_macros.h"
 #include "server/rpc/decode_reactor.h"
 #include "server/rpc/status_util.h"
+#include "server/rpc/tsan_hand_off.h"
 #include "server/rpc/unary_rpcs.h"
 
 namespace attnserve {
@@ -49,9 +50,13 @@ AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimi
       kv_cache_budget_(limits.max_kv_cache_bytes, KvCacheObservers(metrics)),
       decode_streams_(DecodeStreams::Options{.max_streams = limits.max_decode_streams,
                                              .idle_timeout = limits.decode_idle_timeout}),
-      request_threads_(RequestThreads::Options{.max_threads = limits.rpc_threads}) {}
+      request_threads_(RequestThreads::Options{.max_threads = limits.rpc_threads}) {
+  // The server starts after this, and gRPC's threads then call the service.
+  tsan_hand_off::Release(this);
+}
 
 grpc::Status AttentionServiceImpl::AdmitCall(grpc::ServerContextBase* context) {
+  tsan_hand_off::Acquire(this);  // every call starts here
   if (authenticator_ != nullptr) {
     if (absl::Status status = authenticator_->Check(context->client_metadata()); !status.ok()) {
       if (metrics_ != nullptr) metrics_->RecordRejected("unauthenticated");

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/rpc/status_util.h"
+#include "server/rpc/tsan_hand_off.h"
 
 namespace attnserve {
 
@@ -41,6 +42,7 @@ AttentionServiceImpl::DecodeReactor::DecodeReactor(AttentionServiceImpl* service
 
 void AttentionServiceImpl::DecodeReactor::ReadNext() {
   service_->decode_streams_.Waiting(this);
+  tsan_hand_off::Release(this);
   StartRead(&request_);
 }
 
@@ -55,6 +57,7 @@ void AttentionServiceImpl::DecodeReactor::EndIdle() {
 }
 
 void AttentionServiceImpl::DecodeReactor::OnReadDone(bool ok) {
+  tsan_hand_off::Acquire(this);
   if (!service_->decode_streams_.Busy(this)) return;  // ended idle: EndIdle finishes it
   if (!ok) {
     // The client ended the stream, or the call was cancelled (by the client, a deadline or
@@ -77,10 +80,12 @@ void AttentionServiceImpl::DecodeReactor::RunStep() {
     FinishStream(status);
     return;
   }
+  tsan_hand_off::Release(this);
   StartWrite(&response_);
 }
 
 void AttentionServiceImpl::DecodeReactor::OnWriteDone(bool ok) {
+  tsan_hand_off::Acquire(this);
   transient_ = BudgetHold();
   if (!ok) {
     FinishStream(grpc::Status(grpc::StatusCode::CANCELLED, "the client closed the stream"));
@@ -91,10 +96,12 @@ void AttentionServiceImpl::DecodeReactor::OnWriteDone(bool ok) {
 
 void AttentionServiceImpl::DecodeReactor::FinishStream(grpc::Status status) {
   handler_.End();
+  tsan_hand_off::Release(this);
   Finish(std::move(status));
 }
 
 void AttentionServiceImpl::DecodeReactor::OnDone() {
+  tsan_hand_off::Acquire(this);
   if (admitted_) {
     service_->decode_streams_.Close(this);
     service_->EndCall();

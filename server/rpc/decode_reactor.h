@@ -2,7 +2,8 @@
 // (it blocks for its batch, ComputePool), write the answer, read the next. Between steps the
 // stream holds no thread. Admitted like every call (AttentionServiceImpl::AdmitCall), counted in
 // flight for its whole life, and one of the DecodeStreams: refused past their cap, ended when
-// it waits too long for its client.
+// it waits too long for its client. Each hand-over to gRPC (a read, a write, the finish) and back
+// (the On… callbacks) is marked for ThreadSanitizer (tsan_hand_off.h).
 #ifndef ATTNSERVE_SERVER_RPC_DECODE_REACTOR_H_
 #define ATTNSERVE_SERVER_RPC_DECODE_REACTOR_H_
 

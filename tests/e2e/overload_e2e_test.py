@@ -45,13 +45,16 @@ SEQ = 128
 # Under overload the worker never idles, so 1 / (OK requests per second) is the service time
 # there, including the CPU the refused calls take from it (45 client threads and the server's
 # handlers on 2 shared cores: 382 → 55 OK/s in one CI run). An admitted request waits behind at
-# most QUEUE_DEPTH others: its median latency stays near half of SUSTAINABLE service times
-# (measured 3.9), while an unbounded queue would put the 45 other clients ahead of it (≈50).
-# The p99 also carries the scheduling noise of ~50 client threads on 2 cores (measured 14 and 24
-# service times in two CI runs); its bound is stated, not tight. (Bounds relative to the p99 at
-# the sustainable load, then 20 service times for the p99, each failed once in CI.)
-ADMITTED_P50_SERVICE_TIMES = 15.0
-ADMITTED_P99_SERVICE_TIMES = 50.0
+# most QUEUE_DEPTH others, while an unbounded queue would put the 45 other clients ahead of it
+# (≈50 service times at the median). Measured medians: 3.9 service times with gRPC's synchronous
+# server, 10–13 on the callback API, where the service time is shorter (143–166 OK/s against
+# 33–90 in CI runs, admitted p50 73–92 ms against 119–254 ms) while receiving and answering
+# each admitted call among ~100 runnable threads is not. The p99 also carries that scheduling
+# noise (measured 14 and 24 service times on the synchronous server, 23–62 on the callback
+# API); its bound is stated, not tight. (Bounds relative to the p99 at the sustainable load,
+# then 20 and 50 service times for the p99, each failed once in CI.)
+ADMITTED_P50_SERVICE_TIMES = 25.0
+ADMITTED_P99_SERVICE_TIMES = 80.0
 # Resident memory under overload. Every call, refused or not, is received whole before it is
 # answered (a 1×128×512 float32 query is 256 KiB, held as wire bytes and as a message), on one of
 # ~50 handler threads whose malloc arenas keep freed blocks: RSS rises from ≈50 MiB at the

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server/rpc/test_server.h"
@@ -175,7 +176,13 @@ TEST(DecodeRpcTest, AStepMayNotSwitchModelsOrPassMaxPositions) {
 // one is ended by the idle timeout (not before it, and within a second after), its cache freed.
 TEST(DecodeRpcTest, StreamsPastTheCapAreRefusedAndIdleOnesEnded) {
   constexpr int kStreams = 1000;
+  // Longer than opening the 1,000 streams takes (0.5 s here; far longer under the sanitizers).
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr auto kIdleTimeout = std::chrono::seconds(30);
+#else
   constexpr auto kIdleTimeout = std::chrono::seconds(2);
+#endif
+  const auto start = std::chrono::steady_clock::now();
   const TinyModel tiny;
   ServiceLimits limits;
   limits.max_decode_streams = kStreams;
@@ -191,13 +198,14 @@ TEST(DecodeRpcTest, StreamsPastTheCapAreRefusedAndIdleOnesEnded) {
   for (int i = 0; i < kStreams; ++i) {
     auto open = std::make_unique<OpenStream>();
     // Were the server never to end them, the client's own deadline would, with another message.
-    open->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    open->context.set_deadline(std::chrono::system_clock::now() + 3 * kIdleTimeout);
     open->stream = server.stub().Decode(&open->context);
     ASSERT_TRUE(open->stream->Write(Step(x, 0, 1)));
     ASSERT_TRUE(open->stream->Read(&response)) << "stream " << i;
     streams.push_back(std::move(open));
   }
   const auto all_idle = std::chrono::steady_clock::now();
+  ASSERT_LT(all_idle - start, kIdleTimeout) << "opening the streams took longer than the timeout";
   {
     grpc::ClientContext context;
     auto refused = server.stub().Decode(&context);
@@ -217,7 +225,8 @@ TEST(DecodeRpcTest, StreamsPastTheCapAreRefusedAndIdleOnesEnded) {
     const grpc::Status status = open->stream->Finish();
     EXPECT_EQ(status.error_code(), grpc::DEADLINE_EXCEEDED);
     EXPECT_THAT(status.error_message(),
-                HasSubstr("no message for 2 s (--decode_idle_timeout_seconds)"));
+                HasSubstr(absl::StrCat("no message for ", kIdleTimeout.count(),
+                                       " s (--decode_idle_timeout_seconds)")));
   }
   const auto reaped = std::chrono::steady_clock::now() - all_idle;
   EXPECT_GE(reaped, kIdleTimeout);
