@@ -1,8 +1,9 @@
 // Checks that scripts/tsan.supp does not hide the project's own races (built only with
 // ATTNSERVE_SANITIZE=thread). Each mode plants one unsynchronised counter where the server's code
 // runs and drives it from several threads; ctest expects ThreadSanitizer to report a data race:
-//   handler  — incremented in a synchronous gRPC handler (gRPC's threads, the path that the
-//              gRPC entries of the suppression file are closest to), called by 4 clients at once;
+//   handler  — incremented in an RPC's body, run as the service runs them: a callback method
+//              hands it to RequestThreads, which finish the call (the path that the gRPC entries
+//              of the suppression file are closest to), called by 4 clients at once;
 //   compute  — incremented in work run on a ComputePool with 4 workers (the project's threads).
 // Exit status 0 without a report means the suppressions (or the build) hide real races.
 #include <chrono>
@@ -16,6 +17,7 @@
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "server/requests/compute_pool.h"
+#include "server/rpc/request_threads.h"
 
 namespace attnserve {
 namespace {
@@ -23,16 +25,25 @@ namespace {
 constexpr int kThreads = 4;
 constexpr int kCallsPerThread = 50;
 
-class RacyService final : public v1::AttentionService::Service {
+// The service's path (AttentionServiceImpl): a callback method hands its body to RequestThreads,
+// which finishes the call.
+class RacyService final : public v1::AttentionService::CallbackService {
  public:
-  grpc::Status ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
-                          v1::ListModelsResponse*) override {
-    ++calls_;  // the planted race: no lock, several gRPC threads
-    return grpc::Status::OK;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
+                                       const v1::ListModelsRequest*,
+                                       v1::ListModelsResponse*) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    const bool scheduled = threads_.TrySchedule([this, reactor] {
+      ++calls_;  // the planted race: no lock, several request threads
+      reactor->Finish(grpc::Status::OK);
+    });
+    if (!scheduled) reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, ""));
+    return reactor;
   }
 
  private:
   int calls_ = 0;
+  RequestThreads threads_{{}};
 };
 
 int RaceInHandler() {
