@@ -95,12 +95,22 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::ServeOnRequestThread(
     grpc::CallbackServerContext* context, absl::string_view rpc,
     std::function<absl::Status()> body) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // Admitted here, on gRPC's thread: a call refused (no token, draining) takes no request thread.
+  if (grpc::Status admitted = AdmitCall(context); !admitted.ok()) {
+    reactor->Finish(admitted);
+    return reactor;
+  }
   // Finish is the body's last act: the call's request, response and context end with it.
-  const bool scheduled = request_threads_.TrySchedule(
-      [this, context, rpc, reactor, body = std::move(body)] {
-        reactor->Finish(Serve(context, rpc, body));
+  const bool scheduled =
+      request_threads_.TrySchedule([this, rpc, reactor, body = std::move(body)] {
+        const grpc::Status status = ServeRpc(rpc, body);
+        EndCall();
+        reactor->Finish(status);
       });
-  if (!scheduled) reactor->Finish(RpcThreadsBusy());
+  if (!scheduled) {
+    EndCall();
+    reactor->Finish(RpcThreadsBusy());
+  }
   return reactor;
 }
 

@@ -84,8 +84,9 @@ class AttentionServiceImpl final : public AttentionServiceBase {
                      absl::FunctionRef<absl::Status()> body);
   // RESOURCE_EXHAUSTED for a body RequestThreads refused (--rpc_threads), counted.
   grpc::Status RpcThreadsBusy();
-  // A unary call whose body may block: Serve(body) on a request thread, then the call finishes
-  // with its status; RESOURCE_EXHAUSTED at once when --rpc_threads bodies are running.
+  // A unary call whose body may block: admitted (AdmitCall) here, then the body on a request
+  // thread (ServeRpc), and the call finishes with its status; RESOURCE_EXHAUSTED at once when
+  // --rpc_threads bodies are running.
   grpc::ServerUnaryReactor* ServeOnRequestThread(grpc::CallbackServerContext* context,
                                                  absl::string_view rpc,
                                                  std::function<absl::Status()> body);

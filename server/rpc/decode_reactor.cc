@@ -41,9 +41,14 @@ AttentionServiceImpl::DecodeReactor::DecodeReactor(AttentionServiceImpl* service
 }
 
 void AttentionServiceImpl::DecodeReactor::ReadNext() {
-  service_->decode_streams_.Waiting(this);
+  DecodeStreams& streams = service_->decode_streams_;
+  const int64_t wait = streams.Waiting(this);
   tsan_hand_off::Release(this);
   StartRead(&request_);
+  // Only now may the reaper finish the stream. From here on `this` may be gone (the read
+  // answered, the stream finished): only the registry is told, which knows the wait by its
+  // number.
+  streams.ReadStarted(this, wait);
 }
 
 void AttentionServiceImpl::DecodeReactor::EndIdle() {
@@ -76,6 +81,7 @@ void AttentionServiceImpl::DecodeReactor::RunStep() {
   const grpc::Status status = ServeRpc("Decode", [this] {
     return handler_.Step(request_context_, request_, &response_, &transient_);
   });
+  v1::DecodeRequest().Swap(&request_);  // an idle stream keeps no message's buffers
   if (!status.ok()) {
     FinishStream(status);
     return;
@@ -87,6 +93,7 @@ void AttentionServiceImpl::DecodeReactor::RunStep() {
 void AttentionServiceImpl::DecodeReactor::OnWriteDone(bool ok) {
   tsan_hand_off::Acquire(this);
   transient_ = BudgetHold();
+  v1::DecodeResponse().Swap(&response_);
   if (!ok) {
     FinishStream(grpc::Status(grpc::StatusCode::CANCELLED, "the client closed the stream"));
     return;

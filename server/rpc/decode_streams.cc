@@ -31,11 +31,21 @@ void DecodeStreams::Close(const void* stream) {
   streams_.erase(stream);
 }
 
-void DecodeStreams::Waiting(const void* stream) {
+int64_t DecodeStreams::Waiting(const void* stream) {
   std::lock_guard<std::mutex> lock(mutex_);
   Stream& entry = streams_.at(stream);
   entry.waiting = true;
+  entry.read_started = false;
   entry.waiting_since = std::chrono::steady_clock::now();
+  entry.wait = ++waits_;
+  return entry.wait;
+}
+
+void DecodeStreams::ReadStarted(const void* stream, int64_t wait) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  // Gone, or waiting again (a later wait's number): this read has already been answered.
+  const auto entry = streams_.find(stream);
+  if (entry != streams_.end() && entry->second.wait == wait) entry->second.read_started = true;
 }
 
 bool DecodeStreams::Busy(const void* stream) {
@@ -59,7 +69,8 @@ void DecodeStreams::Reap() {
     const auto idle_since = std::chrono::steady_clock::now() - options_.idle_timeout;
     std::vector<std::function<void()>> ends;
     for (auto& [key, stream] : streams_) {
-      if (stream.waiting && !stream.ended && stream.waiting_since <= idle_since) {
+      if (stream.waiting && stream.read_started && !stream.ended &&
+          stream.waiting_since <= idle_since) {
         stream.ended = true;
         ends.push_back(stream.end);
       }

@@ -32,8 +32,12 @@ class DecodeStreams {
   bool Open(const void* stream, std::function<void()> end);
   // Unregisters `stream`.
   void Close(const void* stream);
-  // The stream waits for its client's next message from now on.
-  void Waiting(const void* stream);
+  // The stream waits for its client's next message from now on: the number of that wait
+  // (unique among all streams' waits), for ReadStarted.
+  int64_t Waiting(const void* stream);
+  // The read of `wait` is started: only from now on may the reaper end the stream (a stream
+  // finished before its read started would start it after its end).
+  void ReadStarted(const void* stream, int64_t wait);
   // The stream has its message: false when the reaper ended it first (the stream must then do
   // nothing more: its `end` finishes it).
   bool Busy(const void* stream);
@@ -45,6 +49,8 @@ class DecodeStreams {
   struct Stream {
     std::function<void()> end;
     bool waiting = false;
+    int64_t wait = 0;           // the number of its current (or last) wait
+    bool read_started = false;  // that wait's read
     bool ended = false;
     std::chrono::steady_clock::time_point waiting_since;
   };
@@ -57,6 +63,7 @@ class DecodeStreams {
   std::condition_variable stop_;
   bool stopping_ = false;
   std::unordered_map<const void*, Stream> streams_;
+  int64_t waits_ = 0;  // numbers every wait of every stream (a key may be reused by a new one)
   std::thread reaper_;  // last: it starts when the members above exist
 };
 

@@ -1,5 +1,6 @@
 #include "server/rpc/request_threads.h"
 
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -23,12 +24,17 @@ bool RequestThreads::TrySchedule(std::function<void()> body) {
     return true;
   }
   if (options_.max_threads > 0 && threads_ >= options_.max_threads) return false;
+  // Started first (it waits for the lock held here), so that a thread the system refuses
+  // (std::system_error) changes nothing. Detached: the destructor waits for threads_ to reach
+  // zero, which a thread's last act (under the lock) brings about.
+  try {
+    std::thread([this] { Serve(); }).detach();
+  } catch (const std::system_error&) {
+    return false;
+  }
   queue_.push_back(std::move(body));
   ++threads_;
   ++starting_;
-  // Detached: the destructor waits for threads_ to reach zero, which a thread's last act (under
-  // the lock) brings about.
-  std::thread([this] { Serve(); }).detach();
   return true;
 }
 

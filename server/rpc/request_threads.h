@@ -28,7 +28,7 @@ class RequestThreads {
   RequestThreads& operator=(const RequestThreads&) = delete;
 
   // Runs `body` on a thread of its own: an idle one, else a new one. False, and `body` is not
-  // run, when max_threads bodies are running.
+  // run, when max_threads bodies are running or the system refuses a new thread.
   bool TrySchedule(std::function<void()> body);
 
   // Threads alive now (running a body or idle), and those idle.

@@ -34,7 +34,7 @@ TEST(DecodeStreamsTest, EndsOnlyStreamsWaitingPastTheTimeout) {
   ASSERT_TRUE(streams.Open(&idle, [&] { ++idle_ended; }));
   ASSERT_TRUE(streams.Open(&busy, [&] { ++busy_ended; }));
   const auto start = std::chrono::steady_clock::now();
-  streams.Waiting(&idle);
+  streams.ReadStarted(&idle, streams.Waiting(&idle));
   EXPECT_TRUE(Eventually([&] { return idle_ended == 1; }));
   EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(50));
   EXPECT_FALSE(streams.Busy(&idle));  // its message came too late: the stream does nothing more
@@ -53,7 +53,7 @@ TEST(DecodeStreamsTest, AStreamWithMessagesWithinTheTimeoutLives) {
   int key;
   ASSERT_TRUE(streams.Open(&key, [&] { ++ended; }));
   for (int step = 0; step < 10; ++step) {  // 10 × 30 ms waiting: 300 ms in all
-    streams.Waiting(&key);
+    streams.ReadStarted(&key, streams.Waiting(&key));
     std::this_thread::sleep_for(milliseconds(30));
     ASSERT_TRUE(streams.Busy(&key)) << "step " << step;
   }
@@ -66,11 +66,30 @@ TEST(DecodeStreamsTest, NoTimeoutNeverEnds) {
   DecodeStreams streams({.max_streams = 1, .idle_timeout = milliseconds(0)});
   int key;
   ASSERT_TRUE(streams.Open(&key, [&] { ++ended; }));
-  streams.Waiting(&key);
+  streams.ReadStarted(&key, streams.Waiting(&key));
   std::this_thread::sleep_for(milliseconds(100));
   EXPECT_TRUE(streams.Busy(&key));
   EXPECT_EQ(ended, 0);
   streams.Close(&key);
+}
+
+// A stream is not ended before its read has started (it could not be finished then), nor by the
+// news of a read of an earlier wait.
+TEST(DecodeStreamsTest, EndsAStreamOnlyOnceItsReadHasStarted) {
+  std::atomic<int> ended{0};
+  DecodeStreams streams({.max_streams = 1, .idle_timeout = milliseconds(20)});
+  int key;
+  ASSERT_TRUE(streams.Open(&key, [&] { ++ended; }));
+  const int64_t first = streams.Waiting(&key);
+  ASSERT_TRUE(streams.Busy(&key));  // the answer came before ReadStarted was told
+  const int64_t second = streams.Waiting(&key);
+  streams.ReadStarted(&key, first);  // late news of the first wait's read
+  std::this_thread::sleep_for(milliseconds(150));
+  EXPECT_EQ(ended, 0);
+  streams.ReadStarted(&key, second);
+  EXPECT_TRUE(Eventually([&] { return ended == 1; }));
+  streams.Close(&key);
+  streams.ReadStarted(&key, second);  // a closed stream: ignored
 }
 
 }  // namespace
