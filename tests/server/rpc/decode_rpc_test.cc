@@ -250,18 +250,26 @@ TEST(DecodeRpcTest, StreamsPastTheCapAreRefusedAndIdleOnesEnded) {
 
 // A stream that keeps stepping, each step within the idle timeout, lives past it.
 TEST(DecodeRpcTest, AStreamThatKeepsSteppingIsNotEnded) {
+  // A step's round trip must fit in the rest of the timeout, also on a loaded machine and under
+  // the sanitizers.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr auto kIdleTimeout = std::chrono::milliseconds(3000);
+#else
+  constexpr auto kIdleTimeout = std::chrono::milliseconds(1000);
+#endif
+  constexpr int kSteps = 8;  // kSteps pauses of a third of the timeout: well past it in all
   const TinyModel tiny;
   ServiceLimits limits;
-  limits.decode_idle_timeout = std::chrono::milliseconds(300);
+  limits.decode_idle_timeout = kIdleTimeout;
   TestServer server(tiny.Repository(), limits);
-  const std::vector<float> x = RandomVector(8 * kD, 45);
+  const std::vector<float> x = RandomVector(kSteps * kD, 45);
   grpc::ClientContext context;
   auto stream = server.stub().Decode(&context);
   v1::DecodeResponse response;
-  for (int64_t token = 0; token < 8; ++token) {  // 8 × 100 ms: well past 300 ms in all
+  for (int64_t token = 0; token < kSteps; ++token) {
     ASSERT_TRUE(stream->Write(Step(x, token, 1)));
     ASSERT_TRUE(stream->Read(&response)) << "step " << token;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::this_thread::sleep_for(kIdleTimeout / 3);
   }
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
