@@ -94,6 +94,21 @@ class SlowRequestTestCase(ServerTestCase):
         wait_for(self.server.metrics_url, "attnserve_compute_busy_workers", 1)
         return thread, result
 
+    def refused_behind_a_slow_and_a_queued_call(self, expected_details):
+        """With the slow request computing and a small one waiting for the worker, a third call
+        is refused at once with RESOURCE_EXHAUSTED and `expected_details` in its message;
+        returns (slow thread, its result holder, the waiting call's future)."""
+        slow, slow_result = self.start_slow()
+        queued = self.stub.Encode.future(small_encode_request(), timeout=WAIT_S)
+        wait_for(self.server.metrics_url, "attnserve_compute_waiting_requests", 1)
+        start = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.stub.Encode(small_encode_request(), timeout=WAIT_S)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn(expected_details, ctx.exception.details())
+        self.assertLess(time.monotonic() - start, 5.0)
+        return slow, slow_result, queued
+
 
 class QueueTest(SlowRequestTestCase):
     SERVER_ARGS = SLOW_ARGS
@@ -103,16 +118,9 @@ class QueueTest(SlowRequestTestCase):
                      {"grpc_method": method, "grpc_code": code})
 
     def test_full_queue_is_resource_exhausted_and_the_queued_request_runs_later(self):
-        slow, slow_result = self.start_slow()
-        queued = self.stub.Encode.future(small_encode_request(), timeout=WAIT_S)
-        wait_for(self.server.metrics_url, "attnserve_compute_waiting_requests", 1)
         # One computing, one waiting, depth 1: the next is refused at once.
-        start = time.monotonic()
-        with self.assertRaises(grpc.RpcError) as ctx:
-            self.stub.Encode(small_encode_request(), timeout=WAIT_S)
-        self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
-        self.assertIn("--compute_queue_depth=1", ctx.exception.details())
-        self.assertLess(time.monotonic() - start, 5.0)
+        slow, slow_result, queued = self.refused_behind_a_slow_and_a_queued_call(
+            "--compute_queue_depth=1")
         self.assertEqual(list(queued.result().output.shape), [1, 4, 8])
         slow.join()
         self.assertEqual(list(slow_result["response"].output.shape), [1, 8, 8192, 64])
@@ -173,17 +181,10 @@ class RpcThreadsTest(SlowRequestTestCase):
                    "--max_attention_elements=1000000000", "--max_sequence_length=16384")
 
     def test_calls_past_rpc_threads_are_refused_at_once(self):
-        slow, result = self.start_slow()
-        queued = self.stub.Encode.future(small_encode_request(), timeout=WAIT_S)
-        wait_for(self.server.metrics_url, "attnserve_compute_waiting_requests", 1)
         # Two bodies running (one computing, one waiting for the worker): the third is refused,
         # though the compute queue has room.
-        start = time.monotonic()
-        with self.assertRaises(grpc.RpcError) as ctx:
-            self.stub.Encode(small_encode_request(), timeout=WAIT_S)
-        self.assertEqual(ctx.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
-        self.assertIn("all 2 RPC threads are busy (--rpc_threads)", ctx.exception.details())
-        self.assertLess(time.monotonic() - start, 5.0)
+        slow, result, queued = self.refused_behind_a_slow_and_a_queued_call(
+            "all 2 RPC threads are busy (--rpc_threads)")
         self.assertGreaterEqual(metric_value(self.server.metrics_url,
                                              "attnserve_rejected_requests_total",
                                              {"reason": "rpc_threads"}), 1)

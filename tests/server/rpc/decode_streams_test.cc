@@ -25,71 +25,86 @@ TEST(DecodeStreamsTest, RefusesPastMaxStreams) {
   EXPECT_EQ(streams.open(), 0);
 }
 
+// A stream registered under its own key, counting the reaper's ends of it; closed when it goes
+// (declared after `streams`, so before the reaper stops).
+class CountedStream {
+ public:
+  explicit CountedStream(DecodeStreams& streams) : streams_(streams) {
+    opened_ = streams_.Open(this, [this] { ++ended_; });
+  }
+  ~CountedStream() {
+    if (opened_) streams_.Close(this);
+  }
+  bool opened() const { return opened_; }
+  int ended() const { return ended_; }
+  // Waits for its client, its read started (as DecodeReactor::ReadNext does).
+  void Wait() { streams_.ReadStarted(this, streams_.Waiting(this)); }
+  bool Busy() { return streams_.Busy(this); }
+
+ private:
+  DecodeStreams& streams_;
+  bool opened_ = false;
+  std::atomic<int> ended_{0};
+};
+
 // A stream waiting past the timeout is ended once; a busy one never is, however long it works.
 TEST(DecodeStreamsTest, EndsOnlyStreamsWaitingPastTheTimeout) {
-  std::atomic<int> idle_ended{0};
-  std::atomic<int> busy_ended{0};
   DecodeStreams streams({.max_streams = 8, .idle_timeout = milliseconds(50)});
-  int idle, busy;
-  ASSERT_TRUE(streams.Open(&idle, [&] { ++idle_ended; }));
-  ASSERT_TRUE(streams.Open(&busy, [&] { ++busy_ended; }));
+  CountedStream idle(streams), busy(streams);
+  ASSERT_TRUE(idle.opened() && busy.opened());
   const auto start = std::chrono::steady_clock::now();
-  streams.ReadStarted(&idle, streams.Waiting(&idle));
-  EXPECT_TRUE(Eventually([&] { return idle_ended == 1; }));
+  idle.Wait();
+  EXPECT_TRUE(Eventually([&] { return idle.ended() == 1; }));
   EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(50));
-  EXPECT_FALSE(streams.Busy(&idle));  // its message came too late: the stream does nothing more
+  EXPECT_FALSE(idle.Busy());  // its message came too late: the stream does nothing more
   std::this_thread::sleep_for(milliseconds(200));
-  EXPECT_EQ(idle_ended, 1);
-  EXPECT_EQ(busy_ended, 0);
-  EXPECT_TRUE(streams.Busy(&busy));
-  streams.Close(&idle);
-  streams.Close(&busy);
+  EXPECT_EQ(idle.ended(), 1);
+  EXPECT_EQ(busy.ended(), 0);
+  EXPECT_TRUE(busy.Busy());
 }
 
 // Waiting restarts the clock: a stream whose messages come more often than the timeout lives.
 TEST(DecodeStreamsTest, AStreamWithMessagesWithinTheTimeoutLives) {
-  std::atomic<int> ended{0};
   DecodeStreams streams({.max_streams = 1, .idle_timeout = milliseconds(100)});
-  int key;
-  ASSERT_TRUE(streams.Open(&key, [&] { ++ended; }));
+  CountedStream stream(streams);
+  ASSERT_TRUE(stream.opened());
   for (int step = 0; step < 10; ++step) {  // 10 × 30 ms waiting: 300 ms in all
-    streams.ReadStarted(&key, streams.Waiting(&key));
+    stream.Wait();
     std::this_thread::sleep_for(milliseconds(30));
-    ASSERT_TRUE(streams.Busy(&key)) << "step " << step;
+    ASSERT_TRUE(stream.Busy()) << "step " << step;
   }
-  EXPECT_EQ(ended, 0);
-  streams.Close(&key);
+  EXPECT_EQ(stream.ended(), 0);
 }
 
 TEST(DecodeStreamsTest, NoTimeoutNeverEnds) {
-  std::atomic<int> ended{0};
   DecodeStreams streams({.max_streams = 1, .idle_timeout = milliseconds(0)});
-  int key;
-  ASSERT_TRUE(streams.Open(&key, [&] { ++ended; }));
-  streams.ReadStarted(&key, streams.Waiting(&key));
+  CountedStream stream(streams);
+  ASSERT_TRUE(stream.opened());
+  stream.Wait();
   std::this_thread::sleep_for(milliseconds(100));
-  EXPECT_TRUE(streams.Busy(&key));
-  EXPECT_EQ(ended, 0);
-  streams.Close(&key);
+  EXPECT_TRUE(stream.Busy());
+  EXPECT_EQ(stream.ended(), 0);
 }
 
 // A stream is not ended before its read has started (it could not be finished then), nor by the
 // news of a read of an earlier wait.
 TEST(DecodeStreamsTest, EndsAStreamOnlyOnceItsReadHasStarted) {
-  std::atomic<int> ended{0};
   DecodeStreams streams({.max_streams = 1, .idle_timeout = milliseconds(20)});
-  int key;
-  ASSERT_TRUE(streams.Open(&key, [&] { ++ended; }));
-  const int64_t first = streams.Waiting(&key);
-  ASSERT_TRUE(streams.Busy(&key));  // the answer came before ReadStarted was told
-  const int64_t second = streams.Waiting(&key);
-  streams.ReadStarted(&key, first);  // late news of the first wait's read
-  std::this_thread::sleep_for(milliseconds(150));
-  EXPECT_EQ(ended, 0);
-  streams.ReadStarted(&key, second);
-  EXPECT_TRUE(Eventually([&] { return ended == 1; }));
-  streams.Close(&key);
-  streams.ReadStarted(&key, second);  // a closed stream: ignored
+  {
+    CountedStream stream(streams);
+    ASSERT_TRUE(stream.opened());
+    const int64_t first = streams.Waiting(&stream);
+    ASSERT_TRUE(stream.Busy());  // the answer came before ReadStarted was told
+    const int64_t second = streams.Waiting(&stream);
+    streams.ReadStarted(&stream, first);  // late news of the first wait's read
+    std::this_thread::sleep_for(milliseconds(150));
+    EXPECT_EQ(stream.ended(), 0);
+    streams.ReadStarted(&stream, second);
+    EXPECT_TRUE(Eventually([&] { return stream.ended() == 1; }));
+  }
+  int closed;  // news for a key no longer open is ignored
+  streams.ReadStarted(&closed, 1);
+  EXPECT_EQ(streams.open(), 0);
 }
 
 }  // namespace
