@@ -36,9 +36,13 @@ ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
 ABSL_FLAG(std::string, tls_client_ca_file, "",
           "PEM CA bundle: require client certificates it signed (mutual TLS)");
 ABSL_FLAG(std::string, auth_token_file, "",
-          "file holding a bearer token every AttentionService call must send as "
-          "'authorization: Bearer <token>' (UNAUTHENTICATED otherwise); the health service stays "
-          "open and server reflection is turned off");
+          "file of bearer tokens, one per line (blank lines and # comments skipped): every call "
+          "but the health service's must send 'authorization: Bearer <one of them>', checked "
+          "before its message is read (UNAUTHENTICATED otherwise)");
+ABSL_FLAG(double, secrets_poll_seconds, 10,
+          "read the TLS files and the token file again every this many seconds (0: only on "
+          "SIGHUP); changed ones that check out replace those in use, others are logged and "
+          "counted (attnserve_secrets_reloads_total) and the previous stay");
 ABSL_FLAG(std::string, model_repository, "",
           "folder with one sub-folder per model (config.pbtxt + weights.safetensors); empty = "
           "serve the built-in demo models");
@@ -136,10 +140,11 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   ServerOptions options;
   options.grpc_address = absl::GetFlag(FLAGS_grpc_address);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
-  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
-  options.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
-  options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
-  options.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  options.secrets.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.secrets.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.secrets.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  options.secrets.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  options.secrets_poll_seconds = absl::GetFlag(FLAGS_secrets_poll_seconds);
   options.model_repository = absl::GetFlag(FLAGS_model_repository);
   options.model_poll_seconds = absl::GetFlag(FLAGS_model_poll_seconds);
   options.compute_threads = absl::GetFlag(FLAGS_compute_threads);

@@ -20,8 +20,6 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "grpcpp/impl/server_builder_option.h"
-#include "grpcpp/impl/server_builder_plugin.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "server/models/model_registry.h"
@@ -30,7 +28,8 @@
 #include "server/observability/metrics.h"
 #include "server/observability/process_metrics.h"
 #include "server/rpc/attention_service.h"
-#include "server/rpc/auth.h"
+#include "server/rpc/caller_credentials.h"
+#include "server/rpc/secrets.h"
 #include "spdlog/fmt/fmt.h"
 #include "spdlog/spdlog.h"
 
@@ -53,20 +52,6 @@ std::vector<std::string> ServedMethods() {
   }
   return methods;
 }
-
-// Removes server reflection from a ServerBuilder (linking grpc++_reflection adds its plugin to
-// every builder).
-class WithoutReflection final : public grpc::ServerBuilderOption {
- public:
-  void UpdateArguments(grpc::ChannelArguments*) override {}
-  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
-    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
-                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& plugin) {
-                                    return plugin->name() == "proto_server_reflection";
-                                  }),
-                   plugins->end());
-  }
-};
 
 // "0.0.0.0:0" with bound port 1234 → "0.0.0.0:1234".
 std::string WithPort(const std::string& address, int port) {
@@ -127,13 +112,19 @@ absl::Status CheckOptionsAndSetThreads(const ServerOptions& options) {
         " and --decode_step_wait_micros=", batching.step_wait.count(), " in [0, ",
         kMaxBatchWaitMicros, "]"));
   }
-  // Polls closer than this would reread every config.pbtxt back to back.
+  // Polls closer than this would reread every config.pbtxt (or secret file) back to back.
   constexpr double kMinPollSeconds = 0.1;
   if (const double poll = options.model_poll_seconds;
       !(poll == 0 || (poll >= kMinPollSeconds && poll <= 1e9))) {
     // fmt, as the log always printed it: the shortest form that reads back as the same double.
     return absl::InvalidArgumentError(
         fmt::format("--model_poll_seconds={} must be 0 (reload on SIGHUP only) or in [{}, 1e9]",
+                    poll, kMinPollSeconds));
+  }
+  if (const double poll = options.secrets_poll_seconds;
+      !(poll == 0 || (poll >= kMinPollSeconds && poll <= 1e9))) {
+    return absl::InvalidArgumentError(
+        fmt::format("--secrets_poll_seconds={} must be 0 (reload on SIGHUP only) or in [{}, 1e9]",
                     poll, kMinPollSeconds));
   }
   SetComputeThreads(options.compute_threads);
@@ -160,24 +151,6 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> LoadModels(const std::string& rep
     spdlog::info("loaded model {}: {}", model->config.name(), model->config.description());
   }
   return models;
-}
-
-// Who may call: TLS (mutual with a client CA) and an optional bearer token.
-struct CallerChecks {
-  std::shared_ptr<grpc::ServerCredentials> credentials;
-  std::unique_ptr<TokenAuthenticator> authenticator;  // null: no token required
-  bool restricted = false;  // a token or client certificates are required
-};
-
-absl::StatusOr<CallerChecks> LoadCallerChecks(const ServerOptions& options) {
-  CallerChecks checks;
-  const TlsFiles tls{options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file};
-  ASSIGN_OR_RETURN(checks.credentials, ServerCredentialsFromFiles(tls));
-  if (!options.auth_token_file.empty()) {
-    ASSIGN_OR_RETURN(checks.authenticator, TokenAuthenticator::FromFile(options.auth_token_file));
-  }
-  checks.restricted = checks.authenticator != nullptr || !tls.client_ca_file.empty();
-  return checks;
 }
 
 // The Prometheus endpoint and the metric families it serves (the exposer holds its collectables
@@ -237,19 +210,21 @@ void ConfigureTransport(const ServerOptions& options, ServerMetrics& metrics,
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 }
 
-// The gRPC server with the service, health and (unless a token is required: it would answer
-// without one) reflection; `port` receives the bound port.
+// The gRPC server with the service, health and reflection, callers checked by `secrets`;
+// `port` receives the bound port.
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const ServerOptions& options,
-                                                              const CallerChecks& callers,
+                                                              const Secrets& secrets,
                                                               ServerMetrics& metrics,
                                                               AttentionServiceImpl& service,
                                                               int* port) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.grpc_address, callers.credentials, port);
+  builder.AddListeningPort(
+      options.grpc_address,
+      CreateCallerCredentials(&secrets, [&metrics] { metrics.RecordRejected("unauthenticated"); }),
+      port);
   builder.RegisterService(&service);
-  if (callers.authenticator != nullptr) builder.SetOption(std::make_unique<WithoutReflection>());
   ConfigureTransport(options, metrics, builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || *port == 0) {
@@ -259,20 +234,44 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const ServerOption
   return server;
 }
 
-// Serves until SIGTERM or SIGINT (returned); SIGHUP, and every model_poll_seconds, reloads the
-// repository.
+// The next time a task repeated every `period_seconds` (0: never) is due.
+std::chrono::steady_clock::time_point NextDue(double period_seconds) {
+  if (period_seconds <= 0) return std::chrono::steady_clock::time_point::max();
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+             std::chrono::duration<double>(period_seconds));
+}
+
+// Serves until SIGTERM or SIGINT (returned). SIGHUP reloads the model repository and the
+// secrets; besides, the repository is read again every model_poll_seconds and the secrets every
+// secrets_poll_seconds (each: 0 = on SIGHUP only).
 int ServeUntilStopSignal(const ServerOptions& options, const sigset_t& signals,
-                         ModelStore& model_store, ServerMetrics& metrics) {
+                         ModelStore& model_store, Secrets& secrets, ServerMetrics& metrics) {
+  using Clock = std::chrono::steady_clock;
   const std::string& repository = options.model_repository;
-  const double poll_seconds = repository.empty() ? 0 : options.model_poll_seconds;
+  const double model_poll = repository.empty() ? 0 : options.model_poll_seconds;
+  Clock::time_point models_due = NextDue(model_poll);
+  Clock::time_point secrets_due = NextDue(options.secrets_poll_seconds);
   while (true) {
-    const int signal_number = WaitForSignal(signals, poll_seconds);
+    const Clock::time_point due = std::min(models_due, secrets_due);
+    // WaitForSignal waits forever for a timeout <= 0; a task already due waits a millisecond.
+    const double timeout = due == Clock::time_point::max()
+                               ? 0
+                               : std::max(1e-3, std::chrono::duration<double>(due - Clock::now()).count());
+    const int signal_number = WaitForSignal(signals, timeout);
     if (signal_number != 0 && signal_number != SIGHUP) return signal_number;
+    const bool hangup = signal_number == SIGHUP;
+    if (hangup || Clock::now() >= secrets_due) {
+      secrets.Reload();  // refusals are logged and counted there; the secrets in use stay
+      secrets_due = NextDue(options.secrets_poll_seconds);
+    }
+    if (!hangup && Clock::now() < models_due) continue;
+    models_due = NextDue(model_poll);
     if (repository.empty()) {
       spdlog::info("SIGHUP: serving the built-in demo models, nothing to reload");
       continue;
     }
-    if (signal_number == SIGHUP) spdlog::info("SIGHUP: reloading {}", repository);
+    if (hangup) spdlog::info("SIGHUP: reloading {}", repository);
     // Errors are logged and counted there; the served models stay as they were.
     ReloadModels(repository, model_store, &metrics).IgnoreError();
   }
@@ -310,25 +309,31 @@ int RunServer(const ServerOptions& options, const sigset_t& signals) {
   }
   absl::StatusOr<std::unique_ptr<ModelRegistry>> models = LoadModels(options.model_repository);
   if (!models.ok()) return Failed(models.status());
-  absl::StatusOr<CallerChecks> callers = LoadCallerChecks(options);
-  if (!callers.ok()) return Failed(callers.status());
+  // Tokens or client certificates restrict the gRPC port; the metrics then stay on loopback.
+  const bool restricted =
+      !options.secrets.auth_token_file.empty() || !options.secrets.tls_client_ca_file.empty();
   absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
-      StartMetricsEndpoint(options, callers->restricted, **models);
+      StartMetricsEndpoint(options, restricted, **models);
   if (!endpoint.ok()) return Failed(endpoint.status());
   ServerMetrics& metrics = (*endpoint)->metrics;
+  absl::StatusOr<std::unique_ptr<Secrets>> secrets =
+      Secrets::Load(options.secrets, [&metrics](absl::string_view group, bool ok) {
+        metrics.RecordSecretsReload(group, ok);
+      });
+  if (!secrets.ok()) return Failed(secrets.status());
 
   ModelStore model_store(*std::move(models));
-  AttentionServiceImpl service(&model_store, options.limits, &metrics,
-                               callers->authenticator.get());
+  AttentionServiceImpl service(&model_store, options.limits, &metrics);
   int grpc_port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
-      StartGrpcServer(options, *callers, metrics, service, &grpc_port);
+      StartGrpcServer(options, **secrets, metrics, service, &grpc_port);
   if (!server.ok()) return Failed(server.status());
   spdlog::info("gRPC listening on {}", WithPort(options.grpc_address, grpc_port));
   spdlog::info("metrics listening on http://{}/metrics",
                WithPort((*endpoint)->address, (*endpoint)->exposer->GetListeningPorts().front()));
 
-  const int signal_number = ServeUntilStopSignal(options, signals, model_store, metrics);
+  const int signal_number =
+      ServeUntilStopSignal(options, signals, model_store, **secrets, metrics);
   spdlog::info("received signal {}; draining", signal_number);
   Drain(options, **server, service);
   spdlog::info("stopped");

@@ -12,6 +12,7 @@
 
 #include "server/observability/access_log.h"
 #include "server/requests/service_limits.h"
+#include "server/rpc/secrets.h"
 
 namespace attnserve {
 
@@ -19,10 +20,8 @@ struct ServerOptions {
   std::string grpc_address = "0.0.0.0:50051";  // port 0 picks a free port
   // Empty: 0.0.0.0:9464, or 127.0.0.1:9464 when a token or client CA restricts the gRPC port.
   std::string metrics_address;
-  std::string tls_cert_file;       // TLS with tls_key_file; empty: plaintext
-  std::string tls_key_file;
-  std::string tls_client_ca_file;  // mutual TLS
-  std::string auth_token_file;     // bearer token every AttentionService call must carry
+  SecretFiles secrets;             // TLS identity and bearer tokens; none: plaintext, open
+  double secrets_poll_seconds = 10;  // how often they are read again; 0: on SIGHUP only
   std::string model_repository;    // empty: the built-in demo models
   double model_poll_seconds = 0;   // 0: reload on SIGHUP only; else in [0.1, 1e9]
   int compute_threads = 0;         // OpenMP threads the computations share; 0: the cores

@@ -214,6 +214,12 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                                .Help("Model folders whose files failed to load at a reload "
                                      "(once per version of the files).")
                                .Register(registry)),
+      secrets_reloads_(prometheus::BuildCounter()
+                           .Name("attnserve_secrets_reloads_total")
+                           .Help("Reloads of changed secret files, by secret (tls, tokens) and "
+                                 "result (ok, or failed: the previous ones stay in use; once per "
+                                 "version of the files).")
+                           .Register(registry)),
       compute_busy_workers_(prometheus::BuildGauge()
                                 .Name("attnserve_compute_busy_workers")
                                 .Help("Compute workers running a computation now.")
@@ -281,6 +287,11 @@ void ServerMetrics::RecordReload(bool ok, const std::vector<std::string>& failed
   for (const std::string& model : failed_models) {
     model_load_failures_.Add({{"model", model}}).Increment();
   }
+}
+
+void ServerMetrics::RecordSecretsReload(absl::string_view secret, bool ok) {
+  secrets_reloads_.Add({{"secret", std::string(secret)}, {"result", ok ? "ok" : "failed"}})
+      .Increment();
 }
 
 void ServerMetrics::RecordWork(absl::string_view rpc, absl::string_view model, double tokens,

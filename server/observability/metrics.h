@@ -71,6 +71,9 @@ class ServerMetrics {
   // repository was read and every changed folder loaded, else result="failed"; and
   // attnserve_model_load_failures_total{model} for each folder that failed to load.
   void RecordReload(bool ok, const std::vector<std::string>& failed_models);
+  // A reload of secrets whose files changed: attnserve_secrets_reloads_total{secret="tls" or
+  // "tokens", result="ok" or "failed"} (failed: the previous ones stay in use).
+  void RecordSecretsReload(absl::string_view secret, bool ok);
 
   // A batch of `requests` requests holding `tokens` query tokens began computing for `rpc` on
   // `model` (a lone request is a batch of one): attnserve_batch_requests and
@@ -80,7 +83,7 @@ class ServerMetrics {
   // `rpc` on `model` ("inline" for weight-free RPCs).
   void RecordWork(absl::string_view rpc, absl::string_view model, double tokens, double flops);
   // A request refused before computing; reason: queue_full, deadline, cancelled, draining,
-  // kv_cache_budget.
+  // kv_cache_budget, unauthenticated, rpc_threads, decode_streams, decode_idle_timeout.
   void RecordRejected(absl::string_view reason);
   // Open Decode streams and the bytes their K/V caches hold.
   void ObserveDecode(int64_t open_streams, int64_t kv_cache_bytes);
@@ -119,6 +122,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& model_stale_;
   prometheus::Family<prometheus::Counter>& model_reloads_;
   prometheus::Family<prometheus::Counter>& model_load_failures_;
+  prometheus::Family<prometheus::Counter>& secrets_reloads_;
   // The series SetModels set last (guarded by models_mutex_).
   std::mutex models_mutex_;
   std::vector<prometheus::Gauge*> model_series_;

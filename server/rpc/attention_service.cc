@@ -36,12 +36,10 @@ ComputePool::BatchObserver BatchObserver(ServerMetrics* metrics) {
 }  // namespace
 
 AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimits limits,
-                                           ServerMetrics* metrics,
-                                           const TokenAuthenticator* authenticator)
+                                           ServerMetrics* metrics)
     : models_(models),
       limits_(limits),
       metrics_(metrics),
-      authenticator_(authenticator),
       compute_pool_(limits.compute_workers, limits.compute_queue_depth,
                     [metrics](int busy, int waiting) {
                       if (metrics != nullptr) metrics->ObserveCompute(busy, waiting);
@@ -57,12 +55,6 @@ AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimi
 
 grpc::Status AttentionServiceImpl::AdmitCall(grpc::ServerContextBase* context) {
   tsan_hand_off::Acquire(this);  // every call starts here
-  if (authenticator_ != nullptr) {
-    if (absl::Status status = authenticator_->Check(context->client_metadata()); !status.ok()) {
-      if (metrics_ != nullptr) metrics_->RecordRejected("unauthenticated");
-      return ToGrpcStatus(status);
-    }
-  }
   // Counted before the draining check: the drain sets draining_ (StartDraining) and then waits
   // for in_flight_ to reach zero (WaitUntilIdle), so a call either sees draining_ or is waited
   // for (checking first let a call slip in between and be cut when the server shut down).

@@ -1,4 +1,4 @@
-// attnserve.v1.AttentionService, the gRPC shell: authentication, draining, the compute queue and
+// attnserve.v1.AttentionService, the gRPC shell: draining, the compute queue and
 // the work metrics. Every RPC uses gRPC's callback API; what blocks (a computation waiting for
 // its batch: a unary call's body, a Decode step) runs on RequestThreads. Each RPC's request → core → response lives in its own adapter
 // (server/rpc/*_rpc.cc, declared in unary_rpcs.h and decode_rpc.h) over the transport-neutral
@@ -23,7 +23,6 @@
 #include "server/requests/decode_session.h"
 #include "server/requests/request_context.h"
 #include "server/requests/service_limits.h"
-#include "server/rpc/auth.h"
 #include "server/rpc/decode_streams.h"
 #include "server/rpc/request_threads.h"
 
@@ -33,12 +32,11 @@ using AttentionServiceBase = v1::AttentionService::CallbackService;
 
 class AttentionServiceImpl final : public AttentionServiceBase {
  public:
-  // `models` (and `metrics` and `authenticator`, which may be null) must outlive the service.
-  // Each request uses the models current when it starts, to its end (ModelStore).
-  // With an authenticator every call must carry its bearer token (UNAUTHENTICATED otherwise).
+  // `models` (and `metrics`, which may be null) must outlive the service. Each request uses the
+  // models current when it starts, to its end (ModelStore). Who may call is decided before a
+  // call gets here, by the server's credentials (caller_credentials.h).
   AttentionServiceImpl(const ModelStore* models, ServiceLimits limits,
-                       ServerMetrics* metrics = nullptr,
-                       const TokenAuthenticator* authenticator = nullptr);
+                       ServerMetrics* metrics = nullptr);
 
   // Draining: from now on every RPC answers UNAVAILABLE; the ones already running go on.
   void StartDraining();
@@ -75,8 +73,7 @@ class AttentionServiceImpl final : public AttentionServiceBase {
   // A Decode stream (decode_reactor.cc).
   class DecodeReactor;
 
-  // UNAUTHENTICATED without the token, UNAVAILABLE while draining; else OK, and the call counts
-  // in in_flight_ until EndCall.
+  // UNAVAILABLE while draining; else OK, and the call counts in in_flight_ until EndCall.
   grpc::Status AdmitCall(grpc::ServerContextBase* context);
   void EndCall() { --in_flight_; }
   // A call's body, admitted (AdmitCall, EndCall): the body's status (ServeRpc), or the refusal.
@@ -128,7 +125,6 @@ class AttentionServiceImpl final : public AttentionServiceBase {
   const ServiceLimits limits_;
   PositionTableCache tables_;  // sin/cos tables shared by all requests (thread-safe)
   ServerMetrics* metrics_;     // may be null
-  const TokenAuthenticator* authenticator_;  // may be null
   ComputePool compute_pool_;
   KvCacheBudget kv_cache_budget_;  // all Decode streams' caches
   DecodeStreams decode_streams_;   // the open ones: their cap and idle timeout

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """End-to-end tests of who may call the server: TLS, mutual TLS and bearer tokens, with
 certificates made by openssl at test time. The Python client and the load tool speak TLS and send
-tokens; the health service stays open; reflection is off when a token is required; the metrics
-endpoint defaults to loopback then; bad settings stop the server with a message naming the flag.
+tokens; the health service stays open; reflection needs the token like every other call; the
+metrics endpoint defaults to loopback then; bad settings stop the server with a message naming
+the flag; certificates, key and tokens rotate without a restart (polled, or on SIGHUP), and a
+rotation that does not check out keeps the previous ones, counted.
 
     /usr/bin/python3 tests/e2e/tls_auth_e2e_test.py --server build/server/attnserve --stubs build/python
 """
@@ -10,9 +12,11 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 import numpy as np
@@ -49,7 +53,8 @@ def make_certificates():
                                       "extendedKeyUsage=serverAuth\n")
     (CERTS / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
     for name, ca, ext in (("server", "ca", "server.ext"), ("client", "ca", "client.ext"),
-                          ("rogue-client", "rogue-ca", "client.ext")):
+                          ("rogue-client", "rogue-ca", "client.ext"),
+                          ("rogue-server", "rogue-ca", "server.ext")):
         openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
                 "-subj", f"/CN=attnserve test {name}")
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
@@ -190,18 +195,21 @@ class TokenTest(SecuredServerTest):
         finally:
             channel.close()
 
-    def test_health_is_open_and_reflection_is_off(self):
+    def test_health_is_open_and_reflection_needs_the_token(self):
         channel = grpc.insecure_channel(self.server.grpc_address)
         try:
             health = at.health_pb2_grpc.HealthStub(channel)
             self.assertEqual(health.Check(at.health_pb2.HealthCheckRequest(), timeout=10).status,
                              at.health_pb2.HealthCheckResponse.SERVING)
             reflection = at.reflection_pb2_grpc.ServerReflectionStub(channel)
+            ask = at.reflection_pb2.ServerReflectionRequest(list_services="")
             with self.assertRaises(grpc.RpcError) as raised:
-                list(reflection.ServerReflectionInfo(
-                    iter([at.reflection_pb2.ServerReflectionRequest(list_services="")]),
-                    timeout=10))
-            self.assertEqual(raised.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+                list(reflection.ServerReflectionInfo(iter([ask]), timeout=10))
+            self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            replies = list(reflection.ServerReflectionInfo(
+                iter([ask]), timeout=10, metadata=(("authorization", f"Bearer {TOKEN}"),)))
+            services = [s.name for s in replies[0].list_services_response.service]
+            self.assertIn("attnserve.v1.AttentionService", services)
         finally:
             channel.close()
 
@@ -223,6 +231,107 @@ class TokenTest(SecuredServerTest):
         self.assertNotEqual(result.returncode, 0)  # its first call (GetModel) is refused
 
 
+def eventually(check, timeout=15.0):
+    """Calls `check` until it returns without an AssertionError (its last error past `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+class RotationTest(unittest.TestCase):
+    """Secrets replaced under a running server (polled every 0.2 s): new connections and calls use
+    the new ones; files that do not check out are refused, counted, and the previous stay."""
+
+    def setUp(self):
+        self.live = pathlib.Path(tempfile.mkdtemp(prefix="attnserve-live-"))
+        self.put("server.pem", "server.pem")
+        self.put("server.key", "server.key")
+        (self.live / "tokens").write_text("# rotation in progress\nold-token\n\nnew-token\n")
+        self.server = ServerProcess(at.SERVER_PATH, (
+            f"--tls_cert_file={self.live / 'server.pem'}",
+            f"--tls_key_file={self.live / 'server.key'}",
+            f"--auth_token_file={self.live / 'tokens'}",
+            *self.POLL)).start()
+
+    POLL = ("--secrets_poll_seconds=0.2",)
+
+    def tearDown(self):
+        self.server.stop()
+        shutil.rmtree(self.live, ignore_errors=True)
+
+    def put(self, live_name, cert_name):
+        # Written beside and renamed, as Kubernetes and cert-manager replace files.
+        staged = self.live / (live_name + ".new")
+        shutil.copy(cert(cert_name), staged)
+        os.replace(staged, self.live / live_name)
+
+    def served(self, ca, token):
+        with Client(self.server.grpc_address, stubs=STUBS_DIR, timeout=10, tls_ca=cert(ca),
+                    token=token) as c:
+            return [m["name"] for m in c.list_models()]
+
+    def refused(self, ca, token):
+        with self.assertRaises(AttnservError) as raised:
+            self.served(ca, token)
+        return raised.exception.code
+
+    def reloads(self, secret, result):
+        return at.metric_value(self.server.metrics_url, "attnserve_secrets_reloads_total",
+                               {"secret": secret, "result": result})
+
+    def test_tokens_rotate_and_a_bad_file_keeps_them(self):
+        self.assertIn("demo-rope", self.served("ca.pem", "old-token"))
+        self.assertIn("demo-rope", self.served("ca.pem", "new-token"))
+        (self.live / "tokens").write_text("new-token\n")
+        eventually(lambda: self.assertEqual(self.refused("ca.pem", "old-token"), "UNAUTHENTICATED"))
+        self.assertIn("demo-rope", self.served("ca.pem", "new-token"))
+        self.assertEqual(self.reloads("tokens", "ok"), 1)
+
+        (self.live / "tokens").write_text("# emptied by mistake\n")
+        eventually(lambda: self.assertEqual(self.reloads("tokens", "failed"), 1))
+        self.assertIn("demo-rope", self.served("ca.pem", "new-token"))
+        time.sleep(0.5)  # polls of the same refused content are not counted again
+        self.assertEqual(self.reloads("tokens", "failed"), 1)
+        self.assertIn("reloading the tokens failed", self.server.log())
+
+    def test_certificate_rotates_and_a_mismatched_key_keeps_it(self):
+        self.assertIn("demo-rope", self.served("ca.pem", "new-token"))
+        # A key that belongs to another certificate: refused, the old pair stays.
+        self.put("server.key", "rogue-server.key")
+        eventually(lambda: self.assertEqual(self.reloads("tls", "failed"), 1))
+        self.assertIn("does not belong to the certificate", self.server.log())
+        self.assertIn("demo-rope", self.served("ca.pem", "new-token"))
+        # The matching certificate arrives: new connections get the rogue CA's certificate.
+        self.put("server.pem", "rogue-server.pem")
+        eventually(lambda: self.assertEqual(self.refused("ca.pem", "new-token"), "UNAVAILABLE"))
+        self.assertIn("demo-rope", self.served("rogue-ca.pem", "new-token"))
+        self.assertEqual(self.reloads("tls", "ok"), 1)
+
+
+class SighupRotationTest(RotationTest):
+    """With polling off, the files are read again on SIGHUP only."""
+    POLL = ("--secrets_poll_seconds=0",)
+
+    def test_tokens_rotate_and_a_bad_file_keeps_them(self):
+        (self.live / "tokens").write_text("new-token\n")
+        time.sleep(0.5)
+        self.assertIn("demo-rope", self.served("ca.pem", "old-token"))  # not read yet
+        self.server.proc.send_signal(signal.SIGHUP)
+        eventually(lambda: self.assertEqual(self.refused("ca.pem", "old-token"), "UNAUTHENTICATED"))
+        self.assertIn("demo-rope", self.served("ca.pem", "new-token"))
+
+    def test_certificate_rotates_and_a_mismatched_key_keeps_it(self):
+        self.put("server.pem", "rogue-server.pem")
+        self.put("server.key", "rogue-server.key")
+        self.server.proc.send_signal(signal.SIGHUP)
+        eventually(lambda: self.assertIn("demo-rope", self.served("rogue-ca.pem", "new-token")))
+
+
 class SettingsTest(unittest.TestCase):
 
     def run_server(self, *args):
@@ -236,6 +345,11 @@ class SettingsTest(unittest.TestCase):
             ((f"--tls_cert_file={cert('nope.pem')}", f"--tls_key_file={cert('server.key')}"),
              "--tls_cert_file="),
             ((f"--auth_token_file={cert('blank-token')}",), "--auth_token_file="),
+            ((f"--tls_cert_file={cert('server.pem')}", f"--tls_key_file={cert('client.key')}"),
+             "the key does not belong to the certificate of --tls_cert_file="),
+            ((f"--tls_cert_file={cert('server.key')}", f"--tls_key_file={cert('server.key')}"),
+             "holds no PEM certificate"),
+            (("--secrets_poll_seconds=0.01",), "--secrets_poll_seconds=0.01 must be 0"),
         ]
         for args, message in cases:
             with self.subTest(args=args):
