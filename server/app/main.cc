@@ -88,6 +88,23 @@ ABSL_FLAG(double, max_request_flops, 17592186044416.0,
 ABSL_FLAG(int32_t, max_message_bytes, 64 << 20,
           "largest gRPC request or response, in bytes; a request whose response would be larger "
           "is refused before it is computed");
+ABSL_FLAG(int64_t, max_request_memory_bytes, 0,
+          "bytes the calls being served may hold together: twice --max_message_bytes for a "
+          "message being read and parsed, then the request (counted twice: the message and its "
+          "tensors), the computation and the answer, estimated from above; past it a call is "
+          "refused RESOURCE_EXHAUSTED at once, its message unread. gRPC's transport buffers get "
+          "the same figure as their resource quota. 0 = half the container's memory limit "
+          "(cgroup), or of the machine's memory without one");
+ABSL_FLAG(int32_t, max_concurrent_streams, 100,
+          "calls (and Decode streams) one client connection may have open at once (HTTP/2 "
+          "SETTINGS_MAX_CONCURRENT_STREAMS); more wait in the client");
+ABSL_FLAG(double, keepalive_time_seconds, 60,
+          "ping a client connection idle this long, and close it when the ping is not answered "
+          "within --keepalive_timeout_seconds (dead peers free their calls)");
+ABSL_FLAG(double, keepalive_timeout_seconds, 20, "see --keepalive_time_seconds");
+ABSL_FLAG(double, keepalive_min_client_interval_seconds, 10,
+          "a client pinging more often than this (without data) is sent GOAWAY "
+          "(ENHANCE_YOUR_CALM) after two such pings; clients' keepalive must be at least this");
 ABSL_FLAG(int64_t, max_kv_cache_bytes, int64_t{1} << 30,
           "bytes all Decode streams' K/V caches may hold together (a step also counts the copy of "
           "its stream's cache it makes while growing it); a step past it is RESOURCE_EXHAUSTED");
@@ -155,6 +172,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   limits.max_request_flops = absl::GetFlag(FLAGS_max_request_flops);
   limits.max_response_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   limits.max_kv_cache_bytes = absl::GetFlag(FLAGS_max_kv_cache_bytes);
+  limits.max_request_memory_bytes = absl::GetFlag(FLAGS_max_request_memory_bytes);
   limits.compute_workers = absl::GetFlag(FLAGS_compute_workers);
   limits.compute_queue_depth = absl::GetFlag(FLAGS_compute_queue_depth);
   limits.rpc_threads = absl::GetFlag(FLAGS_rpc_threads);
@@ -175,6 +193,11 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   options.shutdown_grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   options.max_connection_age_seconds = absl::GetFlag(FLAGS_max_connection_age_seconds);
   options.max_connection_age_grace_seconds = absl::GetFlag(FLAGS_max_connection_age_grace_seconds);
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  options.keepalive_time_seconds = absl::GetFlag(FLAGS_keepalive_time_seconds);
+  options.keepalive_timeout_seconds = absl::GetFlag(FLAGS_keepalive_timeout_seconds);
+  options.keepalive_min_client_interval_seconds =
+      absl::GetFlag(FLAGS_keepalive_min_client_interval_seconds);
   absl::StatusOr<std::optional<AccessLogFormat>> access_log =
       ParseFlagChoice<std::optional<AccessLogFormat>>(
           "access_log", absl::GetFlag(FLAGS_access_log),

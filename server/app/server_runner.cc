@@ -20,8 +20,10 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+#include "server/app/memory_limit.h"
 #include "server/models/model_registry.h"
 #include "server/models/model_reload.h"
 #include "server/models/model_store.h"
@@ -127,8 +129,40 @@ absl::Status CheckOptionsAndSetThreads(const ServerOptions& options) {
         fmt::format("--secrets_poll_seconds={} must be 0 (reload on SIGHUP only) or in [{}, 1e9]",
                     poll, kMinPollSeconds));
   }
+  if (options.limits.max_request_memory_bytes < 0 || options.max_concurrent_streams < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_request_memory_bytes=", options.limits.max_request_memory_bytes,
+        " must be >= 0 (0: sized from the memory) and --max_concurrent_streams=",
+        options.max_concurrent_streams, " >= 1"));
+  }
+  for (const auto& [flag, seconds] :
+       {std::pair<const char*, double>{"keepalive_time_seconds", options.keepalive_time_seconds},
+        {"keepalive_timeout_seconds", options.keepalive_timeout_seconds},
+        {"keepalive_min_client_interval_seconds", options.keepalive_min_client_interval_seconds}}) {
+    if (!(seconds > 0 && seconds <= 1e6)) {
+      return absl::InvalidArgumentError(
+          fmt::format("--{}={} must be in (0, 1e6]", flag, seconds));
+    }
+  }
   SetComputeThreads(options.compute_threads);
   return absl::OkStatus();
+}
+
+// The options with the memory budget sized (when 0: half) from the container's or machine's memory;
+// logged either way.
+ServerOptions WithMemoryBudget(ServerOptions options) {
+  int64_t& budget = options.limits.max_request_memory_bytes;
+  constexpr double kMiB = 1 << 20;
+  if (budget == 0) {
+    const MemoryLimit limit = DetectMemoryLimit();
+    budget = limit.bytes / 2;
+    spdlog::info("memory budget of calls: {:.0f} MiB, half of {} ({:.0f} MiB)",
+                 budget / kMiB, limit.source, limit.bytes / kMiB);
+  } else {
+    spdlog::info("memory budget of calls: {:.0f} MiB (--max_request_memory_bytes)",
+                 budget / kMiB);
+  }
+  return options;
 }
 
 // The repository's models (or the demo models), at least one; failures logged.
@@ -182,25 +216,44 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> StartMetricsEndpoint(
   endpoint->metrics.SetComputeCapacity(options.limits.compute_workers,
                                        options.limits.compute_queue_depth);
   endpoint->metrics.SetBuildInfo(options.version, OneDnnVersion(), OneDnnCpuIsa());
+  endpoint->metrics.SetRequestMemoryBudget(options.limits.max_request_memory_bytes);
   PublishModels(models, endpoint->metrics);
   endpoint->exposer->RegisterCollectable(endpoint->process_metrics);
   return endpoint;
 }
 
-// Connection age and interceptors (metrics, access log) of the gRPC server.
+// Milliseconds as an int channel argument: at most INT_MAX (24.8 days).
+int ChannelMilliseconds(double seconds) {
+  return static_cast<int>(std::clamp(seconds * 1000, 0.0, double{INT_MAX}));
+}
+
+// The transport's bounds (message sizes, the memory quota of its buffers, streams per
+// connection, keepalive), connection age and interceptors (metrics, access log) of the gRPC
+// server.
 void ConfigureTransport(const ServerOptions& options, ServerMetrics& metrics,
                         grpc::ServerBuilder& builder) {
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.limits.max_response_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.limits.max_response_bytes));
+  // Messages still arriving live in gRPC's buffers until they are parsed and reach the service
+  // (and its MemoryBudget): under this quota gRPC reads less and cancels streams.
+  grpc::ResourceQuota quota("attnserve-transport");
+  quota.Resize(static_cast<size_t>(options.limits.max_request_memory_bytes));
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             ChannelMilliseconds(options.keepalive_time_seconds));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             ChannelMilliseconds(options.keepalive_timeout_seconds));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             ChannelMilliseconds(options.keepalive_min_client_interval_seconds));
+  // Clients may ping between calls (a pool of idle connections), no more often than the above.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
   if (const double age = options.max_connection_age_seconds; age > 0) {
     // gRPC adds ±10% jitter, so the replicas' clients do not all reconnect at once.
-    // Milliseconds as an int channel argument: at most INT_MAX (24.8 days).
-    auto milliseconds = [](double seconds) {
-      return static_cast<int>(std::clamp(seconds * 1000, 0.0, double{INT_MAX}));
-    };
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, milliseconds(age));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, ChannelMilliseconds(age));
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
-                               milliseconds(options.max_connection_age_grace_seconds));
+                               ChannelMilliseconds(options.max_connection_age_grace_seconds));
   }
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(metrics.CreateInterceptorFactory());
@@ -225,6 +278,7 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const ServerOption
       CreateCallerCredentials(&secrets, [&metrics] { metrics.RecordRejected("unauthenticated"); }),
       port);
   builder.RegisterService(&service);
+  builder.RegisterCallbackGenericService(service.unary_calls());
   ConfigureTransport(options, metrics, builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || *port == 0) {
@@ -303,10 +357,11 @@ int Failed(const absl::Status& status) {
 
 }  // namespace
 
-int RunServer(const ServerOptions& options, const sigset_t& signals) {
-  if (absl::Status status = CheckOptionsAndSetThreads(options); !status.ok()) {
+int RunServer(const ServerOptions& flags, const sigset_t& signals) {
+  if (absl::Status status = CheckOptionsAndSetThreads(flags); !status.ok()) {
     return Failed(status);
   }
+  const ServerOptions options = WithMemoryBudget(flags);
   absl::StatusOr<std::unique_ptr<ModelRegistry>> models = LoadModels(options.model_repository);
   if (!models.ok()) return Failed(models.status());
   // Tokens or client certificates restrict the gRPC port; the metrics then stay on loopback.

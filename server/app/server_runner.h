@@ -25,10 +25,19 @@ struct ServerOptions {
   std::string model_repository;    // empty: the built-in demo models
   double model_poll_seconds = 0;   // 0: reload on SIGHUP only; else in [0.1, 1e9]
   int compute_threads = 0;         // OpenMP threads the computations share; 0: the cores
-  ServiceLimits limits;            // per-request bounds, compute workers and queue
+  // Per-request bounds, compute workers and queue; limits.max_request_memory_bytes 0: half
+  // of the container's (or machine's) memory (DetectMemoryLimit).
+  ServiceLimits limits;
   double shutdown_grace_seconds = 10;
   double max_connection_age_seconds = 0;  // 0: never
   double max_connection_age_grace_seconds = 30;
+  int max_concurrent_streams = 100;  // per client connection
+  // Idle connections are pinged after keepalive_time and closed when the ping goes unanswered
+  // for keepalive_timeout; clients pinging more often than keepalive_min_client_interval are
+  // sent GOAWAY.
+  double keepalive_time_seconds = 60;
+  double keepalive_timeout_seconds = 20;
+  double keepalive_min_client_interval_seconds = 10;
   // One line per RPC; nullopt: off.
   std::optional<AccessLogFormat> access_log = AccessLogFormat::kText;
   std::string version;  // reported by attnserve_build_info

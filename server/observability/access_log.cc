@@ -9,7 +9,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
 #include "attnserve/v1/attention_service.pb.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
+#include "grpcpp/impl/codegen/proto_buffer_reader.h"
 #include "grpcpp/server_context.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "nlohmann/json.hpp"
 #include "server/observability/logging.h"
 #include "server/observability/metrics.h"
@@ -28,14 +32,43 @@ std::string ModelOfRequest(absl::string_view method, const void* message) {
   if (message == nullptr || !absl::StartsWith(method, kServicePrefix)) return "";
   method.remove_prefix(kServicePrefix.size());
   std::string model;
-  if (method == "Encode") model = static_cast<const v1::EncodeRequest*>(message)->model();
-  if (method == "Attend") model = static_cast<const v1::AttendRequest*>(message)->model();
   if (method == "Decode") model = static_cast<const v1::DecodeRequest*>(message)->model();
-  if (method == "PositionBias") {
-    model = static_cast<const v1::PositionBiasRequest*>(message)->model();
-  }
   if (method == "GetModel") model = static_cast<const v1::GetModelRequest*>(message)->name();
   model.resize(std::min(model.size(), kMaxFieldLength));
+  return model;
+}
+
+// The same for a unary method the service serves through gRPC's generic API, whose interceptors
+// see the request's bytes: its top-level `model` field, read by scanning the fields (the others
+// skipped, nothing parsed or copied but at most kMaxFieldLength bytes of the name).
+std::string ModelOfRawRequest(absl::string_view method, grpc::ByteBuffer* bytes) {
+  const size_t slash = method.rfind('/');
+  const google::protobuf::ServiceDescriptor* service =
+      v1::EncodeRequest::descriptor()->file()->FindServiceByName("AttentionService");
+  const google::protobuf::MethodDescriptor* rpc =
+      absl::StartsWith(method, kServicePrefix)
+          ? service->FindMethodByName(std::string(method.substr(slash + 1)))
+          : nullptr;
+  const google::protobuf::FieldDescriptor* field =
+      rpc == nullptr ? nullptr : rpc->input_type()->FindFieldByName("model");
+  if (bytes == nullptr || field == nullptr) return "";
+  using google::protobuf::internal::WireFormatLite;
+  grpc::ProtoBufferReader reader(bytes);
+  google::protobuf::io::CodedInputStream input(&reader);
+  std::string model;
+  while (const uint32_t tag = input.ReadTag()) {
+    if (WireFormatLite::GetTagFieldNumber(tag) != field->number() ||
+        WireFormatLite::GetTagWireType(tag) != WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      if (!WireFormatLite::SkipField(&input, tag)) break;
+      continue;
+    }
+    uint32_t length = 0;
+    const auto kept = static_cast<uint32_t>(kMaxFieldLength);
+    if (!input.ReadVarint32(&length) || !input.ReadString(&model, std::min(length, kept)) ||
+        (length > kept && !input.Skip(static_cast<int>(length - kept)))) {
+      break;
+    }
+  }
   return model;
 }
 
@@ -76,8 +109,13 @@ class AccessLogInterceptor final : public grpc::experimental::Interceptor {
     if (!seen_message_ &&
         methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
       seen_message_ = true;
-      model_ = ModelOfRequest(info_->method() != nullptr ? info_->method() : "",
-                              methods->GetRecvMessage());
+      const absl::string_view method = info_->method() != nullptr ? info_->method() : "";
+      // A unary method that gRPC sees as a stream is served through the generic API.
+      const bool raw = info_->type() == grpc::experimental::ServerRpcInfo::Type::BIDI_STREAMING &&
+                       method != "/attnserve.v1.AttentionService/Decode";
+      model_ = raw ? ModelOfRawRequest(
+                         method, static_cast<grpc::ByteBuffer*>(methods->GetRecvMessage()))
+                   : ModelOfRequest(method, methods->GetRecvMessage());
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       Log(methods->GetSendStatus().error_code());

@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "google/protobuf/descriptor.h"
 
 namespace attnserve {
 namespace {
@@ -51,13 +52,34 @@ absl::string_view RpcTypeName(grpc::experimental::ServerRpcInfo::Type type) {
   return "unknown";
 }
 
+// The kind of `full_method` ("/package.Service/Method") as its protobuf descriptor declares it
+// when the method is known, else gRPC's view (`seen`): a method the server serves through
+// gRPC's generic API looks like a bidirectional stream to gRPC whatever it is.
+absl::string_view RpcTypeOf(absl::string_view full_method,
+                            grpc::experimental::ServerRpcInfo::Type seen) {
+  const size_t slash = full_method.rfind('/');
+  if (full_method.size() < 2 || full_method[0] != '/' || slash == 0) return RpcTypeName(seen);
+  const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+          std::string(full_method.substr(1, slash - 1)));
+  const google::protobuf::MethodDescriptor* method =
+      service == nullptr ? nullptr
+                         : service->FindMethodByName(std::string(full_method.substr(slash + 1)));
+  if (method == nullptr) return RpcTypeName(seen);
+  using Type = grpc::experimental::ServerRpcInfo::Type;
+  if (method->client_streaming()) {
+    return RpcTypeName(method->server_streaming() ? Type::BIDI_STREAMING : Type::CLIENT_STREAMING);
+  }
+  return RpcTypeName(method->server_streaming() ? Type::SERVER_STREAMING : Type::UNARY);
+}
+
 // One per RPC: counts the start when created, the outcome and duration when the status is sent.
 class MetricsInterceptor final : public grpc::experimental::Interceptor {
  public:
   MetricsInterceptor(ServerMetrics* metrics, grpc::experimental::ServerRpcInfo* info)
       : metrics_(metrics),
         method_(info->method() != nullptr ? info->method() : ""),
-        type_(RpcTypeName(info->type())),
+        type_(RpcTypeOf(method_, info->type())),
         start_(std::chrono::steady_clock::now()) {
     metrics_->RecordStarted(method_, type_);
   }
@@ -191,6 +213,19 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                           .Help("Bytes held by the Decode streams' K/V caches.")
                           .Register(registry)
                           .Add({})),
+      request_memory_bytes_(prometheus::BuildGauge()
+                                .Name("attnserve_request_memory_bytes")
+                                .Help("Bytes the unary calls being served hold of the memory "
+                                      "budget (requests, computations, answers; estimated "
+                                      "from above).")
+                                .Register(registry)
+                                .Add({})),
+      request_memory_budget_bytes_(prometheus::BuildGauge()
+                                       .Name("attnserve_request_memory_budget_bytes")
+                                       .Help("The memory budget of the unary calls "
+                                             "(--max_request_memory_bytes).")
+                                       .Register(registry)
+                                       .Add({})),
       build_info_(prometheus::BuildGauge()
                       .Name("attnserve_build_info")
                       .Help("Build of the server: value 1, labelled with versions.")
@@ -304,6 +339,14 @@ void ServerMetrics::RecordWork(absl::string_view rpc, absl::string_view model, d
 
 void ServerMetrics::RecordRejected(absl::string_view reason) {
   rejected_.Add({{"reason", std::string(reason)}}).Increment();
+}
+
+void ServerMetrics::ObserveRequestMemory(int64_t bytes) {
+  request_memory_bytes_.Set(static_cast<double>(bytes));
+}
+
+void ServerMetrics::SetRequestMemoryBudget(int64_t bytes) {
+  request_memory_budget_bytes_.Set(static_cast<double>(bytes));
 }
 
 void ServerMetrics::ObserveDecode(int64_t open_streams, int64_t kv_cache_bytes) {

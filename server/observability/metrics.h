@@ -83,8 +83,13 @@ class ServerMetrics {
   // `rpc` on `model` ("inline" for weight-free RPCs).
   void RecordWork(absl::string_view rpc, absl::string_view model, double tokens, double flops);
   // A request refused before computing; reason: queue_full, deadline, cancelled, draining,
-  // kv_cache_budget, unauthenticated, rpc_threads, decode_streams, decode_idle_timeout.
+  // kv_cache_budget, memory_budget, unauthenticated, rpc_threads, decode_streams,
+  // decode_idle_timeout.
   void RecordRejected(absl::string_view reason);
+  // Bytes the unary calls hold of the memory budget (attnserve_request_memory_bytes), and the
+  // budget (attnserve_request_memory_budget_bytes).
+  void ObserveRequestMemory(int64_t bytes);
+  void SetRequestMemoryBudget(int64_t bytes);
   // Open Decode streams and the bytes their K/V caches hold.
   void ObserveDecode(int64_t open_streams, int64_t kv_cache_bytes);
 
@@ -117,6 +122,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& rejected_;
   prometheus::Gauge& decode_streams_;
   prometheus::Gauge& kv_cache_bytes_;
+  prometheus::Gauge& request_memory_bytes_;
+  prometheus::Gauge& request_memory_budget_bytes_;
   prometheus::Family<prometheus::Gauge>& build_info_;
   prometheus::Family<prometheus::Gauge>& model_info_;
   prometheus::Family<prometheus::Gauge>& model_stale_;

@@ -85,6 +85,16 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& ca
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
                                       result->attention.shape, call.output_bytes));
   }
+  // The output and its copy in the answer; q, k, v and the heads' context; the scores where held
+  // (twice when returned).
+  const bool scores_held = MaterialisesScores(config.encoding, call.return_attention);
+  const int64_t q_width = config.num_heads * config.head_dim;
+  const int64_t kv_width = config.num_kv_heads * config.head_dim;
+  const int64_t floats = 2 * batch * q_len * config.d_model + 2 * batch * q_len * q_width +
+                         2 * batch * kv_len * kv_width +
+                         (scores_held ? (call.return_attention ? 2 : 1) : 0) * batch *
+                             config.num_heads * q_len * kv_len;
+  RETURN_IF_ERROR(ReserveMemory(context, floats * int64_t{sizeof(float)}));
   ASSIGN_OR_RETURN(const std::vector<int64_t> positions, std::move(call.positions));
 
   AttendInputs inputs;

@@ -142,6 +142,8 @@ absl::StatusOr<WorkDone> RunEncode(const RequestContext& context, EncodeCall& ca
   ASSIGN_OR_RETURN(const std::vector<int64_t> positions, std::move(call.positions));
   RETURN_IF_ERROR(WithFieldPrefix(
       ValidateEncoding(encoding, d_model, call.num_heads, call.head_dim), "encoding"));
+  // The input is encoded in place; its copy in the answer.
+  RETURN_IF_ERROR(ReserveMemory(context, batch * seq * d_model * int64_t{sizeof(float)}));
   EncodeMember member(model, std::move(encoding), call, positions.data(), context.tables);
   RETURN_IF_ERROR(Compute(context, member));
   return WorkDone{batch * seq, 0};

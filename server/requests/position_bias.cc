@@ -67,6 +67,8 @@ absl::StatusOr<WorkDone> RunPositionBias(const RequestContext& context, Position
   RETURN_IF_ERROR(
       CheckResponseSize(context.limits, "num_heads·q_len·kv_len", "bias", result->shape, 0));
 
+  // The bias and its copy in the answer.
+  RETURN_IF_ERROR(ReserveMemory(context, 2 * heads * q_len * kv_len * int64_t{sizeof(float)}));
   // Bottom-right aligned from position 0: the last query and the last key share a position.
   std::vector<int64_t> q_positions, k_positions;
   BottomRightPositions(std::max<int64_t>(q_len - kv_len, 0), 1, q_len, kv_len, &q_positions,

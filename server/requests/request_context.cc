@@ -8,6 +8,10 @@ absl::Status Compute(const RequestContext& context, BatchMember& member) {
   return member.RunBatch(alone).front();
 }
 
+absl::Status ReserveMemory(const RequestContext& context, int64_t bytes) {
+  return context.reserve_memory ? context.reserve_memory(bytes) : absl::OkStatus();
+}
+
 double AttentionFlops(int64_t batch, int64_t heads, int64_t q_len, int64_t kv_len,
                       int64_t head_dim, bool causal) {
   const double full = 4.0 * batch * heads * q_len * kv_len * head_dim;

@@ -19,14 +19,22 @@ struct RequestContext {
   const ServiceLimits& limits;
   PositionTableCache& tables;  // sin/cos tables shared by all requests (thread-safe)
   // Polled between attention tiles: the call's cancellation or deadline. Null: never.
-  std::function<bool()> is_cancelled;
+  std::function<bool()> is_cancelled = nullptr;
   // Computes a member on a compute worker, batched with others of its key that wait with it
   // (ComputePool). Unset: on the calling thread, alone.
-  std::function<absl::Status(BatchMember&)> compute;
+  std::function<absl::Status(BatchMember&)> compute = nullptr;
+  // Reserves bytes the request's computation and answer will hold, until the call ends
+  // (MemoryBudget); RESOURCE_EXHAUSTED past the server's budget. Unset: nothing is counted.
+  std::function<absl::Status(int64_t bytes)> reserve_memory = nullptr;
 };
 
 // context.compute(member), or the member alone here when unset.
 absl::Status Compute(const RequestContext& context, BatchMember& member);
+
+// context.reserve_memory(bytes), or OK when unset. Handlers call it once the shapes are checked
+// and before they allocate anything request-sized, with an estimate from above: the tensors they
+// compute and their copy in the answer, the projections of a layer, score matrices held whole.
+absl::Status ReserveMemory(const RequestContext& context, int64_t bytes);
 
 // The attention probabilities a call may ask for beside its output (return_attention).
 struct AttentionMap {

@@ -153,6 +153,12 @@ absl::StatusOr<WorkDone> RunSdpa(const RequestContext& context, SdpaCall& call,
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
                                       result->attention.shape, call.output_bytes));
   }
+  // The output and its copy in the answer; the scores where held (twice when returned). Counted
+  // as f32 whatever the dtype: an estimate from above.
+  const int64_t scores = shape.batch * shape.num_heads * shape.q_len * shape.kv_len;
+  const int64_t floats = 2 * shape.batch * shape.num_heads * shape.q_len * shape.head_dim +
+                         (scores_held ? (call.return_attention ? 2 : 1) * scores : 0);
+  RETURN_IF_ERROR(ReserveMemory(context, floats * int64_t{sizeof(float)}));
   ASSIGN_OR_RETURN(const SdpaOptions options, OptionsFor(context, shape, call));
   result->output_shape = {shape.batch, shape.num_heads, shape.q_len, shape.head_dim};
   RETURN_IF_ERROR(std::visit(

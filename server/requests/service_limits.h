@@ -43,6 +43,10 @@ struct ServiceLimits {
   // The largest response (--max_message_bytes): a request whose response would not fit is
   // rejected before anything is computed.
   int64_t max_response_bytes = int64_t{64} << 20;
+  // Bytes all unary calls' requests, computations and answers may hold together (MemoryBudget,
+  // --max_request_memory_bytes); past it RESOURCE_EXHAUSTED at once. The binary sizes it from
+  // the container's or machine's memory.
+  int64_t max_request_memory_bytes = int64_t{1} << 30;
   // All Decode streams' K/V caches together (--max_kv_cache_bytes); a step that would pass it is
   // RESOURCE_EXHAUSTED.
   int64_t max_kv_cache_bytes = int64_t{1} << 30;

@@ -4,16 +4,19 @@
 #include <memory>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 #include "server/rpc/decode_reactor.h"
 #include "server/rpc/status_util.h"
 #include "server/rpc/tsan_hand_off.h"
+#include "server/rpc/unary_call.h"
 #include "server/rpc/unary_rpcs.h"
 
 namespace attnserve {
 
 namespace {
+
 
 // The Decode gauges and the budget's refusals, when there are metrics.
 KvCacheBudget::Observers KvCacheObservers(ServerMetrics* metrics) {
@@ -45,15 +48,27 @@ AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimi
                       if (metrics != nullptr) metrics->ObserveCompute(busy, waiting);
                     },
                     limits.batching, BatchObserver(metrics)),
+      memory_budget_(limits.max_request_memory_bytes,
+                     [metrics](int64_t bytes) {
+                       if (metrics != nullptr) metrics->ObserveRequestMemory(bytes);
+                     }),
       kv_cache_budget_(limits.max_kv_cache_bytes, KvCacheObservers(metrics)),
       decode_streams_(DecodeStreams::Options{.max_streams = limits.max_decode_streams,
                                              .idle_timeout = limits.decode_idle_timeout}),
+      unary_calls_(std::make_unique<UnaryCalls>(this)),
       request_threads_(RequestThreads::Options{.max_threads = limits.rpc_threads}) {
+  // The unary computing methods are served by unary_calls_ (generic), which reads their messages
+  // only once there is room for them.
+  const google::protobuf::ServiceDescriptor* descriptor =
+      v1::EncodeRequest::descriptor()->file()->FindServiceByName("AttentionService");
+  for (const char* method : {"Encode", "Attend", "ScaledDotProductAttention", "PositionBias"}) {
+    MarkMethodGeneric(descriptor->FindMethodByName(method)->index());
+  }
   // The server starts after this, and gRPC's threads then call the service.
   tsan_hand_off::Release(this);
 }
 
-grpc::Status AttentionServiceImpl::AdmitCall(grpc::ServerContextBase* context) {
+grpc::Status AttentionServiceImpl::AdmitCall() {
   tsan_hand_off::Acquire(this);  // every call starts here
   // Counted before the draining check: the drain sets draining_ (StartDraining) and then waits
   // for in_flight_ to reach zero (WaitUntilIdle), so a call either sees draining_ or is waited
@@ -68,9 +83,9 @@ grpc::Status AttentionServiceImpl::AdmitCall(grpc::ServerContextBase* context) {
   return grpc::Status::OK;
 }
 
-grpc::Status AttentionServiceImpl::Serve(grpc::ServerContextBase* context, absl::string_view rpc,
+grpc::Status AttentionServiceImpl::Serve(absl::string_view rpc,
                                          absl::FunctionRef<absl::Status()> body) {
-  if (grpc::Status admitted = AdmitCall(context); !admitted.ok()) return admitted;
+  if (grpc::Status admitted = AdmitCall(); !admitted.ok()) return admitted;
   grpc::Status status = ServeRpc(rpc, body);
   EndCall();
   return status;
@@ -83,63 +98,30 @@ grpc::Status AttentionServiceImpl::RpcThreadsBusy() {
       absl::StrCat("all ", limits_.rpc_threads, " RPC threads are busy (--rpc_threads)"));
 }
 
-grpc::ServerUnaryReactor* AttentionServiceImpl::ServeOnRequestThread(
-    grpc::CallbackServerContext* context, absl::string_view rpc,
-    std::function<absl::Status()> body) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  // Admitted here, on gRPC's thread: a call refused (no token, draining) takes no request thread.
-  if (grpc::Status admitted = AdmitCall(context); !admitted.ok()) {
-    reactor->Finish(admitted);
-    return reactor;
-  }
-  // Finish is the body's last act: the call's request, response and context end with it.
-  const bool scheduled =
-      request_threads_.TrySchedule([this, rpc, reactor, body = std::move(body)] {
-        const grpc::Status status = ServeRpc(rpc, body);
-        EndCall();
-        reactor->Finish(status);
-      });
-  if (!scheduled) {
-    EndCall();
-    reactor->Finish(RpcThreadsBusy());
-  }
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* AttentionServiceImpl::ServeCompute(grpc::CallbackServerContext* context,
-                                                             absl::string_view rpc,
-                                                             std::string requested_model,
-                                                             ComputeBody body) {
-  return ServeOnRequestThread(context, rpc, [=]() -> absl::Status {
-    // The models this request uses, taken as it starts (a reload meanwhile does not change them).
-    const std::shared_ptr<const ModelRegistry> models = models_->Current();
-    const std::string label = ModelLabel(*models, requested_model);
-    const RequestContext request_context = ContextFor(context);
-    return RunCompute(context, rpc, label, [&]() -> absl::Status {
-      ASSIGN_OR_RETURN(const WorkDone work, body(request_context, *models));
-      RecordWork(rpc, label, work);
-      return absl::OkStatus();
-    });
-  });
-}
-
-grpc::ServerUnaryReactor* AttentionServiceImpl::ServeBatched(grpc::CallbackServerContext* context,
-                                                             absl::string_view rpc,
-                                                             std::string requested_model,
-                                                             ComputeBody body) {
-  return ServeOnRequestThread(context, rpc, [=]() -> absl::Status {
-    // The models this request uses, taken as it starts (a reload meanwhile does not change them).
-    const std::shared_ptr<const ModelRegistry> models = models_->Current();
-    const std::string label = ModelLabel(*models, requested_model);
-    RequestContext request_context = ContextFor(context);
-    request_context.compute = [&](BatchMember& member) {
-      return RunCompute(context, rpc, label, member);
-    };
+absl::Status AttentionServiceImpl::ServeUnary(
+    grpc::ServerContextBase* context, absl::string_view rpc, bool batched, MemoryHold& memory,
+    const std::string& requested_model,
+    absl::FunctionRef<absl::StatusOr<WorkDone>(const RequestContext&, const ModelRegistry&)>
+        body) {
+  // The models this request uses, taken as it starts (a reload meanwhile does not change them).
+  const std::shared_ptr<const ModelRegistry> models = models_->Current();
+  const std::string label = ModelLabel(*models, requested_model);
+  RequestContext request_context = ContextFor(context, memory);
+  const auto run = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(const WorkDone work, body(request_context, *models));
     RecordWork(rpc, label, work);
     return absl::OkStatus();
-  });
+  };
+  if (!batched) return RunCompute(context, rpc, label, run);
+  request_context.compute = [&](BatchMember& member) {
+    return RunCompute(context, rpc, label, member);
+  };
+  return run();
 }
+
+AttentionServiceImpl::~AttentionServiceImpl() = default;
+
+grpc::CallbackGenericService* AttentionServiceImpl::unary_calls() { return unary_calls_.get(); }
 
 void AttentionServiceImpl::StartDraining() { draining_ = true; }
 
@@ -157,8 +139,16 @@ std::string AttentionServiceImpl::ModelLabel(const ModelRegistry& models,
   return models.Find(requested_model).ok() ? requested_model : "unknown";
 }
 
-RequestContext AttentionServiceImpl::ContextFor(grpc::ServerContextBase* context) {
-  return RequestContext{limits_, tables_, [context] { return context->IsCancelled(); }, nullptr};
+RequestContext AttentionServiceImpl::ContextFor(grpc::ServerContextBase* context,
+                                                MemoryHold& memory) {
+  return RequestContext{limits_, tables_, [context] { return context->IsCancelled(); }, nullptr,
+                        [this, &memory](int64_t bytes) { return ReserveMemory(memory, bytes); }};
+}
+
+absl::Status AttentionServiceImpl::ReserveMemory(MemoryHold& memory, int64_t bytes) {
+  absl::Status status = memory.Add(bytes);
+  if (!status.ok() && metrics_ != nullptr) metrics_->RecordRejected("memory_budget");
+  return status;
 }
 
 void AttentionServiceImpl::RecordWork(absl::string_view rpc, absl::string_view model_label,
@@ -208,38 +198,6 @@ void AttentionServiceImpl::RecordComputeOutcome(absl::string_view rpc,
   }
 }
 
-grpc::ServerUnaryReactor* AttentionServiceImpl::Encode(grpc::CallbackServerContext* context,
-    const v1::EncodeRequest* request, v1::EncodeResponse* response) {
-  return ServeBatched(context, "Encode", request->model(),
-                      [request, response](const RequestContext& call, const ModelRegistry& models) {
-                        return HandleEncode(call, models, *request, response);
-                      });
-}
-
-grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerContext* context,
-    const v1::AttendRequest* request, v1::AttendResponse* response) {
-  return ServeBatched(context, "Attend", request->model(),
-                      [request, response](const RequestContext& call, const ModelRegistry& models) {
-                        return HandleAttend(call, models, *request, response);
-                      });
-}
-
-grpc::ServerUnaryReactor* AttentionServiceImpl::ScaledDotProductAttention(grpc::CallbackServerContext* context,
-    const v1::SdpaRequest* request, v1::SdpaResponse* response) {
-  return ServeBatched(context, "ScaledDotProductAttention", "",
-                      [request, response](const RequestContext& call, const ModelRegistry&) {
-                        return HandleSdpa(call, *request, response);
-                      });
-}
-
-grpc::ServerUnaryReactor* AttentionServiceImpl::PositionBias(grpc::CallbackServerContext* context,
-    const v1::PositionBiasRequest* request, v1::PositionBiasResponse* response) {
-  return ServeCompute(context, "PositionBias", request->model(),
-                      [request, response](const RequestContext& call, const ModelRegistry& models) {
-                        return HandlePositionBias(call, models, *request, response);
-                      });
-}
-
 grpc::ServerBidiReactor<v1::DecodeRequest, v1::DecodeResponse>* AttentionServiceImpl::Decode(
     grpc::CallbackServerContext* context) {
   return new DecodeReactor(this, context);
@@ -250,7 +208,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::ListModels(grpc::CallbackServerC
                                                            const v1::ListModelsRequest*,
                                                            v1::ListModelsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(Serve(context, "ListModels",
+  reactor->Finish(Serve("ListModels",
                         [&] { return HandleListModels(*models_->Current(), response); }));
   return reactor;
 }
@@ -259,7 +217,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::GetModel(grpc::CallbackServerCon
                                                          const v1::GetModelRequest* request,
                                                          v1::GetModelResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(Serve(context, "GetModel",
+  reactor->Finish(Serve("GetModel",
                         [&] { return HandleGetModel(*models_->Current(), *request, response); }));
   return reactor;
 }

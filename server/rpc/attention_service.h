@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/functional/function_ref.h"
@@ -16,11 +17,14 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "attnserve/v1/attention_service.grpc.pb.h"
+#include "grpcpp/generic/async_generic_service.h"
+#include "google/protobuf/message_lite.h"
 #include "core/encodings/position_table_cache.h"
 #include "server/models/model_store.h"
 #include "server/observability/metrics.h"
 #include "server/requests/compute_pool.h"
 #include "server/requests/decode_session.h"
+#include "server/requests/memory_budget.h"
 #include "server/requests/request_context.h"
 #include "server/requests/service_limits.h"
 #include "server/rpc/decode_streams.h"
@@ -37,26 +41,19 @@ class AttentionServiceImpl final : public AttentionServiceBase {
   // call gets here, by the server's credentials (caller_credentials.h).
   AttentionServiceImpl(const ModelStore* models, ServiceLimits limits,
                        ServerMetrics* metrics = nullptr);
+  ~AttentionServiceImpl() override;
+
+  // The generic service that serves the unary computing RPCs (unary_call.h), to be registered
+  // with the server beside this one.
+  grpc::CallbackGenericService* unary_calls();
 
   // Draining: from now on every RPC answers UNAVAILABLE; the ones already running go on.
   void StartDraining();
   // Waits until no RPC is running (true) or `deadline` passes (false).
   bool WaitUntilIdle(std::chrono::system_clock::time_point deadline) const;
 
-  grpc::ServerUnaryReactor* Encode(grpc::CallbackServerContext* context,
-                                   const v1::EncodeRequest* request,
-                                   v1::EncodeResponse* response) override;
-  grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* context,
-                                   const v1::AttendRequest* request,
-                                   v1::AttendResponse* response) override;
   grpc::ServerBidiReactor<v1::DecodeRequest, v1::DecodeResponse>* Decode(
       grpc::CallbackServerContext* context) override;
-  grpc::ServerUnaryReactor* ScaledDotProductAttention(grpc::CallbackServerContext* context,
-                                                      const v1::SdpaRequest* request,
-                                                      v1::SdpaResponse* response) override;
-  grpc::ServerUnaryReactor* PositionBias(grpc::CallbackServerContext* context,
-                                         const v1::PositionBiasRequest* request,
-                                         v1::PositionBiasResponse* response) override;
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
                                        const v1::ListModelsRequest* request,
                                        v1::ListModelsResponse* response) override;
@@ -65,39 +62,29 @@ class AttentionServiceImpl final : public AttentionServiceBase {
                                      v1::GetModelResponse* response) override;
 
  private:
-  // An adapter: the call's context and models snapshot → its work. It runs on a request thread
-  // while the call's request and response live (until the call finishes).
-  using ComputeBody =
-      std::function<absl::StatusOr<WorkDone>(const RequestContext&, const ModelRegistry&)>;
-
   // A Decode stream (decode_reactor.cc).
   class DecodeReactor;
+  // A unary computing call and the generic service that makes them (unary_call.h).
+  class UnaryCall;
+  class UnaryCalls;
 
   // UNAVAILABLE while draining; else OK, and the call counts in in_flight_ until EndCall.
-  grpc::Status AdmitCall(grpc::ServerContextBase* context);
+  grpc::Status AdmitCall();
   void EndCall() { --in_flight_; }
   // A call's body, admitted (AdmitCall, EndCall): the body's status (ServeRpc), or the refusal.
-  grpc::Status Serve(grpc::ServerContextBase* context, absl::string_view rpc,
-                     absl::FunctionRef<absl::Status()> body);
+  grpc::Status Serve(absl::string_view rpc, absl::FunctionRef<absl::Status()> body);
   // RESOURCE_EXHAUSTED for a body RequestThreads refused (--rpc_threads), counted.
   grpc::Status RpcThreadsBusy();
-  // A unary call whose body may block: admitted (AdmitCall) here, then the body on a request
-  // thread (ServeRpc), and the call finishes with its status; RESOURCE_EXHAUSTED at once when
-  // --rpc_threads bodies are running.
-  grpc::ServerUnaryReactor* ServeOnRequestThread(grpc::CallbackServerContext* context,
-                                                 absl::string_view rpc,
-                                                 std::function<absl::Status()> body);
-  // The unary computing RPCs: `body` on a compute worker with the models current when the call
-  // starts, its work recorded under `rpc` and the model label of `requested_model`.
-  grpc::ServerUnaryReactor* ServeCompute(grpc::CallbackServerContext* context,
-                                         absl::string_view rpc, std::string requested_model,
-                                         ComputeBody body);
-  // The batching RPCs: the same, but `body` runs on the request thread (converting and checking
-  // the request) and sends its computation to a worker through the RequestContext's `compute`,
-  // where it joins the requests of its kind waiting with it (ComputePool).
-  grpc::ServerUnaryReactor* ServeBatched(grpc::CallbackServerContext* context,
-                                         absl::string_view rpc, std::string requested_model,
-                                         ComputeBody body);
+  // A unary computing call's body, on a request thread, with the models current as it starts:
+  // `body` on a compute worker, or (`batched`) on this thread, sending its computation to a
+  // worker through the RequestContext's `compute`, where it joins the requests of its kind
+  // waiting with it (ComputePool). Its work is recorded under `rpc` and the model label of
+  // `requested_model`; `memory` is the call's share of the memory budget.
+  absl::Status ServeUnary(grpc::ServerContextBase* context, absl::string_view rpc, bool batched,
+                          MemoryHold& memory, const std::string& requested_model,
+                          absl::FunctionRef<absl::StatusOr<WorkDone>(const RequestContext&,
+                                                                     const ModelRegistry&)>
+                              body);
 
   // Computes `member` (or runs `work`) on a compute worker for the RPC of `context` (its deadline
   // bounds the wait), recording the wait and the computation under `rpc` and `model_label`
@@ -114,8 +101,11 @@ class AttentionServiceImpl final : public AttentionServiceBase {
                             const absl::Status& status);
   // Counts a computed request's tokens and FLOPs (work that touched no tokens is not counted).
   void RecordWork(absl::string_view rpc, absl::string_view model_label, const WorkDone& work);
-  // The request context of a call: the limits, the shared tables, the call's cancellation.
-  RequestContext ContextFor(grpc::ServerContextBase* context);
+  // The request context of a call: the limits, the shared tables, the call's cancellation, its
+  // memory reservation.
+  RequestContext ContextFor(grpc::ServerContextBase* context, MemoryHold& memory);
+  // memory.Add(bytes), its refusal counted (reason memory_budget).
+  absl::Status ReserveMemory(MemoryHold& memory, int64_t bytes);
 
   // The `model` label for a requested model: its name if `models` has it, "inline" when none is
   // named (weight-free RPCs), "unknown" otherwise — so clients cannot grow the label set.
@@ -126,10 +116,12 @@ class AttentionServiceImpl final : public AttentionServiceBase {
   PositionTableCache tables_;  // sin/cos tables shared by all requests (thread-safe)
   ServerMetrics* metrics_;     // may be null
   ComputePool compute_pool_;
+  MemoryBudget memory_budget_;     // all unary calls' requests, computations and answers
   KvCacheBudget kv_cache_budget_;  // all Decode streams' caches
   DecodeStreams decode_streams_;   // the open ones: their cap and idle timeout
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};  // RPC bodies running now (Decode: the whole stream)
+  std::unique_ptr<UnaryCalls> unary_calls_;
   // Last: destroyed first, it waits for the bodies still running, which use the members above.
   RequestThreads request_threads_;
 };

@@ -113,9 +113,6 @@ class CoreServerCredentials final : public grpc::ServerCredentials {
 
 std::shared_ptr<grpc::ServerCredentials> CreateCallerCredentials(const Secrets* secrets,
                                                                  std::function<void()> refused) {
-  if (!secrets->tls() && !secrets->tokens_required()) {
-    return std::make_shared<CoreServerCredentials>(grpc_insecure_server_credentials_create());
-  }
   auto* checks = new CallerChecks(secrets, std::move(refused));
   grpc_server_credentials* credentials = nullptr;
   if (secrets->tls()) {
@@ -128,7 +125,7 @@ std::shared_ptr<grpc::ServerCredentials> CreateCallerCredentials(const Secrets* 
   } else {
     credentials = grpc_insecure_server_credentials_create();
   }
-  // Also without tokens: the processor owns `checks` (CheckCall then lets every call in).
+  // The processor owns `checks` (its destroy function frees them with the credentials).
   grpc_server_credentials_set_auth_metadata_processor(
       credentials, grpc_auth_metadata_processor{CheckCall, DestroyChecks, checks});
   return std::make_shared<CoreServerCredentials>(credentials);

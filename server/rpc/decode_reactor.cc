@@ -13,17 +13,18 @@ AttentionServiceImpl::DecodeReactor::DecodeReactor(AttentionServiceImpl* service
                                                    grpc::CallbackServerContext* context)
     : service_(service),
       context_(context),
+      step_memory_(&service->memory_budget_),
       models_(service->models_->Current()),
       services_{service->kv_cache_budget_,
                 [service](const std::string& model, const WorkDone& work) {
                   service->RecordWork("Decode", model, work);
                 }},
-      request_context_(service->ContextFor(context)),
+      request_context_(service->ContextFor(context, step_memory_)),
       handler_(*models_, services_) {
   request_context_.compute = [this](BatchMember& step) {
     return service_->RunCompute(context_, "Decode", step.model(), step);
   };
-  if (grpc::Status admitted = service_->AdmitCall(context); !admitted.ok()) {
+  if (grpc::Status admitted = service_->AdmitCall(); !admitted.ok()) {
     FinishStream(admitted);
     return;
   }
@@ -72,6 +73,12 @@ void AttentionServiceImpl::DecodeReactor::OnReadDone(bool ok) {
                : grpc::Status::OK);
     return;
   }
+  const int64_t message_bytes = 2 * static_cast<int64_t>(request_.ByteSizeLong());
+  if (absl::Status reserved = service_->ReserveMemory(step_memory_, message_bytes);
+      !reserved.ok()) {
+    FinishStream(ToGrpcStatus(reserved));
+    return;
+  }
   if (!service_->request_threads_.TrySchedule([this] { RunStep(); })) {
     FinishStream(service_->RpcThreadsBusy());
   }
@@ -93,6 +100,7 @@ void AttentionServiceImpl::DecodeReactor::RunStep() {
 void AttentionServiceImpl::DecodeReactor::OnWriteDone(bool ok) {
   tsan_hand_off::Acquire(this);
   transient_ = BudgetHold();
+  step_memory_.Clear();
   v1::DecodeResponse().Swap(&response_);
   if (!ok) {
     FinishStream(grpc::Status(grpc::StatusCode::CANCELLED, "the client closed the stream"));

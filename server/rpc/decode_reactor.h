@@ -12,6 +12,7 @@
 #include "attnserve/v1/attention_service.grpc.pb.h"
 #include "server/models/model_registry.h"
 #include "server/requests/decode_session.h"
+#include "server/requests/memory_budget.h"
 #include "server/requests/request_context.h"
 #include "server/rpc/attention_service.h"
 #include "server/rpc/decode_rpc.h"
@@ -43,6 +44,8 @@ class AttentionServiceImpl::DecodeReactor final
   AttentionServiceImpl* const service_;
   grpc::CallbackServerContext* const context_;
   bool admitted_ = false;
+  // The step's share of the memory budget (its messages), until its answer is written.
+  MemoryHold step_memory_;
   // The stream's models, from its start to its end: a reload meanwhile does not change them.
   const std::shared_ptr<const ModelRegistry> models_;
   const DecodeStreamServices services_;

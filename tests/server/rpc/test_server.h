@@ -49,6 +49,7 @@ class TestServer {
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(&service_);
+    builder.RegisterCallbackGenericService(service_.unary_calls());
     server_ = builder.BuildAndStart();
     EXPECT_NE(port, 0) << "no free loopback port";
     stub_ = v1::AttentionService::NewStub(grpc::CreateChannel(

@@ -1,0 +1,182 @@
+#include "server/rpc/unary_call.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "attnserve/v1/attention_service.pb.h"
+#include "core/base/status_macros.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
+#include "server/rpc/status_util.h"
+#include "server/rpc/tsan_hand_off.h"
+#include "server/rpc/unary_rpcs.h"
+
+namespace attnserve {
+namespace {
+
+const std::string& RequestedModel(const v1::EncodeRequest& request) { return request.model(); }
+const std::string& RequestedModel(const v1::AttendRequest& request) { return request.model(); }
+const std::string& RequestedModel(const v1::PositionBiasRequest& request) {
+  return request.model();
+}
+const std::string& RequestedModel(const v1::SdpaRequest&) {
+  static const std::string* const none = new std::string;
+  return *none;  // weight-free: the metrics label it "inline"
+}
+
+// HandleSdpa needs no models; the others' shape.
+absl::StatusOr<WorkDone> HandleSdpaWithModels(const RequestContext& context,
+                                              const ModelRegistry&, const v1::SdpaRequest& request,
+                                              v1::SdpaResponse* response) {
+  return HandleSdpa(context, request, response);
+}
+
+template <typename Request, typename Response,
+          absl::StatusOr<WorkDone> (*Handle)(const RequestContext&, const ModelRegistry&,
+                                             const Request&, Response*)>
+class TypedExchange final : public UnaryExchange {
+ public:
+  absl::Status Parse(grpc::ByteBuffer& bytes) override {
+    if (!grpc::SerializationTraits<Request>::Deserialize(&bytes, &request_).ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("the request message does not parse as ",
+                                                     Request::descriptor()->full_name()));
+    }
+    return absl::OkStatus();
+  }
+  int64_t request_bytes() const override { return static_cast<int64_t>(request_.ByteSizeLong()); }
+  const std::string& requested_model() const override { return RequestedModel(request_); }
+  absl::StatusOr<WorkDone> Run(const RequestContext& context,
+                               const ModelRegistry& models) override {
+    return Handle(context, models, request_, &response_);
+  }
+  absl::Status Serialize(grpc::ByteBuffer* bytes) override {
+    bool own_buffer = false;
+    const grpc::Status status =
+        grpc::SerializationTraits<Response>::Serialize(response_, bytes, &own_buffer);
+    // The bytes are what is sent: the messages need not outlive them.
+    Response().Swap(&response_);
+    Request().Swap(&request_);
+    if (!status.ok()) {
+      return absl::InternalError(absl::StrCat("serializing the response: ", status.error_message()));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  Request request_;
+  Response response_;
+};
+
+template <typename Exchange>
+std::unique_ptr<UnaryExchange> Make() {
+  return std::make_unique<Exchange>();
+}
+
+}  // namespace
+
+const UnaryMethod* FindUnaryMethod(absl::string_view path) {
+  using Encode = TypedExchange<v1::EncodeRequest, v1::EncodeResponse, HandleEncode>;
+  using Attend = TypedExchange<v1::AttendRequest, v1::AttendResponse, HandleAttend>;
+  using Sdpa = TypedExchange<v1::SdpaRequest, v1::SdpaResponse, HandleSdpaWithModels>;
+  using Bias =
+      TypedExchange<v1::PositionBiasRequest, v1::PositionBiasResponse, HandlePositionBias>;
+  static const UnaryMethod kMethods[] = {
+      {"Encode", true, Make<Encode>},
+      {"Attend", true, Make<Attend>},
+      {"ScaledDotProductAttention", true, Make<Sdpa>},
+      // Its bias map is computed whole on a compute worker; it joins no batch.
+      {"PositionBias", false, Make<Bias>},
+  };
+  constexpr absl::string_view kPrefix = "/attnserve.v1.AttentionService/";
+  if (!absl::StartsWith(path, kPrefix)) return nullptr;
+  for (const UnaryMethod& method : kMethods) {
+    if (path.substr(kPrefix.size()) == method.rpc) return &method;
+  }
+  return nullptr;
+}
+
+AttentionServiceImpl::UnaryCall::UnaryCall(AttentionServiceImpl* service,
+                                           grpc::GenericCallbackServerContext* context)
+    : service_(service),
+      context_(context),
+      method_(FindUnaryMethod(context->method())),
+      memory_(&service->memory_budget_) {
+  if (method_ == nullptr) {
+    FinishWith(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                            absl::StrCat("unknown method ", context->method())));
+    return;
+  }
+  if (grpc::Status admitted = service_->AdmitCall(); !admitted.ok()) {
+    FinishWith(admitted);
+    return;
+  }
+  admitted_ = true;
+  // Until it is read, the message may be as large as any, and parsing holds it twice: its bytes
+  // and the parsed message. That much is reserved, so the messages being read at once fit the
+  // budget too.
+  constexpr int64_t kCopiesWhileParsed = 2;
+  if (absl::Status reserved = service_->ReserveMemory(
+          memory_, kCopiesWhileParsed * service_->limits_.max_response_bytes);
+      !reserved.ok()) {
+    FinishWith(ToGrpcStatus(reserved));
+    return;
+  }
+  tsan_hand_off::Release(this);
+  StartRead(&request_bytes_);
+}
+
+void AttentionServiceImpl::UnaryCall::OnReadDone(bool ok) {
+  tsan_hand_off::Acquire(this);
+  if (!ok) {
+    FinishWith(context_->IsCancelled()
+                   ? grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled")
+                   : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  "the call ended without a request message"));
+    return;
+  }
+  exchange_ = method_->make_exchange();
+  absl::Status parsed = exchange_->Parse(request_bytes_);
+  request_bytes_.Clear();
+  // Read: the message and its converted tensors replace the reservation of the largest message.
+  memory_.Clear();
+  if (parsed.ok()) parsed = service_->ReserveMemory(memory_, 2 * exchange_->request_bytes());
+  if (!parsed.ok()) {
+    FinishWith(ToGrpcStatus(parsed));
+    return;
+  }
+  if (!service_->request_threads_.TrySchedule([this] { Run(); })) {
+    FinishWith(service_->RpcThreadsBusy());
+  }
+}
+
+void AttentionServiceImpl::UnaryCall::Run() {
+  const grpc::Status status = ServeRpc(method_->rpc, [this]() -> absl::Status {
+    RETURN_IF_ERROR(service_->ServeUnary(context_, method_->rpc, method_->batched, memory_,
+                                         exchange_->requested_model(),
+                                         [this](const RequestContext& context,
+                                                const ModelRegistry& models) {
+                                           return exchange_->Run(context, models);
+                                         }));
+    return exchange_->Serialize(&response_bytes_);
+  });
+  FinishWith(status);
+}
+
+void AttentionServiceImpl::UnaryCall::FinishWith(const grpc::Status& status) {
+  if (admitted_) service_->EndCall();
+  admitted_ = false;
+  tsan_hand_off::Release(this);
+  if (status.ok()) {
+    StartWriteAndFinish(&response_bytes_, grpc::WriteOptions(), status);
+  } else {
+    Finish(status);
+  }
+}
+
+void AttentionServiceImpl::UnaryCall::OnDone() {
+  tsan_hand_off::Acquire(this);
+  delete this;  // returns the call's memory to the budget
+}
+
+}  // namespace attnserve
