@@ -240,6 +240,11 @@ void ConfigureTransport(const ServerOptions& options, ServerMetrics& metrics,
   quota.Resize(static_cast<size_t>(options.limits.max_request_memory_bytes));
   builder.SetResourceQuota(quota);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+  // Each stream's window stays at HTTP/2's 64 KiB until its message is read (gRPC then opens it
+  // to the message's size): with the bandwidth-delay probe, gRPC widened every stream's window,
+  // and calls not yet read, or refused unread, held megabytes each in its buffers (a flood of 16
+  // clients peaked at 3.7 times the budget; docs/reliability.md "Memory").
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
                              ChannelMilliseconds(options.keepalive_time_seconds));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
@@ -362,6 +367,15 @@ int RunServer(const ServerOptions& flags, const sigset_t& signals) {
     return Failed(status);
   }
   const ServerOptions options = WithMemoryBudget(flags);
+  if (const int64_t budget = options.limits.max_request_memory_bytes,
+      message = options.limits.max_response_bytes;
+      budget < 2 * message) {
+    return Failed(absl::InvalidArgumentError(absl::StrCat(
+        "the memory budget (--max_request_memory_bytes=", budget,
+        ") must hold at least twice --max_message_bytes=", message,
+        ": reading a message reserves that much; lower --max_message_bytes or raise the "
+        "budget")));
+  }
   absl::StatusOr<std::unique_ptr<ModelRegistry>> models = LoadModels(options.model_repository);
   if (!models.ok()) return Failed(models.status());
   // Tokens or client certificates restrict the gRPC port; the metrics then stay on loopback.

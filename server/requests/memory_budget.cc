@@ -21,6 +21,7 @@ absl::Status MemoryBudget::TryReserve(int64_t bytes) {
 void MemoryBudget::Release(int64_t bytes) {
   bytes_ -= bytes;
   Observe();
+  if (released_) released_();
 }
 
 void MemoryBudget::Observe() {
@@ -33,9 +34,12 @@ void MemoryBudget::Observe() {
 
 MemoryHold::~MemoryHold() { Clear(); }
 
-void MemoryHold::Clear() {
-  if (bytes_ > 0) budget_->Release(bytes_);
-  bytes_ = 0;
+void MemoryHold::Clear() { ShrinkTo(0); }
+
+void MemoryHold::ShrinkTo(int64_t bytes) {
+  if (bytes >= bytes_) return;
+  budget_->Release(bytes_ - bytes);
+  bytes_ = bytes;
 }
 
 absl::Status MemoryHold::Add(int64_t bytes) {

@@ -18,9 +18,11 @@ namespace attnserve {
 
 class MemoryBudget {
  public:
-  // `changed` (may be null) gets the bytes held after each change.
-  explicit MemoryBudget(int64_t max_bytes, std::function<void(int64_t bytes)> changed = nullptr)
-      : max_bytes_(max_bytes), changed_(std::move(changed)) {}
+  // `changed` (may be null) gets the bytes held after each change; `released` (may be null) is
+  // called after bytes return, outside any lock of the budget (it may reserve).
+  explicit MemoryBudget(int64_t max_bytes, std::function<void(int64_t bytes)> changed = nullptr,
+                        std::function<void()> released = nullptr)
+      : max_bytes_(max_bytes), changed_(std::move(changed)), released_(std::move(released)) {}
 
   int64_t max_bytes() const { return max_bytes_; }
   int64_t bytes() const { return bytes_.load(); }
@@ -34,6 +36,7 @@ class MemoryBudget {
 
   const int64_t max_bytes_;
   const std::function<void(int64_t)> changed_;
+  const std::function<void()> released_;
   std::atomic<int64_t> bytes_{0};
   std::mutex observe_mutex_;
 };
@@ -53,6 +56,9 @@ class MemoryHold {
   int64_t bytes() const { return bytes_; }
   // Returns everything held (a stream's step is over; the next reserves anew).
   void Clear();
+  // Returns what is held beyond `bytes` (an estimate from above made exact); never fails, so no
+  // other call can take the bytes in between.
+  void ShrinkTo(int64_t bytes);
 
  private:
   MemoryBudget* const budget_;

@@ -1,5 +1,6 @@
 #include "server/rpc/attention_service.h"
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <thread>
@@ -48,14 +49,20 @@ AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimi
                       if (metrics != nullptr) metrics->ObserveCompute(busy, waiting);
                     },
                     limits.batching, BatchObserver(metrics)),
-      memory_budget_(limits.max_request_memory_bytes,
-                     [metrics](int64_t bytes) {
-                       if (metrics != nullptr) metrics->ObserveRequestMemory(bytes);
-                     }),
+      memory_budget_(
+          limits.max_request_memory_bytes,
+          [metrics](int64_t bytes) {
+            if (metrics != nullptr) metrics->ObserveRequestMemory(bytes);
+          },
+          // Returned memory may let calls waiting to be read start (set once they exist).
+          [this] {
+            if (unary_calls_ != nullptr) unary_calls_->ReadWaiting();
+          }),
       kv_cache_budget_(limits.max_kv_cache_bytes, KvCacheObservers(metrics)),
       decode_streams_(DecodeStreams::Options{.max_streams = limits.max_decode_streams,
                                              .idle_timeout = limits.decode_idle_timeout}),
-      unary_calls_(std::make_unique<UnaryCalls>(this)),
+      unary_calls_(std::make_unique<UnaryCalls>(
+          this, static_cast<size_t>(std::max(limits.compute_queue_depth, 0)))),
       request_threads_(RequestThreads::Options{.max_threads = limits.rpc_threads}) {
   // The unary computing methods are served by unary_calls_ (generic), which reads their messages
   // only once there is room for them.
@@ -123,7 +130,12 @@ AttentionServiceImpl::~AttentionServiceImpl() = default;
 
 grpc::CallbackGenericService* AttentionServiceImpl::unary_calls() { return unary_calls_.get(); }
 
-void AttentionServiceImpl::StartDraining() { draining_ = true; }
+void AttentionServiceImpl::StartDraining() {
+  draining_ = true;
+  unary_calls_->FinishWaiting(grpc::Status(
+      grpc::StatusCode::UNAVAILABLE,
+      "the server is draining (shutting down); retry on another replica"));
+}
 
 bool AttentionServiceImpl::WaitUntilIdle(std::chrono::system_clock::time_point deadline) const {
   while (in_flight_.load() > 0) {

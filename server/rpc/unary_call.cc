@@ -1,7 +1,9 @@
 #include "server/rpc/unary_call.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -112,18 +114,38 @@ AttentionServiceImpl::UnaryCall::UnaryCall(AttentionServiceImpl* service,
     return;
   }
   admitted_ = true;
-  // Until it is read, the message may be as large as any, and parsing holds it twice: its bytes
-  // and the parsed message. That much is reserved, so the messages being read at once fit the
-  // budget too.
-  constexpr int64_t kCopiesWhileParsed = 2;
-  if (absl::Status reserved = service_->ReserveMemory(
-          memory_, kCopiesWhileParsed * service_->limits_.max_response_bytes);
-      !reserved.ok()) {
-    FinishWith(ToGrpcStatus(reserved));
-    return;
+  if (!service_->unary_calls_->ReadOrWait(this)) {
+    if (service_->metrics_ != nullptr) service_->metrics_->RecordRejected("memory_budget");
+    FinishWith(grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("the memory budget (--max_request_memory_bytes=",
+                     service_->memory_budget_.max_bytes(), ") is full and ",
+                     service_->limits_.compute_queue_depth,
+                     " calls wait for room to read their message (--compute_queue_depth); retry "
+                     "later or on another replica")));
   }
+}
+
+bool AttentionServiceImpl::UnaryCall::ReserveRead() {
+  // Until it is read, the message may be as large as any, and parsing holds it twice: its bytes
+  // and the parsed message.
+  constexpr int64_t kCopiesWhileParsed = 2;
+  return memory_.Add(kCopiesWhileParsed * service_->limits_.max_response_bytes).ok();
+}
+
+void AttentionServiceImpl::UnaryCall::StartReading() {
   tsan_hand_off::Release(this);
   StartRead(&request_bytes_);
+}
+
+void AttentionServiceImpl::UnaryCall::OnCancel() {
+  tsan_hand_off::Acquire(this);
+  // Cancelled (by its client, its deadline or shutdown) while waiting to be read: nothing else
+  // will finish it. Otherwise the read, the computation or the answer ends it.
+  if (service_->unary_calls_->Leave(this)) {
+    FinishWith(grpc::Status(grpc::StatusCode::CANCELLED,
+                            "cancelled while waiting for room to read its message"));
+  }
 }
 
 void AttentionServiceImpl::UnaryCall::OnReadDone(bool ok) {
@@ -138,9 +160,9 @@ void AttentionServiceImpl::UnaryCall::OnReadDone(bool ok) {
   exchange_ = method_->make_exchange();
   absl::Status parsed = exchange_->Parse(request_bytes_);
   request_bytes_.Clear();
-  // Read: the message and its converted tensors replace the reservation of the largest message.
-  memory_.Clear();
-  if (parsed.ok()) parsed = service_->ReserveMemory(memory_, 2 * exchange_->request_bytes());
+  // Read: the reservation shrinks to the message and its converted tensors (at most what was
+  // reserved for the largest message, so nothing can be refused here).
+  memory_.ShrinkTo(2 * exchange_->request_bytes());
   if (!parsed.ok()) {
     FinishWith(ToGrpcStatus(parsed));
     return;
@@ -172,6 +194,52 @@ void AttentionServiceImpl::UnaryCall::FinishWith(const grpc::Status& status) {
   } else {
     Finish(status);
   }
+}
+
+bool AttentionServiceImpl::UnaryCalls::ReadOrWait(UnaryCall* call) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!waiting_.empty() || !call->ReserveRead()) {
+      if (waiting_.size() >= max_waiting_) return false;
+      call->waiting_ = true;
+      waiting_.push_back(call);
+      return true;
+    }
+  }
+  call->StartReading();
+  return true;
+}
+
+void AttentionServiceImpl::UnaryCalls::ReadWaiting() {
+  std::vector<UnaryCall*> ready;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // Oldest first; a call that does not fit keeps those behind it waiting (no call overtakes).
+    while (!waiting_.empty() && waiting_.front()->ReserveRead()) {
+      waiting_.front()->waiting_ = false;
+      ready.push_back(waiting_.front());
+      waiting_.pop_front();
+    }
+  }
+  for (UnaryCall* call : ready) call->StartReading();
+}
+
+bool AttentionServiceImpl::UnaryCalls::Leave(UnaryCall* call) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!call->waiting_) return false;
+  call->waiting_ = false;
+  waiting_.erase(std::find(waiting_.begin(), waiting_.end(), call));
+  return true;
+}
+
+void AttentionServiceImpl::UnaryCalls::FinishWaiting(const grpc::Status& status) {
+  std::deque<UnaryCall*> refused;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (UnaryCall* call : waiting_) call->waiting_ = false;
+    refused.swap(waiting_);
+  }
+  for (UnaryCall* call : refused) call->FinishWith(status);
 }
 
 void AttentionServiceImpl::UnaryCall::OnDone() {

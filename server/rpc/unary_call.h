@@ -1,13 +1,18 @@
 // The unary computing RPCs (Encode, Attend, ScaledDotProductAttention, PositionBias) on gRPC's
 // generic callback API, so that the service decides when a request's message is read: a call
-// first reserves the largest message's bytes of the memory budget (or is refused
-// RESOURCE_EXHAUSTED at once, its message never read), then reads its message, then holds what
-// it actually needs (the message, its tensors, its computation and answer) until gRPC is done
-// with it. Unread, a call costs no more than the HTTP/2 flow-control window of its stream.
+// first reserves what reading the largest message holds (twice --max_message_bytes: its bytes
+// and the parsed message) of the memory budget, then reads its message, then holds what it
+// actually needs (the message, its tensors, its computation and answer) until gRPC is done with
+// it. A call that finds no room waits, unread, behind those waiting before it, until memory
+// returns (or it is cancelled, or its deadline passes); past --compute_queue_depth waiting calls
+// it is refused RESOURCE_EXHAUSTED at once. Unread, a call costs no more than the HTTP/2
+// flow-control window of its stream.
 #ifndef ATTNSERVE_SERVER_RPC_UNARY_CALL_H_
 #define ATTNSERVE_SERVER_RPC_UNARY_CALL_H_
 
+#include <deque>
 #include <memory>
+#include <mutex>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -51,9 +56,15 @@ class AttentionServiceImpl::UnaryCall final : public grpc::ServerGenericBidiReac
   UnaryCall(AttentionServiceImpl* service, grpc::GenericCallbackServerContext* context);
 
   void OnReadDone(bool ok) override;
+  void OnCancel() override;
   void OnDone() override;
 
  private:
+  friend class UnaryCalls;
+  // Reserves what reading the largest message holds; false when it does not fit now.
+  bool ReserveRead();
+  // Hands the read of the message to gRPC (the reservation made).
+  void StartReading();
   // On a request thread: the call's body, then its answer.
   void Run();
   // The call's last act on our side: gRPC then owns it until OnDone.
@@ -63,24 +74,41 @@ class AttentionServiceImpl::UnaryCall final : public grpc::ServerGenericBidiReac
   grpc::GenericCallbackServerContext* const context_;
   const UnaryMethod* const method_;
   bool admitted_ = false;  // counted in flight (AdmitCall) until it finishes
+  bool waiting_ = false;   // in UnaryCalls' queue (guarded by its mutex)
   MemoryHold memory_;
   std::unique_ptr<UnaryExchange> exchange_;
   grpc::ByteBuffer request_bytes_;
   grpc::ByteBuffer response_bytes_;
 };
 
-// Creates a UnaryCall for every call gRPC hands to the generic service: the methods the service
-// marks generic, and paths nothing serves (answered UNIMPLEMENTED).
+// Creates a UnaryCall for every call gRPC hands to the generic service (the methods the service
+// marks generic, and paths nothing serves: UNIMPLEMENTED), and keeps the calls waiting for room to
+// read their message, oldest first.
 class AttentionServiceImpl::UnaryCalls final : public grpc::CallbackGenericService {
  public:
-  explicit UnaryCalls(AttentionServiceImpl* service) : service_(service) {}
+  UnaryCalls(AttentionServiceImpl* service, size_t max_waiting)
+      : service_(service), max_waiting_(max_waiting) {}
   grpc::ServerGenericBidiReactor* CreateReactor(
       grpc::GenericCallbackServerContext* context) override {
     return new UnaryCall(service_, context);
   }
 
+  // Starts reading `call`'s message when no call waits before it and its reservation fits;
+  // otherwise it waits. False (nothing done) when max_waiting calls wait already.
+  bool ReadOrWait(UnaryCall* call);
+  // Memory returned: starts the reads of the waiting calls that now fit, oldest first.
+  void ReadWaiting();
+  // A cancelled call leaves the queue: true when it was waiting (the caller finishes it), false
+  // when its read has started.
+  bool Leave(UnaryCall* call);
+  // Draining: every waiting call is finished with `status`.
+  void FinishWaiting(const grpc::Status& status);
+
  private:
   AttentionServiceImpl* const service_;
+  const size_t max_waiting_;
+  std::mutex mutex_;
+  std::deque<UnaryCall*> waiting_;
 };
 
 }  // namespace attnserve
