@@ -55,8 +55,9 @@ ABSL_FLAG(int32_t, compute_threads, 0,
 ABSL_FLAG(int32_t, compute_workers, 2,
           "compute worker threads: computations (batches) running at once");
 ABSL_FLAG(int32_t, compute_queue_depth, 64,
-          "requests that may wait for a compute worker; more are RESOURCE_EXHAUSTED at once, and "
-          "one whose deadline passes while waiting is DEADLINE_EXCEEDED without being computed");
+          "requests that may wait for a compute worker, and calls that may wait for room in the "
+          "memory budget to read their message; more are RESOURCE_EXHAUSTED at once, and one "
+          "whose deadline passes while waiting is DEADLINE_EXCEEDED without being computed");
 ABSL_FLAG(int32_t, max_batch_requests, 32,
           "requests of one kind (RPC, model, compute dtype) waiting for a compute worker that it "
           "computes together as one batch, at most; 1 = no batching");
@@ -91,9 +92,10 @@ ABSL_FLAG(int32_t, max_message_bytes, 64 << 20,
 ABSL_FLAG(int64_t, max_request_memory_bytes, 0,
           "bytes the calls being served may hold together: twice --max_message_bytes for a "
           "message being read and parsed, then the request (counted twice: the message and its "
-          "tensors), the computation and the answer, estimated from above; past it a call is "
-          "refused RESOURCE_EXHAUSTED at once, its message unread. gRPC's transport buffers get "
-          "the same figure as their resource quota. 0 = half the container's memory limit "
+          "tensors), the computation and the answer, estimated from above. A call without room "
+          "waits, unread, for its turn (at most --compute_queue_depth wait); past that, or when "
+          "a read call's needs do not fit, RESOURCE_EXHAUSTED at once. gRPC's transport buffers "
+          "get the same figure as their resource quota. 0 = half the container's memory limit "
           "(cgroup), or of the machine's memory without one");
 ABSL_FLAG(int32_t, max_concurrent_streams, 100,
           "calls (and Decode streams) one client connection may have open at once (HTTP/2 "
