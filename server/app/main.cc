@@ -75,6 +75,10 @@ ABSL_FLAG(int64_t, max_decode_streams, 1024,
 ABSL_FLAG(double, decode_idle_timeout_seconds, 300,
           "a Decode stream waiting this long for its client's next message is ended "
           "(DEADLINE_EXCEEDED) and its cache freed; 0 = never");
+ABSL_FLAG(double, request_read_timeout_seconds, 30,
+          "a unary call whose request message has not arrived this long after the server began "
+          "reading it (holding twice --max_message_bytes of the memory budget meanwhile) is "
+          "ended with DEADLINE_EXCEEDED; 0 = never");
 ABSL_FLAG(int32_t, rpc_threads, 0,
           "most calls (or Decode steps) whose bodies run at once, each on a thread while it "
           "waits for its computation; past it, RESOURCE_EXHAUSTED; 0 = no cap");
@@ -121,10 +125,14 @@ ABSL_FLAG(double, max_connection_age_seconds, 0,
           "is balanced anew, so new replicas get traffic; see docs/scaling.md)");
 ABSL_FLAG(double, max_connection_age_grace_seconds, 30,
           "time an aged connection's calls get to finish before it is closed");
+ABSL_FLAG(std::string, health_address, "",
+          "host:port of a second, plaintext port that serves only grpc.health.v1 (no other "
+          "service, no reflection), its statuses those of the main port: for probes that cannot "
+          "speak the main port's TLS (Kubernetes' gRPC probes, mutual TLS); empty = none");
 ABSL_FLAG(bool, health_probe, false,
-          "instead of serving: ask the server at --grpc_address (0.0.0.0 means this host) for "
-          "its grpc.health.v1 status and exit 0 if SERVING, 1 otherwise (container HEALTHCHECK, "
-          "exec probes)");
+          "instead of serving: ask the server at --health_address, or else at --grpc_address "
+          "(with its TLS flags), for its grpc.health.v1 status (0.0.0.0 means this host) and "
+          "exit 0 if SERVING, 1 otherwise (container HEALTHCHECK, exec probes)");
 ABSL_FLAG(double, health_probe_timeout_seconds, 5.0, "deadline of the --health_probe call");
 ABSL_FLAG(std::string, access_log, "text",
           "one line per RPC (request id, method, code, latency, peer): text, json or off (in any "
@@ -159,6 +167,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   ServerOptions options;
   options.grpc_address = absl::GetFlag(FLAGS_grpc_address);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  options.health_address = absl::GetFlag(FLAGS_health_address);
   options.secrets.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
   options.secrets.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   options.secrets.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
@@ -187,6 +196,14 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   }
   limits.decode_idle_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(std::llround(idle_seconds * 1000)));
+  const double read_seconds = absl::GetFlag(FLAGS_request_read_timeout_seconds);
+  if (!(read_seconds >= 0 && read_seconds <= kMaxIdleTimeoutSeconds)) {
+    return absl::InvalidArgumentError(absl::StrCat("--request_read_timeout_seconds=", read_seconds,
+                                                   " must be in [0, ", kMaxIdleTimeoutSeconds,
+                                                   "]"));
+  }
+  limits.request_read_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(std::llround(read_seconds * 1000)));
   limits.batching.max_requests = absl::GetFlag(FLAGS_max_batch_requests);
   limits.batching.max_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   limits.batching.timeout = std::chrono::microseconds(absl::GetFlag(FLAGS_batch_timeout_micros));
@@ -236,8 +253,17 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(static_cast<int>(args.size()) - 1, const_cast<char**>(args.data()));
 
   if (absl::GetFlag(FLAGS_health_probe)) {
-    return attnserve::ProbeHealth(absl::GetFlag(FLAGS_grpc_address), "",
-                                  absl::Seconds(absl::GetFlag(FLAGS_health_probe_timeout_seconds)));
+    // The plaintext health port when there is one; else the main port, in its TLS.
+    const std::string health_address = absl::GetFlag(FLAGS_health_address);
+    const attnserve::ProbeTls tls =
+        health_address.empty()
+            ? attnserve::ProbeTls{absl::GetFlag(FLAGS_tls_cert_file),
+                                  absl::GetFlag(FLAGS_tls_key_file),
+                                  !absl::GetFlag(FLAGS_tls_client_ca_file).empty()}
+            : attnserve::ProbeTls{};
+    return attnserve::ProbeHealth(
+        health_address.empty() ? absl::GetFlag(FLAGS_grpc_address) : health_address, "",
+        absl::Seconds(absl::GetFlag(FLAGS_health_probe_timeout_seconds)), tls);
   }
 
   using Level = spdlog::level::level_enum;

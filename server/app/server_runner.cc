@@ -19,7 +19,10 @@
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/impl/server_builder_option.h"
+#include "grpcpp/impl/server_builder_plugin.h"
 #include "grpcpp/resource_quota.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
@@ -54,6 +57,20 @@ std::vector<std::string> ServedMethods() {
   }
   return methods;
 }
+
+// Removes server reflection from a ServerBuilder (linking grpc++_reflection adds its plugin to
+// every builder).
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& plugin) {
+                                    return plugin->name() == "proto_server_reflection";
+                                  }),
+                   plugins->end());
+  }
+};
 
 // "0.0.0.0:0" with bound port 1234 → "0.0.0.0:1234".
 std::string WithPort(const std::string& address, int port) {
@@ -268,6 +285,11 @@ void ConfigureTransport(const ServerOptions& options, ServerMetrics& metrics,
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 }
 
+// The service's health SERVING on `server` (the server's as a whole is by default).
+void SetServing(grpc::Server& server) {
+  server.GetHealthCheckService()->SetServingStatus(kServiceName, true);
+}
+
 // The gRPC server with the service, health and reflection, callers checked by `secrets`;
 // `port` receives the bound port.
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const ServerOptions& options,
@@ -289,7 +311,7 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const ServerOption
   if (server == nullptr || *port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", options.grpc_address));
   }
-  server->GetHealthCheckService()->SetServingStatus(kServiceName, true);
+  SetServing(*server);
   return server;
 }
 
@@ -299,6 +321,30 @@ std::chrono::steady_clock::time_point NextDue(double period_seconds) {
   return std::chrono::steady_clock::now() +
          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
              std::chrono::duration<double>(period_seconds));
+}
+
+// The plaintext health port (--health_address): grpc.health.v1 only. gRPC adds its health
+// service only beside some other service, so a generic one answers every other method
+// UNIMPLEMENTED.
+struct HealthEndpoint {
+  grpc::CallbackGenericService unimplemented;
+  std::unique_ptr<grpc::Server> server;
+};
+
+absl::StatusOr<std::unique_ptr<HealthEndpoint>> StartHealthEndpoint(const ServerOptions& options,
+                                                                    int* port) {
+  auto endpoint = std::make_unique<HealthEndpoint>();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.health_address, grpc::InsecureServerCredentials(), port);
+  builder.RegisterCallbackGenericService(&endpoint->unimplemented);
+  builder.SetOption(std::make_unique<WithoutReflection>());
+  endpoint->server = builder.BuildAndStart();
+  if (endpoint->server == nullptr || *port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for health checks on ", options.health_address));
+  }
+  SetServing(*endpoint->server);
+  return endpoint;
 }
 
 // Serves until SIGTERM or SIGINT (returned). SIGHUP reloads the model repository and the
@@ -336,10 +382,13 @@ int ServeUntilStopSignal(const ServerOptions& options, const sigset_t& signals,
   }
 }
 
-// Health turns NOT_SERVING and new requests are answered UNAVAILABLE while the running ones
-// finish (at most the grace period); then the port closes and anything left is cancelled.
-void Drain(const ServerOptions& options, grpc::Server& server, AttentionServiceImpl& service) {
+// Health turns NOT_SERVING (on the health port too, when there is one) and new requests are
+// answered UNAVAILABLE while the running ones finish (at most the grace period); then the ports
+// close and anything left is cancelled.
+void Drain(const ServerOptions& options, grpc::Server& server, AttentionServiceImpl& service,
+           HealthEndpoint* health) {
   server.GetHealthCheckService()->Shutdown();
+  if (health != nullptr) health->server->GetHealthCheckService()->Shutdown();
   service.StartDraining();
   const auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::duration<double>(options.shutdown_grace_seconds));
@@ -350,8 +399,11 @@ void Drain(const ServerOptions& options, grpc::Server& server, AttentionServiceI
   }
   // Handlers have returned; their responses may still be on the wire. Give those up to 2 s (within
   // the grace period) — gRPC would otherwise also wait that long for idle client connections.
-  server.Shutdown(std::min(grace_end, std::chrono::system_clock::now() + std::chrono::seconds(2)));
+  const auto shutdown_end =
+      std::min(grace_end, std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server.Shutdown(shutdown_end);
   server.Wait();
+  if (health != nullptr) health->server->Shutdown(shutdown_end);
 }
 
 // Logs a failed step's message and gives the process's exit code.
@@ -398,13 +450,23 @@ int RunServer(const ServerOptions& flags, const sigset_t& signals) {
       StartGrpcServer(options, **secrets, metrics, service, &grpc_port);
   if (!server.ok()) return Failed(server.status());
   spdlog::info("gRPC listening on {}", WithPort(options.grpc_address, grpc_port));
+  std::unique_ptr<HealthEndpoint> health;
+  if (!options.health_address.empty()) {
+    int health_port = 0;
+    absl::StatusOr<std::unique_ptr<HealthEndpoint>> started =
+        StartHealthEndpoint(options, &health_port);
+    if (!started.ok()) return Failed(started.status());
+    health = *std::move(started);
+    spdlog::info("health (grpc.health.v1 only, plaintext) listening on {}",
+                 WithPort(options.health_address, health_port));
+  }
   spdlog::info("metrics listening on http://{}/metrics",
                WithPort((*endpoint)->address, (*endpoint)->exposer->GetListeningPorts().front()));
 
   const int signal_number =
       ServeUntilStopSignal(options, signals, model_store, **secrets, metrics);
   spdlog::info("received signal {}; draining", signal_number);
-  Drain(options, **server, service);
+  Drain(options, **server, service, health.get());
   spdlog::info("stopped");
   spdlog::shutdown();
   // Every RPC has finished. Destroying the metrics endpoint would only wait out its HTTP

@@ -20,6 +20,8 @@ struct ServerOptions {
   std::string grpc_address = "0.0.0.0:50051";  // port 0 picks a free port
   // Empty: 0.0.0.0:9464, or 127.0.0.1:9464 when a token or client CA restricts the gRPC port.
   std::string metrics_address;
+  // A plaintext port serving only grpc.health.v1, with the main port's statuses; empty: none.
+  std::string health_address;
   SecretFiles secrets;             // TLS identity and bearer tokens; none: plaintext, open
   double secrets_poll_seconds = 10;  // how often they are read again; 0: on SIGHUP only
   std::string model_repository;    // empty: the built-in demo models

@@ -17,6 +17,7 @@
 #include "nlohmann/json.hpp"
 #include "server/observability/logging.h"
 #include "server/observability/metrics.h"
+#include "server/rpc/tsan_hand_off.h"
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
 
@@ -92,10 +93,15 @@ class AccessLogInterceptor final : public grpc::experimental::Interceptor {
         json_logger_(json_logger),
         info_(info),
         request_id_(std::move(fallback_id)),
-        start_(std::chrono::steady_clock::now()) {}
+        start_(std::chrono::steady_clock::now()) {
+    tsan_hand_off::Release(this);
+  }
+  ~AccessLogInterceptor() override { tsan_hand_off::Acquire(this); }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     using grpc::experimental::InterceptionHookPoints;
+    // gRPC runs one call's hooks one after another, on whichever thread moves the call on.
+    tsan_hand_off::Acquire(this);
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
       const auto* metadata = methods->GetRecvInitialMetadata();
       if (metadata != nullptr) {
@@ -120,6 +126,7 @@ class AccessLogInterceptor final : public grpc::experimental::Interceptor {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       Log(methods->GetSendStatus().error_code());
     }
+    tsan_hand_off::Release(this);
     methods->Proceed();
   }
 

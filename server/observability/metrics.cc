@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/descriptor.h"
+#include "server/rpc/tsan_hand_off.h"
 
 namespace attnserve {
 namespace {
@@ -52,25 +53,24 @@ absl::string_view RpcTypeName(grpc::experimental::ServerRpcInfo::Type type) {
   return "unknown";
 }
 
-// The kind of `full_method` ("/package.Service/Method") as its protobuf descriptor declares it
-// when the method is known, else gRPC's view (`seen`): a method the server serves through
-// gRPC's generic API looks like a bidirectional stream to gRPC whatever it is.
-absl::string_view RpcTypeOf(absl::string_view full_method,
-                            grpc::experimental::ServerRpcInfo::Type seen) {
+// The kind of `full_method` ("/package.Service/Method") as its protobuf descriptor declares it;
+// empty when the generated descriptors do not have it.
+std::string DeclaredRpcType(absl::string_view full_method) {
   const size_t slash = full_method.rfind('/');
-  if (full_method.size() < 2 || full_method[0] != '/' || slash == 0) return RpcTypeName(seen);
+  if (full_method.size() < 2 || full_method[0] != '/' || slash == 0) return "";
   const google::protobuf::ServiceDescriptor* service =
       google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
           std::string(full_method.substr(1, slash - 1)));
   const google::protobuf::MethodDescriptor* method =
       service == nullptr ? nullptr
                          : service->FindMethodByName(std::string(full_method.substr(slash + 1)));
-  if (method == nullptr) return RpcTypeName(seen);
+  if (method == nullptr) return "";
   using Type = grpc::experimental::ServerRpcInfo::Type;
   if (method->client_streaming()) {
-    return RpcTypeName(method->server_streaming() ? Type::BIDI_STREAMING : Type::CLIENT_STREAMING);
+    return std::string(
+        RpcTypeName(method->server_streaming() ? Type::BIDI_STREAMING : Type::CLIENT_STREAMING));
   }
-  return RpcTypeName(method->server_streaming() ? Type::SERVER_STREAMING : Type::UNARY);
+  return std::string(RpcTypeName(method->server_streaming() ? Type::SERVER_STREAMING : Type::UNARY));
 }
 
 // One per RPC: counts the start when created, the outcome and duration when the status is sent.
@@ -79,14 +79,20 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
   MetricsInterceptor(ServerMetrics* metrics, grpc::experimental::ServerRpcInfo* info)
       : metrics_(metrics),
         method_(info->method() != nullptr ? info->method() : ""),
-        type_(RpcTypeOf(method_, info->type())),
+        type_(metrics->RpcType(method_, info->type())),
         start_(std::chrono::steady_clock::now()) {
     metrics_->RecordStarted(method_, type_);
+    tsan_hand_off::Release(this);
   }
   // gRPC destroys the interceptors when the RPC is over, however it ended.
-  ~MetricsInterceptor() override { metrics_->RecordFinished(method_); }
+  ~MetricsInterceptor() override {
+    tsan_hand_off::Acquire(this);
+    metrics_->RecordFinished(method_);
+  }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    // gRPC runs one call's hooks one after another, on whichever thread moves the call on.
+    tsan_hand_off::Acquire(this);
     if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::POST_RECV_MESSAGE)) {
       metrics_->RecordMessage(method_, type_, /*received=*/true);
@@ -101,6 +107,7 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
       metrics_->RecordHandled(method_, type_, methods->GetSendStatus().error_code(),
                               elapsed.count());
     }
+    tsan_hand_off::Release(this);
     methods->Proceed();
   }
 
@@ -126,6 +133,12 @@ class MetricsInterceptorFactory final
 };
 
 }  // namespace
+
+absl::string_view ServerMetrics::RpcType(absl::string_view full_method,
+                                         grpc::experimental::ServerRpcInfo::Type seen) const {
+  const auto it = served_types_.find(full_method);
+  return it != served_types_.end() ? absl::string_view(it->second) : RpcTypeName(seen);
+}
 
 absl::string_view StatusCodeName(grpc::StatusCode code) {
   switch (code) {
@@ -153,6 +166,13 @@ absl::string_view StatusCodeName(grpc::StatusCode code) {
 ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                              const std::vector<std::string>& served_methods)
     : served_methods_(served_methods.begin(), served_methods.end()),
+      served_types_([&served_methods] {
+        std::map<std::string, std::string, std::less<>> types;
+        for (const std::string& method : served_methods) {
+          if (std::string type = DeclaredRpcType(method); !type.empty()) types[method] = type;
+        }
+        return types;
+      }()),
       started_(prometheus::BuildCounter()
                    .Name("grpc_server_started_total")
                    .Help("RPCs started on the server.")

@@ -99,6 +99,12 @@ class ServerMetrics {
   // that saturation is waiting / capacity in PromQL).
   void SetComputeCapacity(int workers, int queue_capacity);
 
+  // The grpc_type label of `full_method`: the kind its descriptor declares for a served method
+  // (a unary method served through gRPC's generic API looks like a stream to gRPC), else gRPC's
+  // view (`seen`).
+  absl::string_view RpcType(absl::string_view full_method,
+                            grpc::experimental::ServerRpcInfo::Type seen) const;
+
   // An interceptor factory that records every RPC of the server it is installed in.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> CreateInterceptorFactory();
 
@@ -108,6 +114,8 @@ class ServerMetrics {
                                                   absl::string_view type) const;
 
   const std::set<std::string, std::less<>> served_methods_;
+  // The kind each served method's descriptor declares (RpcType), read once.
+  const std::map<std::string, std::string, std::less<>> served_types_;
   prometheus::Family<prometheus::Counter>& started_;
   prometheus::Family<prometheus::Counter>& handled_;
   prometheus::Family<prometheus::Counter>& msg_received_;

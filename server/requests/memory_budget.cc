@@ -5,15 +5,18 @@
 namespace attnserve {
 
 absl::Status MemoryBudget::TryReserve(int64_t bytes) {
-  const int64_t before = bytes_.fetch_add(bytes);
-  if (before + bytes > max_bytes_) {
-    bytes_ -= bytes;
-    const absl::string_view why =
-        bytes > max_bytes_ ? "more than the whole budget" : "retry later or on another replica";
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the request needs ", bytes, " more bytes of memory while calls hold ", before, " of the ",
-        max_bytes_, " allowed (--max_request_memory_bytes); ", why));
-  }
+  // Compare-and-swap: a refusal never changes the total, even for a moment (adding and taking
+  // back would refuse others that fit, and lose the wake-up of calls waiting for room).
+  int64_t before = bytes_.load();
+  do {
+    if (before + bytes > max_bytes_) {
+      const absl::string_view why =
+          bytes > max_bytes_ ? "more than the whole budget" : "retry later or on another replica";
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the request needs ", bytes, " more bytes of memory while calls hold ", before,
+          " of the ", max_bytes_, " allowed (--max_request_memory_bytes); ", why));
+    }
+  } while (!bytes_.compare_exchange_weak(before, before + bytes));
   Observe();
   return absl::OkStatus();
 }
@@ -40,6 +43,14 @@ void MemoryHold::ShrinkTo(int64_t bytes) {
   if (bytes >= bytes_) return;
   budget_->Release(bytes_ - bytes);
   bytes_ = bytes;
+}
+
+absl::Status MemoryHold::ResizeTo(int64_t bytes) {
+  if (bytes <= bytes_) {
+    ShrinkTo(bytes);
+    return absl::OkStatus();
+  }
+  return Add(bytes - bytes_);
 }
 
 absl::Status MemoryHold::Add(int64_t bytes) {

@@ -1,9 +1,10 @@
 // The bytes that the calls being served hold together, bounded (--max_request_memory_bytes). A
-// call reserves its request's bytes as it is admitted and, once its shapes are checked and
-// before anything request-sized is allocated, what its computation and answer will hold
-// (ReserveMemory in request_context.h); a reservation past the budget is refused at once with
-// RESOURCE_EXHAUSTED, so a flood of large requests is answered instead of exhausting memory. A
-// call's bytes return when it ends (its answer sent or abandoned).
+// call reserves what reading its message will hold before the read, then what its message holds,
+// then, once its shapes are checked and before anything request-sized is allocated, what its
+// computation and answer will hold (ReserveMemory in request_context.h); a reservation past the
+// budget is refused with RESOURCE_EXHAUSTED, which the caller turns into waiting or a refusal
+// (server/rpc/unary_call.h), so a flood of large requests is answered instead of exhausting
+// memory. A call's bytes return when it ends (its answer sent or abandoned).
 #ifndef ATTNSERVE_SERVER_REQUESTS_MEMORY_BUDGET_H_
 #define ATTNSERVE_SERVER_REQUESTS_MEMORY_BUDGET_H_
 
@@ -59,6 +60,9 @@ class MemoryHold {
   // Returns what is held beyond `bytes` (an estimate from above made exact); never fails, so no
   // other call can take the bytes in between.
   void ShrinkTo(int64_t bytes);
+  // Holds exactly `bytes`: shrinks, or adds the difference (RESOURCE_EXHAUSTED as Add, nothing
+  // changed).
+  absl::Status ResizeTo(int64_t bytes);
 
  private:
   MemoryBudget* const budget_;

@@ -55,6 +55,10 @@ struct ServiceLimits {
   // DEADLINE_EXCEEDED, its cache freed (--decode_idle_timeout_seconds; 0: never).
   int64_t max_decode_streams = 1024;
   std::chrono::milliseconds decode_idle_timeout{300'000};
+  // How long a unary call's message may take to arrive once its read started (it holds the
+  // largest message's share of the memory budget meanwhile); past it the call is ended with
+  // DEADLINE_EXCEEDED (--request_read_timeout_seconds; 0: never).
+  std::chrono::milliseconds request_read_timeout{30'000};
   // Computations running at once (--compute_workers) and waiting for a turn
   // (--compute_queue_depth); past both, RESOURCE_EXHAUSTED at once.
   int compute_workers = 2;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <memory>
 #include <thread>
 
@@ -59,8 +60,10 @@ AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimi
             if (unary_calls_ != nullptr) unary_calls_->ReadWaiting();
           }),
       kv_cache_budget_(limits.max_kv_cache_bytes, KvCacheObservers(metrics)),
-      decode_streams_(DecodeStreams::Options{.max_streams = limits.max_decode_streams,
-                                             .idle_timeout = limits.decode_idle_timeout}),
+      decode_streams_(ClientWaits::Options{.max_streams = limits.max_decode_streams,
+                                           .idle_timeout = limits.decode_idle_timeout}),
+      reading_calls_(ClientWaits::Options{.max_streams = std::numeric_limits<int64_t>::max(),
+                                          .idle_timeout = limits.request_read_timeout}),
       unary_calls_(std::make_unique<UnaryCalls>(
           this, static_cast<size_t>(std::max(limits.compute_queue_depth, 0)))),
       request_threads_(RequestThreads::Options{.max_threads = limits.rpc_threads}) {
@@ -159,6 +162,12 @@ RequestContext AttentionServiceImpl::ContextFor(grpc::ServerContextBase* context
 
 absl::Status AttentionServiceImpl::ReserveMemory(MemoryHold& memory, int64_t bytes) {
   absl::Status status = memory.Add(bytes);
+  if (!status.ok() && metrics_ != nullptr) metrics_->RecordRejected("memory_budget");
+  return status;
+}
+
+absl::Status AttentionServiceImpl::ResizeMemory(MemoryHold& memory, int64_t bytes) {
+  absl::Status status = memory.ResizeTo(bytes);
   if (!status.ok() && metrics_ != nullptr) metrics_->RecordRejected("memory_budget");
   return status;
 }

@@ -27,7 +27,7 @@
 #include "server/requests/memory_budget.h"
 #include "server/requests/request_context.h"
 #include "server/requests/service_limits.h"
-#include "server/rpc/decode_streams.h"
+#include "server/rpc/client_waits.h"
 #include "server/rpc/request_threads.h"
 
 namespace attnserve {
@@ -104,8 +104,9 @@ class AttentionServiceImpl final : public AttentionServiceBase {
   // The request context of a call: the limits, the shared tables, the call's cancellation, its
   // memory reservation.
   RequestContext ContextFor(grpc::ServerContextBase* context, MemoryHold& memory);
-  // memory.Add(bytes), its refusal counted (reason memory_budget).
+  // memory.Add(bytes) or memory.ResizeTo(bytes), a refusal counted (reason memory_budget).
   absl::Status ReserveMemory(MemoryHold& memory, int64_t bytes);
+  absl::Status ResizeMemory(MemoryHold& memory, int64_t bytes);
 
   // The `model` label for a requested model: its name if `models` has it, "inline" when none is
   // named (weight-free RPCs), "unknown" otherwise — so clients cannot grow the label set.
@@ -118,7 +119,8 @@ class AttentionServiceImpl final : public AttentionServiceBase {
   ComputePool compute_pool_;
   MemoryBudget memory_budget_;     // all unary calls' requests, computations and answers
   KvCacheBudget kv_cache_budget_;  // all Decode streams' caches
-  DecodeStreams decode_streams_;   // the open ones: their cap and idle timeout
+  ClientWaits decode_streams_;     // the open ones: their cap and idle timeout
+  ClientWaits reading_calls_;      // unary calls reading their message: their read timeout
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};  // RPC bodies running now (Decode: the whole stream)
   std::unique_ptr<UnaryCalls> unary_calls_;

@@ -11,6 +11,7 @@
 #include "absl/strings/string_view.h"
 #include "grpc/grpc.h"
 #include "grpc/grpc_security.h"
+#include "server/rpc/tsan_hand_off.h"
 #include "spdlog/spdlog.h"
 
 namespace attnserve {
@@ -40,6 +41,7 @@ struct CallerChecks {
 void CheckCall(void* state, grpc_auth_context* /*context*/, const grpc_metadata* metadata,
                size_t count, grpc_process_auth_metadata_done_cb done, void* user_data) {
   CallerChecks& checks = *static_cast<CallerChecks*>(state);
+  tsan_hand_off::Acquire(state);
   std::optional<absl::string_view> path, authorization;
   const grpc_metadata* authorization_entry = nullptr;
   for (size_t i = 0; i < count; ++i) {
@@ -52,6 +54,7 @@ void CheckCall(void* state, grpc_auth_context* /*context*/, const grpc_metadata*
   }
   const bool health = path.has_value() && absl::StartsWith(*path, kHealthMethods);
   const absl::Status status = health ? absl::OkStatus() : checks.secrets->CheckToken(authorization);
+  tsan_hand_off::Release(state);
   if (status.ok()) {
     done(user_data, authorization_entry, authorization_entry == nullptr ? 0 : 1, nullptr, 0,
          GRPC_STATUS_OK, nullptr);
@@ -62,7 +65,10 @@ void CheckCall(void* state, grpc_auth_context* /*context*/, const grpc_metadata*
   done(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_UNAUTHENTICATED, message.c_str());
 }
 
-void DestroyChecks(void* state) { delete static_cast<CallerChecks*>(state); }
+void DestroyChecks(void* state) {
+  tsan_hand_off::Acquire(state);  // after every CheckCall, through gRPC's own synchronisation
+  delete static_cast<CallerChecks*>(state);
+}
 
 // gRPC's certificate config fetcher: called at server start and before each new connection's
 // handshake; hands over the identity when its version changed since the last call.
@@ -126,6 +132,7 @@ std::shared_ptr<grpc::ServerCredentials> CreateCallerCredentials(const Secrets* 
     credentials = grpc_insecure_server_credentials_create();
   }
   // The processor owns `checks` (its destroy function frees them with the credentials).
+  tsan_hand_off::Release(checks);
   grpc_server_credentials_set_auth_metadata_processor(
       credentials, grpc_auth_metadata_processor{CheckCall, DestroyChecks, checks});
   return std::make_shared<CoreServerCredentials>(credentials);

@@ -42,7 +42,7 @@ AttentionServiceImpl::DecodeReactor::DecodeReactor(AttentionServiceImpl* service
 }
 
 void AttentionServiceImpl::DecodeReactor::ReadNext() {
-  DecodeStreams& streams = service_->decode_streams_;
+  ClientWaits& streams = service_->decode_streams_;
   const int64_t wait = streams.Waiting(this);
   tsan_hand_off::Release(this);
   StartRead(&request_);
@@ -100,8 +100,8 @@ void AttentionServiceImpl::DecodeReactor::RunStep() {
 void AttentionServiceImpl::DecodeReactor::OnWriteDone(bool ok) {
   tsan_hand_off::Acquire(this);
   transient_ = BudgetHold();
-  step_memory_.Clear();
   v1::DecodeResponse().Swap(&response_);
+  step_memory_.Clear();  // the answer is freed: its bytes return
   if (!ok) {
     FinishStream(grpc::Status(grpc::StatusCode::CANCELLED, "the client closed the stream"));
     return;

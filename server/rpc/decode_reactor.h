@@ -1,7 +1,7 @@
 // One Decode stream on gRPC's callback API: read a message, compute its step on a request thread
 // (it blocks for its batch, ComputePool), write the answer, read the next. Between steps the
 // stream holds no thread. Admitted like every call (AttentionServiceImpl::AdmitCall), counted in
-// flight for its whole life, and one of the DecodeStreams: refused past their cap, ended when
+// flight for its whole life, and one of the ClientWaits: refused past their cap, ended when
 // it waits too long for its client. Each hand-over to gRPC (a read, a write, the finish) and back
 // (the On… callbacks) is marked for ThreadSanitizer (tsan_hand_off.h).
 #ifndef ATTNSERVE_SERVER_RPC_DECODE_REACTOR_H_
@@ -36,7 +36,7 @@ class AttentionServiceImpl::DecodeReactor final
   // The message read, on a request thread: its answer written, or the stream finished with
   // the step's error.
   void RunStep();
-  // Finishes a stream the DecodeStreams reaper found idle too long (from the reaper's thread).
+  // Finishes a stream the ClientWaits reaper found idle too long (from the reaper's thread).
   void EndIdle();
   // Ends the session (its cache freed), then finishes the call with `status`.
   void FinishStream(grpc::Status status);

@@ -103,7 +103,10 @@ absl::StatusOr<TlsIdentity> CheckTlsIdentity(const SecretFiles& files, std::stri
     return FileError("tls_cert_file", files.tls_cert_file, "holds no PEM certificate");
   }
   Bio key_bio = ReadOnlyBio(private_key);
-  const PrivateKey key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  // An encrypted key is refused: the callback gives no passphrase (OpenSSL's default would ask
+  // on the terminal and block the server).
+  pem_password_cb* const no_passphrase = [](char*, int, int, void*) { return 0; };
+  const PrivateKey key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, no_passphrase, nullptr));
   ERR_clear_error();
   if (key == nullptr) {
     return FileError("tls_key_file", files.tls_key_file, "holds no PEM private key");

@@ -1,6 +1,7 @@
 #include "server/rpc/unary_call.h"
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 #include <utility>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "attnserve/v1/attention_service.pb.h"
 #include "core/base/status_macros.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "server/rpc/client_waits.h"
 #include "server/rpc/status_util.h"
 #include "server/rpc/tsan_hand_off.h"
 #include "server/rpc/unary_rpcs.h"
@@ -46,7 +48,9 @@ class TypedExchange final : public UnaryExchange {
     }
     return absl::OkStatus();
   }
-  int64_t request_bytes() const override { return static_cast<int64_t>(request_.ByteSizeLong()); }
+  int64_t held_bytes() const override {
+    return static_cast<int64_t>(request_.SpaceUsedLong() + 2 * request_.ByteSizeLong());
+  }
   const std::string& requested_model() const override { return RequestedModel(request_); }
   absl::StatusOr<WorkDone> Run(const RequestContext& context,
                                const ModelRegistry& models) override {
@@ -134,8 +138,22 @@ bool AttentionServiceImpl::UnaryCall::ReserveRead() {
 }
 
 void AttentionServiceImpl::UnaryCall::StartReading() {
+  ClientWaits& reads = service_->reading_calls_;
+  timed_ = reads.Open(this, [this] { EndSlowRead(); });
+  const int64_t wait = reads.Waiting(this);
   tsan_hand_off::Release(this);
   StartRead(&request_bytes_);
+  // Only now may the reaper end the call; from here on `this` may be gone (see DecodeReactor).
+  reads.ReadStarted(this, wait);
+}
+
+void AttentionServiceImpl::UnaryCall::EndSlowRead() {
+  if (service_->metrics_ != nullptr) service_->metrics_->RecordRejected("read_timeout");
+  const double seconds =
+      std::chrono::duration<double>(service_->reading_calls_.options().idle_timeout).count();
+  FinishWith(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          absl::StrCat("the request message did not arrive within ", seconds,
+                                       " s (--request_read_timeout_seconds)")));
 }
 
 void AttentionServiceImpl::UnaryCall::OnCancel() {
@@ -143,13 +161,19 @@ void AttentionServiceImpl::UnaryCall::OnCancel() {
   // Cancelled (by its client, its deadline or shutdown) while waiting to be read: nothing else
   // will finish it. Otherwise the read, the computation or the answer ends it.
   if (service_->unary_calls_->Leave(this)) {
-    FinishWith(grpc::Status(grpc::StatusCode::CANCELLED,
-                            "cancelled while waiting for room to read its message"));
+    const bool deadline_passed = context_->deadline() <= std::chrono::system_clock::now();
+    FinishWith(deadline_passed
+                   ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                  "the deadline passed while waiting for room in the memory "
+                                  "budget (--max_request_memory_bytes) to read the message")
+                   : grpc::Status(grpc::StatusCode::CANCELLED,
+                                  "cancelled while waiting for room to read its message"));
   }
 }
 
 void AttentionServiceImpl::UnaryCall::OnReadDone(bool ok) {
   tsan_hand_off::Acquire(this);
+  if (!service_->reading_calls_.Busy(this)) return;  // too slow: EndSlowRead finishes it
   if (!ok) {
     FinishWith(context_->IsCancelled()
                    ? grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled")
@@ -160,9 +184,8 @@ void AttentionServiceImpl::UnaryCall::OnReadDone(bool ok) {
   exchange_ = method_->make_exchange();
   absl::Status parsed = exchange_->Parse(request_bytes_);
   request_bytes_.Clear();
-  // Read: the reservation shrinks to the message and its converted tensors (at most what was
-  // reserved for the largest message, so nothing can be refused here).
-  memory_.ShrinkTo(2 * exchange_->request_bytes());
+  // Read: the reservation becomes what the message and its converted tensors hold.
+  if (parsed.ok()) parsed = service_->ResizeMemory(memory_, exchange_->held_bytes());
   if (!parsed.ok()) {
     FinishWith(ToGrpcStatus(parsed));
     return;
@@ -244,6 +267,7 @@ void AttentionServiceImpl::UnaryCalls::FinishWaiting(const grpc::Status& status)
 
 void AttentionServiceImpl::UnaryCall::OnDone() {
   tsan_hand_off::Acquire(this);
+  if (timed_) service_->reading_calls_.Close(this);
   delete this;  // returns the call's memory to the budget
 }
 

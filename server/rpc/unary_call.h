@@ -22,6 +22,7 @@
 #include "server/requests/memory_budget.h"
 #include "server/requests/request_context.h"
 #include "server/rpc/attention_service.h"
+#include "server/rpc/tsan_hand_off.h"
 
 namespace attnserve {
 
@@ -32,7 +33,10 @@ class UnaryExchange {
   virtual ~UnaryExchange() = default;
   // INVALID_ARGUMENT when `bytes` do not parse as the method's request.
   virtual absl::Status Parse(grpc::ByteBuffer& bytes) = 0;
-  virtual int64_t request_bytes() const = 0;
+  // What the parsed request and its converted tensors hold, from above: the message in memory
+  // (repeated fields take up to 8 bytes per element of the wire's one) and its tensors widened
+  // to float32 (twice a bfloat16 tensor's bytes).
+  virtual int64_t held_bytes() const = 0;
   virtual const std::string& requested_model() const = 0;
   virtual absl::StatusOr<WorkDone> Run(const RequestContext& context,
                                        const ModelRegistry& models) = 0;
@@ -63,8 +67,11 @@ class AttentionServiceImpl::UnaryCall final : public grpc::ServerGenericBidiReac
   friend class UnaryCalls;
   // Reserves what reading the largest message holds; false when it does not fit now.
   bool ReserveRead();
-  // Hands the read of the message to gRPC (the reservation made).
+  // Hands the read of the message to gRPC (the reservation made); from now on the read timeout
+  // runs (ClientWaits).
   void StartReading();
+  // The message did not arrive within --request_read_timeout_seconds (from the reaper's thread).
+  void EndSlowRead();
   // On a request thread: the call's body, then its answer.
   void Run();
   // The call's last act on our side: gRPC then owns it until OnDone.
@@ -75,6 +82,7 @@ class AttentionServiceImpl::UnaryCall final : public grpc::ServerGenericBidiReac
   const UnaryMethod* const method_;
   bool admitted_ = false;  // counted in flight (AdmitCall) until it finishes
   bool waiting_ = false;   // in UnaryCalls' queue (guarded by its mutex)
+  bool timed_ = false;     // registered with the read timeout (reading_calls_)
   MemoryHold memory_;
   std::unique_ptr<UnaryExchange> exchange_;
   grpc::ByteBuffer request_bytes_;
@@ -87,9 +95,12 @@ class AttentionServiceImpl::UnaryCall final : public grpc::ServerGenericBidiReac
 class AttentionServiceImpl::UnaryCalls final : public grpc::CallbackGenericService {
  public:
   UnaryCalls(AttentionServiceImpl* service, size_t max_waiting)
-      : service_(service), max_waiting_(max_waiting) {}
+      : service_(service), max_waiting_(max_waiting) {
+    tsan_hand_off::Release(this);  // the server starts after this, and gRPC's threads call it
+  }
   grpc::ServerGenericBidiReactor* CreateReactor(
       grpc::GenericCallbackServerContext* context) override {
+    tsan_hand_off::Acquire(this);
     return new UnaryCall(service_, context);
   }
 

@@ -7,7 +7,8 @@
   gRPC probes (Probe.grpc, 1.24+), autoscaling/v2 (1.23+; the same schema as v2beta2, whose
   models check it), and the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1);
 * that the objects fit together: selectors match the pod labels, Services and the ServiceMonitor
-  name ports the pod has, probes hit the gRPC port, the HPA and PDB target the Deployment, the
+  name ports the pod has, probes hit the gRPC port (or, with TLS, the plaintext health port),
+  TLS files come from a mounted Secret, the HPA and PDB target the Deployment, the
   grace period covers the preStop pause plus the server's drain, the container runs non-root on
   a read-only root filesystem.
 
@@ -137,7 +138,7 @@ def selects(selector, labels):
 class K8sManifestsTest(unittest.TestCase):
 
     def test_overlays_exist(self):
-        self.assertEqual([o.name for o in OVERLAYS], ["dev", "production"])
+        self.assertEqual([o.name for o in OVERLAYS], ["dev", "production", "tls"])
 
     def test_every_object_fits_the_api_schemas(self):
         for overlay in OVERLAYS:
@@ -180,16 +181,34 @@ class K8sManifestsTest(unittest.TestCase):
                 self.assertTrue(selects(deployment["spec"]["selector"]["matchLabels"], labels))
                 (container,) = pod["spec"]["containers"]
                 ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-                self.assertEqual(set(ports), {"grpc", "metrics"})
-
-                # Probes: native gRPC health on the gRPC port.
-                for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                    self.assertEqual(container[probe]["grpc"]["port"], ports["grpc"], probe)
-
-                # The flags agree with the ports, and draining fits in the grace period.
                 (config,) = [c for c in by_kind(objects, "ConfigMap")
                              if c["metadata"]["name"] == container["envFrom"][0]["configMapRef"]["name"]]
                 flags = config["data"]
+                health = "FLAGS_health_address" in flags
+                self.assertEqual(set(ports), {"grpc", "metrics"} | ({"health"} if health else set()))
+
+                # Probes: native gRPC health, on the plaintext health port when there is one (the
+                # kubelet's gRPC probes do not speak TLS), else on the gRPC port, which then must
+                # be plaintext.
+                probed = ports["health"] if health else ports["grpc"]
+                for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    self.assertEqual(container[probe]["grpc"]["port"], probed, probe)
+                if health:
+                    self.assertTrue(flags["FLAGS_health_address"].endswith(f":{ports['health']}"))
+                else:
+                    self.assertNotIn("FLAGS_tls_cert_file", flags)
+
+                # TLS files come from a mounted Secret.
+                volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+                mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+                for flag in ("FLAGS_tls_cert_file", "FLAGS_tls_key_file", "FLAGS_tls_client_ca_file",
+                             "FLAGS_auth_token_file"):
+                    if flag in flags:
+                        folder = str(pathlib.PurePosixPath(flags[flag]).parent)
+                        self.assertIn(folder, mounts, flag)
+                        self.assertIn("secret", volumes[mounts[folder]], flag)
+
+                # The flags agree with the ports, and draining fits in the grace period.
                 self.assertTrue(flags["FLAGS_grpc_address"].endswith(f":{ports['grpc']}"))
                 self.assertTrue(flags["FLAGS_metrics_address"].endswith(f":{ports['metrics']}"))
                 pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])

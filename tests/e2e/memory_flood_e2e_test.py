@@ -6,6 +6,9 @@ slack; calls past the budget are refused RESOURCE_EXHAUSTED at once (their messa
 read), calls without the token UNAUTHENTICATED as their headers arrive; the well-behaved client is
 answered throughout, OK or refused at once, never left waiting.
 
+Calls that send their headers and never their message end after --request_read_timeout_seconds,
+their share of the budget returned.
+
 The server runs as the image runs it, with MALLOC_ARENA_MAX=2 (Dockerfile).
 
     /usr/bin/python3 tests/e2e/memory_flood_e2e_test.py --server build/server/attnserve --stubs build/python
@@ -17,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -132,6 +136,57 @@ class MemoryFloodTest(unittest.TestCase):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+
+class SlowSenderTest(unittest.TestCase):
+    """Calls that send their headers and then nothing: each holds its read's share of the budget
+    only until --request_read_timeout_seconds, and the server serves others afterwards."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = ServerProcess(at.SERVER_PATH, (
+            f"--max_request_memory_bytes={BUDGET_MIB << 20}",
+            "--request_read_timeout_seconds=1")).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def test_a_message_that_never_comes_ends_its_call(self):
+        channel = grpc.insecure_channel(self.server.grpc_address)
+        never = threading.Event()
+
+        def nothing():  # a request stream that never yields its message
+            never.wait(30)
+            return
+            yield
+
+        # Encode called as a client stream: gRPC sends the headers, the server starts reading.
+        call = channel.stream_unary("/attnserve.v1.AttentionService/Encode")
+        futures = [call.future(nothing(), timeout=30) for _ in range(4)]
+        started = time.monotonic()
+        codes = []
+        for future in futures:
+            try:
+                future.result()
+                codes.append("OK")
+            except grpc.RpcError as e:
+                codes.append(e.code().name)
+                if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self.assertIn("--request_read_timeout_seconds", e.details())
+        never.set()
+        elapsed = time.monotonic() - started
+        # Two reads fit the 256 MiB budget at once (128 MiB each); the others waited for them.
+        self.assertEqual(codes, ["DEADLINE_EXCEEDED"] * 4)
+        self.assertLess(elapsed, 10)
+        metric = lambda name, **labels: at.metric_value(self.server.metrics_url, name, labels)
+        self.assertEqual(metric("attnserve_rejected_requests_total", reason="read_timeout"), 4)
+        self.assertEqual(metric("attnserve_request_memory_bytes"), 0)
+        small = pb.EncodeRequest(model="demo-sinusoidal",
+                                 input=f32_tensor(np.ones((1, 8, 512), np.float32)))
+        reply = at.pb_grpc.AttentionServiceStub(channel).Encode(small, timeout=10)
+        self.assertEqual(list(reply.output.shape), [1, 8, 512])
+        channel.close()
 
 
 if __name__ == "__main__":

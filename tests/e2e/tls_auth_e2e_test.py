@@ -165,6 +165,79 @@ class MutualTlsTest(TlsTest):
         self.assertIn('"errors":{}', result.stdout)
 
 
+def probe(*args):
+    return subprocess.run([str(at.SERVER_PATH), "--health_probe",
+                           "--health_probe_timeout_seconds=5", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+class TlsProbeTest(SecuredServerTest):
+    """--health_probe with the server's TLS flags speaks TLS to the main port."""
+    SERVER_ARGS = TlsTest.SERVER_ARGS
+
+    @classmethod
+    def setUpClass(cls):
+        cls.SERVER_ARGS = tuple(a.replace("@", str(CERTS) + "/") for a in cls.SERVER_ARGS)
+        super().setUpClass()
+
+    def test_probe_speaks_tls_with_the_servers_flags(self):
+        result = probe(f"--grpc_address={self.server.grpc_address}",
+                       f"--tls_cert_file={cert('server.pem')}",
+                       f"--tls_key_file={cert('server.key')}")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("SERVING", result.stdout)
+        plaintext = probe(f"--grpc_address={self.server.grpc_address}")
+        self.assertEqual(plaintext.returncode, 1, plaintext.stdout)
+
+
+class HealthPortTest(SecuredServerTest):
+    """Mutual TLS and a token on the main port; --health_address serves grpc.health.v1 alone, in
+    plaintext, for probes that cannot present a client certificate."""
+    SERVER_ARGS = ("--tls_cert_file=@server.pem", "--tls_key_file=@server.key",
+                   "--tls_client_ca_file=@ca.pem", "--auth_token_file=@token",
+                   "--health_address=127.0.0.1:0")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.SERVER_ARGS = tuple(a.replace("@", str(CERTS) + "/") for a in cls.SERVER_ARGS)
+        super().setUpClass()
+        found = re.search(r"health \(grpc.health.v1 only, plaintext\) listening on (\S+)",
+                          cls.server.log())
+        cls.health_address = found.group(1)
+
+    def test_health_port_answers_in_plaintext_and_serves_nothing_else(self):
+        channel = grpc.insecure_channel(self.health_address)
+        try:
+            health = at.health_pb2_grpc.HealthStub(channel)
+            for service in ("", "attnserve.v1.AttentionService"):
+                reply = health.Check(at.health_pb2.HealthCheckRequest(service=service), timeout=10)
+                self.assertEqual(reply.status, at.health_pb2.HealthCheckResponse.SERVING)
+            with self.assertRaises(grpc.RpcError) as raised:
+                at.pb_grpc.AttentionServiceStub(channel).ListModels(pb.ListModelsRequest(),
+                                                                    timeout=10)
+            self.assertEqual(raised.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+            reflection = at.reflection_pb2_grpc.ServerReflectionStub(channel)
+            with self.assertRaises(grpc.RpcError) as raised:
+                list(reflection.ServerReflectionInfo(
+                    iter([at.reflection_pb2.ServerReflectionRequest(list_services="")]),
+                    timeout=10))
+            self.assertEqual(raised.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        finally:
+            channel.close()
+
+    def test_probe_uses_the_health_port(self):
+        result = probe(f"--health_address={self.health_address}",
+                       f"--grpc_address={self.server.grpc_address}")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn(f"{self.health_address}: SERVING", result.stdout)
+
+    def test_the_main_port_still_needs_certificate_and_token(self):
+        self.assertRefused("UNAVAILABLE", tls_ca=cert("ca.pem"))  # no client certificate
+        with self.client(tls_ca=cert("ca.pem"), tls_cert=cert("client.pem"),
+                         tls_key=cert("client.key"), token=TOKEN) as c:
+            self.assertIn("demo-rope", [m["name"] for m in c.list_models()])
+
+
 class TokenTest(SecuredServerTest):
     @classmethod
     def setUpClass(cls):
@@ -232,12 +305,13 @@ class TokenTest(SecuredServerTest):
 
 
 def eventually(check, timeout=15.0):
-    """Calls `check` until it returns without an AssertionError (its last error past `timeout`)."""
+    """Calls `check` until it returns without an AssertionError or a refused call (its last error
+    past `timeout`)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return check()
-        except AssertionError:
+        except (AssertionError, AttnservError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)

@@ -1,4 +1,4 @@
-#include "server/rpc/decode_streams.h"
+#include "server/rpc/client_waits.h"
 
 #include <atomic>
 #include <chrono>
@@ -13,8 +13,8 @@ namespace {
 using std::chrono::milliseconds;
 using testing::Eventually;
 
-TEST(DecodeStreamsTest, RefusesPastMaxStreams) {
-  DecodeStreams streams({.max_streams = 3, .idle_timeout = milliseconds(0)});
+TEST(ClientWaitsTest, RefusesPastMaxStreams) {
+  ClientWaits streams({.max_streams = 3, .idle_timeout = milliseconds(0)});
   int keys[4];
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(streams.Open(&keys[i], [] {}));
   EXPECT_FALSE(streams.Open(&keys[3], [] {}));
@@ -29,7 +29,7 @@ TEST(DecodeStreamsTest, RefusesPastMaxStreams) {
 // (declared after `streams`, so before the reaper stops).
 class CountedStream {
  public:
-  explicit CountedStream(DecodeStreams& streams) : streams_(streams) {
+  explicit CountedStream(ClientWaits& streams) : streams_(streams) {
     opened_ = streams_.Open(this, [this] { ++ended_; });
   }
   ~CountedStream() {
@@ -42,14 +42,14 @@ class CountedStream {
   bool Busy() { return streams_.Busy(this); }
 
  private:
-  DecodeStreams& streams_;
+  ClientWaits& streams_;
   bool opened_ = false;
   std::atomic<int> ended_{0};
 };
 
 // A stream waiting past the timeout is ended once; a busy one never is, however long it works.
-TEST(DecodeStreamsTest, EndsOnlyStreamsWaitingPastTheTimeout) {
-  DecodeStreams streams({.max_streams = 8, .idle_timeout = milliseconds(50)});
+TEST(ClientWaitsTest, EndsOnlyStreamsWaitingPastTheTimeout) {
+  ClientWaits streams({.max_streams = 8, .idle_timeout = milliseconds(50)});
   CountedStream idle(streams), busy(streams);
   ASSERT_TRUE(idle.opened() && busy.opened());
   const auto start = std::chrono::steady_clock::now();
@@ -64,8 +64,8 @@ TEST(DecodeStreamsTest, EndsOnlyStreamsWaitingPastTheTimeout) {
 }
 
 // Waiting restarts the clock: a stream whose messages come more often than the timeout lives.
-TEST(DecodeStreamsTest, AStreamWithMessagesWithinTheTimeoutLives) {
-  DecodeStreams streams({.max_streams = 1, .idle_timeout = milliseconds(100)});
+TEST(ClientWaitsTest, AStreamWithMessagesWithinTheTimeoutLives) {
+  ClientWaits streams({.max_streams = 1, .idle_timeout = milliseconds(100)});
   CountedStream stream(streams);
   ASSERT_TRUE(stream.opened());
   for (int step = 0; step < 10; ++step) {  // 10 × 30 ms waiting: 300 ms in all
@@ -76,8 +76,8 @@ TEST(DecodeStreamsTest, AStreamWithMessagesWithinTheTimeoutLives) {
   EXPECT_EQ(stream.ended(), 0);
 }
 
-TEST(DecodeStreamsTest, NoTimeoutNeverEnds) {
-  DecodeStreams streams({.max_streams = 1, .idle_timeout = milliseconds(0)});
+TEST(ClientWaitsTest, NoTimeoutNeverEnds) {
+  ClientWaits streams({.max_streams = 1, .idle_timeout = milliseconds(0)});
   CountedStream stream(streams);
   ASSERT_TRUE(stream.opened());
   stream.Wait();
@@ -88,8 +88,8 @@ TEST(DecodeStreamsTest, NoTimeoutNeverEnds) {
 
 // A stream is not ended before its read has started (it could not be finished then), nor by the
 // news of a read of an earlier wait.
-TEST(DecodeStreamsTest, EndsAStreamOnlyOnceItsReadHasStarted) {
-  DecodeStreams streams({.max_streams = 1, .idle_timeout = milliseconds(20)});
+TEST(ClientWaitsTest, EndsAStreamOnlyOnceItsReadHasStarted) {
+  ClientWaits streams({.max_streams = 1, .idle_timeout = milliseconds(20)});
   {
     CountedStream stream(streams);
     ASSERT_TRUE(stream.opened());

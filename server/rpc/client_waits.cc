@@ -1,4 +1,4 @@
-#include "server/rpc/decode_streams.h"
+#include "server/rpc/client_waits.h"
 
 #include <algorithm>
 #include <utility>
@@ -6,11 +6,11 @@
 
 namespace attnserve {
 
-DecodeStreams::DecodeStreams(Options options) : options_(options) {
+ClientWaits::ClientWaits(Options options) : options_(options) {
   if (options_.idle_timeout.count() > 0) reaper_ = std::thread([this] { Reap(); });
 }
 
-DecodeStreams::~DecodeStreams() {
+ClientWaits::~ClientWaits() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
@@ -19,19 +19,19 @@ DecodeStreams::~DecodeStreams() {
   if (reaper_.joinable()) reaper_.join();
 }
 
-bool DecodeStreams::Open(const void* stream, std::function<void()> end) {
+bool ClientWaits::Open(const void* stream, std::function<void()> end) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (static_cast<int64_t>(streams_.size()) >= options_.max_streams) return false;
   streams_[stream] = Stream{std::move(end)};
   return true;
 }
 
-void DecodeStreams::Close(const void* stream) {
+void ClientWaits::Close(const void* stream) {
   std::lock_guard<std::mutex> lock(mutex_);
   streams_.erase(stream);
 }
 
-int64_t DecodeStreams::Waiting(const void* stream) {
+int64_t ClientWaits::Waiting(const void* stream) {
   std::lock_guard<std::mutex> lock(mutex_);
   Stream& entry = streams_.at(stream);
   entry.waiting = true;
@@ -41,26 +41,26 @@ int64_t DecodeStreams::Waiting(const void* stream) {
   return entry.wait;
 }
 
-void DecodeStreams::ReadStarted(const void* stream, int64_t wait) {
+void ClientWaits::ReadStarted(const void* stream, int64_t wait) {
   std::lock_guard<std::mutex> lock(mutex_);
   // Gone, or waiting again (a later wait's number): this read has already been answered.
   const auto entry = streams_.find(stream);
   if (entry != streams_.end() && entry->second.wait == wait) entry->second.read_started = true;
 }
 
-bool DecodeStreams::Busy(const void* stream) {
+bool ClientWaits::Busy(const void* stream) {
   std::lock_guard<std::mutex> lock(mutex_);
   Stream& entry = streams_.at(stream);
   entry.waiting = false;
   return !entry.ended;
 }
 
-int64_t DecodeStreams::open() const {
+int64_t ClientWaits::open() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return static_cast<int64_t>(streams_.size());
 }
 
-void DecodeStreams::Reap() {
+void ClientWaits::Reap() {
   using std::chrono::milliseconds;
   const milliseconds period =
       std::clamp(options_.idle_timeout / 8, milliseconds(10), milliseconds(1000));

@@ -1,8 +1,10 @@
-// The open Decode streams: at most max_streams of them, and a stream that waits longer than
-// idle_timeout for its client's next message is ended (its `end`, once, from the reaper thread),
-// so that idle clients cannot hold caches and calls for ever.
-#ifndef ATTNSERVE_SERVER_RPC_DECODE_STREAMS_H_
-#define ATTNSERVE_SERVER_RPC_DECODE_STREAMS_H_
+// Calls that wait for their client's next message: at most max_streams of them, and one that
+// waits longer than idle_timeout is ended (its `end`, once, from the reaper thread), so that idle
+// or slow clients cannot hold what their calls hold for ever. The open Decode streams are one
+// set (--max_decode_streams, --decode_idle_timeout_seconds); the unary calls reading their
+// message another (--request_read_timeout_seconds).
+#ifndef ATTNSERVE_SERVER_RPC_CLIENT_WAITS_H_
+#define ATTNSERVE_SERVER_RPC_CLIENT_WAITS_H_
 
 #include <chrono>
 #include <condition_variable>
@@ -14,18 +16,18 @@
 
 namespace attnserve {
 
-class DecodeStreams {
+class ClientWaits {
  public:
   struct Options {
     int64_t max_streams = 1024;                       // --max_decode_streams
     std::chrono::milliseconds idle_timeout{300'000};  // --decode_idle_timeout_seconds; 0: never
   };
 
-  explicit DecodeStreams(Options options);
+  explicit ClientWaits(Options options);
   // Stops the reaper; every stream must be closed by then.
-  ~DecodeStreams();
-  DecodeStreams(const DecodeStreams&) = delete;
-  DecodeStreams& operator=(const DecodeStreams&) = delete;
+  ~ClientWaits();
+  ClientWaits(const ClientWaits&) = delete;
+  ClientWaits& operator=(const ClientWaits&) = delete;
 
   // Registers `stream` (any unique key), busy; false when max_streams are open. `end` finishes
   // the stream: the reaper calls it, outside its lock, after marking the stream ended.
@@ -52,7 +54,7 @@ class DecodeStreams {
     int64_t wait = 0;           // the number of its current (or last) wait
     bool read_started = false;  // that wait's read
     bool ended = false;
-    std::chrono::steady_clock::time_point waiting_since;
+    std::chrono::steady_clock::time_point waiting_since{};
   };
 
   // Every idle_timeout / 8 (10 ms to 1 s): ends the streams waiting past idle_timeout.
@@ -69,4 +71,4 @@ class DecodeStreams {
 
 }  // namespace attnserve
 
-#endif  // ATTNSERVE_SERVER_RPC_DECODE_STREAMS_H_
+#endif  // ATTNSERVE_SERVER_RPC_CLIENT_WAITS_H_
