@@ -83,7 +83,7 @@ class ServerMetrics {
   // `rpc` on `model` ("inline" for weight-free RPCs).
   void RecordWork(absl::string_view rpc, absl::string_view model, double tokens, double flops);
   // A request refused before computing; reason: queue_full, deadline, cancelled, draining,
-  // kv_cache_budget, memory_budget, unauthenticated, rpc_threads, decode_streams,
+  // kv_cache_budget, memory_budget, read_timeout, unauthenticated, rpc_threads, decode_streams,
   // decode_idle_timeout.
   void RecordRejected(absl::string_view reason);
   // Bytes the unary calls hold of the memory budget (attnserve_request_memory_bytes), and the

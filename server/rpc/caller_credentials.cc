@@ -54,13 +54,13 @@ void CheckCall(void* state, grpc_auth_context* /*context*/, const grpc_metadata*
   }
   const bool health = path.has_value() && absl::StartsWith(*path, kHealthMethods);
   const absl::Status status = health ? absl::OkStatus() : checks.secrets->CheckToken(authorization);
-  tsan_hand_off::Release(state);
+  if (!status.ok() && checks.refused) checks.refused();
+  tsan_hand_off::Release(state);  // the last use of `checks`: DestroyChecks acquires it
   if (status.ok()) {
     done(user_data, authorization_entry, authorization_entry == nullptr ? 0 : 1, nullptr, 0,
          GRPC_STATUS_OK, nullptr);
     return;
   }
-  if (checks.refused) checks.refused();
   const std::string message(status.message());
   done(user_data, nullptr, 0, nullptr, 0, GRPC_STATUS_UNAUTHENTICATED, message.c_str());
 }
@@ -75,9 +75,15 @@ void DestroyChecks(void* state) {
 grpc_ssl_certificate_config_reload_status FetchIdentity(
     void* user_data, grpc_ssl_server_certificate_config** config) {
   CallerChecks& checks = *static_cast<CallerChecks*>(user_data);
+  tsan_hand_off::Acquire(user_data);
   int64_t version = 0;
   const std::shared_ptr<const TlsIdentity> identity = checks.secrets->tls_identity(&version);
   std::lock_guard<std::mutex> lock(checks.mutex);
+  // Released before every return: DestroyChecks acquires it.
+  struct ReleaseOnReturn {
+    void* checks;
+    ~ReleaseOnReturn() { tsan_hand_off::Release(checks); }
+  } release{user_data};
   if (identity == nullptr || version == checks.identity_version_given) {
     return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
   }
