@@ -76,14 +76,14 @@ grpc_ssl_certificate_config_reload_status FetchIdentity(
     void* user_data, grpc_ssl_server_certificate_config** config) {
   CallerChecks& checks = *static_cast<CallerChecks*>(user_data);
   tsan_hand_off::Acquire(user_data);
-  int64_t version = 0;
-  const std::shared_ptr<const TlsIdentity> identity = checks.secrets->tls_identity(&version);
-  std::lock_guard<std::mutex> lock(checks.mutex);
-  // Released before every return: DestroyChecks acquires it.
+  // Released on every return, after the lock's release: DestroyChecks acquires it.
   struct ReleaseOnReturn {
     void* checks;
     ~ReleaseOnReturn() { tsan_hand_off::Release(checks); }
   } release{user_data};
+  int64_t version = 0;
+  const std::shared_ptr<const TlsIdentity> identity = checks.secrets->tls_identity(&version);
+  std::lock_guard<std::mutex> lock(checks.mutex);
   if (identity == nullptr || version == checks.identity_version_given) {
     return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
   }
