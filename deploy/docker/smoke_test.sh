@@ -11,7 +11,9 @@
 # 4. runs it on free loopback ports (host network namespace), waits until it listens, then
 #    clients/python/smoke_check.py checks grpc.health.v1 SERVING, an Encode against numpy, /metrics;
 # 5. runs the image's HEALTHCHECK once, sends SIGTERM and requires exit status 0 within
-#    ATTNSERVE_SMOKE_STOP_TIMEOUT seconds; removes the container (images stay cached).
+#    ATTNSERVE_SMOKE_STOP_TIMEOUT seconds; removes the container (images stay cached);
+# 6. runs it again with TLS (certificates made with openssl) and a plaintext health port: a TLS
+#    call, the plaintext one refused, the HEALTHCHECK and --health_probe over TLS, SIGTERM -> 0.
 #
 # Everything it creates (podman configs and storage, the base rootfs) lives under
 # $ATTNSERVE_DOCKER_WORK (default /var/tmp/attnserve-docker), so reruns take seconds.
@@ -250,14 +252,51 @@ case "$user" in ""|root|0|0:*) die "image runs as root (USER is '$user')";; esac
 
 # ------------------------------------------------------------------------------------------------
 # 6. Run the container on free loopback ports.
-read -r GRPC_PORT METRICS_PORT < <("$PY" - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(2)]
+# free_ports N: N loopback ports free a moment ago, on one line.
+free_ports() {
+  "$PY" - "$1" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
 EOF
-) || die "could not pick free ports"
+}
+
+# wait_until_listening PORT: until $CONTAINER accepts connections on PORT (or stops, or
+# READY_TIMEOUT passes).
+wait_until_listening() {
+  local ready_start=$SECONDS state
+  until timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; do
+    state="$(podman inspect --format '{{.State.Status}} {{.State.ExitCode}}' "$CONTAINER" 2>/dev/null || echo gone)"
+    case "$state" in
+      running*|created*|configured*) ;;
+      *) die "container stopped before listening (state: $state)";;
+    esac
+    [ $((SECONDS - ready_start)) -lt "$READY_TIMEOUT" ] \
+      || die "server did not listen on 127.0.0.1:$1 within ${READY_TIMEOUT}s"
+    sleep 0.5
+  done
+  log "listening after $((SECONDS - ready_start))s"
+}
+
+# stop_container: SIGTERM must end the server (PID 1) with status 0, promptly; then removes it.
+stop_container() {
+  log "sending SIGTERM"
+  local stop_start code stop_ms
+  stop_start=$(date +%s%N)
+  timeout 30 podman kill --signal TERM "$CONTAINER" >/dev/null || die "podman kill --signal TERM failed"
+  if ! code="$(timeout "$STOP_TIMEOUT" podman wait "$CONTAINER")"; then
+    die "container still running ${STOP_TIMEOUT}s after SIGTERM"
+  fi
+  stop_ms=$(( ($(date +%s%N) - stop_start) / 1000000 ))
+  [ "$code" = 0 ] || die "container exited with status $code after SIGTERM (want 0)"
+  log "OK  exited with status 0 ${stop_ms} ms after SIGTERM"
+  podman_q 60 rm "$CONTAINER" >/dev/null || die "podman rm $CONTAINER failed"
+  CONTAINER=""
+}
+
+read -r GRPC_PORT METRICS_PORT < <(free_ports 2) || die "could not pick free ports"
 CONTAINER="attnserve-smoke-$$"
 log "starting $CONTAINER: gRPC 127.0.0.1:$GRPC_PORT, metrics 127.0.0.1:$METRICS_PORT"
 # (--health-interval=disable: no systemd timer here; the check runs once below.)
@@ -268,18 +307,7 @@ podman_q 60 run -d --name "$CONTAINER" --pull=never --network=host --health-inte
     "$IMAGE" >/dev/null \
   || die "podman run failed"
 
-ready_start=$SECONDS
-until timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$GRPC_PORT" 2>/dev/null; do
-  state="$(podman inspect --format '{{.State.Status}} {{.State.ExitCode}}' "$CONTAINER" 2>/dev/null || echo gone)"
-  case "$state" in
-    running*|created*|configured*) ;;
-    *) die "container stopped before listening (state: $state)";;
-  esac
-  [ $((SECONDS - ready_start)) -lt "$READY_TIMEOUT" ] \
-    || die "server did not listen on 127.0.0.1:$GRPC_PORT within ${READY_TIMEOUT}s"
-  sleep 0.5
-done
-log "listening after $((SECONDS - ready_start))s"
+wait_until_listening "$GRPC_PORT"
 
 # ------------------------------------------------------------------------------------------------
 # 7. Client checks from the host: health, Encode vs numpy, /metrics.
@@ -298,16 +326,56 @@ fi
 
 # ------------------------------------------------------------------------------------------------
 # 8. Graceful stop: SIGTERM must end the server (PID 1) with status 0, promptly.
-log "sending SIGTERM"
-stop_start=$(date +%s%N)
-timeout 30 podman kill --signal TERM "$CONTAINER" >/dev/null || die "podman kill --signal TERM failed"
-if ! code="$(timeout "$STOP_TIMEOUT" podman wait "$CONTAINER")"; then
-  die "container still running ${STOP_TIMEOUT}s after SIGTERM"
-fi
-stop_ms=$(( ($(date +%s%N) - stop_start) / 1000000 ))
-[ "$code" = 0 ] || die "container exited with status $code after SIGTERM (want 0)"
-log "OK  exited with status 0 ${stop_ms} ms after SIGTERM"
+stop_container
 
-podman_q 60 rm "$CONTAINER" >/dev/null || die "podman rm $CONTAINER failed"
-CONTAINER=""
+# ------------------------------------------------------------------------------------------------
+# 9. Once more with TLS (certificates made here, mounted read-only) and a plaintext health port:
+#    a TLS call from the host, the plaintext one refused; the image's HEALTHCHECK (on the health
+#    port) and --health_probe over TLS on the main port, inside the container; SIGTERM -> 0.
+CERTS="$(mktemp -d)"
+ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+openssl req -x509 "${ec[@]}" -keyout "$CERTS/ca.key" -out "$CERTS/ca.pem" -days 2 \
+    -subj "/CN=attnserve smoke CA" >/dev/null 2>&1 || die "openssl: CA"
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$CERTS/server.ext"
+openssl req "${ec[@]}" -keyout "$CERTS/server.key" -out "$CERTS/server.csr" \
+    -subj "/CN=attnserve smoke" >/dev/null 2>&1 || die "openssl: server key"
+openssl x509 -req -in "$CERTS/server.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
+    -CAcreateserial -out "$CERTS/server.pem" -days 2 -extfile "$CERTS/server.ext" >/dev/null 2>&1 \
+  || die "openssl: server certificate"
+chmod 755 "$CERTS" && chmod 644 "$CERTS"/*  # readable by the image's user (test keys only)
+read -r GRPC_PORT METRICS_PORT HEALTH_PORT < <(free_ports 3) || die "could not pick free ports"
+CONTAINER="attnserve-smoke-tls-$$"
+log "starting $CONTAINER with TLS: gRPC 127.0.0.1:$GRPC_PORT, health 127.0.0.1:$HEALTH_PORT"
+podman_q 60 run -d --name "$CONTAINER" --pull=never --network=host --health-interval=disable \
+    -v "$CERTS:/tls:ro" \
+    -e "FLAGS_grpc_address=127.0.0.1:$GRPC_PORT" -e "FLAGS_metrics_address=127.0.0.1:$METRICS_PORT" \
+    -e "FLAGS_health_address=127.0.0.1:$HEALTH_PORT" \
+    -e FLAGS_tls_cert_file=/tls/server.pem -e FLAGS_tls_key_file=/tls/server.key \
+    "$IMAGE" >/dev/null \
+  || die "podman run (TLS) failed"
+wait_until_listening "$GRPC_PORT"
+timeout 120 "$PY" - "127.0.0.1:$GRPC_PORT" "$CERTS/ca.pem" "$STUBS" <<'EOF' || die "TLS calls failed"
+import sys
+sys.path.insert(0, "clients/python")
+from attnserve_client import AttnservError, Client
+address, ca, stubs = sys.argv[1:]
+with Client(address, stubs=stubs, timeout=30, tls_ca=ca) as client:
+    names = [m["name"] for m in client.list_models()]
+    assert "demo-rope" in names, names
+with Client(address, stubs=stubs, timeout=10) as client:
+    try:
+        client.list_models()
+        raise SystemExit("a plaintext call was served on the TLS port")
+    except AttnservError as e:
+        assert e.code == "UNAVAILABLE", e
+print("[smoke_test] TLS call served, plaintext refused")
+EOF
+timeout 60 podman healthcheck run "$CONTAINER" >/dev/null \
+  || die "the image's HEALTHCHECK (health port) reports unhealthy with TLS on"
+log "OK  image HEALTHCHECK passes with TLS on (plaintext health port)"
+timeout 60 podman exec "$CONTAINER" /usr/local/bin/attnserve --health_probe --health_address= \
+  || die "--health_probe over TLS on the main port failed"
+log "OK  --health_probe speaks TLS on the main port"
+stop_container
+rm -rf "$CERTS"
 exit 0

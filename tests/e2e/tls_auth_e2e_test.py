@@ -387,6 +387,40 @@ class RotationTest(unittest.TestCase):
         self.assertEqual(self.reloads("tls", "ok"), 1)
 
 
+class ClientCaRotationTest(unittest.TestCase):
+    """Mutual TLS: the client CA rotates too; new connections then need a certificate it signed."""
+
+    def setUp(self):
+        self.live = pathlib.Path(tempfile.mkdtemp(prefix="attnserve-live-ca-"))
+        shutil.copy(cert("ca.pem"), self.live / "client-ca.pem")
+        self.server = ServerProcess(at.SERVER_PATH, (
+            f"--tls_cert_file={cert('server.pem')}", f"--tls_key_file={cert('server.key')}",
+            f"--tls_client_ca_file={self.live / 'client-ca.pem'}",
+            "--secrets_poll_seconds=0.2")).start()
+
+    def tearDown(self):
+        self.server.stop()
+        shutil.rmtree(self.live, ignore_errors=True)
+
+    def served(self, name):
+        with Client(self.server.grpc_address, stubs=STUBS_DIR, timeout=10, tls_ca=cert("ca.pem"),
+                    tls_cert=cert(f"{name}.pem"), tls_key=cert(f"{name}.key")) as c:
+            return [m["name"] for m in c.list_models()]
+
+    def test_client_ca_rotates(self):
+        self.assertIn("demo-rope", self.served("client"))
+        with self.assertRaises(AttnservError):
+            self.served("rogue-client")
+        staged = self.live / "client-ca.pem.new"
+        shutil.copy(cert("rogue-ca.pem"), staged)
+        os.replace(staged, self.live / "client-ca.pem")
+        eventually(lambda: self.assertIn("demo-rope", self.served("rogue-client")))
+        with self.assertRaises(AttnservError):
+            self.served("client")
+        self.assertEqual(at.metric_value(self.server.metrics_url, "attnserve_secrets_reloads_total",
+                                         {"secret": "tls", "result": "ok"}), 1)
+
+
 class SighupRotationTest(RotationTest):
     """With polling off, the files are read again on SIGHUP only."""
     POLL = ("--secrets_poll_seconds=0",)
