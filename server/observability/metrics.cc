@@ -397,10 +397,12 @@ std::map<std::string, std::string> ServerMetrics::MethodLabels(absl::string_view
 }
 
 namespace {
-// In flight counts the work RPCs: long-lived health Watch streams (client-side health checking)
-// would otherwise hold the gauge up and skew autoscaling on it.
+// In flight counts the unary work RPCs: long-lived streams — health Watch (client-side health
+// checking), Decode (an open stream idles between its steps; attnserve_decode_streams counts
+// them) — would otherwise hold the gauge up and skew autoscaling on it.
 bool CountsInFlight(absl::string_view full_method) {
-  return absl::StartsWith(full_method, "/attnserve.v1.AttentionService/");
+  return absl::StartsWith(full_method, "/attnserve.v1.AttentionService/") &&
+         full_method != "/attnserve.v1.AttentionService/Decode";
 }
 }  // namespace
 

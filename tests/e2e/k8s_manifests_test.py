@@ -6,18 +6,23 @@
   are Kubernetes 1.22's; the newer fields used here are added from the API reference: native
   gRPC probes (Probe.grpc, 1.24+), autoscaling/v2 (1.23+; the same schema as v2beta2, whose
   models check it), and the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1);
+* the base with each component of deploy/k8s/components (the optional parts: the Prometheus
+  Operator's ServiceMonitor, autoscaling on requests in flight) as an overlay would add it;
 * that the objects fit together: selectors match the pod labels, Services and the ServiceMonitor
-  name ports the pod has, probes hit the gRPC port (or, with TLS, the plaintext health port),
+  name ports the pod has, the HPA needs a custom metric only where a component adds it, the
+  NetworkPolicy opens the pod's ports and the metrics port only to a namespace, probes hit the gRPC port (or, with TLS, the plaintext health port),
   TLS files come from a mounted Secret, the HPA and PDB target the Deployment, the
   grace period covers the preStop pause plus the server's drain, the container runs non-root on
   a read-only root filesystem.
 
     /usr/bin/python3 tests/e2e/k8s_manifests_test.py
 """
+import os
 import pathlib
 import re
 import shutil
 import subprocess
+import tempfile
 import unittest
 
 import yaml
@@ -25,6 +30,7 @@ from kubernetes.client import Configuration, models
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OVERLAYS = sorted((ROOT / "deploy" / "k8s" / "overlays").iterdir())
+COMPONENTS = sorted((ROOT / "deploy" / "k8s" / "components").iterdir())
 KUBECTL = shutil.which("kubectl")
 
 # (apiVersion, kind) → model class name of python3-kubernetes 22 (API 1.22).
@@ -35,6 +41,7 @@ MODELS = {
     ("apps/v1", "Deployment"): "V1Deployment",
     ("policy/v1", "PodDisruptionBudget"): "V1PodDisruptionBudget",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "V2beta2HorizontalPodAutoscaler",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "V1NetworkPolicy",
 }
 # Fields newer than the models, as {model: {json field: type}} (Kubernetes API reference).
 EXTRA_FIELDS = {
@@ -62,6 +69,25 @@ def render(overlay):
     if result.returncode != 0:
         raise AssertionError(f"kubectl kustomize {overlay} failed:\n{result.stderr}")
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def renderings():
+    """(name, objects) of every overlay, and of the base with each component (deploy/k8s/components,
+    the optional parts) in a namespace of its own, as an overlay would add it."""
+    found = [(overlay.name, render(overlay)) for overlay in OVERLAYS]
+    for component in COMPONENTS:
+        with tempfile.TemporaryDirectory() as folder:
+            namespace = f"attnserve-{component.name}"
+            relative = lambda path: os.path.relpath(path, folder)  # kustomize wants relative paths
+            (pathlib.Path(folder) / "namespace.yaml").write_text(
+                f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n")
+            (pathlib.Path(folder) / "kustomization.yaml").write_text(yaml.safe_dump({
+                "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                "namespace": namespace,
+                "resources": ["namespace.yaml", relative(ROOT / "deploy" / "k8s" / "base")],
+                "components": [relative(component)]}))
+            found.append((f"base+{component.name}", render(folder)))
+    return found
 
 
 def required_fields(model):
@@ -141,10 +167,10 @@ class K8sManifestsTest(unittest.TestCase):
         self.assertEqual([o.name for o in OVERLAYS], ["dev", "production", "tls"])
 
     def test_every_object_fits_the_api_schemas(self):
-        for overlay in OVERLAYS:
-            for obj in render(overlay):
+        for name, objects in renderings():
+            for obj in objects:
                 key = (obj["apiVersion"], obj["kind"])
-                with self.subTest(overlay=overlay.name, object=f"{key[1]}/{obj['metadata']['name']}"):
+                with self.subTest(overlay=name, object=f"{key[1]}/{obj['metadata']['name']}"):
                     type_name = "ServiceMonitor" if key == ("monitoring.coreos.com/v1",
                                                             "ServiceMonitor") else MODELS.get(key)
                     self.assertIsNotNone(type_name, f"no schema for {key}")
@@ -166,9 +192,8 @@ class K8sManifestsTest(unittest.TestCase):
         self.assertTrue(any("name: required" in e for e in errors), errors)
 
     def test_objects_fit_together(self):
-        for overlay in OVERLAYS:
-            with self.subTest(overlay=overlay.name):
-                objects = render(overlay)
+        for name, objects in renderings():
+            with self.subTest(overlay=name):
                 # Every object in the overlay's namespace, which the overlay creates.
                 namespaces = {o["metadata"].get("namespace") for o in objects
                               if o["kind"] != "Namespace"}
@@ -247,15 +272,34 @@ class K8sManifestsTest(unittest.TestCase):
                 (pdb,) = by_kind(objects, "PodDisruptionBudget")
                 self.assertTrue(selects(pdb["spec"]["selector"]["matchLabels"], labels))
                 self.assertLess(pdb["spec"]["minAvailable"], hpa["spec"]["minReplicas"] + 1)
-                (monitor,) = by_kind(objects, "ServiceMonitor")
-                monitored = [s for s in services
-                             if selects(monitor["spec"]["selector"]["matchLabels"],
-                                        s["metadata"]["labels"])]
-                self.assertTrue(monitored)
-                for endpoint in monitor["spec"]["endpoints"]:
-                    self.assertTrue(any(endpoint["port"] == p["name"]
-                                        for s in monitored for p in s["spec"]["ports"]))
+                # The HPA's metrics: CPU, which needs nothing beyond metrics-server, in every
+                # rendering; a custom metric only where a component adds it.
+                metric_types = [m["type"] for m in hpa["spec"]["metrics"]]
+                self.assertIn("Resource", metric_types)
+                if name != "base+inflight-autoscaling":
+                    self.assertEqual(metric_types, ["Resource"])
+                for monitor in by_kind(objects, "ServiceMonitor"):
+                    monitored = [s for s in services
+                                 if selects(monitor["spec"]["selector"]["matchLabels"],
+                                            s["metadata"]["labels"])]
+                    self.assertTrue(monitored)
+                    for endpoint in monitor["spec"]["endpoints"]:
+                        self.assertTrue(any(endpoint["port"] == p["name"]
+                                            for s in monitored for p in s["spec"]["ports"]))
 
+                # The NetworkPolicy selects the pods; every port of the pod it opens is one it
+                # has (by name or number), and the metrics port only to a namespace selector.
+                (policy,) = by_kind(objects, "NetworkPolicy")
+                self.assertTrue(selects(policy["spec"]["podSelector"]["matchLabels"], labels))
+                pod_ports = set(ports) | set(ports.values())
+                for rule in policy["spec"]["ingress"]:
+                    opened = {p["port"] for p in rule["ports"]}
+                    self.assertTrue(opened & pod_ports, rule)
+                    if "metrics" in opened:
+                        self.assertTrue(all("namespaceSelector" in f for f in rule["from"]), rule)
+                    else:
+                        self.assertNotIn("from", rule)
+                        self.assertNotIn("metrics", opened)
 
 if __name__ == "__main__":
     unittest.main()
