@@ -60,7 +60,18 @@ EXTRA_TYPES = {
     "ServiceMonitorEndpoint": {"port": ("str", False), "targetPort": ("object", False),
                                "path": ("str", False), "interval": ("str", False),
                                "scrapeTimeout": ("str", False), "scheme": ("str", False)},
+    # monitoring.coreos.com/v1 PrometheusRule, the fields used here.
+    "PrometheusRule": {"apiVersion": ("str", True), "kind": ("str", True),
+                       "metadata": ("V1ObjectMeta", True), "spec": ("PrometheusRuleSpec", True)},
+    "PrometheusRuleSpec": {"groups": ("list[RuleGroup]", True)},
+    "RuleGroup": {"name": ("str", True), "interval": ("str", False),
+                  "rules": ("list[Rule]", True)},
+    "Rule": {"record": ("str", False), "alert": ("str", False), "expr": ("str", True),
+             "for": ("str", False), "labels": ("dict(str, str)", False),
+             "annotations": ("dict(str, str)", False)},
 }
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"): "ServiceMonitor",
+                ("monitoring.coreos.com/v1", "PrometheusRule"): "PrometheusRule"}
 
 
 def render(overlay):
@@ -171,12 +182,22 @@ class K8sManifestsTest(unittest.TestCase):
             for obj in objects:
                 key = (obj["apiVersion"], obj["kind"])
                 with self.subTest(overlay=name, object=f"{key[1]}/{obj['metadata']['name']}"):
-                    type_name = "ServiceMonitor" if key == ("monitoring.coreos.com/v1",
-                                                            "ServiceMonitor") else MODELS.get(key)
+                    type_name = CUSTOM_KINDS.get(key) or MODELS.get(key)
                     self.assertIsNotNone(type_name, f"no schema for {key}")
                     errors = []
                     check(obj, type_name, key[1], errors)
                     self.assertEqual(errors, [])
+
+    def test_the_prometheus_rule_is_the_rules_file(self):
+        # Generated from deploy/prometheus/rules.yml (the rules' one source), never edited apart.
+        result = subprocess.run(["/usr/bin/python3", str(ROOT / "scripts" / "prometheus_rule.py"),
+                                 "--check"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        rendered = [o for _, objects in renderings() for o in by_kind(objects, "PrometheusRule")]
+        self.assertTrue(rendered)
+        rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yml").read_text())
+        for rule_object in rendered:
+            self.assertEqual(rule_object["spec"]["groups"], rules["groups"])
 
     def test_a_misspelt_field_is_caught(self):
         # The validator itself: a typo in a probe, a string where an int belongs and a missing
