@@ -7,7 +7,8 @@ read), calls without the token UNAUTHENTICATED as their headers arrive; the well
 answered throughout, OK or refused at once, never left waiting.
 
 Calls that send their headers and never their message end after --request_read_timeout_seconds,
-their share of the budget returned.
+their share of the budget returned. A client that never reads its answers (a raw HTTP/2
+connection granting no window) holds at most the budget until its connection closes.
 
 The server runs as the image runs it, with MALLOC_ARENA_MAX=2 (Dockerfile).
 
@@ -17,6 +18,7 @@ import collections
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,9 @@ import threading
 import time
 import unittest
 
+import h2.config
+import h2.connection
+import h2.settings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -192,6 +197,99 @@ class SlowSenderTest(unittest.TestCase):
         small = pb.EncodeRequest(model="demo-sinusoidal",
                                  input=f32_tensor(np.ones((1, 8, 512), np.float32)))
         reply = at.pb_grpc.AttentionServiceStub(channel).Encode(small, timeout=10)
+        self.assertEqual(list(reply.output.shape), [1, 8, 512])
+        channel.close()
+
+
+class SlowReaderTest(unittest.TestCase):
+    """A client that sends calls and never reads their answers: over a raw HTTP/2 connection it
+    grants the server no flow-control window, so every answer stays on the server. Its calls hold
+    at most the memory budget, the server's memory stays within it, other calls wait or are
+    refused meanwhile, and everything returns when its connection closes."""
+
+    BUDGET_MIB = 128
+    CALLS = 40
+
+    @classmethod
+    def setUpClass(cls):
+        os.environ["MALLOC_ARENA_MAX"] = "2"  # as the image sets it
+        # 8 MiB messages: a read reserves 16 MiB, so many reads fit the budget.
+        cls.server = ServerProcess(at.SERVER_PATH, (
+            f"--max_request_memory_bytes={cls.BUDGET_MIB << 20}", f"--max_message_bytes={8 << 20}",
+            "--access_log=off")).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def send_calls_never_reading(self, sock, message, seconds):
+        """Opens CALLS Encode streams carrying `message` and sends what the server's windows let
+        through for `seconds`, reading only its frames (windows, settings, pings), never
+        granting it any window of its own."""
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        sock.sendall(conn.data_to_send())
+        framed = b"\0" + len(message).to_bytes(4, "big") + message
+        remaining = {}
+        for _ in range(self.CALLS):
+            stream = conn.get_next_available_stream_id()
+            conn.send_headers(stream, [
+                (":method", "POST"), (":scheme", "http"), (":authority", "attnserve"),
+                (":path", "/attnserve.v1.AttentionService/Encode"),
+                ("content-type", "application/grpc"), ("te", "trailers")])
+            remaining[stream] = framed
+        deadline = time.monotonic() + seconds
+        sock.settimeout(0.05)
+        while time.monotonic() < deadline:
+            for stream, data in list(remaining.items()):
+                allowed = min(conn.local_flow_control_window(stream), conn.max_outbound_frame_size)
+                if allowed > 0 and data:
+                    conn.send_data(stream, data[:allowed], end_stream=len(data) <= allowed)
+                    remaining[stream] = data[allowed:]
+            sock.sendall(conn.data_to_send())
+            try:
+                received = sock.recv(1 << 16)
+            except socket.timeout:
+                continue
+            if not received:
+                break
+            conn.receive_data(received)  # windows and settings; pings are answered by h2
+            sock.sendall(conn.data_to_send())
+        return sum(1 for data in remaining.values() if not data)
+
+    def test_answers_never_read_hold_at_most_the_budget(self):
+        pid = self.server.proc.pid
+        before_mib = at.rss_mb(pid)
+        message = pb.EncodeRequest(
+            model="demo-sinusoidal",
+            input=f32_tensor(np.ones((1, 1024, 512), np.float32))).SerializeToString()
+        host, port = self.server.grpc_address.rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)))
+        sent = self.send_calls_never_reading(sock, message, seconds=8)
+        held = at.metric_value(self.server.metrics_url, "attnserve_request_memory_bytes")
+        peak_mib = peak_rss_mib(pid)
+        report = (f"{sent} of {self.CALLS} calls sent whole; held {held / 2**20:.0f} MiB of "
+                  f"{self.BUDGET_MIB}; RSS before {before_mib:.0f} MiB, peak {peak_mib:.0f} MiB")
+        print(report)
+        self.assertGreater(sent, 0, report)
+        self.assertLess(sent, self.CALLS, report)  # the others wait, unread, for room
+        self.assertGreater(held, (self.BUDGET_MIB << 20) * 3 // 4, report)
+        self.assertLessEqual(held, self.BUDGET_MIB << 20, report)
+        self.assertLessEqual(peak_mib, before_mib + self.BUDGET_MIB + SLACK_MIB, report)
+        # Meanwhile another client's call finds no room: it waits until its deadline.
+        channel = grpc.insecure_channel(self.server.grpc_address)
+        stub = at.pb_grpc.AttentionServiceStub(channel)
+        small = pb.EncodeRequest(model="demo-sinusoidal",
+                                 input=f32_tensor(np.ones((1, 8, 512), np.float32)))
+        with self.assertRaises(grpc.RpcError) as raised:
+            stub.Encode(small, timeout=1)
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        # The connection closes: its calls end, their memory returns, others are served.
+        sock.close()
+        wait_until_free(self.server)
+        reply = stub.Encode(small, timeout=10)
         self.assertEqual(list(reply.output.shape), [1, 8, 512])
         channel.close()
 
