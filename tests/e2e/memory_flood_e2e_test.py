@@ -51,6 +51,12 @@ FLOOD_SECONDS = 12
 LARGE = (3, 7680, 512)
 
 
+# Under AddressSanitizer or ThreadSanitizer (scripts/sanitize.sh) the server's resident size
+# includes the sanitizer's own memory (shadow, quarantine), which no budget describes: the bounds
+# on RSS are checked only in the plain build.
+SANITIZED = bool(os.environ.get("ASAN_OPTIONS") or os.environ.get("TSAN_OPTIONS"))
+
+
 def peak_rss_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -277,7 +283,8 @@ class SlowReaderTest(unittest.TestCase):
         self.assertLess(sent, self.CALLS, report)  # the others wait, unread, for room
         self.assertGreater(held, (self.BUDGET_MIB << 20) * 3 // 4, report)
         self.assertLessEqual(held, self.BUDGET_MIB << 20, report)
-        self.assertLessEqual(peak_mib, before_mib + self.BUDGET_MIB + SLACK_MIB, report)
+        if not SANITIZED:
+            self.assertLessEqual(peak_mib, before_mib + self.BUDGET_MIB + SLACK_MIB, report)
         # Meanwhile another client's call finds no room: it waits until its deadline.
         channel = grpc.insecure_channel(self.server.grpc_address)
         stub = at.pb_grpc.AttentionServiceStub(channel)
