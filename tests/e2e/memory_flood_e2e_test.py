@@ -228,10 +228,13 @@ class SlowReaderTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.server.stop()
 
+    def held(self):
+        return at.metric_value(self.server.metrics_url, "attnserve_request_memory_bytes")
+
     def send_calls_never_reading(self, sock, message, seconds):
         """Opens CALLS Encode streams carrying `message` and sends what the server's windows let
-        through for `seconds`, reading only its frames (windows, settings, pings), never
-        granting it any window of its own."""
+        through, reading only its frames (windows, settings, pings), never granting it any
+        window of its own; until the calls hold three quarters of the budget, or `seconds`."""
         conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         conn.initiate_connection()
@@ -247,8 +250,14 @@ class SlowReaderTest(unittest.TestCase):
                 ("content-type", "application/grpc"), ("te", "trailers")])
             remaining[stream] = framed
         deadline = time.monotonic() + seconds
+        next_look = time.monotonic() + 0.5
         sock.settimeout(0.05)
         while time.monotonic() < deadline:
+            if time.monotonic() > next_look:
+                if self.held() > (self.BUDGET_MIB << 20) * 3 // 4:
+                    time.sleep(1)  # calls past the budget settle into waiting
+                    break
+                next_look = time.monotonic() + 0.5
             for stream, data in list(remaining.items()):
                 allowed = min(conn.local_flow_control_window(stream), conn.max_outbound_frame_size)
                 if allowed > 0 and data:
@@ -273,8 +282,8 @@ class SlowReaderTest(unittest.TestCase):
             input=f32_tensor(np.ones((1, 1024, 512), np.float32))).SerializeToString()
         host, port = self.server.grpc_address.rsplit(":", 1)
         sock = socket.create_connection((host, int(port)))
-        sent = self.send_calls_never_reading(sock, message, seconds=8)
-        held = at.metric_value(self.server.metrics_url, "attnserve_request_memory_bytes")
+        sent = self.send_calls_never_reading(sock, message, seconds=60)
+        held = self.held()
         peak_mib = peak_rss_mib(pid)
         report = (f"{sent} of {self.CALLS} calls sent whole; held {held / 2**20:.0f} MiB of "
                   f"{self.BUDGET_MIB}; RSS before {before_mib:.0f} MiB, peak {peak_mib:.0f} MiB")
