@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "server/app/flag_choice.h"
+#include "core/base/status_macros.h"
 #include "server/app/health_probe.h"
 #include "server/app/server_runner.h"
 #include "server/observability/logging.h"
@@ -159,8 +160,16 @@ std::vector<char*> WithFlagsFromEnvironment(int argc, char** argv) {
   return args;
 }
 
-// The longest --decode_idle_timeout_seconds: a week, far from overflowing the milliseconds.
-constexpr double kMaxIdleTimeoutSeconds = 7 * 24 * 3600;
+// A timeout flag's `seconds` (0 = never) as milliseconds; INVALID_ARGUMENT naming --`flag`
+// outside [0, a week] (a week is far from overflowing the milliseconds).
+absl::StatusOr<std::chrono::milliseconds> TimeoutFlag(absl::string_view flag, double seconds) {
+  constexpr double kMaxSeconds = 7 * 24 * 3600;
+  if (!(seconds >= 0 && seconds <= kMaxSeconds)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, "=", seconds, " must be in [0, ", kMaxSeconds, "]"));
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(std::llround(seconds * 1000)));
+}
 
 // The flags as the server's options; INVALID_ARGUMENT for a flag no type check catches.
 absl::StatusOr<ServerOptions> OptionsFromFlags() {
@@ -188,22 +197,12 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   limits.compute_queue_depth = absl::GetFlag(FLAGS_compute_queue_depth);
   limits.rpc_threads = absl::GetFlag(FLAGS_rpc_threads);
   limits.max_decode_streams = absl::GetFlag(FLAGS_max_decode_streams);
-  const double idle_seconds = absl::GetFlag(FLAGS_decode_idle_timeout_seconds);
-  if (!(idle_seconds >= 0 && idle_seconds <= kMaxIdleTimeoutSeconds)) {
-    return absl::InvalidArgumentError(absl::StrCat("--decode_idle_timeout_seconds=", idle_seconds,
-                                                   " must be in [0, ", kMaxIdleTimeoutSeconds,
-                                                   "]"));
-  }
-  limits.decode_idle_timeout =
-      std::chrono::milliseconds(static_cast<int64_t>(std::llround(idle_seconds * 1000)));
-  const double read_seconds = absl::GetFlag(FLAGS_request_read_timeout_seconds);
-  if (!(read_seconds >= 0 && read_seconds <= kMaxIdleTimeoutSeconds)) {
-    return absl::InvalidArgumentError(absl::StrCat("--request_read_timeout_seconds=", read_seconds,
-                                                   " must be in [0, ", kMaxIdleTimeoutSeconds,
-                                                   "]"));
-  }
-  limits.request_read_timeout =
-      std::chrono::milliseconds(static_cast<int64_t>(std::llround(read_seconds * 1000)));
+  ASSIGN_OR_RETURN(limits.decode_idle_timeout,
+                   TimeoutFlag("decode_idle_timeout_seconds",
+                               absl::GetFlag(FLAGS_decode_idle_timeout_seconds)));
+  ASSIGN_OR_RETURN(limits.request_read_timeout,
+                   TimeoutFlag("request_read_timeout_seconds",
+                               absl::GetFlag(FLAGS_request_read_timeout_seconds)));
   limits.batching.max_requests = absl::GetFlag(FLAGS_max_batch_requests);
   limits.batching.max_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   limits.batching.timeout = std::chrono::microseconds(absl::GetFlag(FLAGS_batch_timeout_micros));
