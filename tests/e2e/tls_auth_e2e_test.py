@@ -458,6 +458,13 @@ class SettingsTest(unittest.TestCase):
             ((f"--tls_cert_file={cert('server.key')}", f"--tls_key_file={cert('server.key')}"),
              "holds no PEM certificate"),
             (("--secrets_poll_seconds=0.01",), "--secrets_poll_seconds=0.01 must be 0"),
+            # The limits this issue added, beside the secrets.
+            (("--max_request_memory_bytes=1000000",),
+             "must hold at least twice --max_message_bytes=67108864"),
+            (("--request_read_timeout_seconds=-1",),
+             "--request_read_timeout_seconds=-1 must be in [0, 604800]"),
+            (("--max_concurrent_streams=0",), "--max_concurrent_streams=0 >= 1"),
+            (("--keepalive_time_seconds=0",), "--keepalive_time_seconds=0 must be in (0, 1e6]"),
         ]
         for args, message in cases:
             with self.subTest(args=args):
