@@ -48,6 +48,12 @@ void ClientWaits::ReadStarted(const void* stream, int64_t wait) {
   if (entry != streams_.end() && entry->second.wait == wait) entry->second.read_started = true;
 }
 
+void ClientWaits::StartTimedRead(const void* stream, absl::FunctionRef<void()> start_read) {
+  const int64_t wait = Waiting(stream);
+  start_read();
+  ReadStarted(stream, wait);
+}
+
 bool ClientWaits::Busy(const void* stream) {
   std::lock_guard<std::mutex> lock(mutex_);
   Stream& entry = streams_.at(stream);

@@ -14,6 +14,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include "absl/functional/function_ref.h"
+
 namespace attnserve {
 
 class ClientWaits {
@@ -40,6 +42,10 @@ class ClientWaits {
   // The read of `wait` is started: only from now on may the reaper end the stream (a stream
   // finished before its read started would start it after its end).
   void ReadStarted(const void* stream, int64_t wait);
+  // The two around a read: Waiting, then `start_read` (which hands the read to gRPC), then
+  // ReadStarted. After start_read the stream may be gone (its read answered, the stream
+  // finished): only the registry is told, which knows the wait by its number.
+  void StartTimedRead(const void* stream, absl::FunctionRef<void()> start_read);
   // The stream has its message: false when the reaper ended it first (the stream must then do
   // nothing more: its `end` finishes it).
   bool Busy(const void* stream);

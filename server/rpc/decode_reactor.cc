@@ -42,14 +42,11 @@ AttentionServiceImpl::DecodeReactor::DecodeReactor(AttentionServiceImpl* service
 }
 
 void AttentionServiceImpl::DecodeReactor::ReadNext() {
-  ClientWaits& streams = service_->decode_streams_;
-  const int64_t wait = streams.Waiting(this);
-  tsan_hand_off::Release(this);
-  StartRead(&request_);
-  // Only now may the reaper finish the stream. From here on `this` may be gone (the read
-  // answered, the stream finished): only the registry is told, which knows the wait by its
-  // number.
-  streams.ReadStarted(this, wait);
+  // The reaper may finish the stream once the read is started; `this` may be gone after it.
+  service_->decode_streams_.StartTimedRead(this, [this] {
+    tsan_hand_off::Release(this);
+    StartRead(&request_);
+  });
 }
 
 void AttentionServiceImpl::DecodeReactor::EndIdle() {

@@ -140,11 +140,11 @@ bool AttentionServiceImpl::UnaryCall::ReserveRead() {
 void AttentionServiceImpl::UnaryCall::StartReading() {
   ClientWaits& reads = service_->reading_calls_;
   timed_ = reads.Open(this, [this] { EndSlowRead(); });
-  const int64_t wait = reads.Waiting(this);
-  tsan_hand_off::Release(this);
-  StartRead(&request_bytes_);
-  // Only now may the reaper end the call; from here on `this` may be gone (see DecodeReactor).
-  reads.ReadStarted(this, wait);
+  // The reaper may end the call once the read is started; `this` may be gone after it.
+  reads.StartTimedRead(this, [this] {
+    tsan_hand_off::Release(this);
+    StartRead(&request_bytes_);
+  });
 }
 
 void AttentionServiceImpl::UnaryCall::EndSlowRead() {
