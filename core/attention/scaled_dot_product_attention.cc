@@ -127,9 +127,22 @@ void ZeroRowsWithoutKeys(const SdpaShape& shape, const SdpaOptions& options, flo
   }
 }
 
-// The scores as a whole tensor probs [B, H, Sq, Sk] (for callers that want the probabilities,
-// and for CoPE, which needs whole rows of gates): mask and bias, Q·Kᵀ, CoPE's logits, softmax,
-// then P·V into out. q, k (already rotated for RoPE) and v as ScaledDotProductAttention takes
+// AddCopeLogits on rows [rows, Sk] of scores (q: [rows, hd], the rows' queries), the rows shared
+// among all threads: each row's logits depend on that row alone.
+void AddCopeLogitsParallel(const CopeParams& cope, const float* q, int64_t rows, int64_t Sk,
+                           int64_t hd, float* scores) {
+  constexpr int64_t kRowsPerTask = 8;
+  const int64_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t first = task * kRowsPerTask;
+    AddCopeLogits(cope, q + first * hd, std::min(kRowsPerTask, rows - first), Sk, hd,
+                  scores + first * Sk);
+  }
+}
+
+// The scores as a whole tensor probs [B, H, Sq, Sk] (for callers that want the probabilities):
+// mask and bias, Q·Kᵀ, CoPE's logits, softmax, then P·V into out. q, k (already rotated for RoPE) and v as ScaledDotProductAttention takes
 // them.
 absl::Status MaterialisedAttention(const SdpaShape& shape, const SdpaOptions& options,
                                    const float* q, const float* k, const float* v, float* out,
@@ -154,13 +167,60 @@ absl::Status MaterialisedAttention(const SdpaShape& shape, const SdpaOptions& op
     return status;
   }
   if (const auto* cope = std::get_if<CopeParams>(&options.encoding)) {
-    for (int64_t bh = 0; bh < B * H; ++bh) {
-      AddCopeLogits(*cope, q + bh * Sq * hd, Sq, Sk, hd, probs + bh * Sq * Sk);
-    }
+    AddCopeLogitsParallel(*cope, q, B * H * Sq, Sk, hd, probs);
   }
   if (absl::Status status = SoftmaxRows(probs, B * H * Sq, Sk); !status.ok()) return status;
   if (masked) ZeroRowsWithoutKeys(shape, options, probs);
   return ProbsTimesValues(probs, v, B, Hkv, rows, Sk, hd, out);
+}
+
+// CoPE without probabilities to return: the computation above on a block of query rows at a
+// time (CopeBlockRows of one K/V head's group·Sq rows), so it holds one block of scores, not
+// B·H·Sq·Sk. Each row's gates need only that row. The mask is written into the block's scores
+// (−inf past each row's visible keys), which is what adding it does. Cancellation is polled
+// between blocks. q, k, v compact, as MaterialisedAttention takes them.
+absl::Status RowBlockedCopeAttention(const SdpaShape& shape, const SdpaOptions& options,
+                                     const float* q, const float* k, const float* v, float* out) {
+  const CopeParams& cope = std::get<CopeParams>(options.encoding);
+  const int64_t Hkv = shape.num_kv_heads, Sq = shape.q_len, Sk = shape.kv_len;
+  const int64_t hd = shape.head_dim;
+  const int64_t rows = shape.num_heads / Hkv * Sq;  // row r is query i = r % Sq of its head
+  const int64_t block = CopeBlockRows(shape, options.cope_block_elements);
+  const float scale = EffectiveScale(shape, options);
+  std::vector<float> scores(block * Sk);  // [block, Sk]
+  for (int64_t head = 0; head < shape.batch * Hkv; ++head) {
+    const int64_t b = head / Hkv;
+    const float* q_rows = q + head * rows * hd;  // [rows, hd]
+    const float* k_head = k + head * Sk * hd;    // [Sk, hd]
+    const float* v_head = v + head * Sk * hd;
+    for (int64_t first = 0; first < rows; first += block) {
+      if (options.is_cancelled && options.is_cancelled()) {
+        return absl::CancelledError("attention cancelled between CoPE row blocks");
+      }
+      const int64_t n = std::min(block, rows - first);
+      if (absl::Status status = AttentionScores(q_rows + first * hd, k_head, nullptr, 1, 1, 1, n,
+                                                Sk, hd, scale, scores.data());
+          !status.ok()) {
+        return status;
+      }
+      std::vector<int64_t> visible(n);
+      for (int64_t r = 0; r < n; ++r) {
+        visible[r] = VisibleKeyCount(shape, options, b, (first + r) % Sq);
+        std::fill(scores.begin() + r * Sk + visible[r], scores.begin() + (r + 1) * Sk, kMasked);
+      }
+      AddCopeLogitsParallel(cope, q_rows + first * hd, n, Sk, hd, scores.data());
+      if (absl::Status status = SoftmaxRows(scores.data(), n, Sk); !status.ok()) return status;
+      for (int64_t r = 0; r < n; ++r) {
+        if (visible[r] == 0) std::fill_n(scores.begin() + r * Sk, Sk, 0.0f);
+      }
+      if (absl::Status status = ProbsTimesValues(scores.data(), v_head, 1, 1, n, Sk, hd,
+                                                 out + (head * rows + first) * hd);
+          !status.ok()) {
+        return status;
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -170,10 +230,11 @@ absl::Status ScaledDotProductAttention(const SdpaShape& call_shape, const SdpaOp
                                        float* probs) {
   if (absl::Status status = ValidateSdpa(call_shape, options); !status.ok()) return status;
   SdpaShape shape = call_shape;
-  const bool materialised = MaterialisesScores(options.encoding, probs != nullptr);
+  const bool cope = std::holds_alternative<CopeParams>(options.encoding);
+  const bool tiled = probs == nullptr && !cope;
   // Only the tiled kernel reads k and v across gaps between heads.
   std::unique_ptr<float[]> k_compact, v_compact;
-  if (materialised || std::holds_alternative<RopeParams>(options.encoding)) {
+  if (!tiled || std::holds_alternative<RopeParams>(options.encoding)) {
     CompactKv(shape, k, v, &k_compact, &v_compact);
   }
   const int64_t q_count = shape.batch * shape.num_heads * shape.q_len * shape.head_dim;
@@ -191,9 +252,9 @@ absl::Status ScaledDotProductAttention(const SdpaShape& call_shape, const SdpaOp
   }
 
   // Without probabilities to return, the tiled kernel never materialises the scores.
-  if (!materialised) return FlashAttention(shape, options, q, k, v, out);
-  // bf16 compute in the materialised path: the same operands a bf16 GEMM sees (bf16-rounded
-  // q, k, v; products exact in f32; f32 accumulation).
+  if (tiled) return FlashAttention(shape, options, q, k, v, out);
+  // bf16 compute in the paths below: the same operands a bf16 GEMM sees (bf16-rounded q, k, v;
+  // products exact in f32; f32 accumulation).
   std::vector<float> q_bf16, k_bf16, v_bf16;
   if (options.compute == ComputeType::kBfloat16) {
     q_bf16 = RoundedToBfloat16(q, q_count);
@@ -203,11 +264,7 @@ absl::Status ScaledDotProductAttention(const SdpaShape& call_shape, const SdpaOp
     k = k_bf16.data();
     v = v_bf16.data();
   }
-  std::vector<float> own_probs;
-  if (probs == nullptr) {
-    own_probs.resize(shape.batch * shape.num_heads * shape.q_len * shape.kv_len);
-    probs = own_probs.data();
-  }
+  if (probs == nullptr) return RowBlockedCopeAttention(shape, options, q, k, v, out);
   return MaterialisedAttention(shape, options, q, k, v, out, probs);
 }
 
@@ -218,7 +275,7 @@ absl::Status ScaledDotProductAttention(const SdpaShape& call_shape, const SdpaOp
   SdpaShape shape = call_shape;
   const auto* rope = std::get_if<RopeParams>(&options.encoding);
   const bool tiled = options.compute == ComputeType::kBfloat16 &&
-                     !MaterialisesScores(options.encoding, false);
+                     !std::holds_alternative<CopeParams>(options.encoding);
   // Only the tiled kernel reads k and v across gaps between heads.
   std::unique_ptr<uint16_t[]> k_compact, v_compact;
   if (!tiled || rope != nullptr) CompactKv(shape, k, v, &k_compact, &v_compact);
@@ -234,8 +291,8 @@ absl::Status ScaledDotProductAttention(const SdpaShape& call_shape, const SdpaOp
     }
     return FlashAttention(shape, options, q_rotated.get(), k_rotated.get(), v, out);
   }
-  // CoPE needs whole rows, and f32 compute f32 operands: widened (exactly), the f32 version, the
-  // output rounded.
+  // CoPE needs whole rows of scores, and f32 compute f32 operands: widened (exactly), the f32
+  // version, the output rounded.
   const std::unique_ptr<float[]> q_f32 = ParallelWiden(q, q_count);
   const std::unique_ptr<float[]> k_f32 = ParallelWiden(k, kv_count);
   const std::unique_ptr<float[]> v_f32 = ParallelWiden(v, kv_count);

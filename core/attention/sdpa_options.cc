@@ -21,8 +21,20 @@ float EffectiveScale(const SdpaShape& shape, const SdpaOptions& options) {
   return 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
 }
 
-bool MaterialisesScores(const PositionalEncoding& encoding, bool returns_probabilities) {
-  return returns_probabilities || std::holds_alternative<CopeParams>(encoding);
+int64_t CopeBlockRows(const SdpaShape& shape, int64_t cope_block_elements) {
+  const int64_t rows = shape.num_heads / shape.num_kv_heads * shape.q_len;
+  return std::clamp<int64_t>(cope_block_elements / shape.kv_len, 1, rows);
+}
+
+int64_t ScoreElementsHeld(const SdpaShape& shape, const PositionalEncoding& encoding,
+                          bool returns_probabilities) {
+  if (returns_probabilities) {
+    return shape.batch * shape.num_heads * shape.q_len * shape.kv_len;
+  }
+  if (std::holds_alternative<CopeParams>(encoding)) {
+    return CopeBlockRows(shape, kCopeBlockElements) * shape.kv_len;
+  }
+  return 0;
 }
 
 absl::Status ValidateSdpa(const SdpaShape& shape, const SdpaOptions& options) {

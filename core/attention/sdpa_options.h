@@ -32,6 +32,9 @@ inline int64_t KvHeadRows(const SdpaShape& shape) {
   return shape.kv_stride > 0 ? shape.kv_stride : shape.kv_len;
 }
 
+// CoPE's default block of scores: 2^22 f32 = 16 MiB, 512 rows of 8192 keys.
+inline constexpr int64_t kCopeBlockElements = int64_t{1} << 22;
+
 struct SdpaOptions {
   // Bottom-right aligned causal mask: query i sees keys j <= i + Sk − Sq.
   bool causal = false;
@@ -55,16 +58,25 @@ struct SdpaOptions {
   // Polled between tiles, from any compute thread but never by two at once; when it returns
   // true the computation stops with CANCELLED. Unset = never cancelled.
   std::function<bool()> is_cancelled;
+  // Scores CoPE holds at once when no probabilities are returned: it computes a block of query
+  // rows at a time, max(1, this / Sk) rows (tests make it small to cross heads and tails).
+  int64_t cope_block_elements = kCopeBlockElements;
 };
 
 // Keys [0, VisibleKeyCount) are visible to query row i of batch element b (causal bottom-right
 // alignment and key_lengths applied); 0 means the row attends to nothing.
 int64_t VisibleKeyCount(const SdpaShape& shape, const SdpaOptions& options, int64_t b, int64_t i);
 
-// Whether a call holds its whole score matrix [B, H, Sq, Sk]: when it returns the probabilities,
-// and for CoPE (its gates need whole rows). Otherwise the tiled kernel holds one tile of scores
-// per thread, and memory grows with the sequence, not with its square.
-bool MaterialisesScores(const PositionalEncoding& encoding, bool returns_probabilities);
+// Query rows of one K/V head (group·Sq rows) that CoPE scores at once: max(1, block / Sk), at
+// most all of them.
+int64_t CopeBlockRows(const SdpaShape& shape, int64_t cope_block_elements);
+
+// Score elements a call holds at once, besides the tiled kernel's tile per thread: the whole
+// matrix B·H·Sq·Sk when it returns the probabilities, CoPE's block of rows otherwise (its gates
+// need whole rows, not whole matrices), none for the tiled kernel. Memory grows with the
+// sequence, not its square, unless the probabilities are returned.
+int64_t ScoreElementsHeld(const SdpaShape& shape, const PositionalEncoding& encoding,
+                          bool returns_probabilities);
 
 // options.scale, else 1 for a T5 bias, else 1/sqrt(head_dim).
 float EffectiveScale(const SdpaShape& shape, const SdpaOptions& options);

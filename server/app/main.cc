@@ -87,7 +87,8 @@ ABSL_FLAG(int64_t, max_batch, 64, "largest batch dimension accepted in a request
 ABSL_FLAG(int64_t, max_sequence_length, 8192, "largest seq / q_len / kv_len accepted");
 ABSL_FLAG(int64_t, max_attention_elements, int64_t{1} << 26,
           "largest batch·heads·q_len·kv_len (score matrix elements) of a request that holds its "
-          "scores whole (return_attention, CoPE, PositionBias); the tiled kernel holds none");
+          "scores whole (return_attention, PositionBias); the tiled kernel holds a tile per "
+          "thread, CoPE a block of rows");
 ABSL_FLAG(double, max_request_flops, 17592186044416.0,
           "useful FLOPs one request may need (projections and attention, as "
           "attnserve_flops_total counts them); default 2^44, about 1.8e13");

@@ -90,10 +90,10 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::CreateWithDemoMode
 
   configs.push_back(DemoConfig("demo-learned",
                                "Demo: d_model 256, 4 heads, biases, learned absolute positions "
-                               "(512-row table, GPT-2 style) added to the input",
+                               "(8192-row table, GPT-2 style) added to the input",
                                256, 4, 4, true));
   configs.back().mutable_encoding()->mutable_learned();
-  configs.back().set_max_positions(512);
+  configs.back().set_max_positions(8192);
 
   configs.push_back(DemoConfig("demo-rope",
                                "Demo: LLaMA-style d_model 256, 8 query heads, 4 key/value heads, "

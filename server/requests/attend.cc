@@ -75,7 +75,7 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& ca
   const int64_t kv_len = kv_source.has_value() ? kv_source->shape[1] : q_len;
   ASSIGN_OR_RETURN(const ComputeType compute, call.compute);
   RETURN_IF_ERROR(CheckLimits(context.limits, batch, config.num_heads, q_len, kv_len,
-                              MaterialisesScores(config.encoding, call.return_attention),
+                              /*scores_held=*/call.return_attention,
                               "query.shape[1]",
                               kv_source.has_value() ? "context.shape[1]" : "query.shape[1]"));
   const double flops = LayerFlops(config, batch, q_len, kv_len, call.causal);
@@ -85,15 +85,17 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& ca
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
                                       result->attention.shape, call.output_bytes));
   }
-  // The output and its copy in the answer; q, k, v and the heads' context; the scores where held
-  // (twice when returned).
-  const bool scores_held = MaterialisesScores(config.encoding, call.return_attention);
+  // The output and its copy in the answer; q, k, v and the heads' context; the scores held (twice
+  // when returned).
   const int64_t q_width = config.num_heads * config.head_dim;
   const int64_t kv_width = config.num_kv_heads * config.head_dim;
-  const int64_t floats = 2 * batch * q_len * config.d_model + 2 * batch * q_len * q_width +
-                         2 * batch * kv_len * kv_width +
-                         (scores_held ? (call.return_attention ? 2 : 1) : 0) * batch *
-                             config.num_heads * q_len * kv_len;
+  const SdpaShape heads_shape{batch, config.num_heads, config.num_kv_heads, q_len, kv_len,
+                              config.head_dim};
+  const int64_t floats =
+      2 * batch * q_len * config.d_model + 2 * batch * q_len * q_width +
+      2 * batch * kv_len * kv_width +
+      (call.return_attention ? 2 : 1) *
+          ScoreElementsHeld(heads_shape, config.encoding, call.return_attention);
   RETURN_IF_ERROR(ReserveMemory(context, floats * int64_t{sizeof(float)}));
   ASSIGN_OR_RETURN(const std::vector<int64_t> positions, std::move(call.positions));
 

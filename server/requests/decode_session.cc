@@ -117,7 +117,7 @@ absl::Status DecodeSession::CheckStep(const RequestContext& context, const Decod
   }
   const int64_t total = cache_.length + n;
   RETURN_IF_ERROR(CheckLimits(context.limits, 1, config.num_heads, n, total,
-                              MaterialisesScores(config.encoding, step.return_attention),
+                              /*scores_held=*/step.return_attention,
                               "query.shape[1]", "cached + new tokens"));
   RETURN_IF_ERROR(CheckFlops(context.limits, LayerFlops(config, 1, n, total, true)));
   if (step.return_attention) {

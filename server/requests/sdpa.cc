@@ -140,11 +140,9 @@ absl::StatusOr<WorkDone> RunSdpa(const RequestContext& context, SdpaCall& call,
                                  SdpaResult* result) {
   ASSIGN_OR_RETURN(const SdpaShape shape,
                    std::visit([](const auto& qkv) { return ShapeOf(qkv); }, call.qkv));
-  // An encoding that failed to convert is reported by OptionsFor, below.
-  const bool scores_held = MaterialisesScores(
-      call.encoding.ok() ? *call.encoding : PositionalEncoding(), call.return_attention);
   RETURN_IF_ERROR(CheckLimits(context.limits, shape.batch, shape.num_heads, shape.q_len,
-                              shape.kv_len, scores_held, "q.shape[2]", "k.shape[2]"));
+                              shape.kv_len, /*scores_held=*/call.return_attention, "q.shape[2]",
+                              "k.shape[2]"));
   const double flops = AttentionFlops(shape.batch, shape.num_heads, shape.q_len, shape.kv_len,
                                       shape.head_dim, call.causal);
   RETURN_IF_ERROR(CheckFlops(context.limits, flops));
@@ -153,11 +151,14 @@ absl::StatusOr<WorkDone> RunSdpa(const RequestContext& context, SdpaCall& call,
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
                                       result->attention.shape, call.output_bytes));
   }
-  // The output and its copy in the answer; the scores where held (twice when returned). Counted
-  // as f32 whatever the dtype: an estimate from above.
-  const int64_t scores = shape.batch * shape.num_heads * shape.q_len * shape.kv_len;
-  const int64_t floats = 2 * shape.batch * shape.num_heads * shape.q_len * shape.head_dim +
-                         (scores_held ? (call.return_attention ? 2 : 1) * scores : 0);
+  // The output and its copy in the answer; the scores held (twice when returned). Counted as f32
+  // whatever the dtype: an estimate from above. An encoding that failed to convert is reported
+  // by OptionsFor, below.
+  const int64_t floats =
+      2 * shape.batch * shape.num_heads * shape.q_len * shape.head_dim +
+      (call.return_attention ? 2 : 1) *
+          ScoreElementsHeld(shape, call.encoding.ok() ? *call.encoding : PositionalEncoding(),
+                            call.return_attention);
   RETURN_IF_ERROR(ReserveMemory(context, floats * int64_t{sizeof(float)}));
   ASSIGN_OR_RETURN(const SdpaOptions options, OptionsFor(context, shape, call));
   result->output_shape = {shape.batch, shape.num_heads, shape.q_len, shape.head_dim};

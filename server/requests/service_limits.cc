@@ -28,7 +28,7 @@ absl::Status CheckLimits(const ServiceLimits& limits, int64_t batch, int64_t hea
     return absl::InvalidArgumentError(absl::StrCat(
         "batch·heads·q_len·kv_len=", batch, "·", heads, "·", q_len, "·", kv_len, "=", scores,
         " exceeds --max_attention_elements=", limits.max_attention_elements,
-        " (the scores are held whole: probabilities returned, CoPE or a position bias)"));
+        " (the scores are held whole: probabilities returned or a position bias)"));
   }
   return absl::OkStatus();
 }

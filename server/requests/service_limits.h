@@ -33,9 +33,10 @@ struct BatchLimits {
 struct ServiceLimits {
   int64_t max_batch = 64;               // batch dimension of any input
   int64_t max_sequence_length = 8192;   // seq / q_len / kv_len
-  // B·H·Sq·Sk of a request that holds its score matrix whole (returned probabilities, CoPE,
-  // PositionBias; MaterialisesScores): 2^26 f32 = 256 MiB. The tiled kernel holds no such matrix
-  // and is bounded by max_sequence_length and max_request_flops instead.
+  // B·H·Sq·Sk of a request that holds its score matrix whole (returned probabilities,
+  // PositionBias): 2^26 f32 = 256 MiB. Other calls hold a tile of scores per thread, or CoPE a
+  // block of rows (ScoreElementsHeld), and are bounded by max_sequence_length and
+  // max_request_flops instead.
   int64_t max_attention_elements = int64_t{1} << 26;
   // Useful FLOPs one request may need, as attnserve_flops_total counts them (AttentionFlops,
   // LayerFlops): 2^44 ≈ 1.8e13, about a minute on two cores, and 64k-token causal attention.
@@ -70,8 +71,8 @@ struct ServiceLimits {
 };
 
 // INVALID_ARGUMENT naming the size when a batch or sequence exceeds the limits, or the score
-// matrix does where `scores_held` (MaterialisesScores); `q_field` and `kv_field` name the request
-// fields the lengths come from.
+// matrix does where `scores_held` whole (returned probabilities, a position bias); `q_field` and
+// `kv_field` name the request fields the lengths come from.
 absl::Status CheckLimits(const ServiceLimits& limits, int64_t batch, int64_t heads, int64_t q_len,
                          int64_t kv_len, bool scores_held, absl::string_view q_field = "q_len",
                          absl::string_view kv_field = "kv_len");

@@ -105,12 +105,11 @@ class DecodeTest(ServerTestCase):
                                [pb.DecodeRequest(model="demo-rope",
                                                  query=f32_tensor(np.zeros((1, 1, 100))))],
                                "query.shape[2]=100 must equal d_model=256")
-        # demo-learned has 512 positions: token 512 does not exist.
-        full = f32_tensor(np.zeros((1, 512, 256), np.float32))
+        # demo-learned has 8192 positions: token 8192 does not exist.
+        past = f32_tensor(np.zeros((1, 8193, 256), np.float32))
         self.assertStreamError(grpc.StatusCode.OUT_OF_RANGE,
-                               [pb.DecodeRequest(model="demo-learned", query=full),
-                                pb.DecodeRequest(query=f32_tensor(np.zeros((1, 1, 256))))],
-                               "512 positions")
+                               [pb.DecodeRequest(model="demo-learned", query=past)],
+                               "8192 positions")
 
     def test_empty_stream_is_ok(self):
         self.assertEqual(self.decode([]), [])

@@ -667,7 +667,7 @@ class EncodeRopeTest(ServerTestCase):
 # ---------------------------------------------------------------------------------------------
 
 class EncodeModelTest(ServerTestCase):
-    LEARNED_ROWS = 512  # demo-learned: 512-row table (its ListModels description and config)
+    LEARNED_ROWS = 8192  # demo-learned: 8192-row table (its ListModels description and config)
 
     def setUp(self):
         self.rng = np.random.default_rng(7)
@@ -1313,12 +1313,12 @@ class DemoModelTest(ServerTestCase):
 
     def test_learned_table_limit_in_attend(self):
         q = self.x("demo-learned", 1, 3)
-        out, _ = self.run_attend("demo-learned", q, position_offset=509)  # last position 511
+        out, _ = self.run_attend("demo-learned", q, position_offset=8189)  # last position 8191
         self.assertRpcError(OUT_OF_RANGE, self.attend, model="demo-learned", query=f32_tensor(q),
-                            position_offset=510, contains=["512"])
+                            position_offset=8190, contains=["8192"])
         self.assertRpcError(OUT_OF_RANGE, self.attend, model="demo-learned", query=f32_tensor(q),
-                            position_ids=int_tensor([0, 1, 512], tensor_pb2.INT64),
-                            contains=["512"])
+                            position_ids=int_tensor([0, 1, 8192], tensor_pb2.INT64),
+                            contains=["8192"])
 
     # F. ListModels
 
@@ -1339,7 +1339,7 @@ class DemoModelTest(ServerTestCase):
         self.assertTrue(models["demo-t5"].HasField("scale"))
         self.assertEqual(models["demo-t5"].scale, 1.0)
         self.assertEqual(models["demo-cope"].encoding.cope.npos_max, 64)
-        self.assertEqual(models["demo-learned"].max_positions, 512)
+        self.assertEqual(models["demo-learned"].max_positions, 8192)
         t5_cfg = models["demo-t5"].encoding.t5
         self.assertIn(t5_cfg.num_buckets, (0, 32))
         self.assertIn(t5_cfg.max_distance, (0, 128))

@@ -119,8 +119,8 @@ CASES = [
                                               input_scale=float("nan")), INVALID,
      ["input_scale=nan"]),
     ("encode_learned_past_table", "Encode", dict(input=f32(1, 2, 256), model="demo-learned",
-                                                 position_offset=511), OUT_OF_RANGE,
-     ["position 512", "learned table", "[0, 512)"]),
+                                                 position_offset=8191), OUT_OF_RANGE,
+     ["position 8192", "learned table", "[0, 8192)"]),
     # Attend
     ("attend_no_model", "Attend", dict(query=f32(1, 2, 512)), INVALID, ["model"]),
     ("attend_unknown_model", "Attend", dict(model="no-such", query=f32(1, 2, 512)), NOT_FOUND,
@@ -157,10 +157,10 @@ CASES = [
     ("attend_attention_too_large", "Attend",
      dict(model="demo-sinusoidal", query=f32(1, 400, 512), return_attention=True), INVALID,
      ["1·8·400·400", "max_attention_elements"]),
-    # CoPE's gates need whole rows: its scores are held whole even when not returned.
-    ("attend_cope_scores_too_large", "Attend",
-     dict(model="demo-cope", query=f32(2, 512, 256), causal=True), INVALID,
-     ["2·4·512·512", "max_attention_elements", "held whole"]),
+    # CoPE holds a block of rows unless the map is returned; returned, it is held whole.
+    ("attend_cope_attention_too_large", "Attend",
+     dict(model="demo-cope", query=f32(2, 512, 256), causal=True, return_attention=True),
+     INVALID, ["2·4·512·512", "max_attention_elements", "held whole"]),
     # 4·512 tokens on a d_model 512 layer: 6.4e9 FLOPs (projections 4.3e9, attention 2.1e9).
     ("attend_flops_too_many", "Attend", dict(model="demo-sinusoidal", query=f32(4, 512, 512)),
      INVALID, ["6.44245e+09 FLOPs", "--max_request_flops=5e+09"]),
@@ -231,6 +231,12 @@ class HostileInputTableTest(ServerTestCase):
         x = np.ones((1, 400, 512), np.float32)
         out = self.attend(model="demo-sinusoidal", query=f32_tensor(x)).output
         self.assertEqual(list(out.shape), [1, 400, 512])
+        # CoPE's gates need whole rows, not whole matrices: 2·4·512·512 = 2.1M scores, computed
+        # a block of rows at a time, served.
+        x = np.random.default_rng(5).standard_normal((2, 512, 256)).astype(np.float32)
+        out = self.attend(model="demo-cope", query=f32_tensor(x), causal=True).output
+        self.assertEqual(list(out.shape), [2, 512, 256])
+        self.assertTrue(np.isfinite(np.frombuffer(out.data, np.float32)).all())
 
     def decode(self, *messages):
         with self.assertRaises(grpc.RpcError) as raised:

@@ -51,19 +51,6 @@ FLOOD_SECONDS = 12
 LARGE = (3, 7680, 512)
 
 
-# Under AddressSanitizer or ThreadSanitizer (scripts/sanitize.sh) the server's resident size
-# includes the sanitizer's own memory (shadow, quarantine), which no budget describes: the bounds
-# on RSS are checked only in the plain build.
-SANITIZED = bool(os.environ.get("ASAN_OPTIONS") or os.environ.get("TSAN_OPTIONS"))
-
-
-def peak_rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmHWM")
-
 
 def wait_until_free(server, timeout=10.0):
     """Until the calls hold nothing of the budget (a call's bytes return once gRPC is done with
@@ -131,7 +118,7 @@ class MemoryFloodTest(unittest.TestCase):
         channel.close()
         out, err = flood.communicate()
         strangers_out, strangers_err = strangers.communicate()
-        peak_mib = peak_rss_mib(pid)
+        peak_mib = at.peak_rss_mb(pid)
         report = (f"RSS before {before_mib:.0f} MiB, peak {peak_mib:.0f} MiB, budget {BUDGET_MIB} "
                   f"MiB; small client {dict(answers)}, slowest {slowest_s:.3f} s; flood "
                   f"{out[-500:]} {err[-300:]}; without the token {strangers_out[-300:]} "
@@ -279,7 +266,7 @@ class SlowReaderTest(unittest.TestCase):
         sock = socket.create_connection((host, int(port)))
         sent = self.send_calls_never_reading(sock, message, seconds=60)
         held = at.metric_value(self.server.metrics_url, "attnserve_request_memory_bytes")
-        peak_mib = peak_rss_mib(pid)
+        peak_mib = at.peak_rss_mb(pid)
         report = (f"{sent} of {self.CALLS} calls sent whole; held {held / 2**20:.0f} MiB of "
                   f"{self.BUDGET_MIB}; RSS before {before_mib:.0f} MiB, peak {peak_mib:.0f} MiB")
         print(report)
@@ -288,7 +275,7 @@ class SlowReaderTest(unittest.TestCase):
         self.assertGreater(sent, 0, report)
         self.assertGreaterEqual(held, (self.BUDGET_MIB << 20) // 2, report)
         self.assertLessEqual(held, self.BUDGET_MIB << 20, report)
-        if not SANITIZED:
+        if not at.SANITIZED:
             self.assertLessEqual(peak_mib, before_mib + self.BUDGET_MIB + SLACK_MIB, report)
         # Meanwhile another client's call is served from what is left, or waits for room until
         # its deadline: it is never stuck behind the slow reader's answers.

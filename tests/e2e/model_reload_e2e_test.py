@@ -47,8 +47,6 @@ D, H, HD = 32, 4, 8
 CONFIG = 'd_model: 32\nnum_heads: 4\nmax_positions: 64\n'
 # The slow model of the in-flight test: d_model 256, 4 heads of 64; 8192 tokens take ~1 s here.
 SLOW_D, SLOW_H, SLOW_HD, SLOW_SEQ = 256, 4, 64, 8192
-BIG_MESSAGES = [("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20)]
 
 
 def random_weights(seed, d=D, width=H * HD):
@@ -115,7 +113,7 @@ class ReloadTestCase(unittest.TestCase):
             write_model(self.repo, name, w)
         self.server = ServerProcess(SERVER_PATH, (f"--model_repository={self.repo}",
                                                   *self.EXTRA_ARGS)).start()
-        self.channel = grpc.insecure_channel(self.server.grpc_address, options=BIG_MESSAGES)
+        self.channel = grpc.insecure_channel(self.server.grpc_address, options=at.BIG_MESSAGES)
         grpc.channel_ready_future(self.channel).result(timeout=STARTUP_DEADLINE_S)
         self.stub = pb_grpc.AttentionServiceStub(self.channel)
         self.x = np.random.default_rng(7).standard_normal((2, 9, D)).astype(np.float32)

@@ -34,8 +34,6 @@ SLOW_ARGS = ("--compute_workers=1", "--compute_queue_depth=1",
              "--max_attention_elements=1000000000", "--max_sequence_length=16384")
 WAIT_S = 60
 # The slow request's q/k/v and output are 16 MB each: past gRPC Python's 4 MB default.
-BIG_MESSAGES = [("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20)]
 
 
 def slow_sdpa_request():
@@ -70,7 +68,7 @@ class SlowRequestTestCase(ServerTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.big_channel = grpc.insecure_channel(cls.server.grpc_address, options=BIG_MESSAGES)
+        cls.big_channel = grpc.insecure_channel(cls.server.grpc_address, options=at.BIG_MESSAGES)
         cls.big_stub = pb_grpc.AttentionServiceStub(cls.big_channel)
 
     @classmethod
@@ -202,7 +200,7 @@ class DrainTest(unittest.TestCase):
         server = ServerProcess(at.SERVER_PATH,
                                (*SLOW_ARGS, f"--shutdown_grace_seconds={WAIT_S}")).start()
         try:
-            channel = grpc.insecure_channel(server.grpc_address, options=BIG_MESSAGES)
+            channel = grpc.insecure_channel(server.grpc_address, options=at.BIG_MESSAGES)
             stub = pb_grpc.AttentionServiceStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
             result = {}
@@ -248,7 +246,7 @@ class CancelRunningTest(ServerTestCase):
         x = np.random.default_rng(2).standard_normal((1, 4, 16384, 64)).astype(np.float32)
         t = f32_tensor(x)
         request = pb.SdpaRequest(q=t, k=t, v=t)
-        channel = grpc.insecure_channel(self.server.grpc_address, options=BIG_MESSAGES)
+        channel = grpc.insecure_channel(self.server.grpc_address, options=at.BIG_MESSAGES)
         stub = pb_grpc.AttentionServiceStub(channel)
         try:
             start = time.monotonic()

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <variant>
 #include <vector>
 
 #include "core/kernels/bfloat16.h"
@@ -238,6 +239,100 @@ INSTANTIATE_TEST_SUITE_P(Paths, KvStrideTest,
                          ::testing::Combine(::testing::Values("none", "alibi", "t5", "rope",
                                                               "cope"),
                                             ::testing::Bool(), ::testing::Bool()));
+
+// CoPE's logit for score (b, h, i, j), in double from its definition (core/encodings/cope.h):
+// gates σ of row i's scaled scores (0 where masked), p = min(Σ_{t≥j} g_t, npos_max − 1), then
+// q_i·e interpolated between ⌊p⌋ and ⌈p⌉. Used as ReferenceSdpa's bias (masked entries are
+// skipped there).
+double ReferenceCopeLogit(const CopeParams& cope, const std::vector<float>& q,
+                          const std::vector<float>& k, const SdpaShape& s, double scale,
+                          const std::vector<int64_t>& key_lengths, int64_t b, int64_t h,
+                          int64_t i, int64_t j) {
+  const int64_t kvh = h / (s.num_heads / s.num_kv_heads);
+  const float* q_row = q.data() + ((b * s.num_heads + h) * s.q_len + i) * s.head_dim;
+  const int64_t visible = std::min(key_lengths[b], i + s.kv_len - s.q_len + 1);  // causal
+  double p = 0;
+  for (int64_t t = j; t < visible; ++t) {
+    double dot = 0;
+    for (int64_t c = 0; c < s.head_dim; ++c) {
+      dot += double{q_row[c]} * k[((b * s.num_kv_heads + kvh) * s.kv_len + t) * s.head_dim + c];
+    }
+    p += 1.0 / (1.0 + std::exp(-dot * scale));
+  }
+  p = std::min(p, static_cast<double>(cope.npos_max - 1));
+  auto logit = [&](int64_t position) {
+    double dot = 0;
+    for (int64_t c = 0; c < s.head_dim; ++c) {
+      dot += double{q_row[c]} * (*cope.pos_emb)[position * s.head_dim + c];
+    }
+    return dot;
+  };
+  const double w = p - std::floor(p);
+  return logit(static_cast<int64_t>(std::ceil(p))) * w +
+         logit(static_cast<int64_t>(std::floor(p))) * (1 - w);
+}
+
+// CoPE without probabilities to return scores a block of query rows at a time: blocks of one row,
+// of 5 rows (crossing from one query head of a group to the next, with a tail of 1 row), and one
+// block for all give the double-precision reference, as the whole matrix (probabilities
+// returned) does; causal, GQA, and a batch element whose rows see no key (zero rows).
+class CopeBlocksTest : public ::testing::TestWithParam<int64_t> {};
+
+TEST_P(CopeBlocksTest, EveryBlockSizeMatchesTheReference) {
+  const SdpaShape s{2, 4, 2, 13, 17, 16};
+  const std::vector<int64_t> key_lengths = {17, 0};
+  const auto q = RandomVector(s.batch * s.num_heads * s.q_len * s.head_dim, 91);
+  const auto k = RandomVector(s.batch * s.num_kv_heads * s.kv_len * s.head_dim, 92);
+  const auto v = RandomVector(s.batch * s.num_kv_heads * s.kv_len * s.head_dim, 93);
+  SdpaOptions options = MaskOptions(true, key_lengths);
+  options.encoding = ::attnserve::testing::TestEncoding("cope", s.num_heads, s.head_dim, 64);
+  const CopeParams& cope = std::get<CopeParams>(options.encoding);
+  for (int64_t b = 0; b < s.batch; ++b) {
+    for (int64_t i = 0; i < s.q_len; ++i) options.q_positions.push_back(s.kv_len - s.q_len + i);
+    for (int64_t j = 0; j < s.kv_len; ++j) options.k_positions.push_back(j);
+  }
+  options.cope_block_elements = GetParam();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(s.head_dim));
+  const auto ref = ReferenceSdpa(
+      q, k, v, s.batch, s.num_heads, s.num_kv_heads, s.q_len, s.kv_len, s.head_dim, scale,
+      /*causal=*/true, key_lengths, [&](int64_t b, int64_t h, int64_t i, int64_t j) {
+        return ReferenceCopeLogit(cope, q, k, s, scale, key_lengths, b, h, i, j);
+      });
+  std::vector<float> blocked(q.size(), NAN), whole(q.size(), NAN);
+  std::vector<float> probs(s.batch * s.num_heads * s.q_len * s.kv_len);
+  ASSERT_TRUE(ScaledDotProductAttention(s, options, q.data(), k.data(), v.data(), blocked.data(),
+                                        nullptr)
+                  .ok());
+  ASSERT_TRUE(ScaledDotProductAttention(s, options, q.data(), k.data(), v.data(), whole.data(),
+                                        probs.data())
+                  .ok());
+  EXPECT_LT(RelativeError(blocked, ref.out), kRelativeTolerance);
+  EXPECT_LT(RelativeError(whole, ref.out), kRelativeTolerance);
+  EXPECT_LT(RelativeError(probs, ref.probs), kRelativeTolerance);
+  // Batch element 1 sees no key: its rows are zero, not NaN.
+  const int64_t per_batch = s.num_heads * s.q_len * s.head_dim;
+  EXPECT_THAT(std::vector<float>(blocked.begin() + per_batch, blocked.end()),
+              ::testing::Each(0.0f));
+}
+
+INSTANTIATE_TEST_SUITE_P(BlockElements, CopeBlocksTest,
+                         ::testing::Values(int64_t{1}, int64_t{5 * 17}, kCopeBlockElements),
+                         [](const ::testing::TestParamInfo<int64_t>& info) {
+                           return "Elements" + std::to_string(info.param);
+                         });
+
+TEST(SdpaTest, CopeHoldsABlockOfRowsUnlessProbabilitiesAreReturned) {
+  const SdpaShape s{2, 12, 4, 8192, 8192, 64};
+  const PositionalEncoding cope = ::attnserve::testing::TestEncoding("cope", 12, 64, 768);
+  EXPECT_EQ(CopeBlockRows(s, kCopeBlockElements), 512);
+  EXPECT_EQ(ScoreElementsHeld(s, cope, false), 512 * 8192);
+  EXPECT_EQ(ScoreElementsHeld(s, cope, true), int64_t{2} * 12 * 8192 * 8192);
+  EXPECT_EQ(ScoreElementsHeld(s, AlibiParams{}, false), 0);
+  // Fewer rows than a block: all of them (3 query heads per kv head × 2 tokens).
+  EXPECT_EQ(CopeBlockRows({1, 12, 4, 2, 100, 64}, kCopeBlockElements), 6);
+  // More keys than a block: one row.
+  EXPECT_EQ(CopeBlockRows({1, 1, 1, 2, kCopeBlockElements + 1, 64}, kCopeBlockElements), 1);
+}
 
 TEST(SdpaTest, KvStrideBelowKvLenIsRefused) {
   SdpaShape shape{1, 1, 1, 2, 8, 4};

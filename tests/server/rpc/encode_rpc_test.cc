@@ -96,9 +96,9 @@ TEST(EncodeRpcTest, RejectsWhatHasNoEmbeddingFormNamingTheField) {
        [](v1::EncodeRequest& r) {
          *r.mutable_input() = F32({1, 2, 256}, std::vector<float>(512));
          r.set_model("demo-learned");
-         r.set_position_offset(511);
+         r.set_position_offset(8191);
        },
-       grpc::OUT_OF_RANGE, "position 512 of token 1 is outside the learned table"},
+       grpc::OUT_OF_RANGE, "position 8192 of token 1 is outside the learned table"},
   };
   for (const Case& c : cases) {
     v1::EncodeRequest request;
