@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 #include <memory>
+#include <new>
 #include <variant>
 #include <vector>
 
@@ -128,17 +129,27 @@ void ZeroRowsWithoutKeys(const SdpaShape& shape, const SdpaOptions& options, flo
 }
 
 // AddCopeLogits on rows [rows, Sk] of scores (q: [rows, hd], the rows' queries), the rows shared
-// among all threads: each row's logits depend on that row alone.
-void AddCopeLogitsParallel(const CopeParams& cope, const float* q, int64_t rows, int64_t Sk,
-                           int64_t hd, float* scores) {
+// among all threads: each row's logits depend on that row alone. Running out of memory for a
+// row's positions is RESOURCE_EXHAUSTED (an exception must not leave the parallel region).
+absl::Status AddCopeLogitsParallel(const CopeParams& cope, const float* q, int64_t rows,
+                                   int64_t Sk, int64_t hd, float* scores) {
   constexpr int64_t kRowsPerTask = 8;
   const int64_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
+  bool out_of_memory = false;
+  ApplyComputeThreads();
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t first = task * kRowsPerTask;
-    AddCopeLogits(cope, q + first * hd, std::min(kRowsPerTask, rows - first), Sk, hd,
-                  scores + first * Sk);
+    try {
+      AddCopeLogits(cope, q + first * hd, std::min(kRowsPerTask, rows - first), Sk, hd,
+                    scores + first * Sk);
+    } catch (const std::bad_alloc&) {
+#pragma omp atomic write
+      out_of_memory = true;
+    }
   }
+  if (out_of_memory) return absl::ResourceExhaustedError("attention: out of memory");
+  return absl::OkStatus();
 }
 
 // The scores as a whole tensor probs [B, H, Sq, Sk] (for callers that want the probabilities):
@@ -167,7 +178,10 @@ absl::Status MaterialisedAttention(const SdpaShape& shape, const SdpaOptions& op
     return status;
   }
   if (const auto* cope = std::get_if<CopeParams>(&options.encoding)) {
-    AddCopeLogitsParallel(*cope, q, B * H * Sq, Sk, hd, probs);
+    if (absl::Status status = AddCopeLogitsParallel(*cope, q, B * H * Sq, Sk, hd, probs);
+        !status.ok()) {
+      return status;
+    }
   }
   if (absl::Status status = SoftmaxRows(probs, B * H * Sq, Sk); !status.ok()) return status;
   if (masked) ZeroRowsWithoutKeys(shape, options, probs);
@@ -178,7 +192,7 @@ absl::Status MaterialisedAttention(const SdpaShape& shape, const SdpaOptions& op
 // time (CopeBlockRows of one K/V head's group·Sq rows), so it holds one block of scores, not
 // B·H·Sq·Sk. Each row's gates need only that row. The mask is written into the block's scores
 // (−inf past each row's visible keys), which is what adding it does. Cancellation is polled
-// between blocks. q, k, v compact, as MaterialisedAttention takes them.
+// between blocks. k and v are read in place, gaps between heads (kv_stride) included.
 absl::Status RowBlockedCopeAttention(const SdpaShape& shape, const SdpaOptions& options,
                                      const float* q, const float* k, const float* v, float* out) {
   const CopeParams& cope = std::get<CopeParams>(options.encoding);
@@ -191,8 +205,8 @@ absl::Status RowBlockedCopeAttention(const SdpaShape& shape, const SdpaOptions& 
   for (int64_t head = 0; head < shape.batch * Hkv; ++head) {
     const int64_t b = head / Hkv;
     const float* q_rows = q + head * rows * hd;  // [rows, hd]
-    const float* k_head = k + head * Sk * hd;    // [Sk, hd]
-    const float* v_head = v + head * Sk * hd;
+    const float* k_head = k + head * KvHeadRows(shape) * hd;  // [Sk, hd]
+    const float* v_head = v + head * KvHeadRows(shape) * hd;
     for (int64_t first = 0; first < rows; first += block) {
       if (options.is_cancelled && options.is_cancelled()) {
         return absl::CancelledError("attention cancelled between CoPE row blocks");
@@ -208,7 +222,11 @@ absl::Status RowBlockedCopeAttention(const SdpaShape& shape, const SdpaOptions& 
         visible[r] = VisibleKeyCount(shape, options, b, (first + r) % Sq);
         std::fill(scores.begin() + r * Sk + visible[r], scores.begin() + (r + 1) * Sk, kMasked);
       }
-      AddCopeLogitsParallel(cope, q_rows + first * hd, n, Sk, hd, scores.data());
+      if (absl::Status status =
+              AddCopeLogitsParallel(cope, q_rows + first * hd, n, Sk, hd, scores.data());
+          !status.ok()) {
+        return status;
+      }
       if (absl::Status status = SoftmaxRows(scores.data(), n, Sk); !status.ok()) return status;
       for (int64_t r = 0; r < n; ++r) {
         if (visible[r] == 0) std::fill_n(scores.begin() + r * Sk, Sk, 0.0f);
@@ -232,9 +250,11 @@ absl::Status ScaledDotProductAttention(const SdpaShape& call_shape, const SdpaOp
   SdpaShape shape = call_shape;
   const bool cope = std::holds_alternative<CopeParams>(options.encoding);
   const bool tiled = probs == nullptr && !cope;
-  // Only the tiled kernel reads k and v across gaps between heads.
+  // The tiled kernel and CoPE's row blocks read k and v across gaps between heads; the whole
+  // matrix, RoPE's rotation and the bf16 rounding read them whole.
   std::unique_ptr<float[]> k_compact, v_compact;
-  if (!tiled || std::holds_alternative<RopeParams>(options.encoding)) {
+  if (probs != nullptr || std::holds_alternative<RopeParams>(options.encoding) ||
+      (!tiled && options.compute == ComputeType::kBfloat16)) {
     CompactKv(shape, k, v, &k_compact, &v_compact);
   }
   const int64_t q_count = shape.batch * shape.num_heads * shape.q_len * shape.head_dim;
@@ -292,13 +312,17 @@ absl::Status ScaledDotProductAttention(const SdpaShape& call_shape, const SdpaOp
     return FlashAttention(shape, options, q_rotated.get(), k_rotated.get(), v, out);
   }
   // CoPE needs whole rows of scores, and f32 compute f32 operands: widened (exactly), the f32
-  // version, the output rounded.
+  // version, the output rounded. The widened values are bf16 already, so the f32 version runs
+  // with f32 compute: bf16 compute would only round them again, into three more copies.
   const std::unique_ptr<float[]> q_f32 = ParallelWiden(q, q_count);
   const std::unique_ptr<float[]> k_f32 = ParallelWiden(k, kv_count);
   const std::unique_ptr<float[]> v_f32 = ParallelWiden(v, kv_count);
   const std::unique_ptr<float[]> out_f32(new float[q_count]);
-  if (absl::Status status = ScaledDotProductAttention(shape, options, q_f32.get(), k_f32.get(),
-                                                      v_f32.get(), out_f32.get(), nullptr);
+  SdpaOptions f32_options = options;
+  f32_options.compute = ComputeType::kFloat32;
+  if (absl::Status status = ScaledDotProductAttention(shape, f32_options, q_f32.get(),
+                                                      k_f32.get(), v_f32.get(), out_f32.get(),
+                                                      nullptr);
       !status.ok()) {
     return status;
   }

@@ -37,6 +37,17 @@ int64_t ScoreElementsHeld(const SdpaShape& shape, const PositionalEncoding& enco
   return 0;
 }
 
+int64_t SdpaWorkspaceElements(const SdpaShape& shape, const PositionalEncoding& encoding,
+                              ComputeType compute, bool returns_probabilities) {
+  const int64_t q = shape.batch * shape.num_heads * shape.q_len * shape.head_dim;
+  const int64_t kv = shape.batch * shape.num_kv_heads * shape.kv_len * shape.head_dim;
+  const bool tiled = !returns_probabilities && !std::holds_alternative<CopeParams>(encoding);
+  int64_t elements = ScoreElementsHeld(shape, encoding, returns_probabilities);
+  if (std::holds_alternative<RopeParams>(encoding)) elements += q + kv;
+  if (!tiled && compute == ComputeType::kBfloat16) elements += q + 2 * kv;
+  return elements;
+}
+
 absl::Status ValidateSdpa(const SdpaShape& shape, const SdpaOptions& options) {
   const struct {
     const char* name;

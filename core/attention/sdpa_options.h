@@ -78,6 +78,13 @@ int64_t CopeBlockRows(const SdpaShape& shape, int64_t cope_block_elements);
 int64_t ScoreElementsHeld(const SdpaShape& shape, const PositionalEncoding& encoding,
                           bool returns_probabilities);
 
+// f32 elements a call allocates besides its tensors and output, for callers that budget memory
+// before calling: the scores it holds (ScoreElementsHeld), RoPE's rotated q and k, and bf16
+// compute's rounded copies of q, k and v where the tiled kernel does not run (probabilities
+// returned, CoPE). Copies made to close gaps between K/V heads (kv_stride) are not counted.
+int64_t SdpaWorkspaceElements(const SdpaShape& shape, const PositionalEncoding& encoding,
+                              ComputeType compute, bool returns_probabilities);
+
 // options.scale, else 1 for a T5 bias, else 1/sqrt(head_dim).
 float EffectiveScale(const SdpaShape& shape, const SdpaOptions& options);
 

@@ -91,7 +91,8 @@ ABSL_FLAG(int64_t, max_attention_elements, int64_t{1} << 26,
           "thread, CoPE a block of rows");
 ABSL_FLAG(double, max_request_flops, 17592186044416.0,
           "useful FLOPs one request may need (projections and attention, as "
-          "attnserve_flops_total counts them); default 2^44, about 1.8e13");
+          "attnserve_flops_total counts them, plus 2048 per CoPE score); default 2^44, about "
+          "1.8e13");
 ABSL_FLAG(int32_t, max_message_bytes, 64 << 20,
           "largest gRPC request or response, in bytes; a request whose response would be larger "
           "is refused before it is computed");

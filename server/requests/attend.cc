@@ -79,14 +79,15 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& ca
                               "query.shape[1]",
                               kv_source.has_value() ? "context.shape[1]" : "query.shape[1]"));
   const double flops = LayerFlops(config, batch, q_len, kv_len, call.causal);
-  RETURN_IF_ERROR(CheckFlops(context.limits, flops));
+  RETURN_IF_ERROR(CheckFlops(context.limits, flops,
+                             CopeWorkFlops(config.encoding, batch, config.num_heads, q_len, kv_len)));
   result->attention.shape = {batch, config.num_heads, q_len, kv_len};
   if (call.return_attention) {
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
                                       result->attention.shape, call.output_bytes));
   }
-  // The output and its copy in the answer; q, k, v and the heads' context; the scores held (twice
-  // when returned).
+  // The output and its copy in the answer; q, k, v and the heads' context; the attention's
+  // workspace (scores held, rotated or rounded copies), and a returned map's copy in the answer.
   const int64_t q_width = config.num_heads * config.head_dim;
   const int64_t kv_width = config.num_kv_heads * config.head_dim;
   const SdpaShape heads_shape{batch, config.num_heads, config.num_kv_heads, q_len, kv_len,
@@ -94,8 +95,8 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& ca
   const int64_t floats =
       2 * batch * q_len * config.d_model + 2 * batch * q_len * q_width +
       2 * batch * kv_len * kv_width +
-      (call.return_attention ? 2 : 1) *
-          ScoreElementsHeld(heads_shape, config.encoding, call.return_attention);
+      SdpaWorkspaceElements(heads_shape, config.encoding, compute, call.return_attention) +
+      (call.return_attention ? batch * config.num_heads * q_len * kv_len : 0);
   RETURN_IF_ERROR(ReserveMemory(context, floats * int64_t{sizeof(float)}));
   ASSIGN_OR_RETURN(const std::vector<int64_t> positions, std::move(call.positions));
 

@@ -119,7 +119,8 @@ absl::Status DecodeSession::CheckStep(const RequestContext& context, const Decod
   RETURN_IF_ERROR(CheckLimits(context.limits, 1, config.num_heads, n, total,
                               /*scores_held=*/step.return_attention,
                               "query.shape[1]", "cached + new tokens"));
-  RETURN_IF_ERROR(CheckFlops(context.limits, LayerFlops(config, 1, n, total, true)));
+  RETURN_IF_ERROR(CheckFlops(context.limits, LayerFlops(config, 1, n, total, true),
+                             CopeWorkFlops(config.encoding, 1, config.num_heads, n, total)));
   if (step.return_attention) {
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
                                       {1, config.num_heads, n, total}, n * config.d_model * 4));

@@ -143,22 +143,27 @@ absl::StatusOr<WorkDone> RunSdpa(const RequestContext& context, SdpaCall& call,
   RETURN_IF_ERROR(CheckLimits(context.limits, shape.batch, shape.num_heads, shape.q_len,
                               shape.kv_len, /*scores_held=*/call.return_attention, "q.shape[2]",
                               "k.shape[2]"));
+  // An encoding or compute type that failed to convert is reported by OptionsFor, below.
+  const PositionalEncoding& encoding = call.encoding.ok() ? *call.encoding : PositionalEncoding();
   const double flops = AttentionFlops(shape.batch, shape.num_heads, shape.q_len, shape.kv_len,
                                       shape.head_dim, call.causal);
-  RETURN_IF_ERROR(CheckFlops(context.limits, flops));
+  RETURN_IF_ERROR(CheckFlops(
+      context.limits, flops,
+      CopeWorkFlops(encoding, shape.batch, shape.num_heads, shape.q_len, shape.kv_len)));
   result->attention.shape = {shape.batch, shape.num_heads, shape.q_len, shape.kv_len};
   if (call.return_attention) {
     RETURN_IF_ERROR(CheckResponseSize(context.limits, "return_attention", "attention",
                                       result->attention.shape, call.output_bytes));
   }
-  // The output and its copy in the answer; the scores held (twice when returned). Counted as f32
-  // whatever the dtype: an estimate from above. An encoding that failed to convert is reported
-  // by OptionsFor, below.
+  // The output and its copy in the answer; the workspace (scores held, rotated or rounded
+  // copies), and a returned map's copy in the answer. Counted as f32 whatever the dtype: an
+  // estimate from above.
   const int64_t floats =
       2 * shape.batch * shape.num_heads * shape.q_len * shape.head_dim +
-      (call.return_attention ? 2 : 1) *
-          ScoreElementsHeld(shape, call.encoding.ok() ? *call.encoding : PositionalEncoding(),
-                            call.return_attention);
+      SdpaWorkspaceElements(shape, encoding,
+                            call.compute.ok() ? *call.compute : ComputeType::kFloat32,
+                            call.return_attention) +
+      (call.return_attention ? shape.batch * shape.num_heads * shape.q_len * shape.kv_len : 0);
   RETURN_IF_ERROR(ReserveMemory(context, floats * int64_t{sizeof(float)}));
   ASSIGN_OR_RETURN(const SdpaOptions options, OptionsFor(context, shape, call));
   result->output_shape = {shape.batch, shape.num_heads, shape.q_len, shape.head_dim};

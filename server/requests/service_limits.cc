@@ -2,6 +2,7 @@
 
 #include <string>
 #include <utility>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "server/requests/tensors.h"
@@ -33,11 +34,21 @@ absl::Status CheckLimits(const ServiceLimits& limits, int64_t batch, int64_t hea
   return absl::OkStatus();
 }
 
-absl::Status CheckFlops(const ServiceLimits& limits, double flops) {
-  if (flops <= limits.max_request_flops) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat("the request needs ", flops,
-                                                 " FLOPs; exceeds --max_request_flops=",
-                                                 limits.max_request_flops));
+double CopeWorkFlops(const PositionalEncoding& encoding, int64_t batch, int64_t heads,
+                     int64_t q_len, int64_t kv_len) {
+  if (!std::holds_alternative<CopeParams>(encoding)) return 0;
+  return kCopeFlopsPerScore * static_cast<double>(batch) * heads * q_len * kv_len;
+}
+
+absl::Status CheckFlops(const ServiceLimits& limits, double flops, double cope_flops) {
+  const double work = flops + cope_flops;
+  if (work <= limits.max_request_flops) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "the request needs ", work, " FLOPs",
+      cope_flops > 0 ? absl::StrCat(" (", cope_flops, " of them CoPE's, ", kCopeFlopsPerScore,
+                                    " a score)")
+                     : "",
+      "; exceeds --max_request_flops=", limits.max_request_flops));
 }
 
 absl::Status CheckResponseSize(const ServiceLimits& limits, absl::string_view field,

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "core/encodings/positional_encoding.h"
 
 namespace attnserve {
 
@@ -77,8 +78,21 @@ absl::Status CheckLimits(const ServiceLimits& limits, int64_t batch, int64_t hea
                          int64_t kv_len, bool scores_held, absl::string_view q_field = "q_len",
                          absl::string_view kv_field = "kv_len");
 
-// INVALID_ARGUMENT stating both when a request's `flops` exceed max_request_flops.
-absl::Status CheckFlops(const ServiceLimits& limits, double flops);
+// What a CoPE score costs beyond the products, counted against --max_request_flops as FLOPs at the
+// GEMM ceiling: its gate (σ in double), its share of the running sum and its interpolated logit
+// took 6.7 ns a score on the two-core development machine, whose f32 GEMM runs at ≈300 GFLOP/s
+// (demo-cope, 8192 tokens, docs/reliability.md). Without it, CoPE's time, which does not grow
+// with head_dim, would be all but free against the limit.
+inline constexpr double kCopeFlopsPerScore = 2048;
+
+// kCopeFlopsPerScore for each of the B·H·Sq·Sk scores of a CoPE `encoding` (its row blocks
+// compute every key, causal or not); 0 for other encodings.
+double CopeWorkFlops(const PositionalEncoding& encoding, int64_t batch, int64_t heads,
+                     int64_t q_len, int64_t kv_len);
+
+// INVALID_ARGUMENT stating both when a request's `flops` plus `cope_flops` (CopeWorkFlops)
+// exceed max_request_flops.
+absl::Status CheckFlops(const ServiceLimits& limits, double flops, double cope_flops = 0);
 
 // INVALID_ARGUMENT naming `field` when a response holding a FLOAT32 `tensor` of `shape` (its
 // elements bounded by CheckLimits) plus `other_bytes` of other data exceeds the message limit.

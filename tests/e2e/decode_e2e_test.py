@@ -33,6 +33,7 @@ def rel_err(a, b):
 
 
 class DecodeTest(ServerTestCase):
+    CHANNEL_OPTIONS = at.BIG_MESSAGES  # a whole 8192-token answer is 8 MiB
 
     def decode(self, requests):
         """Runs one stream; returns the responses."""
@@ -105,10 +106,15 @@ class DecodeTest(ServerTestCase):
                                [pb.DecodeRequest(model="demo-rope",
                                                  query=f32_tensor(np.zeros((1, 1, 100))))],
                                "query.shape[2]=100 must equal d_model=256")
-        # demo-learned has 8192 positions: token 8192 does not exist.
-        past = f32_tensor(np.zeros((1, 8193, 256), np.float32))
+        # demo-learned has 8192 positions: token 8192 does not exist, in one step or after them.
         self.assertStreamError(grpc.StatusCode.OUT_OF_RANGE,
-                               [pb.DecodeRequest(model="demo-learned", query=past)],
+                               [pb.DecodeRequest(model="demo-learned",
+                                                 query=f32_tensor(np.zeros((1, 8193, 256))))],
+                               "8192 positions")
+        full = f32_tensor(np.zeros((1, 8192, 256), np.float32))
+        self.assertStreamError(grpc.StatusCode.OUT_OF_RANGE,
+                               [pb.DecodeRequest(model="demo-learned", query=full),
+                                pb.DecodeRequest(query=f32_tensor(np.zeros((1, 1, 256))))],
                                "8192 positions")
 
     def test_empty_stream_is_ok(self):

@@ -178,6 +178,12 @@ CASES = [
      ["scale=nan"]),
     ("sdpa_cope_without_embeddings", "ScaledDotProductAttention", dict(QKV, encoding=cope()),
      INVALID, ["cope_pos_emb"]),
+    # CoPE's work does not grow with head_dim: 4·4·512·512 scores at 2048 FLOPs each (8.6e9) are
+    # past --max_request_flops=5e9, though their products (6.7e7 FLOPs) are not.
+    ("sdpa_cope_work_too_much", "ScaledDotProductAttention",
+     dict(q=f32(4, 4, 512, 4), k=f32(4, 4, 512, 4), v=f32(4, 4, 512, 4), encoding=cope(),
+          cope_pos_emb=f32(4, 4)), INVALID,
+     ["8.65", "FLOPs (8.58993e+09 of them CoPE's, 2048 a score)", "--max_request_flops=5e+09"]),
     ("sdpa_t5_without_table", "ScaledDotProductAttention", dict(QKV, encoding=t5()), INVALID,
      ["t5_table"]),
     ("sdpa_key_lengths_count", "ScaledDotProductAttention", dict(QKV, key_lengths=[1, 2]),
@@ -231,11 +237,11 @@ class HostileInputTableTest(ServerTestCase):
         x = np.ones((1, 400, 512), np.float32)
         out = self.attend(model="demo-sinusoidal", query=f32_tensor(x)).output
         self.assertEqual(list(out.shape), [1, 400, 512])
-        # CoPE's gates need whole rows, not whole matrices: 2·4·512·512 = 2.1M scores, computed
-        # a block of rows at a time, served.
-        x = np.random.default_rng(5).standard_normal((2, 512, 256)).astype(np.float32)
+        # CoPE's gates need whole rows, not whole matrices: 2·4·384·384 = 1.2M scores, computed
+        # a block of rows at a time, served (2.7e9 FLOPs with CoPE's work, under 5e9).
+        x = np.random.default_rng(5).standard_normal((2, 384, 256)).astype(np.float32)
         out = self.attend(model="demo-cope", query=f32_tensor(x), causal=True).output
-        self.assertEqual(list(out.shape), [2, 512, 256])
+        self.assertEqual(list(out.shape), [2, 384, 256])
         self.assertTrue(np.isfinite(np.frombuffer(out.data, np.float32)).all())
 
     def decode(self, *messages):

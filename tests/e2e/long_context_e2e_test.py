@@ -5,8 +5,9 @@ With --max_sequence_length=65536 (everything else default), a 65,536-token causa
 ScaledDotProductAttention (one head of 64 channels, f32: 16 MiB per tensor) is served, its rows
 equal a float64 reference, and the server's peak resident memory over its whole life stays under
 300 MB: the tiled kernel holds a tile of scores per thread, never the 2^32-element matrix (16 GiB).
-With default flags, every demo model serves 8192-token self-attention through Attend, CoPE
-included (a block of query rows at a time).
+A 16,384-token causal CoPE SDPA, whose gates need whole rows of scores, is served within the same
+bound, computed a block of query rows at a time (its whole matrix would be 1 GiB). With default
+flags, every demo model serves 8192-token self-attention through Attend, CoPE included.
 
 The server runs as the image runs it, with MALLOC_ARENA_MAX=2 (Dockerfile).
 
@@ -34,11 +35,21 @@ REL_TOLERANCE = 1e-4
 CALL_TIMEOUT_S = 600.0
 
 
-def reference_rows(q, k, v, rows):
-    """Causal attention of the query rows `rows` in float64: row i sees keys 0…i."""
+def reference_rows(q, k, v, rows, cope_emb=None):
+    """Causal attention of the query rows `rows` in float64: row i sees keys 0…i. With
+    `cope_emb` [npos_max, hd], CoPE's logits are added to the scores: gates σ(s_ij), positions
+    p_ij = min(Σ_{t=j..i} g_it, npos_max − 1), q_i·e interpolated between ⌊p⌋ and ⌈p⌉."""
     out = []
     for i in rows:
-        scores = k[: i + 1].astype(np.float64) @ q[i].astype(np.float64) / np.sqrt(HEAD_DIM)
+        qi = q[i].astype(np.float64)
+        scores = k[: i + 1].astype(np.float64) @ qi / np.sqrt(HEAD_DIM)
+        if cope_emb is not None:
+            gates = 1.0 / (1.0 + np.exp(-scores))
+            positions = np.minimum(np.cumsum(gates[::-1])[::-1], len(cope_emb) - 1)
+            logits = cope_emb.astype(np.float64) @ qi
+            lo, hi = np.floor(positions).astype(int), np.ceil(positions).astype(int)
+            w = positions - lo
+            scores = scores + logits[hi] * w + logits[lo] * (1 - w)
         p = np.exp(scores - scores.max())
         out.append((p / p.sum()) @ v[: i + 1].astype(np.float64))
     return np.array(out)
@@ -72,6 +83,29 @@ class LongContextTest(ServerTestCase):
         got = out[rows].astype(np.float64)
         self.assertLess(np.abs(got - want).max() / np.abs(want).max(), REL_TOLERANCE)
         self.assertTrue(np.isfinite(out).all())
+        if not at.SANITIZED:
+            self.assertLess(peak_mb, PEAK_RSS_BOUND_MB)
+
+    def test_16k_token_causal_cope_sdpa_holds_row_blocks_not_the_matrix(self):
+        seq = 16384
+        rng = np.random.default_rng(16)
+        q, k, v = (rng.standard_normal((seq, HEAD_DIM)).astype(np.float32) for _ in range(3))
+        emb = rng.standard_normal((64, HEAD_DIM)).astype(np.float32)
+        started = time.monotonic()
+        reply = self.stub.ScaledDotProductAttention(
+            at.pb.SdpaRequest(q=f32_tensor(q[None, None]), k=f32_tensor(k[None, None]),
+                              v=f32_tensor(v[None, None]), causal=True,
+                              encoding=at.pe_pb2.PositionalEncoding(
+                                  cope=at.pe_pb2.CopeEncoding(npos_max=64)),
+                              cope_pos_emb=f32_tensor(emb)),
+            timeout=CALL_TIMEOUT_S)
+        seconds = time.monotonic() - started
+        out = to_numpy(reply.output).reshape(seq, HEAD_DIM)
+        peak_mb = at.peak_rss_mb(self.server.proc.pid)
+        print(f"16k-token causal CoPE SDPA: {seconds:.1f} s, server peak RSS {peak_mb:.0f} MiB")
+        rows = [0, 5, 8191, seq - 1]
+        want = reference_rows(q, k, v, rows, cope_emb=emb)
+        self.assertLess(np.abs(out[rows] - want).max() / np.abs(want).max(), REL_TOLERANCE)
         if not at.SANITIZED:
             self.assertLess(peak_mb, PEAK_RSS_BOUND_MB)
 

@@ -1,6 +1,7 @@
 // oneDNN scaled dot-product attention against the double-precision reference.
 #include "core/attention/scaled_dot_product_attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -240,17 +241,17 @@ INSTANTIATE_TEST_SUITE_P(Paths, KvStrideTest,
                                                               "cope"),
                                             ::testing::Bool(), ::testing::Bool()));
 
-// CoPE's logit for score (b, h, i, j), in double from its definition (core/encodings/cope.h):
-// gates σ of row i's scaled scores (0 where masked), p = min(Σ_{t≥j} g_t, npos_max − 1), then
-// q_i·e interpolated between ⌊p⌋ and ⌈p⌉. Used as ReferenceSdpa's bias (masked entries are
-// skipped there).
+// CoPE's logit for score (b, h, i, j) of a causal call with key lengths, in double from its
+// definition (core/encodings/cope.h): gates σ of row i's scaled scores (0 where masked),
+// p = min(Σ_{t≥j} g_t, npos_max − 1), then q_i·e interpolated between ⌊p⌋ and ⌈p⌉. Used as
+// ReferenceSdpa's bias (masked entries are skipped there).
 double ReferenceCopeLogit(const CopeParams& cope, const std::vector<float>& q,
                           const std::vector<float>& k, const SdpaShape& s, double scale,
                           const std::vector<int64_t>& key_lengths, int64_t b, int64_t h,
                           int64_t i, int64_t j) {
   const int64_t kvh = h / (s.num_heads / s.num_kv_heads);
   const float* q_row = q.data() + ((b * s.num_heads + h) * s.q_len + i) * s.head_dim;
-  const int64_t visible = std::min(key_lengths[b], i + s.kv_len - s.q_len + 1);  // causal
+  const int64_t visible = std::min(key_lengths[b], i + s.kv_len - s.q_len + 1);
   double p = 0;
   for (int64_t t = j; t < visible; ++t) {
     double dot = 0;
@@ -272,54 +273,89 @@ double ReferenceCopeLogit(const CopeParams& cope, const std::vector<float>& q,
          logit(static_cast<int64_t>(std::floor(p))) * (1 - w);
 }
 
+struct CopeBlocksCase {
+  std::string name;
+  SdpaShape shape;
+  std::vector<int64_t> key_lengths;  // causal as well
+  ComputeType compute;
+};
+
 // CoPE without probabilities to return scores a block of query rows at a time: blocks of one row,
-// of 5 rows (crossing from one query head of a group to the next, with a tail of 1 row), and one
-// block for all give the double-precision reference, as the whole matrix (probabilities
-// returned) does; causal, GQA, and a batch element whose rows see no key (zero rows).
-class CopeBlocksTest : public ::testing::TestWithParam<int64_t> {};
+// of 5 rows (crossing from one query head of a group to the next, with a tail), and one block for
+// all give the double-precision reference, as the whole matrix (probabilities returned) does.
+// Cases: GQA with key lengths full, none (rows that see no key: zero, not NaN) and in between;
+// more queries than keys (a block mixes rows that see nothing with rows that see keys); bf16
+// compute, against the reference on bf16-rounded q, k, v.
+class CopeBlocksTest : public ::testing::TestWithParam<std::tuple<int64_t, CopeBlocksCase>> {};
 
 TEST_P(CopeBlocksTest, EveryBlockSizeMatchesTheReference) {
-  const SdpaShape s{2, 4, 2, 13, 17, 16};
-  const std::vector<int64_t> key_lengths = {17, 0};
-  const auto q = RandomVector(s.batch * s.num_heads * s.q_len * s.head_dim, 91);
-  const auto k = RandomVector(s.batch * s.num_kv_heads * s.kv_len * s.head_dim, 92);
-  const auto v = RandomVector(s.batch * s.num_kv_heads * s.kv_len * s.head_dim, 93);
-  SdpaOptions options = MaskOptions(true, key_lengths);
+  const auto& [block_elements, c] = GetParam();
+  const SdpaShape& s = c.shape;
+  auto inputs = [&c](int64_t count, uint32_t seed) {
+    std::vector<float> values = RandomVector(count, seed);
+    if (c.compute != ComputeType::kBfloat16) return values;
+    for (float& value : values) value = Bfloat16ToFloat(FloatToBfloat16(value));
+    return values;
+  };
+  const auto q = inputs(s.batch * s.num_heads * s.q_len * s.head_dim, 91);
+  const auto k = inputs(s.batch * s.num_kv_heads * s.kv_len * s.head_dim, 92);
+  const auto v = inputs(s.batch * s.num_kv_heads * s.kv_len * s.head_dim, 93);
+  SdpaOptions options = MaskOptions(true, c.key_lengths);
+  options.compute = c.compute;
   options.encoding = ::attnserve::testing::TestEncoding("cope", s.num_heads, s.head_dim, 64);
   const CopeParams& cope = std::get<CopeParams>(options.encoding);
   for (int64_t b = 0; b < s.batch; ++b) {
-    for (int64_t i = 0; i < s.q_len; ++i) options.q_positions.push_back(s.kv_len - s.q_len + i);
+    // (CoPE reads no positions; they must only be valid.)
+    for (int64_t i = 0; i < s.q_len; ++i) {
+      options.q_positions.push_back(std::max<int64_t>(0, s.kv_len - s.q_len + i));
+    }
     for (int64_t j = 0; j < s.kv_len; ++j) options.k_positions.push_back(j);
   }
-  options.cope_block_elements = GetParam();
+  options.cope_block_elements = block_elements;
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.head_dim));
   const auto ref = ReferenceSdpa(
       q, k, v, s.batch, s.num_heads, s.num_kv_heads, s.q_len, s.kv_len, s.head_dim, scale,
-      /*causal=*/true, key_lengths, [&](int64_t b, int64_t h, int64_t i, int64_t j) {
-        return ReferenceCopeLogit(cope, q, k, s, scale, key_lengths, b, h, i, j);
+      /*causal=*/true, c.key_lengths, [&](int64_t b, int64_t h, int64_t i, int64_t j) {
+        return ReferenceCopeLogit(cope, q, k, s, scale, c.key_lengths, b, h, i, j);
       });
   std::vector<float> blocked(q.size(), NAN), whole(q.size(), NAN);
   std::vector<float> probs(s.batch * s.num_heads * s.q_len * s.kv_len);
-  ASSERT_TRUE(ScaledDotProductAttention(s, options, q.data(), k.data(), v.data(), blocked.data(),
-                                        nullptr)
-                  .ok());
-  ASSERT_TRUE(ScaledDotProductAttention(s, options, q.data(), k.data(), v.data(), whole.data(),
-                                        probs.data())
-                  .ok());
+  absl::Status status = ScaledDotProductAttention(s, options, q.data(), k.data(), v.data(),
+                                                  blocked.data(), nullptr);
+  ASSERT_TRUE(status.ok()) << status;
+  status = ScaledDotProductAttention(s, options, q.data(), k.data(), v.data(), whole.data(),
+                                     probs.data());
+  ASSERT_TRUE(status.ok()) << status;
   EXPECT_LT(RelativeError(blocked, ref.out), kRelativeTolerance);
   EXPECT_LT(RelativeError(whole, ref.out), kRelativeTolerance);
   EXPECT_LT(RelativeError(probs, ref.probs), kRelativeTolerance);
-  // Batch element 1 sees no key: its rows are zero, not NaN.
-  const int64_t per_batch = s.num_heads * s.q_len * s.head_dim;
-  EXPECT_THAT(std::vector<float>(blocked.begin() + per_batch, blocked.end()),
-              ::testing::Each(0.0f));
+  // Rows that see no key are zero, not NaN.
+  int64_t empty_rows = 0;
+  for (int64_t row = 0; row < s.batch * s.num_heads * s.q_len; ++row) {
+    const int64_t b = row / (s.num_heads * s.q_len), i = row % s.q_len;
+    if (VisibleKeyCount(s, options, b, i) > 0) continue;
+    ++empty_rows;
+    for (int64_t c = 0; c < s.head_dim; ++c) {
+      ASSERT_EQ(blocked[row * s.head_dim + c], 0.0f) << "row " << row;
+    }
+  }
+  EXPECT_GT(empty_rows, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(BlockElements, CopeBlocksTest,
-                         ::testing::Values(int64_t{1}, int64_t{5 * 17}, kCopeBlockElements),
-                         [](const ::testing::TestParamInfo<int64_t>& info) {
-                           return "Elements" + std::to_string(info.param);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    BlockElements, CopeBlocksTest,
+    ::testing::Combine(
+        ::testing::Values(int64_t{1}, int64_t{5 * 17}, kCopeBlockElements),
+        ::testing::Values(
+            CopeBlocksCase{"GqaKeyLengths", {3, 4, 2, 13, 17, 16}, {17, 0, 9},
+                           ComputeType::kFloat32},
+            CopeBlocksCase{"QueriesPastKeys", {1, 4, 2, 21, 17, 16}, {17}, ComputeType::kFloat32},
+            CopeBlocksCase{"Bfloat16Compute", {3, 4, 2, 13, 17, 16}, {17, 0, 9},
+                           ComputeType::kBfloat16})),
+    [](const ::testing::TestParamInfo<std::tuple<int64_t, CopeBlocksCase>>& info) {
+      return std::get<1>(info.param).name + "Elements" +
+             std::to_string(std::get<0>(info.param));
+    });
 
 TEST(SdpaTest, CopeHoldsABlockOfRowsUnlessProbabilitiesAreReturned) {
   const SdpaShape s{2, 12, 4, 8192, 8192, 64};
@@ -332,6 +368,16 @@ TEST(SdpaTest, CopeHoldsABlockOfRowsUnlessProbabilitiesAreReturned) {
   EXPECT_EQ(CopeBlockRows({1, 12, 4, 2, 100, 64}, kCopeBlockElements), 6);
   // More keys than a block: one row.
   EXPECT_EQ(CopeBlockRows({1, 1, 1, 2, kCopeBlockElements + 1, 64}, kCopeBlockElements), 1);
+  // The workspace: the scores held, RoPE's rotated q and k, bf16 compute's rounded q, k, v where
+  // the tiled kernel does not run.
+  const int64_t q = int64_t{2} * 12 * 8192 * 64, kv = int64_t{2} * 4 * 8192 * 64;
+  EXPECT_EQ(SdpaWorkspaceElements(s, AlibiParams{}, ComputeType::kBfloat16, false), 0);
+  EXPECT_EQ(SdpaWorkspaceElements(s, RopeParams{}, ComputeType::kFloat32, false), q + kv);
+  EXPECT_EQ(SdpaWorkspaceElements(s, cope, ComputeType::kFloat32, false), 512 * 8192);
+  EXPECT_EQ(SdpaWorkspaceElements(s, cope, ComputeType::kBfloat16, false),
+            512 * 8192 + q + 2 * kv);
+  EXPECT_EQ(SdpaWorkspaceElements(s, RopeParams{}, ComputeType::kBfloat16, true),
+            int64_t{2} * 12 * 8192 * 8192 + q + kv + q + 2 * kv);
 }
 
 TEST(SdpaTest, KvStrideBelowKvLenIsRefused) {
