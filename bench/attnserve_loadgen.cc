@@ -40,8 +40,9 @@
 // serialisation), so the difference is the service's overhead (docs/performance.md).
 //
 // A unary request is serialised once, before the run, and sent as those bytes every time; its
-// answer's bytes are received and not parsed (only its status counts). On a machine the tool
-// shares with the server, the CPU it does not spend on copies is the server's.
+// answer's bytes are received and not parsed: only its status counts, so an answer that would
+// not parse is not noticed. On a machine the tool shares with the server, the CPU it does not
+// spend on copies is the server's.
 //
 //   attnserve_loadgen --target=127.0.0.1:50051 --rpc=attend --model=demo-sinusoidal
 //                     --batch=1 --seq=128 --concurrency=16 --duration_seconds=10
@@ -256,6 +257,8 @@ struct RawUnaryMethod {
       : name(std::move(method_name)),
         method(name.c_str(), grpc::internal::RpcMethod::NORMAL_RPC, channel),
         channel(std::move(channel)) {}
+  RawUnaryMethod(const RawUnaryMethod&) = delete;  // `method` points into this object's `name`
+  RawUnaryMethod& operator=(const RawUnaryMethod&) = delete;
   const std::string name;  // "/package.Service/Method"; `method` points into it
   const grpc::internal::RpcMethod method;
   const std::shared_ptr<grpc::Channel> channel;
