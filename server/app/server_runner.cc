@@ -27,6 +27,7 @@
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "server/app/memory_limit.h"
+#include "server/kserve/grpc_inference_service.h"
 #include "server/models/model_registry.h"
 #include "server/models/model_reload.h"
 #include "server/models/model_store.h"
@@ -43,17 +44,21 @@ namespace {
 
 constexpr char kServiceName[] = "attnserve.v1.AttentionService";
 
-// "/package.Service/Method" of every RPC the server registers: AttentionService (from its
-// generated descriptor), the health service and server reflection. Metrics label anything else
-// "unknown".
+constexpr char kInferenceServiceName[] = "inference.GRPCInferenceService";
+
+// "/package.Service/Method" of every RPC the server registers: AttentionService and the KServe v2
+// GRPCInferenceService (from their generated descriptors), the health service and server
+// reflection. Metrics label anything else "unknown".
 std::vector<std::string> ServedMethods() {
   std::vector<std::string> methods = {
       "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
       "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"};
-  const google::protobuf::ServiceDescriptor* service =
-      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(kServiceName);
-  for (int i = 0; i < service->method_count(); ++i) {
-    methods.push_back(absl::StrCat("/", kServiceName, "/", service->method(i)->name()));
+  for (const char* name : {kServiceName, kInferenceServiceName}) {
+    const google::protobuf::ServiceDescriptor* service =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name);
+    for (int i = 0; i < service->method_count(); ++i) {
+      methods.push_back(absl::StrCat("/", name, "/", service->method(i)->name()));
+    }
   }
   return methods;
 }
@@ -285,9 +290,11 @@ void ConfigureTransport(const ServerOptions& options, ServerMetrics& metrics,
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 }
 
-// The service's health SERVING on `server` (the server's as a whole is by default).
+// The services' health SERVING on `server` (the server's as a whole is by default).
 void SetServing(grpc::Server& server) {
-  server.GetHealthCheckService()->SetServingStatus(kServiceName, true);
+  for (const char* name : {kServiceName, kInferenceServiceName}) {
+    server.GetHealthCheckService()->SetServingStatus(name, true);
+  }
 }
 
 // The gRPC server with the service, health and reflection, callers checked by `secrets`;
@@ -296,6 +303,7 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const ServerOption
                                                               const Secrets& secrets,
                                                               ServerMetrics& metrics,
                                                               AttentionServiceImpl& service,
+                                                              GrpcInferenceService& inference,
                                                               int* port) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -305,6 +313,7 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const ServerOption
       CreateCallerCredentials(&secrets, [&metrics] { metrics.RecordRejected("unauthenticated"); }),
       port);
   builder.RegisterService(&service);
+  builder.RegisterService(&inference);
   builder.RegisterCallbackGenericService(service.unary_calls());
   ConfigureTransport(options, metrics, builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -445,9 +454,12 @@ int RunServer(const ServerOptions& flags, const sigset_t& signals) {
 
   ModelStore model_store(*std::move(models));
   AttentionServiceImpl service(&model_store, options.limits, &metrics);
+  GrpcInferenceService inference(
+      &model_store, {.server_version = options.version,
+                     .draining = [&service] { return service.draining(); }});
   int grpc_port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
-      StartGrpcServer(options, **secrets, metrics, service, &grpc_port);
+      StartGrpcServer(options, **secrets, metrics, service, inference, &grpc_port);
   if (!server.ok()) return Failed(server.status());
   spdlog::info("gRPC listening on {}", WithPort(options.grpc_address, grpc_port));
   std::unique_ptr<HealthEndpoint> health;

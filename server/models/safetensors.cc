@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/kernels/bfloat16.h"
+#include "core/kernels/float16.h"
 #include "nlohmann/json.hpp"
 
 namespace attnserve {
@@ -34,21 +35,6 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }
 
 }  // namespace
-
-float HalfToFloat(uint16_t bits) {
-  const int sign = (bits >> 15) & 1;
-  const int exponent = (bits >> 10) & 0x1f;
-  const int mantissa = bits & 0x3ff;
-  float value;
-  if (exponent == 0) {
-    value = std::ldexp(static_cast<float>(mantissa), -24);  // zero or subnormal
-  } else if (exponent == 31) {
-    value = mantissa == 0 ? INFINITY : NAN;
-  } else {
-    value = std::ldexp(static_cast<float>(mantissa + 1024), exponent - 25);
-  }
-  return sign ? -value : value;
-}
 
 absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

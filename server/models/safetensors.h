@@ -54,9 +54,6 @@ class SafetensorsFile {
 // Bytes per element of a safetensors dtype ("F32" → 4, "BF16" → 2, …); 0 for one it does not know.
 int64_t SafetensorsDtypeSize(absl::string_view dtype);
 
-// IEEE binary16 → float (exact; subnormals, ±inf and NaN preserved).
-float HalfToFloat(uint16_t bits);
-
 }  // namespace attnserve
 
 #endif  // ATTNSERVE_SERVER_MODELS_SAFETENSORS_H_

@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
 #include "attnserve/v1/attention_service.pb.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
 #include "grpcpp/impl/codegen/proto_buffer_reader.h"
@@ -39,19 +40,23 @@ std::string ModelOfRequest(absl::string_view method, const void* message) {
   return model;
 }
 
-// The same for a unary method the service serves through gRPC's generic API, whose interceptors
-// see the request's bytes: its top-level `model` field, read by scanning the fields (the others
-// skipped, nothing parsed or copied but at most kMaxFieldLength bytes of the name).
+// The same for a unary method served through gRPC's generic API (attnserve.v1's computing RPCs,
+// the KServe v2 ModelInfer), whose interceptors see the request's bytes: its top-level `model`
+// (v1) or `model_name` (v2) field, read by scanning the fields (the others skipped, nothing
+// parsed or copied but at most kMaxFieldLength bytes of the name).
 std::string ModelOfRawRequest(absl::string_view method, grpc::ByteBuffer* bytes) {
   const size_t slash = method.rfind('/');
+  if (method.size() < 2 || slash == 0 || slash == absl::string_view::npos) return "";
   const google::protobuf::ServiceDescriptor* service =
-      v1::EncodeRequest::descriptor()->file()->FindServiceByName("AttentionService");
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+          std::string(method.substr(1, slash - 1)));
   const google::protobuf::MethodDescriptor* rpc =
-      absl::StartsWith(method, kServicePrefix)
-          ? service->FindMethodByName(std::string(method.substr(slash + 1)))
-          : nullptr;
-  const google::protobuf::FieldDescriptor* field =
-      rpc == nullptr ? nullptr : rpc->input_type()->FindFieldByName("model");
+      service == nullptr ? nullptr
+                         : service->FindMethodByName(std::string(method.substr(slash + 1)));
+  const google::protobuf::FieldDescriptor* field = nullptr;
+  for (const char* name : {"model", "model_name"}) {
+    if (rpc != nullptr && field == nullptr) field = rpc->input_type()->FindFieldByName(name);
+  }
   if (bytes == nullptr || field == nullptr) return "";
   using google::protobuf::internal::WireFormatLite;
   grpc::ProtoBufferReader reader(bytes);

@@ -49,6 +49,7 @@ class AttentionServiceImpl final : public AttentionServiceBase {
 
   // Draining: from now on every RPC answers UNAVAILABLE; the ones already running go on.
   void StartDraining();
+  bool draining() const { return draining_.load(); }
   // Waits until no RPC is running (true) or `deadline` passes (false).
   bool WaitUntilIdle(std::chrono::system_clock::time_point deadline) const;
 

@@ -12,6 +12,7 @@
 #include "core/encodings/positional_encoding.h"
 #include "core/base/status_macros.h"
 #include "core/kernels/bfloat16.h"
+#include "server/requests/positions.h"
 
 namespace attnserve {
 namespace {
@@ -200,52 +201,24 @@ absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
                                                       absl::string_view ids_field,
                                                       int64_t position_offset, int64_t batch,
                                                       int64_t seq) {
-  std::vector<int64_t> positions;
   if (ids.shape_size() == 0 && ids.data().empty()) {
-    // The last token sits at position_offset + seq − 1 <= kMaxPosition (seq >= 1, so the bound
-    // itself cannot overflow).
-    const int64_t max_offset = kMaxPosition - seq + 1;
-    if (position_offset < 0 || position_offset > max_offset) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "position_offset=", position_offset, " must be in [0, ", max_offset,
-          "]: the last position, position_offset + ", seq - 1, ", must be <= ", kMaxPosition));
-    }
-    positions.resize(batch * seq);
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t t = 0; t < seq; ++t) positions[b * seq + t] = position_offset + t;
-    }
-    return positions;
-  }
-  if (ids.dtype() != v1::INT32 && ids.dtype() != v1::INT64) {
-    return absl::InvalidArgumentError(absl::StrCat(ids_field, ".dtype=", DataTypeName(ids.dtype()),
-                                                   " must be INT32 or INT64"));
+    return attnserve::ResolvePositions(nullptr, ids_field, position_offset, batch, seq);
   }
   const int rank = ids.shape_size() == 1 ? 1 : 2;
-  ASSIGN_OR_RETURN(const int64_t count,
-                   CheckedElementCount(ids, ids_field, rank, rank == 1 ? "[seq]" : "[batch, seq]"));
-  if (ids.shape(rank - 1) != seq || (rank == 2 && ids.shape(0) != batch)) {
-    return absl::InvalidArgumentError(absl::StrCat(ids_field, ".shape=", FormatShape(ids.shape()),
-                                                   " must be [", seq, "] or [", batch, ",", seq,
-                                                   "]"));
-  }
-  std::vector<int64_t> values(count);
+  ASSIGN_OR_RETURN(DenseTensor<int64_t> decoded,
+                   SizedFor<int64_t>(ids, ids_field, rank, rank == 1 ? "[seq]" : "[batch, seq]",
+                                     {v1::INT32, v1::INT64}));
   const char* data = ids.data().data();
-  for (int64_t i = 0; i < count; ++i) {
+  for (size_t i = 0; i < decoded.values.size(); ++i) {
     if (ids.dtype() == v1::INT32) {
       int32_t value;
       std::memcpy(&value, data + 4 * i, sizeof(value));
-      values[i] = value;
+      decoded.values[i] = value;
     } else {
-      std::memcpy(&values[i], data + 8 * i, sizeof(int64_t));
+      std::memcpy(&decoded.values[i], data + 8 * i, sizeof(int64_t));
     }
   }
-  RETURN_IF_ERROR(CheckPositions(values.data(), count, ids_field));
-  positions.resize(batch * seq);
-  for (int64_t b = 0; b < batch; ++b) {
-    const int64_t* row = values.data() + (rank == 2 ? b * seq : 0);
-    std::copy(row, row + seq, positions.begin() + b * seq);
-  }
-  return positions;
+  return attnserve::ResolvePositions(&decoded, ids_field, position_offset, batch, seq);
 }
 
 }  // namespace attnserve

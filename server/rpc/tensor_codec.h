@@ -48,10 +48,8 @@ absl::StatusOr<RequestTable> RequestTableFromProto(const PositionalEncoding& enc
 // Writes attention probabilities as a FLOAT32 tensor of their shape.
 void EncodeAttentionMap(const AttentionMap& map, v1::Tensor* tensor);
 
-// Positions [batch·seq]: position_offset + t when `ids` is empty, else the ids (INT32 or INT64,
-// shape [seq] broadcast over the batch, or [batch, seq]). Every position must be in
-// [0, kMaxPosition]: position_offset in [0, kMaxPosition − seq + 1], each id in [0, kMaxPosition];
-// INVALID_ARGUMENT naming `position_offset` or `<ids_field>[i]` and the value otherwise.
+// Positions [batch·seq] (server/requests/positions.h) from a request's position_offset, or from
+// its ids when sent (INT32 or INT64, shape [seq] or [batch, seq]).
 absl::StatusOr<std::vector<int64_t>> ResolvePositions(const v1::Tensor& ids,
                                                       absl::string_view ids_field,
                                                       int64_t position_offset, int64_t batch,

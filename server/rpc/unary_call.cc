@@ -6,11 +6,11 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "attnserve/v1/attention_service.pb.h"
 #include "core/base/status_macros.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "server/kserve/grpc_inference_service.h"
 #include "server/rpc/client_waits.h"
 #include "server/rpc/status_util.h"
 #include "server/rpc/tsan_hand_off.h"
@@ -23,6 +23,9 @@ const std::string& RequestedModel(const v1::EncodeRequest& request) { return req
 const std::string& RequestedModel(const v1::AttendRequest& request) { return request.model(); }
 const std::string& RequestedModel(const v1::PositionBiasRequest& request) {
   return request.model();
+}
+const std::string& RequestedModel(const inference::ModelInferRequest& request) {
+  return request.model_name();
 }
 const std::string& RequestedModel(const v1::SdpaRequest&) {
   static const std::string* const none = new std::string;
@@ -87,17 +90,20 @@ const UnaryMethod* FindUnaryMethod(absl::string_view path) {
   using Sdpa = TypedExchange<v1::SdpaRequest, v1::SdpaResponse, HandleSdpaWithModels>;
   using Bias =
       TypedExchange<v1::PositionBiasRequest, v1::PositionBiasResponse, HandlePositionBias>;
+  using ModelInfer = TypedExchange<inference::ModelInferRequest, inference::ModelInferResponse,
+                                   HandleModelInfer>;
   static const UnaryMethod kMethods[] = {
-      {"Encode", true, Make<Encode>},
-      {"Attend", true, Make<Attend>},
-      {"ScaledDotProductAttention", true, Make<Sdpa>},
+      {"/attnserve.v1.AttentionService/Encode", "Encode", true, Make<Encode>},
+      {"/attnserve.v1.AttentionService/Attend", "Attend", true, Make<Attend>},
+      {"/attnserve.v1.AttentionService/ScaledDotProductAttention", "ScaledDotProductAttention",
+       true, Make<Sdpa>},
       // Its bias map is computed whole on a compute worker; it joins no batch.
-      {"PositionBias", false, Make<Bias>},
+      {"/attnserve.v1.AttentionService/PositionBias", "PositionBias", false, Make<Bias>},
+      // The KServe v2 door (server/kserve): a model's inference is its Attend.
+      {"/inference.GRPCInferenceService/ModelInfer", "ModelInfer", true, Make<ModelInfer>},
   };
-  constexpr absl::string_view kPrefix = "/attnserve.v1.AttentionService/";
-  if (!absl::StartsWith(path, kPrefix)) return nullptr;
   for (const UnaryMethod& method : kMethods) {
-    if (path.substr(kPrefix.size()) == method.rpc) return &method;
+    if (path == method.path) return &method;
   }
   return nullptr;
 }

@@ -1,6 +1,6 @@
-// The unary computing RPCs (Encode, Attend, ScaledDotProductAttention, PositionBias) on gRPC's
-// generic callback API, so that the service decides when a request's message is read: a call
-// first reserves what reading the largest message holds (twice --max_message_bytes: its bytes
+// The unary computing RPCs (Encode, Attend, ScaledDotProductAttention, PositionBias, and the KServe
+// v2 door's ModelInfer) on gRPC's generic callback API, so that the service decides when a
+// request's message is read: a call first reserves what reading the largest message holds (twice --max_message_bytes: its bytes
 // and the parsed message) of the memory budget, then reads its message, then holds what it
 // actually needs (the message, its tensors, its computation and answer) until gRPC is done with
 // it. A call that finds no room waits, unread, behind those waiting before it, until memory
@@ -47,7 +47,8 @@ class UnaryExchange {
 // The unary method a call's path names: its name for metrics, whether it joins batches
 // (ComputePool) or runs whole on a compute worker, and its exchange. Null for any other path.
 struct UnaryMethod {
-  absl::string_view rpc;  // "Encode"
+  absl::string_view path;  // "/attnserve.v1.AttentionService/Encode"
+  absl::string_view rpc;   // "Encode"
   bool batched = true;
   std::unique_ptr<UnaryExchange> (*make_exchange)() = nullptr;
 };

@@ -54,6 +54,8 @@ health_pb2 = None
 health_pb2_grpc = None
 reflection_pb2 = None
 reflection_pb2_grpc = None
+v2 = None          # inference.grpc_predict_v2_pb2 (KServe v2)
+v2_grpc = None
 SERVER_PATH = None
 
 SERVICE_NAME = "attnserve.v1.AttentionService"
@@ -72,11 +74,12 @@ def _prog():
 
 def _load_stubs(stubs_dir):
     global grpc, pb, pb_grpc, tensor_pb2, pe_pb2, mc_pb2, health_pb2, health_pb2_grpc
-    global reflection_pb2, reflection_pb2_grpc
+    global reflection_pb2, reflection_pb2_grpc, v2, v2_grpc
     stubs = pathlib.Path(stubs_dir)
     needed = ["attnserve/v1/attention_service_pb2.py", "attnserve/v1/attention_service_pb2_grpc.py",
               "attnserve/v1/tensor_pb2.py", "attnserve/v1/positional_encoding_pb2.py",
-              "attnserve/v1/model_config_pb2.py",
+              "attnserve/v1/model_config_pb2.py", "inference/grpc_predict_v2_pb2.py",
+              "inference/grpc_predict_v2_pb2_grpc.py",
               "health_pb2.py", "health_pb2_grpc.py", "reflection_pb2.py",
               "reflection_pb2_grpc.py"]
     missing = [n for n in needed if not (stubs / n).is_file()]
@@ -88,6 +91,7 @@ def _load_stubs(stubs_dir):
     from attnserve.v1 import model_config_pb2
     from attnserve.v1 import positional_encoding_pb2
     from attnserve.v1 import tensor_pb2 as tensor_mod
+    from inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
     import health_pb2 as h_pb2
     import health_pb2_grpc as h_pb2_grpc
     import reflection_pb2 as r_pb2
@@ -96,6 +100,7 @@ def _load_stubs(stubs_dir):
     tensor_pb2, pe_pb2, mc_pb2 = tensor_mod, positional_encoding_pb2, model_config_pb2
     health_pb2, health_pb2_grpc = h_pb2, h_pb2_grpc
     reflection_pb2, reflection_pb2_grpc = r_pb2, r_pb2_grpc
+    v2, v2_grpc = grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 
 
 def setup(server, stubs):
