@@ -2,13 +2,14 @@
 #
 #   docker build -t attnserve .            (Docker: DOCKER_BUILDKIT=0 works too)
 #   podman build --format docker -t attnserve .
-#   docker run --rm -p 50051:50051 -p 9464:9464 attnserve [--max_batch=16 ...]
+#   docker run --rm -p 50051:50051 -p 8000:8000 -p 9464:9464 attnserve [--max_batch=16 ...]
 #   docker run --rm -p 50051:50051 -v "$PWD/models:/models:ro" -e FLAGS_model_repository=/models \
 #       -e FLAGS_compute_workers=2 attnserve
 #
 # Every flag can be set as an environment variable FLAGS_<name> or as an argument after the image
-# name (arguments win). Move the ports with FLAGS_grpc_address / FLAGS_metrics_address rather than
-# arguments: the HEALTHCHECK (`attnserve --health_probe`) reads the same variables.
+# name (arguments win). Move the ports with FLAGS_grpc_address / FLAGS_http_address /
+# FLAGS_metrics_address rather than arguments: the HEALTHCHECK (`attnserve --health_probe`) reads
+# the same variables.
 # deploy/docker/smoke_test.sh builds and checks this image offline.
 
 ARG BASE_IMAGE=debian:bookworm-slim
@@ -52,12 +53,14 @@ RUN if ldd /usr/local/bin/attnserve | grep 'not found'; then \
     fi
 
 USER 10001:10001
-EXPOSE 50051 9464
+# gRPC (attnserve.v1 and KServe v2), HTTP (KServe v2 REST), metrics.
+EXPOSE 50051 8000 9464
 
 # Two malloc arenas: memory freed by the calls goes back to where the next call takes it, instead
 # of staying behind in one arena per thread, so the process's size follows the memory budget
 # (--max_request_memory_bytes; docs/reliability.md "Memory").
 ENV FLAGS_grpc_address=0.0.0.0:50051 \
+    FLAGS_http_address=0.0.0.0:8000 \
     FLAGS_metrics_address=0.0.0.0:9464 \
     MALLOC_ARENA_MAX=2
 

@@ -11,7 +11,7 @@ runtime=(libgrpc++1.51 libprotobuf32 libdnnl2 libgomp1 libabsl20220623 libpromet
          libprometheus-cpp-core1.0 libspdlog1.10 ca-certificates)
 build=(build-essential cmake ninja-build pkg-config libgrpc++-dev libgrpc-dev protobuf-compiler-grpc
        libprotobuf-dev protobuf-compiler libdnnl-dev ocl-icd-opencl-dev libabsl-dev
-       prometheus-cpp-dev libspdlog-dev nlohmann-json3-dev grpc-proto libssl-dev)
+       prometheus-cpp-dev libspdlog-dev nlohmann-json3-dev grpc-proto libssl-dev libboost-dev)
 test=("${build[@]}" libgtest-dev libgmock-dev libbenchmark-dev python3 python3-grpcio
       python3-protobuf python3-numpy python3-matplotlib python3-yaml python3-kubernetes python3-h2 curl
       prometheus)

@@ -296,18 +296,28 @@ stop_container() {
   CONTAINER=""
 }
 
-read -r GRPC_PORT METRICS_PORT < <(free_ports 2) || die "could not pick free ports"
+read -r GRPC_PORT METRICS_PORT HTTP_PORT < <(free_ports 3) || die "could not pick free ports"
 CONTAINER="attnserve-smoke-$$"
-log "starting $CONTAINER: gRPC 127.0.0.1:$GRPC_PORT, metrics 127.0.0.1:$METRICS_PORT"
+log "starting $CONTAINER: gRPC 127.0.0.1:$GRPC_PORT, HTTP 127.0.0.1:$HTTP_PORT, metrics 127.0.0.1:$METRICS_PORT"
 # (--health-interval=disable: no systemd timer here; the check runs once below.)
 # Configured through the environment (FLAGS_<name>), as the image documents: with the host network
 # namespace this keeps the service on loopback, and the HEALTHCHECK probes the same address.
 podman_q 60 run -d --name "$CONTAINER" --pull=never --network=host --health-interval=disable \
     -e "FLAGS_grpc_address=127.0.0.1:$GRPC_PORT" -e "FLAGS_metrics_address=127.0.0.1:$METRICS_PORT" \
+    -e "FLAGS_http_address=127.0.0.1:$HTTP_PORT" \
     "$IMAGE" >/dev/null \
   || die "podman run failed"
 
 wait_until_listening "$GRPC_PORT"
+wait_until_listening "$HTTP_PORT"
+# The KServe v2 REST door: readiness, and an inference with plain curl.
+curl -sf "http://127.0.0.1:$HTTP_PORT/v2/health/ready" | grep -q '"ready":true' \
+  || die "GET /v2/health/ready on the HTTP port failed"
+curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/v2/models/demo-rope/infer" \
+    -d '{"inputs":[{"name":"input","shape":[1,1,256],"datatype":"FP32","data":'"$(printf '[%s1]' "$(printf '0,%.0s' $(seq 255))")"'}]}' \
+  | grep -q '"name":"output","datatype":"FP32","shape":\[1,1,256\]' \
+  || die "POST /v2/models/demo-rope/infer on the HTTP port failed"
+log "OK  KServe v2 over HTTP: ready, and an inference with curl"
 
 # ------------------------------------------------------------------------------------------------
 # 7. Client checks from the host: health, Encode vs numpy, /metrics.
@@ -343,13 +353,14 @@ openssl x509 -req -in "$CERTS/server.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.
     -CAcreateserial -out "$CERTS/server.pem" -days 2 -extfile "$CERTS/server.ext" >/dev/null 2>&1 \
   || die "openssl: server certificate"
 chmod 755 "$CERTS" && chmod 644 "$CERTS"/*  # readable by the image's user (test keys only)
-read -r GRPC_PORT METRICS_PORT HEALTH_PORT < <(free_ports 3) || die "could not pick free ports"
+read -r GRPC_PORT METRICS_PORT HEALTH_PORT HTTP_PORT < <(free_ports 4) \
+  || die "could not pick free ports"
 CONTAINER="attnserve-smoke-tls-$$"
 log "starting $CONTAINER with TLS: gRPC 127.0.0.1:$GRPC_PORT, health 127.0.0.1:$HEALTH_PORT"
 podman_q 60 run -d --name "$CONTAINER" --pull=never --network=host --health-interval=disable \
     -v "$CERTS:/tls:ro" \
     -e "FLAGS_grpc_address=127.0.0.1:$GRPC_PORT" -e "FLAGS_metrics_address=127.0.0.1:$METRICS_PORT" \
-    -e "FLAGS_health_address=127.0.0.1:$HEALTH_PORT" \
+    -e "FLAGS_health_address=127.0.0.1:$HEALTH_PORT" -e "FLAGS_http_address=127.0.0.1:$HTTP_PORT" \
     -e FLAGS_tls_cert_file=/tls/server.pem -e FLAGS_tls_key_file=/tls/server.key \
     "$IMAGE" >/dev/null \
   || die "podman run (TLS) failed"
@@ -376,6 +387,13 @@ log "OK  image HEALTHCHECK passes with TLS on (plaintext health port)"
 timeout 60 podman exec "$CONTAINER" /usr/local/bin/attnserve --health_probe --health_address= \
   || die "--health_probe over TLS on the main port failed"
 log "OK  --health_probe speaks TLS on the main port"
+wait_until_listening "$HTTP_PORT"
+curl -sf --cacert "$CERTS/ca.pem" "https://127.0.0.1:$HTTP_PORT/v2/health/ready" \
+  | grep -q '"ready":true' || die "HTTPS GET /v2/health/ready failed"
+if curl -sf "http://127.0.0.1:$HTTP_PORT/v2/health/ready" >/dev/null 2>&1; then
+  die "plaintext HTTP was answered on the HTTPS port"
+fi
+log "OK  KServe v2 over HTTPS with the same certificate, plaintext refused"
 stop_container
 rm -rf "$CERTS"
 exit 0

@@ -132,6 +132,11 @@ ABSL_FLAG(std::string, health_address, "",
           "host:port of a second, plaintext port that serves only grpc.health.v1 (no other "
           "service, no reflection), its statuses those of the main port: for probes that cannot "
           "speak the main port's TLS (Kubernetes' gRPC probes, mutual TLS); empty = none");
+ABSL_FLAG(std::string, http_address, "0.0.0.0:8000",
+          "host:port of the KServe v2 / Open Inference Protocol REST door (docs/kserve.md), with "
+          "the gRPC port's TLS and bearer tokens; port 0 picks a free port; empty = none");
+ABSL_FLAG(int32_t, http_threads, 2,
+          "threads reading and writing HTTP connections (inference runs on the request threads)");
 ABSL_FLAG(bool, health_probe, false,
           "instead of serving: ask the server at --health_address, or else at --grpc_address "
           "(with its TLS flags), for its grpc.health.v1 status (0.0.0.0 means this host) and "
@@ -179,6 +184,12 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   options.grpc_address = absl::GetFlag(FLAGS_grpc_address);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   options.health_address = absl::GetFlag(FLAGS_health_address);
+  options.http_address = absl::GetFlag(FLAGS_http_address);
+  options.http_threads = absl::GetFlag(FLAGS_http_threads);
+  if (options.http_threads < 1 || options.http_threads > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--http_threads=", options.http_threads, " must be in [1, 256]"));
+  }
   options.secrets.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
   options.secrets.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   options.secrets.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);

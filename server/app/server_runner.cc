@@ -9,6 +9,7 @@
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -27,7 +28,9 @@
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "server/app/memory_limit.h"
+#include "server/http/http_server.h"
 #include "server/kserve/grpc_inference_service.h"
+#include "server/kserve/http_door.h"
 #include "server/models/model_registry.h"
 #include "server/models/model_reload.h"
 #include "server/models/model_store.h"
@@ -395,7 +398,7 @@ int ServeUntilStopSignal(const ServerOptions& options, const sigset_t& signals,
 // answered UNAVAILABLE while the running ones finish (at most the grace period); then the ports
 // close and anything left is cancelled.
 void Drain(const ServerOptions& options, grpc::Server& server, AttentionServiceImpl& service,
-           HealthEndpoint* health) {
+           HealthEndpoint* health, HttpServer* http) {
   server.GetHealthCheckService()->Shutdown();
   if (health != nullptr) health->server->GetHealthCheckService()->Shutdown();
   service.StartDraining();
@@ -410,9 +413,61 @@ void Drain(const ServerOptions& options, grpc::Server& server, AttentionServiceI
   // the grace period) — gRPC would otherwise also wait that long for idle client connections.
   const auto shutdown_end =
       std::min(grace_end, std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (http != nullptr) http->Shutdown(shutdown_end);
   server.Shutdown(shutdown_end);
   server.Wait();
   if (health != nullptr) health->server->Shutdown(shutdown_end);
+}
+
+// The TLS context of new HTTPS connections: the server's identity in use (rebuilt when it
+// rotates), and with a client CA, a client certificate it signed required.
+std::function<std::shared_ptr<boost::asio::ssl::context>()> HttpsContexts(const Secrets& secrets) {
+  struct Cache {
+    std::mutex mutex;
+    int64_t version = -1;
+    std::shared_ptr<boost::asio::ssl::context> context;
+  };
+  auto cache = std::make_shared<Cache>();
+  return [&secrets, cache]() -> std::shared_ptr<boost::asio::ssl::context> {
+    int64_t version = 0;
+    const std::shared_ptr<const TlsIdentity> identity = secrets.tls_identity(&version);
+    std::lock_guard<std::mutex> lock(cache->mutex);
+    if (version == cache->version) return cache->context;
+    namespace ssl = boost::asio::ssl;
+    auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
+    context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                         ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                         ssl::context::no_tlsv1_1);
+    // The PEMs were checked when loaded (CheckTlsIdentity).
+    context->use_certificate_chain(
+        boost::asio::buffer(identity->cert_chain.data(), identity->cert_chain.size()));
+    context->use_private_key(
+        boost::asio::buffer(identity->private_key.data(), identity->private_key.size()),
+        ssl::context::pem);
+    if (!identity->client_ca.empty()) {
+      context->add_certificate_authority(
+          boost::asio::buffer(identity->client_ca.data(), identity->client_ca.size()));
+      context->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+    }
+    cache->version = version;
+    cache->context = std::move(context);
+    return cache->context;
+  };
+}
+
+// The KServe v2 REST door on --http_address (null when it is empty).
+absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpDoor(const ServerOptions& options,
+                                                          const Secrets& secrets, HttpDoor& door) {
+  if (options.http_address.empty()) return nullptr;
+  HttpServer::Options http;
+  http.address = options.http_address;
+  http.io_threads = options.http_threads;
+  http.max_body_bytes = options.limits.max_response_bytes;
+  http.io_timeout = options.limits.request_read_timeout;
+  if (secrets.tls()) http.tls = HttpsContexts(secrets);
+  return HttpServer::Start(std::move(http), [&door](std::shared_ptr<HttpExchange> exchange) {
+    door.Handle(std::move(exchange));
+  });
 }
 
 // Logs a failed step's message and gives the process's exit code.
@@ -462,6 +517,13 @@ int RunServer(const ServerOptions& flags, const sigset_t& signals) {
       StartGrpcServer(options, **secrets, metrics, service, inference, &grpc_port);
   if (!server.ok()) return Failed(server.status());
   spdlog::info("gRPC listening on {}", WithPort(options.grpc_address, grpc_port));
+  HttpDoor http_door(&service, &model_store, secrets->get(), {.server_version = options.version});
+  absl::StatusOr<std::unique_ptr<HttpServer>> http = StartHttpDoor(options, **secrets, http_door);
+  if (!http.ok()) return Failed(http.status());
+  if (*http != nullptr) {
+    spdlog::info("HTTP (KServe v2) listening on {}://{}", (*secrets)->tls() ? "https" : "http",
+                 WithPort(options.http_address, (*http)->port()));
+  }
   std::unique_ptr<HealthEndpoint> health;
   if (!options.health_address.empty()) {
     int health_port = 0;
@@ -478,7 +540,7 @@ int RunServer(const ServerOptions& flags, const sigset_t& signals) {
   const int signal_number =
       ServeUntilStopSignal(options, signals, model_store, **secrets, metrics);
   spdlog::info("received signal {}; draining", signal_number);
-  Drain(options, **server, service, health.get());
+  Drain(options, **server, service, health.get(), http->get());
   spdlog::info("stopped");
   spdlog::shutdown();
   // Every RPC has finished. Destroying the metrics endpoint would only wait out its HTTP

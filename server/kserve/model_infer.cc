@@ -186,6 +186,8 @@ absl::StatusOr<ModelMetadata> FindModelMetadata(const ModelRegistry& models,
 absl::StatusOr<WorkDone> RunModelInfer(const RequestContext& context, const ModelRegistry& models,
                                        const InferRequest& request, InferResponse* response) {
   AttendCall call;
+  call.query_field = InputField("input");
+  call.context_field = InputField("context");
   ASSIGN_OR_RETURN(call.model, FindVersion(models, request.model_name, request.model_version));
   const std::string& model = call.model->config.name();
   RETURN_IF_ERROR(CheckParameterNames(request.parameters, model));

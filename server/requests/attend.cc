@@ -11,18 +11,18 @@ namespace attnserve {
 namespace {
 
 // The context's shape against the model's width and the query's batch.
-absl::Status CheckContext(const FloatTensor& query, const std::optional<FloatTensor>& context,
+absl::Status CheckContext(const AttendCall& call, const std::optional<FloatTensor>& context,
                           int64_t d_model) {
   if (!context.has_value()) return absl::OkStatus();
   const std::vector<int64_t>& shape = context->shape;
-  if (shape[0] != query.shape[0]) {
-    return absl::InvalidArgumentError(absl::StrCat("context.shape[0]=", shape[0],
-                                                   " must equal query.shape[0]=",
-                                                   query.shape[0]));
+  if (shape[0] != call.query.shape[0]) {
+    return absl::InvalidArgumentError(absl::StrCat(call.context_field, ".shape[0]=", shape[0],
+                                                   " must equal ", call.query_field,
+                                                   ".shape[0]=", call.query.shape[0]));
   }
   if (shape[2] != d_model) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("context.shape[2]=", shape[2], " must equal d_model=", d_model));
+    return absl::InvalidArgumentError(absl::StrCat(call.context_field, ".shape[2]=", shape[2],
+                                                   " must equal d_model=", d_model));
   }
   return absl::OkStatus();
 }
@@ -66,18 +66,20 @@ absl::StatusOr<WorkDone> RunAttend(const RequestContext& context, AttendCall& ca
                                    AttendResult* result) {
   const AttentionConfig& config = call.model->layer->config();
   if (call.query.shape[2] != config.d_model) {
-    return absl::InvalidArgumentError(absl::StrCat("query.shape[2]=", call.query.shape[2],
-                                                   " must equal d_model=", config.d_model));
+    return absl::InvalidArgumentError(absl::StrCat(call.query_field, ".shape[2]=",
+                                                   call.query.shape[2], " must equal d_model=",
+                                                   config.d_model));
   }
   ASSIGN_OR_RETURN(const std::optional<FloatTensor> kv_source, std::move(call.context));
-  RETURN_IF_ERROR(CheckContext(call.query, kv_source, config.d_model));
+  RETURN_IF_ERROR(CheckContext(call, kv_source, config.d_model));
   const int64_t batch = call.query.shape[0], q_len = call.query.shape[1];
   const int64_t kv_len = kv_source.has_value() ? kv_source->shape[1] : q_len;
   ASSIGN_OR_RETURN(const ComputeType compute, call.compute);
-  RETURN_IF_ERROR(CheckLimits(context.limits, batch, config.num_heads, q_len, kv_len,
-                              /*scores_held=*/call.return_attention,
-                              "query.shape[1]",
-                              kv_source.has_value() ? "context.shape[1]" : "query.shape[1]"));
+  const std::string q_len_field = absl::StrCat(call.query_field, ".shape[1]");
+  RETURN_IF_ERROR(CheckLimits(
+      context.limits, batch, config.num_heads, q_len, kv_len,
+      /*scores_held=*/call.return_attention, q_len_field,
+      kv_source.has_value() ? absl::StrCat(call.context_field, ".shape[1]") : q_len_field));
   const double flops = LayerFlops(config, batch, q_len, kv_len, call.causal);
   RETURN_IF_ERROR(CheckFlops(context.limits, flops,
                              CopeWorkFlops(config.encoding, batch, config.num_heads, q_len, kv_len)));

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -28,6 +29,9 @@ struct AttendCall {
   absl::StatusOr<ComputeType> compute = ComputeType::kFloat32;
   bool return_attention = false;
   int64_t output_bytes = 0;  // the output's size on the wire, for the response limit
+  // How the front end's protocol names the query and context, for messages.
+  std::string query_field = "query";
+  std::string context_field = "context";
 };
 
 struct AttendResult {

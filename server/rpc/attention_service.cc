@@ -78,7 +78,7 @@ AttentionServiceImpl::AttentionServiceImpl(const ModelStore* models, ServiceLimi
   tsan_hand_off::Release(this);
 }
 
-grpc::Status AttentionServiceImpl::AdmitCall() {
+absl::Status AttentionServiceImpl::AdmitCall() {
   tsan_hand_off::Acquire(this);  // every call starts here
   // Counted before the draining check: the drain sets draining_ (StartDraining) and then waits
   // for in_flight_ to reach zero (WaitUntilIdle), so a call either sees draining_ or is waited
@@ -87,44 +87,49 @@ grpc::Status AttentionServiceImpl::AdmitCall() {
   if (draining_.load()) {
     --in_flight_;
     if (metrics_ != nullptr) metrics_->RecordRejected("draining");
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        "the server is draining (shutting down); retry on another replica");
+    return absl::UnavailableError(
+        "the server is draining (shutting down); retry on another replica");
   }
-  return grpc::Status::OK;
+  return absl::OkStatus();
+}
+
+AttentionServiceImpl::CallControl AttentionServiceImpl::ControlOf(
+    grpc::ServerContextBase* context) {
+  return CallControl{context->deadline(), [context] { return context->IsCancelled(); }};
+}
+
+absl::Status AttentionServiceImpl::ScheduleBody(std::function<void()> body) {
+  if (request_threads_.TrySchedule(std::move(body))) return absl::OkStatus();
+  if (metrics_ != nullptr) metrics_->RecordRejected("rpc_threads");
+  return absl::ResourceExhaustedError(
+      absl::StrCat("all ", limits_.rpc_threads, " RPC threads are busy (--rpc_threads)"));
 }
 
 grpc::Status AttentionServiceImpl::Serve(absl::string_view rpc,
                                          absl::FunctionRef<absl::Status()> body) {
-  if (grpc::Status admitted = AdmitCall(); !admitted.ok()) return admitted;
+  if (absl::Status admitted = AdmitCall(); !admitted.ok()) return ToGrpcStatus(admitted);
   grpc::Status status = ServeRpc(rpc, body);
   EndCall();
   return status;
 }
 
-grpc::Status AttentionServiceImpl::RpcThreadsBusy() {
-  if (metrics_ != nullptr) metrics_->RecordRejected("rpc_threads");
-  return grpc::Status(
-      grpc::StatusCode::RESOURCE_EXHAUSTED,
-      absl::StrCat("all ", limits_.rpc_threads, " RPC threads are busy (--rpc_threads)"));
-}
-
 absl::Status AttentionServiceImpl::ServeUnary(
-    grpc::ServerContextBase* context, absl::string_view rpc, bool batched, MemoryHold& memory,
+    const CallControl& call, absl::string_view rpc, bool batched, MemoryHold& memory,
     const std::string& requested_model,
     absl::FunctionRef<absl::StatusOr<WorkDone>(const RequestContext&, const ModelRegistry&)>
         body) {
   // The models this request uses, taken as it starts (a reload meanwhile does not change them).
   const std::shared_ptr<const ModelRegistry> models = models_->Current();
   const std::string label = ModelLabel(*models, requested_model);
-  RequestContext request_context = ContextFor(context, memory);
+  RequestContext request_context = ContextFor(call, memory);
   const auto run = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(const WorkDone work, body(request_context, *models));
     RecordWork(rpc, label, work);
     return absl::OkStatus();
   };
-  if (!batched) return RunCompute(context, rpc, label, run);
+  if (!batched) return RunCompute(call, rpc, label, run);
   request_context.compute = [&](BatchMember& member) {
-    return RunCompute(context, rpc, label, member);
+    return RunCompute(call, rpc, label, member);
   };
   return run();
 }
@@ -154,9 +159,8 @@ std::string AttentionServiceImpl::ModelLabel(const ModelRegistry& models,
   return models.Find(requested_model).ok() ? requested_model : "unknown";
 }
 
-RequestContext AttentionServiceImpl::ContextFor(grpc::ServerContextBase* context,
-                                                MemoryHold& memory) {
-  return RequestContext{limits_, tables_, [context] { return context->IsCancelled(); }, nullptr,
+RequestContext AttentionServiceImpl::ContextFor(const CallControl& call, MemoryHold& memory) {
+  return RequestContext{limits_, tables_, call.is_cancelled, nullptr,
                         [this, &memory](int64_t bytes) { return ReserveMemory(memory, bytes); }};
 }
 
@@ -178,24 +182,23 @@ void AttentionServiceImpl::RecordWork(absl::string_view rpc, absl::string_view m
   metrics_->RecordWork(rpc, model_label, static_cast<double>(work.tokens), work.flops);
 }
 
-absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContextBase* context, absl::string_view rpc,
+absl::Status AttentionServiceImpl::RunCompute(const CallControl& call, absl::string_view rpc,
                                               const std::string& model_label,
                                               BatchMember& member) {
   const auto queued = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point started;
-  const absl::Status status = compute_pool_.Run(
-      context->deadline(), [context] { return context->IsCancelled(); }, member, &started);
+  const absl::Status status =
+      compute_pool_.Run(call.deadline, call.is_cancelled, member, &started);
   RecordComputeOutcome(rpc, model_label, queued, started, status);
   return status;
 }
 
-absl::Status AttentionServiceImpl::RunCompute(grpc::ServerContextBase* context, absl::string_view rpc,
+absl::Status AttentionServiceImpl::RunCompute(const CallControl& call, absl::string_view rpc,
                                               const std::string& model_label,
                                               absl::FunctionRef<absl::Status()> work) {
   const auto queued = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point started;
-  const absl::Status status = compute_pool_.Run(
-      context->deadline(), [context] { return context->IsCancelled(); }, work, &started);
+  const absl::Status status = compute_pool_.Run(call.deadline, call.is_cancelled, work, &started);
   RecordComputeOutcome(rpc, model_label, queued, started, status);
   return status;
 }

@@ -53,6 +53,36 @@ class AttentionServiceImpl final : public AttentionServiceBase {
   // Waits until no RPC is running (true) or `deadline` passes (false).
   bool WaitUntilIdle(std::chrono::system_clock::time_point deadline) const;
 
+  // --- The request path for the server's other doors (the KServe v2 REST door,
+  // server/kserve/http_door.h): their computing calls are admitted, drained, threaded, budgeted,
+  // batched and measured as this service's own unary calls are.
+
+  // A call's deadline and cancellation, whatever its transport.
+  struct CallControl {
+    std::chrono::system_clock::time_point deadline = std::chrono::system_clock::time_point::max();
+    std::function<bool()> is_cancelled = [] { return false; };
+  };
+  // UNAVAILABLE while draining (counted); else OK, and the call counts in flight until EndCall.
+  absl::Status AdmitCall();
+  void EndCall() { --in_flight_; }
+  // Runs `body` on a request thread; RESOURCE_EXHAUSTED (counted) past --rpc_threads.
+  absl::Status ScheduleBody(std::function<void()> body);
+  MemoryBudget* memory_budget() { return &memory_budget_; }
+  const ServiceLimits& limits() const { return limits_; }
+  // memory.Add(bytes) or memory.ResizeTo(bytes), a refusal counted (reason memory_budget).
+  absl::Status ReserveMemory(MemoryHold& memory, int64_t bytes);
+  absl::Status ResizeMemory(MemoryHold& memory, int64_t bytes);
+  // A unary computing call's body, on a request thread, with the models current as it starts:
+  // `body` on a compute worker, or (`batched`) on this thread, sending its computation to a
+  // worker through the RequestContext's `compute`, where it joins the requests of its kind
+  // waiting with it (ComputePool). Its work is recorded under `rpc` and the model label of
+  // `requested_model`; `memory` is the call's share of the memory budget.
+  absl::Status ServeUnary(const CallControl& call, absl::string_view rpc, bool batched,
+                          MemoryHold& memory, const std::string& requested_model,
+                          absl::FunctionRef<absl::StatusOr<WorkDone>(const RequestContext&,
+                                                                     const ModelRegistry&)>
+                              body);
+
   grpc::ServerBidiReactor<v1::DecodeRequest, v1::DecodeResponse>* Decode(
       grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
@@ -69,30 +99,16 @@ class AttentionServiceImpl final : public AttentionServiceBase {
   class UnaryCall;
   class UnaryCalls;
 
-  // UNAVAILABLE while draining; else OK, and the call counts in in_flight_ until EndCall.
-  grpc::Status AdmitCall();
-  void EndCall() { --in_flight_; }
+  // The control of a gRPC call: its deadline and cancellation.
+  static CallControl ControlOf(grpc::ServerContextBase* context);
   // A call's body, admitted (AdmitCall, EndCall): the body's status (ServeRpc), or the refusal.
   grpc::Status Serve(absl::string_view rpc, absl::FunctionRef<absl::Status()> body);
-  // RESOURCE_EXHAUSTED for a body RequestThreads refused (--rpc_threads), counted.
-  grpc::Status RpcThreadsBusy();
-  // A unary computing call's body, on a request thread, with the models current as it starts:
-  // `body` on a compute worker, or (`batched`) on this thread, sending its computation to a
-  // worker through the RequestContext's `compute`, where it joins the requests of its kind
-  // waiting with it (ComputePool). Its work is recorded under `rpc` and the model label of
-  // `requested_model`; `memory` is the call's share of the memory budget.
-  absl::Status ServeUnary(grpc::ServerContextBase* context, absl::string_view rpc, bool batched,
-                          MemoryHold& memory, const std::string& requested_model,
-                          absl::FunctionRef<absl::StatusOr<WorkDone>(const RequestContext&,
-                                                                     const ModelRegistry&)>
-                              body);
 
-  // Computes `member` (or runs `work`) on a compute worker for the RPC of `context` (its deadline
-  // bounds the wait), recording the wait and the computation under `rpc` and `model_label`
-  // (ModelLabel).
-  absl::Status RunCompute(grpc::ServerContextBase* context, absl::string_view rpc,
+  // Computes `member` (or runs `work`) on a compute worker for `call` (its deadline bounds the
+  // wait), recording the wait and the computation under `rpc` and `model_label` (ModelLabel).
+  absl::Status RunCompute(const CallControl& call, absl::string_view rpc,
                           const std::string& model_label, BatchMember& member);
-  absl::Status RunCompute(grpc::ServerContextBase* context, absl::string_view rpc,
+  absl::Status RunCompute(const CallControl& call, absl::string_view rpc,
                           const std::string& model_label, absl::FunctionRef<absl::Status()> work);
   // The metrics of a computation queued at `queued`: its wait and run when it `started`, else
   // the reason it was refused.
@@ -104,10 +120,7 @@ class AttentionServiceImpl final : public AttentionServiceBase {
   void RecordWork(absl::string_view rpc, absl::string_view model_label, const WorkDone& work);
   // The request context of a call: the limits, the shared tables, the call's cancellation, its
   // memory reservation.
-  RequestContext ContextFor(grpc::ServerContextBase* context, MemoryHold& memory);
-  // memory.Add(bytes) or memory.ResizeTo(bytes), a refusal counted (reason memory_budget).
-  absl::Status ReserveMemory(MemoryHold& memory, int64_t bytes);
-  absl::Status ResizeMemory(MemoryHold& memory, int64_t bytes);
+  RequestContext ContextFor(const CallControl& call, MemoryHold& memory);
 
   // The `model` label for a requested model: its name if `models` has it, "inline" when none is
   // named (weight-free RPCs), "unknown" otherwise — so clients cannot grow the label set.

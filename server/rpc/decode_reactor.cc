@@ -19,13 +19,14 @@ AttentionServiceImpl::DecodeReactor::DecodeReactor(AttentionServiceImpl* service
                 [service](const std::string& model, const WorkDone& work) {
                   service->RecordWork("Decode", model, work);
                 }},
-      request_context_(service->ContextFor(context, step_memory_)),
+      control_(ControlOf(context)),
+      request_context_(service->ContextFor(control_, step_memory_)),
       handler_(*models_, services_) {
   request_context_.compute = [this](BatchMember& step) {
-    return service_->RunCompute(context_, "Decode", step.model(), step);
+    return service_->RunCompute(control_, "Decode", step.model(), step);
   };
-  if (grpc::Status admitted = service_->AdmitCall(); !admitted.ok()) {
-    FinishStream(admitted);
+  if (absl::Status admitted = service_->AdmitCall(); !admitted.ok()) {
+    FinishStream(ToGrpcStatus(admitted));
     return;
   }
   if (!service_->decode_streams_.Open(this, [this] { EndIdle(); })) {
@@ -76,8 +77,8 @@ void AttentionServiceImpl::DecodeReactor::OnReadDone(bool ok) {
     FinishStream(ToGrpcStatus(reserved));
     return;
   }
-  if (!service_->request_threads_.TrySchedule([this] { RunStep(); })) {
-    FinishStream(service_->RpcThreadsBusy());
+  if (absl::Status scheduled = service_->ScheduleBody([this] { RunStep(); }); !scheduled.ok()) {
+    FinishStream(ToGrpcStatus(scheduled));
   }
 }
 

@@ -49,6 +49,7 @@ class AttentionServiceImpl::DecodeReactor final
   // The stream's models, from its start to its end: a reload meanwhile does not change them.
   const std::shared_ptr<const ModelRegistry> models_;
   const DecodeStreamServices services_;
+  const CallControl control_;
   RequestContext request_context_;
   DecodeStreamHandler handler_;
   v1::DecodeRequest request_;

@@ -119,8 +119,8 @@ AttentionServiceImpl::UnaryCall::UnaryCall(AttentionServiceImpl* service,
                             absl::StrCat("unknown method ", context->method())));
     return;
   }
-  if (grpc::Status admitted = service_->AdmitCall(); !admitted.ok()) {
-    FinishWith(admitted);
+  if (absl::Status admitted = service_->AdmitCall(); !admitted.ok()) {
+    FinishWith(ToGrpcStatus(admitted));
     return;
   }
   admitted_ = true;
@@ -196,14 +196,14 @@ void AttentionServiceImpl::UnaryCall::OnReadDone(bool ok) {
     FinishWith(ToGrpcStatus(parsed));
     return;
   }
-  if (!service_->request_threads_.TrySchedule([this] { Run(); })) {
-    FinishWith(service_->RpcThreadsBusy());
+  if (absl::Status scheduled = service_->ScheduleBody([this] { Run(); }); !scheduled.ok()) {
+    FinishWith(ToGrpcStatus(scheduled));
   }
 }
 
 void AttentionServiceImpl::UnaryCall::Run() {
   const grpc::Status status = ServeRpc(method_->rpc, [this]() -> absl::Status {
-    RETURN_IF_ERROR(service_->ServeUnary(context_, method_->rpc, method_->batched, memory_,
+    RETURN_IF_ERROR(service_->ServeUnary(ControlOf(context_), method_->rpc, method_->batched, memory_,
                                          exchange_->requested_model(),
                                          [this](const RequestContext& context,
                                                 const ModelRegistry& models) {

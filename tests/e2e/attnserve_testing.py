@@ -161,12 +161,14 @@ class ServerProcess:
 
     GRPC_RE = re.compile(r"\bgRPC listening on (\S+)")
     METRICS_RE = re.compile(r"\bmetrics listening on (http://\S+)")
+    HTTP_RE = re.compile(r"\bHTTP \(KServe v2\) listening on (https?://\S+)")
 
     def __init__(self, path, extra_args=()):
         self.args = [str(path), "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
-                     *extra_args]
+                     "--http_address=127.0.0.1:0", *extra_args]
         self.proc = None
         self.grpc_address = None
+        self.http_url = None  # the KServe v2 REST door, e.g. http://127.0.0.1:40123
         self.metrics_url = None
         self._lines = []
         self._lock = threading.Lock()
@@ -187,6 +189,9 @@ class ServerProcess:
             m = self.METRICS_RE.search(line)
             if m:
                 self.metrics_url = m.group(1)
+            m = self.HTTP_RE.search(line)
+            if m:
+                self.http_url = m.group(1)
             if self.grpc_address and self.metrics_url:
                 self._ready.set()
         self.proc.stdout.close()

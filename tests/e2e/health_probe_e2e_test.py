@@ -94,7 +94,8 @@ class FlagChoicesTest(unittest.TestCase):
                 ("access_log", "maybe", "text, json, off")):
             with self.subTest(flag=flag):
                 run = subprocess.run([str(at.SERVER_PATH), f"--{flag}={value}",
-                                      "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0"],
+                                      "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
+                                      "--http_address=127.0.0.1:0"],
                                      capture_output=True, text=True, timeout=60)
                 self.assertNotEqual(run.returncode, 0)
                 self.assertIn(f"--{flag}={value} must be one of {accepted} (in any case)",

@@ -7,7 +7,7 @@ server=$1
 stubs=$2
 here=$(cd "$(dirname "$0")" && pwd)
 log=$(mktemp)
-"$server" --grpc_address=127.0.0.1:0 --metrics_address=127.0.0.1:0 >"$log" 2>&1 &
+"$server" --grpc_address=127.0.0.1:0 --metrics_address=127.0.0.1:0 --http_address=127.0.0.1:0 >"$log" 2>&1 &
 pid=$!
 trap 'kill -9 $pid 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 200); do

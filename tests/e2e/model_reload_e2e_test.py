@@ -356,6 +356,7 @@ class PollFlagTest(unittest.TestCase):
             with self.subTest(value=value):
                 result = subprocess.run(
                     [str(SERVER_PATH), "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
+                     "--http_address=127.0.0.1:0",
                      f"--model_poll_seconds={value}"],
                     capture_output=True, text=True, timeout=STARTUP_DEADLINE_S)
                 self.assertEqual(result.returncode, 1, result.stdout + result.stderr)

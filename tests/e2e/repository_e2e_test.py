@@ -613,7 +613,7 @@ class NoLoadableModelTest(unittest.TestCase):
     def run_server(self, repo):
         try:
             proc = subprocess.run(
-                [at.SERVER_PATH, f"--model_repository={repo}", "--grpc_address=127.0.0.1:0",
+                [at.SERVER_PATH, f"--model_repository={repo}", "--grpc_address=127.0.0.1:0", "--http_address=127.0.0.1:0",
                  "--metrics_address=127.0.0.1:0"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True, timeout=SERVER_EXIT_TIMEOUT_S)

@@ -443,7 +443,8 @@ class SighupRotationTest(RotationTest):
 class SettingsTest(unittest.TestCase):
 
     def run_server(self, *args):
-        return subprocess.run([str(at.SERVER_PATH), "--grpc_address=127.0.0.1:0", *args],
+        return subprocess.run([str(at.SERVER_PATH), "--grpc_address=127.0.0.1:0",
+                               "--http_address=127.0.0.1:0", *args],
                               capture_output=True, text=True, timeout=30)
 
     def test_bad_settings_stop_the_server_naming_the_flag(self):

@@ -1,0 +1,293 @@
+#include "server/kserve/http_door.h"
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/base/status_macros.h"
+#include "server/kserve/model_infer.h"
+#include "server/kserve/rest_codec.h"
+#include "server/rpc/status_util.h"
+
+namespace attnserve {
+namespace {
+
+namespace http = boost::beast::http;
+
+constexpr char kJson[] = "application/json";
+constexpr char kInferenceHeaderLength[] = "Inference-Header-Content-Length";
+constexpr size_t kMaxRequestIdLength = 64;
+
+// A route's target: /v2/models/{model}[/versions/{version}][/{action}], action "" (metadata),
+// "ready" or "infer".
+struct ModelTarget {
+  std::string model;
+  std::string version;
+  std::string action;
+};
+
+std::optional<ModelTarget> ParseModelTarget(absl::string_view path) {
+  std::vector<absl::string_view> parts = absl::StrSplit(path, '/');
+  // "", "v2", "models", model, ...
+  if (parts.size() < 4 || parts[1] != "v2" || parts[2] != "models" || parts[3].empty()) {
+    return std::nullopt;
+  }
+  ModelTarget target{std::string(parts[3]), "", ""};
+  size_t next = 4;
+  if (parts.size() >= 6 && parts[4] == "versions") {
+    target.version = std::string(parts[5]);
+    next = 6;
+  }
+  if (parts.size() == next + 1 && (parts[next] == "ready" || parts[next] == "infer")) {
+    target.action = std::string(parts[next]);
+  } else if (parts.size() != next) {
+    return std::nullopt;
+  }
+  return target;
+}
+
+// The client's x-request-id (at most kMaxRequestIdLength characters), echoed on the response.
+std::string RequestId(const HttpRequestHead& head) {
+  const auto it = head.find("x-request-id");
+  if (it == head.end()) return "";
+  const absl::string_view id(it->value().data(), it->value().size());
+  return std::string(id.substr(0, kMaxRequestIdLength));
+}
+
+HttpResponse JsonResponse(unsigned status, std::string body, const std::string& request_id) {
+  HttpResponse response(static_cast<http::status>(status), 11);
+  response.set(http::field::content_type, kJson);
+  if (!request_id.empty()) response.set("x-request-id", request_id);
+  response.body() = std::move(body);
+  return response;
+}
+
+HttpResponse ErrorResponse(const absl::Status& status, const std::string& request_id) {
+  HttpResponse response =
+      JsonResponse(HttpStatusOf(status.code()), ErrorJson(status.message()), request_id);
+  if (status.code() == absl::StatusCode::kUnauthenticated) {
+    response.set(http::field::www_authenticate, "Bearer");
+  }
+  if (status.code() == absl::StatusCode::kResourceExhausted ||
+      status.code() == absl::StatusCode::kUnavailable) {
+    response.set(http::field::retry_after, "1");
+  }
+  return response;
+}
+
+// What reading and parsing a body holds, from above: the body itself; for its JSON part the
+// numbers as doubles, then as floats (a number takes at least 2 characters: 8 + 4 bytes for 2);
+// binary data is viewed in the body and widened to float32 (twice a 16-bit tensor's bytes).
+int64_t BodyHoldBytes(int64_t length, std::optional<int64_t> json_length) {
+  const int64_t json = std::clamp<int64_t>(json_length.value_or(length), 0, length);
+  return length + 6 * json + 2 * (length - json);
+}
+
+}  // namespace
+
+unsigned HttpStatusOf(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+      return 400;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kCancelled:
+      return 499;  // the client closed the request (nginx's code; it is not there to read it)
+    case absl::StatusCode::kUnimplemented:
+      return 501;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+// One inference request: admitted and its body's memory reserved before the body is read, then
+// parsed, computed and answered on a request thread. Holds its admission and memory until the
+// response is handed to the transport.
+class HttpDoor::InferCall final : public std::enable_shared_from_this<InferCall> {
+ public:
+  InferCall(HttpDoor* door, std::shared_ptr<HttpExchange> exchange, ModelTarget target)
+      : door_(door),
+        exchange_(std::move(exchange)),
+        target_(std::move(target)),
+        request_id_(RequestId(exchange_->head())),
+        memory_(door->service_->memory_budget()),
+        started_(std::chrono::system_clock::now()) {}
+  ~InferCall() {
+    if (admitted_) door_->service_->EndCall();
+  }
+
+  void Start() {
+    AttentionServiceImpl& service = *door_->service_;
+    if (absl::Status admitted = service.AdmitCall(); !admitted.ok()) return Fail(admitted);
+    admitted_ = true;
+    if (absl::Status length = ReadJsonLength(); !length.ok()) return Fail(length);
+    const int64_t hold = BodyHoldBytes(exchange_->content_length(), json_length_);
+    if (absl::Status reserved = service.ReserveMemory(memory_, hold); !reserved.ok()) {
+      return Fail(reserved);
+    }
+    exchange_->ReadBody([self = shared_from_this()](absl::StatusOr<std::string> body) {
+      if (!body.ok()) return;  // the connection is closed: nobody to answer
+      self->body_ = *std::move(body);
+      if (absl::Status scheduled = self->door_->service_->ScheduleBody([self] { self->Run(); });
+          !scheduled.ok()) {
+        self->Fail(scheduled);
+      }
+    });
+  }
+
+ private:
+  absl::Status ReadJsonLength() {
+    const auto it = exchange_->head().find(kInferenceHeaderLength);
+    if (it == exchange_->head().end()) return absl::OkStatus();
+    int64_t length = 0;
+    const absl::string_view value(it->value().data(), it->value().size());
+    if (!absl::SimpleAtoi(value, &length) || length < 0 || length > exchange_->content_length()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kInferenceHeaderLength, "=", value.substr(0, 32),
+                       " must be a byte count in [0, ", exchange_->content_length(), "]"));
+    }
+    json_length_ = length;
+    return absl::OkStatus();
+  }
+
+  void Run() {
+    HttpResponse response;
+    const grpc::Status status = ServeRpc("ModelInfer", [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(RestInferRequest parsed, ParseInferRequest(body_, json_length_,
+                                                                  target_.model, target_.version));
+      AttentionServiceImpl::CallControl control;
+      if (parsed.options.timeout_micros.has_value()) {
+        control.deadline = started_ + std::chrono::microseconds(*parsed.options.timeout_micros);
+      }
+      control.is_cancelled = [exchange = exchange_.get()] { return exchange->client_gone(); };
+      InferResponse result;
+      RETURN_IF_ERROR(door_->service_->ServeUnary(
+          control, "ModelInfer", /*batched=*/true, memory_, target_.model,
+          [&](const RequestContext& context, const ModelRegistry& models) {
+            return RunModelInfer(context, models, parsed.request, &result);
+          }));
+      std::string().swap(body_);
+      RestBody out = WriteInferResponse(result, parsed.request, parsed.options);
+      response = JsonResponse(200, std::move(out.bytes), request_id_);
+      if (out.json_length.has_value()) {
+        response.set(http::field::content_type, "application/octet-stream");
+        response.set(kInferenceHeaderLength, std::to_string(*out.json_length));
+      }
+      return absl::OkStatus();
+    });
+    if (!status.ok()) {
+      return Fail(absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                               status.error_message()));
+    }
+    exchange_->Respond(std::move(response));
+  }
+
+  void Fail(const absl::Status& status) { exchange_->Respond(ErrorResponse(status, request_id_)); }
+
+  HttpDoor* const door_;
+  const std::shared_ptr<HttpExchange> exchange_;
+  const ModelTarget target_;
+  const std::string request_id_;
+  MemoryHold memory_;
+  const std::chrono::system_clock::time_point started_;
+  bool admitted_ = false;
+  std::optional<int64_t> json_length_;
+  std::string body_;
+};
+
+HttpDoor::HttpDoor(AttentionServiceImpl* service, const ModelStore* models,
+                   const Secrets* secrets, Options options)
+    : service_(service), models_(models), secrets_(secrets), options_(std::move(options)) {}
+
+void HttpDoor::Handle(std::shared_ptr<HttpExchange> exchange) {
+  const HttpRequestHead& head = exchange->head();
+  const std::string request_id = RequestId(head);
+  const absl::string_view target(head.target().data(), head.target().size());
+  const absl::string_view path = target.substr(0, target.find('?'));
+  const bool get = head.method() == http::verb::get;
+  const auto respond = [&](unsigned status, std::string body) {
+    exchange->Respond(JsonResponse(status, std::move(body), request_id));
+  };
+  const auto fail = [&](const absl::Status& status) {
+    exchange->Respond(ErrorResponse(status, request_id));
+  };
+  const auto wrong_method = [&](absl::string_view allowed) {
+    HttpResponse response =
+        JsonResponse(405,
+                     ErrorJson(absl::StrCat(std::string(head.method_string()), " ", path,
+                                            " is not served; use ", allowed)),
+                     request_id);
+    response.set(http::field::allow, std::string(allowed));
+    exchange->Respond(std::move(response));
+  };
+
+  // Health stays open to probes, as on the gRPC port.
+  if (path == "/v2/health/live") {
+    if (!get) return wrong_method("GET");
+    return respond(200, R"({"live":true})");
+  }
+  if (path == "/v2/health/ready") {
+    if (!get) return wrong_method("GET");
+    return service_->draining() ? respond(503, R"({"ready":false})")
+                                : respond(200, R"({"ready":true})");
+  }
+  if (secrets_->tokens_required()) {
+    const auto it = head.find(http::field::authorization);
+    if (it == head.end()) {
+      return fail(absl::UnauthenticatedError(
+          "this server needs an Authorization: Bearer <token> header"));
+    }
+    const absl::Status token =
+        secrets_->CheckToken(absl::string_view(it->value().data(), it->value().size()));
+    if (!token.ok()) return fail(absl::PermissionDeniedError(token.message()));
+  }
+  if (path == "/v2") {
+    if (!get) return wrong_method("GET");
+    return respond(200, ServerMetadataJson(options_.server_version));
+  }
+  const std::optional<ModelTarget> model = ParseModelTarget(path);
+  if (!model.has_value()) {
+    return fail(absl::NotFoundError(absl::StrCat("no route ", path.substr(0, 256))));
+  }
+  if (model->action == "infer") {
+    if (head.method() != http::verb::post) return wrong_method("POST");
+    std::make_shared<InferCall>(this, std::move(exchange), *model)->Start();
+    return;
+  }
+  if (!get) return wrong_method("GET");
+  const std::shared_ptr<const ModelRegistry> models = models_->Current();
+  if (model->action == "ready") {
+    const absl::StatusOr<const LoadedModel*> found =
+        FindVersion(*models, model->model, model->version);
+    if (!found.ok()) return fail(found.status());
+    if (service_->draining()) {
+      return fail(absl::UnavailableError("the server is draining (shutting down)"));
+    }
+    return respond(200, ModelReadyJson(model->model));
+  }
+  const absl::StatusOr<ModelMetadata> metadata =
+      FindModelMetadata(*models, model->model, model->version);
+  if (!metadata.ok()) return fail(metadata.status());
+  respond(200, ModelMetadataJson(*metadata));
+}
+
+}  // namespace attnserve

@@ -1,0 +1,56 @@
+// The KServe v2 REST door (--http_address): the protocol's routes over the HTTP transport
+// (server/http/http_server.h), the caller's bearer token checked before a body is read, and
+// inference through the same request path as the gRPC doors (AttentionServiceImpl: admission and
+// drain, memory budget, request threads, batching, metrics). docs/kserve.md is the user's view.
+//
+//   GET  /v2/health/live                 200 {"live":true}
+//   GET  /v2/health/ready                200 {"ready":true}; 503 {"ready":false} while draining
+//   GET  /v2                             server metadata
+//   GET  /v2/models/{m}[/versions/{v}]   model metadata
+//   GET  /v2/models/{m}[/versions/{v}]/ready   200 ready; 404 unknown; 503 draining
+//   POST /v2/models/{m}[/versions/{v}]/infer   inference: JSON, or JSON + binary tensor data
+//
+// Errors are {"error": "..."} with the status of their kind (HttpStatusOf).
+#ifndef ATTNSERVE_SERVER_KSERVE_HTTP_DOOR_H_
+#define ATTNSERVE_SERVER_KSERVE_HTTP_DOOR_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "server/http/http_server.h"
+#include "server/models/model_store.h"
+#include "server/rpc/attention_service.h"
+#include "server/rpc/secrets.h"
+
+namespace attnserve {
+
+// The HTTP status of a failed request's status code: 400 for bad input, 404 not found, 429
+// RESOURCE_EXHAUSTED (retry later), 503 UNAVAILABLE (draining), 401/403 for credentials, 504
+// DEADLINE_EXCEEDED, 499 CANCELLED, 500 otherwise.
+unsigned HttpStatusOf(absl::StatusCode code);
+
+class HttpDoor {
+ public:
+  struct Options {
+    std::string server_version;
+  };
+  // Everything must outlive the door.
+  HttpDoor(AttentionServiceImpl* service, const ModelStore* models, const Secrets* secrets,
+           Options options);
+
+  // The HttpServer handler: answers at once, or reads the body and computes on a request thread.
+  void Handle(std::shared_ptr<HttpExchange> exchange);
+
+ private:
+  class InferCall;
+
+  AttentionServiceImpl* const service_;
+  const ModelStore* const models_;
+  const Secrets* const secrets_;
+  const Options options_;
+};
+
+}  // namespace attnserve
+
+#endif  // ATTNSERVE_SERVER_KSERVE_HTTP_DOOR_H_

@@ -1,0 +1,345 @@
+#!/usr/bin/python3
+"""End-to-end test of the KServe v2 door over HTTP/REST (--http_address), driven with curl:
+health, metadata, inference with JSON tensors and with the binary tensor data extension against
+Attend on the same server bit for bit (FP32, BF16, FP16), the protocol's errors with their HTTP
+statuses, bearer tokens, x-request-id, timeouts.
+
+    /usr/bin/python3 tests/e2e/kserve_http_e2e_test.py --server build/server/attnserve --stubs build/python
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import attnserve_testing as at  # noqa: E402
+
+UNITTEST_ARGV = at.setup_from_argv()
+
+from attnserve_testing import (pb, tensor_pb2, ServerTestCase, f32_tensor, bf16_tensor,  # noqa: E402
+                               int_tensor, to_numpy, RPC_TIMEOUT_S)
+
+
+class Reply:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def curl(url, method="GET", body=None, headers=(), extra=()):
+    """One request with curl; the status, the headers (lower-case names) and the body."""
+    with tempfile.TemporaryDirectory() as tmp:
+        head, out = os.path.join(tmp, "head"), os.path.join(tmp, "body")
+        args = ["curl", "-s", "-X", method, "-D", head, "-o", out, "-w", "%{http_code}",
+                "--max-time", "60", *extra]
+        for header in headers:
+            args += ["-H", header]
+        if body is not None:
+            args += ["--data-binary", "@-"]
+        done = subprocess.run(args + [url], input=body, capture_output=True, timeout=90)
+        status = int(done.stdout.decode() or 0)
+        parsed = {}
+        if os.path.exists(head):
+            with open(head, "rb") as f:
+                for line in f.read().decode("latin-1").splitlines()[1:]:
+                    if ":" in line:
+                        name, value = line.split(":", 1)
+                        parsed[name.strip().lower()] = value.strip()
+        data = b""
+        if os.path.exists(out):
+            with open(out, "rb") as f:
+                data = f.read()
+        return Reply(status, parsed, data)
+
+
+def tensor_json(name, array, datatype, **extra):
+    return {"name": name, "shape": list(array.shape), "datatype": datatype,
+            "data": array.tolist(), **extra}
+
+
+def binary_body(request, blobs):
+    """JSON then binary blobs: (body, Inference-Header-Content-Length header)."""
+    head = json.dumps(request).encode()
+    return head + b"".join(blobs), f"Inference-Header-Content-Length: {len(head)}"
+
+
+def binary_outputs(reply):
+    """The outputs of a binary response: name → (datatype, shape, bytes)."""
+    length = int(reply.headers["inference-header-content-length"])
+    head = json.loads(reply.body[:length])
+    offset, outputs = length, {}
+    for output in head["outputs"]:
+        if "data" in output:
+            continue
+        size = output["parameters"]["binary_data_size"]
+        outputs[output["name"]] = (output["datatype"], output["shape"],
+                                   reply.body[offset:offset + size])
+        offset += size
+    assert offset == len(reply.body), (offset, len(reply.body))
+    return head, outputs
+
+
+class KServeHttpTest(ServerTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.url = cls.server.http_url
+        cls.models = {m.name: m for m in cls.stub.ListModels(
+            pb.ListModelsRequest(), timeout=RPC_TIMEOUT_S).models}
+
+    def post(self, model, request, headers=(), raw=None):
+        body = raw if raw is not None else json.dumps(request).encode()
+        return curl(f"{self.url}/v2/models/{model}/infer", "POST", body, headers)
+
+    def x(self, model, batch=2, seq=4, seed=0):
+        return np.random.default_rng(seed).standard_normal(
+            (batch, seq, self.models[model].d_model)).astype(np.float32)
+
+    def assertError(self, reply, status, *needles):
+        self.assertEqual(reply.status, status, reply.body)
+        self.assertEqual(reply.headers.get("content-type"), "application/json")
+        message = reply.json()["error"]
+        for needle in needles:
+            self.assertIn(needle, message)
+        return message
+
+    # --- health and metadata -------------------------------------------------------------------
+
+    def test_health_and_metadata(self):
+        live = curl(f"{self.url}/v2/health/live")
+        self.assertEqual((live.status, live.json()), (200, {"live": True}))
+        ready = curl(f"{self.url}/v2/health/ready")
+        self.assertEqual((ready.status, ready.json()), (200, {"ready": True}))
+        server = curl(f"{self.url}/v2").json()
+        self.assertEqual(server["name"], "attnserve")
+        self.assertIn("binary_tensor_data", server["extensions"])
+        for name, config in self.models.items():
+            metadata = curl(f"{self.url}/v2/models/{name}").json()
+            self.assertEqual(metadata["name"], name)
+            self.assertEqual(metadata["versions"], ["1"])
+            inputs = {t["name"]: (t["datatype"], t["shape"]) for t in metadata["inputs"]}
+            self.assertEqual(inputs["input"], ("FP32", [-1, -1, config.d_model]))
+            outputs = {t["name"]: (t["datatype"], t["shape"]) for t in metadata["outputs"]}
+            self.assertEqual(outputs["attention"], ("FP32", [-1, config.num_heads, -1, -1]))
+            versioned = curl(f"{self.url}/v2/models/{name}/versions/1")
+            self.assertEqual(versioned.json(), metadata)
+            model_ready = curl(f"{self.url}/v2/models/{name}/ready")
+            self.assertEqual((model_ready.status, model_ready.json()),
+                             (200, {"name": name, "ready": True}))
+        self.assertError(curl(f"{self.url}/v2/models/no-such-model/ready"), 404, "no-such-model")
+        self.assertError(curl(f"{self.url}/v2/models/demo-rope/versions/2"), 404,
+                         'no version "2"')
+        self.assertError(curl(f"{self.url}/v2/nothing/here"), 404, "no route /v2/nothing/here")
+        wrong = curl(f"{self.url}/v2/models/demo-rope/infer")
+        self.assertError(wrong, 405, "GET /v2/models/demo-rope/infer is not served; use POST")
+        self.assertEqual(wrong.headers["allow"], "POST")
+        self.assertError(curl(f"{self.url}/v2/health/ready", "POST", b""), 405)
+
+    # --- inference against Attend -------------------------------------------------------------
+
+    def test_json_inference_equals_attend(self):
+        for i, model in enumerate(["demo-sinusoidal", "demo-rope", "demo-alibi", "demo-t5",
+                                   "demo-cope", "demo-learned", "demo-nope-gqa"]):
+            with self.subTest(model=model):
+                x = self.x(model, seed=i)
+                expected = self.attend(model=model, query=f32_tensor(x), causal=True,
+                                       position_offset=2, key_lengths=[4, 3],
+                                       return_attention=True)
+                reply = self.post(model, {
+                    "id": f"json-{i}", "parameters": {"causal": True, "position_offset": 2,
+                                                      "return_attention": True},
+                    "inputs": [tensor_json("input", x, "FP32"),
+                               tensor_json("key_lengths", np.array([4, 3]), "INT64")]})
+                self.assertEqual(reply.status, 200, reply.body)
+                self.assertEqual(reply.headers["content-type"], "application/json")
+                body = reply.json()
+                self.assertEqual((body["model_name"], body["model_version"], body["id"]),
+                                 (model, "1", f"json-{i}"))
+                outputs = {o["name"]: o for o in body["outputs"]}
+                self.assertEqual(outputs["output"]["shape"], list(x.shape))
+                np.testing.assert_array_equal(
+                    np.array(outputs["output"]["data"], dtype=np.float32).reshape(x.shape),
+                    to_numpy(expected.output))
+                np.testing.assert_array_equal(
+                    np.array(outputs["attention"]["data"], dtype=np.float32).reshape(
+                        outputs["attention"]["shape"]), to_numpy(expected.attention))
+
+    def test_binary_data_in_and_out(self):
+        model = "demo-rope"
+        x, context = self.x(model, seed=5), self.x(model, seq=6, seed=6)
+        ids = np.array([3, 1, 4, 1], dtype="<i4")
+        expected = to_numpy(self.attend(model=model, query=f32_tensor(x),
+                                        context=f32_tensor(context),
+                                        position_ids=int_tensor(ids, tensor_pb2.INT32)).output)
+        request = {"parameters": {"binary_data_output": True}, "inputs": [
+            {"name": "input", "shape": list(x.shape), "datatype": "FP32",
+             "parameters": {"binary_data_size": x.nbytes}},
+            {"name": "context", "shape": list(context.shape), "datatype": "FP32",
+             "parameters": {"binary_data_size": context.nbytes}},
+            tensor_json("position_ids", ids, "INT32")]}
+        body, header = binary_body(request, [x.tobytes(), context.tobytes()])
+        reply = self.post(model, None, [header], raw=body)
+        self.assertEqual(reply.status, 200, reply.body[:300])
+        self.assertEqual(reply.headers["content-type"], "application/octet-stream")
+        _, outputs = binary_outputs(reply)
+        datatype, shape, data = outputs["output"]
+        self.assertEqual((datatype, shape), ("FP32", list(x.shape)))
+        np.testing.assert_array_equal(np.frombuffer(data, "<f4").reshape(x.shape), expected)
+        # One output asked for as binary, the other as JSON, per output.
+        request = {"inputs": [tensor_json("input", x, "FP32")],
+                   "outputs": [{"name": "output", "parameters": {"binary_data": True}},
+                               {"name": "attention"}]}
+        reply = self.post(model, request)
+        head, outputs = binary_outputs(reply)
+        self.assertEqual([o["name"] for o in head["outputs"]], ["output", "attention"])
+        self.assertIn("data", head["outputs"][1])
+        self.assertEqual(list(outputs), ["output"])
+
+    def test_bf16_and_fp16(self):
+        model = "demo-t5"
+        x = self.x(model, seed=7)
+        bits = at.bf16_round(x)
+        expected = to_numpy(self.attend(model=model, query=bf16_tensor(x)).output)
+        request = {"parameters": {"binary_data_output": True}, "inputs": [
+            {"name": "input", "shape": list(x.shape), "datatype": "BF16",
+             "parameters": {"binary_data_size": bits.nbytes}}]}
+        body, header = binary_body(request, [bits.tobytes()])
+        datatype, _, data = binary_outputs(self.post(model, None, [header], raw=body))[1]["output"]
+        self.assertEqual(datatype, "BF16")
+        np.testing.assert_array_equal(at.bf16_to_f32(np.frombuffer(data, "<u2")).reshape(x.shape),
+                                      expected)
+        # FP16 as JSON numbers: rounded to half by the server, exactly as the binary form.
+        half = x.astype(np.float16)
+        widened = to_numpy(self.attend(model=model, query=f32_tensor(half.astype(np.float32))).output)
+        for form in ("json", "binary"):
+            with self.subTest(form=form):
+                if form == "json":
+                    reply = self.post(model, {"inputs": [tensor_json("input", x, "FP16")]})
+                    output = reply.json()["outputs"][0]
+                    self.assertEqual(output["datatype"], "FP16")
+                    got = np.array(output["data"], dtype=np.float32).reshape(x.shape)
+                else:
+                    request = {"inputs": [{"name": "input", "shape": list(x.shape),
+                                           "datatype": "FP16",
+                                           "parameters": {"binary_data_size": half.nbytes}}]}
+                    body, header = binary_body(request, [half.tobytes()])
+                    reply = self.post(model, None, [header], raw=body)
+                    got = np.array(reply.json()["outputs"][0]["data"],
+                                   dtype=np.float32).reshape(x.shape)
+                np.testing.assert_array_equal(got, widened.astype(np.float16).astype(np.float32))
+
+    # --- errors -------------------------------------------------------------------------------
+
+    def test_bad_requests(self):
+        model = "demo-rope"
+        x = self.x(model, batch=1, seq=2)
+        ok_input = tensor_json("input", x, "FP32")
+        cases = [
+            (b'{"inputs": [', [], 400, "the request is not valid JSON at byte"),
+            (b"[1, 2]", [], 400, "the request must be a JSON object"),
+            (b"[" * 5000 + b"]" * 5000, [], 400, "must be a JSON object"),
+            (('{"inputs":[{"name":"input","shape":[1,1,2],"datatype":"FP32","data":' +
+              "[" * 40 + "1" + "]" * 40 + "}]}").encode(), [], 400, "nests deeper than 32 levels"),
+            (json.dumps({"inputz": []}).encode(), [], 400, "inputz is not a field"),
+            (json.dumps({"inputs": [dict(ok_input, shape=[1, "2", 256])]}).encode(), [], 400,
+             "inputs[0].shape[1] must be an integer"),
+            (json.dumps({"inputs": [dict(ok_input, data=[[["a"]]])]}).encode(), [], 400,
+             "inputs[0].data[0][0][0] is a string; tensor data must be numbers"),
+            (json.dumps({"inputs": [dict(ok_input, datatype="INT8")]}).encode(), [], 400,
+             'datatype="INT8" is not one this server reads'),
+            (json.dumps({"inputs": [dict(ok_input, shape=[1, 3, 256])]}).encode(), [], 400,
+             'inputs["input"] has 512 values; shape [1,3,256] of FP32 needs 768'),
+            (json.dumps({"inputs": [dict(ok_input, shape=[1, 2, 128, 2])]}).encode(), [], 400,
+             "has rank 4; must be [batch, seq, d_model]"),
+            (json.dumps({"inputs": [ok_input], "parameters": {"causal": "yes"}}).encode(), [],
+             400, "parameters.causal is a string; must be a bool"),
+            (json.dumps({"inputs": [tensor_json("input", np.zeros((1, 2, 8), np.float32),
+                                                "FP32")]}).encode(), [], 400,
+             'inputs["input"].shape[2]=8 must equal d_model=256'),
+            (json.dumps({"inputs": [dict(ok_input, data=None,
+                                         parameters={"binary_data_size": 10})]}).encode(),
+             [], 400, "null is not a value here"),
+        ]
+        for body, headers, status, needle in cases:
+            with self.subTest(needle=needle):
+                self.assertError(self.post(model, None, headers, raw=body), status, needle)
+        # Binary sizes that do not add up.
+        request = {"inputs": [{"name": "input", "shape": [1, 2, 256], "datatype": "FP32",
+                               "parameters": {"binary_data_size": x.nbytes}}]}
+        body, header = binary_body(request, [x.tobytes()[:-4]])
+        self.assertError(self.post(model, None, [header], raw=body), 400,
+                         f"binary_data_size={x.nbytes} is past the {x.nbytes - 4} bytes")
+        body, header = binary_body(request, [x.tobytes() + b"1234"])
+        self.assertError(self.post(model, None, [header], raw=body), 400,
+                         f"the body has {x.nbytes + 4} bytes after its JSON")
+        self.assertError(self.post(model, None, ["Inference-Header-Content-Length: 99999"],
+                                   raw=b"{}"), 400, "Inference-Header-Content-Length=99999")
+        self.assertError(self.post("no-such-model", {"inputs": [ok_input]}), 404, "no-such-model")
+
+    def test_request_id_and_timeout(self):
+        model = "demo-cope"
+        x = self.x(model, batch=1, seq=4)
+        reply = self.post(model, {"inputs": [tensor_json("input", x, "FP32")]},
+                          ["x-request-id: abc-123"])
+        self.assertEqual(reply.status, 200)
+        self.assertEqual(reply.headers["x-request-id"], "abc-123")
+        # A deadline of 1 µs has passed before the computation can start.
+        reply = self.post(model, {"inputs": [tensor_json("input", x, "FP32")],
+                                  "parameters": {"timeout": 1}}, ["x-request-id: late"])
+        self.assertError(reply, 504)
+        self.assertEqual(reply.headers["x-request-id"], "late")
+
+
+class KServeHttpLimitsTest(ServerTestCase):
+    SERVER_ARGS = ("--max_message_bytes=65536",)
+
+    def test_body_past_the_message_limit_is_refused_unread(self):
+        url = f"{self.server.http_url}/v2/models/demo-rope/infer"
+        reply = curl(url, "POST", b"x" * 70000)
+        self.assertEqual(reply.status, 413, reply.body)
+        self.assertIn(b"Content-Length=70000 is past the limit of 65536 bytes", reply.body)
+        chunked = curl(url, "POST", b"{}", ["Transfer-Encoding: chunked"])
+        self.assertEqual(chunked.status, 411, chunked.body)
+
+
+class KServeHttpTokenTest(ServerTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tokens = tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False)
+        cls.tokens.write("# tokens\nsecret-one\n")
+        cls.tokens.close()
+        cls.SERVER_ARGS = (f"--auth_token_file={cls.tokens.name}",)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        os.unlink(cls.tokens.name)
+
+    def test_bearer_token(self):
+        url = self.server.http_url
+        # Probes stay open.
+        self.assertEqual(curl(f"{url}/v2/health/ready").status, 200)
+        self.assertEqual(curl(f"{url}/v2/health/live").status, 200)
+        missing = curl(f"{url}/v2/models/demo-rope")
+        self.assertEqual(missing.status, 401, missing.body)
+        self.assertEqual(missing.headers["www-authenticate"], "Bearer")
+        wrong = curl(f"{url}/v2/models/demo-rope", headers=["Authorization: Bearer nope"])
+        self.assertEqual(wrong.status, 403, wrong.body)
+        self.assertNotIn(b"nope", wrong.body)
+        right = curl(f"{url}/v2/models/demo-rope", headers=["Authorization: Bearer secret-one"])
+        self.assertEqual(right.status, 200, right.body)
+        x = np.zeros((1, 1, 256), np.float32)
+        infer = curl(f"{url}/v2/models/demo-rope/infer", "POST",
+                     json.dumps({"inputs": [tensor_json("input", x, "FP32")]}).encode())
+        self.assertEqual(infer.status, 401)
+
+
+if __name__ == "__main__":
+    at.run_tests(UNITTEST_ARGV)
