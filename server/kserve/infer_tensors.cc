@@ -122,6 +122,25 @@ absl::StatusOr<FloatTensor> DecodeFloatInput(const InferInput& input, absl::stri
   return decoded;
 }
 
+absl::StatusOr<Bfloat16Tensor> DecodeBfloat16Input(const InferInput& input,
+                                                   absl::string_view field, int rank,
+                                                   absl::string_view dims) {
+  if (input.datatype != "BF16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".datatype=\"", input.datatype, "\" must be BF16"));
+  }
+  ASSIGN_OR_RETURN(const int64_t count, CheckedElementCount(input, field, rank, dims));
+  Bfloat16Tensor decoded;
+  decoded.shape = input.shape;
+  decoded.values.resize(count);
+  if (input.raw.has_value()) {
+    std::memcpy(decoded.values.data(), input.raw->data(), count * sizeof(uint16_t));
+  } else {
+    for (int64_t i = 0; i < count; ++i) decoded.values[i] = FloatToBfloat16(input.typed_floats[i]);
+  }
+  return decoded;
+}
+
 absl::StatusOr<DenseTensor<int64_t>> DecodeIntInput(const InferInput& input,
                                                     absl::string_view field, int rank,
                                                     absl::string_view dims) {
@@ -161,6 +180,14 @@ InferOutput EncodeFloatOutput(std::string name, std::vector<int64_t> shape, cons
     std::memcpy(output.raw.data() + 2 * i, &bits, sizeof(bits));
   }
   return output;
+}
+
+InferOutput EncodeBfloat16Output(std::string name, std::vector<int64_t> shape,
+                                 const uint16_t* bits) {
+  int64_t count = 1;
+  for (int64_t dim : shape) count *= dim;
+  return InferOutput{std::move(name), "BF16", std::move(shape),
+                     std::string(reinterpret_cast<const char*>(bits), count * sizeof(uint16_t))};
 }
 
 std::vector<float> FloatValues(const InferOutput& output) {

@@ -85,6 +85,11 @@ absl::StatusOr<int64_t> CheckedElementCount(const InferInput& input, absl::strin
 absl::StatusOr<FloatTensor> DecodeFloatInput(const InferInput& input, absl::string_view field,
                                              int rank, absl::string_view dims);
 
+// A BF16 input of the given rank as its bits, never widened (typed values rounded to BF16).
+absl::StatusOr<Bfloat16Tensor> DecodeBfloat16Input(const InferInput& input,
+                                                   absl::string_view field, int rank,
+                                                   absl::string_view dims);
+
 // An integer input (INT32 or INT64) of the given rank.
 absl::StatusOr<DenseTensor<int64_t>> DecodeIntInput(const InferInput& input,
                                                     absl::string_view field, int rank,
@@ -94,6 +99,10 @@ absl::StatusOr<DenseTensor<int64_t>> DecodeIntInput(const InferInput& input,
 // nearest even).
 InferOutput EncodeFloatOutput(std::string name, std::vector<int64_t> shape, const float* values,
                               absl::string_view datatype);
+
+// An output of product(shape) bf16 values, sent as they are.
+InferOutput EncodeBfloat16Output(std::string name, std::vector<int64_t> shape,
+                                 const uint16_t* bits);
 
 // The values of a floating output as floats (exact), for transports that send numbers.
 std::vector<float> FloatValues(const InferOutput& output);

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "server/kserve/infer_tensors.h"
+#include "core/kernels/compute_type.h"
 #include "server/models/model_registry.h"
 #include "server/requests/request_context.h"
 
@@ -41,8 +42,9 @@ struct ModelMetadata {
   std::vector<TensorMetadata> outputs;
 };
 
-// The model named `name` in `models`: NOT_FOUND when there is none (with the reason it failed to
-// load, if it did), or when `version` is neither empty nor kModelVersion.
+// The model named `name` in `models` (null for a built-in operation model, operation_models.h):
+// NOT_FOUND when there is none (with the reason it failed to load, if it did), or when `version`
+// is neither empty nor kModelVersion.
 absl::StatusOr<const LoadedModel*> FindVersion(const ModelRegistry& models,
                                                absl::string_view name, absl::string_view version);
 
@@ -51,12 +53,21 @@ absl::StatusOr<ModelMetadata> FindModelMetadata(const ModelRegistry& models,
                                                 absl::string_view name,
                                                 absl::string_view version);
 
-// Runs `request` on its model (found as FindVersion finds it) through RunAttend, batched with
-// the model's other Attend and ModelInfer calls, and fills `response`. Every input, parameter and
+// Runs `request` on its model (found as FindVersion finds it) — a served model through RunAttend,
+// batched with the model's other Attend and ModelInfer calls; an operation model through its
+// handler — and fills `response`. Every input, parameter and
 // requested output is checked first: INVALID_ARGUMENT naming it for anything this model does not
 // take.
 absl::StatusOr<WorkDone> RunModelInfer(const RequestContext& context, const ModelRegistry& models,
                                        const InferRequest& request, InferResponse* response);
+
+// Positions from a position-ids input when sent (INT32 or INT64, [seq] or [batch, seq]), else
+// from position_offset (server/requests/positions.h).
+absl::StatusOr<std::vector<int64_t>> InputPositions(const InferInput* ids, int64_t position_offset,
+                                                    int64_t batch, int64_t seq);
+
+// The compute_dtype parameter: "FP32" (the default) or "BF16".
+absl::StatusOr<ComputeType> ComputeTypeParameter(const InferParameters& parameters);
 
 }  // namespace attnserve
 

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 
@@ -40,6 +41,19 @@ class BatchMember {
  private:
   const std::string rpc_, model_, key_;
   const int64_t tokens_;
+};
+
+// Work that runs alone (an empty key): a computation that joins no batch.
+class LoneWork final : public BatchMember {
+ public:
+  explicit LoneWork(absl::FunctionRef<absl::Status()> work)
+      : BatchMember("", "", "", 0), work_(work) {}
+  std::vector<absl::Status> RunBatch(absl::Span<BatchMember* const>) override {
+    return {work_()};
+  }
+
+ private:
+  absl::FunctionRef<absl::Status()> work_;
 };
 
 }  // namespace attnserve

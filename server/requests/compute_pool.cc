@@ -16,19 +16,6 @@ namespace {
 // every waiter every few milliseconds took CPU from the computation.
 constexpr std::chrono::milliseconds kCancellationPoll{50};
 
-// Work that runs alone (an empty key).
-class LoneWork final : public BatchMember {
- public:
-  explicit LoneWork(absl::FunctionRef<absl::Status()> work)
-      : BatchMember("", "", "", 0), work_(work) {}
-  std::vector<absl::Status> RunBatch(absl::Span<BatchMember* const>) override {
-    return {work_()};
-  }
-
- private:
-  absl::FunctionRef<absl::Status()> work_;
-};
-
 // The batch's statuses; an exception out of it (memory for its buffers) fails its members
 // instead of the process.
 std::vector<absl::Status> RunCaught(absl::Span<BatchMember* const> batch) {

@@ -8,6 +8,11 @@ absl::Status Compute(const RequestContext& context, BatchMember& member) {
   return member.RunBatch(alone).front();
 }
 
+absl::Status ComputeAlone(const RequestContext& context, absl::FunctionRef<absl::Status()> work) {
+  LoneWork member(work);
+  return Compute(context, member);
+}
+
 absl::Status ReserveMemory(const RequestContext& context, int64_t bytes) {
   return context.reserve_memory ? context.reserve_memory(bytes) : absl::OkStatus();
 }

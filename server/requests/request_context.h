@@ -31,6 +31,10 @@ struct RequestContext {
 // context.compute(member), or the member alone here when unset.
 absl::Status Compute(const RequestContext& context, BatchMember& member);
 
+// `work` alone (LoneWork) through context.compute: on a compute worker, in the pool's turn; here
+// when compute is unset.
+absl::Status ComputeAlone(const RequestContext& context, absl::FunctionRef<absl::Status()> work);
+
 // context.reserve_memory(bytes), or OK when unset. Handlers call it once the shapes are checked
 // and before they allocate anything request-sized, with an estimate from above: the tensors they
 // compute and their copy in the answer, the projections of a layer, score matrices held whole.

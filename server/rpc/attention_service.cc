@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
+#include "server/kserve/operation_models.h"
 #include "server/rpc/decode_reactor.h"
 #include "server/rpc/status_util.h"
 #include "server/rpc/tsan_hand_off.h"
@@ -156,6 +157,8 @@ bool AttentionServiceImpl::WaitUntilIdle(std::chrono::system_clock::time_point d
 std::string AttentionServiceImpl::ModelLabel(const ModelRegistry& models,
                                              const std::string& requested_model) {
   if (requested_model.empty()) return "inline";
+  // The KServe v2 door's operation models are a fixed few names.
+  if (IsOperationModel(requested_model)) return requested_model;
   return models.Find(requested_model).ok() ? requested_model : "unknown";
 }
 

@@ -12,14 +12,16 @@ import sys
 import unittest
 
 import numpy as np
+from google.protobuf import json_format
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import attnserve_testing as at  # noqa: E402
 
 UNITTEST_ARGV = at.setup_from_argv()
 
-from attnserve_testing import (grpc, pb, tensor_pb2, v2, v2_grpc, ServerTestCase,  # noqa: E402
-                               f32_tensor, bf16_tensor, int_tensor, to_numpy, RPC_TIMEOUT_S)
+from attnserve_testing import (grpc, pb, pe_pb2, tensor_pb2, v2, v2_grpc,  # noqa: E402
+                               ServerTestCase, f32_tensor, bf16_tensor, int_tensor, to_numpy,
+                               RPC_TIMEOUT_S)
 
 DEMO_MODELS = ["demo-sinusoidal", "demo-nope-gqa", "demo-learned", "demo-rope", "demo-alibi",
                "demo-t5", "demo-cope"]
@@ -44,16 +46,23 @@ def raw_request(model, inputs, **fields):
 
 
 def params(**values):
-    """InferParameter map entries from Python values (bool, int, str)."""
+    """InferParameter map entries from Python values (bool, int, float, str)."""
     out = {}
     for key, value in values.items():
         if isinstance(value, bool):
             out[key] = v2.InferParameter(bool_param=value)
         elif isinstance(value, int):
             out[key] = v2.InferParameter(int64_param=value)
+        elif isinstance(value, float):
+            out[key] = v2.InferParameter(double_param=value)
         else:
             out[key] = v2.InferParameter(string_param=value)
     return out
+
+
+def encoding_json(encoding):
+    """An attnserve.v1.PositionalEncoding as the JSON string parameters.encoding takes."""
+    return json_format.MessageToJson(encoding, indent=None)
 
 
 def raw_output(response, name):
@@ -296,6 +305,110 @@ class KServeGrpcTest(ServerTestCase):
                             raw_request("no-such-model", [ok]), contains=["no-such-model"])
         self.assertRpcError(grpc.StatusCode.NOT_FOUND, self.infer,
                             raw_request(model, [ok], model_version="3"), contains=['no version "3"'])
+
+
+class OperationModelsTest(ServerTestCase):
+    """attnserve.encode, attnserve.sdpa and attnserve.position_bias against the attnserve.v1 RPCs
+    they stand for, on the same server, bit for bit."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.v2 = v2_grpc.GRPCInferenceServiceStub(cls.channel)
+
+    def infer(self, request):
+        return self.v2.ModelInfer(request, timeout=RPC_TIMEOUT_S)
+
+    def test_encode(self):
+        rng = np.random.default_rng(11)
+        x = rng.standard_normal((2, 5, 32)).astype(np.float32)
+        rope = pe_pb2.PositionalEncoding(rope=pe_pb2.RotaryEncoding(
+            theta=500.0, layout=pe_pb2.INTERLEAVED))
+        expected = to_numpy(self.encode(input=f32_tensor(x), encoding=rope, head_dim=16,
+                                        position_offset=7).output)
+        response = self.infer(raw_request("attnserve.encode", [raw_input("input", x, "FP32")],
+                                          parameters=params(encoding=encoding_json(rope),
+                                                            head_dim=16, position_offset=7)))
+        np.testing.assert_array_equal(raw_output(response, "output")[0], expected)
+        # A served model's encoding, positions by id, a scale.
+        x = rng.standard_normal((1, 3, 512)).astype(np.float32)
+        ids = np.array([9, 2, 4])
+        expected = to_numpy(self.encode(input=f32_tensor(x), model="demo-sinusoidal",
+                                        position_ids=int_tensor(ids, tensor_pb2.INT64),
+                                        input_scale=2.5).output)
+        response = self.infer(raw_request(
+            "attnserve.encode", [raw_input("input", x, "FP32"), raw_input("position_ids", ids, "INT64")],
+            parameters=params(model="demo-sinusoidal", input_scale=2.5)))
+        np.testing.assert_array_equal(raw_output(response, "output")[0], expected)
+
+    def test_sdpa(self):
+        rng = np.random.default_rng(12)
+        q = rng.standard_normal((2, 4, 3, 16)).astype(np.float32)
+        k = rng.standard_normal((2, 2, 6, 16)).astype(np.float32)
+        v = rng.standard_normal((2, 2, 6, 16)).astype(np.float32)
+        table = rng.standard_normal((32, 4)).astype(np.float32)
+        t5 = pe_pb2.PositionalEncoding(t5=pe_pb2.T5RelativeBias(num_buckets=32))
+        expected = self.sdpa(q=f32_tensor(q), k=f32_tensor(k), v=f32_tensor(v), encoding=t5,
+                             t5_table=f32_tensor(table), causal=True, key_lengths=[6, 4],
+                             scale=0.5, return_attention=True)
+        response = self.infer(raw_request(
+            "attnserve.sdpa",
+            [raw_input("q", q, "FP32"), raw_input("k", k, "FP32"), raw_input("v", v, "FP32"),
+             raw_input("t5_table", table, "FP32"), raw_input("key_lengths", [6, 4], "INT32")],
+            parameters=params(encoding=encoding_json(t5), causal=True, scale=0.5,
+                              return_attention=True)))
+        np.testing.assert_array_equal(raw_output(response, "output")[0], to_numpy(expected.output))
+        np.testing.assert_array_equal(raw_output(response, "attention")[0],
+                                      to_numpy(expected.attention))
+        # All three BF16: computed and returned in bf16, as attnserve.v1 does.
+        expected = to_numpy(self.sdpa(q=bf16_tensor(q), k=bf16_tensor(k), v=bf16_tensor(v),
+                                      compute_dtype=tensor_pb2.BFLOAT16).output)
+        tensors = []
+        for name, a in (("q", q), ("k", k), ("v", v)):
+            tensors.append((v2.ModelInferRequest.InferInputTensor(name=name, datatype="BF16",
+                                                                  shape=list(a.shape)),
+                            at.bf16_round(a).tobytes()))
+        output, datatype = raw_output(self.infer(raw_request(
+            "attnserve.sdpa", tensors, parameters=params(compute_dtype="BF16"))), "output")
+        self.assertEqual(datatype, "BF16")
+        np.testing.assert_array_equal(output, expected)
+
+    def test_position_bias(self):
+        alibi = pe_pb2.PositionalEncoding(alibi=pe_pb2.AlibiEncoding())
+        expected = to_numpy(self.position_bias(encoding=alibi, num_heads=6, q_len=3, kv_len=5,
+                                               causal=True).bias)
+        response = self.infer(v2.ModelInferRequest(
+            model_name="attnserve.position_bias",
+            parameters=params(encoding=encoding_json(alibi), num_heads=6, q_len=3, kv_len=5,
+                              causal=True)))
+        np.testing.assert_array_equal(
+            np.array(response.outputs[0].contents.fp32_contents, np.float32).reshape(
+                tuple(response.outputs[0].shape)), expected)
+        expected = to_numpy(self.position_bias(model="demo-t5", q_len=4).bias)
+        response = self.infer(v2.ModelInferRequest(
+            model_name="attnserve.position_bias", parameters=params(model="demo-t5", q_len=4)))
+        self.assertEqual(list(response.outputs[0].shape), list(expected.shape))
+        np.testing.assert_array_equal(
+            np.array(response.outputs[0].contents.fp32_contents, np.float32).reshape(
+                expected.shape), expected)
+
+    def test_metadata_and_errors(self):
+        for name in ("attnserve.encode", "attnserve.sdpa", "attnserve.position_bias"):
+            self.assertTrue(self.v2.ModelReady(v2.ModelReadyRequest(name=name),
+                                               timeout=RPC_TIMEOUT_S).ready)
+            metadata = self.v2.ModelMetadata(v2.ModelMetadataRequest(name=name),
+                                             timeout=RPC_TIMEOUT_S)
+            self.assertEqual(metadata.name, name)
+        self.assertRpcError(INVALID, self.infer, v2.ModelInferRequest(
+            model_name="attnserve.position_bias", parameters=params(q_len=2)),
+            contains=["parameters.model or parameters.encoding must be set"])
+        self.assertRpcError(INVALID, self.infer, v2.ModelInferRequest(
+            model_name="attnserve.position_bias",
+            parameters=params(encoding="{\"rope\": 3}", num_heads=2, q_len=2)),
+            contains=["parameters.encoding is not an attnserve.v1.PositionalEncoding in JSON"])
+        self.assertRpcError(INVALID, self.infer, raw_request(
+            "attnserve.sdpa", [raw_input("q", np.zeros((1, 1, 1, 4)), "FP32")]),
+            contains=['inputs has no "k" tensor; model attnserve.sdpa needs it'])
 
 
 if __name__ == "__main__":
