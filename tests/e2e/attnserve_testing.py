@@ -57,6 +57,7 @@ reflection_pb2_grpc = None
 v2 = None          # inference.grpc_predict_v2_pb2 (KServe v2)
 v2_grpc = None
 SERVER_PATH = None
+STUBS_PATH = None  # the generated Python stubs' folder
 
 SERVICE_NAME = "attnserve.v1.AttentionService"
 STARTUP_DEADLINE_S = 20.0
@@ -105,10 +106,11 @@ def _load_stubs(stubs_dir):
 
 def setup(server, stubs):
     """Checks the server binary and imports the stubs from `stubs`; idempotent."""
-    global SERVER_PATH
+    global SERVER_PATH, STUBS_PATH
     if not os.access(server, os.X_OK):
         sys.exit(f"{_prog()}: server binary {server} is not executable")
     SERVER_PATH = os.path.abspath(server)
+    STUBS_PATH = os.path.abspath(stubs)
     if pb is None:
         _load_stubs(stubs)
 
