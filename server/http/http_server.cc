@@ -1,7 +1,9 @@
 #include "server/http/http_server.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <limits>
@@ -14,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/steady_timer.hpp"
 #include "boost/asio/strand.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/ssl.hpp"
@@ -63,16 +66,19 @@ class Connection final : public HttpExchange,
  public:
   Connection(HttpServer::State* state, Stream stream, std::string peer,
              std::shared_ptr<net::ssl::context> tls)
-      : state_(state), stream_(std::move(stream)), peer_(std::move(peer)),
-        tls_(std::move(tls)) {
+      : state_(state), stream_(std::move(stream)), peer_(std::move(peer)), tls_(std::move(tls)),
+        watch_timer_(stream_.get_executor()) {
     ++state_->connections;
   }
-  ~Connection() override { --state_->connections; }
+  ~Connection() override {
+    EndRequest();
+    --state_->connections;
+  }
 
   void Run() {
     net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
       if constexpr (std::is_same_v<Stream, TlsStream>) {
-        self->tcp().expires_after(self->state_->options.io_timeout);
+        self->ArmTimeout();
         self->stream_.async_handshake(net::ssl::stream_base::server,
                                       [self](beast::error_code error) {
                                         if (!error) self->ReadHeader();
@@ -91,24 +97,20 @@ class Connection final : public HttpExchange,
   void ReadBody(std::function<void(absl::StatusOr<std::string>)> done) override {
     net::post(stream_.get_executor(), [self = this->shared_from_this(), done = std::move(done)] {
       self->parser_->body_limit(static_cast<uint64_t>(self->state_->options.max_body_bytes));
-      self->tcp().expires_after(self->state_->options.io_timeout);
-      http::async_read(self->stream_, self->buffer_, *self->parser_,
-                       [self, done](beast::error_code error, size_t) {
-                         self->tcp().expires_never();
-                         if (error) {
-                           self->keep_alive_ = false;
-                           done(error == beast::error::timeout
-                                    ? absl::DeadlineExceededError(absl::StrCat(
-                                          "the request body did not arrive within ",
-                                          self->state_->options.io_timeout.count() / 1000.0, " s"))
-                                    : absl::UnavailableError(absl::StrCat(
-                                          "reading the request body: ", error.message())));
-                           return;
-                         }
-                         self->body_read_ = true;
-                         self->WatchClient();
-                         done(std::move(self->parser_->get().body()));
-                       });
+      // A client that asked to be told before it sends its body is told now.
+      const auto expect = self->parser_->get().find(http::field::expect);
+      if (expect != self->parser_->get().end() &&
+          beast::iequals(expect->value(), "100-continue")) {
+        auto proceed = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
+        self->ArmTimeout();
+        http::async_write(self->stream_, *proceed,
+                          [self, done, proceed](beast::error_code error, size_t) {
+                            if (error) return self->BodyFailed(error, done);
+                            self->ReadBodyBytes(done);
+                          });
+        return;
+      }
+      self->ReadBodyBytes(done);
     });
   }
 
@@ -122,6 +124,21 @@ class Connection final : public HttpExchange,
  private:
   beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream_); }
 
+  // The next read or write must complete within --request_read_timeout_seconds (0: never).
+  void ArmTimeout() {
+    if (state_->options.io_timeout.count() > 0) {
+      tcp().expires_after(state_->options.io_timeout);
+    } else {
+      tcp().expires_never();
+    }
+  }
+
+  // The request read is over (answered, or its connection failed): Shutdown stops waiting for it.
+  void EndRequest() {
+    if (counted_) --state_->requests_in_progress;
+    counted_ = false;
+  }
+
   void ReadHeader() {
     if (state_->stopping.load()) return Close();
     parser_.emplace();
@@ -131,7 +148,7 @@ class Connection final : public HttpExchange,
     parser_->body_limit(std::numeric_limits<uint64_t>::max());
     body_read_ = false;
     client_gone_ = false;
-    tcp().expires_after(state_->options.io_timeout);
+    ArmTimeout();
     http::async_read_header(stream_, buffer_, *parser_,
                             [self = this->shared_from_this()](beast::error_code error, size_t) {
                               self->OnHeader(error);
@@ -148,6 +165,7 @@ class Connection final : public HttpExchange,
                              error != http::error::partial_message;
       if (!malformed) return Close();
       keep_alive_ = false;
+      counted_ = true;
       ++state_->requests_in_progress;
       return Write(error == http::error::header_limit
                        ? PlainResponse(http::status::request_header_fields_too_large,
@@ -156,38 +174,81 @@ class Connection final : public HttpExchange,
                                        absl::StrCat("malformed HTTP request: ", error.message(),
                                                     "\n")));
     }
+    counted_ = true;
     ++state_->requests_in_progress;
     keep_alive_ = parser_->get().keep_alive();
-    const auto length = parser_->content_length();
-    content_length_ = length.has_value() ? static_cast<int64_t>(*length) : 0;
-    if (parser_->chunked()) {
+    if (parser_->get().find(http::field::transfer_encoding) != parser_->get().end()) {
       keep_alive_ = false;
       return Write(PlainResponse(http::status::length_required,
-                                 "a request body needs a Content-Length\n"));
+                                 "a request body needs a Content-Length (no Transfer-Encoding)\n"));
     }
-    if (content_length_ > state_->options.max_body_bytes) {
+    // Compared unsigned: Beast takes any 64-bit length.
+    const uint64_t length = parser_->content_length().value_or(0);
+    if (length > static_cast<uint64_t>(state_->options.max_body_bytes)) {
       keep_alive_ = false;
       return Write(PlainResponse(
           http::status::payload_too_large,
-          absl::StrCat("Content-Length=", content_length_, " is past the limit of ",
+          absl::StrCat("Content-Length=", length, " is past the limit of ",
                        state_->options.max_body_bytes, " bytes (--max_message_bytes)\n")));
     }
+    content_length_ = static_cast<int64_t>(length);
     state_->handler(this->shared_from_this());
   }
 
-  // Until the response is written: notices the client closing its connection (a read of 0 bytes
-  // pending on the socket). Data instead (a pipelined request) ends the watch.
+  void ReadBodyBytes(std::function<void(absl::StatusOr<std::string>)> done) {
+    ArmTimeout();
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = this->shared_from_this(), done](beast::error_code error, size_t) {
+                       self->tcp().expires_never();
+                       if (error) return self->BodyFailed(error, done);
+                       self->body_read_ = true;
+                       self->WatchClient();
+                       done(std::move(self->parser_->get().body()));
+                     });
+  }
+
+  // The body did not arrive: nobody is answered, the connection closes.
+  void BodyFailed(beast::error_code error,
+                  const std::function<void(absl::StatusOr<std::string>)>& done) {
+    tcp().expires_never();
+    keep_alive_ = false;
+    EndRequest();
+    Close();
+    done(error == beast::error::timeout
+             ? absl::DeadlineExceededError(absl::StrCat("the request body did not arrive within ",
+                                                        state_->options.io_timeout.count() / 1000.0,
+                                                        " s"))
+             : absl::UnavailableError(absl::StrCat("reading the request body: ", error.message())));
+  }
+
+  // Until the response is written: notices the client closing its connection. Readable with
+  // nothing to read is a close; data (a TLS close_notify, or a pipelined request) leaves the
+  // kernel's word: the peer shut its side (POLLRDHUP), checked again every 100 ms.
   void WatchClient() {
-    tcp().socket().async_wait(
-        tcp::socket::wait_read, [self = this->shared_from_this()](beast::error_code error) {
-          if (error) return;  // cancelled: the response is being written
-          char byte;
-          const ssize_t peeked = ::recv(self->tcp().socket().native_handle(), &byte, 1,
-                                        MSG_PEEK | MSG_DONTWAIT);
-          if (peeked == 0 || (peeked < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-            self->client_gone_ = true;
-          }
-        });
+    tcp().socket().async_wait(tcp::socket::wait_read,
+                              [self = this->shared_from_this()](beast::error_code error) {
+                                if (error || self->responded_) return;  // cancelled: answered
+                                if (!self->CheckPeerClosed()) self->PollPeerClosed();
+                              });
+  }
+  bool CheckPeerClosed() {
+    const int fd = tcp().socket().native_handle();
+    char byte;
+    const ssize_t peeked = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    pollfd hangup{fd, POLLRDHUP, 0};
+    if (peeked == 0 || (peeked < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
+        (::poll(&hangup, 1, 0) == 1 && (hangup.revents & (POLLRDHUP | POLLHUP | POLLERR)))) {
+      client_gone_ = true;
+      return true;
+    }
+    return false;
+  }
+  void PollPeerClosed() {
+    watch_timer_.expires_after(std::chrono::milliseconds(100));
+    watch_timer_.async_wait([self = this->shared_from_this()](beast::error_code error) {
+      if (error || self->responded_) return;
+      if (!self->CheckPeerClosed()) self->PollPeerClosed();
+    });
   }
 
   void Write(HttpResponse response) {
@@ -195,29 +256,49 @@ class Connection final : public HttpExchange,
     responded_ = true;
     beast::error_code ignored;
     tcp().socket().cancel(ignored);  // the client watch
+    watch_timer_.cancel();
     // A body the handler did not read is still on the connection: it cannot carry another request.
     if (content_length_ > 0 && !body_read_) keep_alive_ = false;
     response_.emplace(std::move(response));
     response_->keep_alive(keep_alive_ && !state_->stopping.load());
     response_->prepare_payload();
-    tcp().expires_after(state_->options.io_timeout);
+    ArmTimeout();
     http::async_write(stream_, *response_,
                       [self = this->shared_from_this()](beast::error_code error, size_t) {
                         self->tcp().expires_never();
-                        --self->state_->requests_in_progress;
+                        self->EndRequest();
                         const bool again = !error && self->response_->keep_alive();
+                        const bool unread_body = self->content_length_ > 0 && !self->body_read_;
                         self->response_.reset();
                         self->responded_ = false;
-                        if (again) {
-                          self->ReadHeader();
-                        } else {
-                          self->Close();
-                        }
+                        if (again) return self->ReadHeader();
+                        if (!error && unread_body) return self->Linger();
+                        self->Close();
                       });
+  }
+
+  // After a response sent before the request's body was read: the sending side is shut, and what
+  // the client still sends is read and dropped (at most 1 MiB, 2 s), so the response is not lost
+  // to a reset caused by unread data when the socket closes.
+  void Linger() {
+    beast::error_code ignored;
+    tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    lingered_ = 0;
+    tcp().expires_after(std::chrono::seconds(2));
+    DrainUnread();
+  }
+  void DrainUnread() {
+    tcp().async_read_some(net::buffer(discard_),
+                          [self = this->shared_from_this()](beast::error_code error, size_t n) {
+                            self->lingered_ += n;
+                            if (error || self->lingered_ > (1 << 20)) return self->Close();
+                            self->DrainUnread();
+                          });
   }
 
   void Close() {
     beast::error_code ignored;
+    watch_timer_.cancel();
     tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
     tcp().close();
   }
@@ -226,6 +307,7 @@ class Connection final : public HttpExchange,
   Stream stream_;
   const std::string peer_;
   const std::shared_ptr<net::ssl::context> tls_;  // kept for the connection's life
+  net::steady_timer watch_timer_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<HttpResponse> response_;
@@ -233,6 +315,9 @@ class Connection final : public HttpExchange,
   bool keep_alive_ = true;
   bool body_read_ = false;
   bool responded_ = false;
+  bool counted_ = false;  // in requests_in_progress
+  size_t lingered_ = 0;
+  std::array<char, 16384> discard_;
   std::atomic<bool> client_gone_{false};
 };
 
@@ -240,22 +325,26 @@ void Accept(HttpServer::State* state) {
   state->acceptor.async_accept(
       net::make_strand(state->io), [state](beast::error_code error, tcp::socket socket) {
         if (error == net::error::operation_aborted || state->stopping.load()) return;
-        if (!error) {
-          beast::error_code ignored;
-          const tcp::endpoint remote = socket.remote_endpoint(ignored);
-          std::string peer = absl::StrCat(remote.address().to_string(ignored), ":", remote.port());
-          if (state->connections.load() >= state->options.max_connections) {
-            socket.close(ignored);
-          } else if (state->options.tls) {
-            std::shared_ptr<net::ssl::context> tls = state->options.tls();
-            std::make_shared<Connection<TlsStream>>(state, TlsStream(std::move(socket), *tls),
-                                                    std::move(peer), tls)
-                ->Run();
-          } else {
-            std::make_shared<Connection<beast::tcp_stream>>(
-                state, beast::tcp_stream(std::move(socket)), std::move(peer), nullptr)
-                ->Run();
-          }
+        if (error) {
+          // Out of descriptors, say: try again shortly rather than spin.
+          auto retry = std::make_shared<net::steady_timer>(state->io, std::chrono::milliseconds(100));
+          retry->async_wait([state, retry](beast::error_code) { Accept(state); });
+          return;
+        }
+        beast::error_code ignored;
+        const tcp::endpoint remote = socket.remote_endpoint(ignored);
+        std::string peer = absl::StrCat(remote.address().to_string(ignored), ":", remote.port());
+        if (state->connections.load() >= state->options.max_connections) {
+          socket.close(ignored);
+        } else if (state->options.tls) {
+          std::shared_ptr<net::ssl::context> tls = state->options.tls();
+          std::make_shared<Connection<TlsStream>>(state, TlsStream(std::move(socket), *tls),
+                                                  std::move(peer), tls)
+              ->Run();
+        } else {
+          std::make_shared<Connection<beast::tcp_stream>>(
+              state, beast::tcp_stream(std::move(socket)), std::move(peer), nullptr)
+              ->Run();
         }
         Accept(state);
       });

@@ -31,16 +31,37 @@ struct ModelTarget {
   std::string action;
 };
 
+// A path segment with its %XX escapes decoded; nullopt for a malformed escape.
+std::optional<std::string> Unescaped(absl::string_view segment) {
+  std::string out;
+  for (size_t i = 0; i < segment.size(); ++i) {
+    if (segment[i] != '%') {
+      out += segment[i];
+      continue;
+    }
+    int value = 0;
+    if (i + 2 >= segment.size()) return std::nullopt;
+    if (!absl::SimpleHexAtoi(segment.substr(i + 1, 2), &value)) return std::nullopt;
+    out += static_cast<char>(value);
+    i += 2;
+  }
+  return out;
+}
+
 std::optional<ModelTarget> ParseModelTarget(absl::string_view path) {
   std::vector<absl::string_view> parts = absl::StrSplit(path, '/');
   // "", "v2", "models", model, ...
   if (parts.size() < 4 || parts[1] != "v2" || parts[2] != "models" || parts[3].empty()) {
     return std::nullopt;
   }
-  ModelTarget target{std::string(parts[3]), "", ""};
+  const std::optional<std::string> model = Unescaped(parts[3]);
+  if (!model.has_value()) return std::nullopt;
+  ModelTarget target{*model, "", ""};
   size_t next = 4;
   if (parts.size() >= 6 && parts[4] == "versions") {
-    target.version = std::string(parts[5]);
+    const std::optional<std::string> version = Unescaped(parts[5]);
+    if (!version.has_value()) return std::nullopt;
+    target.version = *version;
     next = 6;
   }
   if (parts.size() == next + 1 && (parts[next] == "ready" || parts[next] == "infer")) {
@@ -73,6 +94,7 @@ HttpResponse ErrorResponse(const absl::Status& status, const std::string& reques
   if (status.code() == absl::StatusCode::kUnauthenticated) {
     response.set(http::field::www_authenticate, "Bearer");
   }
+
   if (status.code() == absl::StatusCode::kResourceExhausted ||
       status.code() == absl::StatusCode::kUnavailable) {
     response.set(http::field::retry_after, "1");
@@ -141,6 +163,18 @@ class HttpDoor::InferCall final : public std::enable_shared_from_this<InferCall>
     admitted_ = true;
     if (absl::Status length = ReadJsonLength(); !length.ok()) return Fail(length);
     const int64_t hold = BodyHoldBytes(exchange_->content_length(), json_length_);
+    if (hold > service.memory_budget()->max_bytes()) {
+      // It could never fit: no use retrying.
+      HttpResponse response = ErrorResponse(
+          absl::InvalidArgumentError(absl::StrCat(
+              "parsing this body would hold ", hold, " bytes, past the whole memory budget "
+              "(--max_request_memory_bytes=", service.memory_budget()->max_bytes(),
+              "); send the tensors as binary data (docs/kserve.md)")),
+          request_id_);
+      response.result(http::status::payload_too_large);
+      exchange_->Respond(std::move(response));
+      return;
+    }
     if (absl::Status reserved = service.ReserveMemory(memory_, hold); !reserved.ok()) {
       return Fail(reserved);
     }
@@ -186,6 +220,14 @@ class HttpDoor::InferCall final : public std::enable_shared_from_this<InferCall>
             return RunModelInfer(context, models, parsed.request, &result);
           }));
       std::string().swap(body_);
+      const int64_t hold = ResponseHoldBytes(result, parsed.request, parsed.options);
+      if (hold > door_->service_->limits().max_response_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the response would take up to ", hold, " bytes as JSON, past --max_message_bytes=",
+            door_->service_->limits().max_response_bytes,
+            "; ask for the outputs as binary data (parameters.binary_data_output)"));
+      }
+      RETURN_IF_ERROR(door_->service_->ReserveMemory(memory_, hold));
       RestBody out = WriteInferResponse(result, parsed.request, parsed.options);
       response = JsonResponse(200, std::move(out.bytes), request_id_);
       if (out.json_length.has_value()) {
@@ -258,7 +300,12 @@ void HttpDoor::Handle(std::shared_ptr<HttpExchange> exchange) {
     }
     const absl::Status token =
         secrets_->CheckToken(absl::string_view(it->value().data(), it->value().size()));
-    if (!token.ok()) return fail(absl::PermissionDeniedError(token.message()));
+    if (!token.ok()) {
+      // Not one of the server's tokens: 401 too, as RFC 6750 has it, saying why.
+      HttpResponse response = ErrorResponse(token, request_id);
+      response.set(http::field::www_authenticate, "Bearer error=\"invalid_token\"");
+      return exchange->Respond(std::move(response));
+    }
   }
   if (path == "/v2") {
     if (!get) return wrong_method("GET");

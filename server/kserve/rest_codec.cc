@@ -1,5 +1,6 @@
 #include "server/kserve/rest_codec.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -47,11 +48,17 @@ class RequestReader final : public nlohmann::json_sax<Json> {
     if (frames_.empty()) return Push(Frame::kRoot);
     const Frame& top = frames_.back();
     if (top.kind == Frame::kInputs) {
+      if (request_->inputs.size() >= kMaxListed) {
+        return Fail(absl::StrCat("is one input too many: at most ", kMaxListed));
+      }
       request_->inputs.emplace_back();
       data_.emplace_back();
       return Push(Frame::kInput);
     }
     if (top.kind == Frame::kOutputs) {
+      if (request_->outputs.size() >= kMaxListed) {
+        return Fail(absl::StrCat("is one output too many: at most ", kMaxListed));
+      }
       request_->outputs.emplace_back();
       return Push(Frame::kOutput);
     }
@@ -171,11 +178,17 @@ class RequestReader final : public nlohmann::json_sax<Json> {
     Frame& top = frames_.back();
     switch (top.kind) {
       case Frame::kParameters:
+        if (parameters_->size() >= kMaxListed && parameters_->count(top.key) == 0) {
+          return Fail(absl::StrCat("is one parameter too many: at most ", kMaxListed));
+        }
         (*parameters_)[top.key] = std::move(value);
         return true;
       case Frame::kShape: {
         const int64_t* dim = std::get_if<int64_t>(&value);
         if (dim == nullptr) return Fail("must be an integer");
+        if (top.index >= kMaxListed) {
+          return Fail(absl::StrCat("is one dimension too many: at most ", kMaxListed));
+        }
         request_->inputs.back().shape.push_back(*dim);
         ++top.index;
         return true;
@@ -270,9 +283,9 @@ absl::StatusOr<RestOptions> TakeRestOptions(InferParameters& parameters) {
   }
   if (auto it = parameters.find("timeout"); it != parameters.end()) {
     const int64_t* value = std::get_if<int64_t>(&it->second);
-    if (value == nullptr || *value < 0) {
-      return absl::InvalidArgumentError(
-          "parameters.timeout must be a non-negative integer (microseconds)");
+    if (value == nullptr || *value < 0 || *value > kMaxTimeoutMicros) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parameters.timeout must be an integer in [0, ", kMaxTimeoutMicros, "] (microseconds)"));
     }
     options.timeout_micros = *value;
     parameters.erase(it);
@@ -343,7 +356,28 @@ std::string Quoted(absl::string_view text) {
   return Json(std::string(text)).dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
+// The longest float written: "-1.17549435e-38," — 15 characters, and one to spare.
+constexpr int64_t kJsonBytesPerValue = 16;
+constexpr int64_t kJsonFramingBytes = 4096;
+
 }  // namespace
+
+int64_t ResponseHoldBytes(const InferResponse& response, const InferRequest& request,
+                          const RestOptions& options) {
+  int64_t bytes = kJsonFramingBytes;
+  int64_t largest_copy = 0;
+  for (const InferOutput& output : response.outputs) {
+    const int64_t size = static_cast<int64_t>(output.raw.size());
+    if (SendsBinary(output, request, options)) {
+      bytes += size;
+      continue;
+    }
+    const int64_t values = size / DatatypeSize(output.datatype);
+    bytes += kJsonBytesPerValue * values;
+    largest_copy = std::max<int64_t>(largest_copy, values * sizeof(float));
+  }
+  return bytes + largest_copy;
+}
 
 absl::StatusOr<RestInferRequest> ParseInferRequest(absl::string_view body,
                                                    std::optional<int64_t> json_length,
@@ -398,7 +432,7 @@ RestBody WriteInferResponse(const InferResponse& response, const InferRequest& r
       continue;
     }
     const std::vector<float> values = FloatValues(output);
-    out.reserve(out.size() + values.size() * 12);
+    out.reserve(out.size() + values.size() * kJsonBytesPerValue);
     out += ",\"data\":[";
     for (size_t v = 0; v < values.size(); ++v) {
       if (v > 0) out += ',';

@@ -34,6 +34,11 @@ struct RestInferRequest {
 
 // JSON documents nest at most this deep (a request's data arrays included).
 inline constexpr int kMaxJsonDepth = 32;
+// What one request may list, so that parsing holds memory in proportion to its tensors alone:
+// inputs, outputs, parameters of one object, dimensions of one shape.
+inline constexpr int kMaxListed = 64;
+// The `timeout` parameter's largest value (microseconds): 30 days.
+inline constexpr int64_t kMaxTimeoutMicros = int64_t{30} * 24 * 3600 * 1000000;
 
 // Parses an inference request body for `model_name` (and `model_version`, from the URL).
 // `json_length`: the Inference-Header-Content-Length header when sent (the JSON is then that many
@@ -50,6 +55,12 @@ struct RestBody {
   std::string bytes;
   std::optional<int64_t> json_length;
 };
+
+// An upper bound of what WriteInferResponse holds for `response`: the body (16 bytes per value
+// written as a JSON number, the binary outputs as they are, the framing) and a float copy of the
+// output being written.
+int64_t ResponseHoldBytes(const InferResponse& response, const InferRequest& request,
+                          const RestOptions& options);
 
 // Writes `response`: an output's values as JSON numbers (shortest round-trip form; non-finite
 // values as null), or as binary data when `options` or the output's request asks for it.

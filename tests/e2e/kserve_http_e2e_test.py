@@ -8,6 +8,7 @@ statuses, bearer tokens, x-request-id, timeouts.
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -296,16 +297,78 @@ class KServeHttpTest(ServerTestCase):
         self.assertEqual(reply.headers["x-request-id"], "late")
 
 
+def raw_http(address, data, timeout=10):
+    """Sends `data` on a new connection and returns everything the server answers until it
+    closes (or `timeout`)."""
+    host, port = address.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+        conn.sendall(data)
+        chunks = []
+        try:
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        except socket.timeout:
+            pass
+        return b"".join(chunks)
+
+
 class KServeHttpLimitsTest(ServerTestCase):
-    SERVER_ARGS = ("--max_message_bytes=65536",)
+    SERVER_ARGS = ("--max_message_bytes=65536", "--max_request_memory_bytes=262144")
 
     def test_body_past_the_message_limit_is_refused_unread(self):
         url = f"{self.server.http_url}/v2/models/demo-rope/infer"
         reply = curl(url, "POST", b"x" * 70000)
         self.assertEqual(reply.status, 413, reply.body)
         self.assertIn(b"Content-Length=70000 is past the limit of 65536 bytes", reply.body)
-        chunked = curl(url, "POST", b"{}", ["Transfer-Encoding: chunked"])
-        self.assertEqual(chunked.status, 411, chunked.body)
+        for encoding in ("chunked", "gzip"):
+            with self.subTest(encoding=encoding):
+                answer = raw_http(self.server.http_url, (
+                    "POST /v2/models/demo-rope/infer HTTP/1.1\r\nHost: x\r\n"
+                    f"Transfer-Encoding: {encoding}\r\n\r\n0\r\n\r\n").encode())
+                self.assertTrue(answer.startswith(b"HTTP/1.1 411"), answer[:200])
+        # A length past 2^63 is not taken for a negative one.
+        answer = raw_http(self.server.http_url, (
+            "GET /v2/health/live HTTP/1.1\r\nHost: x\r\n"
+            "Content-Length: 18446744073709551615\r\n\r\nGET /v2 HTTP/1.1\r\n\r\n").encode())
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413"), answer[:200])
+        self.assertEqual(answer.count(b"HTTP/1.1 "), 1, answer)  # nothing smuggled through
+
+    def test_what_parsing_or_answering_would_hold_is_bounded(self):
+        url = f"{self.server.http_url}/v2/models/demo-rope/infer"
+        # 60 000 bytes of JSON may hold 7 bytes each parsed: past the whole 256 KiB budget.
+        body = b'{"inputs": [{"name": "input", "data": [' + b"0," * 29980 + b'0]}]}'
+        reply = curl(url, "POST", body)
+        self.assertEqual(reply.status, 413, reply.body)
+        self.assertIn("past the whole memory budget", reply.json()["error"])
+        self.assertNotIn("retry-after", reply.headers)
+        # At most 64 inputs, and so on.
+        many = {"inputs": [{"name": f"x{i}"} for i in range(65)]}
+        reply = curl(url, "POST", json.dumps(many).encode())
+        self.assertEqual(reply.status, 400, reply.body)
+        self.assertIn("inputs[64] is one input too many: at most 64", reply.json()["error"])
+        reply = curl(url, "POST", json.dumps({"parameters": {"timeout": 10 ** 17}}).encode())
+        self.assertIn("parameters.timeout must be an integer in [0,", reply.json()["error"])
+        # A JSON answer past --max_message_bytes: refused, binary suggested.
+        x = np.zeros((1, 16, 256), np.float32)  # 4096 values: up to 64 KiB as JSON
+        request = {"inputs": [{"name": "input", "shape": [1, 16, 256], "datatype": "FP32",
+                               "parameters": {"binary_data_size": x.nbytes}}]}
+        body, header = binary_body(request, [x.tobytes()])
+        reply = curl(url, "POST", body, [header])
+        self.assertEqual(reply.status, 400, reply.body[:300])
+        self.assertIn("as JSON, past --max_message_bytes=65536", reply.json()["error"])
+        request["parameters"] = {"binary_data_output": True}
+        body, header = binary_body(request, [x.tobytes()])
+        self.assertEqual(curl(url, "POST", body, [header]).status, 200)
+
+    def test_expect_continue_and_escaped_names(self):
+        x = np.zeros((1, 1, 256), np.float32)
+        body = json.dumps({"inputs": [tensor_json("input", x, "FP32")]}).encode()
+        reply = curl(f"{self.server.http_url}/v2/models/demo%2Drope/infer", "POST", body,
+                     ["Expect: 100-continue"])
+        self.assertEqual(reply.status, 200, reply.body)
+        self.assertEqual(reply.json()["model_name"], "demo-rope")
+        bad = curl(f"{self.server.http_url}/v2/models/demo%2/infer", "POST", body)
+        self.assertEqual(bad.status, 404, bad.body)
 
 
 class KServeHttpTokenTest(ServerTestCase):
@@ -331,7 +394,8 @@ class KServeHttpTokenTest(ServerTestCase):
         self.assertEqual(missing.status, 401, missing.body)
         self.assertEqual(missing.headers["www-authenticate"], "Bearer")
         wrong = curl(f"{url}/v2/models/demo-rope", headers=["Authorization: Bearer nope"])
-        self.assertEqual(wrong.status, 403, wrong.body)
+        self.assertEqual(wrong.status, 401, wrong.body)
+        self.assertEqual(wrong.headers["www-authenticate"], 'Bearer error="invalid_token"')
         self.assertNotIn(b"nope", wrong.body)
         right = curl(f"{url}/v2/models/demo-rope", headers=["Authorization: Bearer secret-one"])
         self.assertEqual(right.status, 200, right.body)
