@@ -253,10 +253,10 @@ int ChannelMilliseconds(double seconds) {
 }
 
 // The transport's bounds (message sizes, the memory quota of its buffers, streams per
-// connection, keepalive), connection age and interceptors (metrics, access log) of the gRPC
-// server.
+// connection, keepalive), connection age and interceptors (metrics, request id echo, access log)
+// of the gRPC server.
 void ConfigureTransport(const ServerOptions& options, ServerMetrics& metrics,
-                        grpc::ServerBuilder& builder) {
+                        AccessLog* access_log, grpc::ServerBuilder& builder) {
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.limits.max_response_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.limits.max_response_bytes));
   // Messages still arriving live in gRPC's buffers until they are parsed and reach the service
@@ -287,9 +287,8 @@ void ConfigureTransport(const ServerOptions& options, ServerMetrics& metrics,
   }
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(metrics.CreateInterceptorFactory());
-  if (options.access_log.has_value()) {
-    interceptors.push_back(CreateAccessLogFactory(*options.access_log));
-  }
+  interceptors.push_back(CreateRequestIdEchoFactory());
+  if (access_log != nullptr) interceptors.push_back(CreateAccessLogFactory(access_log));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 }
 
@@ -307,7 +306,7 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const ServerOption
                                                               ServerMetrics& metrics,
                                                               AttentionServiceImpl& service,
                                                               GrpcInferenceService& inference,
-                                                              int* port) {
+                                                              AccessLog* access_log, int* port) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -318,7 +317,7 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(const ServerOption
   builder.RegisterService(&service);
   builder.RegisterService(&inference);
   builder.RegisterCallbackGenericService(service.unary_calls());
-  ConfigureTransport(options, metrics, builder);
+  ConfigureTransport(options, metrics, access_log, builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || *port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", options.grpc_address));
@@ -509,15 +508,21 @@ int RunServer(const ServerOptions& flags, const sigset_t& signals) {
 
   ModelStore model_store(*std::move(models));
   AttentionServiceImpl service(&model_store, options.limits, &metrics);
+  std::unique_ptr<AccessLog> access_log;
+  if (options.access_log.has_value()) access_log = std::make_unique<AccessLog>(*options.access_log);
   GrpcInferenceService inference(
       &model_store, {.server_version = options.version,
                      .draining = [&service] { return service.draining(); }});
   int grpc_port = 0;
   absl::StatusOr<std::unique_ptr<grpc::Server>> server =
-      StartGrpcServer(options, **secrets, metrics, service, inference, &grpc_port);
+      StartGrpcServer(options, **secrets, metrics, service, inference, access_log.get(),
+                      &grpc_port);
   if (!server.ok()) return Failed(server.status());
   spdlog::info("gRPC listening on {}", WithPort(options.grpc_address, grpc_port));
-  HttpDoor http_door(&service, &model_store, secrets->get(), {.server_version = options.version});
+  HttpDoor http_door(&service, &model_store, secrets->get(),
+                     {.server_version = options.version,
+                      .metrics = &metrics,
+                      .access_log = access_log.get()});
   absl::StatusOr<std::unique_ptr<HttpServer>> http = StartHttpDoor(options, **secrets, http_door);
   if (!http.ok()) return Failed(http.status());
   if (*http != nullptr) {

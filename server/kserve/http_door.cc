@@ -21,7 +21,8 @@ namespace http = boost::beast::http;
 
 constexpr char kJson[] = "application/json";
 constexpr char kInferenceHeaderLength[] = "Inference-Header-Content-Length";
-constexpr size_t kMaxRequestIdLength = 64;
+constexpr size_t kMaxRequestIdLength = 64;  // and model names, in the access log
+constexpr size_t kMaxLoggedTarget = 256;
 
 // A route's target: /v2/models/{model}[/versions/{version}][/{action}], action "" (metadata),
 // "ready" or "infer".
@@ -72,6 +73,15 @@ std::optional<ModelTarget> ParseModelTarget(absl::string_view path) {
   return target;
 }
 
+// The route's template, for metrics: a bounded label set whatever the client asks for.
+std::string RouteLabel(absl::string_view path, const std::optional<ModelTarget>& model) {
+  if (path == "/v2/health/live" || path == "/v2/health/ready" || path == "/v2") {
+    return std::string(path);
+  }
+  if (!model.has_value()) return "other";
+  return model->action.empty() ? "/v2/models/{model}" : absl::StrCat("/v2/models/{model}/", model->action);
+}
+
 // The client's x-request-id (at most kMaxRequestIdLength characters), echoed on the response.
 std::string RequestId(const HttpRequestHead& head) {
   const auto it = head.find("x-request-id");
@@ -80,17 +90,15 @@ std::string RequestId(const HttpRequestHead& head) {
   return std::string(id.substr(0, kMaxRequestIdLength));
 }
 
-HttpResponse JsonResponse(unsigned status, std::string body, const std::string& request_id) {
+HttpResponse JsonResponse(unsigned status, std::string body) {
   HttpResponse response(static_cast<http::status>(status), 11);
   response.set(http::field::content_type, kJson);
-  if (!request_id.empty()) response.set("x-request-id", request_id);
   response.body() = std::move(body);
   return response;
 }
 
-HttpResponse ErrorResponse(const absl::Status& status, const std::string& request_id) {
-  HttpResponse response =
-      JsonResponse(HttpStatusOf(status.code()), ErrorJson(status.message()), request_id);
+HttpResponse ErrorResponse(const absl::Status& status) {
+  HttpResponse response = JsonResponse(HttpStatusOf(status.code()), ErrorJson(status.message()));
   if (status.code() == absl::StatusCode::kUnauthenticated) {
     response.set(http::field::www_authenticate, "Bearer");
   }
@@ -146,11 +154,12 @@ unsigned HttpStatusOf(absl::StatusCode code) {
 // response is handed to the transport.
 class HttpDoor::InferCall final : public std::enable_shared_from_this<InferCall> {
  public:
-  InferCall(HttpDoor* door, std::shared_ptr<HttpExchange> exchange, ModelTarget target)
+  InferCall(HttpDoor* door, std::shared_ptr<HttpExchange> exchange, ModelTarget target,
+            Answering answering)
       : door_(door),
         exchange_(std::move(exchange)),
         target_(std::move(target)),
-        request_id_(RequestId(exchange_->head())),
+        answering_(std::move(answering)),
         memory_(door->service_->memory_budget()),
         started_(std::chrono::system_clock::now()) {}
   ~InferCall() {
@@ -165,15 +174,12 @@ class HttpDoor::InferCall final : public std::enable_shared_from_this<InferCall>
     const int64_t hold = BodyHoldBytes(exchange_->content_length(), json_length_);
     if (hold > service.memory_budget()->max_bytes()) {
       // It could never fit: no use retrying.
-      HttpResponse response = ErrorResponse(
-          absl::InvalidArgumentError(absl::StrCat(
-              "parsing this body would hold ", hold, " bytes, past the whole memory budget "
-              "(--max_request_memory_bytes=", service.memory_budget()->max_bytes(),
-              "); send the tensors as binary data (docs/kserve.md)")),
-          request_id_);
+      HttpResponse response = ErrorResponse(absl::InvalidArgumentError(absl::StrCat(
+          "parsing this body would hold ", hold, " bytes, past the whole memory budget "
+          "(--max_request_memory_bytes=", service.memory_budget()->max_bytes(),
+          "); send the tensors as binary data (docs/kserve.md)")));
       response.result(http::status::payload_too_large);
-      exchange_->Respond(std::move(response));
-      return;
+      return door_->Answer(*exchange_, answering_, std::move(response));
     }
     if (absl::Status reserved = service.ReserveMemory(memory_, hold); !reserved.ok()) {
       return Fail(reserved);
@@ -229,7 +235,7 @@ class HttpDoor::InferCall final : public std::enable_shared_from_this<InferCall>
       }
       RETURN_IF_ERROR(door_->service_->ReserveMemory(memory_, hold));
       RestBody out = WriteInferResponse(result, parsed.request, parsed.options);
-      response = JsonResponse(200, std::move(out.bytes), request_id_);
+      response = JsonResponse(200, std::move(out.bytes));
       if (out.json_length.has_value()) {
         response.set(http::field::content_type, "application/octet-stream");
         response.set(kInferenceHeaderLength, std::to_string(*out.json_length));
@@ -240,15 +246,17 @@ class HttpDoor::InferCall final : public std::enable_shared_from_this<InferCall>
       return Fail(absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                                status.error_message()));
     }
-    exchange_->Respond(std::move(response));
+    door_->Answer(*exchange_, answering_, std::move(response));
   }
 
-  void Fail(const absl::Status& status) { exchange_->Respond(ErrorResponse(status, request_id_)); }
+  void Fail(const absl::Status& status) {
+    door_->Answer(*exchange_, answering_, ErrorResponse(status));
+  }
 
   HttpDoor* const door_;
   const std::shared_ptr<HttpExchange> exchange_;
   const ModelTarget target_;
-  const std::string request_id_;
+  const Answering answering_;
   MemoryHold memory_;
   const std::chrono::system_clock::time_point started_;
   bool admitted_ = false;
@@ -260,37 +268,63 @@ HttpDoor::HttpDoor(AttentionServiceImpl* service, const ModelStore* models,
                    const Secrets* secrets, Options options)
     : service_(service), models_(models), secrets_(secrets), options_(std::move(options)) {}
 
+void HttpDoor::Answer(HttpExchange& exchange, const Answering& answering,
+                      HttpResponse response) const {
+  if (!answering.request_id.empty()) response.set("x-request-id", answering.request_id);
+  const unsigned code = response.result_int();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - answering.start).count();
+  const HttpRequestHead& head = exchange.head();
+  const http::verb verb = head.method();
+  if (options_.metrics != nullptr) {
+    options_.metrics->RecordHttp(answering.route,
+                                 verb == http::verb::get    ? "GET"
+                                 : verb == http::verb::post ? "POST"
+                                                            : "other",
+                                 code, seconds);
+  }
+  if (options_.access_log != nullptr) {
+    const absl::string_view target(head.target().data(),
+                                   std::min<size_t>(head.target().size(), kMaxLoggedTarget));
+    options_.access_log->Write(
+        answering.request_id.empty() ? options_.access_log->NextRequestId()
+                                     : answering.request_id,
+        absl::StrCat(std::string(head.method_string()), " ", target), answering.model,
+        std::to_string(code), seconds * 1000, exchange.peer());
+  }
+  exchange.Respond(std::move(response));
+}
+
 void HttpDoor::Handle(std::shared_ptr<HttpExchange> exchange) {
   const HttpRequestHead& head = exchange->head();
-  const std::string request_id = RequestId(head);
   const absl::string_view target(head.target().data(), head.target().size());
   const absl::string_view path = target.substr(0, target.find('?'));
+  const std::optional<ModelTarget> model = ParseModelTarget(path);
+  Answering answering{RouteLabel(path, model), RequestId(head),
+                      model.has_value() ? model->model.substr(0, kMaxRequestIdLength) : "",
+                      std::chrono::steady_clock::now()};
   const bool get = head.method() == http::verb::get;
-  const auto respond = [&](unsigned status, std::string body) {
-    exchange->Respond(JsonResponse(status, std::move(body), request_id));
+  const auto respond = [&](HttpResponse response) {
+    Answer(*exchange, answering, std::move(response));
   };
-  const auto fail = [&](const absl::Status& status) {
-    exchange->Respond(ErrorResponse(status, request_id));
-  };
+  const auto fail = [&](const absl::Status& status) { respond(ErrorResponse(status)); };
   const auto wrong_method = [&](absl::string_view allowed) {
-    HttpResponse response =
-        JsonResponse(405,
-                     ErrorJson(absl::StrCat(std::string(head.method_string()), " ", path,
-                                            " is not served; use ", allowed)),
-                     request_id);
+    HttpResponse response = JsonResponse(
+        405, ErrorJson(absl::StrCat(std::string(head.method_string()), " ", path,
+                                    " is not served; use ", allowed)));
     response.set(http::field::allow, std::string(allowed));
-    exchange->Respond(std::move(response));
+    respond(std::move(response));
   };
 
   // Health stays open to probes, as on the gRPC port.
   if (path == "/v2/health/live") {
     if (!get) return wrong_method("GET");
-    return respond(200, R"({"live":true})");
+    return respond(JsonResponse(200, R"({"live":true})"));
   }
   if (path == "/v2/health/ready") {
     if (!get) return wrong_method("GET");
-    return service_->draining() ? respond(503, R"({"ready":false})")
-                                : respond(200, R"({"ready":true})");
+    return respond(service_->draining() ? JsonResponse(503, R"({"ready":false})")
+                                        : JsonResponse(200, R"({"ready":true})"));
   }
   if (secrets_->tokens_required()) {
     const auto it = head.find(http::field::authorization);
@@ -302,22 +336,21 @@ void HttpDoor::Handle(std::shared_ptr<HttpExchange> exchange) {
         secrets_->CheckToken(absl::string_view(it->value().data(), it->value().size()));
     if (!token.ok()) {
       // Not one of the server's tokens: 401 too, as RFC 6750 has it, saying why.
-      HttpResponse response = ErrorResponse(token, request_id);
+      HttpResponse response = ErrorResponse(token);
       response.set(http::field::www_authenticate, "Bearer error=\"invalid_token\"");
-      return exchange->Respond(std::move(response));
+      return respond(std::move(response));
     }
   }
   if (path == "/v2") {
     if (!get) return wrong_method("GET");
-    return respond(200, ServerMetadataJson(options_.server_version));
+    return respond(JsonResponse(200, ServerMetadataJson(options_.server_version)));
   }
-  const std::optional<ModelTarget> model = ParseModelTarget(path);
   if (!model.has_value()) {
-    return fail(absl::NotFoundError(absl::StrCat("no route ", path.substr(0, 256))));
+    return fail(absl::NotFoundError(absl::StrCat("no route ", path.substr(0, kMaxLoggedTarget))));
   }
   if (model->action == "infer") {
     if (head.method() != http::verb::post) return wrong_method("POST");
-    std::make_shared<InferCall>(this, std::move(exchange), *model)->Start();
+    std::make_shared<InferCall>(this, std::move(exchange), *model, std::move(answering))->Start();
     return;
   }
   if (!get) return wrong_method("GET");
@@ -329,12 +362,12 @@ void HttpDoor::Handle(std::shared_ptr<HttpExchange> exchange) {
     if (service_->draining()) {
       return fail(absl::UnavailableError("the server is draining (shutting down)"));
     }
-    return respond(200, ModelReadyJson(model->model));
+    return respond(JsonResponse(200, ModelReadyJson(model->model)));
   }
   const absl::StatusOr<ModelMetadata> metadata =
       FindModelMetadata(*models, model->model, model->version);
   if (!metadata.ok()) return fail(metadata.status());
-  respond(200, ModelMetadataJson(*metadata));
+  respond(JsonResponse(200, ModelMetadataJson(*metadata)));
 }
 
 }  // namespace attnserve

@@ -14,12 +14,15 @@
 #ifndef ATTNSERVE_SERVER_KSERVE_HTTP_DOOR_H_
 #define ATTNSERVE_SERVER_KSERVE_HTTP_DOOR_H_
 
+#include <chrono>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "server/http/http_server.h"
 #include "server/models/model_store.h"
+#include "server/observability/access_log.h"
+#include "server/observability/metrics.h"
 #include "server/rpc/attention_service.h"
 #include "server/rpc/secrets.h"
 
@@ -34,6 +37,8 @@ class HttpDoor {
  public:
   struct Options {
     std::string server_version;
+    ServerMetrics* metrics = nullptr;   // http_requests_total, …; null: none
+    AccessLog* access_log = nullptr;    // a line per request; null: none
   };
   // Everything must outlive the door.
   HttpDoor(AttentionServiceImpl* service, const ModelStore* models, const Secrets* secrets,
@@ -44,6 +49,17 @@ class HttpDoor {
 
  private:
   class InferCall;
+
+  // What one request's answer is measured and logged with.
+  struct Answering {
+    std::string route;       // the route's template: "/v2/models/{model}/infer", …, "other"
+    std::string request_id;  // the client's x-request-id; "" when it sent none
+    std::string model;       // the model the path names, if any
+    std::chrono::steady_clock::time_point start;
+  };
+  // Sends `response` (the client's x-request-id echoed), counts it in the HTTP metrics and
+  // writes its access line.
+  void Answer(HttpExchange& exchange, const Answering& answering, HttpResponse response) const;
 
   AttentionServiceImpl* const service_;
   const ModelStore* const models_;

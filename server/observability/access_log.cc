@@ -92,12 +92,10 @@ std::string TextField(const std::string& value) {
 
 class AccessLogInterceptor final : public grpc::experimental::Interceptor {
  public:
-  AccessLogInterceptor(AccessLogFormat format, spdlog::logger* json_logger,
-                       grpc::experimental::ServerRpcInfo* info, std::string fallback_id)
-      : format_(format),
-        json_logger_(json_logger),
+  AccessLogInterceptor(AccessLog* log, grpc::experimental::ServerRpcInfo* info)
+      : log_(log),
         info_(info),
-        request_id_(std::move(fallback_id)),
+        request_id_(log->NextRequestId()),
         start_(std::chrono::steady_clock::now()) {
     tsan_hand_off::Release(this);
   }
@@ -129,38 +127,19 @@ class AccessLogInterceptor final : public grpc::experimental::Interceptor {
                    : ModelOfRequest(method, methods->GetRecvMessage());
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
-      Log(methods->GetSendStatus().error_code());
+      const double latency_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
+              .count();
+      log_->Write(request_id_, info_->method() != nullptr ? info_->method() : "", model_,
+                  StatusCodeName(methods->GetSendStatus().error_code()), latency_ms,
+                  info_->server_context()->peer());
     }
     tsan_hand_off::Release(this);
     methods->Proceed();
   }
 
  private:
-  void Log(grpc::StatusCode code) const {
-    const double latency_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
-            .count();
-    const std::string method = info_->method() != nullptr ? info_->method() : "";
-    const std::string peer = info_->server_context()->peer();
-    const std::string code_name(StatusCodeName(code));
-    if (format_ == AccessLogFormat::kJson) {
-      // A whole JSON line of its own (not inside the server log's format).
-      const nlohmann::json line = {{"time", LogTimestamp()},   {"level", "info"},
-                                   {"access", true},           {"request_id", request_id_},
-                                   {"method", method},         {"model", model_},
-                                   {"code", code_name},        {"latency_ms", latency_ms},
-                                   {"peer", peer}};
-      json_logger_->info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-    } else {
-      // The method is the client's :path too (any string for a method the server lacks).
-      spdlog::info("access request_id={} method={} model={} code={} latency_ms={:.3f} peer={}",
-                   TextField(request_id_), TextField(method), TextField(model_), code_name,
-                   latency_ms, peer);
-    }
-  }
-
-  const AccessLogFormat format_;
-  spdlog::logger* json_logger_;
+  AccessLog* const log_;
   grpc::experimental::ServerRpcInfo* info_;
   std::string request_id_;
   std::string model_;
@@ -168,33 +147,108 @@ class AccessLogInterceptor final : public grpc::experimental::Interceptor {
   const std::chrono::steady_clock::time_point start_;
 };
 
-class AccessLogFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+class RequestIdEcho final : public grpc::experimental::Interceptor {
  public:
-  explicit AccessLogFactory(AccessLogFormat format)
-      : format_(format),
-        json_logger_(std::make_shared<spdlog::logger>(
-            "access", std::make_shared<spdlog::sinks::stdout_sink_mt>())) {
-    json_logger_->set_pattern("%v");
-    json_logger_->flush_on(spdlog::level::info);
-  }
+  RequestIdEcho() { tsan_hand_off::Release(this); }
+  ~RequestIdEcho() override { tsan_hand_off::Acquire(this); }
 
-  grpc::experimental::Interceptor* CreateServerInterceptor(
-      grpc::experimental::ServerRpcInfo* info) override {
-    return new AccessLogInterceptor(format_, json_logger_.get(), info,
-                                    std::to_string(++sequence_));
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    tsan_hand_off::Acquire(this);
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
+      const auto* metadata = methods->GetRecvInitialMetadata();
+      if (metadata != nullptr) {
+        const auto it = metadata->find("x-request-id");
+        if (it != metadata->end()) {
+          request_id_ =
+              std::string(it->second.data(), std::min(it->second.size(), kMaxFieldLength));
+        }
+      }
+    }
+    if (!request_id_.empty() && !echoed_ &&
+        methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->emplace("x-request-id", request_id_);
+      echoed_ = true;
+    }
+    if (!request_id_.empty() && !echoed_ &&
+        methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      methods->GetSendTrailingMetadata()->emplace("x-request-id", request_id_);
+      echoed_ = true;
+    }
+    tsan_hand_off::Release(this);
+    methods->Proceed();
   }
 
  private:
-  const AccessLogFormat format_;
-  const std::shared_ptr<spdlog::logger> json_logger_;  // JSON lines, pattern "%v"
-  std::atomic<uint64_t> sequence_{0};
+  std::string request_id_;
+  bool echoed_ = false;
+};
+
+class RequestIdEchoFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo*) override {
+    return new RequestIdEcho();
+  }
+};
+
+class AccessLogFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit AccessLogFactory(AccessLog* log) : log_(log) {}
+
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new AccessLogInterceptor(log_, info);
+  }
+
+ private:
+  AccessLog* const log_;
 };
 
 }  // namespace
 
+AccessLog::AccessLog(AccessLogFormat format)
+    : format_(format),
+      json_logger_(std::make_shared<spdlog::logger>(
+          "access", std::make_shared<spdlog::sinks::stdout_sink_mt>())) {
+  json_logger_->set_pattern("%v");
+  json_logger_->flush_on(spdlog::level::info);
+}
+
+AccessLog::~AccessLog() = default;
+
+void AccessLog::Write(absl::string_view request_id, absl::string_view method,
+                      absl::string_view model, absl::string_view code, double latency_ms,
+                      absl::string_view peer) const {
+  if (format_ == AccessLogFormat::kJson) {
+    // A whole JSON line of its own (not inside the server log's format).
+    const nlohmann::json line = {{"time", LogTimestamp()},
+                                 {"level", "info"},
+                                 {"access", true},
+                                 {"request_id", std::string(request_id)},
+                                 {"method", std::string(method)},
+                                 {"model", std::string(model)},
+                                 {"code", std::string(code)},
+                                 {"latency_ms", latency_ms},
+                                 {"peer", std::string(peer)}};
+    json_logger_->info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  } else {
+    // The method is the client's :path (or HTTP target) too: any string for one not served.
+    spdlog::info("access request_id={} method={} model={} code={} latency_ms={:.3f} peer={}",
+                 TextField(std::string(request_id)), TextField(std::string(method)),
+                 TextField(std::string(model)), std::string(code), latency_ms,
+                 std::string(peer));
+  }
+}
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+CreateRequestIdEchoFactory() {
+  return std::make_unique<RequestIdEchoFactory>();
+}
+
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> CreateAccessLogFactory(
-    AccessLogFormat format) {
-  return std::make_unique<AccessLogFactory>(format);
+    AccessLog* log) {
+  return std::make_unique<AccessLogFactory>(log);
 }
 
 }  // namespace attnserve

@@ -202,6 +202,15 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                             .Help("Time from the start of an RPC to its status being sent, in "
                                   "seconds.")
                             .Register(registry)),
+      http_requests_(prometheus::BuildCounter()
+                         .Name("http_requests_total")
+                         .Help("HTTP requests answered (the KServe v2 REST door), by route "
+                               "template, method and status code.")
+                         .Register(registry)),
+      http_seconds_(prometheus::BuildHistogram()
+                        .Name("http_request_duration_seconds")
+                        .Help("Time from an HTTP request's header to its answer, in seconds.")
+                        .Register(registry)),
       batch_requests_(prometheus::BuildHistogram()
                           .Name("attnserve_batch_requests")
                           .Help("Requests computed together in one batch (1: alone), by RPC "
@@ -442,6 +451,16 @@ void ServerMetrics::RecordHandled(absl::string_view full_method, absl::string_vi
   handling_seconds_.Add(labels, HandlingBuckets()).Observe(seconds);
   labels.emplace("grpc_code", std::string(StatusCodeName(code)));
   handled_.Add(labels).Increment();
+}
+
+void ServerMetrics::RecordHttp(absl::string_view route, absl::string_view method, unsigned code,
+                               double seconds) {
+  const std::map<std::string, std::string> labels = {{"route", std::string(route)},
+                                                     {"method", std::string(method)}};
+  http_seconds_.Add(labels, HandlingBuckets()).Observe(seconds);
+  std::map<std::string, std::string> counted = labels;
+  counted.emplace("code", std::to_string(code));
+  http_requests_.Add(counted).Increment();
 }
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>

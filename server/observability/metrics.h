@@ -46,6 +46,11 @@ class ServerMetrics {
                      double compute_seconds);
   void RecordHandled(absl::string_view full_method, absl::string_view type, grpc::StatusCode code,
                      double seconds);
+  // One HTTP request answered: http_requests_total{route, method, code} and
+  // http_request_duration_seconds{route, method}. `route` is the route's template (e.g.
+  // "/v2/models/{model}/infer", "other"), `method` GET, POST or "other": a bounded label set.
+  void RecordHttp(absl::string_view route, absl::string_view method, unsigned code,
+                  double seconds);
 
   // attnserve_build_info{version, onednn_version, cpu_isa} 1; cpu_isa: the instruction set
   // oneDNN dispatches to on this machine (e.g. avx512_core_amx).
@@ -123,6 +128,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& queue_seconds_;
   prometheus::Family<prometheus::Histogram>& compute_seconds_;
   prometheus::Family<prometheus::Histogram>& handling_seconds_;
+  prometheus::Family<prometheus::Counter>& http_requests_;
+  prometheus::Family<prometheus::Histogram>& http_seconds_;
   prometheus::Family<prometheus::Histogram>& batch_requests_;
   prometheus::Family<prometheus::Histogram>& batch_tokens_;
   prometheus::Family<prometheus::Counter>& tokens_;

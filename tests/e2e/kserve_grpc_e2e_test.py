@@ -229,6 +229,29 @@ class KServeGrpcTest(ServerTestCase):
             "output")
         np.testing.assert_array_equal(output, expected)
 
+    def test_request_id_echoed_and_calls_counted(self):
+        x = self.x("demo-rope", batch=1, seq=2)
+        metrics = self.server.metrics_url
+        labels = {"grpc_service": "inference.GRPCInferenceService", "grpc_method": "ModelInfer",
+                  "grpc_type": "unary"}
+        ok_before = at.metric_value(metrics, "grpc_server_handled_total", dict(labels, grpc_code="OK"))
+        _, call = self.v2.ModelInfer.with_call(
+            raw_request("demo-rope", [raw_input("input", x, "FP32")]),
+            metadata=[("x-request-id", "grpc-echo-1")], timeout=RPC_TIMEOUT_S)
+        self.assertIn(("x-request-id", "grpc-echo-1"), list(call.initial_metadata()))
+        with self.assertRaises(grpc.RpcError) as failed:
+            self.v2.ModelInfer(raw_request("no-such-model", [raw_input("input", x, "FP32")]),
+                               metadata=[("x-request-id", "grpc-echo-2")], timeout=RPC_TIMEOUT_S)
+        echoed = list(failed.exception.initial_metadata() or []) + list(
+            failed.exception.trailing_metadata() or [])
+        self.assertIn(("x-request-id", "grpc-echo-2"), echoed)
+        self.assertEqual(at.metric_value(metrics, "grpc_server_handled_total",
+                                         dict(labels, grpc_code="OK")) - ok_before, 1)
+        self.assertGreaterEqual(at.metric_value(metrics, "grpc_server_handled_total",
+                                                dict(labels, grpc_code="NOT_FOUND")), 1)
+        self.assertGreaterEqual(at.metric_value(metrics, "attnserve_tokens_total",
+                                                {"rpc": "ModelInfer", "model": "demo-rope"}), 2)
+
     # --- the protocol's rules and the model's checks ------------------------------------------
 
     def test_protocol_rules(self):

@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
+import urllib.request
 
 import numpy as np
 
@@ -310,6 +312,47 @@ def raw_http(address, data, timeout=10):
         except socket.timeout:
             pass
         return b"".join(chunks)
+
+
+class KServeHttpObservabilityTest(ServerTestCase):
+    def test_metrics_and_access_lines(self):
+        url, metrics = self.server.http_url, self.server.metrics_url
+        route = {"route": "/v2/models/{model}/infer", "method": "POST"}
+        before_ok = at.metric_value(metrics, "http_requests_total", dict(route, code="200"))
+        before_bad = at.metric_value(metrics, "http_requests_total", dict(route, code="400"))
+        before_work = at.metric_value(metrics, "attnserve_tokens_total",
+                                      {"rpc": "ModelInfer", "model": "demo-rope"})
+        x = np.zeros((1, 3, 256), np.float32)
+        ok = curl(f"{url}/v2/models/demo-rope/infer", "POST",
+                  json.dumps({"inputs": [tensor_json("input", x, "FP32")]}).encode(),
+                  ["x-request-id: http-metrics-1"])
+        self.assertEqual(ok.status, 200)
+        bad = curl(f"{url}/v2/models/demo-rope/infer", "POST", b"{")
+        self.assertEqual(bad.status, 400)
+        curl(f"{url}/v2/models/anything-at-all/ready")
+        curl(f"{url}/made/up/path")
+        self.assertEqual(
+            at.metric_value(metrics, "http_requests_total", dict(route, code="200")) - before_ok, 1)
+        self.assertEqual(
+            at.metric_value(metrics, "http_requests_total", dict(route, code="400")) - before_bad, 1)
+        self.assertEqual(at.metric_value(metrics, "attnserve_tokens_total",
+                                         {"rpc": "ModelInfer", "model": "demo-rope"}) - before_work, 3)
+        self.assertGreaterEqual(at.metric_value(metrics, "http_request_duration_seconds_count",
+                                                route), 2)
+        self.assertEqual(at.metric_value(metrics, "http_requests_total",
+                                         {"route": "/v2/models/{model}/ready", "code": "404"}), 1)
+        self.assertEqual(at.metric_value(metrics, "http_requests_total",
+                                         {"route": "other", "code": "404"}), 1)
+        # Route labels are the templates: no client-made value becomes one.
+        text = urllib.request.urlopen(metrics, timeout=5).read().decode()
+        self.assertNotIn("anything-at-all", text)
+        self.assertNotIn("made/up", text)
+        # One access line per request, with the client's id.
+        deadline = time.monotonic() + 10
+        while "request_id=http-metrics-1" not in self.server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn("access request_id=http-metrics-1 method=POST_/v2/models/demo-rope/infer "
+                      "model=demo-rope code=200", self.server.log())
 
 
 class KServeHttpLimitsTest(ServerTestCase):
