@@ -40,6 +40,12 @@ std::string SafetensorsBytes(const std::vector<StoredTensor>& tensors);
 // INT32 4, INT64 8); -1 for other dtypes or a negative or overflowing product.
 int64_t TensorBytes(v1::DataType dtype, const std::vector<int64_t>& shape);
 
+// The models the REST fuzzer's first byte picks from (its low 4 bits, modulo the count); the
+// seed generator names its seeds by them.
+inline constexpr const char* kRestModels[] = {
+    "demo-sinusoidal", "demo-nope-gqa", "demo-learned", "demo-rope", "demo-alibi", "demo-t5",
+    "demo-cope", "attnserve.encode", "attnserve.sdpa", "attnserve.position_bias"};
+
 }  // namespace attnserve::fuzz
 
 #endif  // ATTNSERVE_FUZZ_FUZZ_SUPPORT_H_

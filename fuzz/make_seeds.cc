@@ -1,7 +1,8 @@
-// Writes the generated part of the seed corpora under <corpus>/{request,safetensors,config}:
-// valid inputs for every RPC, safetensors files of F32, BF16 and F16 tensors, and a config for
-// every encoding kind; and the dictionaries <corpus>/{config,safetensors}.dict. Inputs saved
-// from findings live beside the seeds under other names (regression-*).
+// Writes the generated part of the seed corpora under
+// <corpus>/{request,rest_request,safetensors,config}: valid inputs for every RPC and for every
+// model of the REST door, safetensors files of F32, BF16 and F16 tensors, and a config for
+// every encoding kind; and the dictionaries <corpus>/{config,rest_request,safetensors}.dict.
+// Inputs saved from findings live beside the seeds under other names (regression-*).
 //   make_seeds <corpus>            (re)writes the generated seeds
 //   make_seeds --check <corpus>    fails unless every generated seed is on disk, byte for byte
 #include <cmath>
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "attnserve/v1/attention_service.pb.h"
 #include "attnserve/v1/model_config.pb.h"
 #include "core/kernels/bfloat16.h"
@@ -278,6 +280,67 @@ void AddConfigSeeds(Seeds& seeds) {
   AddConfig(seeds, "cope", config);
 }
 
+// JSON numbers for `count` values.
+std::string JsonValues(int64_t count) {
+  std::string values;
+  for (int64_t i = 0; i < count; ++i) absl::StrAppend(&values, i == 0 ? "" : ",", Value(i));
+  return values;
+}
+
+// rest_request seeds: the selector byte (model index, 0x80 for binary data with its JSON length)
+// and the body.
+void AddRest(Seeds& seeds, int model, const std::string& name, const std::string& json,
+             const std::string& binary = "") {
+  std::string input(1, static_cast<char>(model | (binary.empty() ? 0 : 0x80)));
+  if (!binary.empty()) {
+    const auto length = static_cast<uint32_t>(json.size());
+    input.append(reinterpret_cast<const char*>(&length), sizeof(length));
+  }
+  seeds[absl::StrCat("rest_request/", kRestModels[model], "-", name)] = input + json + binary;
+}
+
+void AddRestSeeds(Seeds& seeds) {
+  const int64_t d_model[] = {512, 256, 256, 256, 384, 256, 256};
+  for (int model = 0; model < 7; ++model) {
+    const int64_t d = d_model[model];
+    AddRest(seeds, model, "json",
+            absl::StrCat(R"({"id":"s","parameters":{"causal":true,"position_offset":1},)",
+                         R"("inputs":[{"name":"input","datatype":"FP32","shape":[1,2,)", d,
+                         R"(],"data":[)", JsonValues(2 * d), "]}]}"));
+  }
+  // demo-rope: binary FP16 input, cross-attention, key lengths, ids, attention asked for as binary.
+  std::string binary;
+  for (int64_t i = 0; i < 256; ++i) {
+    const uint16_t bits = ExactHalf(Value(i));
+    binary.append(reinterpret_cast<const char*>(&bits), sizeof(bits));
+  }
+  for (int64_t i = 0; i < 3 * 256; ++i) {
+    const float value = Value(i);
+    binary.append(reinterpret_cast<const char*>(&value), sizeof(value));
+  }
+  AddRest(seeds, 3, "binary-cross",
+          R"({"parameters":{"binary_data_output":true,"return_attention":true},"inputs":[)"
+          R"({"name":"input","datatype":"FP16","shape":[1,1,256],"parameters":{"binary_data_size":512}},)"
+          R"({"name":"context","datatype":"FP32","shape":[1,3,256],"parameters":{"binary_data_size":3072}},)"
+          R"({"name":"key_lengths","datatype":"INT32","shape":[1],"data":[2]},)"
+          R"({"name":"position_ids","datatype":"INT64","shape":[1,1],"data":[[4]]}],)"
+          R"("outputs":[{"name":"output"},{"name":"attention","parameters":{"binary_data":false}}]})",
+          binary);
+  AddRest(seeds, 7, "rope",
+          R"({"parameters":{"encoding":"{\"rope\":{\"theta\":100}}","head_dim":4},"inputs":[)"
+          R"({"name":"input","datatype":"FP32","shape":[1,2,8],"data":[[)" + JsonValues(8) +
+              "],[" + JsonValues(8) + "]]}]}");
+  AddRest(seeds, 8, "t5",
+          R"({"parameters":{"encoding":"{\"t5\":{\"num_buckets\":4}}","causal":true},"inputs":[)"
+          R"({"name":"q","datatype":"FP32","shape":[1,2,2,4],"data":[)" + JsonValues(16) + "]},"
+          R"({"name":"k","datatype":"FP32","shape":[1,1,3,4],"data":[)" + JsonValues(12) + "]},"
+          R"({"name":"v","datatype":"FP32","shape":[1,1,3,4],"data":[)" + JsonValues(12) + "]},"
+          R"({"name":"t5_table","datatype":"FP32","shape":[4,2],"data":[)" + JsonValues(8) + "]}]}");
+  AddRest(seeds, 9, "alibi",
+          R"({"parameters":{"encoding":"{\"alibi\":{}}","num_heads":3,"q_len":2,"kv_len":4}})");
+  AddRest(seeds, 9, "model-t5", R"({"parameters":{"model":"demo-t5","q_len":3}})");
+}
+
 // libFuzzer dictionary lines for each quoted token.
 std::string Dictionary(const std::set<std::string>& tokens) {
   std::string dict;
@@ -312,6 +375,15 @@ void AddDictionaries(Seeds& seeds) {
     config.insert(token);
   }
   seeds["config.dict"] = Dictionary(config);
+  seeds["rest_request.dict"] = Dictionary(
+      {"inputs", "outputs", "parameters", "name", "shape", "datatype", "data", "id", "input",
+       "context", "key_lengths", "position_ids", "q", "k", "v", "t5_table", "cope_pos_emb",
+       "output", "attention", "bias", "FP32", "BF16", "FP16", "INT32", "INT64", "causal",
+       "position_offset", "compute_dtype", "return_attention", "binary_data_size",
+       "binary_data", "binary_data_output", "timeout", "encoding", "model", "num_heads",
+       "head_dim", "input_scale", "q_len", "kv_len", "scale", "rope", "alibi", "t5", "cope",
+       "true", "false", "null", "[", "]", "{", "}", ":", ",", "-1", "1e308", "-0",
+       "9223372036854775807", "18446744073709551615"});
   seeds["safetensors.dict"] = Dictionary(
       {"dtype", "shape", "data_offsets", "__metadata__", "F32", "BF16", "F16", "F64", "I64",
        "U8", "BOOL", "18446744073709551615", "9223372036854775808", "[", "]", "{", "}", ":",
@@ -332,6 +404,7 @@ int Run(int argc, char** argv) {
   const std::filesystem::path corpus = argv[argc - 1];
   Seeds seeds;
   AddRequestSeeds(seeds);
+  AddRestSeeds(seeds);
   AddSafetensorsSeeds(seeds);
   AddConfigSeeds(seeds);
   AddDictionaries(seeds);

@@ -13,7 +13,7 @@ seconds=${1:-60}
 scripts/install_deps.sh fuzz
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTNSERVE_FUZZ=ON -DATTNSERVE_BUILD_TESTS=OFF -DATTNSERVE_BUILD_BENCHMARKS=OFF >/dev/null
-targets=(request safetensors config)
+targets=(request rest_request safetensors config)
 cmake --build build-fuzz --target "${targets[@]/%/_fuzzer}"
 
 export ASAN_OPTIONS=detect_leaks=1
