@@ -36,6 +36,15 @@
 // of those codes and every malformed one with its own code or one of those other than OK;
 // otherwise "unexpected" counts it and the tool exits with status 3 after the summary.
 //
+// --protocol picks the door for --rpc=attend: attnserve (attnserve.v1 Attend, the default),
+// kserve-grpc (inference.GRPCInferenceService/ModelInfer on the model, raw contents) or
+// kserve-http (POST /v2/models/<model>/infer on --http_target, plaintext, one keep-alive
+// connection per thread; the tensors as binary data, or as JSON numbers with --http_body=json).
+// HTTP statuses are counted under the gRPC code of the same meaning (200 OK, 400
+// INVALID_ARGUMENT, 404 NOT_FOUND, 429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE, 504
+// DEADLINE_EXCEEDED, 401 UNAUTHENTICATED, others UNKNOWN), and an answer is read whole but not
+// parsed.
+//
 // With --in_process the same Attend computation runs on the core directly (no gRPC, no
 // serialisation), so the difference is the service's overhead (docs/performance.md).
 //
@@ -49,6 +58,8 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
+#include <limits>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -71,6 +82,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "attnserve/v1/attention_service.grpc.pb.h"
+#include "boost/asio/connect.hpp"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/write.hpp"
+#include "boost/beast/core/flat_buffer.hpp"
+#include "boost/beast/http.hpp"
+#include "inference/grpc_predict_v2.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/client_unary_call.h"
 #include "nlohmann/json.hpp"
@@ -91,6 +108,13 @@ ABSL_FLAG(int64_t, d_model, 0, "embedding width for encode (attend uses the mode
 ABSL_FLAG(int64_t, heads, 8, "heads of sdpa's q, k and v [batch, heads, seq, head_dim]");
 ABSL_FLAG(int64_t, head_dim, 64, "head_dim of sdpa's q, k and v");
 ABSL_FLAG(bool, causal, false, "causal attention");
+ABSL_FLAG(std::string, protocol, "attnserve",
+          "door for --rpc=attend: attnserve (attnserve.v1 Attend), kserve-grpc (KServe v2 "
+          "ModelInfer over gRPC) or kserve-http (KServe v2 over HTTP/REST on --http_target)");
+ABSL_FLAG(std::string, http_target, "127.0.0.1:8000",
+          "host:port of the KServe v2 REST door, for --protocol=kserve-http");
+ABSL_FLAG(std::string, http_body, "binary",
+          "--protocol=kserve-http: the tensors as binary data (binary) or JSON numbers (json)");
 ABSL_FLAG(int32_t, concurrency, 1,
           "threads, each with one request in flight (closed loop; with --rate, the most requests "
           "in flight)");
@@ -264,11 +288,17 @@ struct RawUnaryMethod {
   const std::shared_ptr<grpc::Channel> channel;
 };
 
+// "/attnserve.v1.AttentionService/<method>".
+std::string V1Method(absl::string_view method) {
+  return absl::StrCat("/", v1::AttentionService::service_full_name(), "/", method);
+}
+constexpr char kModelInfer[] = "/inference.GRPCInferenceService/ModelInfer";
+
+// `method`: the full path, e.g. V1Method("Attend") or kModelInfer.
 Call UnaryCall(std::shared_ptr<grpc::Channel> channel, Prepare prepare,
                const google::protobuf::Message& request, absl::string_view method,
                grpc::StatusCode expected = grpc::StatusCode::OK) {
-  auto raw = std::make_shared<const RawUnaryMethod>(
-      absl::StrCat("/", v1::AttentionService::service_full_name(), "/", method), channel);
+  auto raw = std::make_shared<const RawUnaryMethod>(std::string(method), channel);
   auto bytes = std::make_shared<grpc::ByteBuffer>();
   bool own_buffer = false;
   if (!grpc::SerializationTraits<google::protobuf::Message>::Serialize(request, bytes.get(),
@@ -362,34 +392,204 @@ absl::StatusOr<v1::ModelConfig> GetModelConfig(Stub& stub, const Prepare& prepar
   return model.config();
 }
 
+// A KServe v2 ModelInfer request of `x` [batch, seq, d] on `model`, raw contents.
+inference::ModelInferRequest KserveRequest(const std::string& model, int64_t batch, int64_t seq,
+                                           int64_t d, const std::vector<float>& x) {
+  inference::ModelInferRequest request;
+  request.set_model_name(model);
+  auto* input = request.add_inputs();
+  input->set_name("input");
+  input->set_datatype("FP32");
+  for (int64_t dim : {batch, seq, d}) input->add_shape(dim);
+  request.add_raw_input_contents(reinterpret_cast<const char*>(x.data()),
+                                 batch * seq * d * sizeof(float));
+  (*request.mutable_parameters())["causal"].set_bool_param(absl::GetFlag(FLAGS_causal));
+  return request;
+}
+
+// One REST inference request as bytes: its target, the header lines after the request line
+// (without x-request-id) and its body.
+struct HttpRequestBytes {
+  std::string target;
+  std::string headers;
+  std::string body;
+};
+
+// POST /v2/models/<model>/infer of `x` [batch, seq, d]: binary tensor data both ways, or JSON.
+HttpRequestBytes RestRequest(const std::string& model, int64_t batch, int64_t seq, int64_t d,
+                             const std::vector<float>& x, const std::string& authorization) {
+  const bool json = absl::GetFlag(FLAGS_http_body) == "json";
+  const int64_t timeout_micros =
+      static_cast<int64_t>(absl::GetFlag(FLAGS_timeout_seconds) * 1e6);
+  nlohmann::json input = {{"name", "input"}, {"datatype", "FP32"}, {"shape", {batch, seq, d}}};
+  if (json) {
+    input["data"] = x;
+  } else {
+    input["parameters"] = {{"binary_data_size", x.size() * sizeof(float)}};
+  }
+  const std::string header =
+      nlohmann::json{{"inputs", {input}},
+                     {"parameters",
+                      {{"causal", absl::GetFlag(FLAGS_causal)},
+                       {"binary_data_output", !json},
+                       {"timeout", timeout_micros}}}}
+          .dump();
+  HttpRequestBytes request;
+  request.target = absl::StrCat("/v2/models/", model, "/infer");
+  request.body = header;
+  if (!json) request.body.append(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float));
+  request.headers = absl::StrCat("Host: ", absl::GetFlag(FLAGS_http_target), "\r\n",
+                                 "Content-Type: ", json ? "application/json" : "application/octet-stream",
+                                 "\r\nContent-Length: ", request.body.size(), "\r\n");
+  if (!json) absl::StrAppend(&request.headers, "Inference-Header-Content-Length: ", header.size(), "\r\n");
+  if (!authorization.empty()) absl::StrAppend(&request.headers, "Authorization: ", authorization, "\r\n");
+  return request;
+}
+
+// The gRPC code an HTTP status stands for in the summary.
+grpc::StatusCode CodeOfHttp(unsigned status) {
+  switch (status) {
+    case 200: return grpc::StatusCode::OK;
+    case 400: return grpc::StatusCode::INVALID_ARGUMENT;
+    case 401: return grpc::StatusCode::UNAUTHENTICATED;
+    case 404: return grpc::StatusCode::NOT_FOUND;
+    case 429: return grpc::StatusCode::RESOURCE_EXHAUSTED;
+    case 503: return grpc::StatusCode::UNAVAILABLE;
+    case 504: return grpc::StatusCode::DEADLINE_EXCEEDED;
+    default: return grpc::StatusCode::UNKNOWN;
+  }
+}
+
+// The calling thread's keep-alive connection to --http_target, opened on first use and again
+// after the server closes it.
+class ThreadHttpConnection {
+ public:
+  grpc::Status Post(const HttpRequestBytes& request, const std::string& request_id) {
+    namespace http = boost::beast::http;
+    boost::beast::error_code error;
+    if (!socket_.is_open()) {
+      const std::string target = absl::GetFlag(FLAGS_http_target);
+      const size_t colon = target.rfind(':');
+      boost::asio::ip::tcp::resolver resolver(io_);
+      const auto endpoints =
+          resolver.resolve(target.substr(0, colon), target.substr(colon + 1), error);
+      if (!error) boost::asio::connect(socket_, endpoints, error);
+      if (error) return Failed("connecting to " + target, error);
+      socket_.set_option(boost::asio::ip::tcp::no_delay(true));
+    }
+    std::string head = absl::StrCat("POST ", request.target, " HTTP/1.1\r\n", request.headers);
+    if (!request_id.empty()) absl::StrAppend(&head, "x-request-id: ", request_id, "\r\n");
+    head += "\r\n";
+    const std::array<boost::asio::const_buffer, 2> message = {boost::asio::buffer(head),
+                                                              boost::asio::buffer(request.body)};
+    boost::asio::write(socket_, message, error);
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(std::numeric_limits<uint64_t>::max());
+    if (!error) http::read(socket_, buffer_, parser, error);
+    if (error) return Failed("the HTTP exchange", error);
+    const http::response<http::string_body>& response = parser.get();
+    if (!response.keep_alive()) socket_.close(error);
+    const grpc::StatusCode code = CodeOfHttp(response.result_int());
+    if (code == grpc::StatusCode::OK) return grpc::Status::OK;
+    return grpc::Status(code, absl::StrCat("HTTP ", response.result_int(), ": ",
+                                           response.body().substr(0, kMaxMessageLength)));
+  }
+
+ private:
+  grpc::Status Failed(const std::string& what, const boost::beast::error_code& error) {
+    boost::beast::error_code ignored;
+    socket_.close(ignored);
+    buffer_.clear();
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, what + ": " + error.message());
+  }
+
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::socket socket_{io_};
+  boost::beast::flat_buffer buffer_;
+};
+
+Call HttpCall(std::shared_ptr<const HttpRequestBytes> request,
+              grpc::StatusCode expected = grpc::StatusCode::OK) {
+  return Call{[request](const std::string& request_id) {
+                thread_local ThreadHttpConnection connection;
+                return connection.Post(*request, request_id);
+              },
+              expected, absl::GetFlag(FLAGS_batch) * absl::GetFlag(FLAGS_seq)};
+}
+
+// Attend's valid request and its malformed variants through --protocol's door.
+absl::Status AddAttendCalls(const v1::ModelConfig& model, std::shared_ptr<grpc::Channel> channel,
+                            const Prepare& prepare, const std::string& authorization,
+                            Calls& calls) {
+  const int64_t batch = absl::GetFlag(FLAGS_batch), seq = absl::GetFlag(FLAGS_seq);
+  const int64_t d = model.d_model();
+  const std::vector<float> x = RandomInput(batch * seq * d);
+  const std::vector<float> wider = RandomInput(batch * seq * (d + 1));
+  const std::string protocol = absl::GetFlag(FLAGS_protocol);
+  if (protocol == "attnserve") {
+    v1::AttendRequest request;
+    request.set_model(model.name());
+    request.set_causal(absl::GetFlag(FLAGS_causal));
+    EncodeFloatTensor({batch, seq, d}, x.data(), v1::FLOAT32, request.mutable_query());
+    v1::AttendRequest unknown_model = request;
+    unknown_model.set_model(kUnknownModel);
+    v1::AttendRequest wrong_width = request;
+    EncodeFloatTensor({batch, seq, d + 1}, wider.data(), v1::FLOAT32,
+                      wrong_width.mutable_query());
+    calls.valid.push_back(UnaryCall(channel, prepare, request, V1Method("Attend")));
+    calls.invalid.push_back(UnaryCall(channel, prepare, unknown_model, V1Method("Attend"),
+                                      grpc::StatusCode::NOT_FOUND));
+    calls.invalid.push_back(UnaryCall(channel, prepare, wrong_width, V1Method("Attend"),
+                                      grpc::StatusCode::INVALID_ARGUMENT));
+    return absl::OkStatus();
+  }
+  if (protocol == "kserve-grpc") {
+    calls.valid.push_back(UnaryCall(channel, prepare,
+                                    KserveRequest(model.name(), batch, seq, d, x), kModelInfer));
+    calls.invalid.push_back(UnaryCall(channel, prepare,
+                                      KserveRequest(kUnknownModel, batch, seq, d, x), kModelInfer,
+                                      grpc::StatusCode::NOT_FOUND));
+    calls.invalid.push_back(UnaryCall(channel, prepare,
+                                      KserveRequest(model.name(), batch, seq, d + 1, wider),
+                                      kModelInfer, grpc::StatusCode::INVALID_ARGUMENT));
+    return absl::OkStatus();
+  }
+  if (protocol == "kserve-http") {
+    const std::string body = absl::GetFlag(FLAGS_http_body);
+    if (body != "binary" && body != "json") {
+      return absl::InvalidArgumentError("--http_body=\"" + body + "\" must be binary or json");
+    }
+    const auto rest = [&](const std::string& name, int64_t width, const std::vector<float>& values) {
+      return std::make_shared<const HttpRequestBytes>(
+          RestRequest(name, batch, seq, width, values, authorization));
+    };
+    calls.valid.push_back(HttpCall(rest(model.name(), d, x)));
+    calls.invalid.push_back(HttpCall(rest(kUnknownModel, d, x), grpc::StatusCode::NOT_FOUND));
+    calls.invalid.push_back(
+        HttpCall(rest(model.name(), d + 1, wider), grpc::StatusCode::INVALID_ARGUMENT));
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError("--protocol=\"" + protocol +
+                                    "\" must be attnserve, kserve-grpc or kserve-http");
+}
+
 // The valid request of `rpc` and its malformed variants, appended to `calls`.
 absl::Status AddRemoteCalls(const std::string& rpc, std::shared_ptr<grpc::Channel> channel,
-                            std::shared_ptr<Stub> stub, const Prepare& prepare, Calls& calls) {
+                            std::shared_ptr<Stub> stub, const Prepare& prepare,
+                            const std::string& authorization, Calls& calls) {
   const int64_t batch = absl::GetFlag(FLAGS_batch), seq = absl::GetFlag(FLAGS_seq);
   if (rpc == "decode") {
     ASSIGN_OR_RETURN(const v1::ModelConfig model, GetModelConfig(*stub, prepare));
     calls.valid.push_back(DecodeCall(stub, prepare, model.name(), model.d_model()));
     return absl::OkStatus();
   }
+  if (absl::GetFlag(FLAGS_protocol) != "attnserve" && rpc != "attend") {
+    return absl::InvalidArgumentError("--protocol=" + absl::GetFlag(FLAGS_protocol) +
+                                      " drives --rpc=attend only");
+  }
   if (rpc == "attend") {
     ASSIGN_OR_RETURN(const v1::ModelConfig model, GetModelConfig(*stub, prepare));
-    v1::AttendRequest request;
-    request.set_model(model.name());
-    request.set_causal(absl::GetFlag(FLAGS_causal));
-    const int64_t d = model.d_model();
-    EncodeFloatTensor({batch, seq, d}, RandomInput(batch * seq * d).data(), v1::FLOAT32,
-                      request.mutable_query());
-    v1::AttendRequest unknown_model = request;
-    unknown_model.set_model(kUnknownModel);
-    v1::AttendRequest wrong_width = request;
-    EncodeFloatTensor({batch, seq, d + 1}, RandomInput(batch * seq * (d + 1)).data(), v1::FLOAT32,
-                      wrong_width.mutable_query());
-    calls.valid.push_back(UnaryCall(channel, prepare, request, "Attend"));
-    calls.invalid.push_back(UnaryCall(channel, prepare, unknown_model, "Attend",
-                                      grpc::StatusCode::NOT_FOUND));
-    calls.invalid.push_back(UnaryCall(channel, prepare, wrong_width, "Attend",
-                                      grpc::StatusCode::INVALID_ARGUMENT));
-    return absl::OkStatus();
+    return AddAttendCalls(model, channel, prepare, authorization, calls);
   }
   if (rpc == "encode") {
     v1::EncodeRequest request;
@@ -401,10 +601,10 @@ absl::Status AddRemoteCalls(const std::string& rpc, std::shared_ptr<grpc::Channe
     unknown_model.set_model(kUnknownModel);
     v1::EncodeRequest wrong_rank = request;
     EncodeFloatTensor({batch * seq, d}, x.data(), v1::FLOAT32, wrong_rank.mutable_input());
-    calls.valid.push_back(UnaryCall(channel, prepare, request, "Encode"));
-    calls.invalid.push_back(UnaryCall(channel, prepare, unknown_model, "Encode",
+    calls.valid.push_back(UnaryCall(channel, prepare, request, V1Method("Encode")));
+    calls.invalid.push_back(UnaryCall(channel, prepare, unknown_model, V1Method("Encode"),
                                       grpc::StatusCode::NOT_FOUND));
-    calls.invalid.push_back(UnaryCall(channel, prepare, wrong_rank, "Encode",
+    calls.invalid.push_back(UnaryCall(channel, prepare, wrong_rank, V1Method("Encode"),
                                       grpc::StatusCode::INVALID_ARGUMENT));
     return absl::OkStatus();
   }
@@ -420,8 +620,10 @@ absl::Status AddRemoteCalls(const std::string& rpc, std::shared_ptr<grpc::Channe
     v1::SdpaRequest mismatched = request;
     EncodeFloatTensor({batch, heads, seq, head_dim - 1}, x.data(), v1::FLOAT32,
                       mismatched.mutable_k());
-    calls.valid.push_back(UnaryCall(channel, prepare, request, "ScaledDotProductAttention"));
-    calls.invalid.push_back(UnaryCall(channel, prepare, mismatched, "ScaledDotProductAttention",
+    calls.valid.push_back(
+        UnaryCall(channel, prepare, request, V1Method("ScaledDotProductAttention")));
+    calls.invalid.push_back(UnaryCall(channel, prepare, mismatched,
+                                      V1Method("ScaledDotProductAttention"),
                                       grpc::StatusCode::INVALID_ARGUMENT));
     return absl::OkStatus();
   }
@@ -447,7 +649,7 @@ absl::StatusOr<Calls> RemoteCalls(std::shared_ptr<grpc::Channel> channel) {
   Calls calls;
   for (absl::string_view rpc : absl::StrSplit(absl::GetFlag(FLAGS_rpc), ',')) {
     RETURN_IF_ERROR(AddRemoteCalls(std::string(absl::StripAsciiWhitespace(rpc)), channel, stub,
-                                   prepare, calls));
+                                   prepare, authorization, calls));
   }
   return calls;
 }

@@ -5,7 +5,8 @@
 # the requests malformed: each malformed one ends with its own code (NOT_FOUND, INVALID_ARGUMENT),
 # --expect_codes=OK passes and lists the failed calls' request ids, and --expect_codes naming a
 # code the calls do not get exits 3 with every request counted as unexpected. Decode steps on
-# streams and an open-loop rate run end OK too.
+# streams and an open-loop rate run end OK too, and so does Attend through the KServe v2 doors
+# (--protocol=kserve-grpc, kserve-http with binary and JSON tensors), malformed ones with their codes.
 #   usage: loadgen_test.sh SERVER_BINARY LOADGEN_BINARY
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -43,6 +44,23 @@ summary=$("$here/run_with_server.sh" "$1" bash -c \
 echo "$summary"
 check "$summary" 30
 /usr/bin/python3 -c 'import json,sys; s=json.loads(sys.argv[1]); assert s["rate"] == 100 and s["seconds"] >= 0.28 and s["rps"] <= 110, s' "$summary"
+
+# The KServe v2 doors: ModelInfer over gRPC, and over HTTP with binary and with JSON tensors, a
+# fifth of the requests malformed, each ending with its own code.
+for protocol in kserve-grpc kserve-http:binary kserve-http:json; do
+  summary=$("$here/run_with_server.sh" "$1" bash -c \
+    'exec "$0" --target="$3" --http_target="$ATTNSERVE_HTTP_ADDRESS" --protocol="${1%%:*}" \
+     --http_body="${1#*:}" --rpc=attend --model=demo-rope --seq=8 --concurrency=2 --requests=40 \
+     --invalid_fraction=0.2 --expect_codes=OK' "$2" "$protocol" | grep '^{' | tail -1)
+  echo "$protocol: $summary"
+  /usr/bin/python3 - "$summary" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1])
+assert s["sent"] == 40 and s["codes"] == {"OK": s["requests"]} and s["requests"] > 0, s
+assert set(s["invalid_codes"]) <= {"NOT_FOUND", "INVALID_ARGUMENT"}, s
+assert s["unexpected"] == 0 and s["p50_ms"] > 0, s
+PY
+done
 
 # Every run below prints its summary and then "exit=STATUS".
 mixed=$("$here/run_with_server.sh" "$1" bash -c \
