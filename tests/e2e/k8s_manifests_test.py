@@ -231,7 +231,8 @@ class K8sManifestsTest(unittest.TestCase):
                              if c["metadata"]["name"] == container["envFrom"][0]["configMapRef"]["name"]]
                 flags = config["data"]
                 health = "FLAGS_health_address" in flags
-                self.assertEqual(set(ports), {"grpc", "metrics"} | ({"health"} if health else set()))
+                self.assertEqual(set(ports),
+                                 {"grpc", "http", "metrics"} | ({"health"} if health else set()))
 
                 # Probes: native gRPC health, on the plaintext health port when there is one (the
                 # kubelet's gRPC probes do not speak TLS), else on the gRPC port, which then must
@@ -257,6 +258,7 @@ class K8sManifestsTest(unittest.TestCase):
                 # The flags agree with the ports, and draining fits in the grace period.
                 self.assertTrue(flags["FLAGS_grpc_address"].endswith(f":{ports['grpc']}"))
                 self.assertTrue(flags["FLAGS_metrics_address"].endswith(f":{ports['metrics']}"))
+                self.assertTrue(flags["FLAGS_http_address"].endswith(f":{ports['http']}"))
                 pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
                 self.assertGreater(pod["spec"]["terminationGracePeriodSeconds"],
                                    pause + float(flags["FLAGS_shutdown_grace_seconds"]))
