@@ -22,7 +22,7 @@ from attnserve_testing import REPO_ROOT, ServerTestCase, pe_pb2  # noqa: E402
 CLIENT_DIR = REPO_ROOT / "clients" / "python"
 sys.path.insert(0, str(CLIENT_DIR))
 import attnserve_client  # noqa: E402
-from attnserve_client import AttnservError, Client  # noqa: E402
+from attnserve_client import AttnservError, Client, KServeClient  # noqa: E402
 
 # The folder the fixtures imported the stubs from (<stubs>/attnserve/v1/attention_service_pb2.py).
 STUBS_DIR = str(pathlib.Path(at.pb.__file__).resolve().parents[2])
@@ -274,6 +274,58 @@ class ClientTest(ServerTestCase):
         r = self.cli("--stubs", "/nonexistent/stubs", "list")
         self.assertEqual(r.returncode, 1)
         self.assertIn("no generated Python stubs", r.stderr)
+
+
+class KServeClientTest(ServerTestCase):
+    """KServeClient over both doors against Client.attend/position_bias on the same server."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.client = Client(cls.server.grpc_address, stubs=STUBS_DIR, timeout=at.RPC_TIMEOUT_S)
+        cls.doors = {
+            "grpc": KServeClient(cls.server.grpc_address, "grpc", stubs=STUBS_DIR),
+            "http": KServeClient(cls.server.http_url.removeprefix("http://"), "http"),
+        }
+
+    @classmethod
+    def tearDownClass(cls):
+        for door in cls.doors.values():
+            door.close()
+        cls.client.close()
+        super().tearDownClass()
+
+    def test_infer_equals_attend_on_both_doors(self):
+        x = np.random.default_rng(3).standard_normal((2, 4, 256)).astype(np.float32)
+        expected, attention = self.client.attend("demo-rope", x, causal=True, key_lengths=[4, 2],
+                                                 return_attention=True)
+        for protocol, door in self.doors.items():
+            with self.subTest(protocol=protocol):
+                self.assertTrue(door.live() and door.ready() and door.model_ready("demo-rope"))
+                self.assertFalse(door.model_ready("no-such-model"))
+                self.assertEqual(door.server_metadata()["name"], "attnserve")
+                metadata = door.model_metadata("demo-rope")
+                self.assertEqual(metadata["inputs"][0]["shape"], [-1, -1, 256])
+                out = door.infer("demo-rope", {"input": x, "key_lengths": np.array([4, 2])},
+                                 parameters={"causal": True, "return_attention": True})
+                np.testing.assert_array_equal(out["output"], expected)
+                np.testing.assert_array_equal(out["attention"], attention)
+                bf16 = door.infer("demo-rope", {"input": x}, datatype="BF16")["output"]
+                self.assertEqual(bf16.dtype, np.float32)
+                np.testing.assert_array_equal(
+                    bf16, self.client.attend("demo-rope", x, dtype="bfloat16"))
+                bias = door.infer("attnserve.position_bias", {}, parameters={
+                    "encoding": '{"alibi": {}}', "num_heads": 4, "q_len": 3})["bias"]
+                np.testing.assert_array_equal(
+                    bias, self.client.position_bias(num_heads=4, q_len=3,
+                                                    encoding={"alibi": {}}))
+                with self.assertRaises(AttnservError) as failed:
+                    door.infer("demo-rope", {"input": x[..., :8]})
+                self.assertEqual(failed.exception.code, "INVALID_ARGUMENT")
+                self.assertIn("must equal d_model=256", failed.exception.details)
+                with self.assertRaises(AttnservError) as failed:
+                    door.model_metadata("no-such-model")
+                self.assertEqual(failed.exception.code, "NOT_FOUND")
 
 
 if __name__ == "__main__":

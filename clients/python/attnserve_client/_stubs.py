@@ -16,7 +16,8 @@ class StubsNotFound(ImportError):
 
 
 class Stubs:
-    """The imported stub modules: grpc, api (attention_service_pb2), api_grpc, pe, tensor, mc."""
+    """The imported stub modules: grpc, api (attention_service_pb2), api_grpc, pe, tensor, mc, and
+    the KServe v2 ones: v2 (inference.grpc_predict_v2_pb2), v2_grpc."""
 
     def __init__(self, directory):
         self.directory = directory
@@ -28,6 +29,8 @@ class Stubs:
         self.pe = importlib.import_module("attnserve.v1.positional_encoding_pb2")
         self.tensor = importlib.import_module("attnserve.v1.tensor_pb2")
         self.mc = importlib.import_module("attnserve.v1.model_config_pb2")
+        self.v2 = importlib.import_module("inference.grpc_predict_v2_pb2")
+        self.v2_grpc = importlib.import_module("inference.grpc_predict_v2_pb2_grpc")
 
 
 _LOADED = {}
