@@ -8,10 +8,12 @@ statuses, bearer tokens, x-request-id, timeouts.
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.request
@@ -353,6 +355,43 @@ class KServeHttpObservabilityTest(ServerTestCase):
             time.sleep(0.05)
         self.assertIn("access request_id=http-metrics-1 method=POST_/v2/models/demo-rope/infer "
                       "model=demo-rope code=200", self.server.log())
+
+
+class KServeHttpDrainTest(unittest.TestCase):
+    def test_sigterm_turns_ready_503_refuses_new_requests_and_finishes_running_ones(self):
+        server = at.ServerProcess(at.SERVER_PATH, ("--shutdown_grace_seconds=60",)).start()
+        try:
+            url = server.http_url
+            # A CoPE layer over 8192 tokens takes seconds on two cores: it runs while we drain.
+            x = np.random.default_rng(9).standard_normal((1, 8192, 256)).astype(np.float32)
+            request = {"parameters": {"causal": True, "binary_data_output": True},
+                       "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": x.nbytes}}]}
+            body, header = binary_body(request, [x.tobytes()])
+            running = {}
+            worker = threading.Thread(target=lambda: running.update(
+                reply=curl(f"{url}/v2/models/demo-cope/infer", "POST", body, [header])))
+            worker.start()
+            time.sleep(0.5)
+            server.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while curl(f"{url}/v2/health/ready").status != 503 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            ready = curl(f"{url}/v2/health/ready")
+            self.assertEqual((ready.status, ready.json()), (503, {"ready": False}))
+            self.assertTrue(worker.is_alive(), "the running request ended before the drain began")
+            late = curl(f"{url}/v2/models/demo-rope/infer", "POST",
+                        json.dumps({"inputs": [tensor_json("input", np.zeros((1, 1, 256),
+                                                                            np.float32),
+                                                           "FP32")]}).encode())
+            self.assertEqual(late.status, 503, late.body)
+            self.assertIn("draining", late.json()["error"])
+            self.assertEqual(late.headers["retry-after"], "1")
+            worker.join(timeout=120)
+            self.assertEqual(running["reply"].status, 200, running["reply"].body[:300])
+            self.assertEqual(server.proc.wait(timeout=30), 0, server.log())
+        finally:
+            server.kill()
 
 
 class KServeHttpLimitsTest(ServerTestCase):
