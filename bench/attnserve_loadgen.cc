@@ -485,6 +485,7 @@ class ThreadHttpConnection {
     boost::asio::write(socket_, message, error);
     http::response_parser<http::string_body> parser;
     parser.body_limit(std::numeric_limits<uint64_t>::max());
+    buffer_.reserve(1 << 20);  // Beast reads as much as there is room for, else 512 bytes a time
     if (!error) http::read(socket_, buffer_, parser, error);
     if (error) return Failed("the HTTP exchange", error);
     const http::response<http::string_body>& response = parser.get();

@@ -50,6 +50,9 @@ namespace {
 
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
+// The most a connection reads at once from a request's body.
+constexpr int64_t kBodyReadBytes = 1 << 20;
+
 // A response with a short plain-text body, for what the server refuses itself.
 HttpResponse PlainResponse(http::status status, absl::string_view text) {
   HttpResponse response(status, 11);
@@ -196,6 +199,9 @@ class Connection final : public HttpExchange,
   }
 
   void ReadBodyBytes(std::function<void(absl::StatusOr<std::string>)> done) {
+    // Beast reads as much as the buffer has room for, at least 512 bytes: without room a large
+    // body would take a read (and a trip through the strand) per 512 bytes.
+    buffer_.reserve(static_cast<size_t>(std::min<int64_t>(content_length_, kBodyReadBytes)));
     ArmTimeout();
     http::async_read(stream_, buffer_, *parser_,
                      [self = this->shared_from_this(), done](beast::error_code error, size_t) {
@@ -271,6 +277,7 @@ class Connection final : public HttpExchange,
                         const bool unread_body = self->content_length_ > 0 && !self->body_read_;
                         self->response_.reset();
                         self->responded_ = false;
+                        self->buffer_.shrink_to_fit();  // an idle connection keeps no body room
                         if (again) return self->ReadHeader();
                         if (!error && unread_body) return self->Linger();
                         self->Close();
@@ -332,6 +339,9 @@ void Accept(HttpServer::State* state) {
           return;
         }
         beast::error_code ignored;
+        // Answers go out whole at once: no waiting for the client's ACK of the previous segment
+        // (Nagle) before the last, short one.
+        socket.set_option(tcp::no_delay(true), ignored);
         const tcp::endpoint remote = socket.remote_endpoint(ignored);
         std::string peer = absl::StrCat(remote.address().to_string(ignored), ":", remote.port());
         if (state->connections.load() >= state->options.max_connections) {
