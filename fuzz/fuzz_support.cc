@@ -17,6 +17,22 @@ void CheckFailed(const char* condition, const char* file, int line, const std::s
 
 void QuietProtobufLogs() { google::protobuf::SetLogHandler(nullptr); }
 
+DemoService& TheDemoService() {
+  static DemoService* service = [] {
+    QuietProtobufLogs();
+    absl::StatusOr<std::unique_ptr<ModelRegistry>> demo = ModelRegistry::CreateWithDemoModels();
+    FUZZ_CHECK(demo.ok(), demo.status().ToString());
+    auto* service = new DemoService{*std::move(demo), {}, {}};
+    service->limits.max_batch = 4;
+    service->limits.max_sequence_length = 64;
+    service->limits.max_attention_elements = 8192;
+    service->limits.max_response_bytes = 1 << 20;
+    service->limits.max_kv_cache_bytes = 1 << 20;
+    return service;
+  }();
+  return *service;
+}
+
 std::string SafetensorsBytes(const std::vector<StoredTensor>& tensors) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   std::string data;

@@ -22,29 +22,6 @@
 namespace attnserve::fuzz {
 namespace {
 
-// What the adapters run with: the demo models and small limits.
-struct Service {
-  std::unique_ptr<ModelRegistry> models;
-  ServiceLimits limits;
-  PositionTableCache tables;
-};
-
-const Service& TheService() {
-  static const Service* service = [] {
-    QuietProtobufLogs();
-    absl::StatusOr<std::unique_ptr<ModelRegistry>> demo = ModelRegistry::CreateWithDemoModels();
-    FUZZ_CHECK(demo.ok(), demo.status().ToString());
-    auto* service = new Service{*std::move(demo)};
-    service->limits.max_batch = 4;
-    service->limits.max_sequence_length = 64;
-    service->limits.max_attention_elements = 8192;
-    service->limits.max_response_bytes = 1 << 20;
-    service->limits.max_kv_cache_bytes = 1 << 20;
-    return service;
-  }();
-  return *service;
-}
-
 std::vector<int64_t> Shape(const v1::Tensor& tensor) {
   return {tensor.shape().begin(), tensor.shape().end()};
 }
@@ -75,11 +52,10 @@ absl::Status StatusOf(const absl::StatusOr<T>& result) {
 // the status; true when OK.
 template <typename Request, typename Response, typename Handler>
 bool Call(const char* rpc, const uint8_t* data, size_t size, Handler handle, Response* response) {
-  const Service& service = TheService();  // first, so that parsing logs nothing
+  DemoService& service = TheDemoService();  // first, so that parsing logs nothing
   Request request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return false;
-  const RequestContext context{service.limits, const_cast<PositionTableCache&>(service.tables),
-                               nullptr, nullptr};
+  const RequestContext context = service.Context();
   const grpc::Status status = ServeRpc(rpc, [&] {
     return StatusOf(handle(context, *service.models, request, response));
   });

@@ -28,27 +28,6 @@
 namespace attnserve::fuzz {
 namespace {
 
-struct Service {
-  std::unique_ptr<ModelRegistry> models;
-  ServiceLimits limits;
-  PositionTableCache tables;
-};
-
-const Service& TheService() {
-  static const Service* service = [] {
-    QuietProtobufLogs();
-    absl::StatusOr<std::unique_ptr<ModelRegistry>> demo = ModelRegistry::CreateWithDemoModels();
-    FUZZ_CHECK(demo.ok(), demo.status().ToString());
-    auto* service = new Service{*std::move(demo)};
-    service->limits.max_batch = 4;
-    service->limits.max_sequence_length = 64;
-    service->limits.max_attention_elements = 8192;
-    service->limits.max_response_bytes = 1 << 20;
-    return service;
-  }();
-  return *service;
-}
-
 // Every raw input views the body, and together the binary inputs are exactly its binary part.
 void CheckRawViews(const InferRequest& request, absl::string_view body,
                    std::optional<int64_t> json_length) {
@@ -101,7 +80,7 @@ void FuzzOneBody(const uint8_t* data, size_t size) {
     size -= 4;
   }
   const std::string model(kRestModels[(selector & 0x0f) % std::size(kRestModels)]);
-  const Service& service = TheService();
+  DemoService& service = TheDemoService();
   const absl::string_view body(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<RestInferRequest> parsed = ParseInferRequest(body, json_length, model, "");
   if (!parsed.ok()) {
@@ -110,8 +89,7 @@ void FuzzOneBody(const uint8_t* data, size_t size) {
     return;
   }
   CheckRawViews(parsed->request, body, json_length);
-  const RequestContext context{service.limits, const_cast<PositionTableCache&>(service.tables),
-                               nullptr, nullptr};
+  const RequestContext context = service.Context();
   InferResponse response;
   const grpc::Status status = ServeRpc("ModelInfer", [&]() -> absl::Status {
     return RunModelInfer(context, *service.models, parsed->request, &response).status();

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -90,6 +91,16 @@ std::string TextField(const std::string& value) {
   return safe;
 }
 
+// The client's x-request-id metadata (at most kMaxFieldLength characters) into `id`, when sent.
+void ClientRequestId(const std::multimap<grpc::string_ref, grpc::string_ref>* metadata,
+                     std::string& id) {
+  if (metadata == nullptr) return;
+  const auto it = metadata->find("x-request-id");
+  if (it != metadata->end()) {
+    id = std::string(it->second.data(), std::min(it->second.size(), kMaxFieldLength));
+  }
+}
+
 class AccessLogInterceptor final : public grpc::experimental::Interceptor {
  public:
   AccessLogInterceptor(AccessLog* log, grpc::experimental::ServerRpcInfo* info)
@@ -106,14 +117,7 @@ class AccessLogInterceptor final : public grpc::experimental::Interceptor {
     // gRPC runs one call's hooks one after another, on whichever thread moves the call on.
     tsan_hand_off::Acquire(this);
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
-      const auto* metadata = methods->GetRecvInitialMetadata();
-      if (metadata != nullptr) {
-        auto it = metadata->find("x-request-id");
-        if (it != metadata->end()) {
-          request_id_ = std::string(it->second.data(),
-                                    std::min(it->second.size(), kMaxFieldLength));
-        }
-      }
+      ClientRequestId(methods->GetRecvInitialMetadata(), request_id_);
     }
     if (!seen_message_ &&
         methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
@@ -156,14 +160,7 @@ class RequestIdEcho final : public grpc::experimental::Interceptor {
     using grpc::experimental::InterceptionHookPoints;
     tsan_hand_off::Acquire(this);
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
-      const auto* metadata = methods->GetRecvInitialMetadata();
-      if (metadata != nullptr) {
-        const auto it = metadata->find("x-request-id");
-        if (it != metadata->end()) {
-          request_id_ =
-              std::string(it->second.data(), std::min(it->second.size(), kMaxFieldLength));
-        }
-      }
+      ClientRequestId(methods->GetRecvInitialMetadata(), request_id_);
     }
     if (!request_id_.empty() && !echoed_ &&
         methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
