@@ -394,6 +394,38 @@ class KServeHttpDrainTest(unittest.TestCase):
             server.kill()
 
 
+class KServeHttpSlowClientsTest(ServerTestCase):
+    SERVER_ARGS = ("--request_read_timeout_seconds=1", "--access_log=text")
+
+    def test_slow_uploads_are_cut_and_leaving_clients_cancel_their_request(self):
+        url = self.server.http_url
+        # A header that never ends, and a body that never comes: closed after about 1 s each.
+        for partial in (b"POST /v2/models/demo-rope/infer HTTP/1.1\r\nHost: x\r\n",
+                        b"POST /v2/models/demo-rope/infer HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Length: 1000\r\n\r\n{\"inputs\":"):
+            with self.subTest(partial=partial[-20:]):
+                start = time.monotonic()
+                answer = raw_http(url, partial, timeout=10)
+                self.assertLess(time.monotonic() - start, 5)
+                self.assertNotIn(b"200 OK", answer)
+        self.assertEqual(curl(f"{url}/v2/health/ready").status, 200)
+        # A client that gives up while its request computes: the request is cancelled, answered
+        # 499 to nobody and logged so.
+        x = np.random.default_rng(2).standard_normal((1, 8192, 256)).astype(np.float32)
+        request = {"parameters": {"causal": True, "binary_data_output": True},
+                   "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                               "parameters": {"binary_data_size": x.nbytes}}]}
+        body, header = binary_body(request, [x.tobytes()])
+        gone = curl(f"{url}/v2/models/demo-cope/infer", "POST", body,
+                    [header, "x-request-id: leaves-early"], extra=("--max-time", "0.5"))
+        self.assertNotEqual(gone.status, 200)  # curl gave up (after 100 Continue, or before)
+        deadline = time.monotonic() + 60
+        while "request_id=leaves-early" not in self.server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn("access request_id=leaves-early method=POST_/v2/models/demo-cope/infer "
+                      "model=demo-cope code=499", self.server.log())
+
+
 class KServeHttpLimitsTest(ServerTestCase):
     SERVER_ARGS = ("--max_message_bytes=65536", "--max_request_memory_bytes=262144")
 

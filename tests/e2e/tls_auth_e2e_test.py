@@ -8,6 +8,7 @@ rotation that does not check out keeps the previous ones, counted.
 
     /usr/bin/python3 tests/e2e/tls_auth_e2e_test.py --server build/server/attnserve --stubs build/python
 """
+import json
 import os
 import pathlib
 import re
@@ -125,6 +126,33 @@ class TlsTest(SecuredServerTest):
     def test_plaintext_client_cannot_talk_to_a_tls_port(self):
         self.assertRefused("UNAVAILABLE")
 
+    # The KServe v2 HTTP door speaks HTTPS with the same certificate.
+    def curl_tls(self):
+        return ["--cacert", cert("ca.pem")]
+
+    def https(self, path, *args):
+        url = self.server.http_url + path
+        done = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "20",
+                               *args, url], capture_output=True, text=True, timeout=60)
+        body, _, status = done.stdout.rpartition("\n")
+        return done.returncode, int(status or 0), body
+
+    def test_http_door_speaks_https(self):
+        self.assertTrue(self.server.http_url.startswith("https://"), self.server.http_url)
+        _, status, body = self.https("/v2/health/ready", *self.curl_tls())
+        self.assertEqual((status, body), (200, '{"ready":true}'))
+        x = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 256],
+                                    "data": [0.5] * 256}]})
+        _, status, body = self.https("/v2/models/demo-rope/infer", *self.curl_tls(), "-d", x)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["outputs"][0]["shape"], [1, 1, 256])
+        plain = self.server.http_url.replace("https://", "http://")
+        done = subprocess.run(["curl", "-s", "--max-time", "10", plain + "/v2/health/ready"],
+                              capture_output=True, text=True, timeout=60)
+        self.assertNotIn('"ready"', done.stdout)
+        rc, _, _ = self.https("/v2/health/ready", "--cacert", cert("rogue-ca.pem"))
+        self.assertNotEqual(rc, 0)  # a certificate from another CA: the client refuses it
+
     def test_a_server_certificate_from_another_ca_is_rejected_by_the_client(self):
         self.assertRefused("UNAVAILABLE", tls_ca=cert("rogue-ca.pem"))
 
@@ -144,6 +172,16 @@ class MutualTlsTest(TlsTest):
         if kwargs.get("tls_ca") and "tls_cert" not in kwargs:
             kwargs.update(tls_cert=cert("client.pem"), tls_key=cert("client.key"))
         return super().client(**kwargs)
+
+    def curl_tls(self):
+        return ["--cacert", cert("ca.pem"), "--cert", cert("client.pem"), "--key", cert("client.key")]
+
+    def test_https_without_a_client_certificate_is_refused(self):
+        rc, status, _ = self.https("/v2/health/ready", "--cacert", cert("ca.pem"))
+        self.assertNotEqual((rc, status), (0, 200))
+        rc, status, _ = self.https("/v2/health/ready", "--cacert", cert("ca.pem"), "--cert",
+                                   cert("rogue-client.pem"), "--key", cert("rogue-client.key"))
+        self.assertNotEqual((rc, status), (0, 200))
 
     def test_client_without_a_certificate_is_refused(self):
         with Client(self.server.grpc_address, stubs=STUBS_DIR, timeout=10,
