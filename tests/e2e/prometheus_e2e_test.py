@@ -112,6 +112,13 @@ class RealPrometheusTest(ServerTestCase):
         for _ in range(2):
             with self.assertRaises(grpc.RpcError):
                 self.attend(model="no-such-model", query=f32_tensor(x))
+        # The KServe v2 HTTP door too (its panels): a readiness check and an inference.
+        urllib.request.urlopen(f"{self.server.http_url}/v2/health/ready", timeout=10).read()
+        # (On another model, so that demo-sinusoidal's counts below are the gRPC calls'.)
+        body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 256],
+                                       "data": [0.5] * 256}]}).encode()
+        urllib.request.urlopen(urllib.request.Request(
+            f"{self.server.http_url}/v2/models/demo-rope/infer", data=body), timeout=10).read()
 
         # The scrape target is up and the request counter carries each outcome.
         self.wait_for('up{job="attnserve"} == 1', lambda r: len(r) == 1)
