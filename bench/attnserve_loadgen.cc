@@ -462,20 +462,37 @@ grpc::StatusCode CodeOfHttp(unsigned status) {
 
 // The calling thread's keep-alive connection to --http_target, opened on first use and again
 // after the server closes it.
+// No client-side deadline: the request's `timeout` parameter bounds it at the server.
 class ThreadHttpConnection {
  public:
   grpc::Status Post(const HttpRequestBytes& request, const std::string& request_id) {
+    // A kept connection the server has closed meanwhile (idle past its read timeout) fails
+    // before any answer: once more on a new one.
+    const bool reused = socket_.is_open();
+    grpc::Status status = PostOnce(request, request_id);
+    if (reused && status.error_code() == grpc::StatusCode::UNAVAILABLE && !answered_) {
+      status = PostOnce(request, request_id);
+    }
+    return status;
+  }
+
+ private:
+  grpc::Status PostOnce(const HttpRequestBytes& request, const std::string& request_id) {
     namespace http = boost::beast::http;
     boost::beast::error_code error;
+    answered_ = false;
     if (!socket_.is_open()) {
       const std::string target = absl::GetFlag(FLAGS_http_target);
       const size_t colon = target.rfind(':');
+      std::string host = target.substr(0, colon);
+      if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+      }
       boost::asio::ip::tcp::resolver resolver(io_);
-      const auto endpoints =
-          resolver.resolve(target.substr(0, colon), target.substr(colon + 1), error);
+      const auto endpoints = resolver.resolve(host, target.substr(colon + 1), error);
       if (!error) boost::asio::connect(socket_, endpoints, error);
+      if (!error) socket_.set_option(boost::asio::ip::tcp::no_delay(true), error);
       if (error) return Failed("connecting to " + target, error);
-      socket_.set_option(boost::asio::ip::tcp::no_delay(true));
     }
     std::string head = absl::StrCat("POST ", request.target, " HTTP/1.1\r\n", request.headers);
     if (!request_id.empty()) absl::StrAppend(&head, "x-request-id: ", request_id, "\r\n");
@@ -487,6 +504,7 @@ class ThreadHttpConnection {
     parser.body_limit(std::numeric_limits<uint64_t>::max());
     buffer_.reserve(1 << 20);  // Beast reads as much as there is room for, else 512 bytes a time
     if (!error) http::read(socket_, buffer_, parser, error);
+    answered_ = parser.got_some();
     if (error) return Failed("the HTTP exchange", error);
     const http::response<http::string_body>& response = parser.get();
     if (!response.keep_alive()) socket_.close(error);
@@ -496,7 +514,6 @@ class ThreadHttpConnection {
                                            response.body().substr(0, kMaxMessageLength)));
   }
 
- private:
   grpc::Status Failed(const std::string& what, const boost::beast::error_code& error) {
     boost::beast::error_code ignored;
     socket_.close(ignored);
@@ -507,6 +524,7 @@ class ThreadHttpConnection {
   boost::asio::io_context io_;
   boost::asio::ip::tcp::socket socket_{io_};
   boost::beast::flat_buffer buffer_;
+  bool answered_ = false;  // the last exchange received part of an answer
 };
 
 Call HttpCall(std::shared_ptr<const HttpRequestBytes> request,

@@ -464,6 +464,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpDoor(const ServerOptions& o
   http.max_body_bytes = options.limits.max_response_bytes;
   http.io_timeout = options.limits.request_read_timeout;
   if (secrets.tls()) http.tls = HttpsContexts(secrets);
+  http.refused = [&door](const HttpExchange& exchange, unsigned code) {
+    door.Refused(exchange, code);
+  };
   return HttpServer::Start(std::move(http), [&door](std::shared_ptr<HttpExchange> exchange) {
     door.Handle(std::move(exchange));
   });
@@ -547,7 +550,9 @@ int RunServer(const ServerOptions& flags, const sigset_t& signals) {
   spdlog::info("received signal {}; draining", signal_number);
   Drain(options, **server, service, health.get(), http->get());
   spdlog::info("stopped");
-  spdlog::shutdown();
+  // Flushed, not shut down: a request still running past the grace period may log before the
+  // process ends.
+  spdlog::default_logger()->flush();
   // Every RPC has finished. Destroying the metrics endpoint would only wait out its HTTP
   // server's 2-second poll (civetweb's fixed quantum), so the process ends here instead.
   std::quick_exit(0);

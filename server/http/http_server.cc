@@ -31,7 +31,7 @@ using tcp = net::ip::tcp;
 class HttpServer::State {
  public:
   State(Options options, Handler handler)
-      : options(std::move(options)), handler(std::move(handler)), acceptor(io) {}
+      : options(std::move(options)), handler(std::move(handler)), acceptor(net::make_strand(io)) {}
 
   const Options options;
   const Handler handler;
@@ -42,7 +42,7 @@ class HttpServer::State {
   std::atomic<bool> stopping{false};
   int port = 0;
   net::io_context io;
-  tcp::acceptor acceptor;
+  tcp::acceptor acceptor;  // on a strand of its own: accepting and closing never overlap
   std::vector<std::thread> threads;
 };
 
@@ -101,8 +101,9 @@ class Connection final : public HttpExchange,
     net::post(stream_.get_executor(), [self = this->shared_from_this(), done = std::move(done)] {
       self->parser_->body_limit(static_cast<uint64_t>(self->state_->options.max_body_bytes));
       // A client that asked to be told before it sends its body is told now.
+      // (HTTP/1.0 clients cannot ask for it: RFC 9110 has the server ignore the header there.)
       const auto expect = self->parser_->get().find(http::field::expect);
-      if (expect != self->parser_->get().end() &&
+      if (self->parser_->get().version() >= 11 && expect != self->parser_->get().end() &&
           beast::iequals(expect->value(), "100-continue")) {
         auto proceed = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
         self->ArmTimeout();
@@ -150,6 +151,8 @@ class Connection final : public HttpExchange,
     // (Not boost::none: Beast 1.74 compares the length with the optional, and none is less.)
     parser_->body_limit(std::numeric_limits<uint64_t>::max());
     body_read_ = false;
+    unread_input_ = false;
+    content_length_ = 0;
     client_gone_ = false;
     ArmTimeout();
     http::async_read_header(stream_, buffer_, *parser_,
@@ -170,6 +173,7 @@ class Connection final : public HttpExchange,
       keep_alive_ = false;
       counted_ = true;
       ++state_->requests_in_progress;
+      Refused(error == http::error::header_limit ? 431 : 400);
       return Write(error == http::error::header_limit
                        ? PlainResponse(http::status::request_header_fields_too_large,
                                        "the request header is too large\n")
@@ -182,6 +186,8 @@ class Connection final : public HttpExchange,
     keep_alive_ = parser_->get().keep_alive();
     if (parser_->get().find(http::field::transfer_encoding) != parser_->get().end()) {
       keep_alive_ = false;
+      unread_input_ = true;  // whatever follows is not read: linger after answering
+      Refused(411);
       return Write(PlainResponse(http::status::length_required,
                                  "a request body needs a Content-Length (no Transfer-Encoding)\n"));
     }
@@ -189,6 +195,8 @@ class Connection final : public HttpExchange,
     const uint64_t length = parser_->content_length().value_or(0);
     if (length > static_cast<uint64_t>(state_->options.max_body_bytes)) {
       keep_alive_ = false;
+      unread_input_ = true;
+      Refused(413);
       return Write(PlainResponse(
           http::status::payload_too_large,
           absl::StrCat("Content-Length=", length, " is past the limit of ",
@@ -196,6 +204,11 @@ class Connection final : public HttpExchange,
     }
     content_length_ = static_cast<int64_t>(length);
     state_->handler(this->shared_from_this());
+  }
+
+  // An answer the server gives itself, before any handler sees the request.
+  void Refused(unsigned status) {
+    if (state_->options.refused) state_->options.refused(*this, status);
   }
 
   void ReadBodyBytes(std::function<void(absl::StatusOr<std::string>)> done) {
@@ -264,7 +277,8 @@ class Connection final : public HttpExchange,
     tcp().socket().cancel(ignored);  // the client watch
     watch_timer_.cancel();
     // A body the handler did not read is still on the connection: it cannot carry another request.
-    if (content_length_ > 0 && !body_read_) keep_alive_ = false;
+    if (content_length_ > 0 && !body_read_) unread_input_ = true;
+    if (unread_input_) keep_alive_ = false;
     response_.emplace(std::move(response));
     response_->keep_alive(keep_alive_ && !state_->stopping.load());
     response_->prepare_payload();
@@ -274,7 +288,7 @@ class Connection final : public HttpExchange,
                         self->tcp().expires_never();
                         self->EndRequest();
                         const bool again = !error && self->response_->keep_alive();
-                        const bool unread_body = self->content_length_ > 0 && !self->body_read_;
+                        const bool unread_body = self->unread_input_;
                         self->response_.reset();
                         self->responded_ = false;
                         self->buffer_.shrink_to_fit();  // an idle connection keeps no body room
@@ -323,6 +337,7 @@ class Connection final : public HttpExchange,
   bool body_read_ = false;
   bool responded_ = false;
   bool counted_ = false;  // in requests_in_progress
+  bool unread_input_ = false;  // the client may still be sending what was not read
   size_t lingered_ = 0;
   std::array<char, 16384> discard_;
   std::atomic<bool> client_gone_{false};
@@ -334,7 +349,8 @@ void Accept(HttpServer::State* state) {
         if (error == net::error::operation_aborted || state->stopping.load()) return;
         if (error) {
           // Out of descriptors, say: try again shortly rather than spin.
-          auto retry = std::make_shared<net::steady_timer>(state->io, std::chrono::milliseconds(100));
+          auto retry = std::make_shared<net::steady_timer>(state->acceptor.get_executor(),
+                                                           std::chrono::milliseconds(100));
           retry->async_wait([state, retry](beast::error_code) { Accept(state); });
           return;
         }
@@ -405,7 +421,7 @@ int HttpServer::port() const { return state_->port; }
 void HttpServer::Shutdown(std::chrono::system_clock::time_point deadline) {
   if (state_->threads.empty()) return;
   state_->stopping = true;
-  net::post(state_->io, [state = state_.get()] {
+  net::post(state_->acceptor.get_executor(), [state = state_.get()] {
     beast::error_code ignored;
     state->acceptor.close(ignored);
   });

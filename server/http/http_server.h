@@ -53,6 +53,10 @@ class HttpServer {
     // A request's header (or the next one on an idle connection), its body and a response's
     // write must each complete within this, or the connection is closed.
     std::chrono::milliseconds io_timeout{30000};
+    // Called on an I/O thread for each answer the server gives itself (400 malformed, 431, 411,
+    // 413), so that it is measured and logged like the handler's; `exchange.head()` may be
+    // incomplete for a malformed request. May be null.
+    std::function<void(const HttpExchange& exchange, unsigned status)> refused;
     // The TLS context for each new connection (read again per connection, so certificates
     // rotate); null: plaintext.
     std::function<std::shared_ptr<boost::asio::ssl::context>()> tls;

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -40,9 +41,12 @@ std::optional<std::string> Unescaped(absl::string_view segment) {
       out += segment[i];
       continue;
     }
+    if (i + 2 >= segment.size() || !absl::ascii_isxdigit(segment[i + 1]) ||
+        !absl::ascii_isxdigit(segment[i + 2])) {
+      return std::nullopt;
+    }
     int value = 0;
-    if (i + 2 >= segment.size()) return std::nullopt;
-    if (!absl::SimpleHexAtoi(segment.substr(i + 1, 2), &value)) return std::nullopt;
+    absl::SimpleHexAtoi(segment.substr(i + 1, 2), &value);
     out += static_cast<char>(value);
     i += 2;
   }
@@ -185,7 +189,12 @@ class HttpDoor::InferCall final : public std::enable_shared_from_this<InferCall>
       return Fail(reserved);
     }
     exchange_->ReadBody([self = shared_from_this()](absl::StatusOr<std::string> body) {
-      if (!body.ok()) return;  // the connection is closed: nobody to answer
+      if (!body.ok()) {
+        // The connection is closed: nobody to answer, but the request is counted and logged
+        // (408 when the body was too slow, 499 when the client went away).
+        const unsigned code = body.status().code() == absl::StatusCode::kDeadlineExceeded ? 408 : 499;
+        return self->door_->Record(*self->exchange_, self->answering_, code);
+      }
       self->body_ = *std::move(body);
       if (absl::Status scheduled = self->door_->service_->ScheduleBody([self] { self->Run(); });
           !scheduled.ok()) {
@@ -271,7 +280,24 @@ HttpDoor::HttpDoor(AttentionServiceImpl* service, const ModelStore* models,
 void HttpDoor::Answer(HttpExchange& exchange, const Answering& answering,
                       HttpResponse response) const {
   if (!answering.request_id.empty()) response.set("x-request-id", answering.request_id);
-  const unsigned code = response.result_int();
+  Record(exchange, answering, response.result_int());
+  exchange.Respond(std::move(response));
+}
+
+void HttpDoor::Refused(const HttpExchange& exchange, unsigned code) const {
+  const HttpRequestHead& head = exchange.head();
+  const absl::string_view target(head.target().data(), head.target().size());
+  const absl::string_view path = target.substr(0, target.find('?'));
+  const std::optional<ModelTarget> model = ParseModelTarget(path);
+  Record(exchange,
+         Answering{RouteLabel(path, model), RequestId(head),
+                   model.has_value() ? model->model.substr(0, kMaxRequestIdLength) : "",
+                   std::chrono::steady_clock::now()},
+         code);
+}
+
+void HttpDoor::Record(const HttpExchange& exchange, const Answering& answering,
+                      unsigned code) const {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - answering.start).count();
   const HttpRequestHead& head = exchange.head();
@@ -292,7 +318,6 @@ void HttpDoor::Answer(HttpExchange& exchange, const Answering& answering,
         absl::StrCat(std::string(head.method_string()), " ", target), answering.model,
         std::to_string(code), seconds * 1000, exchange.peer());
   }
-  exchange.Respond(std::move(response));
 }
 
 void HttpDoor::Handle(std::shared_ptr<HttpExchange> exchange) {

@@ -46,6 +46,8 @@ class HttpDoor {
 
   // The HttpServer handler: answers at once, or reads the body and computes on a request thread.
   void Handle(std::shared_ptr<HttpExchange> exchange);
+  // HttpServer's `refused`: an answer the transport gave itself, measured and logged.
+  void Refused(const HttpExchange& exchange, unsigned code) const;
 
  private:
   class InferCall;
@@ -60,6 +62,8 @@ class HttpDoor {
   // Sends `response` (the client's x-request-id echoed), counts it in the HTTP metrics and
   // writes its access line.
   void Answer(HttpExchange& exchange, const Answering& answering, HttpResponse response) const;
+  // Counts a request's outcome in the HTTP metrics and writes its access line.
+  void Record(const HttpExchange& exchange, const Answering& answering, unsigned code) const;
 
   AttentionServiceImpl* const service_;
   const ModelStore* const models_;

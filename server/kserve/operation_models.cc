@@ -72,8 +72,9 @@ absl::StatusOr<WorkDone> RunEncodeModel(const RequestContext& context, const Mod
                    DecodeFloatInput(input, InputField("input"), 3, "[batch, seq, d_model]"));
   ASSIGN_OR_RETURN(call.num_heads, IntParameter(parameters, "num_heads", 0));
   ASSIGN_OR_RETURN(call.head_dim, IntParameter(parameters, "head_dim", 0));
-  if (HasParameter(parameters, "model")) {
-    ASSIGN_OR_RETURN(const std::string model, StringParameter(parameters, "model", ""));
+  // An empty model is none, as in attnserve.v1: the inline encoding.
+  ASSIGN_OR_RETURN(const std::string model, StringParameter(parameters, "model", ""));
+  if (!model.empty()) {
     call.model = models.Find(model);
   } else {
     call.encoding = EncodingParameter(parameters);
@@ -130,7 +131,9 @@ absl::StatusOr<WorkDone> RunSdpaModel(const RequestContext& context, const Infer
                    OutputsToReturn(request, kOutputs, std::move(defaults)));
   SdpaCall call;
   for (const std::string& output : outputs) call.return_attention |= output == "attention";
-  RETURN_IF_ERROR(DecodeQkv(inputs, call.return_attention, call));
+  // Asking for the probabilities widens bf16 q, k and v to f32, as attnserve.v1 does, whether or
+  // not the outputs named then include them.
+  RETURN_IF_ERROR(DecodeQkv(inputs, call.return_attention || return_attention, call));
   call.compute = ComputeTypeParameter(parameters);
   if (HasParameter(parameters, "encoding")) {
     call.encoding = EncodingParameter(parameters);
@@ -182,8 +185,8 @@ absl::StatusOr<WorkDone> RunPositionBiasModel(const RequestContext& context,
   ASSIGN_OR_RETURN(const std::vector<std::string> outputs,
                    OutputsToReturn(request, kOutputs, {"bias"}));
   PositionBiasCall call;
-  if (HasParameter(parameters, "model")) {
-    ASSIGN_OR_RETURN(const std::string model, StringParameter(parameters, "model", ""));
+  ASSIGN_OR_RETURN(const std::string model, StringParameter(parameters, "model", ""));
+  if (!model.empty()) {
     ASSIGN_OR_RETURN(call.model, models.Find(model));
   } else if (HasParameter(parameters, "encoding")) {
     call.encoding = EncodingParameter(parameters);

@@ -400,8 +400,9 @@ absl::StatusOr<RestInferRequest> ParseInferRequest(absl::string_view body,
   InferRequest& request = parsed.request;
   request.model_name = std::move(model_name);
   request.model_version = std::move(model_version);
-  RETURN_IF_ERROR(AttachBinaryData(json_length.has_value() ? body.substr(*json_length) : "",
-                                   request, reader.data()));
+  // Without binary data, an empty view at the body's end (a binary_data_size of 0 views it).
+  RETURN_IF_ERROR(AttachBinaryData(body.substr(json_length.value_or(body.size())), request,
+                                   reader.data()));
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     RETURN_IF_ERROR(TypeData(reader.data()[i], i, request.inputs[i]));
   }

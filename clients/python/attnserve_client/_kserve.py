@@ -2,8 +2,9 @@
 inference.GRPCInferenceService stubs) or over HTTP (the standard library's urllib; the tensors as
 binary data both ways), with numpy in and out."""
 import json
-import struct
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -16,8 +17,14 @@ _NUMPY = {"FP32": "<f4", "FP16": "<f2", "INT32": "<i4", "INT64": "<i8"}
 # HTTP statuses as the gRPC code names AttnservError carries.
 _HTTP_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                404: "NOT_FOUND", 405: "UNIMPLEMENTED", 411: "INVALID_ARGUMENT",
-               413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE",
+               413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+               500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE",
                504: "DEADLINE_EXCEEDED"}
+
+
+def _model_path(model):
+    """/v2/models/<model> with the name escaped (any character may be in a name)."""
+    return "/v2/models/" + urllib.parse.quote(model, safe="")
 
 
 def _raw(array, datatype):
@@ -97,7 +104,7 @@ class KServeClient:
 
     def model_ready(self, model):
         if self.protocol == "http":
-            return self._get(f"/v2/models/{model}/ready", ok_only=False)[0] == 200
+            return self._get(f"{_model_path(model)}/ready", ok_only=False)[0] == 200
         return self._call("ModelReady", self._v2.ModelReadyRequest(name=model)).ready
 
     def server_metadata(self):
@@ -110,7 +117,7 @@ class KServeClient:
     def model_metadata(self, model):
         """{"name", "versions", "platform", "inputs": [{"name", "datatype", "shape"}], "outputs"}"""
         if self.protocol == "http":
-            return json.loads(self._get(f"/v2/models/{model}")[1])
+            return json.loads(self._get(_model_path(model))[1])
         m = self._call("ModelMetadata", self._v2.ModelMetadataRequest(name=model))
         tensors = lambda ts: [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}  # noqa: E731
                               for t in ts]
@@ -173,7 +180,7 @@ class KServeClient:
         body = head + b"".join(_raw(array, datatype) for _, array, datatype in tensors)
         headers = dict(self._headers, **{"Inference-Header-Content-Length": str(len(head)),
                                          "Content-Type": "application/octet-stream"})
-        status, data, reply_headers = self._request(f"/v2/models/{model}/infer", body, headers)
+        status, data, reply_headers = self._request(f"{_model_path(model)}/infer", body, headers)
         length = int(reply_headers.get("Inference-Header-Content-Length", len(data)))
         answer, offset, result = json.loads(data[:length]), length, {}
         for output in answer["outputs"]:
@@ -193,11 +200,12 @@ class KServeClient:
             raise AttnservError.from_rpc_error(error) from None
 
     def _get(self, path, ok_only=True):
+        """(status, body); with ok_only False a failure is its status (0: no answer at all)."""
         if not ok_only:
             try:
                 return self._request(path)[:2]
             except AttnservError as error:
-                return error.http_status, b""
+                return getattr(error, "http_status", 0), b""
         return self._request(path)[:2]
 
     def _request(self, path, body=None, headers=None):
@@ -216,3 +224,8 @@ class KServeClient:
             failure = AttnservError(_HTTP_CODES.get(error.code, "UNKNOWN"), details, error)
             failure.http_status = error.code
             raise failure from None
+        except (urllib.error.URLError, socket.timeout, ConnectionError) as error:
+            timed_out = isinstance(error, socket.timeout) or isinstance(
+                getattr(error, "reason", None), socket.timeout)
+            raise AttnservError("DEADLINE_EXCEEDED" if timed_out else "UNAVAILABLE",
+                                str(getattr(error, "reason", error)), error) from None
