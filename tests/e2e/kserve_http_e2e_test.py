@@ -488,6 +488,29 @@ class KServeHttpLimitsTest(ServerTestCase):
         body, header = binary_body(request, [x.tobytes()])
         self.assertEqual(curl(url, "POST", body, [header]).status, 200)
 
+    def test_a_full_memory_budget_answers_429_at_once(self):
+        url = f"{self.server.http_url}/v2/models/demo-rope/infer"
+        host, port = url.removeprefix("http://").split("/")[0].rsplit(":", 1)
+        x = np.full((1, 8, 256), 0.5, np.float32)
+        body = json.dumps({"inputs": [tensor_json("input", x, "FP32")],
+                           "parameters": {"binary_data_output": True}}).encode()
+        # A client that announces 30 000 bytes of JSON (parsing may hold 7 times that: 210 000 of
+        # the 262 144-byte budget) and then stalls holds that while its body is awaited...
+        with socket.create_connection((host, int(port)), timeout=10) as stalled:
+            stalled.sendall(b"POST /v2/models/demo-rope/infer HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 30000\r\n\r\n{\"inputs\": [")
+            time.sleep(0.3)
+            # ...so a request that needs ~70 000 more finds no room: 429 at once, unread.
+            reply = curl(url, "POST", body)
+            self.assertEqual(reply.status, 429, reply.body)
+            self.assertEqual(reply.headers["retry-after"], "1")
+            self.assertIn("--max_request_memory_bytes", reply.json()["error"])
+        # The stalled client gone, its reservation returns and the request is served.
+        deadline = time.monotonic() + 10
+        while (reply := curl(url, "POST", body)).status == 429 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(reply.status, 200, reply.body[:200])
+
     def test_expect_continue_and_escaped_names(self):
         x = np.zeros((1, 1, 256), np.float32)
         body = json.dumps({"inputs": [tensor_json("input", x, "FP32")]}).encode()
