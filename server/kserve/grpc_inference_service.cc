@@ -147,7 +147,43 @@ void ResponseToProto(InferResponse& response, bool raw, ModelInferResponse* prot
   }
 }
 
+// A map entry's node, its key's and InferParameter's objects (their strings counted apart).
+constexpr int64_t kMapEntryBytes = 256;
+// A string's object with its heap block's bookkeeping.
+constexpr int64_t kStringBytes = 48;
+
+int64_t StringBytes(const std::string& text) {
+  return kStringBytes + static_cast<int64_t>(text.capacity());
+}
+
+int64_t ParametersBytes(
+    const google::protobuf::Map<std::string, inference::InferParameter>& parameters) {
+  int64_t bytes = 0;
+  for (const auto& [key, value] : parameters) {
+    bytes += kMapEntryBytes + StringBytes(key) + StringBytes(value.string_param());
+  }
+  return bytes;
+}
+
 }  // namespace
+
+int64_t ModelInferRequestHeldBytes(const ModelInferRequest& request) {
+  int64_t bytes = sizeof(ModelInferRequest) + StringBytes(request.model_name()) +
+                  StringBytes(request.model_version()) + StringBytes(request.id()) +
+                  ParametersBytes(request.parameters());
+  for (const std::string& raw : request.raw_input_contents()) bytes += StringBytes(raw);
+  for (const ModelInferRequest::InferInputTensor& input : request.inputs()) {
+    bytes += sizeof(input) + StringBytes(input.name()) + StringBytes(input.datatype()) +
+             static_cast<int64_t>(input.shape_size()) * sizeof(int64_t) +
+             ParametersBytes(input.parameters()) +
+             // No map in InferTensorContents: reflection is right there.
+             static_cast<int64_t>(input.contents().SpaceUsedLong());
+  }
+  for (const ModelInferRequest::InferRequestedOutputTensor& output : request.outputs()) {
+    bytes += sizeof(output) + StringBytes(output.name()) + ParametersBytes(output.parameters());
+  }
+  return bytes;
+}
 
 absl::StatusOr<WorkDone> HandleModelInfer(const RequestContext& context,
                                           const ModelRegistry& models,
