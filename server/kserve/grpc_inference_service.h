@@ -26,7 +26,7 @@ absl::StatusOr<WorkDone> HandleModelInfer(const RequestContext& context,
 
 // What a parsed ModelInferRequest holds in memory, from above: the message, its strings, its
 // repeated fields at their element size, and each map entry at kMapEntryBytes plus its strings.
-// (Not Reflection::SpaceUsedLong, which Debian's protobuf 3.21 gets wrong on map fields.)
+// (Not Reflection::SpaceUsedLong, which crashed on its map fields in the ThreadSanitizer build.)
 int64_t ModelInferRequestHeldBytes(const inference::ModelInferRequest& request);
 
 class GrpcInferenceService final : public inference::GRPCInferenceService::CallbackService {

@@ -33,8 +33,8 @@ const std::string& RequestedModel(const v1::SdpaRequest&) {
 }
 
 // What a parsed request holds in memory. Reflection's SpaceUsedLong for the attnserve.v1
-// messages; ModelInferRequest has map fields, on which Debian's protobuf 3.21 SpaceUsedLong reads
-// an unset pointer (a crash seen under ThreadSanitizer), so its own estimate.
+// messages; ModelInferRequest has map fields, where SpaceUsedLong crashed (Debian's protobuf
+// 3.21, reading the maps' reflection view, in the ThreadSanitizer build), so its own estimate.
 template <typename Request>
 int64_t MessageHeldBytes(const Request& request) {
   return static_cast<int64_t>(request.SpaceUsedLong());
