@@ -364,12 +364,12 @@ class KServeHttpObservabilityTest(ServerTestCase):
 
 class KServeHttpDrainTest(unittest.TestCase):
     def test_sigterm_turns_ready_503_refuses_new_requests_and_finishes_running_ones(self):
-        server = at.ServerProcess(at.SERVER_PATH, ("--shutdown_grace_seconds=60",)).start()
+        server = at.ServerProcess(at.SERVER_PATH, ("--shutdown_grace_seconds=120",)).start()
         try:
             url = server.http_url
-            # A CoPE layer over 8192 tokens takes seconds on two cores (2048 under a sanitizer,
+            # A CoPE layer over 8192 tokens takes seconds on two cores (4096 under ThreadSanitizer,
             # which slows it tenfold and more): it runs while we drain.
-            seq = 2048 if at.SANITIZED else 8192
+            seq = 4096 if os.environ.get("TSAN_OPTIONS") else 8192
             x = np.random.default_rng(9).standard_normal((1, seq, 256)).astype(np.float32)
             request = {"parameters": {"causal": True, "binary_data_output": True},
                        "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
@@ -394,7 +394,7 @@ class KServeHttpDrainTest(unittest.TestCase):
             self.assertEqual(late.status, 503, late.body)
             self.assertIn("draining", late.json()["error"])
             self.assertEqual(late.headers["retry-after"], "1")
-            worker.join(timeout=120)
+            worker.join(timeout=150)
             self.assertEqual(running["reply"].status, 200, running["reply"].body[:300])
             self.assertEqual(server.proc.wait(timeout=30), 0, server.log())
         finally:
