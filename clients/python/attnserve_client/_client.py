@@ -49,7 +49,18 @@ def _float_array(array, what):
 # --------------------------------------------------------------------------------------------
 
 
-class Client:
+class _Closing:
+    """`with` support for a client: closes it on leaving the block."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class Client(_Closing):
     """A channel to an attnserve server and its AttentionService, with numpy in and out.
 
         with Client("127.0.0.1:50051") as c:
@@ -95,13 +106,6 @@ class Client:
 
     def close(self):
         self.channel.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
     # --- conversions ----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import urllib.request
 import numpy as np
 
 from . import _stubs
-from ._client import AttnservError, _bf16_bits
+from ._client import AttnservError, _bf16_bits, _Closing
 
 # numpy ↔ KServe datatypes (little-endian).
 _NUMPY = {"FP32": "<f4", "FP16": "<f2", "INT32": "<i4", "INT64": "<i8"}
@@ -49,7 +49,7 @@ def _datatype(array, float_datatype):
     return "INT64" if kind in "iub" else float_datatype
 
 
-class KServeClient:
+class KServeClient(_Closing):
     """A client of the KServe v2 door:
 
         with KServeClient("127.0.0.1:8000", protocol="http") as k:     # or "127.0.0.1:50051", "grpc"
@@ -82,13 +82,6 @@ class KServeClient:
     def close(self):
         if self.protocol == "grpc":
             self.channel.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
     # --- health and metadata --------------------------------------------------------------
 
