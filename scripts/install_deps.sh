@@ -13,7 +13,7 @@ build=(build-essential cmake ninja-build pkg-config libgrpc++-dev libgrpc-dev pr
        libprotobuf-dev protobuf-compiler libdnnl-dev ocl-icd-opencl-dev libabsl-dev
        prometheus-cpp-dev libspdlog-dev nlohmann-json3-dev grpc-proto libssl-dev libboost-dev)
 test=("${build[@]}" libgtest-dev libgmock-dev libbenchmark-dev python3 python3-grpcio
-      python3-protobuf python3-numpy python3-matplotlib python3-yaml python3-kubernetes python3-h2 curl
+      python3-protobuf python3-numpy python3-matplotlib python3-yaml python3-kubernetes python3-h2 curl chromium
       prometheus)
 # clang's OpenMP (libomp) is needed by the core compiled with clang.
 fuzz=("${build[@]}" clang-14 libclang-rt-14-dev libomp-14-dev)

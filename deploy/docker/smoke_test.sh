@@ -318,6 +318,12 @@ curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/v2/models/demo-rope/infer" \
   | grep -q '"name":"output","datatype":"FP32","shape":\[1,1,256\]' \
   || die "POST /v2/models/demo-rope/infer on the HTTP port failed"
 log "OK  KServe v2 over HTTP: ready, and an inference with curl"
+# The web console is in the image's binary: its page and the models it lists.
+curl -sf "http://127.0.0.1:$HTTP_PORT/" | grep -q '<html' \
+  || die "GET / (the web console) on the HTTP port failed"
+curl -sf "http://127.0.0.1:$HTTP_PORT/console/api/models" | grep -q '"name":"demo-rope"' \
+  || die "GET /console/api/models on the HTTP port failed"
+log "OK  web console: its page and /console/api/models"
 
 # ------------------------------------------------------------------------------------------------
 # 7. Client checks from the host: health, Encode vs numpy, /metrics.

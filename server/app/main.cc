@@ -137,6 +137,10 @@ ABSL_FLAG(std::string, http_address, "0.0.0.0:8000",
           "the gRPC port's TLS and bearer tokens; port 0 picks a free port; empty = none");
 ABSL_FLAG(int32_t, http_threads, 2,
           "threads reading and writing HTTP connections (inference runs on the request threads)");
+ABSL_FLAG(bool, console, true,
+          "serve the web console (docs/console.md) at / on --http_address: models and their live "
+          "traffic, encodings and attention maps; its data routes need the bearer token when one "
+          "is set");
 ABSL_FLAG(bool, health_probe, false,
           "instead of serving: ask the server at --health_address, or else at --grpc_address "
           "(with its TLS flags), for its grpc.health.v1 status (0.0.0.0 means this host) and "
@@ -186,6 +190,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   options.health_address = absl::GetFlag(FLAGS_health_address);
   options.http_address = absl::GetFlag(FLAGS_http_address);
   options.http_threads = absl::GetFlag(FLAGS_http_threads);
+  options.console = absl::GetFlag(FLAGS_console);
   if (options.http_threads < 1 || options.http_threads > 256) {
     return absl::InvalidArgumentError(
         absl::StrCat("--http_threads=", options.http_threads, " must be in [1, 256]"));

@@ -525,12 +525,15 @@ int RunServer(const ServerOptions& flags, const sigset_t& signals) {
   HttpDoor http_door(&service, &model_store, secrets->get(),
                      {.server_version = options.version,
                       .metrics = &metrics,
-                      .access_log = access_log.get()});
+                      .access_log = access_log.get(),
+                      .console_metrics = options.console ? (*endpoint)->registry.get() : nullptr});
   absl::StatusOr<std::unique_ptr<HttpServer>> http = StartHttpDoor(options, **secrets, http_door);
   if (!http.ok()) return Failed(http.status());
   if (*http != nullptr) {
-    spdlog::info("HTTP (KServe v2) listening on {}://{}", (*secrets)->tls() ? "https" : "http",
-                 WithPort(options.http_address, (*http)->port()));
+    const std::string http_url = absl::StrCat((*secrets)->tls() ? "https" : "http", "://",
+                                              WithPort(options.http_address, (*http)->port()));
+    spdlog::info("HTTP (KServe v2) listening on {}", http_url);
+    if (options.console) spdlog::info("web console at {}/", http_url);
   }
   std::unique_ptr<HealthEndpoint> health;
   if (!options.health_address.empty()) {

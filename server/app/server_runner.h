@@ -25,6 +25,7 @@ struct ServerOptions {
   // The KServe v2 REST door (with the gRPC port's TLS and tokens); empty: none.
   std::string http_address = "0.0.0.0:8000";
   int http_threads = 2;  // its I/O threads (computations run on the request threads)
+  bool console = true;   // the web console at / on the HTTP door
   SecretFiles secrets;             // TLS identity and bearer tokens; none: plaintext, open
   double secrets_poll_seconds = 10;  // how often they are read again; 0: on SIGHUP only
   std::string model_repository;    // empty: the built-in demo models

@@ -7,10 +7,13 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/base/status_macros.h"
+#include "server/console/console_api.h"
+#include "server/console/console_files.h"
 #include "server/kserve/model_infer.h"
 #include "server/kserve/rest_codec.h"
 #include "server/rpc/status_util.h"
@@ -24,6 +27,13 @@ constexpr char kJson[] = "application/json";
 constexpr char kInferenceHeaderLength[] = "Inference-Header-Content-Length";
 constexpr size_t kMaxRequestIdLength = 64;  // and model names, in the access log
 constexpr size_t kMaxLoggedTarget = 256;
+constexpr absl::string_view kConsoleModels = "/console/api/models";
+constexpr absl::string_view kConsoleMetrics = "/console/api/metrics";
+// The console's pages load their scripts and data from this server only, run no inline script
+// and cannot be framed.
+constexpr char kConsoleSecurityPolicy[] =
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
 
 // A route's target: /v2/models/{model}[/versions/{version}][/{action}], action "" (metadata),
 // "ready" or "infer".
@@ -79,9 +89,11 @@ std::optional<ModelTarget> ParseModelTarget(absl::string_view path) {
 
 // The route's template, for metrics: a bounded label set whatever the client asks for.
 std::string RouteLabel(absl::string_view path, const std::optional<ModelTarget>& model) {
-  if (path == "/v2/health/live" || path == "/v2/health/ready" || path == "/v2") {
+  if (path == "/v2/health/live" || path == "/v2/health/ready" || path == "/v2" || path == "/" ||
+      path == kConsoleModels || path == kConsoleMetrics) {
     return std::string(path);
   }
+  if (FindConsoleFile(path) != nullptr) return "/console/{file}";
   if (!model.has_value()) return "other";
   return model->action.empty() ? "/v2/models/{model}" : absl::StrCat("/v2/models/{model}/", model->action);
 }
@@ -98,6 +110,18 @@ HttpResponse JsonResponse(unsigned status, std::string body) {
   HttpResponse response(static_cast<http::status>(status), 11);
   response.set(http::field::content_type, kJson);
   response.body() = std::move(body);
+  return response;
+}
+
+// A console file, read again by the browser whenever the server was updated (no-cache revalidates;
+// the files are small).
+HttpResponse ConsoleFileResponse(const ConsoleFile& file) {
+  HttpResponse response(http::status::ok, 11);
+  response.set(http::field::content_type, std::string(ContentTypeOf(file.name)));
+  response.set(http::field::cache_control, "no-cache");
+  response.set("content-security-policy", kConsoleSecurityPolicy);
+  response.set("x-content-type-options", "nosniff");
+  response.body() = std::string(file.bytes);
   return response;
 }
 
@@ -320,6 +344,19 @@ void HttpDoor::Record(const HttpExchange& exchange, const Answering& answering,
   }
 }
 
+absl::StatusOr<std::string> HttpDoor::ConsoleApi(absl::string_view path) const {
+  if (path == kConsoleModels) {
+    return ConsoleModelsJson(*models_->Current(), options_.server_version,
+                             service_->draining());
+  }
+  if (path == kConsoleMetrics) {
+    const std::chrono::duration<double> now =
+        std::chrono::system_clock::now().time_since_epoch();
+    return MetricsJson(options_.console_metrics->Collect(), now.count());
+  }
+  return absl::NotFoundError(absl::StrCat("no route ", path.substr(0, kMaxLoggedTarget)));
+}
+
 void HttpDoor::Handle(std::shared_ptr<HttpExchange> exchange) {
   const HttpRequestHead& head = exchange->head();
   const absl::string_view target(head.target().data(), head.target().size());
@@ -351,6 +388,12 @@ void HttpDoor::Handle(std::shared_ptr<HttpExchange> exchange) {
     return respond(service_->draining() ? JsonResponse(503, R"({"ready":false})")
                                         : JsonResponse(200, R"({"ready":true})"));
   }
+  // The console's files hold no data: a browser loads them before it is asked for a token.
+  if (const ConsoleFile* file = FindConsoleFile(path);
+      file != nullptr && options_.console_metrics != nullptr) {
+    if (!get) return wrong_method("GET");
+    return respond(ConsoleFileResponse(*file));
+  }
   if (secrets_->tokens_required()) {
     const auto it = head.find(http::field::authorization);
     if (it == head.end()) {
@@ -369,6 +412,14 @@ void HttpDoor::Handle(std::shared_ptr<HttpExchange> exchange) {
   if (path == "/v2") {
     if (!get) return wrong_method("GET");
     return respond(JsonResponse(200, ServerMetadataJson(options_.server_version)));
+  }
+  if (options_.console_metrics != nullptr && absl::StartsWith(path, "/console/api/")) {
+    if (!get) return wrong_method("GET");
+    absl::StatusOr<std::string> json = ConsoleApi(path);
+    if (!json.ok()) return fail(json.status());
+    HttpResponse response = JsonResponse(200, *std::move(json));
+    response.set(http::field::cache_control, "no-store");
+    return respond(std::move(response));
   }
   if (!model.has_value()) {
     return fail(absl::NotFoundError(absl::StrCat("no route ", path.substr(0, kMaxLoggedTarget))));

@@ -10,6 +10,12 @@
 //   GET  /v2/models/{m}[/versions/{v}]/ready   200 ready; 404 unknown; 503 draining
 //   POST /v2/models/{m}[/versions/{v}]/infer   inference: JSON, or JSON + binary tensor data
 //
+// With the web console on (Options::console; docs/console.md):
+//   GET  /, /console/{file}              the console's pages and scripts (no token: they hold no
+//                                        data)
+//   GET  /console/api/models             the models with their configs and states (ConsoleModelsJson)
+//   GET  /console/api/metrics            the metrics registry as JSON (MetricsJson)
+//
 // Errors are {"error": "..."} with the status of their kind (HttpStatusOf).
 #ifndef ATTNSERVE_SERVER_KSERVE_HTTP_DOOR_H_
 #define ATTNSERVE_SERVER_KSERVE_HTTP_DOOR_H_
@@ -19,6 +25,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "prometheus/collectable.h"
 #include "server/http/http_server.h"
 #include "server/models/model_store.h"
 #include "server/observability/access_log.h"
@@ -39,6 +46,8 @@ class HttpDoor {
     std::string server_version;
     ServerMetrics* metrics = nullptr;   // http_requests_total, …; null: none
     AccessLog* access_log = nullptr;    // a line per request; null: none
+    // The registry the console's metrics route reads; null: no web console.
+    const prometheus::Collectable* console_metrics = nullptr;
   };
   // Everything must outlive the door.
   HttpDoor(AttentionServiceImpl* service, const ModelStore* models, const Secrets* secrets,
@@ -64,6 +73,8 @@ class HttpDoor {
   void Answer(HttpExchange& exchange, const Answering& answering, HttpResponse response) const;
   // Counts a request's outcome in the HTTP metrics and writes its access line.
   void Record(const HttpExchange& exchange, const Answering& answering, unsigned code) const;
+  // The console's JSON route `path` (after the token check); NOT_FOUND for another path.
+  absl::StatusOr<std::string> ConsoleApi(absl::string_view path) const;
 
   AttentionServiceImpl* const service_;
   const ModelStore* const models_;

@@ -202,6 +202,17 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry,
                             .Help("Time from the start of an RPC to its status being sent, in "
                                   "seconds.")
                             .Register(registry)),
+      requests_(prometheus::BuildCounter()
+                    .Name("attnserve_requests_total")
+                    .Help("Computing requests (Encode, Attend, ScaledDotProductAttention, "
+                          "PositionBias, KServe v2 inference) by RPC, model and status code, "
+                          "from either door.")
+                    .Register(registry)),
+      request_seconds_(prometheus::BuildHistogram()
+                           .Name("attnserve_request_seconds")
+                           .Help("Time from a computing request's admission to its result, in "
+                                 "seconds, by RPC and model.")
+                           .Register(registry)),
       http_requests_(prometheus::BuildCounter()
                          .Name("http_requests_total")
                          .Help("HTTP requests answered (the KServe v2 REST door), by route "
@@ -435,6 +446,15 @@ void ServerMetrics::RecordCompute(absl::string_view rpc, absl::string_view model
                                                      {"model", std::string(model)}};
   queue_seconds_.Add(labels, HandlingBuckets()).Observe(queue_seconds);
   compute_seconds_.Add(labels, HandlingBuckets()).Observe(compute_seconds);
+}
+
+void ServerMetrics::RecordRequest(absl::string_view rpc, absl::string_view model,
+                                  absl::string_view code, double seconds) {
+  std::map<std::string, std::string> labels = {{"rpc", std::string(rpc)},
+                                               {"model", std::string(model)}};
+  request_seconds_.Add(labels, HandlingBuckets()).Observe(seconds);
+  labels.emplace("code", std::string(code));
+  requests_.Add(labels).Increment();
 }
 
 void ServerMetrics::RecordBatch(absl::string_view rpc, absl::string_view model, int requests,

@@ -46,6 +46,12 @@ class ServerMetrics {
                      double compute_seconds);
   void RecordHandled(absl::string_view full_method, absl::string_view type, grpc::StatusCode code,
                      double seconds);
+  // A computing request of `rpc` on `model` (as in RecordCompute) ended with `code` (its gRPC
+  // name: "OK", "INVALID_ARGUMENT", …), `seconds` after it was admitted, whichever door it came
+  // through: attnserve_requests_total{rpc, model, code} and attnserve_request_seconds{rpc, model}.
+  // The per-model view of traffic (the web console's models page).
+  void RecordRequest(absl::string_view rpc, absl::string_view model, absl::string_view code,
+                     double seconds);
   // One HTTP request answered: http_requests_total{route, method, code} and
   // http_request_duration_seconds{route, method}. `route` is the route's template (e.g.
   // "/v2/models/{model}/infer", "other"), `method` GET, POST or "other": a bounded label set.
@@ -128,6 +134,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& queue_seconds_;
   prometheus::Family<prometheus::Histogram>& compute_seconds_;
   prometheus::Family<prometheus::Histogram>& handling_seconds_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& request_seconds_;
   prometheus::Family<prometheus::Counter>& http_requests_;
   prometheus::Family<prometheus::Histogram>& http_seconds_;
   prometheus::Family<prometheus::Histogram>& batch_requests_;

@@ -122,17 +122,29 @@ absl::Status AttentionServiceImpl::ServeUnary(
   // The models this request uses, taken as it starts (a reload meanwhile does not change them).
   const std::shared_ptr<const ModelRegistry> models = models_->Current();
   const std::string label = ModelLabel(*models, requested_model);
+  const auto admitted = std::chrono::steady_clock::now();
   RequestContext request_context = ContextFor(call, memory);
   const auto run = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(const WorkDone work, body(request_context, *models));
     RecordWork(rpc, label, work);
     return absl::OkStatus();
   };
-  if (!batched) return RunCompute(call, rpc, label, run);
-  request_context.compute = [&](BatchMember& member) {
-    return RunCompute(call, rpc, label, member);
-  };
-  return run();
+  absl::Status status;
+  if (batched) {
+    request_context.compute = [&](BatchMember& member) {
+      return RunCompute(call, rpc, label, member);
+    };
+    status = run();
+  } else {
+    status = RunCompute(call, rpc, label, run);
+  }
+  if (metrics_ != nullptr) {
+    const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - admitted;
+    metrics_->RecordRequest(rpc, label,
+                            StatusCodeName(static_cast<grpc::StatusCode>(status.code())),
+                            seconds.count());
+  }
+  return status;
 }
 
 AttentionServiceImpl::~AttentionServiceImpl() = default;

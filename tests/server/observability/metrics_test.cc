@@ -134,6 +134,16 @@ TEST(ServerMetricsTest, InfoAndComputeGauges) {
   EXPECT_EQ(Sample(registry, "attnserve_compute_seconds",
                    {{"rpc", "Attend"}, {"model", "unknown"}}),
             1);
+  metrics.RecordRequest("Attend", "demo-rope", "OK", 0.02);
+  metrics.RecordRequest("Attend", "demo-rope", "OK", 0.03);
+  metrics.RecordRequest("Attend", "demo-rope", "INVALID_ARGUMENT", 0.0001);
+  EXPECT_EQ(Sample(registry, "attnserve_requests_total",
+                   {{"rpc", "Attend"}, {"model", "demo-rope"}, {"code", "OK"}}),
+            2);
+  EXPECT_EQ(Sample(registry, "attnserve_requests_total", {{"code", "INVALID_ARGUMENT"}}), 1);
+  EXPECT_EQ(Sample(registry, "attnserve_request_seconds",
+                   {{"rpc", "Attend"}, {"model", "demo-rope"}}),
+            3);
   metrics.RecordMessage("/attnserve.v1.AttentionService/Encode", "unary", true);
   metrics.RecordMessage("/attnserve.v1.AttentionService/Encode", "unary", true);
   metrics.RecordMessage("/attnserve.v1.AttentionService/Encode", "unary", false);
