@@ -1,15 +1,18 @@
 #!/usr/bin/python3
-"""Render attnserve positional encodings as PNG images, with every number taken from the service.
+"""Render attnserve positional encodings and attention maps as PNG images, every number taken from
+the service.
 
 Run with Debian's Python (python3-grpcio, python3-protobuf, python3-numpy, python3-matplotlib)
 against a running server, with the stubs that the build generates (default: build/python in the
-repository this file belongs to):
+repository this file belongs to, or $ATTNSERVE_PYTHON_STUBS when set):
 
     /usr/bin/python3 clients/python/plot_encodings.py matrix --variant vaswani --out vaswani.png
     /usr/bin/python3 clients/python/plot_encodings.py matrix --model demo-learned --out learned.png
     /usr/bin/python3 clients/python/plot_encodings.py bias --model demo-alibi --causal --out alibi.png
     /usr/bin/python3 clients/python/plot_encodings.py bias --num_heads 8 --max_bias 8 --out a8.png
     /usr/bin/python3 clients/python/plot_encodings.py rope --scaling linear --factor 4 --out rope.png
+    /usr/bin/python3 clients/python/plot_encodings.py attention --model demo-alibi --seq 16 --causal \
+        --heads 0,8 --out attention.png
 
 Subcommands:
   matrix  the additive encoding matrix P[position, dimension], from Encode on a zero input
@@ -21,6 +24,12 @@ Subcommands:
           rotated by the service (Encode with an inline rope encoding, one head); the image is the
           Gram matrix of the rotated vectors, q_i·k_j with q = k, and its first row as a curve
           over the relative distance.
+  attention
+          a model's attention probabilities p[head, query i, key j], from Attend with
+          return_attention on standard normal token embeddings (numpy default_rng(--seed)): one
+          heat map per head, self-attention or (--kv_len, --cross) cross-attention over a random
+          context, optionally --causal (masked entries grey). --save_npy writes the drawn arrays.
+          docs/attention.md explains what the maps show.
 
 RPC errors end the command with exit status 1 and the server's code and message on stderr.
 """
@@ -28,11 +37,13 @@ import argparse
 import math
 import os
 import sys
+import textwrap
 
 import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_STUBS = os.path.join(REPO_ROOT, "build", "python")
+STUBS_ENV = "ATTNSERVE_PYTHON_STUBS"
 
 MASKED_COLOUR = "#b0b0b0"  # mid grey: absent from the colour maps used for values
 
@@ -64,7 +75,10 @@ class Service:
         self.grpc, self.api, self.pe, self.tensor_pb2 = grpc, api, pe, tensor_pb2
         self.address = address
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(address)
+        # Attention maps grow as q_len·kv_len: lift gRPC's 4 MiB default receive cap (the server
+        # bounds its messages with --max_message_bytes).
+        self.channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
         self.stub = api_grpc.AttentionServiceStub(self.channel)
 
     def call(self, method, request):
@@ -414,15 +428,171 @@ def cmd_rope(args, svc):
 
 
 # --------------------------------------------------------------------------------------------
+# attention: a model's probabilities [heads, q_len, kv_len] from Attend(return_attention)
+
+
+def parse_heads(text, num_heads, model):
+    """'all', or comma-separated head indices and ranges ('0,3', '4-7'), in the order given."""
+    if text in (None, "", "all"):
+        return list(range(num_heads))
+    heads = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                first, last = (int(v) for v in part.split("-", 1))
+                chosen = list(range(first, last + 1))
+            else:
+                chosen = [int(part)]
+        except ValueError:
+            raise CommandError(f"--heads {text!r}: expected head indices and ranges such as "
+                               f"0,3 or 4-7, or all") from None
+        if not chosen:
+            raise CommandError(f"--heads {text!r}: the range {part!r} is empty")
+        for h in chosen:
+            if not 0 <= h < num_heads:
+                raise CommandError(f"--heads {text!r}: head {h} does not exist; model {model!r} "
+                                   f"has heads 0…{num_heads - 1}")
+            if h in heads:
+                raise CommandError(f"--heads {text!r}: head {h} is named twice")
+            heads.append(h)
+    return heads
+
+
+def attention_inputs(seed, seq, kv_len, d_model, cross):
+    """The random token embeddings of `plot attention`: one numpy default_rng(seed) draws the
+    query [1, seq, d_model] first, then (cross-attention only) the context [1, kv_len, d_model],
+    both standard normal, rounded to float32 (what travels)."""
+    rng = np.random.default_rng(seed)
+    query = rng.standard_normal((1, seq, d_model)).astype(np.float32)
+    context = rng.standard_normal((1, kv_len, d_model)).astype(np.float32) if cross else None
+    return query, context
+
+
+def attention_figsize(panels, cols):
+    """Figure size in inches of an attention grid; the PNG is this times --dpi pixels."""
+    rows = math.ceil(panels / cols)
+    return (max(2.9 * cols + 1.5, 6.5), 2.7 * rows + 1.4)
+
+
+def causal_hidden(seq, kv_len):
+    """[seq, kv_len] booleans: the keys the bottom-right aligned causal mask hides from each
+    query (query i sees keys j <= i + kv_len − seq)."""
+    i = np.arange(seq)[:, None]
+    j = np.arange(kv_len)[None, :]
+    return j > i + kv_len - seq
+
+
+def cmd_attention(args, svc):
+    if args.seq < 1:
+        raise CommandError("--seq must be >= 1")
+    if args.kv_len is not None and args.kv_len < 1:
+        raise CommandError("--kv_len must be >= 1")
+    config = svc.model(args.model)
+    kind = oneof_name(config.encoding)
+    heads_total = config.num_heads
+    kv_heads = config.num_kv_heads or heads_total
+    group = heads_total // kv_heads if kv_heads else 1
+    heads = parse_heads(args.heads, heads_total, args.model)
+
+    cross = args.cross or args.kv_len is not None
+    kv_len = args.kv_len if args.kv_len is not None else args.seq
+    query, context = attention_inputs(args.seed, args.seq, kv_len, config.d_model, cross)
+    request = svc.api.AttendRequest(model=args.model, query=svc.to_tensor(query),
+                                    causal=args.causal, position_offset=args.position_offset,
+                                    return_attention=True)
+    if cross:
+        request.context.CopyFrom(svc.to_tensor(context))
+    reply = svc.call("Attend", request)
+    probabilities = svc.from_tensor(reply.attention, "Attend attention",
+                                    (1, heads_total, args.seq, kv_len))[0]
+    warn_if_not_finite(probabilities, "Attend attention")
+
+    hidden = causal_hidden(args.seq, kv_len) if args.causal else np.zeros((args.seq, kv_len),
+                                                                          bool)
+    leaked = hidden[None] & (probabilities != 0)
+    if leaked.any():
+        index = tuple(int(i) for i in np.argwhere(leaked)[0])
+        print(f"plot_encodings: warning: {int(leaked.sum())} probabilit(ies) behind the causal "
+              f"mask are not 0, first at [head, query, key] {list(index)} = "
+              f"{probabilities[index]}", file=sys.stderr)
+    sums = probabilities.sum(axis=-1)
+    off = np.abs(sums - 1) > 1e-3
+    if off.any():
+        index = tuple(int(i) for i in np.argwhere(off)[0])
+        print(f"plot_encodings: warning: {int(off.sum())} row(s) do not sum to 1, first at "
+              f"[head, query] {list(index)}: {sums[index]}", file=sys.stderr)
+
+    drawn = probabilities[heads]
+    vmax = args.vmax if args.vmax is not None else float(drawn.max(initial=0)) or 1.0
+
+    plt = pyplot()
+    import matplotlib
+    cmap = matplotlib.colormaps[args.cmap].copy()
+    cmap.set_bad(MASKED_COLOUR)
+
+    cols = args.cols or math.ceil(math.sqrt(len(heads)))
+    rows = math.ceil(len(heads) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=attention_figsize(len(heads), cols),
+                             squeeze=False, layout="constrained")
+    first_query = args.position_offset
+    first_key = 0 if cross else args.position_offset
+    extent = (first_key - 0.5, first_key + kv_len - 0.5,
+              first_query + args.seq - 0.5, first_query - 0.5)
+    images = []
+    for n in range(rows * cols):
+        ax = axes[n // cols][n % cols]
+        if n >= len(heads):
+            ax.axis("off")
+            continue
+        h = heads[n]
+        data = np.ma.masked_array(probabilities[h], mask=hidden)
+        image = ax.imshow(data, cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest",
+                          aspect="auto", extent=extent)
+        images.append(image)
+        title = f"head {h}"
+        if group > 1:
+            title += f" (K/V head {h // group})"
+        ax.set_title(title, fontsize=9)
+        if n % cols == 0:
+            ax.set_ylabel("query position i")
+        if n // cols == rows - 1 or n + cols >= len(heads):
+            ax.set_xlabel("context token j" if cross else "key position j")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.tick_params(labelsize=7)
+    fig.colorbar(images[0], ax=axes, shrink=0.8,
+                 label="attention probability p_ij")
+    mode = f"cross-attention over a {kv_len}-token context" if cross else "self-attention"
+    mask = "causal mask (grey: masked)" if args.causal else "no mask"
+    shown = "all heads" if len(heads) == heads_total else f"heads {heads} of {heads_total}"
+    lines = [f"Attention probabilities of {args.model}: {mode}, {mask}",
+             f"{kind} encoding, {heads_total} heads"
+             f"{f' sharing {kv_heads} K/V heads' if group > 1 else ''}, q_len={args.seq}, "
+             f"kv_len={kv_len}, position_offset={args.position_offset}",
+             f"standard normal input (seed {args.seed}), {shown}"]
+    width = int(fig.get_figwidth() * 100 / 6.2)  # characters of a 9 pt line that fit
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in lines), fontsize=9)
+    save(fig, args.out, args.dpi)
+    if args.save_npy:
+        # The arrays exactly as handed to imshow, in drawing order: [len(heads), q_len, kv_len].
+        stack = np.stack([np.ma.getdata(image.get_array()) for image in images])
+        directory = os.path.dirname(os.path.abspath(args.save_npy))
+        os.makedirs(directory, exist_ok=True)
+        np.save(args.save_npy, stack)
+        print(f"wrote {args.save_npy}")
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def parse_args(argv):
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--address", default="127.0.0.1:50051",
                         help="HOST:PORT of the attnserve gRPC endpoint (default %(default)s)")
-    common.add_argument("--stubs", default=DEFAULT_STUBS,
-                        help="folder of the generated Python stubs, BUILD_DIR/python "
-                             "(default %(default)s)")
+    common.add_argument("--stubs", default=os.environ.get(STUBS_ENV) or DEFAULT_STUBS,
+                        help="folder of the generated Python stubs, BUILD_DIR/python (default "
+                             f"${STUBS_ENV}, else {DEFAULT_STUBS})")
     common.add_argument("--out", help="PNG file to write (default: <subcommand>.png)")
     common.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
     common.add_argument("--timeout", type=float, default=30,
@@ -494,6 +664,35 @@ def parse_args(argv):
     r.add_argument("--seed", type=int, default=0, help="seed of the random vector (default 0)")
     r.add_argument("--cmap", default="RdBu_r", help="matplotlib colour map (default RdBu_r)")
     r.set_defaults(handler=cmd_rope)
+
+    a = sub.add_parser("attention", parents=[common],
+                       help="a model's attention probabilities per head (Attend with "
+                            "return_attention)")
+    a.add_argument("--model", required=True, help="a loaded model (e.g. demo-alibi, demo-rope)")
+    a.add_argument("--seq", type=int, default=16, help="number of query tokens (default 16)")
+    a.add_argument("--kv_len", type=int,
+                   help="cross-attention over a random context of this many tokens (default: "
+                        "self-attention, kv_len = seq)")
+    a.add_argument("--cross", action="store_true",
+                   help="cross-attention even without --kv_len (a context of seq tokens)")
+    a.add_argument("--causal", action="store_true",
+                   help="causal mask (bottom-right aligned); masked entries are drawn grey")
+    a.add_argument("--position_offset", type=int, default=0,
+                   help="position of the first query token (default 0)")
+    a.add_argument("--seed", type=int, default=0,
+                   help="seed of numpy's default_rng, which draws the standard normal query "
+                        "[1, seq, d_model], then the context (default 0)")
+    a.add_argument("--heads", default="all",
+                   help="heads to draw, in this order: indices and ranges such as 0,3 or 4-7 "
+                        "(default all)")
+    a.add_argument("--cols", type=int, help="subplots per row (default: about sqrt(heads))")
+    a.add_argument("--vmax", type=float,
+                   help="top of the colour scale (default: the largest probability drawn)")
+    a.add_argument("--save_npy", metavar="FILE.npy",
+                   help="also save the drawn probabilities, [drawn heads, seq, kv_len] float64 "
+                        "in drawing order")
+    a.add_argument("--cmap", default="viridis", help="matplotlib colour map (default viridis)")
+    a.set_defaults(handler=cmd_attention)
 
     args = parser.parse_args(argv)
     if args.out is None:

@@ -4,10 +4,12 @@ against the real server, with numpy float64 references.
 
     /usr/bin/python3 tests/e2e/client_e2e_test.py --server build/server/attnserve --stubs build/python
 """
+import math
 import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -274,6 +276,83 @@ class ClientTest(ServerTestCase):
         r = self.cli("--stubs", "/nonexistent/stubs", "list")
         self.assertEqual(r.returncode, 1)
         self.assertIn("no generated Python stubs", r.stderr)
+
+    def test_cli_plot_attention_draws_what_attend_returns(self):
+        """`plot attention` draws Attend's probabilities: the arrays it hands to imshow (saved
+        with --save_npy) are the requested heads of the same request's map, in the order asked,
+        rows summing to 1, exact zeros behind the bottom-right aligned causal mask."""
+        sys.path.insert(0, str(CLIENT_DIR))
+        import plot_encodings
+        cases = [  # model, seq, kv_len (None: self-attention), causal, heads (None: all), extra
+            ("demo-rope", 7, None, True, None, ["--seed", "3"]),
+            ("demo-nope-gqa", 5, 9, True, [6, 1, 2], ["--seed", "4", "--heads", "6,1-2"]),
+            ("demo-sinusoidal", 4, None, False, [3, 0],
+             ["--cross", "--position_offset", "3", "--heads", "3,0", "--seed", "5"]),
+        ]
+        for model, seq, kv_len, causal, heads, extra in cases:
+            with self.subTest(model=model), tempfile.TemporaryDirectory() as tmp:
+                png, npy = os.path.join(tmp, "a.png"), os.path.join(tmp, "a.npy")
+                args = ["plot", "attention", "--model", model, "--seq", str(seq), "--out", png,
+                        "--save_npy", npy, *extra]
+                if kv_len is not None:
+                    args += ["--kv_len", str(kv_len)]
+                if causal:
+                    args.append("--causal")
+                r = self.cli(*args)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn(f"wrote {png}", r.stdout)
+                self.assertNotIn("plot_encodings: warning", r.stderr,
+                                 "the plot warned about the server's numbers")
+
+                # The request, rebuilt independently: default_rng(seed) draws the query, then
+                # the context (cross-attention only), standard normal, sent as float32.
+                info = self.client.get_model(model)
+                heads = heads if heads is not None else list(range(info["num_heads"]))
+                cross = kv_len is not None or "--cross" in extra
+                kv = kv_len if kv_len is not None else seq
+                rng = np.random.default_rng(int(extra[extra.index("--seed") + 1]))
+                x = rng.standard_normal((1, seq, info["d_model"])).astype(np.float32)
+                ctx = rng.standard_normal((1, kv, info["d_model"])).astype(np.float32) \
+                    if cross else None
+                offset = int(extra[extra.index("--position_offset") + 1]) \
+                    if "--position_offset" in extra else 0
+                _, want = self.client.attend(model, x, context=ctx, causal=causal,
+                                             position_offset=offset, return_attention=True)
+
+                drawn = np.load(npy)
+                self.assertEqual(drawn.shape, (len(heads), seq, kv))
+                # Same request, same server: the same float32 numbers (widened exactly).
+                np.testing.assert_array_equal(drawn, want[0, heads].astype(np.float64))
+                np.testing.assert_allclose(drawn.sum(-1), 1.0, atol=1e-5)
+                hidden = np.arange(kv)[None, :] > np.arange(seq)[:, None] + kv - seq
+                if causal:
+                    self.assertTrue(np.all(drawn[:, hidden] == 0), "weight behind the mask")
+                    self.assertTrue(np.all(drawn[:, ~hidden] > 0), "mask misaligned")
+                else:
+                    self.assertTrue(np.all(drawn > 0))
+                # The heads differ, so drawing them in another order could not pass unnoticed.
+                for a in range(len(heads)):
+                    for b in range(a + 1, len(heads)):
+                        self.assertGreater(np.abs(drawn[a] - drawn[b]).max(), 1e-3)
+
+                with open(png, "rb") as f:
+                    head = f.read(24)
+                self.assertEqual(head[:8], b"\x89PNG\r\n\x1a\n")
+                width, height = (int.from_bytes(head[16:20], "big"),
+                                 int.from_bytes(head[20:24], "big"))
+                cols = math.ceil(math.sqrt(len(heads)))
+                inches = plot_encodings.attention_figsize(len(heads), cols)
+                self.assertAlmostEqual(width, inches[0] * 100, delta=1)   # --dpi 100
+                self.assertAlmostEqual(height, inches[1] * 100, delta=1)
+
+    def test_cli_plot_attention_errors(self):
+        r = self.cli("plot", "attention", "--model", "demo-rope", "--heads", "8",
+                     "--out", os.devnull)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("head 8 does not exist; model 'demo-rope' has heads 0…7", r.stderr)
+        r = self.cli("plot", "attention", "--model", "nope", "--out", os.devnull)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("NOT_FOUND", r.stderr)
 
 
 class KServeClientTest(ServerTestCase):

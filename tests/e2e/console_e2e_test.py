@@ -18,8 +18,8 @@ Promises checked:
     and shows a model added to the repository by a reload (SIGHUP) and a folder that failed;
   - the console's HTTP contract: content types, the security policy, no token for files but one
     for data when tokens are set, --console=false turns it off.
-Screenshots of each page go to $ATTNSERVE_SCREENSHOT_DIR (ctest: the build folder); the current
-ones are kept in docs/images/console_*.png.
+Screenshots of each page go to $ATTNSERVE_SCREENSHOT_DIR (default build/tests/console_screenshots,
+where ctest puts them too); the current ones are kept in docs/images/console_*.png.
 """
 import json
 import os
@@ -44,8 +44,8 @@ UNITTEST_ARGV = at.setup_from_argv()
 from attnserve_testing import (  # noqa: E402
     SERVER_PATH, ServerProcess, grpc, pb, pb_grpc, f32_tensor, safetensors_bytes)
 
-SCREENSHOT_DIR = os.environ.get("ATTNSERVE_SCREENSHOT_DIR") or tempfile.mkdtemp(
-    prefix="attnserve_console_")
+SCREENSHOT_DIR = os.environ.get("ATTNSERVE_SCREENSHOT_DIR") or str(
+    at.REPO_ROOT / "build" / "tests" / "console_screenshots")
 RENDER_S = 60      # a page's data rendered (sanitizer builds are slow)
 REFRESH_S = 30     # the models page picks up new metrics and models
 READY = "document.body.dataset.state === 'ready'"
@@ -124,7 +124,7 @@ class ConsoleTestCase(unittest.TestCase):
         self.browser.hover(x, y)
         return self.browser.wait_for(
             "(() => { const t = document.getElementById('heatmap-tooltip');"
-            " return t && t.offsetParent !== null && t.textContent; })()", 10)
+            " return t && !t.hidden && t.textContent; })()", 10)
 
     def assertTooltipShows(self, text, row, col, value):
         numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", text)]
@@ -153,7 +153,7 @@ class ExplorersTest(ConsoleTestCase):
 
     def test_alibi_bias_maps_are_the_closed_form(self):
         heads, seq = 4, 12
-        self.open_page(f"#/encodings?family=alibi&heads={heads}&seq={seq}&causal=0")
+        self.open_page(f"#/encodings?family=alibi&heads={heads}&seq={seq}&kv_len={seq}&causal=0")
         maps = self.heatmaps()
         self.assertEqual(len(maps), heads)
         distance = np.abs(np.arange(seq)[:, None] - np.arange(seq)[None, :])
@@ -239,7 +239,7 @@ class ModelsPageTest(ConsoleTestCase):
         folder = os.path.join(cls.repo, name)
         os.makedirs(folder, exist_ok=True)
         rng = np.random.default_rng(len(name))
-        weights = {n: rng.standard_normal((16, 16)).astype(np.float32) * 0.25
+        weights = {n: ("F32", rng.standard_normal((16, 16)) * 0.25)
                    for n in ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight")}
         with open(os.path.join(folder, "weights.safetensors"), "wb") as f:
             f.write(safetensors_bytes(weights))
@@ -277,8 +277,9 @@ class ModelsPageTest(ConsoleTestCase):
         self.write_model("gamma", config="d_model: 16\nnum_heads: three\n")
         self.server.proc.send_signal(signal.SIGHUP)
         self.browser.wait_for(
-            "document.querySelector('[data-model=\"beta\"] [data-state=\"loaded\"]') &&"
-            " document.querySelector('[data-model=\"gamma\"] [data-state=\"failed\"]')", REFRESH_S)
+            "!!(document.querySelector('[data-model=\"beta\"] [data-state=\"loaded\"]') &&"
+            " document.querySelector('[data-model=\"gamma\"] [data-state=\"failed\"]'))",
+            REFRESH_S)
         self.assertIn("gamma/config.pbtxt", self.row_state("gamma")["text"])
         self.assertNoConsoleErrors()
 
@@ -286,15 +287,26 @@ class ModelsPageTest(ConsoleTestCase):
         # The demo models' page, for docs/images (a separate server: this class's serves a
         # repository).
         server = ServerProcess(SERVER_PATH).start()
+        channel = grpc.insecure_channel(server.grpc_address)
+        stub = pb_grpc.AttentionServiceStub(channel)
         try:
             self.browser.clear_errors()
-            self.browser.goto(f"{server.http_url}/#/models")
+            self.browser.goto(f"{server.http_url}/#/models?refresh=1")
             self.browser.wait_for(READY, RENDER_S)
             self.assertEqual(self.browser.evaluate(
                 "document.querySelectorAll('[data-model] [data-state=\"loaded\"]').length"), 7)
+            # Some traffic, so that the picture shows live figures.
+            rng = np.random.default_rng(0)
+            deadline = time.monotonic() + REFRESH_S
+            while time.monotonic() < deadline and not self.browser.evaluate(
+                    "!!document.querySelector('[data-model=\"demo-alibi\"] [data-field=\"p99\"][data-value]')"):
+                for model, d, seq in (("demo-rope", 256, 64), ("demo-alibi", 384, 16)):
+                    x = f32_tensor(rng.standard_normal((1, seq, d)).astype(np.float32))
+                    stub.Attend(pb.AttendRequest(model=model, query=x, causal=True), timeout=10)
             self.assertNoConsoleErrors()
             self.screenshot("console_models.png")
         finally:
+            channel.close()
             self.browser.goto("about:blank")
             server.stop()
 
@@ -320,22 +332,32 @@ class HttpContractTest(unittest.TestCase):
                 status, headers, _ = http_get(url + script.decode())
                 self.assertEqual((status, headers["content-type"]),
                                  (200, "text/javascript; charset=utf-8"), script)
-            self.assertEqual(http_get(url + "/console/missing.js")[0], 404)
-            self.assertEqual(http_get(url + "/console/../README.md")[0], 404)
+            # Any other path is no console file: with the token, 404 (without, 401 as for every
+            # route that is not a file).
+            token = {"Authorization": "Bearer secret-one"}
+            self.assertEqual(http_get(url + "/console/missing.js", token)[0], 404)
+            self.assertEqual(http_get(url + "/console/../README.md", token)[0], 404)
+            self.assertEqual(http_get(url + "/console/missing.js")[0], 401)
             # Data needs the token.
             status, headers, _ = http_get(url + "/console/api/models")
             self.assertEqual(status, 401)
             self.assertEqual(headers["www-authenticate"], "Bearer")
-            status, _, body = http_get(url + "/console/api/models",
-                                       {"Authorization": "Bearer secret-one"})
+            status, _, body = http_get(url + "/console/api/models", token)
             self.assertEqual(status, 200)
             self.assertIn("demo-alibi", [m["name"] for m in json.loads(body)["models"]])
-            status, _, body = http_get(url + "/console/api/metrics",
-                                       {"Authorization": "Bearer secret-one"})
+            # One inference, then its count on the metrics route.
+            request = urllib.request.Request(
+                url + "/v2/models/attnserve.position_bias/infer",
+                data=json.dumps({"parameters": {"model": "demo-alibi", "q_len": 2}}).encode(),
+                headers=token)
+            urllib.request.urlopen(request, timeout=10).read()
+            status, _, body = http_get(url + "/console/api/metrics", token)
             self.assertEqual(status, 200)
-            names = {f["name"] for f in json.loads(body)["families"]}
-            self.assertIn("attnserve_requests_total", names)
-            self.assertIn("attnserve_request_seconds", names)
+            families = {f["name"]: f for f in json.loads(body)["families"]}
+            self.assertEqual(families["attnserve_requests_total"]["samples"],
+                             [{"labels": {"rpc": "ModelInfer", "model": "attnserve.position_bias",
+                                          "code": "OK"}, "value": 1.0}])
+            self.assertEqual(families["attnserve_request_seconds"]["samples"][0]["count"], 1)
         finally:
             server.stop()
             os.unlink(tokens.name)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The encoding plots render from a real server: each subcommand writes a PNG (checked by its
-# signature and a plausible size).   usage: plot_encodings_test.sh SERVER_BINARY STUBS_DIR
+# The encoding and attention plots render from a real server: each subcommand writes a PNG
+# (checked by its signature and a plausible size; tests/e2e/client_e2e_test.py checks the numbers
+# `plot attention` draws).   usage: plot_encodings_test.sh SERVER_BINARY STUBS_DIR
 set -euo pipefail
 server=$1
 stubs=$2
@@ -25,3 +26,5 @@ render() {
 render matrix matrix --variant tensor2tensor --positions 40 --d_model 32
 render bias bias --model demo-alibi --causal
 render rope rope --scaling yarn --factor 4 --original_max_positions 32
+render attention attention --model demo-alibi --seq 16 --causal --heads 0,8
+render attention_cross attention --model demo-nope-gqa --seq 6 --kv_len 20 --heads 4-7

@@ -7,7 +7,8 @@ Commands:
                                          a sinusoidal table (Encode on zeros): shape, first row
   attend MODEL --seq N [--batch B] [--causal] [--seed S]
                                          the model's attention on random input: shape, values
-  plot SUBCOMMAND [ARGS...]              clients/python/plot_encodings.py (matrix, bias, rope)
+  plot SUBCOMMAND [ARGS...]              clients/python/plot_encodings.py (matrix, bias, rope,
+                                         attention)
 
 RPC errors end the command with exit status 1 and the server's code and message on stderr.
 """
@@ -128,7 +129,8 @@ def parse_args(argv):
     a.set_defaults(handler=cmd_attend)
 
     p = sub.add_parser("plot", add_help=False,
-                       help="render encodings (clients/python/plot_encodings.py; "
+                       help="render encodings and attention maps (clients/python/"
+                            "plot_encodings.py; "
                             "`plot --help` for its options)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     args, unknown = parser.parse_known_args(argv)

@@ -39,11 +39,12 @@ TEST(ConsoleModelsJsonTest, ListsEveryDemoModelLoadedWithItsConfig) {
     EXPECT_EQ(model["name"], config.name());
     EXPECT_EQ(model["state"], "loaded");
     EXPECT_EQ(model["reason"], "");
-    // The proto's own field names, every field present (zero values included).
-    EXPECT_EQ(model["config"]["d_model"], config.d_model());
-    EXPECT_EQ(model["config"]["num_heads"], config.num_heads());
-    EXPECT_EQ(model["config"]["num_kv_heads"], config.num_kv_heads());
-    EXPECT_EQ(model["config"]["head_dim"], config.head_dim());
+    // The proto's own field names, every field present (zero values included); int64 fields are
+    // strings, as proto3's JSON mapping has them.
+    EXPECT_EQ(model["config"]["d_model"], std::to_string(config.d_model()));
+    EXPECT_EQ(model["config"]["num_heads"], std::to_string(config.num_heads()));
+    EXPECT_EQ(model["config"]["num_kv_heads"], std::to_string(config.num_kv_heads()));
+    EXPECT_EQ(model["config"]["head_dim"], std::to_string(config.head_dim()));
     EXPECT_TRUE(model["config"].contains("encoding"));
   }
   // Sorted by name, as the pages list them.
@@ -98,7 +99,7 @@ TEST_F(ConsoleRepositoryTest, GivesStaleAndFailedModelsWithTheirReasons) {
   EXPECT_EQ(models[1]["name"], "later-broken");
   EXPECT_EQ(models[1]["state"], "stale");
   EXPECT_THAT(models[1]["reason"].get<std::string>(), HasSubstr("later-broken/config.pbtxt:1"));
-  EXPECT_EQ(models[1]["config"]["num_heads"], 2);  // the version still served
+  EXPECT_EQ(models[1]["config"]["num_heads"], "2");  // the version still served
   EXPECT_EQ(models[2]["name"], "never");
   EXPECT_EQ(models[2]["state"], "failed");
   EXPECT_THAT(models[2]["reason"].get<std::string>(), HasSubstr("never"));
@@ -114,7 +115,8 @@ TEST(MetricsJsonTest, GivesCountersGaugesAndCumulativeHistogramBuckets) {
                                          .Name("seconds")
                                          .Help("h3")
                                          .Register(registry)
-                                         .Add({{"model", "m"}}, {0.1, 1.0});
+                                         .Add({{"model", "m"}},
+                                              prometheus::Histogram::BucketBoundaries{0.1, 1.0});
   for (double seconds : {0.05, 0.5, 0.7, 4.0}) histogram.Observe(seconds);
 
   const Json answer = Json::parse(MetricsJson(registry.Collect(), 1234.5));
