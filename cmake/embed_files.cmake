@@ -4,6 +4,8 @@
 # The source defines attnserve::ConsoleFiles() (server/console/console_files.h): the files' names
 # relative to INPUT_DIR, sorted, each with its bytes.
 file(GLOB_RECURSE files RELATIVE "${INPUT_DIR}" "${INPUT_DIR}/*")
+# Editors' hidden and backup files are not part of the console.
+list(FILTER files EXCLUDE REGEX "(^|/)\\.|~$")
 list(SORT files)
 set(arrays "")
 set(entries "")

@@ -102,7 +102,7 @@ std::string ConsoleModelsJson(const ModelRegistry& models, const std::string& se
 }
 
 std::string MetricsJson(const std::vector<prometheus::MetricFamily>& families,
-                        double time_seconds) {
+                        double time_seconds, double monotonic_seconds) {
   Json list = Json::array();
   for (const prometheus::MetricFamily& family : families) {
     Json samples = Json::array();
@@ -114,7 +114,9 @@ std::string MetricsJson(const std::vector<prometheus::MetricFamily>& families,
                     {"type", TypeName(family.type)},
                     {"samples", std::move(samples)}});
   }
-  const Json answer{{"time_seconds", time_seconds}, {"families", std::move(list)}};
+  const Json answer{{"time_seconds", time_seconds},
+                    {"monotonic_seconds", monotonic_seconds},
+                    {"families", std::move(list)}};
   // Label values come from outside (model names are folder names): invalid UTF-8 is replaced
   // rather than thrown on.
   return answer.dump(-1, ' ', false, Json::error_handler_t::replace);

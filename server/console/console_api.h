@@ -20,13 +20,14 @@ namespace attnserve {
 std::string ConsoleModelsJson(const ModelRegistry& models, const std::string& server_version,
                               bool draining);
 
-// {"time_seconds": <Unix time>, "families": [{"name", "help", "type", "samples": [...]}]}, the
-// registry's families as collected. A sample is {"labels": {…}, "value"} for a counter, gauge or
+// {"time_seconds": <Unix time>, "monotonic_seconds": <a steady clock's reading, for differences>,
+//  "families": [{"name", "help", "type", "samples": [...]}]}, the registry's families as
+// collected (a family with no series yet is left out). A sample is {"labels": {…}, "value"} for a counter, gauge or
 // untyped metric; {"labels", "count", "sum", "buckets": [{"le", "count"}]} for a histogram, its
 // counts cumulative as in the exposition format and the last le null (+Inf); {"labels", "count",
 // "sum", "quantiles": [{"quantile", "value"}]} for a summary. Non-finite values are null.
 std::string MetricsJson(const std::vector<prometheus::MetricFamily>& families,
-                        double time_seconds);
+                        double time_seconds, double monotonic_seconds);
 
 }  // namespace attnserve
 

@@ -29,11 +29,13 @@ constexpr size_t kMaxRequestIdLength = 64;  // and model names, in the access lo
 constexpr size_t kMaxLoggedTarget = 256;
 constexpr absl::string_view kConsoleModels = "/console/api/models";
 constexpr absl::string_view kConsoleMetrics = "/console/api/metrics";
-// The console's pages load their scripts and data from this server only, run no inline script
-// and cannot be framed.
+// Under the console's shortest refresh (0.25 s), so every refresh sees a new collection.
+constexpr std::chrono::milliseconds kMetricsRefreshInterval{200};
+// The console's pages load their scripts, styles and data from this server only (images also
+// from data: URLs, the page's empty icon), run no inline script or style, and cannot be framed.
 constexpr char kConsoleSecurityPolicy[] =
-    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'";
 
 // A route's target: /v2/models/{model}[/versions/{version}][/{action}], action "" (metadata),
 // "ready" or "infer".
@@ -88,14 +90,24 @@ std::optional<ModelTarget> ParseModelTarget(absl::string_view path) {
 }
 
 // The route's template, for metrics: a bounded label set whatever the client asks for.
-std::string RouteLabel(absl::string_view path, const std::optional<ModelTarget>& model) {
-  if (path == "/v2/health/live" || path == "/v2/health/ready" || path == "/v2" || path == "/" ||
-      path == kConsoleModels || path == kConsoleMetrics) {
+// `console`: whether the console's routes are served (else they are "other").
+std::string RouteLabel(absl::string_view path, const std::optional<ModelTarget>& model,
+                       bool console) {
+  if (path == "/v2/health/live" || path == "/v2/health/ready" || path == "/v2") {
     return std::string(path);
   }
-  if (FindConsoleFile(path) != nullptr) return "/console/{file}";
+  if (console && (path == "/" || path == kConsoleModels || path == kConsoleMetrics)) {
+    return std::string(path);
+  }
+  if (console && FindConsoleFile(path) != nullptr) return "/console/{file}";
   if (!model.has_value()) return "other";
   return model->action.empty() ? "/v2/models/{model}" : absl::StrCat("/v2/models/{model}/", model->action);
+}
+
+// The request's path: its target without the query.
+absl::string_view PathOf(const HttpRequestHead& head) {
+  const absl::string_view target(head.target().data(), head.target().size());
+  return target.substr(0, target.find('?'));
 }
 
 // The client's x-request-id (at most kMaxRequestIdLength characters), echoed on the response.
@@ -309,15 +321,15 @@ void HttpDoor::Answer(HttpExchange& exchange, const Answering& answering,
 }
 
 void HttpDoor::Refused(const HttpExchange& exchange, unsigned code) const {
-  const HttpRequestHead& head = exchange.head();
-  const absl::string_view target(head.target().data(), head.target().size());
-  const absl::string_view path = target.substr(0, target.find('?'));
+  Record(exchange, StartAnswering(exchange.head()), code);
+}
+
+HttpDoor::Answering HttpDoor::StartAnswering(const HttpRequestHead& head) const {
+  const absl::string_view path = PathOf(head);
   const std::optional<ModelTarget> model = ParseModelTarget(path);
-  Record(exchange,
-         Answering{RouteLabel(path, model), RequestId(head),
+  return Answering{RouteLabel(path, model, options_.console_metrics != nullptr), RequestId(head),
                    model.has_value() ? model->model.substr(0, kMaxRequestIdLength) : "",
-                   std::chrono::steady_clock::now()},
-         code);
+                   std::chrono::steady_clock::now()};
 }
 
 void HttpDoor::Record(const HttpExchange& exchange, const Answering& answering,
@@ -349,22 +361,29 @@ absl::StatusOr<std::string> HttpDoor::ConsoleApi(absl::string_view path) const {
     return ConsoleModelsJson(*models_->Current(), options_.server_version,
                              service_->draining());
   }
-  if (path == kConsoleMetrics) {
-    const std::chrono::duration<double> now =
-        std::chrono::system_clock::now().time_since_epoch();
-    return MetricsJson(options_.console_metrics->Collect(), now.count());
-  }
+  if (path == kConsoleMetrics) return MetricsJsonAtMostEvery();
   return absl::NotFoundError(absl::StrCat("no route ", path.substr(0, kMaxLoggedTarget)));
+}
+
+std::string HttpDoor::MetricsJsonAtMostEvery() const {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(metrics_mutex_);
+  if (metrics_json_.empty() || now - metrics_collected_ >= kMetricsRefreshInterval) {
+    const std::chrono::duration<double> unix_time =
+        std::chrono::system_clock::now().time_since_epoch();
+    const std::chrono::duration<double> monotonic = now.time_since_epoch();
+    metrics_json_ =
+        MetricsJson(options_.console_metrics->Collect(), unix_time.count(), monotonic.count());
+    metrics_collected_ = now;
+  }
+  return metrics_json_;
 }
 
 void HttpDoor::Handle(std::shared_ptr<HttpExchange> exchange) {
   const HttpRequestHead& head = exchange->head();
-  const absl::string_view target(head.target().data(), head.target().size());
-  const absl::string_view path = target.substr(0, target.find('?'));
+  const absl::string_view path = PathOf(head);
   const std::optional<ModelTarget> model = ParseModelTarget(path);
-  Answering answering{RouteLabel(path, model), RequestId(head),
-                      model.has_value() ? model->model.substr(0, kMaxRequestIdLength) : "",
-                      std::chrono::steady_clock::now()};
+  Answering answering = StartAnswering(head);
   const bool get = head.method() == http::verb::get;
   const auto respond = [&](HttpResponse response) {
     Answer(*exchange, answering, std::move(response));

@@ -10,7 +10,7 @@
 //   GET  /v2/models/{m}[/versions/{v}]/ready   200 ready; 404 unknown; 503 draining
 //   POST /v2/models/{m}[/versions/{v}]/infer   inference: JSON, or JSON + binary tensor data
 //
-// With the web console on (Options::console; docs/console.md):
+// With the web console on (Options::console_metrics set; docs/console.md):
 //   GET  /, /console/{file}              the console's pages and scripts (no token: they hold no
 //                                        data)
 //   GET  /console/api/models             the models with their configs and states (ConsoleModelsJson)
@@ -22,6 +22,7 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/status/status.h"
@@ -68,6 +69,8 @@ class HttpDoor {
     std::string model;       // the model the path names, if any
     std::chrono::steady_clock::time_point start;
   };
+  // What a request's answer will be measured and logged with, its clock started now.
+  Answering StartAnswering(const HttpRequestHead& head) const;
   // Sends `response` (the client's x-request-id echoed), counts it in the HTTP metrics and
   // writes its access line.
   void Answer(HttpExchange& exchange, const Answering& answering, HttpResponse response) const;
@@ -75,11 +78,19 @@ class HttpDoor {
   void Record(const HttpExchange& exchange, const Answering& answering, unsigned code) const;
   // The console's JSON route `path` (after the token check); NOT_FOUND for another path.
   absl::StatusOr<std::string> ConsoleApi(absl::string_view path) const;
+  // The metrics route's JSON, collected again only when the last one is older than
+  // kMetricsRefreshInterval: it is answered on an I/O thread, so whatever the request rate the
+  // registry is collected at most a few times a second.
+  std::string MetricsJsonAtMostEvery() const;
 
   AttentionServiceImpl* const service_;
   const ModelStore* const models_;
   const Secrets* const secrets_;
   const Options options_;
+  // The metrics route's last answer and when it was collected (MetricsJsonAtMostEvery).
+  mutable std::mutex metrics_mutex_;
+  mutable std::chrono::steady_clock::time_point metrics_collected_;  // guarded by metrics_mutex_
+  mutable std::string metrics_json_;                                 // guarded by metrics_mutex_
 };
 
 }  // namespace attnserve

@@ -63,6 +63,15 @@ def http_get(url, headers=None):
         return error.code, error.headers, error.read()
 
 
+def png_size(path):
+    """(width, height) from a PNG's IHDR chunk."""
+    with open(path, "rb") as f:
+        header = f.read(24)
+    if header[:8] != b"\x89PNG\r\n\x1a\n":
+        raise AssertionError(f"{path} is not a PNG")
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
 def post_json(url, body):
     request = urllib.request.Request(url, data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
@@ -106,8 +115,15 @@ class ConsoleTestCase(unittest.TestCase):
         self.assertEqual(self.browser.errors, [], "console errors on the page")
 
     def screenshot(self, name):
+        """Writes the page's picture to SCREENSHOT_DIR; docs/images keeps a copy of the same
+        size (a page whose layout changed must have its documented picture taken again)."""
         os.makedirs(SCREENSHOT_DIR, exist_ok=True)
-        self.browser.screenshot(os.path.join(SCREENSHOT_DIR, name))
+        path = os.path.join(SCREENSHOT_DIR, name)
+        self.browser.screenshot(path)
+        documented = at.REPO_ROOT / "docs" / "images" / name
+        self.assertTrue(documented.exists(), f"docs/images/{name} is missing; copy {path}")
+        self.assertEqual(png_size(path), png_size(documented),
+                         f"docs/images/{name} is not the current page's size; copy {path}")
 
     def heatmaps(self):
         maps = self.browser.evaluate(HEATMAPS)
@@ -303,6 +319,9 @@ class ModelsPageTest(ConsoleTestCase):
                 for model, d, seq in (("demo-rope", 256, 64), ("demo-alibi", 384, 16)):
                     x = f32_tensor(rng.standard_normal((1, seq, d)).astype(np.float32))
                     stub.Attend(pb.AttendRequest(model=model, query=x, causal=True), timeout=10)
+            self.assertTrue(self.browser.evaluate(
+                "!!document.querySelector('[data-model=\"demo-alibi\"] [data-field=\"p99\"][data-value]')"),
+                "no p99 shown for demo-alibi under traffic")
             self.assertNoConsoleErrors()
             self.screenshot("console_models.png")
         finally:
@@ -338,6 +357,12 @@ class HttpContractTest(unittest.TestCase):
             self.assertEqual(http_get(url + "/console/missing.js", token)[0], 404)
             self.assertEqual(http_get(url + "/console/../README.md", token)[0], 404)
             self.assertEqual(http_get(url + "/console/missing.js")[0], 401)
+            self.assertEqual(http_get(url + "/console/api/nothing", token)[0], 404)
+            post = urllib.request.Request(url + "/", data=b"x", method="POST")
+            with self.assertRaises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(post, timeout=10)
+            self.assertEqual(refused.exception.code, 405)
+            self.assertEqual(refused.exception.headers["allow"], "GET")
             # Data needs the token.
             status, headers, _ = http_get(url + "/console/api/models")
             self.assertEqual(status, 401)

@@ -1,9 +1,8 @@
 #include "server/console/console_api.h"
 
-#include <cmath>
-#include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -15,7 +14,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "server/console/console_files.h"
-#include "tests/server/test_safetensors.h"
+#include "tests/server/models/repository_fixture.h"
 
 namespace attnserve {
 namespace {
@@ -52,33 +51,7 @@ TEST(ConsoleModelsJsonTest, ListsEveryDemoModelLoadedWithItsConfig) {
 }
 
 // A repository with a model served stale (its new config broken) and a folder that never loaded.
-class ConsoleRepositoryTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    root_ = std::filesystem::temp_directory_path() /
-            ("attnserve_console_test_" +
-             std::to_string(::testing::UnitTest::GetInstance()->random_seed()));
-    std::filesystem::remove_all(root_);
-  }
-  void TearDown() override { std::filesystem::remove_all(root_); }
-
-  void Write(const std::string& folder, const std::string& name, const std::string& contents) {
-    std::filesystem::create_directories(root_ / folder);
-    const std::filesystem::path path = root_ / folder / name;
-    std::ofstream(path.string() + ".tmp", std::ios::binary) << contents;
-    std::filesystem::rename(path.string() + ".tmp", path);
-  }
-  void WriteModel(const std::string& folder) {
-    Write(folder, "config.pbtxt", "d_model: 8 num_heads: 2");
-    std::vector<testing::F32Tensor> tensors;
-    for (const char* name : {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"}) {
-      tensors.push_back({name, {8, 8}, std::vector<float>(64, 0.125f)});
-    }
-    Write(folder, "weights.safetensors", testing::SafetensorsBytes(tensors));
-  }
-
-  std::filesystem::path root_;
-};
+class ConsoleRepositoryTest : public testing::RepositoryFixture {};
 
 TEST_F(ConsoleRepositoryTest, GivesStaleAndFailedModelsWithTheirReasons) {
   WriteModel("good");
@@ -119,8 +92,9 @@ TEST(MetricsJsonTest, GivesCountersGaugesAndCumulativeHistogramBuckets) {
                                               prometheus::Histogram::BucketBoundaries{0.1, 1.0});
   for (double seconds : {0.05, 0.5, 0.7, 4.0}) histogram.Observe(seconds);
 
-  const Json answer = Json::parse(MetricsJson(registry.Collect(), 1234.5));
+  const Json answer = Json::parse(MetricsJson(registry.Collect(), 1234.5, 7.25));
   EXPECT_EQ(answer["time_seconds"], 1234.5);
+  EXPECT_EQ(answer["monotonic_seconds"], 7.25);
   std::map<std::string, Json> families;
   for (const Json& family : answer["families"]) families[family["name"]] = family;
 
@@ -139,6 +113,22 @@ TEST(MetricsJsonTest, GivesCountersGaugesAndCumulativeHistogramBuckets) {
   const Json expected_buckets = Json::parse(
       R"([{"le": 0.1, "count": 1}, {"le": 1.0, "count": 3}, {"le": null, "count": 4}])");
   EXPECT_EQ(sample["buckets"], expected_buckets);
+}
+
+TEST(MetricsJsonTest, WritesNonFiniteValuesAsNull) {
+  prometheus::Registry registry;
+  prometheus::Family<prometheus::Gauge>& gauges =
+      prometheus::BuildGauge().Name("g").Help("h").Register(registry);
+  gauges.Add({{"k", "nan"}}).Set(std::numeric_limits<double>::quiet_NaN());
+  gauges.Add({{"k", "inf"}}).Set(-std::numeric_limits<double>::infinity());
+  gauges.Add({{"k", "one"}}).Set(1);
+
+  const Json samples = Json::parse(MetricsJson(registry.Collect(), 0, 0))["families"][0]["samples"];
+  std::map<std::string, Json> by_label;
+  for (const Json& sample : samples) by_label[sample["labels"]["k"]] = sample["value"];
+  EXPECT_TRUE(by_label.at("nan").is_null());
+  EXPECT_TRUE(by_label.at("inf").is_null());
+  EXPECT_EQ(by_label.at("one"), 1.0);
 }
 
 TEST(ConsoleFilesTest, MapsPathsToEmbeddedFilesOnly) {

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "server/models/model_store.h"
 #include "server/models/safetensors.h"
+#include "tests/server/models/repository_fixture.h"
 #include "tests/server/test_safetensors.h"
 
 namespace attnserve {
@@ -116,39 +117,7 @@ TEST(LoadModelTest, LoadsFromAWeightsFileInMemory) {
               HasSubstr("m/weights.safetensors: no tensor \"relative_attention_bias.weight\""));
 }
 
-// A model repository in a fresh temporary folder, removed at the end.
-class RepositoryTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    root_ = std::filesystem::temp_directory_path() /
-            ("attnserve_registry_test_" + std::to_string(::testing::UnitTest::GetInstance()
-                                                             ->random_seed()) +
-             "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(root_);
-    std::filesystem::create_directories(root_);
-  }
-  void TearDown() override { std::filesystem::remove_all(root_); }
-
-  // Writes `contents` to folder/name through a rename, as a deployment would (a new inode).
-  void Write(const std::string& folder, const std::string& name, const std::string& contents) {
-    std::filesystem::create_directories(root_ / folder);
-    const std::filesystem::path path = root_ / folder / name;
-    std::ofstream(path.string() + ".tmp", std::ios::binary) << contents;
-    std::filesystem::rename(path.string() + ".tmp", path);
-  }
-  // A d_model 8, 2-head model whose weights are all `value`.
-  void WriteModel(const std::string& folder, float value) {
-    Write(folder, "config.pbtxt", "d_model: 8 num_heads: 2");
-    Write(folder, "weights.safetensors",
-          Weights({{"q_proj.weight", {8, 8}},
-                   {"k_proj.weight", {8, 8}},
-                   {"v_proj.weight", {8, 8}},
-                   {"o_proj.weight", {8, 8}}},
-                  value));
-  }
-
-  std::filesystem::path root_;
-};
+class RepositoryTest : public testing::RepositoryFixture {};
 
 TEST_F(RepositoryTest, ReloadKeepsUnchangedAndPreviousVersionsAndDropsRemovedFolders) {
   WriteModel("a", 0.125f);
