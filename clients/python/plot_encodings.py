@@ -140,6 +140,15 @@ def pyplot():
     return plt
 
 
+def colour_map(name):
+    """The matplotlib colour map --cmap names, as a copy the caller may change."""
+    import matplotlib
+    if name not in matplotlib.colormaps:
+        raise CommandError(f"--cmap {name!r} is not a matplotlib colour map; choose one of "
+                           f"{', '.join(sorted(matplotlib.colormaps))}")
+    return matplotlib.colormaps[name].copy()
+
+
 def save(fig, out, dpi):
     directory = os.path.dirname(os.path.abspath(out))
     os.makedirs(directory, exist_ok=True)
@@ -222,8 +231,8 @@ def cmd_matrix(args, svc):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5.6), layout="constrained")
     first, last = args.position_offset, args.position_offset + args.positions - 1
-    image = ax.imshow(table, cmap=args.cmap, vmin=-limit, vmax=limit, aspect="auto",
-                      interpolation="nearest",
+    image = ax.imshow(table, cmap=colour_map(args.cmap), vmin=-limit, vmax=limit,
+                      aspect="auto", interpolation="nearest",
                       extent=(-0.5, d_model - 0.5, last + 0.5, first - 0.5))
     ax.set_xlabel(f"dimension (channel 0…{d_model - 1} of d_model={d_model})")
     ax.set_ylabel(f"position p ({first}…{last})")
@@ -278,9 +287,8 @@ def cmd_bias(args, svc):
         lo, hi = lo - 1, hi + 1
 
     plt = pyplot()
-    import matplotlib
     from matplotlib.patches import Patch
-    cmap = matplotlib.colormaps[args.cmap].copy()
+    cmap = colour_map(args.cmap)
     cmap.set_bad(MASKED_COLOUR)
 
     cols = args.cols or math.ceil(math.sqrt(heads))
@@ -403,7 +411,8 @@ def cmd_rope(args, svc):
     fig, (ax_map, ax_curve) = plt.subplots(1, 2, figsize=(12, 5.2), layout="constrained",
                                            gridspec_kw={"width_ratios": [1.05, 1]})
     limit = float(np.abs(gram).max()) or 1.0
-    image = ax_map.imshow(gram, cmap=args.cmap, vmin=-limit, vmax=limit, interpolation="nearest",
+    image = ax_map.imshow(gram, cmap=colour_map(args.cmap), vmin=-limit, vmax=limit,
+                          interpolation="nearest",
                           extent=(first - 0.5, first + n - 0.5, first + n - 0.5, first - 0.5))
     ax_map.set_xlabel("key position j")
     ax_map.set_ylabel("query position i")
@@ -492,7 +501,7 @@ def cmd_attention(args, svc):
     kind = oneof_name(config.encoding)
     heads_total = config.num_heads
     kv_heads = config.num_kv_heads or heads_total
-    group = heads_total // kv_heads if kv_heads else 1
+    group = heads_total // kv_heads
     heads = parse_heads(args.heads, heads_total, args.model)
 
     cross = args.cross or args.kv_len is not None
@@ -527,8 +536,7 @@ def cmd_attention(args, svc):
     vmax = args.vmax if args.vmax is not None else float(drawn.max(initial=0)) or 1.0
 
     plt = pyplot()
-    import matplotlib
-    cmap = matplotlib.colormaps[args.cmap].copy()
+    cmap = colour_map(args.cmap)
     cmap.set_bad(MASKED_COLOUR)
 
     cols = args.cols or math.ceil(math.sqrt(len(heads)))

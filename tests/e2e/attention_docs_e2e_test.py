@@ -17,9 +17,10 @@ ports. The test gives them the same world in a temporary folder, in page order:
 
 Checks: each snippet exits 0, prints each of its `# expect:` lines and checks something (an
 `# expect:` line or an `assert`); every picture the page shows (images/attention_*.png) is drawn
-by a snippet, is a PNG, and the committed copy in docs/images has the same pixel size (so the
-committed picture is the one the documented command makes); no attention_*.png in docs/images
-or drawn by a snippet is left unshown; docs/images itself is untouched by the run.
+by a snippet, is a PNG, and the committed copy in docs/images has the same pixel size (the
+documented command draws a picture of the committed one's size; the pixels themselves are not
+compared, as they can differ with the matplotlib version); no attention_*.png in docs/images or
+drawn by a snippet is left unshown; docs/images itself is untouched by the run.
 
     /usr/bin/python3 tests/e2e/attention_docs_e2e_test.py --server build/server/attnserve --stubs build/python
 """
