@@ -9,8 +9,9 @@
 
 import { infer } from './api.js';
 import { encodingSummary, modelShape } from './config.js';
-import { fieldParams, readFields, renderControls } from './controls.js';
-import { createHeadMaps } from './heatmap.js';
+import { createControls, fieldParams, OFFSET_FIELD, readFields, SEED_FIELD } from './controls.js';
+import { element, showChildren } from './dom.js';
+import { createHeadMaps, replaceMaps } from './heatmap.js';
 import { createRng } from './prng.js';
 
 const COMPARE_FIELD = { key: 'compare', label: 'side by side (panel B)', type: 'bool', default: false };
@@ -29,8 +30,8 @@ function panelFields(models) {
     { key: 'causal', label: 'causal', type: 'bool', default: true },
     { key: 'cross', label: 'cross-attention', type: 'bool', default: false },
     { key: 'kv_len', label: 'context tokens', type: 'int', default: 16, min: 1, max: 256, visible: (v) => v.cross },
-    { key: 'seed', label: 'seed', type: 'int', default: 1, min: 0, max: 2 ** 31 - 1 },
-    { key: 'offset', label: 'position offset', type: 'int', default: 0, min: 0, max: 1e6 },
+    SEED_FIELD,
+    OFFSET_FIELD,
   ];
 }
 
@@ -63,17 +64,16 @@ function describePanel(label, settings, config) {
     (settings.offset ? `, positions from ${settings.offset}` : '');
 }
 
-function panelElement(className) {
-  const panel = document.createElement('section');
-  panel.className = `panel ${className}`;
-  const heading = document.createElement('h2');
-  const controls = document.createElement('div');
-  controls.className = 'toolbar';
-  const summary = document.createElement('p');
-  summary.className = 'note';
-  const maps = document.createElement('div');
-  maps.className = 'heatmap-grid';
-  panel.append(heading, controls, summary, maps);
+// A panel's elements; its form reports changes through onChange(key, text).
+function panelElement(className, onChange) {
+  const panel = element('section', `panel ${className}`);
+  const heading = element('h2');
+  const controls = createControls(onChange);
+  const toolbar = element('div', 'toolbar');
+  toolbar.append(controls.element);
+  const summary = element('p', 'note');
+  const maps = element('div', 'heatmap-grid');
+  panel.append(heading, toolbar, summary, maps);
   return { panel, heading, controls, summary, maps };
 }
 
@@ -85,12 +85,11 @@ function drawPanel(view, label, settings, config, attention, compare) {
     scale: 'sequential', rowTitle: 'query position', colTitle: 'key position', rowName: 'q', colName: 'k',
     width: compare ? 120 : undefined,
   }, (h) => `${label ? `${label} · ` : ''}head ${h}${group > 1 ? ` (K/V head ${Math.floor(h / group)})` : ''}`);
-  view.maps.replaceChildren(...maps.map((m) => m.element));
+  replaceMaps(view.maps, maps);
 }
 
 export function create(context) {
-  const intro = document.createElement('div');
-  intro.className = 'intro';
+  const intro = element('div', 'intro');
   intro.innerHTML = `<h1>Attention</h1>
     <p>Runs a model's attention layer on random token embeddings (standard normal, drawn from the
     seed, so a seed always gives the same tokens) and shows each head's attention probabilities:
@@ -99,50 +98,53 @@ export function create(context) {
     takes its keys from a separate context. All heads of a panel share one colour scale.
     Side by side compares two settings, e.g. causal against bidirectional, or two models'
     encodings.</p>`;
-  const toolbar = document.createElement('div');
-  toolbar.className = 'toolbar';
-  const panels = document.createElement('div');
-  panels.className = 'panels';
-  const a = panelElement('panel-a');
-  const b = panelElement('panel-b');
+  const changeSetting = (prefix) => (key, text) => context.changeSettings({ [prefix + key]: text });
+  const compareControls = createControls(changeSetting(''));
+  const toolbar = element('div', 'toolbar');
+  toolbar.append(compareControls.element);
+  const panels = element('div', 'panels');
+  const a = panelElement('panel-a', changeSetting(''));
+  const b = panelElement('panel-b', changeSetting(B));
   context.root.append(intro, toolbar, panels);
+
+  // Reads the settings from the hash, writes them back canonical and shows them in the forms.
+  // Returns the cases to draw: [label, settings, panel view] for each panel shown.
+  function showSettings(params, models) {
+    const fields = panelFields(models);
+    if (!fields[0].default) throw new Error('no model is being served');
+    const settingsA = readFields(fields, params);
+    const { compare } = readFields([COMPARE_FIELD], params);
+    const fieldsB = panelBFields(fields, settingsA);
+    const settingsB = readFields(fieldsB, params, B);
+    // B's settings go into the hash only once set, so that the others keep following A.
+    const explicitB = Object.fromEntries(Object.entries(fieldParams(fieldsB, settingsB, B))
+      .filter(([key]) => params.has(key)));
+    context.navigate({ ...fieldParams(fields, settingsA), ...fieldParams([COMPARE_FIELD], { compare }),
+      ...(compare ? explicitB : {}) }, { replace: true });
+    compareControls.show([COMPARE_FIELD], { compare });
+    a.heading.textContent = compare ? 'Panel A' : '';
+    a.controls.show(fields, settingsA);
+    b.heading.textContent = 'Panel B';
+    b.controls.show(fieldsB, settingsB);
+    panels.classList.toggle('compare', compare);
+    showChildren(panels, compare ? [a.panel, b.panel] : [a.panel]);
+    return compare ? [['A', settingsA, a], ['B', settingsB, b]] : [['', settingsA, a]];
+  }
 
   return {
     update(params) {
       context.load(async (signal) => {
-        const models = (await context.models(signal)).models ?? [];
-        const fields = panelFields(models);
-        if (!fields[0].default) throw new Error('no model is being served');
-        const settingsA = readFields(fields, params);
-        const compare = readFields([COMPARE_FIELD], params).compare;
-        const fieldsB = panelBFields(fields, settingsA);
-        const settingsB = readFields(fieldsB, params, B);
-        // B's settings go into the hash only once set, so that the others keep following A.
-        const explicitB = Object.fromEntries(Object.entries(fieldParams(fieldsB, settingsB, B))
-          .filter(([key]) => params.has(key)));
-        const canonical = { ...fieldParams(fields, settingsA), compare: compare ? '1' : '0',
-          ...(compare ? explicitB : {}) };
-        context.navigate(canonical, { replace: true });
-        const change = (prefix) => (key, value) => {
-          context.navigate({ ...canonical, [prefix + key]: typeof value === 'boolean' ? (value ? '1' : '0') : value });
-        };
-        toolbar.replaceChildren(renderControls([COMPARE_FIELD], { compare }, change('')));
-        a.heading.textContent = compare ? 'Panel A' : '';
-        a.controls.replaceChildren(renderControls(fields, settingsA, change('')));
-        b.heading.textContent = 'Panel B';
-        b.controls.replaceChildren(renderControls(fieldsB, settingsB, change(B)));
-        panels.classList.toggle('compare', compare);
-        panels.replaceChildren(...(compare ? [a.panel, b.panel] : [a.panel]));
+        const models = context.cachedModels() ?? (await context.models(signal));
+        const cases = showSettings(params, models);
         for (const view of [a, b]) {
           view.summary.textContent = '';
-          view.maps.replaceChildren();
+          replaceMaps(view.maps);
         }
-
-        const cases = compare ? [['A', settingsA, a], ['B', settingsB, b]] : [['', settingsA, a]];
         const configs = cases.map(([, s]) => models.find((m) => m.name === s.model).config);
         const answers = await Promise.all(cases.map(([, s], i) =>
           infer(s.model, attentionRequest(s, modelShape(configs[i]).dModel), signal)));
-        cases.forEach(([label, s, view], i) => drawPanel(view, label, s, configs[i], answers[i].attention, compare));
+        cases.forEach(([label, s, view], i) =>
+          drawPanel(view, label, s, configs[i], answers[i].output('attention'), cases.length > 1));
       });
     },
     dispose() {},

@@ -16,8 +16,8 @@ export function modelShape(config) {
   return {
     dModel,
     heads,
-    kvHeads: num(config.num_kv_heads) || heads,
-    headDim: num(config.head_dim) || Math.floor(dModel / heads),
+    kvHeads: num(config.num_kv_heads, heads),
+    headDim: num(config.head_dim, Math.floor(dModel / heads)),
     maxPositions: num(config.max_positions),
   };
 }
@@ -33,7 +33,8 @@ const SINUSOIDAL_NAMES = {
   TENSOR2TENSOR: 'tensor2tensor', FAIRSEQ: 'fairseq',
 };
 
-function ropeScaling(rope) {
+// The RoPE scaling in words, e.g. "YaRN ×4 from 4096"; '' when there is none.
+function describeRopeScaling(rope) {
   if (rope.linear) return `linear ×${num(rope.linear.factor)}`;
   if (rope.dynamic_ntk) {
     return `dynamic NTK ×${num(rope.dynamic_ntk.factor)} from ${num(rope.dynamic_ntk.original_max_positions)}`;
@@ -67,7 +68,7 @@ export function encodingSummary(encoding, config = {}) {
       const parts = [`RoPE θ=${num(e.theta, 10000)}`];
       if (num(e.rotary_dim)) parts.push(`rotary ${num(e.rotary_dim)} dims`);
       if (e.layout === 'INTERLEAVED') parts.push('interleaved');
-      const scaling = ropeScaling(e);
+      const scaling = describeRopeScaling(e);
       if (scaling) parts.push(scaling);
       return parts.join(', ');
     }

@@ -24,12 +24,13 @@
 // URLs: #/models?refresh=2, #/encodings?family=…, #/attention?model=…; see each page module.
 
 import { AuthRequired, fetchModels, record, setToken, token } from './api.js';
-import { liveHeatmaps } from './heatmap.js';
+import { hideTooltip, liveHeatmaps } from './heatmap.js';
 import * as modelsPage from './models.js';
 import * as encodingsPage from './encodings.js';
 import * as attentionPage from './attention.js';
 
-const PAGES = { models: modelsPage, encodings: encodingsPage, attention: attentionPage };
+// A Map, so that a hash naming an Object.prototype member (#/constructor) is an unknown page.
+const PAGES = new Map([['models', modelsPage], ['encodings', encodingsPage], ['attention', attentionPage]]);
 const DEFAULT_PAGE = 'models';
 
 window.attnserveConsole = {
@@ -72,6 +73,11 @@ function showTokenForm() {
   form.elements.token.focus();
 }
 
+// The forget control shows while the tab holds a token.
+function updateTokenControls() {
+  document.getElementById('forget-token').hidden = !token();
+}
+
 function updateHeader(answer) {
   const server = answer?.server ?? {};
   const version = document.getElementById('server-version');
@@ -87,9 +93,11 @@ function updateNav(name) {
   }
 }
 
-// The context a page works through: where to draw, how to change its hash, and load(), which
-// runs one fetch-and-render task with the state hooks and error display handled here.
+// The context a page works through: where to draw, how to change its hash, the models list, and
+// load(), which runs one fetch-and-render task with the state hooks and error display handled here.
 function pageContext(name, root) {
+  let knownModels = null;     // the models list as last fetched for this page
+  let modelsRefresh = null;   // a background fetch of it in flight
   const context = {
     root,
     // Writes the page's settings into the hash. replace: rewrite the current entry without a
@@ -101,11 +109,29 @@ function pageContext(name, root) {
       if (replace) history.replaceState(null, '', hash);
       else location.hash = hash;
     },
-    // The models answer, fresh from the server; also refreshes the header.
+    // Sets settings ({ key: text }) in the hash as it is now, not as the page last read it, so
+    // that changes made in quick succession all stick.
+    changeSettings(changes) {
+      const { params } = parseHash();
+      for (const [key, value] of Object.entries(changes)) params.set(key, value);
+      context.navigate(params);
+    },
+    // The models list, fresh from the server; also refreshes the header.
     async models(signal) {
       const answer = await fetchModels(signal);
       updateHeader(answer);
-      return answer;
+      knownModels = answer?.models ?? [];
+      return knownModels;
+    },
+    // The models list as last fetched, at once (null before the first fetch), so that a
+    // settings change redraws its form without waiting for the server; a fresh list is fetched
+    // in the background for the next call. A failure there is left for the page's own requests
+    // to meet and show.
+    cachedModels() {
+      if (knownModels !== null) {
+        modelsRefresh ??= context.models().catch(() => {}).finally(() => { modelsRefresh = null; });
+      }
+      return knownModels;
     },
     // Runs task(signal): a newer load aborts the older one. quiet: do not show "loading" (a
     // background refresh). Resolves to "ready", "error", "auth" (a token is needed; retrying
@@ -136,7 +162,9 @@ function pageContext(name, root) {
 
 function route() {
   const { name, params } = parseHash();
-  if (!PAGES[name]) {
+  // The maps under the mouse are about to be redrawn or removed.
+  hideTooltip();
+  if (!PAGES.has(name)) {
     history.replaceState(null, '', `#/${DEFAULT_PAGE}`);
     route();
     return;
@@ -155,26 +183,43 @@ function route() {
   document.body.dataset.page = name;
   updateNav(name);
   current = { name, page: null, loadController: null };
-  current.page = PAGES[name].create(pageContext(name, root));
+  current.page = PAGES.get(name).create(pageContext(name, root));
   current.page.update(params);
 }
 
-// Saving a token reopens the current page from scratch with it.
-function setupTokenForm() {
+// Reopens the current page from scratch, with the token as it now is.
+function reopenPage() {
+  updateTokenControls();
+  if (current) {
+    current.loadController?.abort();
+    current.page.dispose();
+    current = null;
+  }
+  route();
+}
+
+// Saving a token, or forgetting it (sessionStorage keeps it until the tab closes otherwise),
+// reopens the page; a token that cannot be sent is refused at once, with why.
+function setupTokenControls() {
   const form = document.getElementById('token-form');
   form.addEventListener('submit', (event) => {
     event.preventDefault();
-    setToken(form.elements.token.value.trim());
-    form.hidden = true;
-    if (current) {
-      current.loadController?.abort();
-      current.page.dispose();
-      current = null;
+    try {
+      setToken(form.elements.token.value.trim());
+    } catch (error) {
+      form.querySelector('.token-message').textContent = error.message;
+      return;
     }
-    route();
+    form.hidden = true;
+    reopenPage();
   });
+  document.getElementById('forget-token').addEventListener('click', () => {
+    setToken('');
+    reopenPage();
+  });
+  updateTokenControls();
 }
 
-setupTokenForm();
+setupTokenControls();
 window.addEventListener('hashchange', route);
 route();

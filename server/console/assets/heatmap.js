@@ -2,22 +2,27 @@
 // per cell and scaled up without smoothing, so a 512 × 512 map costs one drawImage) and the
 // axes, a colour bar underneath, a title, and the shared hover tooltip (#heatmap-tooltip).
 //
-// createHeatmap(spec) returns { element, describe() }; describe() is what the test hook
-// window.attnserveConsole.heatmaps() reports. Every heat map created is remembered while it is
-// in the document, so the hook lists exactly the maps on screen.
+// createHeatmap(spec) returns the map's <figure>. What the test hook
+// window.attnserveConsole.heatmaps() reports of a map is kept in a WeakMap keyed by its figure,
+// so a map is forgotten with its figure, and the hook reads the figures in the document: exactly
+// the maps on screen, in document order.
 
-// Colour maps as small tables of anchor colours, interpolated linearly in RGB into 256 entries.
-// Sequential (for probabilities, indices): dark blue-violet through teal and green to yellow,
-// monotonically brighter so order reads from lightness alone.
-const SEQUENTIAL_ANCHORS = [
-  [68, 1, 84], [72, 40, 120], [62, 73, 137], [49, 104, 142], [38, 130, 142],
-  [31, 158, 137], [53, 183, 121], [110, 206, 88], [181, 222, 43], [253, 231, 37],
-];
-// Diverging (for signed values: encodings, biases): blue below zero, near-white at zero, red above.
-const DIVERGING_ANCHORS = [
-  [33, 102, 172], [67, 147, 195], [146, 197, 222], [209, 229, 240], [247, 247, 247],
-  [253, 219, 199], [244, 165, 130], [214, 96, 77], [178, 24, 43],
-];
+import { element } from './dom.js';
+
+// Both colour maps are defined here by a few anchor colours of our own choosing, in OKLCh
+// (lightness 0–1, chroma, hue in degrees), rather than copied from published tables: the
+// anchors show each map's design at a glance, and one interpolation serves both. The anchors
+// are joined by straight lines in OKLab, a space where equal distances look about equally
+// different (interpolating in sRGB would bunch the visible change unevenly), and sampled into
+// 256 sRGB entries. The lines between these anchors stay inside the sRGB gamut (oklabToSrgb
+// clips any colour that would not).
+// Sequential (probabilities, indices): dark violet through teal to pale yellow. Lightness rises
+// throughout, so order reads from brightness alone (in grey, or with a colour-vision
+// deficiency); the turning hue helps tell nearby levels apart.
+const SEQUENTIAL_ANCHORS = [[0.28, 0.12, 295], [0.58, 0.09, 205], [0.93, 0.17, 108]];
+// Diverging (signed values: encodings, biases): blue below zero, near-white at zero, red above.
+// Both ends have the same lightness, so −x and +x look equally strong.
+const DIVERGING_ANCHORS = [[0.45, 0.14, 255], [0.975, 0.005, 90], [0.45, 0.16, 27]];
 // Cells whose value is null (the service writes non-finite numbers as null, e.g. a −∞ mask).
 const MASKED_RGB = [190, 190, 190];
 
@@ -26,22 +31,46 @@ const MAX_CELL_PX = 32;
 const FONT = '11px system-ui, sans-serif';
 const TITLE_FONT = '12px system-ui, sans-serif';
 
-function buildTable(anchors) {
+function oklchToOklab([lightness, chroma, hueDegrees]) {
+  const hue = (hueDegrees * Math.PI) / 180;
+  return [lightness, chroma * Math.cos(hue), chroma * Math.sin(hue)];
+}
+
+// sRGB's transfer function: linear light in [0, 1] to the encoded value.
+function srgbEncode(linear) {
+  return linear <= 0.0031308 ? 12.92 * linear : 1.055 * linear ** (1 / 2.4) - 0.055;
+}
+
+// OKLab to sRGB in [0, 255], with the matrices of OKLab's definition (Björn Ottosson, 2020).
+function oklabToSrgb([L, a, b]) {
+  const l = (L + 0.3963377774 * a + 0.2158037573 * b) ** 3;
+  const m = (L - 0.1055613458 * a - 0.0638541728 * b) ** 3;
+  const s = (L - 0.0894841775 * a - 1.291485548 * b) ** 3;
+  const linear = [
+    4.0767416621 * l - 3.3077115913 * m + 0.2309699292 * s,
+    -1.2684380046 * l + 2.6097574011 * m - 0.3413193965 * s,
+    -0.0041960863 * l - 0.7034186147 * m + 1.707614701 * s,
+  ];
+  return linear.map((x) => 255 * srgbEncode(Math.min(1, Math.max(0, x))));
+}
+
+// 256 RGB triples, flat, from the anchors evenly spaced along the scale.
+function buildTable(oklchAnchors) {
+  const anchors = oklchAnchors.map(oklchToOklab);
   const table = new Uint8ClampedArray(256 * 3);
   for (let i = 0; i < 256; i++) {
     const t = (i / 255) * (anchors.length - 1);
     const lo = Math.min(Math.floor(t), anchors.length - 2);
     const f = t - lo;
-    for (let c = 0; c < 3; c++) {
-      table[i * 3 + c] = anchors[lo][c] + (anchors[lo + 1][c] - anchors[lo][c]) * f;
-    }
+    const lab = anchors[lo].map((from, c) => from + (anchors[lo + 1][c] - from) * f);
+    table.set(oklabToSrgb(lab), i * 3);
   }
   return table;
 }
 
 const TABLES = { sequential: buildTable(SEQUENTIAL_ANCHORS), diverging: buildTable(DIVERGING_ANCHORS) };
 
-const live = new Set();
+const describers = new WeakMap();  // a map's <figure> → what the test hook reports of it
 
 // The value as the tooltip shows it: 4 significant digits.
 function formatValue(value) {
@@ -104,7 +133,7 @@ function paintCells(values, rows, cols, table, [lo, hi]) {
     image.data[i * 4 + 2] = rgb[offset + 2];
     image.data[i * 4 + 3] = 255;
   }
-  const bitmap = document.createElement('canvas');
+  const bitmap = element('canvas');
   bitmap.width = cols;
   bitmap.height = rows;
   bitmap.getContext('2d').putImageData(image, 0, 0);
@@ -125,6 +154,17 @@ function hiDpiCanvas(canvas, width, height) {
 
 function tooltipElement() {
   return document.getElementById('heatmap-tooltip');
+}
+
+// Hides the shared tooltip: the map it described is being replaced or left.
+export function hideTooltip() {
+  tooltipElement().hidden = true;
+}
+
+// Puts `figures` (heat maps) in place of the container's content.
+export function replaceMaps(container, figures = []) {
+  hideTooltip();
+  container.replaceChildren(...figures);
 }
 
 // The figure's layout: cell sizes and the margins that hold tick labels and axis titles.
@@ -188,27 +228,19 @@ function drawAxes(ctx, spec, L) {
 }
 
 function colourBar(spec, table, domain, min, max, width) {
-  const bar = document.createElement('div');
-  bar.className = 'hm-colorbar';
-  const canvas = document.createElement('canvas');
+  const bar = element('div', 'hm-colorbar');
+  const canvas = element('canvas');
   const ctx = hiDpiCanvas(canvas, width, 10);
   for (let x = 0; x < width; x++) {
     const i = Math.round((x / Math.max(1, width - 1)) * 255) * 3;
     ctx.fillStyle = `rgb(${table[i]},${table[i + 1]},${table[i + 2]})`;
     ctx.fillRect(x, 0, 1, 10);
   }
-  const labels = document.createElement('div');
-  labels.className = 'hm-colorbar-labels';
+  const labels = element('div', 'hm-colorbar-labels');
   labels.style.width = `${width}px`;
   const ends = [formatValue(domain[0]), spec.scale === 'diverging' ? '0' : '', formatValue(domain[1])];
-  for (const text of ends) {
-    const span = document.createElement('span');
-    span.textContent = text;
-    labels.append(span);
-  }
-  const range = document.createElement('div');
-  range.className = 'hm-range';
-  range.textContent = `min ${formatValue(min)} · max ${formatValue(max)}`;
+  for (const text of ends) labels.append(element('span', '', text));
+  const range = element('div', 'hm-range', `min ${formatValue(min)} · max ${formatValue(max)}`);
   bar.append(canvas, labels, range);
   return bar;
 }
@@ -232,9 +264,7 @@ function attachTooltip(canvas, spec, L) {
     tooltip.style.left = `${event.clientX + 14}px`;
     tooltip.style.top = `${event.clientY + 14}px`;
   });
-  canvas.addEventListener('mouseleave', () => {
-    tooltip.hidden = true;
-  });
+  canvas.addEventListener('mouseleave', hideTooltip);
 }
 
 // spec: { title, rows, cols, values (flat row-major; null = masked/non-finite),
@@ -242,6 +272,7 @@ function attachTooltip(canvas, spec, L) {
 //   rowName ('q'), colName ('k'), rowStart (0), colStart (0): the index shown for row/col 0,
 //   width/height: target plot size in px, square (true): equal cell width and height,
 //   nullText: how the tooltip names a null cell }
+// Returns the map's <figure>.
 export function createHeatmap(input) {
   const spec = {
     scale: 'sequential', rowTitle: 'row', colTitle: 'column', rowName: 'row', colName: 'col',
@@ -254,15 +285,10 @@ export function createHeatmap(input) {
   const [min, max] = finiteRange(spec.values);
   const domain = colourDomain(spec, min, max);
 
-  const figure = document.createElement('figure');
-  figure.className = 'heatmap';
-  const title = document.createElement('figcaption');
-  title.className = 'hm-title';
-  title.textContent = spec.title;
-
-  const canvas = document.createElement('canvas');
-  canvas.className = 'hm-canvas';
-  const probe = document.createElement('canvas').getContext('2d');
+  const figure = element('figure', 'heatmap');
+  const title = element('figcaption', 'hm-title', spec.title);
+  const canvas = element('canvas', 'hm-canvas');
+  const probe = element('canvas').getContext('2d');
   probe.font = FONT;
   const L = layout(spec, (text) => probe.measureText(text).width);
   const ctx = hiDpiCanvas(canvas, L.width, L.height);
@@ -276,35 +302,27 @@ export function createHeatmap(input) {
   bar.style.marginLeft = `${L.left}px`;
   figure.append(title, canvas, bar);
 
-  const heatmap = {
-    element: figure,
-    describe() {
-      const box = canvas.getBoundingClientRect();
-      return {
-        title: spec.title, rows: spec.rows, cols: spec.cols, values: spec.values, min, max,
-        plot: { left: box.left + L.left, top: box.top + L.top, width: L.plotW, height: L.plotH },
-        tooltip: tooltipElement(),
-      };
-    },
-  };
-  live.add(heatmap);
-  return heatmap;
+  describers.set(figure, () => {
+    const box = canvas.getBoundingClientRect();
+    return {
+      title: spec.title, rows: spec.rows, cols: spec.cols, values: spec.values, min, max,
+      plot: { left: box.left + L.left, top: box.top + L.top, width: L.plotW, height: L.plotH },
+      tooltip: tooltipElement(),
+    };
+  });
+  return figure;
 }
 
-// The heat maps now in the document, in document order (maps removed from it are forgotten).
+// The heat maps in the document, in document order, as the test hook reports them.
 export function liveHeatmaps() {
-  for (const heatmap of live) {
-    if (!heatmap.element.isConnected) live.delete(heatmap);
-  }
-  return [...live]
-    .sort((a, b) => (a.element.compareDocumentPosition(b.element) & Node.DOCUMENT_POSITION_FOLLOWING ? -1 : 1))
-    .map((heatmap) => heatmap.describe());
+  return [...document.querySelectorAll('figure.heatmap')].map((figure) => describers.get(figure)());
 }
 
 // One heat map per head of a [..., heads, rows, cols] tensor ({ shape, data }), all on one colour
-// scale so the heads compare: from 0 (or the least value, if negative) to the greatest for a
-// sequential map, symmetric about 0 for a diverging one. headTitle(h, values, rows, cols) names
-// each; spec.width, when given, is each map's target size.
+// scale so the heads compare: a sequential map spans 0 and every value (from the lesser of 0 and
+// the least value to the greater of 0 and the greatest), a diverging one is symmetric about 0.
+// headTitle(h, values, rows, cols) names each; spec.width, when given, is each map's target
+// size. Returns the maps' <figure>s.
 export function createHeadMaps(tensor, spec, headTitle) {
   const [heads, rows, cols] = tensor.shape.slice(-3);
   const [lo, hi] = finiteRange(tensor.data);

@@ -16,6 +16,19 @@ function increase(before, after) {
   return after >= before ? after - before : after;
 }
 
+function bucketCounts(sample) {
+  return new Map((sample?.buckets ?? []).map((b) => [b.le ?? Infinity, b.count]));
+}
+
+// Whether a histogram series started again between two readings (the server restarted): any of
+// its counters went down — the count, the sum (the console's histograms observe durations,
+// never negative) or a bucket.
+function histogramReset(old, now) {
+  if (now.count < old.count || now.sum < old.sum) return true;
+  const oldBuckets = bucketCounts(old);
+  return (now.buckets ?? []).some((b) => b.count < (oldBuckets.get(b.le ?? Infinity) ?? 0));
+}
+
 // Pairs each series of `after` matching `keep(labels)` with the same series in `before`
 // (a series that did not exist yet counts from zero, as it was created at its first use).
 function pairedSeries(before, after, name, keep) {
@@ -40,11 +53,10 @@ function histogramIncrease(before, after, name, keep) {
   let count = 0;
   let sum = 0;
   for (const [old, now] of pairedSeries(before, after, name, keep)) {
-    const reset = old !== undefined && now.count < old.count;
-    const base = reset ? undefined : old;
+    const base = old !== undefined && histogramReset(old, now) ? undefined : old;
     count += now.count - (base?.count ?? 0);
     sum += now.sum - (base?.sum ?? 0);
-    const oldBuckets = new Map((base?.buckets ?? []).map((b) => [b.le ?? Infinity, b.count]));
+    const oldBuckets = bucketCounts(base);
     for (const bucket of now.buckets ?? []) {
       const le = bucket.le ?? Infinity;
       byLe.set(le, (byLe.get(le) ?? 0) + bucket.count - (oldBuckets.get(le) ?? 0));
@@ -73,11 +85,19 @@ function histogramQuantile(q, buckets) {
   return null;
 }
 
+// Seconds between two snapshots on the server's steady clock (monotonic_seconds), which a change
+// of the wall clock cannot bend; servers that do not send it are timed by time_seconds.
+function elapsedSeconds(before, after) {
+  const clock = 'monotonic_seconds' in before && 'monotonic_seconds' in after ? 'monotonic_seconds' : 'time_seconds';
+  return after[clock] - before[clock];
+}
+
 // Per-model figures over the window between two snapshots: requests/s, errors/s (code other
-// than OK), p50/p99 request latency (s) and mean queue wait (s); null where not computable.
+// than OK), p50/p99 request latency (s) and mean queue wait (s); all null for the first snapshot
+// (no window yet) and when the window is not positive, each null where not computable.
 export function modelFigures(before, after, model) {
-  const dt = (after?.time_seconds ?? 0) - (before?.time_seconds ?? 0);
-  if (!before || !(dt > 0)) return { rate: null, errors: null, p50: null, p99: null, queueWait: null };
+  const dt = before ? elapsedSeconds(before, after) : NaN;
+  if (!(dt > 0)) return { rate: null, errors: null, p50: null, p99: null, queueWait: null };
   const ofModel = (labels) => labels.model === model;
   const requests = counterIncrease(before, after, 'attnserve_requests_total', ofModel);
   const failures = counterIncrease(before, after, 'attnserve_requests_total',

@@ -5,7 +5,8 @@
 
 import { fetchMetrics } from './api.js';
 import { encodingSummary, modelShape } from './config.js';
-import { readFields, renderControls } from './controls.js';
+import { createControls, fieldParams, readFields } from './controls.js';
+import { element } from './dom.js';
 import { gauge, modelFigures } from './metrics.js';
 
 const FIELDS = [
@@ -17,18 +18,21 @@ const MIN_REFRESH_S = 0.25;
 const COLUMNS = ['Model', 'State', 'd_model', 'Heads', 'KV heads', 'head_dim', 'Encoding',
   'Requests/s', 'Errors/s', 'p50', 'p99', 'Queue wait'];
 
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
+// The page's settings from the hash: a refresh interval between 0 (paused) and the minimum is
+// taken as the minimum, so the form and the address show the interval actually used.
+function readSettings(params) {
+  const { refresh } = readFields(FIELDS, params);
+  return { refresh: refresh === 0 ? 0 : Math.max(MIN_REFRESH_S, refresh) };
 }
 
+// Three significant digits in µs, ms or s. The unit is chosen after rounding, so 0.99975 s reads
+// "1.00 s", not "1.00e+3 ms".
 function formatSeconds(seconds) {
   if (seconds === null) return '—';
-  if (seconds < 1e-3) return `${(seconds * 1e6).toPrecision(3)} µs`;
-  if (seconds < 1) return `${(seconds * 1e3).toPrecision(3)} ms`;
-  return `${seconds.toPrecision(3)} s`;
+  const rounded = Number(seconds.toPrecision(3));
+  if (rounded < 1e-3) return `${(rounded * 1e6).toPrecision(3)} µs`;
+  if (rounded < 1) return `${(rounded * 1e3).toPrecision(3)} ms`;
+  return `${rounded.toPrecision(3)} s`;
 }
 
 function formatRate(perSecond) {
@@ -156,10 +160,10 @@ export function create(context) {
     <code>histogram_quantile</code> does; "—" when no request finished in the interval), and the
     mean wait for a compute worker. The tiles are server-wide: one compute queue and one memory
     budget serve all models. Click a model to explore its attention.</p>`;
-  const controls = element('div');
+  const controls = createControls((key, text) => context.changeSettings({ [key]: text }));
   const tiles = element('div');
   const status = element('div', 'status-row');
-  status.append(tiles, controls);
+  status.append(tiles, controls.element);
   const table = element('div', 'table-wrap');
   const updated = element('p', 'updated');
   context.root.append(intro, status, table, updated);
@@ -170,9 +174,9 @@ export function create(context) {
 
   async function refresh(quiet) {
     const outcome = await context.load(async (signal) => {
-      const [answer, snapshot] = await Promise.all([context.models(signal), fetchMetrics(signal)]);
+      const [models, snapshot] = await Promise.all([context.models(signal), fetchMetrics(signal)]);
       tiles.replaceChildren(serverTiles(snapshot));
-      table.replaceChildren(modelsTable(answer.models ?? [], previous, snapshot));
+      table.replaceChildren(modelsTable(models, previous, snapshot));
       previous = snapshot;
       updated.textContent = `Updated ${new Date(snapshot.time_seconds * 1000).toLocaleTimeString()}` +
         (settings.refresh === 0 ? ' (refresh paused)' : `; refreshing every ${settings.refresh} s`);
@@ -185,16 +189,14 @@ export function create(context) {
   function schedule() {
     clearTimeout(timer);
     if (settings.refresh === 0) return;
-    timer = setTimeout(() => refresh(true), Math.max(MIN_REFRESH_S, settings.refresh) * 1000);
+    timer = setTimeout(() => refresh(true), settings.refresh * 1000);
   }
 
   return {
     update(params) {
-      settings = readFields(FIELDS, params);
-      context.navigate({ refresh: String(settings.refresh) }, { replace: true });
-      controls.replaceChildren(renderControls(FIELDS, settings, (key, value) => {
-        context.navigate({ ...settings, [key]: value });
-      }));
+      settings = readSettings(params);
+      context.navigate(fieldParams(FIELDS, settings), { replace: true });
+      controls.show(FIELDS, settings);
       clearTimeout(timer);
       refresh(previous !== null);
     },

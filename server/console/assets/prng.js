@@ -1,7 +1,8 @@
 // A seeded pseudo-random generator for the console's random inputs, so that a seed in the URL
 // always produces the same token embeddings (and a linked case shows the same maps).
-// Uniforms come from a 32-bit counter passed through an integer hash (splitmix-style mixing);
-// standard normals from the Box–Muller transform, both outputs of each pair used in turn.
+// Uniforms come from a Weyl sequence (a 32-bit counter stepped by the golden-ratio constant
+// 0x9e3779b9) passed through MurmurHash3's 32-bit finaliser fmix32; standard normals from the
+// Box–Muller transform, both outputs of each pair used in turn.
 
 export function createRng(seed) {
   let counter = (Math.trunc(seed) ^ 0x5bd1e995) >>> 0;
@@ -37,5 +38,5 @@ export function createRng(seed) {
     return out;
   }
 
-  return { uniform, normal, normals };
+  return { normals };
 }
