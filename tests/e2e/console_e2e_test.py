@@ -107,8 +107,16 @@ class ConsoleTestCase(unittest.TestCase):
         # A fresh document each time: a hash change alone would keep the previous page's state.
         self.browser.goto("about:blank")
         self.browser.goto(f"{self.server.http_url}/{fragment}")
-        self.browser.wait_for(f"{READY} || document.body.dataset.state === 'error'", RENDER_S)
-        state = self.browser.evaluate("document.body.dataset.state")
+        # Until the page has rendered or failed; a console error ends the wait at once (a page
+        # whose scripts fail to load would otherwise stay "loading" for the whole wait).
+        deadline = time.monotonic() + RENDER_S
+        state = None
+        while time.monotonic() < deadline and not self.browser.errors:
+            state = self.browser.evaluate("document.body.dataset.state")
+            if state in ("ready", "error"):
+                break
+            time.sleep(0.1)
+        self.assertNoConsoleErrors()
         self.assertEqual(state, "ready", self.browser.evaluate("document.body.innerText")[:2000])
 
     def assertNoConsoleErrors(self):
