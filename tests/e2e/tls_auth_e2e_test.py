@@ -377,9 +377,13 @@ class RotationTest(unittest.TestCase):
         shutil.rmtree(self.live, ignore_errors=True)
 
     def put(self, live_name, cert_name):
-        # Written beside and renamed, as Kubernetes and cert-manager replace files.
+        self.replace(live_name, pathlib.Path(cert(cert_name)).read_text())
+
+    def replace(self, live_name, text):
+        # Written beside and renamed, as Kubernetes and cert-manager replace files: a poll never
+        # sees a half-written file (one that did would be refused and counted once more).
         staged = self.live / (live_name + ".new")
-        shutil.copy(cert(cert_name), staged)
+        staged.write_text(text)
         os.replace(staged, self.live / live_name)
 
     def served(self, ca, token):
@@ -399,12 +403,12 @@ class RotationTest(unittest.TestCase):
     def test_tokens_rotate_and_a_bad_file_keeps_them(self):
         self.assertIn("demo-rope", self.served("ca.pem", "old-token"))
         self.assertIn("demo-rope", self.served("ca.pem", "new-token"))
-        (self.live / "tokens").write_text("new-token\n")
+        self.replace("tokens", "new-token\n")
         eventually(lambda: self.assertEqual(self.refused("ca.pem", "old-token"), "UNAUTHENTICATED"))
         self.assertIn("demo-rope", self.served("ca.pem", "new-token"))
         self.assertEqual(self.reloads("tokens", "ok"), 1)
 
-        (self.live / "tokens").write_text("# emptied by mistake\n")
+        self.replace("tokens", "# emptied by mistake\n")
         eventually(lambda: self.assertEqual(self.reloads("tokens", "failed"), 1))
         self.assertIn("demo-rope", self.served("ca.pem", "new-token"))
         time.sleep(0.5)  # polls of the same refused content are not counted again
@@ -464,7 +468,7 @@ class SighupRotationTest(RotationTest):
     POLL = ("--secrets_poll_seconds=0",)
 
     def test_tokens_rotate_and_a_bad_file_keeps_them(self):
-        (self.live / "tokens").write_text("new-token\n")
+        self.replace("tokens", "new-token\n")
         time.sleep(0.5)
         self.assertIn("demo-rope", self.served("ca.pem", "old-token"))  # not read yet
         self.server.proc.send_signal(signal.SIGHUP)
