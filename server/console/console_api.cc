@@ -15,11 +15,15 @@ Json ConfigJson(const v1::ModelConfig& config) {
   options.preserve_proto_field_names = true;
   options.always_print_primitive_fields = true;
   std::string json;
-  // A ModelConfig always prints (it has no Any fields); an empty object would be the failure.
+  // A ModelConfig always prints (it has no Any fields). Its strings are the operator's bytes
+  // (the name is the folder's), and protobuf prints some invalid UTF-8 (overlong forms) as it
+  // is, which nlohmann refuses: such a config is left out (an empty object) rather than thrown
+  // on, since an exception on the door's I/O thread would end the process.
   if (!google::protobuf::util::MessageToJsonString(config, &json, options).ok()) {
     return Json::object();
   }
-  return Json::parse(json);
+  Json parsed = Json::parse(json, nullptr, /*allow_exceptions=*/false);
+  return parsed.is_discarded() ? Json::object() : parsed;
 }
 
 Json ModelJson(const std::string& name, absl::string_view state, const absl::Status& reason) {

@@ -371,10 +371,11 @@ class HttpContractTest(unittest.TestCase):
                 urllib.request.urlopen(post, timeout=10)
             self.assertEqual(refused.exception.code, 405)
             self.assertEqual(refused.exception.headers["allow"], "GET")
-            # Data needs the token.
-            status, headers, _ = http_get(url + "/console/api/models")
-            self.assertEqual(status, 401)
-            self.assertEqual(headers["www-authenticate"], "Bearer")
+            # Data needs the token: the models and the whole metrics registry.
+            for route in ("/console/api/models", "/console/api/metrics"):
+                status, headers, _ = http_get(url + route)
+                self.assertEqual(status, 401, route)
+                self.assertEqual(headers["www-authenticate"], "Bearer")
             status, _, body = http_get(url + "/console/api/models", token)
             self.assertEqual(status, 200)
             self.assertIn("demo-alibi", [m["name"] for m in json.loads(body)["models"]])
