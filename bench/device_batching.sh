@@ -36,7 +36,10 @@ run() {
   OMP_NUM_THREADS=$(nproc) build-device/batch_benchmark.sh --benchmark_min_time=0.5 \
       --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
       2>&1 | tee "$out/batch_benchmark.txt"
-  python3 bench/serving_report.py --server build-device/attnserve.sh \
+  # The device's python3 has numpy; here Debian's has it (PLATFORM.md).
+  local python=python3
+  "$python" -c "import numpy" 2> /dev/null || python=/usr/bin/python3
+  "$python" bench/serving_report.py --server build-device/attnserve.sh \
       --loadgen build-device/attnserve_loadgen.sh --warmup_seconds 3 \
       2>&1 | tee "$out/serving_report.md"
 }
