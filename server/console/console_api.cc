@@ -15,10 +15,10 @@ Json ConfigJson(const v1::ModelConfig& config) {
   options.preserve_proto_field_names = true;
   options.always_print_primitive_fields = true;
   std::string json;
-  // A ModelConfig always prints (it has no Any fields). Its strings are the operator's bytes
-  // (the name is the folder's), and protobuf prints some invalid UTF-8 (overlong forms) as it
-  // is, which nlohmann refuses: such a config is left out (an empty object) rather than thrown
-  // on, since an exception on the door's I/O thread would end the process.
+  // A ModelConfig always prints (it has no Any fields), and the loader refuses strings that are
+  // not UTF-8, which protobuf would print as they are and nlohmann refuse. Should one get
+  // through, the config is left out (an empty object) rather than thrown on: an exception on
+  // the door's I/O thread would end the process.
   if (!google::protobuf::util::MessageToJsonString(config, &json, options).ok()) {
     return Json::object();
   }

@@ -3,13 +3,16 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 #include "core/encodings/encoding_tables.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
+#include "nlohmann/json.hpp"
 #include "server/models/encoding_proto.h"
 
 namespace attnserve {
@@ -30,6 +33,42 @@ class TextFormatErrors : public google::protobuf::io::ErrorCollector {
   std::string path_;
   std::string message_;
 };
+
+bool IsUtf8(const std::string& text) {
+  try {
+    (void)nlohmann::json(text).dump();  // strict: throws on anything that is not UTF-8
+    return true;
+  } catch (const nlohmann::json::type_error&) {
+    return false;
+  }
+}
+
+// The path ("tensor_names.q_proj_weight") of the first string set in `message` that is not
+// UTF-8, or empty. proto3 strings must be UTF-8 and protobuf's text parser does not check: a
+// client's parser refuses a message that breaks it (Python's failed the whole ListModels).
+std::string FirstNonUtf8String(const google::protobuf::Message& message) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection& reflection = *message.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  reflection.ListFields(message, &fields);
+  for (const FieldDescriptor* field : fields) {
+    const int count = field->is_repeated() ? reflection.FieldSize(message, field) : 1;
+    for (int i = 0; i < count; ++i) {
+      if (field->type() == FieldDescriptor::TYPE_STRING) {
+        const std::string value = field->is_repeated()
+                                      ? reflection.GetRepeatedString(message, field, i)
+                                      : reflection.GetString(message, field);
+        if (!IsUtf8(value)) return field->name();
+      } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        const std::string inner = FirstNonUtf8String(
+            field->is_repeated() ? reflection.GetRepeatedMessage(message, field, i)
+                                 : reflection.GetMessage(message, field));
+        if (!inner.empty()) return absl::StrCat(field->name(), ".", inner);
+      }
+    }
+  }
+  return "";
+}
 
 // "<path>: <message>" for a non-OK status, keeping its code.
 absl::Status InFile(const std::string& path, const absl::Status& status) {
@@ -57,6 +96,10 @@ absl::StatusOr<ModelSpec> ParseModelConfig(absl::string_view text, const std::st
     return absl::InvalidArgumentError(errors.message());
   }
   if (config.name().empty()) config.set_name(folder_name);
+  if (const std::string field = FirstNonUtf8String(config); !field.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config_path, ": ", field, " is not valid UTF-8 (a proto3 string must be)"));
+  }
   if (config.name() != folder_name) {
     return absl::InvalidArgumentError(absl::StrCat(config_path, ": name \"", config.name(),
                                                    "\" must equal its folder's name \"",

@@ -64,6 +64,16 @@ TEST(ParseModelConfigTest, RejectsBadConfigsNamingFileAndField) {
               HasSubstr("encoding.cope.npos_max=-1 must be in [1, 1048576]"));
   EXPECT_THAT(message("d_model: 16 num_heads: 4 encoding { cope { npos_max: 2000000 } }"),
               HasSubstr("encoding.cope.npos_max=2000000 must be in [1, 1048576]"));
+  // Strings that are not UTF-8 (an overlong 'A', a stray byte), which the text parser takes.
+  EXPECT_THAT(message("d_model: 16 num_heads: 4 description: \"\\301\\201\""),
+              HasSubstr("m/config.pbtxt: description is not valid UTF-8"));
+  EXPECT_THAT(message("d_model: 16 num_heads: 4 tensor_names { q_proj_weight: \"q\\377\" }"),
+              HasSubstr("m/config.pbtxt: tensor_names.q_proj_weight is not valid UTF-8"));
+  EXPECT_THAT(std::string(ParseModelConfig("d_model: 16 num_heads: 4", "\xC1/config.pbtxt",
+                                           "\xC1").status().message()),
+              HasSubstr("name is not valid UTF-8"));  // the folder's name
+  EXPECT_TRUE(ParseModelConfig("d_model: 16 num_heads: 4 description: \"café 注意\"",
+                               "m/config.pbtxt", "m").ok());
 }
 
 TEST(RequiredTensorsTest, ListsWeightsBiasesAndTablesWithOverrides) {
